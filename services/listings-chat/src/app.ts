@@ -1,0 +1,52 @@
+import { type ErrorBody, ErrorCode } from "@listings-chat/shared";
+import { Hono } from "hono";
+import type { Logger } from "pino";
+import { ChatError, RateLimitedError } from "./errors.ts";
+import { presentedInternalToken } from "./http/internal-auth.ts";
+
+export interface AppParts {
+  log: Logger;
+  checkInternalToken: (presented: string | undefined) => boolean;
+  /** Open to probes without the token: `/health`, `/ready`. */
+  probes: Hono;
+  /** Behind the internal token. */
+  ops: Hono;
+  api: Hono<any>;
+  onRateLimited: () => void;
+}
+
+const errorBody = (code: string, message: string): ErrorBody => ({ error: { code, message } });
+
+/** Routes of the chat port, wired from their parts, with one place that turns errors into answers. */
+export function createApp({ log, checkInternalToken, probes, ops, api, onRateLimited }: AppParts) {
+  const app = new Hono();
+
+  app.route("/", probes);
+  app.use(async (c, next) => {
+    const presented = presentedInternalToken({
+      "x-internal-token": c.req.header("x-internal-token"),
+      authorization: c.req.header("authorization"),
+    });
+    if (!checkInternalToken(presented)) {
+      return c.json(errorBody(ErrorCode.unauthorized, "missing or wrong X-Internal-Token"), 401);
+    }
+    await next();
+  });
+  app.route("/", ops);
+  app.route("/api/v1", api);
+
+  app.notFound((c) => c.json(errorBody(ErrorCode.notFound, `no route for ${c.req.method} ${c.req.path}`), 404));
+  app.onError((error, c) => {
+    if (error instanceof RateLimitedError) {
+      onRateLimited();
+      c.header("Retry-After", String(Math.ceil(error.retryAfterMs / 1000)));
+    }
+    if (error instanceof ChatError) {
+      if (error.status === 503) log.error({ err: error.cause }, "storage unavailable");
+      return c.json(errorBody(error.code, error.message), error.status);
+    }
+    log.error({ err: error, method: c.req.method, path: c.req.path }, "unhandled error");
+    return c.json(errorBody(ErrorCode.internal, "internal error: the request was not completed, retry later"), 500);
+  });
+  return app;
+}

@@ -1,0 +1,99 @@
+import type { Chat, ChatSummary } from "@listings-chat/shared";
+import { ErrorCode } from "@listings-chat/shared";
+import type { Database } from "../db/client.ts";
+import { toChat, toMessage } from "../db/rows.ts";
+import { ChatError, notFound, storing } from "../errors.ts";
+import { appendEvent } from "../events/log.ts";
+import { addressTo, type PublishEvent } from "../events/publisher.ts";
+import { findMessage } from "../messages/repository.ts";
+import {
+  advanceReadMarker,
+  findChat,
+  insertChat,
+  lastMessagesOf,
+  listChatsOf,
+  requireParticipant,
+  unreadCountsOf,
+} from "./repository.ts";
+
+export interface ChatServiceDeps {
+  db: Database;
+  publish: PublishEvent;
+}
+
+export type ChatService = ReturnType<typeof createChatService>;
+
+/** Opening chats, listing them, unread counts and read receipts. */
+export function createChatService({ db, publish }: ChatServiceDeps) {
+  return {
+    /** The chat of (listing, buyer, seller), created on first contact. */
+    async open(buyerId: number, listingId: number, sellerId: number): Promise<{ chat: Chat; created: boolean }> {
+      if (buyerId === sellerId) throw new ChatError(ErrorCode.selfChat, 400, "you cannot open a chat with yourself");
+      const existing = await storing(() => findChat(db, listingId, buyerId, sellerId));
+      if (existing) return { chat: toChat(existing), created: false };
+      const result = await storing(() =>
+        db.transaction(async (tx) => {
+          const row = await insertChat(tx, listingId, buyerId, sellerId);
+          if (!row) return undefined;
+          const event = await appendEvent(tx, { type: "chat_created", chat: toChat(row) });
+          return { row, event };
+        }),
+      );
+      if (!result) {
+        // Another request created it between our look and our insert.
+        const row = await storing(() => findChat(db, listingId, buyerId, sellerId));
+        if (!row) throw new Error("chat neither inserted nor found: unique index missing?");
+        return { chat: toChat(row), created: false };
+      }
+      publish(addressTo(result.row, result.event));
+      return { chat: toChat(result.row), created: true };
+    },
+
+    async list(userId: number, limit: number): Promise<ChatSummary[]> {
+      return storing(async () => {
+        const rows = await listChatsOf(db, userId, limit);
+        const ids = rows.map((r) => r.chat.id);
+        const [lastMessages, unread] = await Promise.all([lastMessagesOf(db, ids), unreadCountsOf(db, userId, ids)]);
+        return rows.map(({ chat }) => {
+          const last = lastMessages.get(chat.id);
+          return { ...toChat(chat), last_message: last ? toMessage(last) : null, unread_count: unread.get(chat.id) ?? 0 };
+        });
+      });
+    },
+
+    /** The header badge: `{"total": 3, "chats": {"12": 2, "15": 1}}`, chats with nothing unread left out. */
+    async unread(userId: number): Promise<{ total: number; chats: Record<string, number> }> {
+      const counts = await storing(() => unreadCountsOf(db, userId));
+      const chats: Record<string, number> = {};
+      let total = 0;
+      for (const [chatId, n] of counts) {
+        chats[String(chatId)] = n;
+        total += n;
+      }
+      return { total, chats };
+    },
+
+    /** Marks everything up to `messageId` read; emits `message_read` only when the marker moved. */
+    async markRead(userId: number, chatId: number, messageId: number) {
+      const chat = await storing(() => requireParticipant(db, chatId, userId));
+      const message = await storing(() => findMessage(db, messageId));
+      if (!message || message.chatId !== chatId) throw notFound("message");
+      const event = await storing(() =>
+        db.transaction(async (tx) => {
+          const moved = await advanceReadMarker(tx, chatId, userId, messageId);
+          if (!moved) return undefined;
+          return appendEvent(tx, {
+            type: "message_read",
+            chat_id: chatId,
+            message_id: messageId,
+            read_by: userId,
+            read_at: new Date().toISOString(),
+          });
+        }),
+      );
+      if (event) publish(addressTo(chat, event));
+      const unread = await storing(() => unreadCountsOf(db, userId, [chatId]));
+      return { chat_id: chatId, message_id: messageId, unread_count: unread.get(chatId) ?? 0 };
+    },
+  };
+}

@@ -1,0 +1,106 @@
+import { sql } from "drizzle-orm";
+import {
+  bigint,
+  check,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from "drizzle-orm/pg-core";
+
+const createdAt = () => timestamp("created_at", { withTimezone: true, mode: "date" }).notNull().defaultNow();
+
+/** One conversation about a listing between its buyer and its seller. */
+export const chats = pgTable(
+  "chats",
+  {
+    id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+    listingId: bigint("listing_id", { mode: "number" }).notNull(),
+    buyerId: bigint("buyer_id", { mode: "number" }).notNull(),
+    sellerId: bigint("seller_id", { mode: "number" }).notNull(),
+    createdAt: createdAt(),
+    lastActivityAt: timestamp("last_activity_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex("chats_listing_buyer_seller_key").on(t.listingId, t.buyerId, t.sellerId),
+    check("chats_buyer_is_not_seller", sql`${t.buyerId} <> ${t.sellerId}`),
+  ],
+);
+
+/**
+ * Who takes part in a chat. `last_activity_at` repeats the chat's so that "my chats by activity"
+ * is one index range scan instead of a join and a sort.
+ */
+export const chatParticipants = pgTable(
+  "chat_participants",
+  {
+    chatId: bigint("chat_id", { mode: "number" })
+      .notNull()
+      .references(() => chats.id, { onDelete: "cascade" }),
+    userId: bigint("user_id", { mode: "number" }).notNull(),
+    role: text("role", { enum: ["buyer", "seller"] }).notNull(),
+    lastReadMessageId: bigint("last_read_message_id", { mode: "number" }),
+    lastActivityAt: timestamp("last_activity_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.chatId, t.userId] }),
+    index("chat_participants_user_activity_idx").on(t.userId, t.lastActivityAt.desc()),
+    index("chat_participants_user_chat_idx").on(t.userId, t.chatId),
+  ],
+);
+
+export const messages = pgTable(
+  "messages",
+  {
+    id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+    chatId: bigint("chat_id", { mode: "number" })
+      .notNull()
+      .references(() => chats.id, { onDelete: "cascade" }),
+    senderId: bigint("sender_id", { mode: "number" }).notNull(),
+    content: text("content").notNull(),
+    clientMsgId: text("client_msg_id"),
+    createdAt: createdAt(),
+    editedAt: timestamp("edited_at", { withTimezone: true, mode: "date" }),
+    deletedAt: timestamp("deleted_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [
+    index("messages_chat_id_idx").on(t.chatId, t.id.desc()),
+    uniqueIndex("messages_sender_client_msg_id_key").on(t.senderId, t.clientMsgId),
+  ],
+);
+
+/**
+ * The ordered log behind `event_id`. Ids come from `event_counter` inside the writing transaction,
+ * so they are dense and in commit order (see events/log.ts).
+ */
+export const chatEvents = pgTable(
+  "chat_events",
+  {
+    id: bigint("id", { mode: "number" }).primaryKey(),
+    chatId: bigint("chat_id", { mode: "number" })
+      .notNull()
+      .references(() => chats.id, { onDelete: "cascade" }),
+    type: text("type").notNull(),
+    messageId: bigint("message_id", { mode: "number" }),
+    payload: jsonb("payload").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index("chat_events_chat_id_idx").on(t.chatId, t.id),
+    index("chat_events_message_id_idx").on(t.messageId),
+  ],
+);
+
+/** A single row: the last event id handed out. Its row lock orders event writers by commit. */
+export const eventCounter = pgTable(
+  "event_counter",
+  {
+    id: integer("id").primaryKey(),
+    lastEventId: bigint("last_event_id", { mode: "number" }).notNull(),
+  },
+  (t) => [check("event_counter_single_row", sql`${t.id} = 1`)],
+);

@@ -1,0 +1,39 @@
+import { ErrorCode } from "@listings-chat/shared";
+
+/** An error the caller can act on: a machine code, an HTTP status, and a sentence that says what to do. */
+export class ChatError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 429 | 503,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "ChatError";
+  }
+}
+
+export const notFound = (what: string) => new ChatError(ErrorCode.notFound, 404, `${what} not found`);
+
+export class RateLimitedError extends ChatError {
+  constructor(readonly retryAfterMs: number) {
+    super(ErrorCode.rateLimited, 429, `too many messages: try again in ${Math.ceil(retryAfterMs / 1000)} s`);
+  }
+}
+
+/** The database could not store or read: nothing was acknowledged, the caller may retry. */
+export class StorageUnavailableError extends ChatError {
+  constructor(cause: unknown) {
+    super(ErrorCode.storageUnavailable, 503, "the message store is unavailable: retry shortly", { cause });
+  }
+}
+
+/** Runs database work and turns any failure that is not already a ChatError into StorageUnavailableError. */
+export async function storing<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof ChatError) throw error;
+    throw new StorageUnavailableError(error);
+  }
+}

@@ -1,0 +1,103 @@
+import {
+  createChatBody,
+  editMessageBody,
+  ErrorCode,
+  Limits,
+  markReadBody,
+  sendMessageBody,
+} from "@listings-chat/shared";
+import { Hono } from "hono";
+import type { ChatService } from "../chats/service.ts";
+import type { Database } from "../db/client.ts";
+import { ChatError, storing } from "../errors.ts";
+import { lastEventId, readEventsForUser } from "../events/log.ts";
+import type { MessageService } from "../messages/service.ts";
+import { parseUserId } from "./internal-auth.ts";
+import { jsonBody, optionalInt, pageLimit, positiveInt } from "./validation.ts";
+
+export type ApiEnv = { Variables: { userId: number } };
+
+export interface ApiDeps {
+  db: Database;
+  chats: ChatService;
+  messages: MessageService;
+}
+
+/** The chat REST API of CONTRACT §4, for the user the gateway names in `X-User-Id`. */
+export function createApiRoutes({ db, chats, messages }: ApiDeps) {
+  const api = new Hono<ApiEnv>();
+
+  api.use(async (c, next) => {
+    const userId = parseUserId(c.req.header("x-user-id"));
+    if (userId === undefined) {
+      throw new ChatError(ErrorCode.unauthorized, 401, "X-User-Id is missing or not a positive integer");
+    }
+    c.set("userId", userId);
+    await next();
+  });
+
+  api.post("/chats", async (c) => {
+    const body = await jsonBody(c, createChatBody);
+    const { chat, created } = await chats.open(c.get("userId"), body.listing_id, body.seller_id);
+    return c.json(chat, created ? 201 : 200);
+  });
+
+  api.get("/chats", async (c) => {
+    const limit = pageLimit(c.req.query("limit"), 100, 500);
+    return c.json({ chats: await chats.list(c.get("userId"), limit) });
+  });
+
+  api.get("/chats/unread", async (c) => c.json(await chats.unread(c.get("userId"))));
+
+  api.get("/chats/:id/messages", async (c) => {
+    const chatId = positiveInt("chat id", c.req.param("id"));
+    const before = optionalInt("before", c.req.query("before"), 1);
+    const limit = pageLimit(c.req.query("limit"), Limits.messagesPageDefault, Limits.messagesPageMax);
+    return c.json(await messages.page(c.get("userId"), chatId, before, limit));
+  });
+
+  api.post("/chats/:id/messages", async (c) => {
+    const chatId = positiveInt("chat id", c.req.param("id"));
+    const body = await jsonBody(c, sendMessageBody);
+    const { message, created } = await messages.send(c.get("userId"), chatId, body.content, body.client_msg_id ?? null);
+    return c.json(message, created ? 201 : 200);
+  });
+
+  api.post("/chats/:id/read", async (c) => {
+    const chatId = positiveInt("chat id", c.req.param("id"));
+    const body = await jsonBody(c, markReadBody);
+    return c.json(await chats.markRead(c.get("userId"), chatId, body.message_id));
+  });
+
+  api.patch("/messages/:id", async (c) => {
+    const messageId = positiveInt("message id", c.req.param("id"));
+    const body = await jsonBody(c, editMessageBody);
+    return c.json(await messages.edit(c.get("userId"), messageId, body.content));
+  });
+
+  api.delete("/messages/:id", async (c) => {
+    const messageId = positiveInt("message id", c.req.param("id"));
+    return c.json(await messages.remove(c.get("userId"), messageId));
+  });
+
+  api.get("/events", async (c) => {
+    const after = optionalInt("after", c.req.query("after"), 0);
+    const limit = pageLimit(c.req.query("limit"), Limits.eventsPageDefault, Limits.eventsPageMax);
+    const userId = c.get("userId");
+    return c.json(
+      await storing(async () => {
+        // The end of the log is read first: an event committed after this read has a larger id, so a
+        // cursor no further than it can never step over an event we did not return.
+        const end = await lastEventId(db);
+        if (after === undefined) return { events: [], last_event_id: end };
+        const events = await readEventsForUser(db, userId, after, limit);
+        const last = events.at(-1)?.event_id;
+        // A full page: more may follow, so the cursor is the last event returned.
+        const cursor = events.length === limit && last !== undefined ? last : Math.max(after, end, last ?? 0);
+        return { events, last_event_id: cursor };
+      }),
+    );
+  });
+
+  return api;
+}

@@ -1,0 +1,224 @@
+import { randomUUID } from "node:crypto";
+import {
+  type ClientFrame,
+  CloseCode,
+  clientFrameSchema,
+  clientFrameTypes,
+  ErrorCode,
+  type ServerControlFrame,
+} from "@listings-chat/shared";
+import type { Logger } from "pino";
+import WebSocket from "ws";
+import type { ChatService } from "../chats/service.ts";
+import { requireParticipant } from "../chats/repository.ts";
+import type { Database } from "../db/client.ts";
+import type { ChatRow } from "../db/rows.ts";
+import { ChatError, RateLimitedError, storing } from "../errors.ts";
+import { lastEventId, readEventsForUser } from "../events/log.ts";
+import type { MessageService } from "../messages/service.ts";
+import type { Stats } from "../ops/stats.ts";
+
+/** What a connection needs from the instance around it. */
+export interface ConnectionContext {
+  db: Database;
+  chats: ChatService;
+  messages: MessageService;
+  stats: Stats;
+  log: Logger;
+  slowConsumerBytes: number;
+  replayPageSize: number;
+  relayTyping(userId: number, chat: ChatRow, isTyping: boolean): void;
+}
+
+const SLOW_CONSUMER_GRACE_MS = 5_000;
+
+/**
+ * Owns one socket: parses and validates what the client sends, writes what the hub delivers,
+ * and keeps the socket's event stream gapless, in order and without repeats across replays.
+ */
+export class Connection {
+  readonly id = randomUUID();
+  /** The last event id written to this socket. */
+  private lastSent = 0;
+  /** Events the hub delivered while a replay was running; undefined when live. */
+  private heldBack: Array<{ id: number; json: string }> | undefined = [];
+  private missedPongs = 0;
+  private closing = false;
+  /** Frames are handled one at a time, so two sends from one socket are stored in the order sent. */
+  private inbound: Promise<void> = Promise.resolve();
+  private readonly knownChats = new Map<number, ChatRow>();
+
+  constructor(
+    readonly socket: WebSocket,
+    readonly userId: number,
+    private readonly ctx: ConnectionContext,
+  ) {
+    socket.on("pong", () => {
+      this.missedPongs = 0;
+    });
+    socket.on("message", (data, isBinary) => this.receive(data, isBinary));
+  }
+
+  /** Greets the client, then replays from `after` (or starts from now) and goes live. */
+  async open(after: number | undefined): Promise<void> {
+    const current = await lastEventId(this.ctx.db);
+    this.sendFrame({
+      type: "connected",
+      user_id: this.userId,
+      connection_id: this.id,
+      timestamp: new Date().toISOString(),
+      last_event_id: current,
+    });
+    await this.replayFrom(after ?? current);
+  }
+
+  /** Called by the hub for every event of this user's chats, in log order. */
+  deliverEvent(id: number, json: string): void {
+    if (this.heldBack) {
+      this.heldBack.push({ id, json });
+      return;
+    }
+    if (id <= this.lastSent) return;
+    this.lastSent = id;
+    this.write(json);
+  }
+
+  sendFrame(frame: ServerControlFrame | (ServerControlFrame & Record<string, unknown>)): void {
+    this.write(JSON.stringify(frame));
+  }
+
+  /** Called by the hub's heartbeat: pings, and drops a peer that missed two pongs in a row. */
+  heartbeat(): void {
+    if (this.missedPongs >= 2) {
+      this.ctx.log.debug({ connection: this.id }, "peer missed two pongs: dropping it");
+      this.socket.terminate();
+      return;
+    }
+    this.missedPongs += 1;
+    if (this.socket.readyState === WebSocket.OPEN) this.socket.ping();
+  }
+
+  close(code: number, reason: string): void {
+    this.closing = true;
+    this.socket.close(code, reason);
+  }
+
+  /**
+   * Sends the log from `after` on, holding back live events meanwhile; then sends what was held
+   * back and is newer than the replay, and goes live. Read page by page, each page flushed to the
+   * socket before the next is read, so a long absence does not trip the slow-consumer limit.
+   */
+  private async replayFrom(after: number): Promise<void> {
+    this.heldBack ??= [];
+    this.lastSent = after;
+    try {
+      for (;;) {
+        const page = await readEventsForUser(this.ctx.db, this.userId, this.lastSent, this.ctx.replayPageSize);
+        let written = Promise.resolve();
+        for (const event of page) {
+          this.lastSent = event.event_id;
+          written = new Promise((resolve) => this.write(JSON.stringify(event), resolve));
+        }
+        await written;
+        if (page.length < this.ctx.replayPageSize || this.closing) break;
+      }
+    } catch (error) {
+      // Going live with a hole would break the promise of every event once: close, and let the client resume.
+      this.ctx.log.warn({ err: error, connection: this.id }, "replay failed: closing so the client resumes");
+      this.ctx.stats.errorsTotal += 1;
+      this.close(CloseCode.internalError, "replay failed, reconnect and resume");
+      return;
+    }
+    const held = this.heldBack;
+    this.heldBack = undefined;
+    for (const { id, json } of held) this.deliverEvent(id, json);
+  }
+
+  /** Writes one frame; `written` runs once ws has handed its bytes to the OS, or at once when nothing was sent. */
+  private write(json: string, written?: () => void): void {
+    if (this.closing || this.socket.readyState !== WebSocket.OPEN) return written?.();
+    if (this.socket.bufferedAmount > this.ctx.slowConsumerBytes) {
+      written?.();
+      this.ctx.stats.slowConsumerDisconnectsTotal += 1;
+      this.ctx.log.info({ connection: this.id, user: this.userId }, "slow consumer: closing with 1013");
+      this.close(CloseCode.tryAgainLater, "slow consumer");
+      setTimeout(() => this.socket.terminate(), SLOW_CONSUMER_GRACE_MS).unref();
+      return;
+    }
+    this.socket.send(json, written && (() => written()));
+    this.ctx.stats.messagesSentTotal += 1;
+  }
+
+  private sendError(code: string, message: string, ref?: string, extra: Record<string, unknown> = {}): void {
+    this.ctx.stats.errorsTotal += 1;
+    this.write(JSON.stringify({ type: "error", code, message, ...(ref === undefined ? {} : { ref }), ...extra }));
+  }
+
+  private receive(data: WebSocket.RawData, isBinary: boolean): void {
+    this.ctx.stats.messagesReceivedTotal += 1;
+    if (isBinary) return this.sendError(ErrorCode.badRequest, "binary frames are not supported: send JSON text");
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(data.toString());
+    } catch {
+      return this.sendError(ErrorCode.badJson, "the frame is not valid JSON");
+    }
+    const ref = refOf(parsed);
+    const type = (parsed as { type?: unknown } | null)?.type;
+    if (typeof type !== "string" || !(clientFrameTypes as readonly string[]).includes(type)) {
+      return this.sendError(ErrorCode.unknownType, `unknown frame type: expected one of ${clientFrameTypes.join(", ")}`, ref);
+    }
+    const result = clientFrameSchema.safeParse(parsed);
+    if (!result.success) {
+      const issue = result.error.issues[0];
+      const where = issue?.path.join(".") || "frame";
+      return this.sendError(ErrorCode.validationFailed, `${where}: ${issue?.message ?? "invalid"}`, ref);
+    }
+    const frame = result.data;
+    if (frame.type === "ping") return this.sendFrame({ type: "pong", timestamp: new Date().toISOString() });
+    this.inbound = this.inbound.then(() => this.handle(frame).catch((error) => this.failed(error, ref)));
+  }
+
+  private async handle(frame: Exclude<ClientFrame, { type: "ping" }>): Promise<void> {
+    switch (frame.type) {
+      case "send_message": {
+        const { message } = await this.ctx.messages.send(this.userId, frame.chat_id, frame.content, frame.client_msg_id);
+        this.sendFrame({ type: "ack", ref: frame.client_msg_id, message });
+        return;
+      }
+      case "mark_read":
+        await this.ctx.chats.markRead(this.userId, frame.chat_id, frame.message_id);
+        return;
+      case "typing":
+        this.ctx.relayTyping(this.userId, await this.chat(frame.chat_id), frame.is_typing);
+        return;
+      case "resume":
+        await this.replayFrom(frame.after);
+        return;
+    }
+  }
+
+  private async chat(chatId: number): Promise<ChatRow> {
+    const known = this.knownChats.get(chatId);
+    if (known) return known;
+    const chat = await storing(() => requireParticipant(this.ctx.db, chatId, this.userId));
+    this.knownChats.set(chatId, chat);
+    return chat;
+  }
+
+  private failed(error: unknown, ref: string | undefined): void {
+    if (error instanceof RateLimitedError) {
+      this.ctx.stats.rateLimitedTotal += 1;
+      return this.sendError(error.code, error.message, ref, { retry_after_ms: error.retryAfterMs });
+    }
+    if (error instanceof ChatError) return this.sendError(error.code, error.message, ref);
+    this.ctx.log.error({ err: error, connection: this.id }, "frame handling failed");
+    this.sendError(ErrorCode.internal, "the server could not handle this frame: retry", ref);
+  }
+}
+
+/** The `client_msg_id` of a frame, so that an error about it can say which one it answers. */
+function refOf(frame: unknown): string | undefined {
+  const ref = (frame as { client_msg_id?: unknown } | null)?.client_msg_id;
+  return typeof ref === "string" ? ref : undefined;
+}

@@ -1,0 +1,200 @@
+import { CloseCode, type ServerControlFrame } from "@listings-chat/shared";
+import type { Logger } from "pino";
+import type WebSocket from "ws";
+import { contactsOf } from "../chats/repository.ts";
+import type { ChatService } from "../chats/service.ts";
+import type { Bus } from "../bus/bus.ts";
+import type { Database } from "../db/client.ts";
+import type { ChatRow } from "../db/rows.ts";
+import { type AddressedEvent, lastEventId, readEventRange } from "../events/log.ts";
+import type { MessageService } from "../messages/service.ts";
+import type { Stats } from "../ops/stats.ts";
+import type { Presence } from "../presence/presence.ts";
+import { Connection } from "./connection.ts";
+import { createEventSequencer } from "./sequencer.ts";
+
+export interface HubOptions {
+  db: Database;
+  bus: Bus;
+  presence: Presence;
+  chats: ChatService;
+  messages: MessageService;
+  stats: Stats;
+  log: Logger;
+  heartbeatIntervalMs: number;
+  typingIntervalMs: number;
+  slowConsumerBytes: number;
+  replayPageSize?: number;
+}
+
+/** A frame that is not stored (typing, presence) and the users it is for. */
+interface AddressedFrame {
+  frame: ServerControlFrame;
+  audience: number[];
+}
+
+export type Hub = ReturnType<typeof createHub>;
+
+/**
+ * Sockets by user, and delivery of what the bus brings to the sockets of the people it is for.
+ * Knows sockets and events, not SQL: reading the log goes through events/log.ts.
+ */
+export function createHub(options: HubOptions) {
+  const { db, bus, presence, stats, log } = options;
+  const sockets = new Map<number, Set<Connection>>();
+  const lastTyping = new Map<string, number>();
+  let sequencer: ReturnType<typeof createEventSequencer> | undefined;
+  const early: AddressedEvent[] = [];
+  let heartbeat: NodeJS.Timeout | undefined;
+
+  const context = {
+    db,
+    chats: options.chats,
+    messages: options.messages,
+    stats,
+    log,
+    slowConsumerBytes: options.slowConsumerBytes,
+    replayPageSize: options.replayPageSize ?? 500,
+    relayTyping,
+  };
+
+  function dispatch({ event, audience }: AddressedEvent) {
+    const json = JSON.stringify(event);
+    stats.broadcastsTotal += 1;
+    for (const userId of audience) {
+      for (const connection of sockets.get(userId) ?? []) connection.deliverEvent(event.event_id, json);
+    }
+  }
+
+  function dispatchFrame({ frame, audience }: AddressedFrame) {
+    stats.broadcastsTotal += 1;
+    for (const userId of audience) {
+      for (const connection of sockets.get(userId) ?? []) connection.sendFrame(frame);
+    }
+  }
+
+  function publishFrame(addressed: AddressedFrame) {
+    bus.publish("ephemeral", JSON.stringify(addressed)).catch((error) => {
+      stats.errorsTotal += 1;
+      log.warn({ err: error }, "could not publish a typing or presence frame");
+    });
+  }
+
+  function relayTyping(userId: number, chat: ChatRow, isTyping: boolean) {
+    const key = `${userId}:${chat.id}`;
+    const now = Date.now();
+    if (now - (lastTyping.get(key) ?? 0) < options.typingIntervalMs) return;
+    lastTyping.set(key, now);
+    const others = [chat.buyerId, chat.sellerId].filter((id) => id !== userId);
+    publishFrame({ frame: { type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping }, audience: others });
+  }
+
+  async function announcePresence(userId: number, online: boolean) {
+    const contacts = await contactsOf(db, userId);
+    if (contacts.length > 0) publishFrame({ frame: { type: "presence", user_id: userId, online }, audience: contacts });
+    return contacts;
+  }
+
+  function tick() {
+    for (const set of sockets.values()) for (const connection of set) connection.heartbeat();
+    const stale = Date.now() - options.typingIntervalMs;
+    for (const [key, at] of lastTyping) if (at < stale) lastTyping.delete(key);
+    presence.refresh(sockets.keys()).catch((error) => log.warn({ err: error }, "presence refresh failed"));
+  }
+
+  function detach(connection: Connection) {
+    stats.disconnectionsTotal += 1;
+    const set = sockets.get(connection.userId);
+    if (!set?.delete(connection) || set.size > 0) return;
+    sockets.delete(connection.userId);
+    presence
+      .leave(connection.userId)
+      .then((offline) => (offline ? announcePresence(connection.userId, false) : undefined))
+      .catch((error) => log.warn({ err: error }, "presence update failed"));
+  }
+
+  return {
+    /** Subscribes to the bus and positions the sequencer at the end of the log. Call before attaching sockets. */
+    async start() {
+      await bus.subscribe("events", (message) => {
+        const addressed = JSON.parse(message) as AddressedEvent;
+        if (sequencer) sequencer.accept(addressed);
+        else early.push(addressed);
+      });
+      await bus.subscribe("ephemeral", (message) => dispatchFrame(JSON.parse(message) as AddressedFrame));
+      sequencer = createEventSequencer({
+        startAfter: await lastEventId(db),
+        fetchRange: (after, upTo) => readEventRange(db, after, upTo),
+        deliver: dispatch,
+        onError: (error) => {
+          stats.errorsTotal += 1;
+          log.error({ err: error }, "could not read missing events from the log; will retry");
+        },
+      });
+      for (const addressed of early.splice(0)) sequencer.accept(addressed);
+      heartbeat = setInterval(tick, options.heartbeatIntervalMs);
+      heartbeat.unref();
+    },
+
+    /** Takes an upgraded socket of `userId`; replays from `after` when given. */
+    attach(socket: WebSocket, userId: number, after: number | undefined): Connection {
+      const connection = new Connection(socket, userId, context);
+      stats.connectionsTotal += 1;
+      socket.on("error", (error) => {
+        stats.errorsTotal += 1;
+        log.debug({ err: error, connection: connection.id }, "socket error");
+      });
+      socket.on("close", () => detach(connection));
+      let set = sockets.get(userId);
+      const first = !set;
+      if (!set) {
+        set = new Set();
+        sockets.set(userId, set);
+      }
+      set.add(connection);
+      // Started now, not after the replay, so that a quick close's `leave` is ordered after it.
+      const joined = first ? presence.join(userId) : Promise.resolve(false);
+      void (async () => {
+        await connection.open(after);
+        const became = await joined;
+        const contacts = became ? await announcePresence(userId, true) : await contactsOf(db, userId);
+        for (const contact of contacts) {
+          if (await presence.isOnline(contact)) connection.sendFrame({ type: "presence", user_id: contact, online: true });
+        }
+      })().catch((error) => {
+        stats.errorsTotal += 1;
+        log.warn({ err: error, connection: connection.id }, "could not open the connection");
+        connection.close(CloseCode.internalError, "could not open the connection, reconnect");
+      });
+      return connection;
+    },
+
+    snapshot() {
+      let connections = 0;
+      for (const set of sockets.values()) connections += set.size;
+      return { connections, usersOnline: sockets.size };
+    },
+
+    /** Closes every socket with 1001 and waits for them to go, at most `deadlineMs`. */
+    async shutdown(deadlineMs: number) {
+      if (heartbeat) clearInterval(heartbeat);
+      sequencer?.stop();
+      const all = [...sockets.values()].flatMap((set) => [...set]);
+      const closed = all.map(
+        (connection) =>
+          new Promise<void>((resolve) => {
+            if (connection.socket.readyState === connection.socket.CLOSED) return resolve();
+            connection.socket.once("close", () => resolve());
+            connection.close(CloseCode.goingAway, "server shutting down");
+          }),
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, deadlineMs);
+      });
+      await Promise.race([Promise.all(closed), deadline]);
+      clearTimeout(timer);
+      for (const connection of all) connection.socket.terminate();
+    },
+  };
+}

@@ -1,0 +1,67 @@
+import type { AddressedEvent } from "../events/log.ts";
+
+export interface SequencerOptions {
+  /** Events up to this id are history: dropped when the bus brings them. */
+  startAfter: number;
+  /** Reads `after < id <= upTo` from the log, to fill a gap the bus left. */
+  fetchRange: (after: number, upTo: number) => Promise<AddressedEvent[]>;
+  deliver: (addressed: AddressedEvent) => void;
+  onError: (error: unknown) => void;
+  /** How long an out-of-order event waits for the ones before it before they are read from the log. */
+  gapTimeoutMs?: number;
+}
+
+/**
+ * Turns what the bus brings (possibly out of order, possibly with holes when a publisher died after
+ * its commit) into the exact sequence of the log. Event ids are dense (events/log.ts), so a missing
+ * id is always a real gap: it waits briefly for the bus, then reads the log.
+ */
+export function createEventSequencer(options: SequencerOptions) {
+  const gapTimeoutMs = options.gapTimeoutMs ?? 200;
+  let next = options.startAfter + 1;
+  const waiting = new Map<number, AddressedEvent>();
+  let gapTimer: NodeJS.Timeout | undefined;
+
+  function drain() {
+    for (let item = waiting.get(next); item; item = waiting.get(next)) {
+      waiting.delete(next);
+      next += 1;
+      options.deliver(item);
+    }
+    if (waiting.size === 0 && gapTimer) {
+      clearTimeout(gapTimer);
+      gapTimer = undefined;
+    } else if (waiting.size > 0 && !gapTimer) {
+      gapTimer = setTimeout(fillGap, gapTimeoutMs);
+    }
+  }
+
+  async function fillGap() {
+    gapTimer = undefined;
+    if (waiting.size === 0) return;
+    const upTo = Math.min(...waiting.keys()) - 1;
+    try {
+      for (const item of await options.fetchRange(next - 1, upTo)) accept(item);
+    } catch (error) {
+      options.onError(error);
+    }
+    drain();
+  }
+
+  function accept(item: AddressedEvent) {
+    if (item.event.event_id < next) return;
+    waiting.set(item.event.event_id, item);
+    drain();
+  }
+
+  return {
+    accept,
+    /** The last event id handed on: everything up to it has been delivered, in order. */
+    delivered: () => next - 1,
+    stop() {
+      if (gapTimer) clearTimeout(gapTimer);
+      gapTimer = undefined;
+      waiting.clear();
+    },
+  };
+}

@@ -1,0 +1,56 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import { type ErrorBody, ErrorCode } from "@listings-chat/shared";
+import { redactUrl } from "@listings-chat/shared/node";
+import type { Logger } from "pino";
+import type { WebSocketServer } from "ws";
+import { parseUserId, presentedInternalToken } from "../http/internal-auth.ts";
+import type { Hub } from "./hub.ts";
+
+export const WS_PATH = "/ws/chat";
+
+export interface UpgradeDeps {
+  wss: WebSocketServer;
+  hub: Hub;
+  checkInternalToken: (presented: string | undefined) => boolean;
+  isShuttingDown: () => boolean;
+  log: Logger;
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable" };
+
+/** Answers a refused upgrade with a plain HTTP response and the contract's JSON error body. */
+function refuse(socket: Duplex, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } } satisfies ErrorBody);
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ""}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * The `upgrade` listener of the chat port: checks the internal hop (token, user, cursor) before
+ * any 101, then hands the socket to the hub.
+ */
+export function createUpgradeHandler({ wss, hub, checkInternalToken, isShuttingDown, log }: UpgradeDeps) {
+  return (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // First, so that a client that vanishes mid-handshake cannot crash the process.
+    socket.on("error", (error) => log.debug({ err: error }, "upgrade socket error"));
+    const url = new URL(req.url ?? "/", "http://chat.internal");
+    if (url.pathname !== WS_PATH) return refuse(socket, 404, ErrorCode.notFound, `no WebSocket endpoint at this path: use ${WS_PATH}`);
+    if (!checkInternalToken(presentedInternalToken(req.headers))) {
+      log.warn({ url: redactUrl(req.url) }, "upgrade without the internal token refused");
+      return refuse(socket, 401, ErrorCode.unauthorized, "missing or wrong X-Internal-Token");
+    }
+    const userId = parseUserId(req.headers["x-user-id"]);
+    if (userId === undefined) return refuse(socket, 401, ErrorCode.unauthorized, "X-User-Id is missing or not a positive integer");
+    const afterRaw = url.searchParams.get("after");
+    if (afterRaw !== null && !/^\d{1,16}$/.test(afterRaw)) {
+      return refuse(socket, 400, ErrorCode.validationFailed, "after must be a non-negative integer event id");
+    }
+    if (isShuttingDown()) return refuse(socket, 503, ErrorCode.shuttingDown, "this instance is shutting down: connect again");
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      hub.attach(ws, userId, afterRaw === null ? undefined : Number(afterRaw));
+    });
+  };
+}

@@ -1,0 +1,120 @@
+import type { Message } from "@listings-chat/shared";
+import { ErrorCode } from "@listings-chat/shared";
+import { requireParticipant, touchChat } from "../chats/repository.ts";
+import type { Database } from "../db/client.ts";
+import { toMessage } from "../db/rows.ts";
+import { ChatError, notFound, storing } from "../errors.ts";
+import { appendEvent, scrubMessageContent } from "../events/log.ts";
+import { addressTo, type PublishEvent } from "../events/publisher.ts";
+import type { SendLimiter } from "../limits/send-limiter.ts";
+import { findByClientMsgId, findMessage, insertMessage, pageOfMessages, updateMessage } from "./repository.ts";
+
+export interface MessageServiceDeps {
+  db: Database;
+  publish: PublishEvent;
+  sendLimiter: SendLimiter;
+}
+
+export interface SendResult {
+  message: Message;
+  /** False when this `client_msg_id` was already stored: the same message is returned again. */
+  created: boolean;
+}
+
+export type MessageService = ReturnType<typeof createMessageService>;
+
+/** Sending, editing, deleting and paging messages. REST and WebSocket both come through here. */
+export function createMessageService({ db, publish, sendLimiter }: MessageServiceDeps) {
+  async function findRepeat(senderId: number, chatId: number, clientMsgId: string | null) {
+    if (!clientMsgId) return undefined;
+    const existing = await findByClientMsgId(db, senderId, clientMsgId);
+    if (existing && existing.chatId !== chatId) {
+      throw new ChatError(ErrorCode.conflict, 409, "this client_msg_id was already used in another chat: use a new one");
+    }
+    return existing;
+  }
+
+  /** The message as the sender may touch it: 404 for outsiders, 403 for the other participant. */
+  async function requireOwnMessage(userId: number, messageId: number) {
+    const message = await findMessage(db, messageId);
+    if (!message) throw notFound("message");
+    const chat = await requireParticipant(db, message.chatId, userId);
+    if (message.senderId !== userId) {
+      throw new ChatError(ErrorCode.forbidden, 403, "only the sender can change a message");
+    }
+    return { message, chat };
+  }
+
+  return {
+    async send(senderId: number, chatId: number, content: string, clientMsgId: string | null): Promise<SendResult> {
+      const chat = await storing(() => requireParticipant(db, chatId, senderId));
+      const repeat = await storing(() => findRepeat(senderId, chatId, clientMsgId));
+      if (repeat) return { message: toMessage(repeat), created: false };
+
+      await storing(() => sendLimiter.consume(senderId));
+      let stored: { message: Message; event?: Awaited<ReturnType<typeof appendEvent>> };
+      try {
+        stored = await storing(() =>
+          db.transaction(async (tx) => {
+            const row = await insertMessage(tx, { chatId, senderId, content, clientMsgId });
+            if (!row) return { message: toMessage((await findRepeat(senderId, chatId, clientMsgId))!) };
+            await touchChat(tx, chatId, row.createdAt);
+            const message = toMessage(row);
+            const event = await appendEvent(tx, { type: "new_message", chat_id: chatId, message });
+            return { message, event };
+          }),
+        );
+      } catch (error) {
+        await sendLimiter.refund(senderId);
+        throw error;
+      }
+      if (!stored.event) {
+        // A concurrent send with the same client_msg_id won the race; this one stored nothing.
+        await sendLimiter.refund(senderId);
+        return { message: stored.message, created: false };
+      }
+      publish(addressTo(chat, stored.event));
+      return { message: stored.message, created: true };
+    },
+
+    async edit(userId: number, messageId: number, content: string): Promise<Message> {
+      const { message, chat } = await storing(() => requireOwnMessage(userId, messageId));
+      if (message.deletedAt) throw new ChatError(ErrorCode.conflict, 409, "a deleted message cannot be edited");
+      const { edited, event } = await storing(() =>
+        db.transaction(async (tx) => {
+          const row = await updateMessage(tx, messageId, { content, editedAt: new Date() });
+          const edited = toMessage(row);
+          const event = await appendEvent(tx, { type: "message_edited", chat_id: row.chatId, message: edited });
+          return { edited, event };
+        }),
+      );
+      publish(addressTo(chat, event));
+      return edited;
+    },
+
+    async remove(userId: number, messageId: number): Promise<Message> {
+      const { message, chat } = await storing(() => requireOwnMessage(userId, messageId));
+      if (message.deletedAt) return toMessage(message);
+      const { deleted, event } = await storing(() =>
+        db.transaction(async (tx) => {
+          const row = await updateMessage(tx, messageId, { deletedAt: new Date() });
+          await scrubMessageContent(tx, messageId);
+          const deleted = toMessage(row);
+          const event = await appendEvent(tx, { type: "message_deleted", chat_id: row.chatId, message: deleted });
+          return { deleted, event };
+        }),
+      );
+      publish(addressTo(chat, event));
+      return deleted;
+    },
+
+    /** Newest first; `has_more` tells whether older messages remain before the last one returned. */
+    async page(userId: number, chatId: number, before: number | undefined, limit: number) {
+      return storing(async () => {
+        await requireParticipant(db, chatId, userId);
+        const rows = await pageOfMessages(db, chatId, before, limit + 1);
+        return { messages: rows.slice(0, limit).map(toMessage), has_more: rows.length > limit };
+      });
+    },
+  };
+}

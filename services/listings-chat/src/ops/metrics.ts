@@ -1,0 +1,48 @@
+import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
+import type { Stats } from "./stats.ts";
+
+/** A Prometheus registry of this instance (never the global one), read from the same counters as the stats. */
+export function createMetrics(stats: Stats, snapshot: () => { connections: number; usersOnline: number }): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "listings_chat_" });
+  new Gauge({
+    name: "listings_chat_ws_connections",
+    help: "Open WebSocket connections",
+    registers: [registry],
+    collect() {
+      this.set(snapshot().connections);
+    },
+  });
+  new Gauge({
+    name: "listings_chat_users_online",
+    help: "Users with at least one socket on this instance",
+    registers: [registry],
+    collect() {
+      this.set(snapshot().usersOnline);
+    },
+  });
+  const counters: Array<[keyof Stats, string]> = [
+    ["connectionsTotal", "WebSocket connections accepted"],
+    ["disconnectionsTotal", "WebSocket connections closed"],
+    ["messagesReceivedTotal", "Frames received from clients"],
+    ["messagesSentTotal", "Frames written to clients"],
+    ["broadcastsTotal", "Events and ephemeral frames fanned out"],
+    ["errorsTotal", "Errors (error frames, socket and bus failures)"],
+    ["rateLimitedTotal", "Sends refused by the rate limit"],
+    ["slowConsumerDisconnectsTotal", "Sockets closed with 1013 for a backlog over 1 MiB"],
+  ];
+  for (const [key, help] of counters) {
+    const snake = key.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`).replace(/_total$/, "");
+    new Counter({
+      name: `listings_chat_${snake}_total`,
+      help,
+      registers: [registry],
+      collect() {
+        // The stats object is the source of truth: mirror its value at scrape time.
+        this.reset();
+        this.inc(stats[key]);
+      },
+    });
+  }
+  return registry;
+}

@@ -1,0 +1,25 @@
+/** Counters behind `/internal/chat/ws/stats` and `/metrics`; one object per instance, passed in. */
+export interface Stats {
+  connectionsTotal: number;
+  disconnectionsTotal: number;
+  /** Frames received from clients. */
+  messagesReceivedTotal: number;
+  /** Frames written to clients. */
+  messagesSentTotal: number;
+  /** Events and ephemeral frames fanned out to sockets (one per event, however many sockets). */
+  broadcastsTotal: number;
+  errorsTotal: number;
+  rateLimitedTotal: number;
+  slowConsumerDisconnectsTotal: number;
+}
+
+export const createStats = (): Stats => ({
+  connectionsTotal: 0,
+  disconnectionsTotal: 0,
+  messagesReceivedTotal: 0,
+  messagesSentTotal: 0,
+  broadcastsTotal: 0,
+  errorsTotal: 0,
+  rateLimitedTotal: 0,
+  slowConsumerDisconnectsTotal: 0,
+});

@@ -1,0 +1,122 @@
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { serve } from "@hono/node-server";
+import { Limits } from "@listings-chat/shared";
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+import { WebSocketServer } from "ws";
+import { createApp } from "./app.ts";
+import type { Bus } from "./bus/bus.ts";
+import { createMemoryBus } from "./bus/memory.ts";
+import { createRedisBus } from "./bus/redis.ts";
+import { createChatService } from "./chats/service.ts";
+import { type DatabaseHandle, openDatabase } from "./db/client.ts";
+import type { ChatConfig } from "./env.ts";
+import { createBusPublisher } from "./events/publisher.ts";
+import { createApiRoutes } from "./http/api-routes.ts";
+import { createInternalTokenCheck } from "./http/internal-auth.ts";
+import { createHub } from "./hub/hub.ts";
+import { createUpgradeHandler } from "./hub/upgrade.ts";
+import { createSendLimiter } from "./limits/send-limiter.ts";
+import { createMessageService } from "./messages/service.ts";
+import { createMetrics } from "./ops/metrics.ts";
+import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
+import { createStats } from "./ops/stats.ts";
+import { createMemoryPresence, createRedisPresence } from "./presence/presence.ts";
+
+export interface ChatServer {
+  port: number;
+  database: DatabaseHandle;
+  /** Stops accepting, closes sockets with 1001, then the bus and the database. */
+  stop(): Promise<void>;
+}
+
+export interface ChatServerOverrides {
+  /** Tests pass shorter heartbeats or a smaller slow-consumer limit. */
+  heartbeatIntervalMs?: number;
+  slowConsumerBytes?: number;
+  sendsPerMinute?: number;
+}
+
+/** Builds the whole chat instance from its configuration and starts listening. */
+export async function startChatServer(config: ChatConfig, log: Logger, overrides: ChatServerOverrides = {}): Promise<ChatServer> {
+  const startedAt = Date.now();
+  const database = await openDatabase(config.database);
+  const redis = config.redis ? new Redis(config.redis.url, { maxRetriesPerRequest: 2 }) : undefined;
+  redis?.on("error", (error) => log.warn({ err: error }, "redis connection error"));
+  const bus: Bus = config.redis
+    ? await createRedisBus({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, log })
+    : createMemoryBus();
+  const presence =
+    redis && config.redis
+      ? createRedisPresence({ redis, keyPrefix: config.redis.keyPrefix, instanceId: config.instanceId, ttlMs: 3 * Limits.heartbeatIntervalMs })
+      : createMemoryPresence();
+  const stats = createStats();
+  const publish = createBusPublisher(bus, stats, log);
+  const sendLimiter = createSendLimiter({
+    perMinute: overrides.sendsPerMinute,
+    redis,
+    keyPrefix: config.redis?.keyPrefix,
+  });
+  const chats = createChatService({ db: database.db, publish });
+  const messages = createMessageService({ db: database.db, publish, sendLimiter });
+  const hub = createHub({
+    db: database.db,
+    bus,
+    presence,
+    chats,
+    messages,
+    stats,
+    log,
+    heartbeatIntervalMs: overrides.heartbeatIntervalMs ?? Limits.heartbeatIntervalMs,
+    typingIntervalMs: Limits.typingIntervalMs,
+    slowConsumerBytes: overrides.slowConsumerBytes ?? Limits.slowConsumerBytes,
+  });
+  await hub.start();
+
+  let shuttingDown = false;
+  const isShuttingDown = () => shuttingDown;
+  const checkInternalToken = createInternalTokenCheck(config.internalToken);
+  const app = createApp({
+    log,
+    checkInternalToken,
+    probes: createProbeRoutes({ bus, database, isShuttingDown }),
+    ops: createOpsRoutes({
+      instanceId: config.instanceId,
+      startedAt,
+      stats,
+      snapshot: hub.snapshot,
+      bus,
+      database,
+      metrics: createMetrics(stats, hub.snapshot),
+      isShuttingDown,
+    }),
+    api: createApiRoutes({ db: database.db, chats, messages }),
+    onRateLimited: () => {
+      stats.rateLimitedTotal += 1;
+    },
+  });
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: Limits.maxFrameBytes, perMessageDeflate: false });
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
+  });
+  server.on("upgrade", createUpgradeHandler({ wss, hub, checkInternalToken, isShuttingDown, log }));
+  const port = (server.address() as AddressInfo).port;
+  log.info({ port, database: database.kind, bus: bus.kind, instance: config.instanceId }, "listings-chat listening");
+
+  return {
+    port,
+    database,
+    async stop() {
+      shuttingDown = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      await hub.shutdown(config.shutdownTimeoutMs);
+      server.closeAllConnections();
+      await closed;
+      await bus.close();
+      await redis?.quit().catch(() => {});
+      await database.close();
+    },
+  };
+}

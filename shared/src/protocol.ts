@@ -1,0 +1,90 @@
+import { z } from "zod";
+import { Limits } from "./codes.ts";
+
+/** A stored message as the API returns it (CONTRACT §4). Times are ISO-8601 UTC. */
+export interface Message {
+  id: number;
+  chat_id: number;
+  sender_id: number;
+  content: string;
+  client_msg_id: string | null;
+  created_at: string;
+  edited_at: string | null;
+  deleted_at: string | null;
+}
+
+export interface Chat {
+  id: number;
+  listing_id: number;
+  buyer_id: number;
+  seller_id: number;
+  created_at: string;
+  last_activity_at: string;
+}
+
+export interface ChatSummary extends Chat {
+  last_message: Message | null;
+  unread_count: number;
+}
+
+/** Every stored change, in the order of its strictly increasing `event_id`. */
+export type ChatEvent =
+  | { type: "new_message"; event_id: number; chat_id: number; message: Message }
+  | { type: "message_edited"; event_id: number; chat_id: number; message: Message }
+  | { type: "message_deleted"; event_id: number; chat_id: number; message: Message }
+  | {
+      type: "message_read";
+      event_id: number;
+      chat_id: number;
+      message_id: number;
+      read_by: number;
+      read_at: string;
+    }
+  | { type: "chat_created"; event_id: number; chat: Chat };
+
+export type ChatEventType = ChatEvent["type"];
+
+/** An event before the log gave it an id. */
+export type ChatEventDraft = ChatEvent extends infer E
+  ? E extends ChatEvent
+    ? Omit<E, "event_id">
+    : never
+  : never;
+
+/** Frames the server sends that are not stored events. */
+export type ServerControlFrame =
+  | { type: "connected"; user_id: number; connection_id: string; timestamp: string; last_event_id: number }
+  | { type: "pong"; timestamp: string }
+  | { type: "typing"; chat_id: number; user_id: number; is_typing: boolean }
+  | { type: "presence"; user_id: number; online: boolean }
+  | { type: "ack"; ref: string; message: Message }
+  | { type: "error"; code: string; message: string; ref?: string };
+
+export type ServerFrame = ChatEvent | ServerControlFrame;
+
+const id = z.number().int().positive();
+const eventCursor = z.number().int().nonnegative();
+
+export const messageContent = z
+  .string()
+  .refine((s) => s.trim().length > 0, "content must not be empty")
+  .refine((s) => [...s].length <= Limits.maxContentChars, `content must be at most ${Limits.maxContentChars} characters`);
+
+export const clientMsgId = z.string().min(1).max(64);
+
+/** Inbound frames (client → server), validated at the socket's edge. */
+export const clientFrameSchema = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("ping") }),
+  z.object({ type: z.literal("typing"), chat_id: id, is_typing: z.boolean() }),
+  z.object({ type: z.literal("mark_read"), chat_id: id, message_id: id }),
+  z.object({ type: z.literal("send_message"), chat_id: id, content: messageContent, client_msg_id: clientMsgId }),
+  z.object({ type: z.literal("resume"), after: eventCursor }),
+]);
+export type ClientFrame = z.infer<typeof clientFrameSchema>;
+export const clientFrameTypes = ["ping", "typing", "mark_read", "send_message", "resume"] as const;
+
+/** REST bodies (CONTRACT §4). */
+export const createChatBody = z.object({ listing_id: id, seller_id: id });
+export const sendMessageBody = z.object({ content: messageContent, client_msg_id: clientMsgId.optional() });
+export const editMessageBody = z.object({ content: messageContent });
+export const markReadBody = z.object({ message_id: id });
