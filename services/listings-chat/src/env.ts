@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
 import { z } from "zod";
+import type { DatabaseOptions } from "./db/client.ts";
 
 const port = z.coerce.number().int().min(0).max(65535);
 const url = (protocols: string[]) =>
@@ -30,7 +31,7 @@ export interface ChatConfig {
   production: boolean;
   port: number;
   host: string;
-  database: { url: string } | { dataDir: string };
+  database: DatabaseOptions;
   redis?: { url: string; keyPrefix: string };
   internalToken: string;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];

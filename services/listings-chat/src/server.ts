@@ -36,6 +36,8 @@ export interface ChatServerOverrides {
   heartbeatIntervalMs?: number;
   slowConsumerBytes?: number;
   sendsPerMinute?: number;
+  /** Events per page when replaying; small values make replay span many reads. */
+  replayPageSize?: number;
 }
 
 /** Builds the whole chat instance from its configuration and starts listening. */
@@ -71,6 +73,7 @@ export async function startChatServer(config: ChatConfig, log: Logger, overrides
     heartbeatIntervalMs: overrides.heartbeatIntervalMs ?? Limits.heartbeatIntervalMs,
     typingIntervalMs: Limits.typingIntervalMs,
     slowConsumerBytes: overrides.slowConsumerBytes ?? Limits.slowConsumerBytes,
+    replayPageSize: overrides.replayPageSize,
   });
   await hub.start();
 

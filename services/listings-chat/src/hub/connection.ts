@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import {
+  type ChatEvent,
   type ClientFrame,
   CloseCode,
   clientFrameSchema,
@@ -10,17 +11,15 @@ import {
 import type { Logger } from "pino";
 import WebSocket from "ws";
 import type { ChatService } from "../chats/service.ts";
-import { requireParticipant } from "../chats/repository.ts";
-import type { Database } from "../db/client.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { ChatError, RateLimitedError, storing } from "../errors.ts";
-import { lastEventId, readEventsForUser } from "../events/log.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
 
 /** What a connection needs from the instance around it. */
 export interface ConnectionContext {
-  db: Database;
+  /** The event log, as a connection needs it (events/log.ts over the database). */
+  events: EventReader;
   chats: ChatService;
   messages: MessageService;
   stats: Stats;
@@ -28,6 +27,14 @@ export interface ConnectionContext {
   slowConsumerBytes: number;
   replayPageSize: number;
   relayTyping(userId: number, chat: ChatRow, isTyping: boolean): void;
+}
+
+export interface EventReader {
+  lastEventId(): Promise<number>;
+  /** The events of `userId`'s chats after `after`, oldest first, at most `limit`. */
+  readForUser(userId: number, after: number, limit: number): Promise<ChatEvent[]>;
+  /** The chat when `userId` takes part in it; a 404 ChatError otherwise. */
+  participantChat(chatId: number, userId: number): Promise<ChatRow>;
 }
 
 const SLOW_CONSUMER_GRACE_MS = 5_000;
@@ -60,8 +67,15 @@ export class Connection {
   }
 
   /** Greets the client, then replays from `after` (or starts from now) and goes live. */
-  async open(after: number | undefined): Promise<void> {
-    const current = await lastEventId(this.ctx.db);
+  open(after: number | undefined): Promise<void> {
+    // Queued like a frame, so that a `resume` sent right away waits for this first replay to finish.
+    const opened = this.inbound.then(() => this.greetAndReplay(after));
+    this.inbound = opened.catch(() => {});
+    return opened;
+  }
+
+  private async greetAndReplay(after: number | undefined): Promise<void> {
+    const current = await this.ctx.events.lastEventId();
     this.sendFrame({
       type: "connected",
       user_id: this.userId,
@@ -113,7 +127,7 @@ export class Connection {
     this.lastSent = after;
     try {
       for (;;) {
-        const page = await readEventsForUser(this.ctx.db, this.userId, this.lastSent, this.ctx.replayPageSize);
+        const page = await this.ctx.events.readForUser(this.userId, this.lastSent, this.ctx.replayPageSize);
         let written = Promise.resolve();
         for (const event of page) {
           this.lastSent = event.event_id;
@@ -201,7 +215,7 @@ export class Connection {
   private async chat(chatId: number): Promise<ChatRow> {
     const known = this.knownChats.get(chatId);
     if (known) return known;
-    const chat = await storing(() => requireParticipant(this.ctx.db, chatId, this.userId));
+    const chat = await storing(() => this.ctx.events.participantChat(chatId, this.userId));
     this.knownChats.set(chatId, chat);
     return chat;
   }

@@ -1,12 +1,12 @@
 import { CloseCode, type ServerControlFrame } from "@listings-chat/shared";
 import type { Logger } from "pino";
 import type WebSocket from "ws";
-import { contactsOf } from "../chats/repository.ts";
+import { contactsOf, requireParticipant } from "../chats/repository.ts";
 import type { ChatService } from "../chats/service.ts";
 import type { Bus } from "../bus/bus.ts";
 import type { Database } from "../db/client.ts";
 import type { ChatRow } from "../db/rows.ts";
-import { type AddressedEvent, lastEventId, readEventRange } from "../events/log.ts";
+import { type AddressedEvent, lastEventId, readEventRange, readEventsForUser } from "../events/log.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
 import type { Presence } from "../presence/presence.ts";
@@ -48,7 +48,11 @@ export function createHub(options: HubOptions) {
   let heartbeat: NodeJS.Timeout | undefined;
 
   const context = {
-    db,
+    events: {
+      lastEventId: () => lastEventId(db),
+      readForUser: (userId: number, after: number, limit: number) => readEventsForUser(db, userId, after, limit),
+      participantChat: (chatId: number, userId: number) => requireParticipant(db, chatId, userId),
+    },
     chats: options.chats,
     messages: options.messages,
     stats,

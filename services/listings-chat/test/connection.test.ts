@@ -1,0 +1,167 @@
+import { EventEmitter } from "node:events";
+import type { ChatEvent } from "@listings-chat/shared";
+import { pino } from "pino";
+import { describe, expect, it, vi } from "vitest";
+import type WebSocket from "ws";
+import { Connection, type ConnectionContext } from "../src/hub/connection.ts";
+import { createStats } from "../src/ops/stats.ts";
+
+/** Enough of a ws socket for a Connection: records what is sent and how it was closed. */
+class FakeSocket extends EventEmitter {
+  readyState = 1;
+  bufferedAmount = 0;
+  readonly OPEN = 1;
+  readonly CLOSED = 3;
+  sent: string[] = [];
+  closedWith: number | undefined;
+  send(data: string, cb?: () => void) {
+    this.sent.push(data);
+    cb?.();
+  }
+  ping() {}
+  close(code: number) {
+    this.closedWith = code;
+    this.readyState = 3;
+  }
+  terminate() {
+    this.readyState = 3;
+  }
+  frames() {
+    return this.sent.map((s) => JSON.parse(s) as { type: string; event_id?: number });
+  }
+  eventIds() {
+    return this.frames().flatMap((f) => (f.event_id === undefined ? [] : [f.event_id]));
+  }
+}
+
+const event = (id: number): ChatEvent => ({
+  type: "message_read",
+  event_id: id,
+  chat_id: 1,
+  message_id: id,
+  read_by: 2,
+  read_at: "2026-01-01T00:00:00.000Z",
+});
+
+/** A log whose page reads wait until the test releases them, so interleavings are chosen, not hoped for. */
+function controlledLog(last: number) {
+  const reads: Array<{ after: number; limit: number; release: (events: ChatEvent[]) => void; fail: (e: Error) => void }> = [];
+  const events: ConnectionContext["events"] = {
+    lastEventId: async () => last,
+    readForUser: (_userId, after, limit) =>
+      new Promise((resolve, reject) => reads.push({ after, limit, release: resolve, fail: reject })),
+    participantChat: async () => {
+      throw new Error("not used");
+    },
+  };
+  return { events, reads };
+}
+
+function connectionWith(events: ConnectionContext["events"]) {
+  const socket = new FakeSocket();
+  const ctx: ConnectionContext = {
+    events,
+    chats: {} as ConnectionContext["chats"],
+    messages: {} as ConnectionContext["messages"],
+    stats: createStats(),
+    log: pino({ level: "silent" }),
+    slowConsumerBytes: 1024 * 1024,
+    replayPageSize: 5,
+    relayTyping: () => {},
+  };
+  const connection = new Connection(socket as unknown as WebSocket, 2, ctx);
+  return { socket, connection, ctx };
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => event(from + i));
+const deliver = (connection: Connection, id: number) => connection.deliverEvent(id, JSON.stringify(event(id)));
+
+describe("Connection replay and live hand-over", () => {
+  it("holds live events back during the replay, then sends only what the replay did not, in order", async () => {
+    const { events, reads } = controlledLog(12);
+    const { socket, connection } = connectionWith(events);
+    const opened = connection.open(0);
+
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    expect(reads[0]?.after).toBe(0);
+    deliver(connection, 13); // committed while the first page is being read
+    reads[0]?.release(range(1, 5));
+
+    await vi.waitFor(() => expect(reads).toHaveLength(2));
+    expect(reads[1]?.after).toBe(5);
+    deliver(connection, 14);
+    reads[1]?.release(range(6, 10));
+
+    await vi.waitFor(() => expect(reads).toHaveLength(3));
+    expect(reads[2]?.after).toBe(10);
+    // The replay's last page already sees 13, which is also held back: it must go out once.
+    reads[2]?.release(range(11, 13));
+    await opened;
+
+    expect(socket.frames()[0]?.type).toBe("connected");
+    expect(socket.eventIds()).toEqual(range(1, 14).map((e) => e.event_id));
+
+    deliver(connection, 14); // a repeat from the bus is dropped
+    deliver(connection, 15);
+    expect(socket.eventIds()).toEqual(range(1, 15).map((e) => e.event_id));
+  });
+
+  it("sends nothing live until the replay is done", async () => {
+    const { events, reads } = controlledLog(3);
+    const { socket, connection } = connectionWith(events);
+    const opened = connection.open(0);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    deliver(connection, 4);
+    deliver(connection, 5);
+    expect(socket.eventIds()).toEqual([]);
+    reads[0]?.release(range(1, 3));
+    await opened;
+    expect(socket.eventIds()).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it("queues a resume frame behind the opening replay and restarts the stream at its cursor", async () => {
+    const { events, reads } = controlledLog(6);
+    const { socket, connection } = connectionWith(events);
+    const opened = connection.open(6);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    socket.emit("message", Buffer.from(JSON.stringify({ type: "resume", after: 2 })), false);
+    deliver(connection, 7);
+    reads[0]?.release([]);
+    await opened;
+    await vi.waitFor(() => expect(reads).toHaveLength(2));
+    expect(reads[1]?.after).toBe(2);
+    deliver(connection, 8);
+    reads[1]?.release(range(3, 7)); // a full page: the replay reads on
+    await vi.waitFor(() => expect(reads).toHaveLength(3));
+    expect(reads[2]?.after).toBe(7);
+    reads[2]?.release(range(8, 8));
+    await vi.waitFor(() => expect(socket.eventIds()).toEqual([7, 3, 4, 5, 6, 7, 8]));
+  });
+
+  it("closes with 1011 instead of going live with a hole when the log cannot be read", async () => {
+    const { events, reads } = controlledLog(9);
+    const { socket, connection } = connectionWith(events);
+    const opened = connection.open(0);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    deliver(connection, 10);
+    reads[0]?.fail(new Error("database went away"));
+    await opened;
+    expect(socket.closedWith).toBe(1011);
+    expect(socket.eventIds()).toEqual([]);
+  });
+
+  it("closes a slow consumer with 1013 once its backlog passes the limit", async () => {
+    const { events, reads } = controlledLog(0);
+    const { socket, connection, ctx } = connectionWith(events);
+    const opened = connection.open(undefined);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    reads[0]?.release([]);
+    await opened;
+    deliver(connection, 1);
+    socket.bufferedAmount = ctx.slowConsumerBytes + 1;
+    deliver(connection, 2);
+    expect(socket.closedWith).toBe(1013);
+    expect(ctx.stats.slowConsumerDisconnectsTotal).toBe(1);
+    expect(socket.eventIds()).toEqual([1]);
+  });
+});
