@@ -1,0 +1,101 @@
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createSendLimiter } from "../src/limits/send-limiter.ts";
+import { createMessageService } from "../src/messages/service.ts";
+import { databaseTargets } from "./support/databases.ts";
+import { connect, startTestChat, type TestChat } from "./support/harness.ts";
+import { redisNamespace, redisUrl } from "./support/redis.ts";
+
+const postgres = databaseTargets().find((t) => t.name === "postgres");
+const redis = redisUrl();
+
+/** Two chat instances on one PostgreSQL, cooperating through one Redis, as in production. */
+describe.runIf(postgres && redis)("fan-out across instances through Redis", () => {
+  let one: TestChat;
+  let two: TestChat;
+  let cleanups: Array<() => Promise<void>> = [];
+  let chatId: number;
+  const buyer = 7001;
+  const seller = 7002;
+
+  beforeAll(async () => {
+    const db = await postgres!.create();
+    const ns = redisNamespace(redis!);
+    cleanups = [db.drop, ns.drop];
+    const shared = { database: db.options, redis: { url: redis!, keyPrefix: ns.keyPrefix }, internalToken: randomUUID() };
+    one = await startTestChat({ ...shared, instanceId: "one" });
+    two = await startTestChat({ ...shared, instanceId: "two" });
+    chatId = (await one.api(buyer, "POST", "/api/v1/chats", { listing_id: 5, seller_id: seller })).body.id;
+  });
+
+  afterAll(async () => {
+    await one?.stop();
+    await two?.stop();
+    for (const cleanup of cleanups) await cleanup();
+  });
+
+  it("reports the redis bus as connected", async () => {
+    for (const instance of [one, two]) {
+      const stats = await (
+        await fetch(`${instance.baseUrl}/internal/chat/ws/stats`, { headers: { "x-internal-token": instance.internalToken } })
+      ).json();
+      expect(stats.bus).toEqual({ kind: "redis", connected: true });
+    }
+  });
+
+  it("delivers what one instance stores to sockets on the other, in the same order everywhere", async () => {
+    const buyerOnOne = await connect(one, buyer);
+    const sellerOnTwo = await connect(two, seller);
+    const start = buyerOnOne.ofType("connected")[0]!.last_event_id;
+    // Both instances store at once, over REST and WebSocket.
+    const sends: Promise<unknown>[] = [];
+    for (let i = 0; i < 20; i++) {
+      sends.push(one.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: `one ${i}`, client_msg_id: randomUUID() }));
+      sellerOnTwo.send({ type: "send_message", chat_id: chatId, content: `two ${i}`, client_msg_id: randomUUID() });
+    }
+    await Promise.all(sends);
+    await sellerOnTwo.until(() => sellerOnTwo.ofType("ack").length === 20);
+    const log = (await one.api(seller, "GET", `/api/v1/events?after=${start}`)).body.events.map((e: { event_id: number }) => e.event_id);
+    expect(log).toHaveLength(40);
+    for (const socket of [buyerOnOne, sellerOnTwo]) {
+      await socket.until(() => socket.eventIds().length >= 40);
+      expect(socket.eventIds()).toEqual(log);
+    }
+    await Promise.all([buyerOnOne.close(), sellerOnTwo.close()]);
+  });
+
+  it("fills from the log an event whose publisher died after its commit", async () => {
+    const watcher = await connect(two, seller);
+    // A writer that commits but never publishes, like an instance killed between the two.
+    const silent = createMessageService({
+      db: one.server.database.db,
+      publish: () => {},
+      sendLimiter: createSendLimiter(),
+    });
+    const lost = await silent.send(buyer, chatId, "never published", randomUUID());
+    await one.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: "published", client_msg_id: randomUUID() });
+    const recovered = await watcher.waitFor((f) => f.type === "new_message" && f.message.id === lost.message.id, 5_000);
+    const next = await watcher.waitFor((f) => f.type === "new_message" && f.message.content === "published", 5_000);
+    expect(recovered.event_id + 1).toBe(next.event_id);
+    expect(watcher.eventIds()).toEqual([recovered.event_id, next.event_id]);
+    await watcher.close();
+  });
+
+  it("shares the send limit and presence between instances", async () => {
+    const [a, b] = [7101, 7102];
+    const id = (await one.api(a, "POST", "/api/v1/chats", { listing_id: 6, seller_id: b })).body.id;
+    const watcher = await connect(one, b);
+    const onTwo = await connect(two, a);
+    await watcher.waitFor((f) => f.type === "presence" && f.user_id === a && f.online);
+    for (let i = 0; i < 60; i++) {
+      const instance = i % 2 ? one : two;
+      const res = await instance.api(a, "POST", `/api/v1/chats/${id}/messages`, { content: `m${i}`, client_msg_id: randomUUID() });
+      expect(res.status).toBe(201);
+    }
+    expect((await one.api(a, "POST", `/api/v1/chats/${id}/messages`, { content: "too many", client_msg_id: randomUUID() })).status).toBe(429);
+    expect((await two.api(a, "POST", `/api/v1/chats/${id}/messages`, { content: "too many", client_msg_id: randomUUID() })).status).toBe(429);
+    await onTwo.close();
+    await watcher.waitFor((f) => f.type === "presence" && f.user_id === a && !f.online);
+    await watcher.close();
+  });
+});
