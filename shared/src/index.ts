@@ -1,3 +1,3 @@
 export * from "./codes.ts";
-export * from "./protocol.ts";
 export * from "./dev.ts";
+export * from "./protocol.ts";

@@ -45,11 +45,7 @@ export type ChatEvent =
 export type ChatEventType = ChatEvent["type"];
 
 /** An event before the log gave it an id. */
-export type ChatEventDraft = ChatEvent extends infer E
-  ? E extends ChatEvent
-    ? Omit<E, "event_id">
-    : never
-  : never;
+export type ChatEventDraft = ChatEvent extends infer E ? (E extends ChatEvent ? Omit<E, "event_id"> : never) : never;
 
 /** Frames the server sends that are not stored events. */
 export type ServerControlFrame =
@@ -68,7 +64,10 @@ const eventCursor = z.number().int().nonnegative();
 export const messageContent = z
   .string()
   .refine((s) => s.trim().length > 0, "content must not be empty")
-  .refine((s) => [...s].length <= Limits.maxContentChars, `content must be at most ${Limits.maxContentChars} characters`);
+  .refine(
+    (s) => [...s].length <= Limits.maxContentChars,
+    `content must be at most ${Limits.maxContentChars} characters`,
+  );
 
 export const clientMsgId = z.string().min(1).max(64);
 

@@ -5,13 +5,16 @@ import type { DatabaseOptions } from "./db/client.ts";
 
 const port = z.coerce.number().int().min(0).max(65535);
 const url = (protocols: string[]) =>
-  z.string().refine((v) => {
-    try {
-      return protocols.includes(new URL(v).protocol);
-    } catch {
-      return false;
-    }
-  }, `must be a ${protocols.join(" or ")}// URL`);
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    `must be a ${protocols.join(" or ")}// URL`,
+  );
 
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
@@ -57,7 +60,8 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
   const production = v.NODE_ENV === "production";
   const warnings: string[] = [];
   if (production) {
-    if (!v.DATABASE_URL) throw new ConfigError("DATABASE_URL is required in production (PGlite serves development only)");
+    if (!v.DATABASE_URL)
+      throw new ConfigError("DATABASE_URL is required in production (PGlite serves development only)");
     if (!v.INTERNAL_TOKEN) throw new ConfigError("INTERNAL_TOKEN is required in production");
     if (v.INTERNAL_TOKEN.length < MIN_SECRET_LENGTH || v.INTERNAL_TOKEN === DevDefaults.internalToken) {
       throw new ConfigError(`INTERNAL_TOKEN is too weak: use at least ${MIN_SECRET_LENGTH} random characters`);

@@ -1,8 +1,8 @@
 import { createLogger } from "@listings-chat/shared/node";
-import { ConfigError, loadChatConfig } from "./env.ts";
+import { type ChatConfig, ConfigError, loadChatConfig } from "./env.ts";
 import { startChatServer } from "./server.ts";
 
-let config;
+let config: ChatConfig;
 try {
   config = loadChatConfig(process.env);
 } catch (error) {

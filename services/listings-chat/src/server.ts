@@ -41,7 +41,11 @@ export interface ChatServerOverrides {
 }
 
 /** Builds the whole chat instance from its configuration and starts listening. */
-export async function startChatServer(config: ChatConfig, log: Logger, overrides: ChatServerOverrides = {}): Promise<ChatServer> {
+export async function startChatServer(
+  config: ChatConfig,
+  log: Logger,
+  overrides: ChatServerOverrides = {},
+): Promise<ChatServer> {
   const startedAt = Date.now();
   const database = await openDatabase(config.database);
   const redis = config.redis ? new Redis(config.redis.url, { maxRetriesPerRequest: 2 }) : undefined;
@@ -51,7 +55,12 @@ export async function startChatServer(config: ChatConfig, log: Logger, overrides
     : createMemoryBus();
   const presence =
     redis && config.redis
-      ? createRedisPresence({ redis, keyPrefix: config.redis.keyPrefix, instanceId: config.instanceId, ttlMs: 3 * Limits.heartbeatIntervalMs })
+      ? createRedisPresence({
+          redis,
+          keyPrefix: config.redis.keyPrefix,
+          instanceId: config.instanceId,
+          ttlMs: 3 * Limits.heartbeatIntervalMs,
+        })
       : createMemoryPresence();
   const stats = createStats();
   const publish = createBusPublisher(bus, stats, log);

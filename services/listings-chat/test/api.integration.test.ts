@@ -83,7 +83,7 @@ describe.each(databaseTargets())("chat REST API on $name", (target) => {
   it("refuses requests without the internal token or a user id", async () => {
     const noToken = await fetch(`${chat.baseUrl}/api/v1/chats`, { headers: { "x-user-id": "11" } });
     expect(noToken.status).toBe(401);
-    expect((await noToken.json()).error.code).toBe("unauthorized");
+    expect(((await noToken.json()) as { error: { code: string } }).error.code).toBe("unauthorized");
     const noUser = await fetch(`${chat.baseUrl}/api/v1/chats`, { headers: { "x-internal-token": chat.internalToken } });
     expect(noUser.status).toBe(401);
     const health = await fetch(`${chat.baseUrl}/health`);
@@ -99,7 +99,11 @@ describe.each(databaseTargets())("chat REST API on $name", (target) => {
     expect(first.body.messages).toHaveLength(20);
     expect(first.body.messages[0].content).toBe("m25");
     expect(first.body.has_more).toBe(true);
-    const older = await chat.api(seller, "GET", `/api/v1/chats/${id}/messages?before=${first.body.messages[19].id}&limit=10`);
+    const older = await chat.api(
+      seller,
+      "GET",
+      `/api/v1/chats/${id}/messages?before=${first.body.messages[19].id}&limit=10`,
+    );
     expect(older.body.messages.map((m: { content: string }) => m.content)).toEqual(["m5", "m4", "m3", "m2", "m1"]);
     expect(older.body.has_more).toBe(false);
     const capped = await chat.api(seller, "GET", `/api/v1/chats/${id}/messages?limit=1000`);
@@ -148,7 +152,9 @@ describe.each(databaseTargets())("chat REST API on $name", (target) => {
     const before = await chat.api(seller, "GET", "/api/v1/chats/unread");
     expect(before.body.chats[String(a)]).toBe(1);
     expect(before.body.chats[String(b)]).toBe(2);
-    expect(before.body.total).toBe(Object.values(before.body.chats as Record<string, number>).reduce((x, y) => x + y, 0));
+    expect(before.body.total).toBe(
+      Object.values(before.body.chats as Record<string, number>).reduce((x, y) => x + y, 0),
+    );
     const read = await chat.api(seller, "POST", `/api/v1/chats/${a}/read`, { message_id: lastA.body.id });
     expect(read.status).toBe(200);
     expect(read.body.unread_count).toBe(0);

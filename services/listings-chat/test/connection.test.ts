@@ -45,7 +45,12 @@ const event = (id: number): ChatEvent => ({
 
 /** A log whose page reads wait until the test releases them, so interleavings are chosen, not hoped for. */
 function controlledLog(last: number) {
-  const reads: Array<{ after: number; limit: number; release: (events: ChatEvent[]) => void; fail: (e: Error) => void }> = [];
+  const reads: Array<{
+    after: number;
+    limit: number;
+    release: (events: ChatEvent[]) => void;
+    fail: (e: Error) => void;
+  }> = [];
   const events: ConnectionContext["events"] = {
     lastEventId: async () => last,
     readForUser: (_userId, after, limit) =>

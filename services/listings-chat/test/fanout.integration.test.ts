@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { ServerFrame } from "@listings-chat/shared";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSendLimiter } from "../src/limits/send-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
@@ -22,7 +23,11 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
     const db = await postgres!.create();
     const ns = redisNamespace(redis!);
     cleanups = [db.drop, ns.drop];
-    const shared = { database: db.options, redis: { url: redis!, keyPrefix: ns.keyPrefix }, internalToken: randomUUID() };
+    const shared = {
+      database: db.options,
+      redis: { url: redis!, keyPrefix: ns.keyPrefix },
+      internalToken: randomUUID(),
+    };
     one = await startTestChat({ ...shared, instanceId: "one" });
     two = await startTestChat({ ...shared, instanceId: "two" });
     chatId = (await one.api(buyer, "POST", "/api/v1/chats", { listing_id: 5, seller_id: seller })).body.id;
@@ -36,9 +41,11 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
 
   it("reports the redis bus as connected", async () => {
     for (const instance of [one, two]) {
-      const stats = await (
-        await fetch(`${instance.baseUrl}/internal/chat/ws/stats`, { headers: { "x-internal-token": instance.internalToken } })
-      ).json();
+      const stats = (await (
+        await fetch(`${instance.baseUrl}/internal/chat/ws/stats`, {
+          headers: { "x-internal-token": instance.internalToken },
+        })
+      ).json()) as { bus: unknown };
       expect(stats.bus).toEqual({ kind: "redis", connected: true });
     }
   });
@@ -50,12 +57,19 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
     // Both instances store at once, over REST and WebSocket.
     const sends: Promise<unknown>[] = [];
     for (let i = 0; i < 20; i++) {
-      sends.push(one.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: `one ${i}`, client_msg_id: randomUUID() }));
+      sends.push(
+        one.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+          content: `one ${i}`,
+          client_msg_id: randomUUID(),
+        }),
+      );
       sellerOnTwo.send({ type: "send_message", chat_id: chatId, content: `two ${i}`, client_msg_id: randomUUID() });
     }
     await Promise.all(sends);
     await sellerOnTwo.until(() => sellerOnTwo.ofType("ack").length === 20);
-    const log = (await one.api(seller, "GET", `/api/v1/events?after=${start}`)).body.events.map((e: { event_id: number }) => e.event_id);
+    const log = (await one.api(seller, "GET", `/api/v1/events?after=${start}`)).body.events.map(
+      (e: { event_id: number }) => e.event_id,
+    );
     expect(log).toHaveLength(40);
     for (const socket of [buyerOnOne, sellerOnTwo]) {
       await socket.until(() => socket.eventIds().length >= 40);
@@ -73,9 +87,19 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
       sendLimiter: createSendLimiter(),
     });
     const lost = await silent.send(buyer, chatId, "never published", randomUUID());
-    await one.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: "published", client_msg_id: randomUUID() });
-    const recovered = await watcher.waitFor((f) => f.type === "new_message" && f.message.id === lost.message.id, 5_000);
-    const next = await watcher.waitFor((f) => f.type === "new_message" && f.message.content === "published", 5_000);
+    await one.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "published",
+      client_msg_id: randomUUID(),
+    });
+    type NewMessage = Extract<ServerFrame, { type: "new_message" }>;
+    const recovered = await watcher.waitFor(
+      (f): f is NewMessage => f.type === "new_message" && f.message.id === lost.message.id,
+      5_000,
+    );
+    const next = await watcher.waitFor(
+      (f): f is NewMessage => f.type === "new_message" && f.message.content === "published",
+      5_000,
+    );
     expect(recovered.event_id + 1).toBe(next.event_id);
     expect(watcher.eventIds()).toEqual([recovered.event_id, next.event_id]);
     await watcher.close();
@@ -89,11 +113,20 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
     await watcher.waitFor((f) => f.type === "presence" && f.user_id === a && f.online);
     for (let i = 0; i < 60; i++) {
       const instance = i % 2 ? one : two;
-      const res = await instance.api(a, "POST", `/api/v1/chats/${id}/messages`, { content: `m${i}`, client_msg_id: randomUUID() });
+      const res = await instance.api(a, "POST", `/api/v1/chats/${id}/messages`, {
+        content: `m${i}`,
+        client_msg_id: randomUUID(),
+      });
       expect(res.status).toBe(201);
     }
-    expect((await one.api(a, "POST", `/api/v1/chats/${id}/messages`, { content: "too many", client_msg_id: randomUUID() })).status).toBe(429);
-    expect((await two.api(a, "POST", `/api/v1/chats/${id}/messages`, { content: "too many", client_msg_id: randomUUID() })).status).toBe(429);
+    expect(
+      (await one.api(a, "POST", `/api/v1/chats/${id}/messages`, { content: "too many", client_msg_id: randomUUID() }))
+        .status,
+    ).toBe(429);
+    expect(
+      (await two.api(a, "POST", `/api/v1/chats/${id}/messages`, { content: "too many", client_msg_id: randomUUID() }))
+        .status,
+    ).toBe(429);
     await onTwo.close();
     await watcher.waitFor((f) => f.type === "presence" && f.user_id === a && !f.online);
     await watcher.close();

@@ -5,14 +5,21 @@ import WebSocket from "ws";
 import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat, type TestSocket } from "./support/harness.ts";
 
-const isMessage = (content: string) => (f: ServerFrame) => f.type === "new_message" && f.message.content === content;
+type NewMessage = Extract<ServerFrame, { type: "new_message" }>;
+const isMessage =
+  (content: string) =>
+  (f: ServerFrame): f is NewMessage =>
+    f.type === "new_message" && f.message.content === content;
 
 describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
   let chat: TestChat;
   let drop: () => Promise<void>;
   // Each test uses its own users, so that counts and rate limits never leak between tests.
   let nextUser = 1000;
-  const users = () => [(nextUser += 10), nextUser + 1, nextUser + 2] as const;
+  const users = () => {
+    nextUser += 10;
+    return [nextUser, nextUser + 1, nextUser + 2] as const;
+  };
 
   beforeAll(async () => {
     const db = await target.create();
@@ -48,12 +55,18 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     const chatId = await openChat(buyer, seller);
     for (const s of participants) await s.waitFor((f) => f.type === "chat_created" && f.chat.id === chatId);
 
-    const rest = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: "via rest", client_msg_id: randomUUID() });
+    const rest = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "via rest",
+      client_msg_id: randomUUID(),
+    });
     expect(rest.status).toBe(201);
     const ref = randomUUID();
     sellerSockets[0]?.send({ type: "send_message", chat_id: chatId, content: "via ws", client_msg_id: ref });
     const ack = await sellerSockets[0]!.waitFor((f) => f.type === "ack");
-    expect(ack).toMatchObject({ ref, message: { chat_id: chatId, sender_id: seller, content: "via ws", client_msg_id: ref } });
+    expect(ack).toMatchObject({
+      ref,
+      message: { chat_id: chatId, sender_id: seller, content: "via ws", client_msg_id: ref },
+    });
 
     for (const s of participants) {
       const viaRest = await s.waitFor(isMessage("via rest"));
@@ -85,7 +98,10 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     await sender.until(() => sender.ofType("ack").length === 2);
     const [first, second] = sender.ofType("ack");
     expect(second?.message).toEqual(first?.message);
-    const again = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: "once", client_msg_id: ref });
+    const again = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "once",
+      client_msg_id: ref,
+    });
     expect(again.status).toBe(200);
     expect(again.body).toEqual(first?.message);
 
@@ -143,13 +159,20 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     const chatId = await openChat(buyer, seller);
     const socket = await connect(chat, buyer);
     for (let i = 0; i < 30; i++) {
-      const res = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: `r${i}`, client_msg_id: randomUUID() });
+      const res = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+        content: `r${i}`,
+        client_msg_id: randomUUID(),
+      });
       expect(res.status).toBe(201);
     }
-    for (let i = 0; i < 30; i++) socket.send({ type: "send_message", chat_id: chatId, content: `w${i}`, client_msg_id: randomUUID() });
+    for (let i = 0; i < 30; i++)
+      socket.send({ type: "send_message", chat_id: chatId, content: `w${i}`, client_msg_id: randomUUID() });
     await socket.until(() => socket.ofType("ack").length === 30);
 
-    const refused = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: "61st", client_msg_id: randomUUID() });
+    const refused = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "61st",
+      client_msg_id: randomUUID(),
+    });
     expect(refused.status).toBe(429);
     expect(refused.body.error.code).toBe("rate_limited");
     expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
@@ -162,7 +185,10 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     const page = await chat.api(seller, "GET", `/api/v1/chats/${chatId}/messages?limit=100`);
     expect(page.body.messages).toHaveLength(60);
     // The other participant is not limited by the buyer's sends.
-    const other = await chat.api(seller, "POST", `/api/v1/chats/${chatId}/messages`, { content: "mine", client_msg_id: randomUUID() });
+    const other = await chat.api(seller, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "mine",
+      client_msg_id: randomUUID(),
+    });
     expect(other.status).toBe(201);
     await socket.close();
   });
@@ -200,7 +226,12 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     await first.close();
     await second.close();
     await watcher.waitFor((f) => f.type === "presence" && f.user_id === seller && !f.online);
-    expect(watcher.ofType("presence").filter((p) => p.user_id === seller).map((p) => p.online)).toEqual([true, false]);
+    expect(
+      watcher
+        .ofType("presence")
+        .filter((p) => p.user_id === seller)
+        .map((p) => p.online),
+    ).toEqual([true, false]);
     await syncPoint(stranger, outsider, 96);
     expect(stranger.ofType("presence")).toHaveLength(0);
     await Promise.all([watcher.close(), stranger.close()]);
@@ -209,7 +240,10 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
   it("marks read over WebSocket and tells both participants", async () => {
     const [buyer, seller] = users();
     const chatId = await openChat(buyer, seller);
-    const sent = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: "read me", client_msg_id: randomUUID() });
+    const sent = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "read me",
+      client_msg_id: randomUUID(),
+    });
     const reader = await connect(chat, seller);
     const writer = await connect(chat, buyer);
     reader.send({ type: "mark_read", chat_id: chatId, message_id: sent.body.id });
@@ -253,13 +287,17 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     expect(await statusOf({ "x-internal-token": chat.internalToken })).toBe(401);
     expect(await statusOf({ "x-internal-token": chat.internalToken, "x-user-id": "-3" })).toBe(401);
     expect(await statusOf({ "x-internal-token": chat.internalToken, "x-user-id": "5" }, "/ws/other")).toBe(404);
-    expect(await statusOf({ "x-internal-token": chat.internalToken, "x-user-id": "5" }, "/ws/chat?after=abc")).toBe(400);
+    expect(await statusOf({ "x-internal-token": chat.internalToken, "x-user-id": "5" }, "/ws/chat?after=abc")).toBe(
+      400,
+    );
   });
 
   it("counts what happened in /internal/chat/ws/stats", async () => {
-    const res = await fetch(`${chat.baseUrl}/internal/chat/ws/stats`, { headers: { "x-internal-token": chat.internalToken } });
+    const res = await fetch(`${chat.baseUrl}/internal/chat/ws/stats`, {
+      headers: { "x-internal-token": chat.internalToken },
+    });
     expect(res.status).toBe(200);
-    const stats = await res.json();
+    const stats = (await res.json()) as Record<string, any>;
     expect(Object.keys(stats).sort()).toEqual(
       [
         "instance_id",
@@ -283,7 +321,9 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     expect(stats.errors_total).toBeGreaterThanOrEqual(6);
     expect(stats.messages_received_total).toBeGreaterThan(0);
     expect(stats.messages_sent_total).toBeGreaterThan(stats.broadcasts_total);
-    const bearer = await fetch(`${chat.baseUrl}/internal/chat/ws/stats`, { headers: { authorization: `Bearer ${chat.internalToken}` } });
+    const bearer = await fetch(`${chat.baseUrl}/internal/chat/ws/stats`, {
+      headers: { authorization: `Bearer ${chat.internalToken}` },
+    });
     expect(bearer.status).toBe(200);
     const anonymous = await fetch(`${chat.baseUrl}/internal/chat/ws/stats`);
     expect(anonymous.status).toBe(401);

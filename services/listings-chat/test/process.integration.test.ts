@@ -76,10 +76,19 @@ describe("the listings-chat process", () => {
     dirs.push(dataDir);
     const port = await freePort();
     const token = "process-test-internal-token";
-    const service = run({ CHAT_PORT: String(port), CHAT_HOST: "127.0.0.1", DATA_DIR: dataDir, INTERNAL_TOKEN: token, NODE_ENV: "test", LOG_LEVEL: "warn" });
+    const service = run({
+      CHAT_PORT: String(port),
+      CHAT_HOST: "127.0.0.1",
+      DATA_DIR: dataDir,
+      INTERNAL_TOKEN: token,
+      NODE_ENV: "test",
+      LOG_LEVEL: "warn",
+    });
     await waitForHealth(port, service.child);
 
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/chat`, { headers: { "x-internal-token": token, "x-user-id": "1" } });
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/chat`, {
+      headers: { "x-internal-token": token, "x-user-id": "1" },
+    });
     const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)));
     await new Promise((resolve, reject) => {
       ws.on("message", resolve);

@@ -42,7 +42,10 @@ describe.each(databaseTargets())("resume on $name", (target) => {
   async function raceReplay(resumeWith: "query" | "frame") {
     // The seller sees the chat so far, then goes away.
     const first = await connect(chat, seller, 0);
-    await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: "before", client_msg_id: randomUUID() });
+    await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "before",
+      client_msg_id: randomUUID(),
+    });
     await first.waitFor((f) => f.type === "new_message" && f.message.content === "before");
     const cursor = Math.max(...first.eventIds());
     await first.close();
@@ -50,7 +53,10 @@ describe.each(databaseTargets())("resume on $name", (target) => {
     // A backlog the replay has to read page by page.
     const backlog = 300;
     for (let i = 0; i < backlog; i++) {
-      await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: `backlog ${i}`, client_msg_id: randomUUID() });
+      await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+        content: `backlog ${i}`,
+        client_msg_id: randomUUID(),
+      });
     }
 
     // Live traffic that keeps committing, one send after another, while the seller reconnects and replays.
@@ -102,7 +108,10 @@ describe.each(databaseTargets())("resume on $name", (target) => {
     const socket = await connect(chat, seller);
     const connected = socket.ofType("connected")[0];
     const start = connected?.last_event_id ?? -1;
-    await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, { content: "after connect", client_msg_id: randomUUID() });
+    await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "after connect",
+      client_msg_id: randomUUID(),
+    });
     await socket.waitFor((f) => f.type === "new_message" && f.message.content === "after connect");
     expect(socket.eventIds()).toEqual(await logAfter(seller, start));
     await socket.close();

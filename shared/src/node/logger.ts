@@ -22,7 +22,9 @@ export function createLogger({ name, level, pretty }: LoggerOptions): Logger {
     name,
     level,
     redact: { paths: REDACT, censor: "[redacted]" },
-    ...(pretty ? { transport: { target: "pino-pretty", options: { colorize: true, translateTime: "HH:MM:ss.l" } } } : {}),
+    ...(pretty
+      ? { transport: { target: "pino-pretty", options: { colorize: true, translateTime: "HH:MM:ss.l" } } }
+      : {}),
   });
 }
 

@@ -1,6 +1,6 @@
 import { and, count, desc, eq, gt, inArray, isNull, ne, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
-import { type ChatRow, type MessageRow } from "../db/rows.ts";
+import type { ChatRow, MessageRow } from "../db/rows.ts";
 import { chatParticipants, chats, messages } from "../db/schema.ts";
 import { notFound } from "../errors.ts";
 
@@ -30,11 +30,7 @@ export async function insertChat(
   buyerId: number,
   sellerId: number,
 ): Promise<ChatRow | undefined> {
-  const [chat] = await tx
-    .insert(chats)
-    .values({ listingId, buyerId, sellerId })
-    .onConflictDoNothing()
-    .returning();
+  const [chat] = await tx.insert(chats).values({ listingId, buyerId, sellerId }).onConflictDoNothing().returning();
   if (!chat) return undefined;
   await tx.insert(chatParticipants).values([
     { chatId: chat.id, userId: buyerId, role: "buyer", lastActivityAt: chat.lastActivityAt },
@@ -75,10 +71,7 @@ export async function unreadCountsOf(db: Database, userId: number, chatIds?: num
   const rows = await db
     .select({ chatId: messages.chatId, unread: count() })
     .from(messages)
-    .innerJoin(
-      chatParticipants,
-      and(eq(chatParticipants.chatId, messages.chatId), eq(chatParticipants.userId, userId)),
-    )
+    .innerJoin(chatParticipants, and(eq(chatParticipants.chatId, messages.chatId), eq(chatParticipants.userId, userId)))
     .where(
       and(
         gt(messages.id, sql`coalesce(${chatParticipants.lastReadMessageId}, 0)`),
@@ -113,7 +106,12 @@ export async function advanceReadMarker(tx: Database, chatId: number, userId: nu
 /** Everyone who shares at least one chat with `userId`: who hears about their presence. */
 export async function contactsOf(db: Database, userId: number): Promise<number[]> {
   const rows = await db
-    .selectDistinct({ userId: sql<number>`case when ${chats.buyerId} = ${userId} then ${chats.sellerId} else ${chats.buyerId} end`.mapWith(Number) })
+    .selectDistinct({
+      userId:
+        sql<number>`case when ${chats.buyerId} = ${userId} then ${chats.sellerId} else ${chats.buyerId} end`.mapWith(
+          Number,
+        ),
+    })
     .from(chatParticipants)
     .innerJoin(chats, eq(chats.id, chatParticipants.chatId))
     .where(eq(chatParticipants.userId, userId));

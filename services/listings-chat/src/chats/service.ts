@@ -56,7 +56,11 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
         const [lastMessages, unread] = await Promise.all([lastMessagesOf(db, ids), unreadCountsOf(db, userId, ids)]);
         return rows.map(({ chat }) => {
           const last = lastMessages.get(chat.id);
-          return { ...toChat(chat), last_message: last ? toMessage(last) : null, unread_count: unread.get(chat.id) ?? 0 };
+          return {
+            ...toChat(chat),
+            last_message: last ? toMessage(last) : null,
+            unread_count: unread.get(chat.id) ?? 0,
+          };
         });
       });
     },

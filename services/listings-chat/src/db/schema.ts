@@ -89,10 +89,7 @@ export const chatEvents = pgTable(
     payload: jsonb("payload").notNull(),
     createdAt: createdAt(),
   },
-  (t) => [
-    index("chat_events_chat_id_idx").on(t.chatId, t.id),
-    index("chat_events_message_id_idx").on(t.messageId),
-  ],
+  (t) => [index("chat_events_chat_id_idx").on(t.chatId, t.id), index("chat_events_message_id_idx").on(t.messageId)],
 );
 
 /** A single row: the last event id handed out. Its row lock orders event writers by commit. */

@@ -85,10 +85,5 @@ export async function scrubMessageContent(tx: Database, messageId: number): Prom
   await tx
     .update(chatEvents)
     .set({ payload: sql`jsonb_set(${chatEvents.payload}, '{message,content}', '""'::jsonb)` })
-    .where(
-      and(
-        eq(chatEvents.messageId, messageId),
-        inArray(chatEvents.type, ["new_message", "message_edited"]),
-      ),
-    );
+    .where(and(eq(chatEvents.messageId, messageId), inArray(chatEvents.type, ["new_message", "message_edited"])));
 }

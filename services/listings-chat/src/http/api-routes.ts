@@ -1,7 +1,7 @@
 import {
   createChatBody,
-  editMessageBody,
   ErrorCode,
+  editMessageBody,
   Limits,
   markReadBody,
   sendMessageBody,

@@ -150,7 +150,10 @@ export class Connection {
 
   /** Writes one frame; `written` runs once ws has handed its bytes to the OS, or at once when nothing was sent. */
   private write(json: string, written?: () => void): void {
-    if (this.closing || this.socket.readyState !== WebSocket.OPEN) return written?.();
+    if (this.closing || this.socket.readyState !== WebSocket.OPEN) {
+      written?.();
+      return;
+    }
     if (this.socket.bufferedAmount > this.ctx.slowConsumerBytes) {
       written?.();
       this.ctx.stats.slowConsumerDisconnectsTotal += 1;
@@ -170,33 +173,47 @@ export class Connection {
 
   private receive(data: WebSocket.RawData, isBinary: boolean): void {
     this.ctx.stats.messagesReceivedTotal += 1;
-    if (isBinary) return this.sendError(ErrorCode.badRequest, "binary frames are not supported: send JSON text");
+    if (isBinary) {
+      this.sendError(ErrorCode.badRequest, "binary frames are not supported: send JSON text");
+      return;
+    }
     let parsed: unknown;
     try {
       parsed = JSON.parse(data.toString());
     } catch {
-      return this.sendError(ErrorCode.badJson, "the frame is not valid JSON");
+      this.sendError(ErrorCode.badJson, "the frame is not valid JSON");
+      return;
     }
     const ref = refOf(parsed);
     const type = (parsed as { type?: unknown } | null)?.type;
     if (typeof type !== "string" || !(clientFrameTypes as readonly string[]).includes(type)) {
-      return this.sendError(ErrorCode.unknownType, `unknown frame type: expected one of ${clientFrameTypes.join(", ")}`, ref);
+      this.sendError(ErrorCode.unknownType, `unknown frame type: expected one of ${clientFrameTypes.join(", ")}`, ref);
+      return;
     }
     const result = clientFrameSchema.safeParse(parsed);
     if (!result.success) {
       const issue = result.error.issues[0];
       const where = issue?.path.join(".") || "frame";
-      return this.sendError(ErrorCode.validationFailed, `${where}: ${issue?.message ?? "invalid"}`, ref);
+      this.sendError(ErrorCode.validationFailed, `${where}: ${issue?.message ?? "invalid"}`, ref);
+      return;
     }
     const frame = result.data;
-    if (frame.type === "ping") return this.sendFrame({ type: "pong", timestamp: new Date().toISOString() });
+    if (frame.type === "ping") {
+      this.sendFrame({ type: "pong", timestamp: new Date().toISOString() });
+      return;
+    }
     this.inbound = this.inbound.then(() => this.handle(frame).catch((error) => this.failed(error, ref)));
   }
 
   private async handle(frame: Exclude<ClientFrame, { type: "ping" }>): Promise<void> {
     switch (frame.type) {
       case "send_message": {
-        const { message } = await this.ctx.messages.send(this.userId, frame.chat_id, frame.content, frame.client_msg_id);
+        const { message } = await this.ctx.messages.send(
+          this.userId,
+          frame.chat_id,
+          frame.content,
+          frame.client_msg_id,
+        );
         this.sendFrame({ type: "ack", ref: frame.client_msg_id, message });
         return;
       }
@@ -223,9 +240,13 @@ export class Connection {
   private failed(error: unknown, ref: string | undefined): void {
     if (error instanceof RateLimitedError) {
       this.ctx.stats.rateLimitedTotal += 1;
-      return this.sendError(error.code, error.message, ref, { retry_after_ms: error.retryAfterMs });
+      this.sendError(error.code, error.message, ref, { retry_after_ms: error.retryAfterMs });
+      return;
     }
-    if (error instanceof ChatError) return this.sendError(error.code, error.message, ref);
+    if (error instanceof ChatError) {
+      this.sendError(error.code, error.message, ref);
+      return;
+    }
     this.ctx.log.error({ err: error, connection: this.id }, "frame handling failed");
     this.sendError(ErrorCode.internal, "the server could not handle this frame: retry", ref);
   }

@@ -1,9 +1,9 @@
 import { CloseCode, type ServerControlFrame } from "@listings-chat/shared";
 import type { Logger } from "pino";
 import type WebSocket from "ws";
+import type { Bus } from "../bus/bus.ts";
 import { contactsOf, requireParticipant } from "../chats/repository.ts";
 import type { ChatService } from "../chats/service.ts";
-import type { Bus } from "../bus/bus.ts";
 import type { Database } from "../db/client.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { type AddressedEvent, lastEventId, readEventRange, readEventsForUser } from "../events/log.ts";
@@ -90,7 +90,10 @@ export function createHub(options: HubOptions) {
     if (now - (lastTyping.get(key) ?? 0) < options.typingIntervalMs) return;
     lastTyping.set(key, now);
     const others = [chat.buyerId, chat.sellerId].filter((id) => id !== userId);
-    publishFrame({ frame: { type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping }, audience: others });
+    publishFrame({
+      frame: { type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping },
+      audience: others,
+    });
   }
 
   async function announcePresence(userId: number, online: boolean) {
@@ -163,7 +166,8 @@ export function createHub(options: HubOptions) {
         const became = await joined;
         const contacts = became ? await announcePresence(userId, true) : await contactsOf(db, userId);
         for (const contact of contacts) {
-          if (await presence.isOnline(contact)) connection.sendFrame({ type: "presence", user_id: contact, online: true });
+          if (await presence.isOnline(contact))
+            connection.sendFrame({ type: "presence", user_id: contact, online: true });
         }
       })().catch((error) => {
         stats.errorsTotal += 1;

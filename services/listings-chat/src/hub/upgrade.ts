@@ -17,7 +17,12 @@ export interface UpgradeDeps {
   log: Logger;
 }
 
-const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 503: "Service Unavailable" };
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  404: "Not Found",
+  503: "Service Unavailable",
+};
 
 /** Answers a refused upgrade with a plain HTTP response and the contract's JSON error body. */
 function refuse(socket: Duplex, status: number, code: string, message: string): void {
@@ -37,18 +42,21 @@ export function createUpgradeHandler({ wss, hub, checkInternalToken, isShuttingD
     // First, so that a client that vanishes mid-handshake cannot crash the process.
     socket.on("error", (error) => log.debug({ err: error }, "upgrade socket error"));
     const url = new URL(req.url ?? "/", "http://chat.internal");
-    if (url.pathname !== WS_PATH) return refuse(socket, 404, ErrorCode.notFound, `no WebSocket endpoint at this path: use ${WS_PATH}`);
+    if (url.pathname !== WS_PATH)
+      return refuse(socket, 404, ErrorCode.notFound, `no WebSocket endpoint at this path: use ${WS_PATH}`);
     if (!checkInternalToken(presentedInternalToken(req.headers))) {
       log.warn({ url: redactUrl(req.url) }, "upgrade without the internal token refused");
       return refuse(socket, 401, ErrorCode.unauthorized, "missing or wrong X-Internal-Token");
     }
     const userId = parseUserId(req.headers["x-user-id"]);
-    if (userId === undefined) return refuse(socket, 401, ErrorCode.unauthorized, "X-User-Id is missing or not a positive integer");
+    if (userId === undefined)
+      return refuse(socket, 401, ErrorCode.unauthorized, "X-User-Id is missing or not a positive integer");
     const afterRaw = url.searchParams.get("after");
     if (afterRaw !== null && !/^\d{1,16}$/.test(afterRaw)) {
       return refuse(socket, 400, ErrorCode.validationFailed, "after must be a non-negative integer event id");
     }
-    if (isShuttingDown()) return refuse(socket, 503, ErrorCode.shuttingDown, "this instance is shutting down: connect again");
+    if (isShuttingDown())
+      return refuse(socket, 503, ErrorCode.shuttingDown, "this instance is shutting down: connect again");
     wss.handleUpgrade(req, socket, head, (ws) => {
       hub.attach(ws, userId, afterRaw === null ? undefined : Number(afterRaw));
     });

@@ -29,7 +29,11 @@ export function createMessageService({ db, publish, sendLimiter }: MessageServic
     if (!clientMsgId) return undefined;
     const existing = await findByClientMsgId(db, senderId, clientMsgId);
     if (existing && existing.chatId !== chatId) {
-      throw new ChatError(ErrorCode.conflict, 409, "this client_msg_id was already used in another chat: use a new one");
+      throw new ChatError(
+        ErrorCode.conflict,
+        409,
+        "this client_msg_id was already used in another chat: use a new one",
+      );
     }
     return existing;
   }

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { Stats } from "./stats.ts";
 
 /** A Prometheus registry of this instance (never the global one), read from the same counters as the stats. */

@@ -40,7 +40,13 @@ export interface RedisPresenceOptions {
 }
 
 /** One sorted set per user: members are instance ids, scores the time their claim expires. */
-export function createRedisPresence({ redis, keyPrefix, instanceId, ttlMs, now = Date.now }: RedisPresenceOptions): Presence {
+export function createRedisPresence({
+  redis,
+  keyPrefix,
+  instanceId,
+  ttlMs,
+  now = Date.now,
+}: RedisPresenceOptions): Presence {
   const key = (userId: number) => `${keyPrefix}presence:${userId}`;
   const liveCount = async (userId: number) => {
     const [, , [, count] = []] = (await redis

@@ -50,6 +50,7 @@ function postgres(adminUrl: string): DatabaseTarget {
  */
 export function databaseTargets(): DatabaseTarget[] {
   const url = process.env.DATABASE_URL;
-  if (!url && process.env.CI) throw new Error("CI must set DATABASE_URL: the PostgreSQL run is what proves compatibility");
+  if (!url && process.env.CI)
+    throw new Error("CI must set DATABASE_URL: the PostgreSQL run is what proves compatibility");
   return url ? [pglite, postgres(url)] : [pglite];
 }

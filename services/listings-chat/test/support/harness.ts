@@ -12,7 +12,12 @@ export interface TestChat {
   wsUrl: string;
   internalToken: string;
   /** A REST call as `userId`, through the internal hop the gateway would use. */
-  api(userId: number, method: string, path: string, body?: unknown): Promise<{ status: number; body: any; headers: Headers }>;
+  api(
+    userId: number,
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: any; headers: Headers }>;
   stop(): Promise<void>;
 }
 
@@ -39,7 +44,11 @@ export async function startTestChat(options: TestChatOptions): Promise<TestChat>
     shutdownTimeoutMs: 2_000,
     warnings: [],
   };
-  const server = await startChatServer(config, pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }), options.overrides);
+  const server = await startChatServer(
+    config,
+    pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
+    options.overrides,
+  );
   const baseUrl = `http://127.0.0.1:${server.port}`;
   return {
     server,
@@ -80,7 +89,9 @@ export class TestSocket {
       ws.once("unexpected-response", (_req, res) => reject(new Error(`upgrade refused with ${res.statusCode}`)));
       ws.once("error", reject);
     });
-    this.closed = new Promise((resolve) => ws.once("close", (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.closed = new Promise((resolve) =>
+      ws.once("close", (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
     ws.on("error", () => {});
   }
 
@@ -99,7 +110,11 @@ export class TestSocket {
   }
 
   /** Resolves with the first frame, from `from` on, that matches; rejects after `timeoutMs`. */
-  async waitFor<T extends ServerFrame>(match: (f: ServerFrame) => f is T, timeoutMs?: number, from?: number): Promise<T>;
+  async waitFor<T extends ServerFrame>(
+    match: (f: ServerFrame) => f is T,
+    timeoutMs?: number,
+    from?: number,
+  ): Promise<T>;
   async waitFor(match: (f: ServerFrame) => boolean, timeoutMs?: number, from?: number): Promise<ServerFrame>;
   async waitFor(match: (f: ServerFrame) => boolean, timeoutMs = 5_000, from = 0): Promise<ServerFrame> {
     const deadline = Date.now() + timeoutMs;
@@ -107,7 +122,8 @@ export class TestSocket {
       const found = this.frames.slice(from).find(match);
       if (found) return found;
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no matching frame within ${timeoutMs} ms; got ${JSON.stringify(this.frames.slice(-5))}`);
+      if (left <= 0)
+        throw new Error(`no matching frame within ${timeoutMs} ms; got ${JSON.stringify(this.frames.slice(-5))}`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         this.waiters.push(() => {

@@ -1,0 +1,921 @@
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type ChatEvent, ErrorCode, type Message } from "@listings-chat/shared";
+import { and, eq, type SQL, sql } from "drizzle-orm";
+import { getTableConfig } from "drizzle-orm/pg-core";
+import type pg from "pg";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { type ChatService, createChatService } from "../src/chats/service.ts";
+import {
+  type Database,
+  type DatabaseHandle,
+  type DatabaseOptions,
+  migrationsFolder,
+  openDatabase,
+} from "../src/db/client.ts";
+import * as schema from "../src/db/schema.ts";
+import { ChatError, RateLimitedError } from "../src/errors.ts";
+import { type AddressedEvent, lastEventId, readEventRange, readEventsForUser } from "../src/events/log.ts";
+import type { PublishEvent } from "../src/events/publisher.ts";
+import { createSendLimiter } from "../src/limits/send-limiter.ts";
+import { createMessageService, type MessageService } from "../src/messages/service.ts";
+import { databaseTargets } from "./support/databases.ts";
+
+const tables = {
+  chats: schema.chats,
+  chat_participants: schema.chatParticipants,
+  messages: schema.messages,
+  chat_events: schema.chatEvents,
+  event_counter: schema.eventCounter,
+};
+
+/** Raw SQL rows, the same on PGlite and node-postgres (cast bigints in SQL: drivers differ on them). */
+async function rows<T>(db: Database, query: SQL): Promise<T[]> {
+  const result = await db.execute(query);
+  return (result as unknown as { rows: T[] }).rows;
+}
+
+/** The ChatError `work` must fail with. */
+async function chatError(work: Promise<unknown>): Promise<ChatError> {
+  try {
+    await work;
+  } catch (error) {
+    expect(error).toBeInstanceOf(ChatError);
+    return error as ChatError;
+  }
+  throw new Error("expected a ChatError, but the call succeeded");
+}
+
+async function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms (deadlock?)`)), ms);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A `publish` spy that also checks "store, then tell": for every event it is handed, it reads that
+ * event back through the pool (another connection on PostgreSQL). Only a committed event is found.
+ */
+function createRecorder(getDb: () => Database) {
+  const visible: Promise<{ published: AddressedEvent; found: AddressedEvent[] }>[] = [];
+  const publish = vi.fn<PublishEvent>((published) => {
+    const id = published.event.event_id;
+    visible.push(readEventRange(getDb(), id - 1, id).then((found) => ({ published, found })));
+  });
+  return {
+    publish,
+    published: () => publish.mock.calls.map(([addressed]) => addressed),
+    /** Every event published so far was already committed when it was published. */
+    async expectAllCommitted() {
+      for (const { published, found } of await Promise.all(visible.splice(0))) {
+        expect(found, `event ${published.event.event_id} was not committed when published`).toHaveLength(1);
+        expect(found[0]!.event).toEqual(published.event);
+      }
+    },
+  };
+}
+
+describe.each(databaseTargets())("data layer on $name", (target) => {
+  let handle: DatabaseHandle;
+  let db: Database;
+  let options: DatabaseOptions;
+  let drop: () => Promise<void> = async () => {};
+  const recorder = createRecorder(() => db);
+  const publish = recorder.publish;
+  let chats: ChatService;
+  let messages: MessageService;
+
+  // Each test uses users and listings of its own, so tests do not see each other's chats.
+  let nextId = 1_000;
+  const newId = () => nextId++;
+
+  beforeAll(async () => {
+    const created = await target.create();
+    drop = created.drop;
+    options = created.options;
+    handle = await openDatabase(options);
+    db = handle.db;
+    chats = createChatService({ db, publish });
+    messages = createMessageService({ db, publish, sendLimiter: createSendLimiter({ perMinute: 100_000 }) });
+  });
+
+  afterAll(async () => {
+    await handle?.close();
+    await drop();
+  });
+
+  /**
+   * Runs `work` and checks what it appended to the log: exactly `types`, in order, each published
+   * once (with the chat's two participants as audience) and only after its commit.
+   */
+  async function expectEvents<T>(
+    types: ChatEvent["type"][],
+    work: () => Promise<T>,
+  ): Promise<{ result: T; events: ChatEvent[] }> {
+    const before = await lastEventId(db);
+    const publishedBefore = publish.mock.calls.length;
+    const result = await work();
+    const after = await lastEventId(db);
+    const logged = await readEventRange(db, before, after);
+    expect(logged.map((e) => e.event.type)).toEqual(types);
+    expect(logged.map((e) => e.event.event_id)).toEqual(types.map((_, i) => before + 1 + i));
+    const published = recorder.published().slice(publishedBefore);
+    expect([...published].sort((a, b) => a.event.event_id - b.event.event_id)).toEqual(logged);
+    await recorder.expectAllCommitted();
+    return { result, events: logged.map((e) => e.event) };
+  }
+
+  /** Runs `work` and checks that it appended and published nothing. */
+  async function expectNoEvents<T>(work: () => Promise<T>): Promise<T> {
+    const before = await lastEventId(db);
+    const publishedBefore = publish.mock.calls.length;
+    const result = await work();
+    expect(await lastEventId(db)).toBe(before);
+    expect(publish.mock.calls.length).toBe(publishedBefore);
+    return result;
+  }
+
+  /** A new chat between a fresh buyer and seller. */
+  async function newChat() {
+    const buyer = newId();
+    const seller = newId();
+    const { chat } = await chats.open(buyer, newId(), seller);
+    return { chat, buyer, seller };
+  }
+
+  async function messageRow(id: number) {
+    const [row] = await db.select().from(schema.messages).where(eq(schema.messages.id, id));
+    return row;
+  }
+
+  describe("migrations", () => {
+    it("bring a fresh database to the schema of schema.ts", async () => {
+      const publicTables = await rows<{ name: string }>(
+        db,
+        sql`select table_name::text as name from information_schema.tables where table_schema = 'public' order by 1`,
+      );
+      expect(publicTables.map((t) => t.name)).toEqual(Object.keys(tables).sort());
+
+      for (const [name, table] of Object.entries(tables)) {
+        const config = getTableConfig(table);
+        expect(config.name).toBe(name);
+        const columns = await rows<{ name: string; type: string; nullable: string }>(
+          db,
+          sql`select column_name::text as name, data_type::text as type, is_nullable::text as nullable
+              from information_schema.columns where table_schema = 'public' and table_name = ${name}`,
+        );
+        const actual = Object.fromEntries(columns.map((c) => [c.name, { type: c.type, notNull: c.nullable === "NO" }]));
+        const expected = Object.fromEntries(
+          config.columns.map((c) => [c.name, { type: c.getSQLType(), notNull: c.notNull || c.primary }]),
+        );
+        expect(actual, `columns of ${name}`).toEqual(expected);
+      }
+    });
+
+    it("create every index, check and foreign key that schema.ts names", async () => {
+      const indexes = await rows<{ name: string; def: string }>(
+        db,
+        sql`select indexname::text as name, indexdef::text as def from pg_indexes where schemaname = 'public'`,
+      );
+      const byName = new Map(indexes.map((i) => [i.name, i.def]));
+      const expected = Object.values(tables).flatMap((t) => getTableConfig(t).indexes.map((i) => i.config));
+      expect(expected.map((i) => i.name).sort()).toEqual([
+        "chat_events_chat_id_idx",
+        "chat_events_message_id_idx",
+        "chat_participants_user_activity_idx",
+        "chat_participants_user_chat_idx",
+        "chats_listing_buyer_seller_key",
+        "messages_chat_id_idx",
+        "messages_sender_client_msg_id_key",
+      ]);
+      for (const index of expected) {
+        const def = byName.get(index.name!);
+        expect(def, `index ${index.name}`).toBeDefined();
+        expect(def!.startsWith("CREATE UNIQUE INDEX"), `uniqueness of ${index.name}`).toBe(index.unique);
+      }
+
+      const constraints = await rows<{ name: string; kind: string }>(
+        db,
+        sql`select c.conname::text as name, c.contype::text as kind from pg_constraint c
+            join pg_namespace n on n.oid = c.connamespace where n.nspname = 'public'`,
+      );
+      const names = (kind: string) =>
+        constraints
+          .filter((c) => c.kind === kind)
+          .map((c) => c.name)
+          .sort();
+      const tableConfigs = Object.values(tables).map((t) => getTableConfig(t));
+      expect(names("c")).toEqual(tableConfigs.flatMap((c) => c.checks.map((k) => k.name)).sort());
+      expect(names("f")).toEqual(tableConfigs.flatMap((c) => c.foreignKeys.map((k) => k.getName())).sort());
+    });
+
+    it("seed the event counter", async () => {
+      expect(await db.select().from(schema.eventCounter)).toEqual([{ id: 1, lastEventId: 0 }]);
+      expect(await lastEventId(db)).toBe(0);
+    });
+
+    it("record every committed migration", async () => {
+      const journal = JSON.parse(readFileSync(join(migrationsFolder, "meta", "_journal.json"), "utf8")) as {
+        entries: unknown[];
+      };
+      const [applied] = await rows<{ n: number }>(db, sql`select count(*)::int as n from drizzle.__drizzle_migrations`);
+      expect(journal.entries.length).toBeGreaterThan(0);
+      expect(applied?.n).toBe(journal.entries.length);
+    });
+
+    it("the database refuses a chat with oneself and a second counter row", async () => {
+      await expect(db.insert(schema.chats).values({ listingId: 1, buyerId: 5, sellerId: 5 })).rejects.toThrow();
+      await expect(db.insert(schema.eventCounter).values({ id: 2, lastEventId: 0 })).rejects.toThrow();
+      expect(await db.select().from(schema.chats)).toEqual([]);
+    });
+
+    it("opening an already migrated database again changes nothing", async () => {
+      // PostgreSQL: this suite's database. PGlite: the in-memory one cannot be reopened, so a data directory.
+      const dir = target.name === "pglite" ? mkdtempSync(join(tmpdir(), "lc-pglite-")) : undefined;
+      const reopenable: DatabaseOptions = dir ? { dataDir: dir } : options;
+      try {
+        const first = dir ? await openDatabase(reopenable) : handle;
+        const firstChats = createChatService({ db: first.db, publish: () => {} });
+        const { chat } = await firstChats.open(newId(), newId(), newId());
+        const counter = await lastEventId(first.db);
+        expect(counter).toBeGreaterThan(0);
+        if (dir) await first.close();
+
+        const second = await openDatabase(reopenable);
+        try {
+          const [applied] = await rows<{ n: number }>(
+            second.db,
+            sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
+          );
+          expect(applied?.n).toBe(2);
+          expect(await second.db.select().from(schema.eventCounter)).toEqual([{ id: 1, lastEventId: counter }]);
+          const [stored] = await second.db.select().from(schema.chats).where(eq(schema.chats.id, chat.id));
+          expect(stored?.listingId).toBe(chat.listing_id);
+          await second.ping();
+        } finally {
+          await second.close();
+        }
+      } finally {
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it.runIf(target.name === "postgres")("instances that start together migrate once", async () => {
+      const fresh = await target.create();
+      try {
+        const handles = await Promise.all([
+          openDatabase(fresh.options),
+          openDatabase(fresh.options),
+          openDatabase(fresh.options),
+        ]);
+        try {
+          const [applied] = await rows<{ n: number }>(
+            handles[0]!.db,
+            sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
+          );
+          expect(applied?.n).toBe(2);
+          expect(await handles[1]!.db.select().from(schema.eventCounter)).toEqual([{ id: 1, lastEventId: 0 }]);
+        } finally {
+          await Promise.all(handles.map((h) => h.close()));
+        }
+      } finally {
+        await fresh.drop();
+      }
+    });
+  });
+
+  describe("chat service", () => {
+    it("open() creates the chat once, then returns the same one", async () => {
+      const buyer = newId();
+      const seller = newId();
+      const listing = newId();
+      const { result: first, events } = await expectEvents(["chat_created"], () => chats.open(buyer, listing, seller));
+      expect(first.created).toBe(true);
+      expect(first.chat).toMatchObject({ listing_id: listing, buyer_id: buyer, seller_id: seller });
+      expect(first.chat.id).toBeGreaterThan(0);
+      expect(new Date(first.chat.created_at).toISOString()).toBe(first.chat.created_at);
+      expect(events[0]).toEqual({ type: "chat_created", event_id: events[0]!.event_id, chat: first.chat });
+      const publishedEvent = recorder.published().at(-1)!;
+      expect(publishedEvent.audience).toEqual([buyer, seller]);
+
+      const participants = await db
+        .select({ userId: schema.chatParticipants.userId, role: schema.chatParticipants.role })
+        .from(schema.chatParticipants)
+        .where(eq(schema.chatParticipants.chatId, first.chat.id));
+      expect(participants.sort((a, b) => a.userId - b.userId)).toEqual([
+        { userId: buyer, role: "buyer" },
+        { userId: seller, role: "seller" },
+      ]);
+
+      const again = await expectNoEvents(() => chats.open(buyer, listing, seller));
+      expect(again).toEqual({ chat: first.chat, created: false });
+
+      // Another listing, or the same people the other way round, is another chat.
+      const other = await expectEvents(["chat_created"], () => chats.open(buyer, newId(), seller));
+      expect(other.result.chat.id).not.toBe(first.chat.id);
+      const swapped = await expectEvents(["chat_created"], () => chats.open(seller, listing, buyer));
+      expect(swapped.result.chat.id).not.toBe(first.chat.id);
+    });
+
+    it("concurrent open() of the same triple yields one chat and one event", async () => {
+      const buyer = newId();
+      const seller = newId();
+      const listing = newId();
+      const { result } = await expectEvents(["chat_created"], () =>
+        Promise.all(Array.from({ length: 8 }, () => chats.open(buyer, listing, seller))),
+      );
+      expect(new Set(result.map((r) => r.chat.id)).size).toBe(1);
+      expect(result.filter((r) => r.created)).toHaveLength(1);
+      const stored = await db
+        .select()
+        .from(schema.chats)
+        .where(and(eq(schema.chats.listingId, listing), eq(schema.chats.buyerId, buyer)));
+      expect(stored).toHaveLength(1);
+      const participants = await db
+        .select()
+        .from(schema.chatParticipants)
+        .where(eq(schema.chatParticipants.chatId, stored[0]!.id));
+      expect(participants).toHaveLength(2);
+    });
+
+    it("refuses a chat with oneself with self_chat 400", async () => {
+      const user = newId();
+      const listing = newId();
+      const error = await expectNoEvents(() => chatError(chats.open(user, listing, user)));
+      expect(error.code).toBe(ErrorCode.selfChat);
+      expect(error.status).toBe(400);
+      expect(await db.select().from(schema.chats).where(eq(schema.chats.listingId, listing))).toEqual([]);
+    });
+  });
+
+  describe("message service", () => {
+    it("send() stores the message, touches the chat and appends new_message", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const clientMsgId = randomUUID();
+      const { result, events } = await expectEvents(["new_message"], () =>
+        messages.send(buyer, chat.id, "Is it still available?", clientMsgId),
+      );
+      expect(result.created).toBe(true);
+      const message = result.message;
+      expect(message).toEqual({
+        id: expect.any(Number),
+        chat_id: chat.id,
+        sender_id: buyer,
+        content: "Is it still available?",
+        client_msg_id: clientMsgId,
+        created_at: expect.any(String),
+        edited_at: null,
+        deleted_at: null,
+      });
+      expect(events[0]).toEqual({ type: "new_message", event_id: events[0]!.event_id, chat_id: chat.id, message });
+      expect(recorder.published().at(-1)!.audience).toEqual([buyer, seller]);
+
+      const row = await messageRow(message.id);
+      expect(row?.content).toBe("Is it still available?");
+      expect(row?.createdAt.toISOString()).toBe(message.created_at);
+
+      // The chat and both participants' copies of its activity moved to the message.
+      const [chatRow] = await db.select().from(schema.chats).where(eq(schema.chats.id, chat.id));
+      expect(chatRow?.lastActivityAt.toISOString()).toBe(message.created_at);
+      const participants = await db
+        .select()
+        .from(schema.chatParticipants)
+        .where(eq(schema.chatParticipants.chatId, chat.id));
+      expect(participants.map((p) => p.lastActivityAt.toISOString())).toEqual([message.created_at, message.created_at]);
+    });
+
+    it("a repeated client_msg_id returns the stored message, created=false, and appends nothing", async () => {
+      const { chat, buyer } = await newChat();
+      const clientMsgId = randomUUID();
+      const first = await expectEvents(["new_message"], () => messages.send(buyer, chat.id, "first", clientMsgId));
+      const again = await expectNoEvents(() =>
+        messages.send(buyer, chat.id, "first, sent again with other text", clientMsgId),
+      );
+      expect(again).toEqual({ message: first.result.message, created: false });
+      const page = await messages.page(buyer, chat.id, undefined, 10);
+      expect(page.messages).toHaveLength(1);
+    });
+
+    it("without a client_msg_id every send is a new message", async () => {
+      const { chat, buyer } = await newChat();
+      const { result } = await expectEvents(["new_message", "new_message"], async () => [
+        await messages.send(buyer, chat.id, "same", null),
+        await messages.send(buyer, chat.id, "same", null),
+      ]);
+      expect(result.map((r) => r.created)).toEqual([true, true]);
+      expect(result[0]!.message.id).not.toBe(result[1]!.message.id);
+      expect(result[0]!.message.client_msg_id).toBeNull();
+    });
+
+    it("client_msg_id is per sender: the other participant may use the same one", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const clientMsgId = randomUUID();
+      const { result } = await expectEvents(["new_message", "new_message"], async () => [
+        await messages.send(buyer, chat.id, "from the buyer", clientMsgId),
+        await messages.send(seller, chat.id, "from the seller", clientMsgId),
+      ]);
+      expect(result.map((r) => [r.created, r.message.sender_id])).toEqual([
+        [true, buyer],
+        [true, seller],
+      ]);
+    });
+
+    it("the same client_msg_id in another chat is a 409 conflict and stores nothing", async () => {
+      const buyer = newId();
+      const { chat: first } = await chats.open(buyer, newId(), newId());
+      const { chat: second } = await chats.open(buyer, newId(), newId());
+      const clientMsgId = randomUUID();
+      await messages.send(buyer, first.id, "in the first chat", clientMsgId);
+      const error = await expectNoEvents(() =>
+        chatError(messages.send(buyer, second.id, "in the second chat", clientMsgId)),
+      );
+      expect(error.code).toBe(ErrorCode.conflict);
+      expect(error.status).toBe(409);
+      expect((await messages.page(buyer, second.id, undefined, 10)).messages).toEqual([]);
+    });
+
+    it("an outsider, or a chat that does not exist, gets 404 and stores nothing", async () => {
+      const { chat } = await newChat();
+      const outsider = newId();
+      const error = await expectNoEvents(() => chatError(messages.send(outsider, chat.id, "hello", randomUUID())));
+      expect(error.code).toBe(ErrorCode.notFound);
+      expect(error.status).toBe(404);
+      const missing = await expectNoEvents(() => chatError(messages.send(outsider, 999_999_999, "hello", null)));
+      expect(missing.status).toBe(404);
+      expect(await db.select().from(schema.messages).where(eq(schema.messages.senderId, outsider))).toEqual([]);
+      // Paging is just as closed.
+      expect((await chatError(messages.page(outsider, chat.id, undefined, 10))).status).toBe(404);
+    });
+
+    it("page() is newest first and pages with before, limit and has_more", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const sent: Message[] = [];
+      for (let i = 1; i <= 5; i++)
+        sent.push((await messages.send(i % 2 ? buyer : seller, chat.id, `m${i}`, null)).message);
+      const ids = sent.map((m) => m.id);
+
+      const first = await messages.page(seller, chat.id, undefined, 2);
+      expect(first.messages.map((m) => m.id)).toEqual([ids[4], ids[3]]);
+      expect(first.messages[0]).toEqual(sent[4]);
+      expect(first.has_more).toBe(true);
+
+      const second = await messages.page(seller, chat.id, first.messages.at(-1)!.id, 2);
+      expect(second.messages.map((m) => m.id)).toEqual([ids[2], ids[1]]);
+      expect(second.has_more).toBe(true);
+
+      const third = await messages.page(seller, chat.id, second.messages.at(-1)!.id, 2);
+      expect(third.messages.map((m) => m.id)).toEqual([ids[0]]);
+      expect(third.has_more).toBe(false);
+
+      const exact = await messages.page(buyer, chat.id, undefined, 5);
+      expect(exact.messages.map((m) => m.content)).toEqual(["m5", "m4", "m3", "m2", "m1"]);
+      expect(exact.has_more).toBe(false);
+
+      const beforeFirst = await messages.page(buyer, chat.id, ids[0], 10);
+      expect(beforeFirst).toEqual({ messages: [], has_more: false });
+    });
+
+    it("edit(): the sender may, the other participant gets 403, an outsider 404", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const { message } = await messages.send(seller, chat.id, "price: 100", randomUUID());
+
+      const { result: edited, events } = await expectEvents(["message_edited"], () =>
+        messages.edit(seller, message.id, "price: 90"),
+      );
+      expect(edited).toMatchObject({
+        id: message.id,
+        content: "price: 90",
+        created_at: message.created_at,
+        deleted_at: null,
+      });
+      expect(edited.edited_at).not.toBeNull();
+      expect(events[0]).toEqual({
+        type: "message_edited",
+        event_id: events[0]!.event_id,
+        chat_id: chat.id,
+        message: edited,
+      });
+      expect((await messageRow(message.id))?.content).toBe("price: 90");
+
+      const forbidden = await expectNoEvents(() => chatError(messages.edit(buyer, message.id, "price: 1")));
+      expect(forbidden.code).toBe(ErrorCode.forbidden);
+      expect(forbidden.status).toBe(403);
+
+      const outsider = await expectNoEvents(() => chatError(messages.edit(newId(), message.id, "price: 1")));
+      expect(outsider.code).toBe(ErrorCode.notFound);
+      expect(outsider.status).toBe(404);
+
+      const missing = await expectNoEvents(() => chatError(messages.edit(seller, 999_999_999, "x")));
+      expect(missing.status).toBe(404);
+
+      expect((await messageRow(message.id))?.content).toBe("price: 90");
+    });
+
+    it("remove() is a soft delete that scrubs the content from the log and is idempotent", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const { message } = await messages.send(buyer, chat.id, "my phone is 555-0100", randomUUID());
+      await messages.edit(buyer, message.id, "my phone is 555-0199");
+      const { message: kept } = await messages.send(buyer, chat.id, "this one stays", randomUUID());
+
+      // Before: the content is in the log.
+      const beforeLog = await readEventsForUser(db, seller, 0, 1_000);
+      expect(beforeLog.filter((e) => "message" in e && e.message.id === message.id).map((e) => e.type)).toEqual([
+        "new_message",
+        "message_edited",
+      ]);
+
+      const { result: deleted, events } = await expectEvents(["message_deleted"], () =>
+        messages.remove(buyer, message.id),
+      );
+      expect(deleted).toMatchObject({ id: message.id, chat_id: chat.id, sender_id: buyer, content: "" });
+      expect(deleted.deleted_at).not.toBeNull();
+      expect(events[0]).toEqual({
+        type: "message_deleted",
+        event_id: events[0]!.event_id,
+        chat_id: chat.id,
+        message: deleted,
+      });
+
+      // Soft: the row is still there, marked deleted; the API shape has no content.
+      const row = await messageRow(message.id);
+      expect(row?.deletedAt?.toISOString()).toBe(deleted.deleted_at);
+      const page = await messages.page(seller, chat.id, undefined, 10);
+      expect(page.messages.map((m) => [m.id, m.content])).toEqual([
+        [kept.id, "this one stays"],
+        [message.id, ""],
+      ]);
+
+      // Replaying the log no longer carries the content, for either participant.
+      for (const user of [buyer, seller]) {
+        const log = await readEventsForUser(db, user, 0, 1_000);
+        const aboutIt = log.filter((e) => "message" in e && e.message.id === message.id);
+        expect(aboutIt.map((e) => e.type)).toEqual(["new_message", "message_edited", "message_deleted"]);
+        for (const e of aboutIt) expect("message" in e && e.message.content).toBe("");
+        const aboutKept = log.filter((e) => "message" in e && e.message.id === kept.id);
+        expect(aboutKept.map((e) => "message" in e && e.message.content)).toEqual(["this one stays"]);
+      }
+      const raw = await rows<{ payload: string }>(
+        db,
+        sql`select payload::text as payload from chat_events where message_id = ${message.id}`,
+      );
+      expect(raw).toHaveLength(3);
+      for (const r of raw) expect(r.payload).not.toContain("555-01");
+
+      // A second delete changes nothing and tells no one.
+      const again = await expectNoEvents(() => messages.remove(buyer, message.id));
+      expect(again).toEqual(deleted);
+
+      // A deleted message cannot be edited.
+      const conflict = await expectNoEvents(() => chatError(messages.edit(buyer, message.id, "back again")));
+      expect(conflict.code).toBe(ErrorCode.conflict);
+      expect(conflict.status).toBe(409);
+      expect((await messages.page(seller, chat.id, undefined, 10)).messages[1]?.content).toBe("");
+
+      // Only the sender may delete.
+      const forbidden = await expectNoEvents(() => chatError(messages.remove(seller, kept.id)));
+      expect(forbidden.status).toBe(403);
+      const outsider = await expectNoEvents(() => chatError(messages.remove(newId(), kept.id)));
+      expect(outsider.status).toBe(404);
+      expect((await messageRow(kept.id))?.deletedAt).toBeNull();
+    });
+  });
+
+  describe("the event log", () => {
+    it("stays dense and ordered under concurrent sends in several chats", async () => {
+      const alice = newId();
+      const bob = newId();
+      const carol = newId();
+      const dave = newId();
+      const c1 = (await chats.open(alice, newId(), bob)).chat;
+      const c2 = (await chats.open(carol, newId(), bob)).chat;
+      const c3 = (await chats.open(alice, newId(), dave)).chat;
+      const senders: Array<[number, number]> = [
+        [alice, c1.id],
+        [bob, c1.id],
+        [carol, c2.id],
+        [bob, c2.id],
+        [alice, c3.id],
+        [dave, c3.id],
+      ];
+      const before = await lastEventId(db);
+      const publishedBefore = publish.mock.calls.length;
+
+      const results = await Promise.all(
+        Array.from({ length: 42 }, (_, i) => {
+          const [sender, chatId] = senders[i % senders.length]!;
+          return messages.send(sender, chatId, `concurrent ${i}`, randomUUID());
+        }),
+      );
+      expect(results.every((r) => r.created)).toBe(true);
+
+      const last = await lastEventId(db);
+      expect(last).toBe(before + 42);
+      const all = await readEventRange(db, 0, last);
+      expect(all.map((e) => e.event.event_id)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
+
+      // Every new_message event names a stored message of its chat; the 42 new ones are exactly our sends.
+      for (const { event } of all) {
+        if (event.type !== "new_message") continue;
+        const row = await messageRow(event.message.id);
+        expect(row, `message of event ${event.event_id}`).toBeDefined();
+        expect(row?.chatId).toBe(event.chat_id);
+      }
+      const fresh = all.filter((e) => e.event.event_id > before);
+      expect(fresh.every((e) => e.event.type === "new_message")).toBe(true);
+      expect(fresh.map((e) => (e.event.type === "new_message" ? e.event.message.id : 0)).sort((a, b) => a - b)).toEqual(
+        results.map((r) => r.message.id).sort((a, b) => a - b),
+      );
+
+      // Each was published exactly once, after its commit.
+      const published = recorder.published().slice(publishedBefore);
+      expect(published.map((p) => p.event.event_id).sort((a, b) => a - b)).toEqual(fresh.map((e) => e.event.event_id));
+      await recorder.expectAllCommitted();
+
+      // A user reads the events of their own chats only, in order, and nothing else.
+      for (const user of [alice, bob, carol, dave]) {
+        const theirs = all.filter((e) => e.audience.includes(user)).map((e) => e.event);
+        const read = await readEventsForUser(db, user, 0, 10_000);
+        expect(read).toEqual(theirs);
+        expect(read.length).toBeGreaterThan(0);
+      }
+      const carols = await readEventsForUser(db, carol, 0, 10_000);
+      expect(carols.every((e) => ("chat" in e ? e.chat.id : e.chat_id) === c2.id)).toBe(true);
+      // chat_created + 7 of her own sends + 7 of bob's in c2.
+      expect(carols).toHaveLength(15);
+
+      // after and limit page through the same sequence.
+      const bobs = await readEventsForUser(db, bob, 0, 10_000);
+      const cursor = bobs[4]!.event_id;
+      expect(await readEventsForUser(db, bob, cursor, 3)).toEqual(bobs.slice(5, 8));
+      const paged: ChatEvent[] = [];
+      for (let after = 0; ; ) {
+        const page = await readEventsForUser(db, bob, after, 4);
+        paged.push(...page);
+        if (page.length < 4) break;
+        after = page.at(-1)!.event_id;
+      }
+      expect(paged).toEqual(bobs);
+      expect(await readEventsForUser(db, bob, bobs.at(-1)!.event_id, 10)).toEqual([]);
+      expect(await readEventsForUser(db, newId(), 0, 10)).toEqual([]);
+      expect(await readEventRange(db, last, last + 10)).toEqual([]);
+    });
+  });
+
+  describe("read markers and unread counts", () => {
+    it("markRead moves forward only and emits message_read when it moves", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const m1 = (await messages.send(seller, chat.id, "one", null)).message;
+      const m2 = (await messages.send(seller, chat.id, "two", null)).message;
+      const m3 = (await messages.send(seller, chat.id, "three", null)).message;
+      const own = (await messages.send(buyer, chat.id, "mine", null)).message;
+
+      expect(await chats.unread(buyer)).toEqual({ total: 3, chats: { [String(chat.id)]: 3 } });
+      expect(await chats.unread(seller)).toEqual({ total: 1, chats: { [String(chat.id)]: 1 } });
+
+      const startedAt = Date.now();
+      const { result, events } = await expectEvents(["message_read"], () => chats.markRead(buyer, chat.id, m2.id));
+      expect(result).toEqual({ chat_id: chat.id, message_id: m2.id, unread_count: 1 });
+      const read = events[0]!;
+      expect(read).toEqual({
+        type: "message_read",
+        event_id: read.event_id,
+        chat_id: chat.id,
+        message_id: m2.id,
+        read_by: buyer,
+        read_at: expect.any(String),
+      });
+      if (read.type !== "message_read") throw new Error("unreachable");
+      expect(new Date(read.read_at).toISOString()).toBe(read.read_at);
+      expect(new Date(read.read_at).getTime()).toBeGreaterThanOrEqual(startedAt - 1_000);
+      expect(recorder.published().at(-1)!.audience).toEqual([buyer, seller]);
+
+      // Older or the same message later: the marker stays, nothing is emitted.
+      expect(await expectNoEvents(() => chats.markRead(buyer, chat.id, m1.id))).toEqual({
+        chat_id: chat.id,
+        message_id: m1.id,
+        unread_count: 1,
+      });
+      await expectNoEvents(() => chats.markRead(buyer, chat.id, m2.id));
+      const [marker] = await db
+        .select({ last: schema.chatParticipants.lastReadMessageId })
+        .from(schema.chatParticipants)
+        .where(and(eq(schema.chatParticipants.chatId, chat.id), eq(schema.chatParticipants.userId, buyer)));
+      expect(marker?.last).toBe(m2.id);
+      expect(await chats.unread(buyer)).toEqual({ total: 1, chats: { [String(chat.id)]: 1 } });
+
+      // A deleted message is not unread any more.
+      await messages.remove(seller, m3.id);
+      expect(await chats.unread(buyer)).toEqual({ total: 0, chats: {} });
+
+      // Reading up to one's own newest message moves the marker too.
+      const { result: upToOwn } = await expectEvents(["message_read"], () => chats.markRead(buyer, chat.id, own.id));
+      expect(upToOwn.unread_count).toBe(0);
+
+      const m5 = (await messages.send(seller, chat.id, "five", null)).message;
+      expect(await chats.unread(buyer)).toEqual({ total: 1, chats: { [String(chat.id)]: 1 } });
+      await expectEvents(["message_read"], () => chats.markRead(buyer, chat.id, m5.id));
+      expect(await chats.unread(buyer)).toEqual({ total: 0, chats: {} });
+    });
+
+    it("markRead refuses a message of another chat, a missing one, and outsiders with 404", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const other = await chats.open(buyer, newId(), newId());
+      const foreign = (await messages.send(buyer, other.chat.id, "elsewhere", null)).message;
+      const mine = (await messages.send(seller, chat.id, "here", null)).message;
+
+      for (const attempt of [
+        () => chats.markRead(buyer, chat.id, foreign.id),
+        () => chats.markRead(buyer, chat.id, 999_999_999),
+        () => chats.markRead(newId(), chat.id, mine.id),
+      ]) {
+        const error = await expectNoEvents(() => chatError(attempt()));
+        expect(error.code).toBe(ErrorCode.notFound);
+        expect(error.status).toBe(404);
+      }
+      expect((await chats.unread(buyer)).chats[String(chat.id)]).toBe(1);
+    });
+
+    it("unread() sums over chats and leaves out chats with nothing unread", async () => {
+      const me = newId();
+      const a = (await chats.open(me, newId(), newId())).chat;
+      const b = (await chats.open(newId(), newId(), me)).chat;
+      const quiet = (await chats.open(me, newId(), newId())).chat;
+      await messages.send(a.seller_id, a.id, "1", null);
+      await messages.send(a.seller_id, a.id, "2", null);
+      await messages.send(b.buyer_id, b.id, "3", null);
+      await messages.send(me, quiet.id, "only my own", null);
+      expect(await chats.unread(me)).toEqual({ total: 3, chats: { [String(a.id)]: 2, [String(b.id)]: 1 } });
+      expect(await chats.unread(newId())).toEqual({ total: 0, chats: {} });
+    });
+  });
+
+  describe("list()", () => {
+    it("orders by newest activity and carries last_message and unread_count", async () => {
+      const me = newId();
+      const first = (await chats.open(me, newId(), newId())).chat;
+      await sleep(5);
+      const second = (await chats.open(newId(), newId(), me)).chat;
+      await sleep(5);
+      const third = (await chats.open(me, newId(), newId())).chat;
+      await sleep(5);
+      expect((await chats.list(me, 10)).map((c) => c.id)).toEqual([third.id, second.id, first.id]);
+
+      // A message moves its chat to the top.
+      await messages.send(first.seller_id, first.id, "hello?", null);
+      await sleep(5);
+      const last = (await messages.send(first.seller_id, first.id, "are you there?", null)).message;
+      await sleep(5);
+      const mine = (await messages.send(me, second.id, "an offer", null)).message;
+
+      const list = await chats.list(me, 10);
+      expect(list.map((c) => c.id)).toEqual([second.id, first.id, third.id]);
+      expect(list[0]).toMatchObject({ id: second.id, buyer_id: second.buyer_id, seller_id: me, unread_count: 0 });
+      expect(list[0]!.last_message).toEqual(mine);
+      expect(list[0]!.last_activity_at).toBe(mine.created_at);
+      expect(list[1]!.last_message).toEqual(last);
+      expect(list[1]!.unread_count).toBe(2);
+      expect(list[2]!.last_message).toBeNull();
+      expect(list[2]!.unread_count).toBe(0);
+
+      // limit, and the other side's view of the same chat.
+      expect((await chats.list(me, 2)).map((c) => c.id)).toEqual([second.id, first.id]);
+      const theirs = await chats.list(first.seller_id, 10);
+      expect(theirs.map((c) => [c.id, c.unread_count])).toEqual([[first.id, 0]]);
+
+      // A deleted last message is shown without its content; read markers lower the count.
+      await messages.remove(first.seller_id, last.id);
+      const afterDelete = (await chats.list(me, 10)).find((c) => c.id === first.id)!;
+      expect(afterDelete.last_message).toMatchObject({ id: last.id, content: "" });
+      expect(afterDelete.last_message?.deleted_at).not.toBeNull();
+      expect(afterDelete.unread_count).toBe(1);
+      expect(await chats.list(newId(), 10)).toEqual([]);
+    });
+  });
+
+  describe("rate limiting through the service", () => {
+    it("refuses the 4th send of 3 a minute with 429 and stores nothing; repeats are free", async () => {
+      const limited = createMessageService({ db, publish, sendLimiter: createSendLimiter({ perMinute: 3 }) });
+      const { chat, buyer, seller } = await newChat();
+      const firstId = randomUUID();
+      await expectEvents(["new_message", "new_message"], async () => {
+        await limited.send(buyer, chat.id, "1", firstId);
+        await limited.send(buyer, chat.id, "2", randomUUID());
+      });
+      // A repeat of a stored message answers without using the allowance.
+      const repeat = await expectNoEvents(() => limited.send(buyer, chat.id, "1", firstId));
+      expect(repeat.created).toBe(false);
+      await expectEvents(["new_message"], () => limited.send(buyer, chat.id, "3", randomUUID()));
+
+      const error = await expectNoEvents(() => chatError(limited.send(buyer, chat.id, "4", randomUUID())));
+      expect(error).toBeInstanceOf(RateLimitedError);
+      expect(error.code).toBe(ErrorCode.rateLimited);
+      expect(error.status).toBe(429);
+      const retryAfterMs = (error as RateLimitedError).retryAfterMs;
+      expect(retryAfterMs).toBeGreaterThan(0);
+      expect(retryAfterMs).toBeLessThanOrEqual(60_000);
+      expect((await limited.page(buyer, chat.id, undefined, 10)).messages.map((m) => m.content)).toEqual([
+        "3",
+        "2",
+        "1",
+      ]);
+
+      // Still refused on the next try; a repeat is still answered; the other participant has an allowance of their own.
+      expect(await chatError(limited.send(buyer, chat.id, "5", null))).toBeInstanceOf(RateLimitedError);
+      expect((await limited.send(buyer, chat.id, "1", firstId)).created).toBe(false);
+      expect((await limited.send(seller, chat.id, "reply", null)).created).toBe(true);
+    });
+
+    it("refused sends (404, 409) do not use the allowance", async () => {
+      const limited = createMessageService({ db, publish, sendLimiter: createSendLimiter({ perMinute: 1 }) });
+      const buyer = newId();
+      const { chat: first } = await chats.open(buyer, newId(), newId());
+      const { chat: second } = await chats.open(buyer, newId(), newId());
+      const used = randomUUID();
+      await messages.send(buyer, first.id, "through the unlimited service", used);
+      for (let i = 0; i < 3; i++) {
+        expect((await chatError(limited.send(buyer, 999_999_999, "nowhere", null))).status).toBe(404);
+        expect((await chatError(limited.send(buyer, second.id, "reused id", used))).status).toBe(409);
+      }
+      expect((await limited.send(buyer, second.id, "the one allowed", null)).created).toBe(true);
+      expect(await chatError(limited.send(buyer, second.id, "one too many", null))).toBeInstanceOf(RateLimitedError);
+    });
+  });
+
+  /**
+   * Concurrent sends with one client_msg_id take the path where the insert finds the row of a
+   * concurrent transaction. On a database of its own, so that a hang cannot take the other tests with it.
+   */
+  describe("concurrent sends with the same client_msg_id", () => {
+    let own: DatabaseHandle | undefined;
+    let dropOwn: () => Promise<void> = async () => {};
+    const ownRecorder = createRecorder(() => own!.db);
+
+    beforeAll(async () => {
+      const created = await target.create();
+      dropOwn = created.drop;
+      own = await openDatabase(created.options);
+      if (own.kind === "postgres") {
+        // If the sends hang, afterAll ends their connections. A client that is checked out has no 'error'
+        // listener of the pool's (see the report on src/db/client.ts); give it one so that ending it is quiet.
+        const pool = (own.db as unknown as { $client: pg.Pool }).$client;
+        const quieted = new WeakSet<object>();
+        pool.on("acquire", (client) => {
+          if (quieted.has(client)) return;
+          quieted.add(client);
+          client.on("error", () => {});
+        });
+      }
+    });
+
+    afterAll(async () => {
+      // Drop first: on PostgreSQL it ends connections a hung test may still hold, so close() can finish.
+      await dropOwn();
+      await withTimeout(own?.close() ?? Promise.resolve(), 5_000, "close()").catch(() => {});
+    });
+
+    it("store exactly one message and one event, and give back the allowance of the losers", async () => {
+      const ownDb = own!.db;
+      const ownChats = createChatService({ db: ownDb, publish: ownRecorder.publish });
+      const ownMessages = createMessageService({
+        db: ownDb,
+        publish: ownRecorder.publish,
+        sendLimiter: createSendLimiter({ perMinute: 10 }),
+      });
+      const buyer = newId();
+      const { chat } = await ownChats.open(buyer, newId(), newId());
+      const before = await lastEventId(ownDb);
+      const publishedBefore = ownRecorder.publish.mock.calls.length;
+      const clientMsgId = randomUUID();
+
+      const results = await withTimeout(
+        Promise.all(Array.from({ length: 10 }, () => ownMessages.send(buyer, chat.id, "only once", clientMsgId))),
+        10_000,
+        "10 concurrent sends with one client_msg_id",
+      );
+
+      expect(new Set(results.map((r) => r.message.id)).size).toBe(1);
+      expect(results.filter((r) => r.created)).toHaveLength(1);
+      const stored = await ownDb.select().from(schema.messages).where(eq(schema.messages.chatId, chat.id));
+      expect(stored).toHaveLength(1);
+      expect(await lastEventId(ownDb)).toBe(before + 1);
+      const log = await readEventRange(ownDb, before, before + 1);
+      expect(log.map((e) => e.event.type)).toEqual(["new_message"]);
+      expect(ownRecorder.publish.mock.calls.length - publishedBefore).toBe(1);
+      await ownRecorder.expectAllCommitted();
+
+      // One send of the ten was counted: nine more fit in the minute, the tenth does not.
+      for (let i = 0; i < 9; i++) await ownMessages.send(buyer, chat.id, `more ${i}`, randomUUID());
+      expect(await chatError(ownMessages.send(buyer, chat.id, "over", randomUUID()))).toBeInstanceOf(RateLimitedError);
+    });
+  });
+});
