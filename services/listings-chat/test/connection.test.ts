@@ -14,8 +14,8 @@ class FakeSocket extends EventEmitter {
   readonly CLOSED = 3;
   sent: string[] = [];
   closedWith: number | undefined;
-  send(data: string, cb?: () => void) {
-    this.sent.push(data);
+  send(data: string | Buffer, _options: { binary: boolean }, cb?: () => void) {
+    this.sent.push(data.toString());
     cb?.();
   }
   ping() {}
@@ -79,7 +79,7 @@ function connectionWith(events: ConnectionContext["events"]) {
 }
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => event(from + i));
-const deliver = (connection: Connection, id: number) => connection.deliverEvent(id, JSON.stringify(event(id)));
+const deliver = (connection: Connection, id: number) => connection.deliverEvent(id, Buffer.from(JSON.stringify(event(id))));
 
 describe("Connection replay and live hand-over", () => {
   it("holds live events back during the replay, then sends only what the replay did not, in order", async () => {

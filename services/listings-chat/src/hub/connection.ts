@@ -37,6 +37,9 @@ export interface EventReader {
   participantChat(chatId: number, userId: number): Promise<ChatRow>;
 }
 
+/** A serialized text frame: a string, or its UTF-8 bytes when one encoding serves many sockets. */
+export type Frame = string | Buffer;
+
 const SLOW_CONSUMER_GRACE_MS = 5_000;
 
 /**
@@ -48,7 +51,7 @@ export class Connection {
   /** The last event id written to this socket. */
   private lastSent = 0;
   /** Events the hub delivered while a replay was running; undefined when live. */
-  private heldBack: Array<{ id: number; json: string }> | undefined = [];
+  private heldBack: Array<{ id: number; data: Frame }> | undefined = [];
   private missedPongs = 0;
   private closing = false;
   /** Frames are handled one at a time, so two sends from one socket are stored in the order sent. */
@@ -87,14 +90,14 @@ export class Connection {
   }
 
   /** Called by the hub for every event of this user's chats, in log order. */
-  deliverEvent(id: number, json: string): void {
+  deliverEvent(id: number, data: Frame): void {
     if (this.heldBack) {
-      this.heldBack.push({ id, json });
+      this.heldBack.push({ id, data });
       return;
     }
     if (id <= this.lastSent) return;
     this.lastSent = id;
-    this.write(json);
+    this.write(data);
   }
 
   sendFrame(frame: ServerControlFrame | (ServerControlFrame & Record<string, unknown>)): void {
@@ -145,11 +148,11 @@ export class Connection {
     }
     const held = this.heldBack;
     this.heldBack = undefined;
-    for (const { id, json } of held) this.deliverEvent(id, json);
+    for (const { id, data } of held) this.deliverEvent(id, data);
   }
 
   /** Writes one frame; `written` runs once ws has handed its bytes to the OS, or at once when nothing was sent. */
-  private write(json: string, written?: () => void): void {
+  private write(data: Frame, written?: () => void): void {
     if (this.closing || this.socket.readyState !== WebSocket.OPEN) {
       written?.();
       return;
@@ -162,7 +165,7 @@ export class Connection {
       setTimeout(() => this.socket.terminate(), SLOW_CONSUMER_GRACE_MS).unref();
       return;
     }
-    this.socket.send(json, written && (() => written()));
+    this.socket.send(data, { binary: false }, written && (() => written()));
     this.ctx.stats.messagesSentTotal += 1;
   }
 

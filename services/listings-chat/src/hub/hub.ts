@@ -63,10 +63,11 @@ export function createHub(options: HubOptions) {
   };
 
   function dispatch({ event, audience }: AddressedEvent) {
-    const json = JSON.stringify(event);
+    // Encoded once, written to every socket as is.
+    const data = Buffer.from(JSON.stringify(event));
     stats.broadcastsTotal += 1;
     for (const userId of audience) {
-      for (const connection of sockets.get(userId) ?? []) connection.deliverEvent(event.event_id, json);
+      for (const connection of sockets.get(userId) ?? []) connection.deliverEvent(event.event_id, data);
     }
   }
 
@@ -165,10 +166,10 @@ export function createHub(options: HubOptions) {
         await connection.open(after);
         const became = await joined;
         const contacts = became ? await announcePresence(userId, true) : await contactsOf(db, userId);
-        for (const contact of contacts) {
-          if (await presence.isOnline(contact))
-            connection.sendFrame({ type: "presence", user_id: contact, online: true });
-        }
+        const online = await Promise.all(contacts.map((contact) => presence.isOnline(contact)));
+        contacts.forEach((contact, i) => {
+          if (online[i]) connection.sendFrame({ type: "presence", user_id: contact, online: true });
+        });
       })().catch((error) => {
         stats.errorsTotal += 1;
         log.warn({ err: error, connection: connection.id }, "could not open the connection");
