@@ -21,6 +21,15 @@ const errorBody = (code: string, message: string): ErrorBody => ({ error: { code
 export function createApp({ log, checkInternalToken, probes, ops, api, onRateLimited }: AppParts) {
   const app = new Hono();
 
+  app.use(async (c, next) => {
+    const started = performance.now();
+    await next();
+    // c.req.path carries no query string: nothing secret reaches the log.
+    log.debug(
+      { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) },
+      "request",
+    );
+  });
   app.route("/", probes);
   app.use(async (c, next) => {
     const presented = presentedInternalToken({

@@ -3,7 +3,11 @@ import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
 import { z } from "zod";
 import type { DatabaseOptions } from "./db/client.ts";
 
-const port = z.coerce.number().int().min(0).max(65535);
+const port = z
+  .string()
+  .regex(/^\d{1,5}$/, "must be a port number (0-65535)")
+  .transform(Number)
+  .pipe(z.number().max(65535, "must be a port number (0-65535)"));
 const url = (protocols: string[]) =>
   z.string().refine(
     (v) => {

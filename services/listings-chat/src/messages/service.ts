@@ -25,9 +25,10 @@ export type MessageService = ReturnType<typeof createMessageService>;
 
 /** Sending, editing, deleting and paging messages. REST and WebSocket both come through here. */
 export function createMessageService({ db, publish, sendLimiter }: MessageServiceDeps) {
-  async function findRepeat(senderId: number, chatId: number, clientMsgId: string | null) {
+  /** `executor` is the transaction when called inside one: a query on `db` there could wait for a pool connection forever. */
+  async function findRepeat(senderId: number, chatId: number, clientMsgId: string | null, executor: Database = db) {
     if (!clientMsgId) return undefined;
-    const existing = await findByClientMsgId(db, senderId, clientMsgId);
+    const existing = await findByClientMsgId(executor, senderId, clientMsgId);
     if (existing && existing.chatId !== chatId) {
       throw new ChatError(
         ErrorCode.conflict,
@@ -61,7 +62,7 @@ export function createMessageService({ db, publish, sendLimiter }: MessageServic
         stored = await storing(() =>
           db.transaction(async (tx) => {
             const row = await insertMessage(tx, { chatId, senderId, content, clientMsgId });
-            if (!row) return { message: toMessage((await findRepeat(senderId, chatId, clientMsgId))!) };
+            if (!row) return { message: toMessage((await findRepeat(senderId, chatId, clientMsgId, tx))!) };
             await touchChat(tx, chatId, row.createdAt);
             const message = toMessage(row);
             const event = await appendEvent(tx, { type: "new_message", chat_id: chatId, message });

@@ -1,0 +1,304 @@
+import { spawn } from "node:child_process";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { fileURLToPath } from "node:url";
+import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createGatewayApp, isInternalPath } from "../src/app.ts";
+import { ConfigError, loadGatewayConfig } from "../src/env.ts";
+
+/** A tiny stand-in for a chat instance on 127.0.0.1, port 0, answering `/health` with `status`. */
+async function startUpstream(
+  status = 200,
+  delayMs = 0,
+): Promise<{ url: string; hits: string[]; close(): Promise<void> }> {
+  const hits: string[] = [];
+  const server: Server = createServer((req, res) => {
+    hits.push(req.url ?? "");
+    setTimeout(() => {
+      res.writeHead(req.url === "/health" ? status : 404, { "content-type": "application/json" });
+      res.end(JSON.stringify({ status: "ok" }));
+    }, delayMs);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    hits,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A URL nothing listens on: a port that was free a moment ago. */
+async function unreachableUrl(): Promise<string> {
+  const upstream = await startUpstream();
+  await upstream.close();
+  return upstream.url;
+}
+
+describe("gateway placeholder: probes", () => {
+  it("GET /health answers 200 {status: ok} without touching any upstream", async () => {
+    const app = createGatewayApp({ chatUpstreams: [await unreachableUrl()] });
+    const res = await app.request("/health");
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ status: "ok" });
+  });
+
+  describe("GET /ready", () => {
+    let healthy: Awaited<ReturnType<typeof startUpstream>>;
+    let failing: Awaited<ReturnType<typeof startUpstream>>;
+    let slow: Awaited<ReturnType<typeof startUpstream>>;
+    let down: string;
+
+    beforeAll(async () => {
+      healthy = await startUpstream(200);
+      failing = await startUpstream(503);
+      // A healthy answer that comes too late: only a timeout turns it into a 503.
+      slow = await startUpstream(200, 3_000);
+      down = await unreachableUrl();
+    });
+    afterAll(async () => {
+      await Promise.all([healthy.close(), failing.close(), slow.close()]);
+    });
+
+    it("is 200 when a chat upstream answers its /health", async () => {
+      const app = createGatewayApp({ chatUpstreams: [healthy.url] });
+      const res = await app.request("/ready");
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ status: "ready", upstreams: { reachable: 1, total: 1 } });
+      expect(healthy.hits).toContain("/health");
+    });
+
+    it("is 200 when at least one of several upstreams answers", async () => {
+      const app = createGatewayApp({ chatUpstreams: [down, failing.url, healthy.url] });
+      const res = await app.request("/ready");
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ status: "ready", upstreams: { reachable: 1, total: 3 } });
+    });
+
+    it("is 503 with the contract's error body when no upstream is reachable", async () => {
+      const app = createGatewayApp({ chatUpstreams: [down] });
+      const res = await app.request("/ready");
+      expect(res.status).toBe(503);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      expect(Object.keys(body)).toEqual(["error"]);
+      expect(body.error.code).toBe("upstream_unavailable");
+      expect(body.error.message).toMatch(/no chat instance/);
+    });
+
+    it("is 503 when the only upstream answers /health with an error status", async () => {
+      const app = createGatewayApp({ chatUpstreams: [failing.url] });
+      expect((await app.request("/ready")).status).toBe(503);
+    });
+
+    it("gives up on an upstream that takes longer than 1 s", async () => {
+      const app = createGatewayApp({ chatUpstreams: [slow.url] });
+      const started = Date.now();
+      const res = await app.request("/ready");
+      expect(res.status).toBe(503);
+      expect(Date.now() - started).toBeLessThan(2_500);
+    });
+
+    it("is 503 shutting_down once shutdown has begun", async () => {
+      const app = createGatewayApp({ chatUpstreams: [healthy.url], isShuttingDown: () => true });
+      const res = await app.request("/ready");
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("shutting_down");
+    });
+  });
+});
+
+describe("gateway placeholder: everything else", () => {
+  const app = createGatewayApp({ chatUpstreams: ["http://127.0.0.1:9"] });
+
+  it.each([
+    ["GET", "/internal/chat/ws/stats"],
+    ["GET", "/internal"],
+    ["POST", "/internal/anything"],
+    ["GET", "/%69nternal/chat/ws/stats"],
+    ["GET", "//internal/chat/ws/stats"],
+    ["GET", "/INTERNAL/chat/ws/stats"],
+  ])("%s %s is 404", async (method, path) => {
+    const res = await app.request(path, { method, headers: { "x-internal-token": DevDefaults.internalToken } });
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("not_found");
+  });
+
+  it("recognises internal paths but not look-alikes", () => {
+    expect(isInternalPath("/internal/chat/ws/stats")).toBe(true);
+    expect(isInternalPath("/internals")).toBe(false);
+    expect(isInternalPath("/api/v1/internal")).toBe(false);
+  });
+
+  it.each([
+    ["GET", "/api/v1/chats"],
+    ["POST", "/api/v1/chats"],
+    ["POST", "/api/v2/ws-token"],
+    ["GET", "/ws/chat"],
+    ["POST", "/api/dev/token"],
+    ["GET", "/"],
+  ])("%s %s is 501 not_implemented, pointing at listings-chat", async (method, path) => {
+    const res = await app.request(path, { method });
+    expect(res.status).toBe(501);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe("not_implemented");
+    expect(body.error.message).toMatch(/own issue/);
+    expect(body.error.message).toMatch(/listings-chat directly/);
+  });
+});
+
+describe("gateway configuration", () => {
+  it("has development defaults and a warning about the internal token", () => {
+    const config = loadGatewayConfig({});
+    expect(config).toMatchObject({
+      production: false,
+      port: 3000,
+      host: "0.0.0.0",
+      chatUpstreams: ["http://127.0.0.1:8086"],
+      internalToken: DevDefaults.internalToken,
+      devAuth: false,
+      logLevel: "info",
+    });
+    expect(config.warnings.join(" ")).toMatch(/INTERNAL_TOKEN/);
+  });
+
+  it.each(["0", "1", "65535", " 8080 "])("accepts GATEWAY_PORT=%j", (value) => {
+    expect(loadGatewayConfig({ GATEWAY_PORT: value }).port).toBe(Number(value));
+  });
+
+  it("reads every variable", () => {
+    const config = loadGatewayConfig({
+      GATEWAY_PORT: "3100",
+      GATEWAY_HOST: "127.0.0.1",
+      CHAT_UPSTREAMS: " http://chat-1:8086/ , https://chat-2.internal:8443",
+      INTERNAL_TOKEN: "t".repeat(40),
+      DEV_AUTH: "1",
+      LOG_LEVEL: "debug",
+      NODE_ENV: "test",
+    });
+    expect(config).toMatchObject({
+      port: 3100,
+      host: "127.0.0.1",
+      chatUpstreams: ["http://chat-1:8086", "https://chat-2.internal:8443"],
+      internalToken: "t".repeat(40),
+      devAuth: true,
+      logLevel: "debug",
+      warnings: [],
+    });
+  });
+
+  it.each([
+    [{ GATEWAY_PORT: "abc" }, "GATEWAY_PORT"],
+    [{ GATEWAY_PORT: "70000" }, "GATEWAY_PORT"],
+    [{ GATEWAY_PORT: "" }, "GATEWAY_PORT"],
+    [{ GATEWAY_PORT: "   " }, "GATEWAY_PORT"],
+    [{ GATEWAY_PORT: "80.5" }, "GATEWAY_PORT"],
+    [{ GATEWAY_PORT: "0x10" }, "GATEWAY_PORT"],
+    [{ GATEWAY_PORT: "-1" }, "GATEWAY_PORT"],
+    [{ GATEWAY_HOST: "" }, "GATEWAY_HOST"],
+    [{ CHAT_UPSTREAMS: "" }, "CHAT_UPSTREAMS"],
+    [{ CHAT_UPSTREAMS: " , " }, "CHAT_UPSTREAMS"],
+    [{ CHAT_UPSTREAMS: "http://ok:8086,chat-2:8086" }, "CHAT_UPSTREAMS"],
+    [{ CHAT_UPSTREAMS: "ftp://chat:8086" }, "CHAT_UPSTREAMS"],
+    [{ LOG_LEVEL: "loud" }, "LOG_LEVEL"],
+    [{ NODE_ENV: "prod" }, "NODE_ENV"],
+    [{ DEV_AUTH: "yes" }, "DEV_AUTH"],
+    [{ INTERNAL_TOKEN: "" }, "INTERNAL_TOKEN"],
+  ])("refuses %o with a one-line error naming %s", (env, variable) => {
+    let caught: unknown;
+    try {
+      loadGatewayConfig(env);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    const message = (caught as Error).message;
+    expect(message).toContain(variable);
+    expect(message).not.toContain("\n");
+  });
+
+  describe("in production", () => {
+    const strong = "s".repeat(MIN_SECRET_LENGTH);
+
+    it("requires INTERNAL_TOKEN", () => {
+      expect(() => loadGatewayConfig({ NODE_ENV: "production" })).toThrow(/INTERNAL_TOKEN is required/);
+    });
+
+    it("refuses a short INTERNAL_TOKEN or the development default", () => {
+      const short = "s".repeat(MIN_SECRET_LENGTH - 1);
+      expect(() => loadGatewayConfig({ NODE_ENV: "production", INTERNAL_TOKEN: short })).toThrow(
+        /INTERNAL_TOKEN is too weak/,
+      );
+      expect(() => loadGatewayConfig({ NODE_ENV: "production", INTERNAL_TOKEN: DevDefaults.internalToken })).toThrow(
+        ConfigError,
+      );
+    });
+
+    it("refuses DEV_AUTH=1", () => {
+      expect(() => loadGatewayConfig({ NODE_ENV: "production", INTERNAL_TOKEN: strong, DEV_AUTH: "1" })).toThrow(
+        /DEV_AUTH/,
+      );
+    });
+
+    it("accepts a strong INTERNAL_TOKEN, without warnings", () => {
+      const config = loadGatewayConfig({ NODE_ENV: "production", INTERNAL_TOKEN: strong });
+      expect(config.production).toBe(true);
+      expect(config.warnings).toEqual([]);
+    });
+  });
+});
+
+describe("gateway process (src/main.ts)", () => {
+  const tsxCli = fileURLToPath(import.meta.resolve("tsx/cli"));
+  const mainTs = fileURLToPath(new URL("../src/main.ts", import.meta.url));
+
+  function run(env: Record<string, string>) {
+    const child = spawn(process.execPath, [tsxCli, mainTs], {
+      env: { PATH: process.env.PATH ?? "", NODE_ENV: "test", LOG_LEVEL: "info", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      output += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    return { child, exited, output: () => output };
+  }
+
+  it("stops with exit code 1 and one line naming a bad variable", async () => {
+    const { exited, output } = run({ GATEWAY_PORT: "not-a-port" });
+    expect(await exited).toBe(1);
+    expect(output().trim()).toMatch(/^gateway: invalid GATEWAY_PORT: /);
+    expect(output().trim().split("\n")).toHaveLength(1);
+  });
+
+  it("serves /health and exits 0 on SIGTERM", async () => {
+    // Production mode: JSON log lines, from which the port is read.
+    const { child, exited, output } = run({
+      NODE_ENV: "production",
+      INTERNAL_TOKEN: "p".repeat(MIN_SECRET_LENGTH),
+      GATEWAY_PORT: "0",
+      GATEWAY_HOST: "127.0.0.1",
+      CHAT_UPSTREAMS: "http://127.0.0.1:9",
+    });
+    const deadline = Date.now() + 20_000;
+    let port: number | undefined;
+    while (port === undefined && Date.now() < deadline) {
+      const match = /"port":(\d+)/.exec(output());
+      if (match) port = Number(match[1]);
+      else await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(port, output()).toBeDefined();
+    const res = await fetch(`http://127.0.0.1:${port}/health`);
+    expect(await res.json()).toEqual({ status: "ok" });
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  });
+});
