@@ -3,11 +3,15 @@ import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
 import { z } from "zod";
 import type { DatabaseOptions } from "./db/client.ts";
 
-const port = z
-  .string()
-  .regex(/^\d{1,5}$/, "must be a port number (0-65535)")
-  .transform(Number)
-  .pipe(z.number().max(65535, "must be a port number (0-65535)"));
+/** A whole number written in digits: `z.coerce` would read an empty value as 0. */
+const wholeNumber = (max: number, what: string) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d{1,9}$/, `must be ${what}`)
+    .transform(Number)
+    .pipe(z.number().max(max, `must be ${what}`));
+const port = wholeNumber(65535, "a port number (0-65535)");
 const url = (protocols: string[]) =>
   z.string().refine(
     (v) => {
@@ -31,7 +35,7 @@ const schema = z.object({
   INTERNAL_TOKEN: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   INSTANCE_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
-  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(60_000).default(8_000),
+  SHUTDOWN_TIMEOUT_MS: wholeNumber(60_000, "milliseconds from 0 to 60000").default(8_000),
 });
 
 export interface ChatConfig {

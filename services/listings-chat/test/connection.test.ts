@@ -79,7 +79,8 @@ function connectionWith(events: ConnectionContext["events"]) {
 }
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => event(from + i));
-const deliver = (connection: Connection, id: number) => connection.deliverEvent(id, Buffer.from(JSON.stringify(event(id))));
+const deliver = (connection: Connection, id: number) =>
+  connection.deliverEvent(id, Buffer.from(JSON.stringify(event(id))));
 
 describe("Connection replay and live hand-over", () => {
   it("holds live events back during the replay, then sends only what the replay did not, in order", async () => {

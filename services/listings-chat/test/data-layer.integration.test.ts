@@ -239,7 +239,8 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       expect(await db.select().from(schema.chats)).toEqual([]);
     });
 
-    it("opening an already migrated database again changes nothing", async () => {
+    // Opening PGlite on a data directory twice takes seconds: give it room.
+    it("opening an already migrated database again changes nothing", { timeout: 90_000 }, async () => {
       // PostgreSQL: this suite's database. PGlite: the in-memory one cannot be reopened, so a data directory.
       const dir = target.name === "pglite" ? mkdtempSync(join(tmpdir(), "lc-pglite-")) : undefined;
       const reopenable: DatabaseOptions = dir ? { dataDir: dir } : options;

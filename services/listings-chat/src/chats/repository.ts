@@ -40,8 +40,15 @@ export async function insertChat(
 }
 
 export async function touchChat(tx: Database, chatId: number, at: Date): Promise<void> {
-  await tx.update(chats).set({ lastActivityAt: at }).where(eq(chats.id, chatId));
-  await tx.update(chatParticipants).set({ lastActivityAt: at }).where(eq(chatParticipants.chatId, chatId));
+  // greatest(): concurrent sends commit in any order, and activity never moves back.
+  await tx
+    .update(chats)
+    .set({ lastActivityAt: sql`greatest(${chats.lastActivityAt}, ${at})` })
+    .where(eq(chats.id, chatId));
+  await tx
+    .update(chatParticipants)
+    .set({ lastActivityAt: sql`greatest(${chatParticipants.lastActivityAt}, ${at})` })
+    .where(eq(chatParticipants.chatId, chatId));
 }
 
 /** `userId`'s chats, newest activity first, with what they last read. */

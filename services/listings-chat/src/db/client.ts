@@ -53,6 +53,9 @@ async function openPostgres(url: string, max: number): Promise<DatabaseHandle> {
   const pool = new pg.Pool({ connectionString: url, max });
   // An idle client that loses its server emits 'error' on the pool; without a handler it crashes the process.
   pool.on("error", () => {});
+  // While a client is checked out the pool stops listening to it: a connection lost mid-query would
+  // otherwise emit an unhandled 'error'. The query itself still fails and is reported by its caller.
+  pool.on("connect", (client) => client.on("error", () => {}));
   const migrationClient = await pool.connect();
   try {
     const migrationDb = drizzleNodePg(migrationClient, { schema });

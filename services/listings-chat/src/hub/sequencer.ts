@@ -21,8 +21,10 @@ export function createEventSequencer(options: SequencerOptions) {
   let next = options.startAfter + 1;
   const waiting = new Map<number, AddressedEvent>();
   let gapTimer: NodeJS.Timeout | undefined;
+  let stopped = false;
 
   function drain() {
+    if (stopped) return;
     for (let item = waiting.get(next); item; item = waiting.get(next)) {
       waiting.delete(next);
       next += 1;
@@ -49,6 +51,7 @@ export function createEventSequencer(options: SequencerOptions) {
   }
 
   function accept(item: AddressedEvent) {
+    if (stopped) return;
     if (item.event.event_id < next) return;
     waiting.set(item.event.event_id, item);
     drain();
@@ -59,6 +62,7 @@ export function createEventSequencer(options: SequencerOptions) {
     /** The last event id handed on: everything up to it has been delivered, in order. */
     delivered: () => next - 1,
     stop() {
+      stopped = true;
       if (gapTimer) clearTimeout(gapTimer);
       gapTimer = undefined;
       waiting.clear();

@@ -1,0 +1,187 @@
+import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { ConfigError, loadChatConfig } from "../src/env.ts";
+
+/** Runs `load` and returns the ConfigError it must throw. */
+function configError(load: () => unknown): ConfigError {
+  try {
+    load();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).name).toBe("ConfigError");
+    return error as ConfigError;
+  }
+  throw new Error("expected a ConfigError, but the configuration loaded");
+}
+
+const strongToken = "s".repeat(MIN_SECRET_LENGTH);
+const productionBase = {
+  NODE_ENV: "production",
+  DATABASE_URL: "postgres://chat:secret@db.internal:5432/chat",
+  INTERNAL_TOKEN: strongToken,
+};
+
+describe("loadChatConfig: defaults", () => {
+  afterEach(() => {
+    vi.unstubAllEnvs();
+  });
+
+  it("uses port 8086, PGlite in ./.data, the memory bus and the development token with a warning", () => {
+    const config = loadChatConfig({});
+    expect(config.production).toBe(false);
+    expect(config.port).toBe(8086);
+    expect(config.host).toBe("0.0.0.0");
+    expect(config.database).toEqual({ dataDir: "./.data" });
+    // No Redis: the in-process (memory) bus is used.
+    expect(config.redis).toBeUndefined();
+    expect(config.internalToken).toBe(DevDefaults.internalToken);
+    expect(config.logLevel).toBe("info");
+    expect(config.shutdownTimeoutMs).toBe(8_000);
+    expect(config.instanceId).toMatch(/.+-\d+$/);
+    expect(config.warnings).toHaveLength(1);
+    expect(config.warnings[0]).toMatch(/INTERNAL_TOKEN/);
+  });
+
+  it("reads only the object it is given, never process.env", () => {
+    vi.stubEnv("CHAT_PORT", "9999");
+    vi.stubEnv("DATABASE_URL", "postgres://elsewhere/db");
+    vi.stubEnv("NODE_ENV", "production");
+    const config = loadChatConfig({});
+    expect(config.port).toBe(8086);
+    expect(config.production).toBe(false);
+    expect(config.database).toEqual({ dataDir: "./.data" });
+  });
+
+  it("gives no warning when an internal token is set outside production", () => {
+    const config = loadChatConfig({ INTERNAL_TOKEN: "short-is-fine-in-dev" });
+    expect(config.internalToken).toBe("short-is-fine-in-dev");
+    expect(config.warnings).toEqual([]);
+  });
+
+  it("takes DATA_DIR, CHAT_PORT and CHAT_HOST when set", () => {
+    const config = loadChatConfig({ DATA_DIR: "/var/lib/chat", CHAT_PORT: "9100", CHAT_HOST: "127.0.0.1" });
+    expect(config.database).toEqual({ dataDir: "/var/lib/chat" });
+    expect(config.port).toBe(9100);
+    expect(config.host).toBe("127.0.0.1");
+  });
+});
+
+describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
+  it.each(["postgres://chat:pw@127.0.0.1:5432/chat", "postgresql://chat@db:5432/chat?sslmode=require"])(
+    "uses PostgreSQL for DATABASE_URL=%s",
+    (url) => {
+      const config = loadChatConfig({ DATABASE_URL: url });
+      expect(config.database).toEqual({ url });
+    },
+  );
+
+  it("ignores DATA_DIR when DATABASE_URL is set", () => {
+    const config = loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATA_DIR: "/tmp/unused" });
+    expect(config.database).toEqual({ url: "postgres://db/chat" });
+  });
+
+  it.each(["redis://127.0.0.1:6379/0", "rediss://user:pw@cache.internal:6380"])(
+    "uses Redis for REDIS_URL=%s",
+    (url) => {
+      const config = loadChatConfig({ REDIS_URL: url });
+      expect(config.redis).toEqual({ url, keyPrefix: "listings-chat:" });
+    },
+  );
+
+  it("takes the Redis key prefix from REDIS_KEY_PREFIX", () => {
+    const config = loadChatConfig({ REDIS_URL: "redis://127.0.0.1:6379", REDIS_KEY_PREFIX: "staging:" });
+    expect(config.redis).toEqual({ url: "redis://127.0.0.1:6379", keyPrefix: "staging:" });
+  });
+
+  it.each(["mysql://root@127.0.0.1/chat", "http://db/chat", "not a url", "127.0.0.1:5432"])(
+    "refuses DATABASE_URL=%s and names the variable",
+    (url) => {
+      const error = configError(() => loadChatConfig({ DATABASE_URL: url }));
+      expect(error.message).toMatch(/DATABASE_URL/);
+    },
+  );
+
+  it.each(["http://cache:6379", "cache:6379"])("refuses REDIS_URL=%s and names the variable", (url) => {
+    const error = configError(() => loadChatConfig({ REDIS_URL: url }));
+    expect(error.message).toMatch(/REDIS_URL/);
+  });
+});
+
+describe("loadChatConfig: CHAT_PORT", () => {
+  it.each(["0", "1", "65535"])("accepts CHAT_PORT=%s", (value) => {
+    expect(loadChatConfig({ CHAT_PORT: value }).port).toBe(Number(value));
+  });
+
+  it.each(["abc", "65536", "-1", "80.5", "8086x"])("refuses CHAT_PORT=%s and names the variable", (value) => {
+    const error = configError(() => loadChatConfig({ CHAT_PORT: value }));
+    expect(error.message).toMatch(/CHAT_PORT/);
+  });
+
+  // An empty variable (`CHAT_PORT=` in an .env file, `${CHAT_PORT:-}` in compose) must not become port 0,
+  // which would make the service listen on a random port nobody knows: refuse it or use the default.
+  it.each(["", "   "])("does not turn CHAT_PORT=%j into a random port", (value) => {
+    let port: number | undefined;
+    try {
+      port = loadChatConfig({ CHAT_PORT: value }).port;
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message).toMatch(/CHAT_PORT/);
+      return;
+    }
+    expect(port).toBe(8086);
+  });
+
+  // The same trap for the shutdown deadline: blank must not mean "no grace period at all".
+  it.each(["", "   "])("does not turn SHUTDOWN_TIMEOUT_MS=%j into 0", (value) => {
+    let timeout: number | undefined;
+    try {
+      timeout = loadChatConfig({ SHUTDOWN_TIMEOUT_MS: value }).shutdownTimeoutMs;
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message).toMatch(/SHUTDOWN_TIMEOUT_MS/);
+      return;
+    }
+    expect(timeout).toBe(8_000);
+  });
+
+  it("names the variable for other bad values too", () => {
+    expect(configError(() => loadChatConfig({ LOG_LEVEL: "loud" })).message).toMatch(/LOG_LEVEL/);
+    expect(configError(() => loadChatConfig({ NODE_ENV: "staging" })).message).toMatch(/NODE_ENV/);
+    expect(configError(() => loadChatConfig({ SHUTDOWN_TIMEOUT_MS: "600000" })).message).toMatch(/SHUTDOWN_TIMEOUT_MS/);
+  });
+});
+
+describe("loadChatConfig: production", () => {
+  it("starts with a PostgreSQL URL and a strong token, without warnings", () => {
+    const config = loadChatConfig(productionBase);
+    expect(config.production).toBe(true);
+    expect(config.database).toEqual({ url: productionBase.DATABASE_URL });
+    expect(config.internalToken).toBe(strongToken);
+    expect(config.warnings).toEqual([]);
+  });
+
+  it("refuses a missing DATABASE_URL (PGlite is for development only)", () => {
+    const { DATABASE_URL: _omitted, ...env } = productionBase;
+    const error = configError(() => loadChatConfig(env));
+    expect(error.message).toMatch(/DATABASE_URL/);
+  });
+
+  it("refuses a missing INTERNAL_TOKEN", () => {
+    const { INTERNAL_TOKEN: _omitted, ...env } = productionBase;
+    const error = configError(() => loadChatConfig(env));
+    expect(error.message).toMatch(/INTERNAL_TOKEN/);
+  });
+
+  it(`refuses an INTERNAL_TOKEN shorter than ${MIN_SECRET_LENGTH} characters`, () => {
+    const error = configError(() =>
+      loadChatConfig({ ...productionBase, INTERNAL_TOKEN: "s".repeat(MIN_SECRET_LENGTH - 1) }),
+    );
+    expect(error.message).toMatch(/INTERNAL_TOKEN/);
+  });
+
+  it("refuses the development default token even though it is long enough", () => {
+    expect(DevDefaults.internalToken.length).toBeGreaterThanOrEqual(MIN_SECRET_LENGTH);
+    const error = configError(() => loadChatConfig({ ...productionBase, INTERNAL_TOKEN: DevDefaults.internalToken }));
+    expect(error.message).toMatch(/INTERNAL_TOKEN/);
+  });
+});
