@@ -1,3 +1,4 @@
+export * from "./api-schemas.ts";
 export * from "./codes.ts";
 export * from "./dev.ts";
 export * from "./protocol.ts";

@@ -1,14 +1,26 @@
 import { type ErrorBody, ErrorCode } from "@listings-chat/shared";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { type AccessTokenVerifier, accessTokenFrom } from "./auth/access-token.ts";
+import { AuthError } from "./auth/errors.ts";
+import type { WsTokens } from "./auth/ws-token.ts";
+import { devTokenBody } from "./dev/dev-token.ts";
+import { WS_PATH } from "./proxy/ws-upgrade.ts";
 
-/**
- * PLACEHOLDER gateway. It answers probes and refuses everything else with 501 until the real gateway
- * (JWT check, ws-tokens, WebSocket pipe, REST forwarding) arrives with its own issue. It forwards nothing.
- */
-export interface GatewayAppOptions {
-  /** Base URLs of the chat instances, without a trailing slash. */
+export interface GatewayAppParts {
+  /** Base URLs of the chat instances, without a trailing slash (for `/ready`). */
   chatUpstreams: string[];
+  verifyAccessToken: AccessTokenVerifier;
+  wsTokens: WsTokens;
+  /** Forwards a chat REST request as the given user. */
+  forward: (request: Request, userId: number) => Promise<Response>;
+  /** Present only with DEV_AUTH=1. */
+  signDevToken?: (userId: number) => string;
+  metrics: Registry;
+  checkInternalToken: (presented: string | undefined) => boolean;
+  /** Extra routes mounted at the root (the OpenAPI document). */
+  extraRoutes?: Hono;
   log?: Logger;
   /** How long `/ready` waits for an upstream's `/health` (default 1 s). */
   readyTimeoutMs?: number;
@@ -16,8 +28,9 @@ export interface GatewayAppOptions {
   isShuttingDown?: () => boolean;
 }
 
+type GatewayEnv = { Variables: { userId: number } };
+
 export const GatewayErrorCode = {
-  notImplemented: "not_implemented",
   upstreamUnavailable: "upstream_unavailable",
 } as const;
 
@@ -49,13 +62,10 @@ async function answersHealth(baseUrl: string, timeoutMs: number): Promise<boolea
   }
 }
 
-export function createGatewayApp({
-  chatUpstreams,
-  log,
-  readyTimeoutMs = 1_000,
-  isShuttingDown = () => false,
-}: GatewayAppOptions) {
-  const app = new Hono();
+/** The gateway's HTTP routes (CONTRACT §3), wired from their parts; upgrades are handled beside it. */
+export function createGatewayApp(parts: GatewayAppParts) {
+  const { log, readyTimeoutMs = 1_000, isShuttingDown = () => false } = parts;
+  const app = new Hono<GatewayEnv>();
 
   app.use(async (c, next) => {
     const started = performance.now();
@@ -77,28 +87,71 @@ export function createGatewayApp({
 
   app.get("/ready", async (c) => {
     if (isShuttingDown()) return c.json(errorBody(ErrorCode.shuttingDown, "the gateway is shutting down"), 503);
-    const answers = await Promise.all(chatUpstreams.map((url) => answersHealth(url, readyTimeoutMs)));
+    const answers = await Promise.all(parts.chatUpstreams.map((url) => answersHealth(url, readyTimeoutMs)));
     const reachable = answers.filter(Boolean).length;
-    if (reachable > 0) return c.json({ status: "ready", upstreams: { reachable, total: chatUpstreams.length } });
+    if (reachable > 0) return c.json({ status: "ready", upstreams: { reachable, total: parts.chatUpstreams.length } });
     return c.json(
       errorBody(
         GatewayErrorCode.upstreamUnavailable,
-        `no chat instance answered /health within ${readyTimeoutMs} ms (${chatUpstreams.length} configured)`,
+        `no chat instance answered /health within ${readyTimeoutMs} ms (${parts.chatUpstreams.length} configured)`,
       ),
       503,
     );
   });
 
-  app.notFound((c) =>
-    c.json(
-      errorBody(
-        GatewayErrorCode.notImplemented,
-        `${c.req.method} ${c.req.path} is not implemented: the gateway (JWT check, ws-tokens, WebSocket and REST forwarding) ` +
-          "arrives with its own issue; meanwhile call listings-chat directly with X-Internal-Token and X-User-Id",
-      ),
-      501,
-    ),
-  );
+  app.get("/metrics", async (c) => {
+    const auth = c.req.header("authorization");
+    const presented = c.req.header("x-internal-token") ?? (auth?.startsWith("Bearer ") ? auth.slice(7) : undefined);
+    if (!parts.checkInternalToken(presented)) {
+      return c.json(errorBody(ErrorCode.unauthorized, "missing or wrong X-Internal-Token"), 401);
+    }
+    c.header("Content-Type", parts.metrics.contentType);
+    return c.body(await parts.metrics.metrics());
+  });
+
+  /** The caller's access token, verified: Bearer header or `access_token` cookie. */
+  const authenticated = async (c: Context<GatewayEnv>, next: () => Promise<void>) => {
+    const token = accessTokenFrom(c.req.header("authorization"), c.req.header("cookie"));
+    if (!token) {
+      return c.json(errorBody(ErrorCode.unauthorized, "sign in: send Authorization: Bearer <access token>"), 401);
+    }
+    try {
+      c.set("userId", parts.verifyAccessToken(token));
+    } catch (error) {
+      if (error instanceof AuthError) return c.json(errorBody(error.code, error.message), 401);
+      throw error;
+    }
+    await next();
+  };
+
+  const issueWsToken = (c: Context<GatewayEnv>) => {
+    const { token, expiresIn } = parts.wsTokens.issue(c.get("userId"));
+    c.header("Cache-Control", "no-store");
+    return c.json({ token, expires_in: expiresIn, ws_url: WS_PATH });
+  };
+  app.post("/api/v2/ws-token", authenticated, issueWsToken);
+  app.get("/api/v2/ws-token", authenticated, issueWsToken);
+
+  const forward = (c: Context<GatewayEnv>) => parts.forward(c.req.raw, c.get("userId"));
+  for (const path of ["/api/v1/chats", "/api/v1/chats/*", "/api/v1/messages/*", "/api/v1/events"]) {
+    app.all(path, authenticated, forward);
+  }
+
+  if (parts.signDevToken) {
+    const sign = parts.signDevToken;
+    app.post("/api/dev/token", async (c) => {
+      const parsed = devTokenBody.safeParse(await c.req.json().catch(() => undefined));
+      if (!parsed.success) {
+        return c.json(errorBody(ErrorCode.validationFailed, 'send {"user_id": <positive integer>}'), 400);
+      }
+      c.header("Cache-Control", "no-store");
+      return c.json({ access_token: sign(parsed.data.user_id) });
+    });
+  }
+
+  if (parts.extraRoutes) app.route("/", parts.extraRoutes);
+
+  app.notFound((c) => c.json(errorBody(ErrorCode.notFound, `no route for ${c.req.method} ${c.req.path}`), 404));
 
   app.onError((error, c) => {
     log?.error({ err: error, method: c.req.method, path: c.req.path }, "unhandled error");

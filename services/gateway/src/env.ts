@@ -39,15 +39,53 @@ const upstreams = z.string().transform((value, ctx) => {
   return urls;
 });
 
+/** A whole number in digits, from `min` to `max`. */
+const whole = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d{1,9}$/, `must be a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be a whole number from ${min} to ${max}`);
+
+/** A PEM public key; `\n` escapes are accepted so that it fits in one environment line. */
+const pem = z
+  .string()
+  .transform((v) => v.replace(/\\n/g, "\n"))
+  .refine((v) => v.includes("-----BEGIN PUBLIC KEY-----"), "must be a PEM public key (-----BEGIN PUBLIC KEY-----)");
+
+const redisUrl = z.string().refine((v) => {
+  try {
+    return ["redis:", "rediss:"].includes(new URL(v).protocol);
+  } catch {
+    return false;
+  }
+}, "must be a redis:// or rediss:// URL");
+
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
   GATEWAY_PORT: port.default(3000),
   GATEWAY_HOST: z.string().min(1).default("0.0.0.0"),
   CHAT_UPSTREAMS: upstreams.default(["http://127.0.0.1:8086"]),
   INTERNAL_TOKEN: z.string().min(1).optional(),
+  JWT_SECRET: z.string().min(1).optional(),
+  JWT_PUBLIC_KEY: pem.optional(),
+  JWT_ISSUER: z.string().min(1).optional(),
+  JWT_AUDIENCE: z.string().min(1).optional(),
+  WS_TOKEN_SECRET: z.string().min(1).optional(),
+  WS_TOKEN_TTL_SECONDS: whole(5, 3600).default(60),
+  REDIS_URL: redisUrl.optional(),
+  REDIS_KEY_PREFIX: z.string().default("listings-chat:"),
+  MAX_SOCKETS_PER_USER: whole(1, 1000).default(10),
+  UPSTREAM_CONNECT_TIMEOUT_MS: whole(50, 60_000).default(2_000),
+  UPSTREAM_REQUEST_TIMEOUT_MS: whole(100, 120_000).default(10_000),
+  SHUTDOWN_DRAIN_MS: whole(0, 60_000).default(8_000),
   DEV_AUTH: z.enum(["0", "1"]).default("0"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
+
+/** How access tokens from the monolith are verified: exactly one of a shared secret or a public key. */
+export type AccessTokenKey = { kind: "secret"; secret: string } | { kind: "public-key"; pem: string };
 
 export interface GatewayConfig {
   production: boolean;
@@ -56,6 +94,13 @@ export interface GatewayConfig {
   /** Base URLs of the chat instances, without a trailing slash. */
   chatUpstreams: string[];
   internalToken: string;
+  accessTokens: { key: AccessTokenKey; issuer?: string; audience?: string };
+  wsTokens: { secret: string; ttlSeconds: number };
+  redis?: { url: string; keyPrefix: string };
+  maxSocketsPerUser: number;
+  upstreamConnectTimeoutMs: number;
+  upstreamRequestTimeoutMs: number;
+  shutdownDrainMs: number;
   devAuth: boolean;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
   /** Sentences to print loudly at start-up (development defaults in use). */
@@ -67,6 +112,8 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+const weak = (value: string, devDefault: string) => value.length < MIN_SECRET_LENGTH || value === devDefault;
+
 /** Reads and checks the gateway's variables once; the only reader of the environment. */
 export function loadGatewayConfig(env: Record<string, string | undefined>): GatewayConfig {
   const parsed = schema.safeParse(env);
@@ -77,14 +124,46 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
   const v = parsed.data;
   const production = v.NODE_ENV === "production";
   const warnings: string[] = [];
+  if (v.JWT_SECRET && v.JWT_PUBLIC_KEY) {
+    throw new ConfigError("set JWT_SECRET or JWT_PUBLIC_KEY, not both: the algorithm is pinned by which one is set");
+  }
   if (production) {
     if (!v.INTERNAL_TOKEN) throw new ConfigError("INTERNAL_TOKEN is required in production");
-    if (v.INTERNAL_TOKEN.length < MIN_SECRET_LENGTH || v.INTERNAL_TOKEN === DevDefaults.internalToken) {
+    if (weak(v.INTERNAL_TOKEN, DevDefaults.internalToken)) {
       throw new ConfigError(`INTERNAL_TOKEN is too weak: use at least ${MIN_SECRET_LENGTH} random characters`);
     }
+    if (!v.JWT_SECRET && !v.JWT_PUBLIC_KEY) {
+      throw new ConfigError("JWT_SECRET or JWT_PUBLIC_KEY is required in production");
+    }
+    if (v.JWT_SECRET && weak(v.JWT_SECRET, DevDefaults.jwtSecret)) {
+      throw new ConfigError(`JWT_SECRET is too weak: use at least ${MIN_SECRET_LENGTH} random characters`);
+    }
+    if (!v.WS_TOKEN_SECRET) throw new ConfigError("WS_TOKEN_SECRET is required in production");
+    if (weak(v.WS_TOKEN_SECRET, DevDefaults.wsTokenSecret)) {
+      throw new ConfigError(`WS_TOKEN_SECRET is too weak: use at least ${MIN_SECRET_LENGTH} random characters`);
+    }
     if (v.DEV_AUTH === "1") throw new ConfigError("DEV_AUTH=1 is refused when NODE_ENV=production");
-  } else if (!v.INTERNAL_TOKEN) {
-    warnings.push("INTERNAL_TOKEN is not set: using the development default. Never do this in production.");
+  } else {
+    if (!v.INTERNAL_TOKEN)
+      warnings.push("INTERNAL_TOKEN is not set: using the development default. Never do this in production.");
+    if (!v.JWT_SECRET && !v.JWT_PUBLIC_KEY)
+      warnings.push("JWT_SECRET is not set: using the development default. Never do this in production.");
+    if (!v.WS_TOKEN_SECRET)
+      warnings.push("WS_TOKEN_SECRET is not set: using the development default. Never do this in production.");
+  }
+  const key: AccessTokenKey = v.JWT_PUBLIC_KEY
+    ? { kind: "public-key", pem: v.JWT_PUBLIC_KEY }
+    : { kind: "secret", secret: v.JWT_SECRET ?? DevDefaults.jwtSecret };
+  const wsSecret = v.WS_TOKEN_SECRET ?? DevDefaults.wsTokenSecret;
+  if (key.kind === "secret" && key.secret === wsSecret) {
+    throw new ConfigError(
+      "WS_TOKEN_SECRET must differ from JWT_SECRET: a ws-token must never pass for an access token",
+    );
+  }
+  if (v.DEV_AUTH === "1" && key.kind !== "secret") {
+    throw new ConfigError(
+      "DEV_AUTH=1 needs JWT_SECRET: dev tokens are signed with it (unset JWT_PUBLIC_KEY in development)",
+    );
   }
   return {
     production,
@@ -92,6 +171,13 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     host: v.GATEWAY_HOST,
     chatUpstreams: v.CHAT_UPSTREAMS,
     internalToken: v.INTERNAL_TOKEN ?? DevDefaults.internalToken,
+    accessTokens: { key, issuer: v.JWT_ISSUER, audience: v.JWT_AUDIENCE },
+    wsTokens: { secret: wsSecret, ttlSeconds: v.WS_TOKEN_TTL_SECONDS },
+    redis: v.REDIS_URL ? { url: v.REDIS_URL, keyPrefix: v.REDIS_KEY_PREFIX } : undefined,
+    maxSocketsPerUser: v.MAX_SOCKETS_PER_USER,
+    upstreamConnectTimeoutMs: v.UPSTREAM_CONNECT_TIMEOUT_MS,
+    upstreamRequestTimeoutMs: v.UPSTREAM_REQUEST_TIMEOUT_MS,
+    shutdownDrainMs: v.SHUTDOWN_DRAIN_MS,
     devAuth: v.DEV_AUTH === "1",
     logLevel: v.LOG_LEVEL,
     warnings,

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import { type ErrorBody, ErrorCode } from "@listings-chat/shared";
-import { redactUrl } from "@listings-chat/shared/node";
+import { ErrorCode } from "@listings-chat/shared";
+import { redactUrl, refuseUpgrade as refuse } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import type { WebSocketServer } from "ws";
 import { parseUserId, presentedInternalToken } from "../http/internal-auth.ts";
@@ -15,22 +15,6 @@ export interface UpgradeDeps {
   checkInternalToken: (presented: string | undefined) => boolean;
   isShuttingDown: () => boolean;
   log: Logger;
-}
-
-const STATUS_TEXT: Record<number, string> = {
-  400: "Bad Request",
-  401: "Unauthorized",
-  404: "Not Found",
-  503: "Service Unavailable",
-};
-
-/** Answers a refused upgrade with a plain HTTP response and the contract's JSON error body. */
-function refuse(socket: Duplex, status: number, code: string, message: string): void {
-  const body = JSON.stringify({ error: { code, message } } satisfies ErrorBody);
-  socket.end(
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ""}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-  );
 }
 
 /**

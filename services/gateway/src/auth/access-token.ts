@@ -1,0 +1,80 @@
+import { createPublicKey, createSecretKey, type KeyObject } from "node:crypto";
+import jwt from "jsonwebtoken";
+import type { AccessTokenKey } from "../env.ts";
+import { AuthError } from "./errors.ts";
+import { userIdFromSubject } from "./user-id.ts";
+import { WS_TOKEN_USE } from "./ws-token.ts";
+
+export interface AccessTokenOptions {
+  key: AccessTokenKey;
+  issuer?: string;
+  audience?: string;
+}
+
+/** Pins the algorithm to the key: HS256 for a secret, RS256 for an RSA key, ES256 for a P-256 key. */
+function keyAndAlgorithm(key: AccessTokenKey): { keyObject: KeyObject; algorithm: jwt.Algorithm } {
+  if (key.kind === "secret") return { keyObject: createSecretKey(Buffer.from(key.secret)), algorithm: "HS256" };
+  const keyObject = createPublicKey(key.pem);
+  if (keyObject.asymmetricKeyType === "rsa") return { keyObject, algorithm: "RS256" };
+  if (keyObject.asymmetricKeyType === "ec" && keyObject.asymmetricKeyDetails?.namedCurve === "prime256v1") {
+    return { keyObject, algorithm: "ES256" };
+  }
+  throw new Error("JWT_PUBLIC_KEY must be an RSA key (RS256) or a P-256 EC key (ES256)");
+}
+
+export type AccessTokenVerifier = (token: string) => number;
+
+/**
+ * Verifies the monolith's access tokens and returns the user id. The algorithm is fixed by the key
+ * (never read from the token), `exp` is required, `iss`/`aud` are checked when configured, and a
+ * ws-token is refused even if it were signed with the same key.
+ */
+export function createAccessTokenVerifier(options: AccessTokenOptions): AccessTokenVerifier {
+  const { keyObject, algorithm } = keyAndAlgorithm(options.key);
+  const verifyOptions: jwt.VerifyOptions = {
+    algorithms: [algorithm],
+    clockTolerance: 5,
+    ...(options.issuer ? { issuer: options.issuer } : {}),
+    ...(options.audience ? { audience: options.audience } : {}),
+  };
+  return (token) => {
+    let payload: string | jwt.JwtPayload;
+    try {
+      payload = jwt.verify(token, keyObject, verifyOptions);
+    } catch (error) {
+      const expired = error instanceof jwt.TokenExpiredError;
+      throw new AuthError(expired ? "the access token has expired: sign in again" : "the access token is not valid");
+    }
+    if (typeof payload === "string" || typeof payload.exp !== "number") {
+      throw new AuthError("the access token has no expiry (exp): the monolith must set one");
+    }
+    if (payload.token_use === WS_TOKEN_USE) throw new AuthError("a ws-token is not an access token");
+    const userId = userIdFromSubject(payload.sub);
+    if (userId === undefined) throw new AuthError("the access token's sub is not a user id");
+    return userId;
+  };
+}
+
+/** The access token of a request: `Authorization: Bearer …`, else the `access_token` cookie. */
+export function accessTokenFrom(
+  authorization: string | undefined,
+  cookieHeader: string | undefined,
+): string | undefined {
+  if (authorization) {
+    const match = /^Bearer\s+(\S+)$/i.exec(authorization);
+    if (match) return match[1];
+  }
+  if (!cookieHeader) return undefined;
+  for (const part of cookieHeader.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq !== -1 && part.slice(0, eq).trim() === "access_token") {
+      const value = part.slice(eq + 1).trim();
+      try {
+        return decodeURIComponent(value) || undefined;
+      } catch {
+        return value || undefined;
+      }
+    }
+  }
+  return undefined;
+}

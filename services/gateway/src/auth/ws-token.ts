@@ -1,0 +1,64 @@
+import { createSecretKey, randomUUID } from "node:crypto";
+import jwt from "jsonwebtoken";
+import { AuthError } from "./errors.ts";
+import type { ReplayStore } from "./replay-store.ts";
+import { userIdFromSubject } from "./user-id.ts";
+
+/** The audience and marker of ws-tokens: an access token never has them. */
+export const WS_TOKEN_AUDIENCE = "listings-chat:ws";
+export const WS_TOKEN_ISSUER = "listings-chat:gateway";
+export const WS_TOKEN_USE = "ws";
+
+export interface WsTokensOptions {
+  secret: string;
+  ttlSeconds: number;
+  replay: ReplayStore;
+}
+
+export interface WsTokens {
+  issue(userId: number): { token: string; expiresIn: number };
+  /** Verifies a ws-token and uses it up: the same token is refused the second time, at any gateway. */
+  redeem(token: string): Promise<number>;
+}
+
+/** Short-lived, single-use tokens for one WebSocket upgrade, signed with their own secret (HS256). */
+export function createWsTokens({ secret, ttlSeconds, replay }: WsTokensOptions): WsTokens {
+  const key = createSecretKey(Buffer.from(secret));
+  return {
+    issue(userId) {
+      const token = jwt.sign({ sub: String(userId), token_use: WS_TOKEN_USE }, key, {
+        algorithm: "HS256",
+        audience: WS_TOKEN_AUDIENCE,
+        issuer: WS_TOKEN_ISSUER,
+        expiresIn: ttlSeconds,
+        jwtid: randomUUID(),
+      });
+      return { token, expiresIn: ttlSeconds };
+    },
+    async redeem(token) {
+      let payload: string | jwt.JwtPayload;
+      try {
+        payload = jwt.verify(token, key, {
+          algorithms: ["HS256"],
+          audience: WS_TOKEN_AUDIENCE,
+          issuer: WS_TOKEN_ISSUER,
+        });
+      } catch (error) {
+        const expired = error instanceof jwt.TokenExpiredError;
+        throw new AuthError(
+          expired ? "the ws-token has expired: fetch a new one from /api/v2/ws-token" : "the ws-token is not valid",
+        );
+      }
+      if (typeof payload === "string" || payload.token_use !== WS_TOKEN_USE || !payload.jti || !payload.exp) {
+        throw new AuthError("the ws-token is not valid");
+      }
+      const userId = userIdFromSubject(payload.sub);
+      if (userId === undefined) throw new AuthError("the ws-token is not valid");
+      const ttlMs = payload.exp * 1000 - Date.now() + 5_000;
+      if (!(await replay.claim(payload.jti, ttlMs))) {
+        throw new AuthError("the ws-token was already used: fetch a new one from /api/v2/ws-token");
+      }
+      return userId;
+    },
+  };
+}

@@ -1,0 +1,400 @@
+/**
+ * The OpenAPI 3.1 document of the gateway's PUBLIC HTTP API (CONTRACT §2–§4), generated from the zod
+ * schemas the code validates with (request bodies, `shared/src/protocol.ts`) and the response schemas of
+ * `shared/src/api-schemas.ts`. Served as JSON at `GET /api/docs`.
+ *
+ * No `extendZodWithOpenApi`: names and extra keywords travel in zod's own `.meta()`, which the generator
+ * reads, so the zod prototype of the process is left alone.
+ */
+import { OpenAPIRegistry, OpenApiGeneratorV31, type ResponseConfig } from "@asteasolutions/zod-to-openapi";
+import {
+  chatSchema,
+  chatsListSchema,
+  createChatBody,
+  devTokenRequestSchema,
+  devTokenResponseSchema,
+  editMessageBody,
+  errorBodySchema,
+  eventsPageSchema,
+  Limits,
+  markReadBody,
+  messageContent,
+  messageSchema,
+  messagesPageSchema,
+  readResultSchema,
+  sendMessageBody,
+  unreadSchema,
+  wsTokenResponseSchema,
+} from "@listings-chat/shared";
+import { Hono } from "hono";
+import { z } from "zod";
+
+export interface OpenApiOptions {
+  /** `DEV_AUTH=1`: the document also has `POST /api/dev/token` and the demo page `GET /`. */
+  devAuth: boolean;
+}
+
+/** Where the README describes the WebSocket frames (server → client and client → server). */
+const WS_FRAMES_DOC = "README.md, section “WebSocket protocol” (the frame table), and CONTRACT §5";
+
+/**
+ * `messageContent` validates with refinements, which JSON Schema cannot read off. The same validator,
+ * with the equivalent keywords spelled out: at most 4000 code points (JSON Schema counts code points, as
+ * the refinement does) and at least one character that is not white space (`\S` is exactly what
+ * `String.prototype.trim` does not remove).
+ */
+const documentedContent = messageContent.meta({
+  description: `1–${Limits.maxContentChars} characters (code points), not only white space`,
+  minLength: 1,
+  maxLength: Limits.maxContentChars,
+  pattern: "\\S",
+});
+
+const createChatRequest = createChatBody.meta({ id: "CreateChatBody" });
+const sendMessageRequest = sendMessageBody
+  .extend({ content: documentedContent })
+  .meta({ id: "SendMessageBody", description: "`client_msg_id` (1–64 characters) makes a retry safe." });
+const editMessageRequest = editMessageBody.extend({ content: documentedContent }).meta({ id: "EditMessageBody" });
+const markReadRequest = markReadBody.meta({ id: "MarkReadBody" });
+
+const healthSchema = z.object({ status: z.literal("ok") }).meta({ id: "Health" });
+const readySchema = z
+  .object({
+    status: z.literal("ready"),
+    upstreams: z.object({ reachable: z.number().int().positive(), total: z.number().int().positive() }),
+  })
+  .meta({ id: "Ready" });
+
+const positiveId = (description: string) => z.number().int().positive().meta({ description });
+const idParams = (what: string) => z.object({ id: positiveId(`${what} id`) });
+const pageLimit = (fallback: number, max: number) =>
+  z
+    .number()
+    .int()
+    .min(1)
+    .max(max)
+    .default(fallback)
+    .meta({ description: `page size, default ${fallback}, at most ${max} (larger values are lowered to ${max})` });
+
+const json = (schema: z.ZodType) => ({ "application/json": { schema } });
+const error = (description: string): ResponseConfig => ({ description, content: json(errorBodySchema) });
+const ok = (description: string, schema: z.ZodType): ResponseConfig => ({ description, content: json(schema) });
+
+/** Answers every forwarded `/api/v1` route may give besides its own. */
+const forwardedErrors: Record<string, ResponseConfig> = {
+  401: error("no valid access token (code `unauthorized`)"),
+  502: error("the chat instance failed"),
+  504: error("the chat instance did not answer in time"),
+};
+const badRequest = error("validation failed (`validation_failed`, `bad_json`)");
+const notParticipant = error("not found, or the caller is not a participant (the two are not told apart)");
+const storageUnavailable = error("the message store is unavailable (`storage_unavailable`); retry shortly");
+
+/** Either credential of CONTRACT §2 will do. */
+const accessTokenSecurity = [{ bearerAuth: [] }, { cookieAuth: [] }];
+
+export function buildOpenApiDocument(options: OpenApiOptions): object {
+  const registry = new OpenAPIRegistry();
+
+  registry.registerComponent("securitySchemes", "bearerAuth", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+    description: "The monolith's access token; `sub` is the user id.",
+  });
+  registry.registerComponent("securitySchemes", "cookieAuth", {
+    type: "apiKey",
+    in: "cookie",
+    name: "access_token",
+    description: "The same access token, in the cookie `access_token`.",
+  });
+
+  for (const method of ["post", "get"] as const) {
+    registry.registerPath({
+      method,
+      path: "/api/v2/ws-token",
+      tags: ["websocket"],
+      summary: "A short-lived, single-use ws-token for GET /ws/chat",
+      security: accessTokenSecurity,
+      responses: {
+        200: {
+          description: "the ws-token",
+          headers: z.object({ "Cache-Control": z.literal("no-store") }),
+          content: json(wsTokenResponseSchema),
+        },
+        401: error("no valid access token (code `unauthorized`)"),
+      },
+    });
+  }
+
+  registry.registerPath({
+    method: "get",
+    path: "/ws/chat",
+    tags: ["websocket"],
+    summary: "WebSocket upgrade: a two-way pipe to a chat instance",
+    description:
+      "Send `Connection: Upgrade` and `Upgrade: websocket`. JSON text frames follow the 101; their types and " +
+      `fields are in ${WS_FRAMES_DOC}. Refusals are plain HTTP answers before any upgrade.`,
+    security: [],
+    request: {
+      query: z.object({
+        token: z.string().min(1).meta({ description: "a ws-token from /api/v2/ws-token (single use)" }),
+        after: z
+          .number()
+          .int()
+          .nonnegative()
+          .optional()
+          .meta({ description: "replay the events after this event_id, then go live" }),
+      }),
+    },
+    responses: {
+      101: { description: "Switching Protocols: the WebSocket is open" },
+      401: error("missing, bad, expired or already used ws-token (an access token is not a ws-token)"),
+      429: error("too many connections for this user"),
+      503: error("no chat instance reachable"),
+    },
+  });
+
+  registry.registerPath({
+    method: "post",
+    path: "/api/v1/chats",
+    tags: ["chats"],
+    summary: "Open the chat of (listing, buyer = caller, seller), or get the existing one",
+    security: accessTokenSecurity,
+    request: { body: { required: true, content: json(createChatRequest) } },
+    responses: {
+      200: ok("the existing chat", chatSchema),
+      201: ok("a new chat", chatSchema),
+      400: error("validation failed, or chatting with oneself (`self_chat`)"),
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "get",
+    path: "/api/v1/chats",
+    tags: ["chats"],
+    summary: "My chats, newest activity first, each with last_message and unread_count",
+    security: accessTokenSecurity,
+    request: { query: z.object({ limit: pageLimit(100, 500) }) },
+    responses: {
+      200: ok("my chats", chatsListSchema),
+      400: badRequest,
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "get",
+    path: "/api/v1/chats/unread",
+    tags: ["chats"],
+    summary: "Unread counts: the header badge",
+    security: accessTokenSecurity,
+    responses: {
+      200: ok("the total and the count of each chat with something unread", unreadSchema),
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "get",
+    path: "/api/v1/chats/{id}/messages",
+    tags: ["messages"],
+    summary: "A page of a chat's messages, newest first",
+    security: accessTokenSecurity,
+    request: {
+      params: idParams("chat"),
+      query: z.object({
+        before: z.number().int().positive().optional().meta({ description: "only messages older than this id" }),
+        limit: pageLimit(Limits.messagesPageDefault, Limits.messagesPageMax),
+      }),
+    },
+    responses: {
+      200: ok("the page", messagesPageSchema),
+      400: badRequest,
+      404: notParticipant,
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "post",
+    path: "/api/v1/chats/{id}/messages",
+    tags: ["messages"],
+    summary: "Send a message",
+    description:
+      "Stored, then delivered as `new_message` to every participant's sockets. Sends are limited to " +
+      `${Limits.sendsPerMinute} a minute per user, REST and WebSocket together.`,
+    security: accessTokenSecurity,
+    request: { params: idParams("chat"), body: { required: true, content: json(sendMessageRequest) } },
+    responses: {
+      200: ok("a repeated client_msg_id of the same sender: the same message again", messageSchema),
+      201: ok("the stored message", messageSchema),
+      400: error(`empty, only white space, or over ${Limits.maxContentChars} characters; or another bad field`),
+      404: notParticipant,
+      409: error("client_msg_id already used in another chat (`conflict`)"),
+      429: {
+        description: "too many messages (`rate_limited`)",
+        headers: z.object({ "Retry-After": z.number().int().positive().meta({ description: "seconds" }) }),
+        content: json(errorBodySchema),
+      },
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "post",
+    path: "/api/v1/chats/{id}/read",
+    tags: ["chats"],
+    summary: "Mark everything up to a message read for the caller (emits message_read)",
+    security: accessTokenSecurity,
+    request: { params: idParams("chat"), body: { required: true, content: json(markReadRequest) } },
+    responses: {
+      200: ok("the chat's unread count after the change", readResultSchema),
+      400: badRequest,
+      404: error("not a participant, or the message is not in this chat"),
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "patch",
+    path: "/api/v1/messages/{id}",
+    tags: ["messages"],
+    summary: "Edit a message (sender only; emits message_edited)",
+    security: accessTokenSecurity,
+    request: { params: idParams("message"), body: { required: true, content: json(editMessageRequest) } },
+    responses: {
+      200: ok("the edited message", messageSchema),
+      400: badRequest,
+      403: error("the other participant's message (`forbidden`)"),
+      404: notParticipant,
+      409: error("the message is deleted (`conflict`)"),
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "delete",
+    path: "/api/v1/messages/{id}",
+    tags: ["messages"],
+    summary: "Delete a message (sender only; soft delete, emits message_deleted)",
+    security: accessTokenSecurity,
+    request: { params: idParams("message") },
+    responses: {
+      200: ok("the deleted message (empty content); deleting twice answers it again", messageSchema),
+      400: badRequest,
+      403: error("the other participant's message (`forbidden`)"),
+      404: notParticipant,
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "get",
+    path: "/api/v1/events",
+    tags: ["events"],
+    summary: "The polling fallback: the same events, in the same order, as the WebSocket delivers",
+    description: "Without `after`: no events and the current `last_event_id`.",
+    security: accessTokenSecurity,
+    request: {
+      query: z.object({
+        after: z.number().int().nonnegative().optional().meta({ description: "the last event_id you have" }),
+        limit: pageLimit(Limits.eventsPageDefault, Limits.eventsPageMax),
+      }),
+    },
+    responses: {
+      200: ok("the events after `after`, and the cursor for the next call", eventsPageSchema),
+      400: badRequest,
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "get",
+    path: "/health",
+    tags: ["ops"],
+    summary: "Liveness",
+    security: [],
+    responses: { 200: ok("the process is alive", healthSchema) },
+  });
+
+  registry.registerPath({
+    method: "get",
+    path: "/ready",
+    tags: ["ops"],
+    summary: "Readiness: at least one chat instance answers",
+    security: [],
+    responses: {
+      200: ok("ready", readySchema),
+      503: error("no chat instance reachable, or shutting down"),
+    },
+  });
+
+  registry.registerPath({
+    method: "get",
+    path: "/api/docs",
+    tags: ["ops"],
+    summary: "This document (OpenAPI 3.1, JSON)",
+    security: [],
+    responses: { 200: { description: "the OpenAPI document", content: { "application/json": { schema: {} } } } },
+  });
+
+  if (options.devAuth) {
+    registry.registerPath({
+      method: "post",
+      path: "/api/dev/token",
+      tags: ["development"],
+      summary: "An access token for any user, without the monolith (only with DEV_AUTH=1)",
+      security: [],
+      request: { body: { required: true, content: json(devTokenRequestSchema) } },
+      responses: {
+        200: ok("the access token", devTokenResponseSchema),
+        400: badRequest,
+      },
+    });
+    registry.registerPath({
+      method: "get",
+      path: "/",
+      tags: ["development"],
+      summary: "The demo chat page (only with DEV_AUTH=1)",
+      security: [],
+      responses: { 200: { description: "the page", content: { "text/html": { schema: { type: "string" } } } } },
+    });
+  }
+
+  return new OpenApiGeneratorV31(registry.definitions).generateDocument({
+    openapi: "3.1.0",
+    info: {
+      title: "listings-chat gateway",
+      version: "0.1.0",
+      description:
+        "The public HTTP API of the gateway (CONTRACT §2–§4). `/api/v1` is forwarded to a chat instance once " +
+        'the access token is verified. Every error has the body `{"error": {"code", "message"}}`. ' +
+        `\`/internal/…\` always answers 404. WebSocket frames: ${WS_FRAMES_DOC}.`,
+    },
+    tags: [
+      { name: "websocket", description: "ws-tokens and the upgrade" },
+      { name: "chats" },
+      { name: "messages" },
+      { name: "events" },
+      { name: "ops" },
+      ...(options.devAuth ? [{ name: "development", description: "only with DEV_AUTH=1" }] : []),
+    ],
+  });
+}
+
+/** `GET /api/docs` → the document as JSON; built once, here. Mount with `app.route("/", createDocsRoutes(...))`. */
+export function createDocsRoutes(options: OpenApiOptions) {
+  const document = buildOpenApiDocument(options);
+  return new Hono().get("/api/docs", (c) => c.json(document));
+}

@@ -1,0 +1,36 @@
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import type { WsCounters } from "./proxy/ws-upgrade.ts";
+
+/** The gateway's Prometheus registry (never the global one), read from the upgrade pass's counters. */
+export function createGatewayMetrics(counters: WsCounters, openPipes: () => number): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "gateway_" });
+  new Gauge({
+    name: "gateway_ws_pipes",
+    help: "Open WebSocket pipes to chat instances",
+    registers: [registry],
+    collect() {
+      this.set(openPipes());
+    },
+  });
+  new Counter({
+    name: "gateway_ws_upgrades_accepted_total",
+    help: "WebSocket upgrades accepted and piped",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(counters.accepted);
+    },
+  });
+  new Counter({
+    name: "gateway_ws_upgrades_refused_total",
+    help: "WebSocket upgrades refused before any 101, by HTTP status",
+    labelNames: ["status"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [status, n] of Object.entries(counters.refused)) this.inc({ status }, n);
+    },
+  });
+  return registry;
+}

@@ -1,0 +1,64 @@
+import { Pool } from "undici";
+
+export interface Upstream {
+  /** Base URL without a trailing slash, e.g. http://10.0.0.5:8086 */
+  base: string;
+  /** Keep-alive connections for REST forwarding to this instance. */
+  pool: Pool;
+  /** Until when a failed instance is tried last instead of in turn. */
+  downUntil: number;
+}
+
+export interface UpstreamsOptions {
+  urls: string[];
+  connectTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** How long a failed instance goes to the back of the queue. */
+  penaltyMs?: number;
+  now?: () => number;
+}
+
+export type Upstreams = ReturnType<typeof createUpstreams>;
+
+/**
+ * The chat instances, in the order to try them: round-robin among those that answered last time,
+ * then the ones that recently failed (still tried, so a restarted instance is used again at once).
+ */
+export function createUpstreams({
+  urls,
+  connectTimeoutMs,
+  requestTimeoutMs,
+  penaltyMs = 5_000,
+  now = Date.now,
+}: UpstreamsOptions) {
+  const all: Upstream[] = urls.map((base) => ({
+    base,
+    pool: new Pool(base, {
+      connections: 64,
+      connect: { timeout: connectTimeoutMs },
+      headersTimeout: requestTimeoutMs,
+      bodyTimeout: requestTimeoutMs,
+      keepAliveTimeout: 4_000,
+    }),
+    downUntil: 0,
+  }));
+  let turn = 0;
+  return {
+    all,
+    order(): Upstream[] {
+      const t = now();
+      const start = turn++ % all.length;
+      const rotated = [...all.slice(start), ...all.slice(0, start)];
+      return [...rotated.filter((u) => u.downUntil <= t), ...rotated.filter((u) => u.downUntil > t)];
+    },
+    markDown(upstream: Upstream) {
+      upstream.downUntil = now() + penaltyMs;
+    },
+    markUp(upstream: Upstream) {
+      upstream.downUntil = 0;
+    },
+    async close() {
+      await Promise.allSettled(all.map((u) => u.pool.close()));
+    },
+  };
+}

@@ -1,0 +1,163 @@
+/**
+ * zod schemas of the RESPONSE shapes of the public HTTP API (CONTRACT §2–§4), for documentation
+ * (the gateway's OpenAPI document) and for anyone who wants to check an answer at run time.
+ *
+ * Each schema carries a zod-native `.meta({ id })`, so that JSON Schema and OpenAPI generators emit it
+ * once under that name and refer to it wherever it is nested. No generator is imported here.
+ *
+ * The compile-time checks at the end keep every schema equal to the TypeScript type in `protocol.ts`
+ * and `codes.ts` that the code actually uses: change one without the other and `tsc` fails.
+ */
+import { z } from "zod";
+import type { ErrorBody } from "./codes.ts";
+import type { Chat, ChatEvent, ChatSummary, Message } from "./protocol.ts";
+
+const id = z.number().int().positive();
+const count = z.number().int().nonnegative();
+/** ISO-8601 UTC, as `Date.prototype.toISOString` writes it. */
+const isoTime = z.iso.datetime();
+/** 0 before the first event; otherwise the id of an event. */
+const eventCursor = z.number().int().nonnegative();
+
+export const messageSchema = z
+  .object({
+    id,
+    chat_id: id,
+    sender_id: id,
+    content: z.string().meta({ description: "Empty once the message is deleted." }),
+    client_msg_id: z.string().nullable(),
+    created_at: isoTime,
+    edited_at: isoTime.nullable(),
+    deleted_at: isoTime.nullable(),
+  })
+  .meta({ id: "Message", description: "A stored message. A deleted message keeps its id and has empty content." });
+
+export const chatSchema = z
+  .object({
+    id,
+    listing_id: id,
+    buyer_id: id,
+    seller_id: id,
+    created_at: isoTime,
+    last_activity_at: isoTime,
+  })
+  .meta({ id: "Chat" });
+
+export const chatSummarySchema = chatSchema
+  .extend({ last_message: messageSchema.nullable(), unread_count: count })
+  .meta({ id: "ChatSummary", description: "A chat as `GET /api/v1/chats` lists it." });
+
+const messageEventFields = { event_id: id, chat_id: id, message: messageSchema };
+
+export const newMessageEventSchema = z
+  .object({ type: z.literal("new_message"), ...messageEventFields })
+  .meta({ id: "NewMessageEvent" });
+export const messageEditedEventSchema = z
+  .object({ type: z.literal("message_edited"), ...messageEventFields })
+  .meta({ id: "MessageEditedEvent" });
+export const messageDeletedEventSchema = z
+  .object({ type: z.literal("message_deleted"), ...messageEventFields })
+  .meta({ id: "MessageDeletedEvent" });
+export const messageReadEventSchema = z
+  .object({
+    type: z.literal("message_read"),
+    event_id: id,
+    chat_id: id,
+    message_id: id,
+    read_by: id,
+    read_at: isoTime,
+  })
+  .meta({ id: "MessageReadEvent" });
+export const chatCreatedEventSchema = z
+  .object({ type: z.literal("chat_created"), event_id: id, chat: chatSchema })
+  .meta({ id: "ChatCreatedEvent" });
+
+export const chatEventSchema = z
+  .discriminatedUnion("type", [
+    newMessageEventSchema,
+    messageEditedEventSchema,
+    messageDeletedEventSchema,
+    messageReadEventSchema,
+    chatCreatedEventSchema,
+  ])
+  .meta({
+    id: "ChatEvent",
+    description: "A stored change; the same objects, in the same order, as the WebSocket delivers.",
+  });
+
+export const errorBodySchema = z
+  .object({
+    error: z.object({
+      code: z.string().meta({ description: "snake_case machine code", example: "unauthorized" }),
+      message: z.string().meta({ description: "human sentence" }),
+    }),
+  })
+  .meta({ id: "ErrorBody", description: 'Every error: `{"error": {"code", "message"}}`.' });
+
+export const wsTokenResponseSchema = z
+  .object({
+    token: z.string().meta({ description: "single-use ws-token for `GET /ws/chat?token=`" }),
+    expires_in: z.number().int().positive().meta({ description: "seconds", example: 60 }),
+    ws_url: z.string().meta({ example: "/ws/chat" }),
+  })
+  .meta({ id: "WsTokenResponse" });
+
+export const devTokenRequestSchema = z.object({ user_id: id }).meta({ id: "DevTokenRequest" });
+export const devTokenResponseSchema = z
+  .object({ access_token: z.string().meta({ description: "a JWT for `Authorization: Bearer`" }) })
+  .meta({ id: "DevTokenResponse" });
+
+export const unreadSchema = z
+  .object({
+    total: count,
+    chats: z
+      .record(z.string().regex(/^[1-9]\d*$/), z.number().int().positive())
+      .meta({ description: "unread count by chat id; chats with nothing unread are left out" }),
+  })
+  .meta({ id: "Unread", example: { total: 3, chats: { "12": 2, "15": 1 } } });
+
+export const messagesPageSchema = z
+  .object({
+    messages: z.array(messageSchema).meta({ description: "newest first" }),
+    has_more: z.boolean().meta({ description: "older messages remain before the last one returned" }),
+  })
+  .meta({ id: "MessagesPage" });
+
+export const chatsListSchema = z
+  .object({ chats: z.array(chatSummarySchema).meta({ description: "newest activity first" }) })
+  .meta({ id: "ChatsList" });
+
+export const eventsPageSchema = z
+  .object({
+    events: z.array(chatEventSchema),
+    last_event_id: eventCursor.meta({ description: "the cursor to pass as `after` next time" }),
+  })
+  .meta({ id: "EventsPage" });
+
+export const readResultSchema = z
+  .object({ chat_id: id, message_id: id, unread_count: count })
+  .meta({ id: "ReadResult" });
+
+export type WsTokenResponse = z.infer<typeof wsTokenResponseSchema>;
+export type DevTokenRequest = z.infer<typeof devTokenRequestSchema>;
+export type DevTokenResponse = z.infer<typeof devTokenResponseSchema>;
+export type UnreadCounts = z.infer<typeof unreadSchema>;
+export type MessagesPage = z.infer<typeof messagesPageSchema>;
+export type ChatsList = z.infer<typeof chatsListSchema>;
+export type EventsPage = z.infer<typeof eventsPageSchema>;
+export type ReadResult = z.infer<typeof readResultSchema>;
+
+// Compile-time agreement with the hand-written types: exact equality, not mere assignability.
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type Expect<T extends true> = T;
+
+export type SchemaTypeChecks = [
+  Expect<Equal<z.infer<typeof messageSchema>, Message>>,
+  Expect<Equal<z.infer<typeof chatSchema>, Chat>>,
+  Expect<Equal<z.infer<typeof chatSummarySchema>, ChatSummary>>,
+  Expect<Equal<z.infer<typeof chatEventSchema>, ChatEvent>>,
+  Expect<Equal<z.infer<typeof errorBodySchema>, ErrorBody>>,
+  Expect<Equal<z.infer<typeof messagesPageSchema>, { messages: Message[]; has_more: boolean }>>,
+  Expect<Equal<z.infer<typeof chatsListSchema>, { chats: ChatSummary[] }>>,
+  Expect<Equal<z.infer<typeof eventsPageSchema>, { events: ChatEvent[]; last_event_id: number }>>,
+];
