@@ -3,9 +3,28 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGatewayApp, isInternalPath } from "../src/app.ts";
+import { createGatewayApp, type GatewayAppParts, isInternalPath } from "../src/app.ts";
+import { createMemoryReplayStore } from "../src/auth/replay-store.ts";
+import { createWsTokens } from "../src/auth/ws-token.ts";
 import { ConfigError, loadGatewayConfig } from "../src/env.ts";
+
+/** The app with parts that must not be reached by these tests (probes, /internal, config). */
+function appWith(parts: Partial<GatewayAppParts> & Pick<GatewayAppParts, "chatUpstreams">) {
+  return createGatewayApp({
+    verifyAccessToken: () => {
+      throw new Error("no access token expected here");
+    },
+    wsTokens: createWsTokens({ secret: "test-ws-secret", ttlSeconds: 60, replay: createMemoryReplayStore() }),
+    forward: async () => {
+      throw new Error("no forwarding expected here");
+    },
+    metrics: new Registry(),
+    checkInternalToken: () => false,
+    ...parts,
+  });
+}
 
 /** A tiny stand-in for a chat instance on 127.0.0.1, port 0, answering `/health` with `status`. */
 async function startUpstream(
@@ -40,9 +59,9 @@ async function unreachableUrl(): Promise<string> {
   return upstream.url;
 }
 
-describe("gateway placeholder: probes", () => {
+describe("gateway probes", () => {
   it("GET /health answers 200 {status: ok} without touching any upstream", async () => {
-    const app = createGatewayApp({ chatUpstreams: [await unreachableUrl()] });
+    const app = appWith({ chatUpstreams: [await unreachableUrl()] });
     const res = await app.request("/health");
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ status: "ok" });
@@ -66,7 +85,7 @@ describe("gateway placeholder: probes", () => {
     });
 
     it("is 200 when a chat upstream answers its /health", async () => {
-      const app = createGatewayApp({ chatUpstreams: [healthy.url] });
+      const app = appWith({ chatUpstreams: [healthy.url] });
       const res = await app.request("/ready");
       expect(res.status).toBe(200);
       expect(await res.json()).toEqual({ status: "ready", upstreams: { reachable: 1, total: 1 } });
@@ -74,14 +93,14 @@ describe("gateway placeholder: probes", () => {
     });
 
     it("is 200 when at least one of several upstreams answers", async () => {
-      const app = createGatewayApp({ chatUpstreams: [down, failing.url, healthy.url] });
+      const app = appWith({ chatUpstreams: [down, failing.url, healthy.url] });
       const res = await app.request("/ready");
       expect(res.status).toBe(200);
       expect(await res.json()).toEqual({ status: "ready", upstreams: { reachable: 1, total: 3 } });
     });
 
     it("is 503 with the contract's error body when no upstream is reachable", async () => {
-      const app = createGatewayApp({ chatUpstreams: [down] });
+      const app = appWith({ chatUpstreams: [down] });
       const res = await app.request("/ready");
       expect(res.status).toBe(503);
       const body = (await res.json()) as { error: { code: string; message: string } };
@@ -91,12 +110,12 @@ describe("gateway placeholder: probes", () => {
     });
 
     it("is 503 when the only upstream answers /health with an error status", async () => {
-      const app = createGatewayApp({ chatUpstreams: [failing.url] });
+      const app = appWith({ chatUpstreams: [failing.url] });
       expect((await app.request("/ready")).status).toBe(503);
     });
 
     it("gives up on an upstream that takes longer than 1 s", async () => {
-      const app = createGatewayApp({ chatUpstreams: [slow.url] });
+      const app = appWith({ chatUpstreams: [slow.url] });
       const started = Date.now();
       const res = await app.request("/ready");
       expect(res.status).toBe(503);
@@ -104,7 +123,7 @@ describe("gateway placeholder: probes", () => {
     });
 
     it("is 503 shutting_down once shutdown has begun", async () => {
-      const app = createGatewayApp({ chatUpstreams: [healthy.url], isShuttingDown: () => true });
+      const app = appWith({ chatUpstreams: [healthy.url], isShuttingDown: () => true });
       const res = await app.request("/ready");
       expect(res.status).toBe(503);
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe("shutting_down");
@@ -112,8 +131,8 @@ describe("gateway placeholder: probes", () => {
   });
 });
 
-describe("gateway placeholder: everything else", () => {
-  const app = createGatewayApp({ chatUpstreams: ["http://127.0.0.1:9"] });
+describe("gateway routes without credentials", () => {
+  const app = appWith({ chatUpstreams: ["http://127.0.0.1:9"] });
 
   it.each([
     ["GET", "/internal/chat/ws/stats"],
@@ -138,16 +157,24 @@ describe("gateway placeholder: everything else", () => {
     ["GET", "/api/v1/chats"],
     ["POST", "/api/v1/chats"],
     ["POST", "/api/v2/ws-token"],
-    ["GET", "/ws/chat"],
-    ["POST", "/api/dev/token"],
-    ["GET", "/"],
-  ])("%s %s is 501 not_implemented, pointing at listings-chat", async (method, path) => {
+    ["GET", "/api/v2/ws-token"],
+    ["GET", "/api/v1/events"],
+  ])("%s %s without an access token is 401", async (method, path) => {
     const res = await app.request(path, { method });
-    expect(res.status).toBe(501);
-    const body = (await res.json()) as { error: { code: string; message: string } };
-    expect(body.error.code).toBe("not_implemented");
-    expect(body.error.message).toMatch(/own issue/);
-    expect(body.error.message).toMatch(/listings-chat directly/);
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("unauthorized");
+  });
+
+  it("has no dev token route without DEV_AUTH", async () => {
+    const res = await app.request("/api/dev/token", { method: "POST", body: JSON.stringify({ user_id: 1 }) });
+    expect(res.status).toBe(404);
+  });
+
+  it("guards /metrics with the internal token", async () => {
+    expect((await app.request("/metrics")).status).toBe(401);
+    const open = appWith({ chatUpstreams: ["http://127.0.0.1:9"], checkInternalToken: (t) => t === "ok" });
+    const res = await open.request("/metrics", { headers: { "x-internal-token": "ok" } });
+    expect(res.status).toBe(200);
   });
 });
 
@@ -164,6 +191,8 @@ describe("gateway configuration", () => {
       logLevel: "info",
     });
     expect(config.warnings.join(" ")).toMatch(/INTERNAL_TOKEN/);
+    expect(config.warnings.join(" ")).toMatch(/JWT_SECRET/);
+    expect(config.warnings.join(" ")).toMatch(/WS_TOKEN_SECRET/);
   });
 
   it.each(["0", "1", "65535", " 8080 "])("accepts GATEWAY_PORT=%j", (value) => {
@@ -176,6 +205,13 @@ describe("gateway configuration", () => {
       GATEWAY_HOST: "127.0.0.1",
       CHAT_UPSTREAMS: " http://chat-1:8086/ , https://chat-2.internal:8443",
       INTERNAL_TOKEN: "t".repeat(40),
+      JWT_SECRET: "j".repeat(40),
+      JWT_ISSUER: "monolith",
+      JWT_AUDIENCE: "chat",
+      WS_TOKEN_SECRET: "w".repeat(40),
+      WS_TOKEN_TTL_SECONDS: "30",
+      REDIS_URL: "redis://127.0.0.1:6379",
+      MAX_SOCKETS_PER_USER: "4",
       DEV_AUTH: "1",
       LOG_LEVEL: "debug",
       NODE_ENV: "test",
@@ -187,6 +223,10 @@ describe("gateway configuration", () => {
       internalToken: "t".repeat(40),
       devAuth: true,
       logLevel: "debug",
+      accessTokens: { key: { kind: "secret", secret: "j".repeat(40) }, issuer: "monolith", audience: "chat" },
+      wsTokens: { secret: "w".repeat(40), ttlSeconds: 30 },
+      redis: { url: "redis://127.0.0.1:6379", keyPrefix: "listings-chat:" },
+      maxSocketsPerUser: 4,
       warnings: [],
     });
   });
@@ -208,6 +248,14 @@ describe("gateway configuration", () => {
     [{ NODE_ENV: "prod" }, "NODE_ENV"],
     [{ DEV_AUTH: "yes" }, "DEV_AUTH"],
     [{ INTERNAL_TOKEN: "" }, "INTERNAL_TOKEN"],
+    [{ WS_TOKEN_TTL_SECONDS: "0" }, "WS_TOKEN_TTL_SECONDS"],
+    [{ WS_TOKEN_TTL_SECONDS: "" }, "WS_TOKEN_TTL_SECONDS"],
+    [{ MAX_SOCKETS_PER_USER: "0" }, "MAX_SOCKETS_PER_USER"],
+    [{ JWT_PUBLIC_KEY: "not a pem" }, "JWT_PUBLIC_KEY"],
+    [{ REDIS_URL: "http://redis" }, "REDIS_URL"],
+    [{ JWT_SECRET: "a".repeat(40), JWT_PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----x" }, "JWT_PUBLIC_KEY"],
+    [{ JWT_SECRET: "same-secret", WS_TOKEN_SECRET: "same-secret" }, "WS_TOKEN_SECRET"],
+    [{ DEV_AUTH: "1", JWT_PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----x" }, "DEV_AUTH"],
   ])("refuses %o with a one-line error naming %s", (env, variable) => {
     let caught: unknown;
     try {
@@ -223,6 +271,7 @@ describe("gateway configuration", () => {
 
   describe("in production", () => {
     const strong = "s".repeat(MIN_SECRET_LENGTH);
+    const secrets = { INTERNAL_TOKEN: strong, JWT_SECRET: "j".repeat(40), WS_TOKEN_SECRET: "w".repeat(40) };
 
     it("requires INTERNAL_TOKEN", () => {
       expect(() => loadGatewayConfig({ NODE_ENV: "production" })).toThrow(/INTERNAL_TOKEN is required/);
@@ -230,22 +279,33 @@ describe("gateway configuration", () => {
 
     it("refuses a short INTERNAL_TOKEN or the development default", () => {
       const short = "s".repeat(MIN_SECRET_LENGTH - 1);
-      expect(() => loadGatewayConfig({ NODE_ENV: "production", INTERNAL_TOKEN: short })).toThrow(
+      expect(() => loadGatewayConfig({ ...secrets, NODE_ENV: "production", INTERNAL_TOKEN: short })).toThrow(
         /INTERNAL_TOKEN is too weak/,
       );
-      expect(() => loadGatewayConfig({ NODE_ENV: "production", INTERNAL_TOKEN: DevDefaults.internalToken })).toThrow(
-        ConfigError,
+      expect(() =>
+        loadGatewayConfig({ ...secrets, NODE_ENV: "production", INTERNAL_TOKEN: DevDefaults.internalToken }),
+      ).toThrow(ConfigError);
+    });
+
+    it("requires a JWT key and a strong WS_TOKEN_SECRET", () => {
+      const { JWT_SECRET: _jwt, ...noJwt } = secrets;
+      expect(() => loadGatewayConfig({ ...noJwt, NODE_ENV: "production" })).toThrow(/JWT_SECRET or JWT_PUBLIC_KEY/);
+      expect(() => loadGatewayConfig({ ...secrets, NODE_ENV: "production", JWT_SECRET: "short" })).toThrow(
+        /JWT_SECRET is too weak/,
       );
+      const { WS_TOKEN_SECRET: _ws, ...noWs } = secrets;
+      expect(() => loadGatewayConfig({ ...noWs, NODE_ENV: "production" })).toThrow(/WS_TOKEN_SECRET is required/);
+      expect(() =>
+        loadGatewayConfig({ ...secrets, NODE_ENV: "production", WS_TOKEN_SECRET: DevDefaults.wsTokenSecret }),
+      ).toThrow(/WS_TOKEN_SECRET is too weak/);
     });
 
     it("refuses DEV_AUTH=1", () => {
-      expect(() => loadGatewayConfig({ NODE_ENV: "production", INTERNAL_TOKEN: strong, DEV_AUTH: "1" })).toThrow(
-        /DEV_AUTH/,
-      );
+      expect(() => loadGatewayConfig({ ...secrets, NODE_ENV: "production", DEV_AUTH: "1" })).toThrow(/DEV_AUTH/);
     });
 
-    it("accepts a strong INTERNAL_TOKEN, without warnings", () => {
-      const config = loadGatewayConfig({ NODE_ENV: "production", INTERNAL_TOKEN: strong });
+    it("accepts strong secrets, without warnings", () => {
+      const config = loadGatewayConfig({ ...secrets, NODE_ENV: "production" });
       expect(config.production).toBe(true);
       expect(config.warnings).toEqual([]);
     });
@@ -284,6 +344,8 @@ describe("gateway process (src/main.ts)", () => {
     const { child, exited, output } = run({
       NODE_ENV: "production",
       INTERNAL_TOKEN: "p".repeat(MIN_SECRET_LENGTH),
+      JWT_SECRET: "j".repeat(MIN_SECRET_LENGTH),
+      WS_TOKEN_SECRET: "w".repeat(MIN_SECRET_LENGTH),
       GATEWAY_PORT: "0",
       GATEWAY_HOST: "127.0.0.1",
       CHAT_UPSTREAMS: "http://127.0.0.1:9",

@@ -1,0 +1,156 @@
+import { createHmac, generateKeyPairSync } from "node:crypto";
+import { Redis } from "ioredis";
+import jwt from "jsonwebtoken";
+import { afterAll, describe, expect, it } from "vitest";
+import { accessTokenFrom, createAccessTokenVerifier } from "../src/auth/access-token.ts";
+import { AuthError } from "../src/auth/errors.ts";
+import { createMemoryReplayStore, createRedisReplayStore } from "../src/auth/replay-store.ts";
+import { createWsTokens, WS_TOKEN_AUDIENCE, WS_TOKEN_ISSUER } from "../src/auth/ws-token.ts";
+
+const secret = "a-test-secret-that-is-long-enough-for-hs256";
+const wsSecret = "another-secret-only-for-ws-tokens-0123456789";
+const inAMinute = () => Math.floor(Date.now() / 1000) + 60;
+const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+
+function refusal(run: () => unknown): string {
+  try {
+    run();
+  } catch (error) {
+    expect(error).toBeInstanceOf(AuthError);
+    return (error as Error).message;
+  }
+  throw new Error("the token was accepted");
+}
+
+describe("access tokens", () => {
+  const verify = createAccessTokenVerifier({ key: { kind: "secret", secret } });
+
+  it("accepts HS256 with exp and returns the user id from sub (number or digits)", () => {
+    expect(verify(jwt.sign({ sub: "42", exp: inAMinute() }, secret))).toBe(42);
+    expect(verify(jwt.sign({ sub: 43, exp: inAMinute() }, secret))).toBe(43);
+  });
+
+  it("refuses a missing exp, an expired token, a bad sub and a forged signature", () => {
+    expect(refusal(() => verify(jwt.sign({ sub: "1" }, secret)))).toMatch(/exp/);
+    expect(refusal(() => verify(jwt.sign({ sub: "1", exp: Math.floor(Date.now() / 1000) - 60 }, secret)))).toMatch(
+      /expired/,
+    );
+    for (const sub of ["0", "-1", "abc", "1.5", ""]) refusal(() => verify(jwt.sign({ sub, exp: inAMinute() }, secret)));
+    refusal(() => verify(jwt.sign({ sub: "1", exp: inAMinute() }, "some-other-secret-of-enough-length!!")));
+  });
+
+  it('refuses alg "none" and algorithms other than the pinned one', () => {
+    const none = `${b64({ alg: "none", typ: "JWT" })}.${b64({ sub: "1", exp: inAMinute() })}.`;
+    refusal(() => verify(none));
+    refusal(() => verify(jwt.sign({ sub: "1", exp: inAMinute() }, secret, { algorithm: "HS512" })));
+  });
+
+  it("checks iss and aud when configured", () => {
+    const strict = createAccessTokenVerifier({ key: { kind: "secret", secret }, issuer: "monolith", audience: "chat" });
+    expect(strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "monolith", aud: "chat" }, secret))).toBe(5);
+    refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "elsewhere", aud: "chat" }, secret)));
+    refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "monolith", aud: "other" }, secret)));
+    refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute() }, secret)));
+  });
+
+  it("verifies RS256 and ES256 with a public key, and refuses the HS256-with-public-key confusion", () => {
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const rsaPem = rsa.publicKey.export({ type: "spki", format: "pem" }).toString();
+    const rs = createAccessTokenVerifier({ key: { kind: "public-key", pem: rsaPem } });
+    expect(rs(jwt.sign({ sub: "7", exp: inAMinute() }, rsa.privateKey, { algorithm: "RS256" }))).toBe(7);
+    // The classic attack: an HS256 token "signed" with the public key as the secret.
+    const confused = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: "7", exp: inAMinute() })}`;
+    const forged = `${confused}.${createHmac("sha256", rsaPem).update(confused).digest("base64url")}`;
+    refusal(() => rs(forged));
+
+    const ec = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const es = createAccessTokenVerifier({
+      key: { kind: "public-key", pem: ec.publicKey.export({ type: "spki", format: "pem" }).toString() },
+    });
+    expect(es(jwt.sign({ sub: "8", exp: inAMinute() }, ec.privateKey, { algorithm: "ES256" }))).toBe(8);
+    refusal(() => es(jwt.sign({ sub: "8", exp: inAMinute() }, rsa.privateKey, { algorithm: "RS256" })));
+  });
+
+  it("takes the token from the Bearer header, else from the access_token cookie", () => {
+    expect(accessTokenFrom("Bearer abc.def.ghi", undefined)).toBe("abc.def.ghi");
+    expect(accessTokenFrom(undefined, "theme=dark; access_token=xyz.1.2; other=1")).toBe("xyz.1.2");
+    expect(accessTokenFrom("Basic Zm9vOmJhcg==", "access_token=c.o.o")).toBe("c.o.o");
+    expect(accessTokenFrom(undefined, "access_tokenx=1")).toBeUndefined();
+    expect(accessTokenFrom(undefined, undefined)).toBeUndefined();
+  });
+});
+
+describe("ws-tokens", () => {
+  const fresh = () => createWsTokens({ secret: wsSecret, ttlSeconds: 60, replay: createMemoryReplayStore() });
+
+  it("are single-use", async () => {
+    const tokens = fresh();
+    const { token, expiresIn } = tokens.issue(9);
+    expect(expiresIn).toBe(60);
+    expect(await tokens.redeem(token)).toBe(9);
+    await expect(tokens.redeem(token)).rejects.toThrow(/already used/);
+  });
+
+  it("each have their own id", async () => {
+    const tokens = fresh();
+    const ids = new Set(Array.from({ length: 20 }, () => (jwt.decode(tokens.issue(1).token) as jwt.JwtPayload).jti));
+    expect(ids.size).toBe(20);
+  });
+
+  it("are not access tokens, and access tokens are not ws-tokens", async () => {
+    const tokens = fresh();
+    const { token } = tokens.issue(3);
+    // Even a verifier that (wrongly) shared the ws secret refuses a ws-token as an access token.
+    const sharing = createAccessTokenVerifier({ key: { kind: "secret", secret: wsSecret } });
+    expect(refusal(() => sharing(token))).toMatch(/ws-token/);
+    const access = jwt.sign({ sub: "3", exp: inAMinute() }, wsSecret);
+    await expect(tokens.redeem(access)).rejects.toBeInstanceOf(AuthError);
+  });
+
+  it("refuse an expired token, a wrong audience and a forged one", async () => {
+    const tokens = fresh();
+    const claims = { sub: "4", token_use: "ws", jti: "j-1" };
+    const expired = jwt.sign({ ...claims, exp: Math.floor(Date.now() / 1000) - 5 }, wsSecret, {
+      audience: WS_TOKEN_AUDIENCE,
+      issuer: WS_TOKEN_ISSUER,
+    });
+    await expect(tokens.redeem(expired)).rejects.toThrow(/expired/);
+    const wrongAudience = jwt.sign(claims, wsSecret, { audience: "elsewhere", issuer: WS_TOKEN_ISSUER, expiresIn: 60 });
+    await expect(tokens.redeem(wrongAudience)).rejects.toBeInstanceOf(AuthError);
+    const forged = jwt.sign(claims, "not-the-ws-secret-but-long-enough-000000", {
+      audience: WS_TOKEN_AUDIENCE,
+      issuer: WS_TOKEN_ISSUER,
+      expiresIn: 60,
+    });
+    await expect(tokens.redeem(forged)).rejects.toBeInstanceOf(AuthError);
+  });
+});
+
+const redisUrl = process.env.REDIS_URL;
+if (!redisUrl && process.env.CI) throw new Error("CI must set REDIS_URL: the shared replay store is tested on Redis");
+
+describe.runIf(redisUrl)("the Redis replay store", () => {
+  const prefix = `lc-test:${process.pid}:${Date.now()}:`;
+  const clients = [new Redis(redisUrl ?? ""), new Redis(redisUrl ?? "")];
+  afterAll(async () => {
+    const keys = await clients[0]!.keys(`${prefix}*`);
+    if (keys.length > 0) await clients[0]!.del(...keys);
+    await Promise.all(clients.map((c) => c.quit()));
+  });
+
+  it("refuses at one gateway a token used at another, and only one of two racing gateways wins", async () => {
+    const [a, b] = clients.map((redis) =>
+      createWsTokens({ secret: wsSecret, ttlSeconds: 60, replay: createRedisReplayStore(redis, prefix) }),
+    );
+    const { token } = a!.issue(11);
+    expect(await a!.redeem(token)).toBe(11);
+    await expect(b!.redeem(token)).rejects.toThrow(/already used/);
+
+    const raced = a!.issue(12).token;
+    const outcomes = await Promise.allSettled([a!.redeem(raced), b!.redeem(raced), a!.redeem(raced), b!.redeem(raced)]);
+    expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(1);
+    const ttl = await clients[0]!.pttl(`${prefix}ws-token:${(jwt.decode(raced) as jwt.JwtPayload).jti}`);
+    expect(ttl).toBeGreaterThan(50_000);
+    expect(ttl).toBeLessThanOrEqual(66_000);
+  });
+});
