@@ -155,32 +155,38 @@ if (!stopping) {
   const tokenHeader = ownToken
     ? `-H "X-Internal-Token: $INTERNAL_TOKEN"`
     : `-H 'X-Internal-Token: ${DevDefaults.internalToken}'`;
-  const wsToken = ownToken ? "process.env.INTERNAL_TOKEN" : `'${DevDefaults.internalToken}'`;
-  const wsUrl = `${chatUrl.replace(/^http/, "ws")}/ws/chat`;
-  const as = (user: number) => `${tokenHeader} -H 'X-User-Id: ${user}'`;
+  const wsUrl = `${gatewayUrl.replace(/^http/, "ws")}/ws/chat`;
   const json = "-H 'Content-Type: application/json'";
+  const field = (name: string) => `node -p 'JSON.parse(require("fs").readFileSync(0)).${name}'`;
+  const devToken = (user: number) =>
+    `$(curl -s -X POST ${gatewayUrl}/api/dev/token ${json} -d '{"user_id":${user}}' | ${field("access_token")})`;
+  const devAuth = (env.DEV_AUTH ?? "1") === "1";
   const lines = [
     "",
     paint(1, "listings-chat is running"),
-    `  chat service  ${chatUrl}   internal: every call needs X-Internal-Token and X-User-Id`,
-    `  gateway       ${gatewayUrl}   PLACEHOLDER: /health and /ready only, 501 for the rest until its own issue`,
+    `  gateway       ${gatewayUrl}   the public entry: /api/v1/…, /api/v2/ws-token, /ws/chat, /api/docs`,
+    `  chat service  ${chatUrl}   internal: reached through the gateway only`,
     `  stats         curl -s ${chatUrl}/internal/chat/ws/stats ${tokenHeader}; echo`,
     "",
-    paint(1, "Try it from the repo root") +
-      " (the gateway is a placeholder, so these talk to listings-chat directly, as the gateway will):",
-    ...(ownToken ? ["", "  # INTERNAL_TOKEN was set for npm start: export the same value in this shell first"] : []),
-    "",
-    "  # 1. user 1 opens a chat with seller 7 about listing 42 (201 new, 200 the existing one) and keeps its id",
-    `  CHAT_ID=$(curl -s -X POST ${chatUrl}/api/v1/chats ${as(1)} ${json} -d '{"listing_id":42,"seller_id":7}' | tee /dev/stderr | node -p 'JSON.parse(require("fs").readFileSync(0)).id'); echo`,
-    "  # 2. user 1 sends a message",
-    `  curl -s -X POST ${chatUrl}/api/v1/chats/$CHAT_ID/messages ${as(1)} ${json} -d '{"content":"Hi! Is it still available?"}'; echo`,
-    "  # 3. seller 7 lists their chats (last_message, unread_count)",
-    `  curl -s ${chatUrl}/api/v1/chats ${as(7)}; echo`,
-    "  # 4. seller 7 polls the events (the WebSocket's fallback)",
-    `  curl -s '${chatUrl}/api/v1/events?after=0' ${as(7)}; echo`,
-    "  # 5. seller 7 on the WebSocket (Ctrl+C to leave); run step 2 in another terminal to see new_message",
-    `  node -e "const W=require('ws');const w=new W('${wsUrl}',{headers:{'x-internal-token':${wsToken},'x-user-id':'7'}});w.on('message',m=>console.log(String(m)))"`,
-    "",
+    ...(devAuth
+      ? [
+          paint(1, "Try it") + " (paste into a shell at the repo root; dev tokens stand in for the monolith's):",
+          "",
+          "  # 1. access tokens for a buyer (user 1) and a seller (user 7)",
+          `  BUYER=${devToken(1)}; SELLER=${devToken(7)}`,
+          "  # 2. the buyer opens a chat about listing 42 (201 new, 200 the existing one)",
+          `  CHAT_ID=$(curl -s -X POST ${gatewayUrl}/api/v1/chats -H "Authorization: Bearer $BUYER" ${json} -d '{"listing_id":42,"seller_id":7}' | tee /dev/stderr | ${field("id")}); echo`,
+          "  # 3. the seller connects: a single-use ws-token, then the WebSocket (in the background, printing frames)",
+          `  WS_TOKEN=$(curl -s -X POST ${gatewayUrl}/api/v2/ws-token -H "Authorization: Bearer $SELLER" | ${field("token")})`,
+          `  node -e "new (require('ws'))('${wsUrl}?token='+process.argv[1]).on('message',m=>console.log('seller got',String(m)))" "$WS_TOKEN" &`,
+          "  # 4. the buyer writes: the seller's socket prints new_message",
+          `  sleep 1; curl -s -X POST ${gatewayUrl}/api/v1/chats/$CHAT_ID/messages -H "Authorization: Bearer $BUYER" ${json} -d '{"content":"Hi! Is it still available?","client_msg_id":"demo-1"}'; echo`,
+          "  # 5. the seller's chats (last_message, unread_count) and the polling fallback; then stop the socket",
+          `  curl -s ${gatewayUrl}/api/v1/chats -H "Authorization: Bearer $SELLER"; echo`,
+          `  curl -s '${gatewayUrl}/api/v1/events?after=0' -H "Authorization: Bearer $SELLER"; echo; kill %1`,
+          "",
+        ]
+      : ["  DEV_AUTH is off: get access tokens from the monolith (see README)", ""]),
   ];
   console.log(lines.join("\n"));
 }
