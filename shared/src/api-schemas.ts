@@ -44,7 +44,12 @@ export const chatSchema = z
   .meta({ id: "Chat" });
 
 export const chatSummarySchema = chatSchema
-  .extend({ last_message: messageSchema.nullable(), unread_count: count })
+  .extend({
+    // Same as `messageSchema.nullable()` to zod, but generators turn `.nullable()` of a named schema into a
+    // nullable component or an unsatisfiable `allOf`; the union is emitted as `anyOf: [$ref, null]`.
+    last_message: z.union([messageSchema, z.null()]),
+    unread_count: count,
+  })
   .meta({ id: "ChatSummary", description: "A chat as `GET /api/v1/chats` lists it." });
 
 const messageEventFields = { event_id: id, chat_id: id, message: messageSchema };
@@ -102,7 +107,9 @@ export const wsTokenResponseSchema = z
   })
   .meta({ id: "WsTokenResponse" });
 
-export const devTokenRequestSchema = z.object({ user_id: id }).meta({ id: "DevTokenRequest" });
+export const devTokenRequestSchema = z
+  .object({ user_id: id.max(Number.MAX_SAFE_INTEGER) })
+  .meta({ id: "DevTokenRequest" });
 export const devTokenResponseSchema = z
   .object({ access_token: z.string().meta({ description: "a JWT for `Authorization: Bearer`" }) })
   .meta({ id: "DevTokenResponse" });

@@ -6,6 +6,7 @@ import { type AccessTokenVerifier, accessTokenFrom } from "./auth/access-token.t
 import { AuthError } from "./auth/errors.ts";
 import type { WsTokens } from "./auth/ws-token.ts";
 import { devTokenBody } from "./dev/dev-token.ts";
+import { createDocsRoutes } from "./docs/openapi.ts";
 import { WS_PATH } from "./proxy/ws-upgrade.ts";
 
 export interface GatewayAppParts {
@@ -19,8 +20,6 @@ export interface GatewayAppParts {
   signDevToken?: (userId: number) => string;
   metrics: Registry;
   checkInternalToken: (presented: string | undefined) => boolean;
-  /** Extra routes mounted at the root (the OpenAPI document). */
-  extraRoutes?: Hono;
   log?: Logger;
   /** How long `/ready` waits for an upstream's `/health` (default 1 s). */
   readyTimeoutMs?: number;
@@ -149,7 +148,8 @@ export function createGatewayApp(parts: GatewayAppParts) {
     });
   }
 
-  if (parts.extraRoutes) app.route("/", parts.extraRoutes);
+  // The API description is public: no access token needed to read it.
+  app.route("/", createDocsRoutes({ devAuth: parts.signDevToken !== undefined }));
 
   app.notFound((c) => c.json(errorBody(ErrorCode.notFound, `no route for ${c.req.method} ${c.req.path}`), 404));
 

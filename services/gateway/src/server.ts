@@ -2,7 +2,6 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
-import type { Hono } from "hono";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { createGatewayApp } from "./app.ts";
@@ -33,7 +32,7 @@ function internalTokenCheck(expected: string) {
 }
 
 /** Builds the gateway from its configuration and starts listening. */
-export async function startGateway(config: GatewayConfig, log: Logger, extraRoutes?: Hono): Promise<Gateway> {
+export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
   const redis = config.redis ? new Redis(config.redis.url, { maxRetriesPerRequest: 2 }) : undefined;
   redis?.on("error", (error) => log.warn({ err: error }, "redis connection error"));
   const replay =
@@ -66,7 +65,6 @@ export async function startGateway(config: GatewayConfig, log: Logger, extraRout
         : undefined,
     metrics: createGatewayMetrics(ws.counters, ws.openPipes),
     checkInternalToken: internalTokenCheck(config.internalToken),
-    extraRoutes,
     log,
     isShuttingDown: () => draining,
   });

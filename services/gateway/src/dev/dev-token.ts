@@ -1,8 +1,9 @@
 import { createSecretKey } from "node:crypto";
+import { devTokenRequestSchema } from "@listings-chat/shared";
 import jwt from "jsonwebtoken";
-import { z } from "zod";
 
-export const devTokenBody = z.object({ user_id: z.number().int().positive().max(Number.MAX_SAFE_INTEGER) });
+/** The body of POST /api/dev/token, shared with the OpenAPI document. */
+export const devTokenBody = devTokenRequestSchema;
 
 export interface DevTokenOptions {
   secret: string;

@@ -28,9 +28,13 @@ import {
 } from "@listings-chat/shared";
 import { Hono } from "hono";
 import { z } from "zod";
+import gatewayPackage from "../../package.json" with { type: "json" };
 
 export interface OpenApiOptions {
-  /** `DEV_AUTH=1`: the document also has `POST /api/dev/token` and the demo page `GET /`. */
+  /**
+   * Whether the gateway serves `POST /api/dev/token` (DEV_AUTH=1 with an HS256 secret: the condition under
+   * which `server.ts` passes `signDevToken`).
+   */
   devAuth: boolean;
 }
 
@@ -83,15 +87,15 @@ const ok = (description: string, schema: z.ZodType): ResponseConfig => ({ descri
 /** Answers every forwarded `/api/v1` route may give besides its own. */
 const forwardedErrors: Record<string, ResponseConfig> = {
   401: error("no valid access token (code `unauthorized`)"),
-  502: error("the chat instance failed"),
-  504: error("the chat instance did not answer in time"),
+  502: error("the chat instance failed or none is reachable (`upstream_failed`, `upstream_unavailable`)"),
+  504: error("the chat instance did not answer in time (`upstream_timeout`)"),
 };
 const badRequest = error("validation failed (`validation_failed`, `bad_json`)");
 const notParticipant = error("not found, or the caller is not a participant (the two are not told apart)");
 const storageUnavailable = error("the message store is unavailable (`storage_unavailable`); retry shortly");
 
 /** Either credential of CONTRACT §2 will do. */
-const accessTokenSecurity = [{ bearerAuth: [] }, { cookieAuth: [] }];
+const accessTokenSecurity: Record<string, string[]>[] = [{ bearerAuth: [] }, { cookieAuth: [] }];
 
 export function buildOpenApiDocument(options: OpenApiOptions): object {
   const registry = new OpenAPIRegistry();
@@ -112,6 +116,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   for (const method of ["post", "get"] as const) {
     registry.registerPath({
       method,
+      operationId: method === "post" ? "createWsToken" : "getWsToken",
       path: "/api/v2/ws-token",
       tags: ["websocket"],
       summary: "A short-lived, single-use ws-token for GET /ws/chat",
@@ -130,6 +135,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "get",
     path: "/ws/chat",
+    operationId: "openWebSocket",
     tags: ["websocket"],
     summary: "WebSocket upgrade: a two-way pipe to a chat instance",
     description:
@@ -149,15 +155,23 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     },
     responses: {
       101: { description: "Switching Protocols: the WebSocket is open" },
+      400: error("`after` is not a non-negative integer (`validation_failed`)"),
       401: error("missing, bad, expired or already used ws-token (an access token is not a ws-token)"),
-      429: error("too many connections for this user"),
-      503: error("no chat instance reachable"),
+      429: error("too many open connections for this user (`rate_limited`)"),
+      503: {
+        description:
+          "no chat instance reachable (`upstream_unavailable`), the gateway is shutting down (`shutting_down`), " +
+          "or the ws-token could not be checked (`token_store_unavailable`)",
+        headers: z.object({ "Retry-After": z.number().int().positive().optional().meta({ description: "seconds" }) }),
+        content: json(errorBodySchema),
+      },
     },
   });
 
   registry.registerPath({
     method: "post",
     path: "/api/v1/chats",
+    operationId: "openChat",
     tags: ["chats"],
     summary: "Open the chat of (listing, buyer = caller, seller), or get the existing one",
     security: accessTokenSecurity,
@@ -174,6 +188,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "get",
     path: "/api/v1/chats",
+    operationId: "listChats",
     tags: ["chats"],
     summary: "My chats, newest activity first, each with last_message and unread_count",
     security: accessTokenSecurity,
@@ -189,6 +204,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "get",
     path: "/api/v1/chats/unread",
+    operationId: "getUnreadCounts",
     tags: ["chats"],
     summary: "Unread counts: the header badge",
     security: accessTokenSecurity,
@@ -202,6 +218,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "get",
     path: "/api/v1/chats/{id}/messages",
+    operationId: "listMessages",
     tags: ["messages"],
     summary: "A page of a chat's messages, newest first",
     security: accessTokenSecurity,
@@ -224,6 +241,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "post",
     path: "/api/v1/chats/{id}/messages",
+    operationId: "sendMessage",
     tags: ["messages"],
     summary: "Send a message",
     description:
@@ -250,6 +268,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "post",
     path: "/api/v1/chats/{id}/read",
+    operationId: "markRead",
     tags: ["chats"],
     summary: "Mark everything up to a message read for the caller (emits message_read)",
     security: accessTokenSecurity,
@@ -266,6 +285,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "patch",
     path: "/api/v1/messages/{id}",
+    operationId: "editMessage",
     tags: ["messages"],
     summary: "Edit a message (sender only; emits message_edited)",
     security: accessTokenSecurity,
@@ -284,6 +304,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "delete",
     path: "/api/v1/messages/{id}",
+    operationId: "deleteMessage",
     tags: ["messages"],
     summary: "Delete a message (sender only; soft delete, emits message_deleted)",
     security: accessTokenSecurity,
@@ -301,6 +322,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "get",
     path: "/api/v1/events",
+    operationId: "listEvents",
     tags: ["events"],
     summary: "The polling fallback: the same events, in the same order, as the WebSocket delivers",
     description: "Without `after`: no events and the current `last_event_id`.",
@@ -322,6 +344,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "get",
     path: "/health",
+    operationId: "health",
     tags: ["ops"],
     summary: "Liveness",
     security: [],
@@ -331,6 +354,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "get",
     path: "/ready",
+    operationId: "ready",
     tags: ["ops"],
     summary: "Readiness: at least one chat instance answers",
     security: [],
@@ -343,6 +367,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   registry.registerPath({
     method: "get",
     path: "/api/docs",
+    operationId: "getOpenApiDocument",
     tags: ["ops"],
     summary: "This document (OpenAPI 3.1, JSON)",
     security: [],
@@ -353,22 +378,19 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     registry.registerPath({
       method: "post",
       path: "/api/dev/token",
+      operationId: "createDevToken",
       tags: ["development"],
       summary: "An access token for any user, without the monolith (only with DEV_AUTH=1)",
       security: [],
       request: { body: { required: true, content: json(devTokenRequestSchema) } },
       responses: {
-        200: ok("the access token", devTokenResponseSchema),
-        400: badRequest,
+        200: {
+          description: "the access token",
+          headers: z.object({ "Cache-Control": z.literal("no-store") }),
+          content: json(devTokenResponseSchema),
+        },
+        400: error('not {"user_id": <positive integer>} (`validation_failed`)'),
       },
-    });
-    registry.registerPath({
-      method: "get",
-      path: "/",
-      tags: ["development"],
-      summary: "The demo chat page (only with DEV_AUTH=1)",
-      security: [],
-      responses: { 200: { description: "the page", content: { "text/html": { schema: { type: "string" } } } } },
     });
   }
 
@@ -376,7 +398,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     openapi: "3.1.0",
     info: {
       title: "listings-chat gateway",
-      version: "0.1.0",
+      version: gatewayPackage.version,
       description:
         "The public HTTP API of the gateway (CONTRACT §2–§4). `/api/v1` is forwarded to a chat instance once " +
         'the access token is verified. Every error has the body `{"error": {"code", "message"}}`. ' +
@@ -393,7 +415,10 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
   });
 }
 
-/** `GET /api/docs` → the document as JSON; built once, here. Mount with `app.route("/", createDocsRoutes(...))`. */
+/**
+ * `GET /api/docs` → the document as JSON; built once, here. Pass it to the app as `extraRoutes`
+ * (`startGateway(config, log, createDocsRoutes(...))`), or mount it with `app.route("/", createDocsRoutes(...))`.
+ */
 export function createDocsRoutes(options: OpenApiOptions) {
   const document = buildOpenApiDocument(options);
   return new Hono().get("/api/docs", (c) => c.json(document));
