@@ -1,16 +1,13 @@
-import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
+import { DevDefaults } from "@listings-chat/shared";
+import {
+  ConfigError,
+  parseEnv,
+  portNumber,
+  requireSecret,
+  urlWithProtocol,
+  wholeNumber,
+} from "@listings-chat/shared/node";
 import { z } from "zod";
-
-/**
- * A TCP port, digits only: an empty value (`GATEWAY_PORT=` in an .env file) is refused instead of becoming
- * port 0, a random port nobody knows; `0x10` or `1e3` are refused too.
- */
-const port = z
-  .string()
-  .trim()
-  .regex(/^\d{1,5}$/, "must be a port number from 0 to 65535")
-  .transform(Number)
-  .refine((n) => n <= 65535, "must be a port number from 0 to 65535");
 
 /** `CHAT_UPSTREAMS`: comma-separated http(s) base URLs, at least one; trailing slashes are dropped. */
 const upstreams = z.string().transform((value, ctx) => {
@@ -39,32 +36,15 @@ const upstreams = z.string().transform((value, ctx) => {
   return urls;
 });
 
-/** A whole number in digits, from `min` to `max`. */
-const whole = (min: number, max: number) =>
-  z
-    .string()
-    .trim()
-    .regex(/^\d{1,9}$/, `must be a whole number from ${min} to ${max}`)
-    .transform(Number)
-    .refine((n) => n >= min && n <= max, `must be a whole number from ${min} to ${max}`);
-
 /** A PEM public key; `\n` escapes are accepted so that it fits in one environment line. */
 const pem = z
   .string()
   .transform((v) => v.replace(/\\n/g, "\n"))
   .refine((v) => v.includes("-----BEGIN PUBLIC KEY-----"), "must be a PEM public key (-----BEGIN PUBLIC KEY-----)");
 
-const redisUrl = z.string().refine((v) => {
-  try {
-    return ["redis:", "rediss:"].includes(new URL(v).protocol);
-  } catch {
-    return false;
-  }
-}, "must be a redis:// or rediss:// URL");
-
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
-  GATEWAY_PORT: port.default(3000),
+  GATEWAY_PORT: portNumber.default(3000),
   GATEWAY_HOST: z.string().min(1).default("0.0.0.0"),
   CHAT_UPSTREAMS: upstreams.default(["http://127.0.0.1:8086"]),
   INTERNAL_TOKEN: z.string().min(1).optional(),
@@ -73,13 +53,13 @@ const schema = z.object({
   JWT_ISSUER: z.string().min(1).optional(),
   JWT_AUDIENCE: z.string().min(1).optional(),
   WS_TOKEN_SECRET: z.string().min(1).optional(),
-  WS_TOKEN_TTL_SECONDS: whole(5, 3600).default(60),
-  REDIS_URL: redisUrl.optional(),
+  WS_TOKEN_TTL_SECONDS: wholeNumber(5, 3600).default(60),
+  REDIS_URL: urlWithProtocol(["redis:", "rediss:"]).optional(),
   REDIS_KEY_PREFIX: z.string().default("listings-chat:"),
-  MAX_SOCKETS_PER_USER: whole(1, 1000).default(10),
-  UPSTREAM_CONNECT_TIMEOUT_MS: whole(50, 60_000).default(2_000),
-  UPSTREAM_REQUEST_TIMEOUT_MS: whole(100, 120_000).default(10_000),
-  SHUTDOWN_DRAIN_MS: whole(0, 60_000).default(8_000),
+  MAX_SOCKETS_PER_USER: wholeNumber(1, 1000).default(10),
+  UPSTREAM_CONNECT_TIMEOUT_MS: wholeNumber(50, 60_000).default(2_000),
+  UPSTREAM_REQUEST_TIMEOUT_MS: wholeNumber(100, 120_000).default(10_000),
+  SHUTDOWN_DRAIN_MS: wholeNumber(0, 60_000).default(8_000),
   DEV_AUTH: z.enum(["0", "1"]).default("0"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
@@ -107,54 +87,28 @@ export interface GatewayConfig {
   warnings: string[];
 }
 
-/** A variable that stops start-up; its message is the one line to print. */
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
-const weak = (value: string, devDefault: string) => value.length < MIN_SECRET_LENGTH || value === devDefault;
+export { ConfigError };
 
 /** Reads and checks the gateway's variables once; the only reader of the environment. */
 export function loadGatewayConfig(env: Record<string, string | undefined>): GatewayConfig {
-  const parsed = schema.safeParse(env);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new ConfigError(`invalid ${String(issue?.path[0] ?? "variable")}: ${issue?.message ?? "bad value"}`);
-  }
-  const v = parsed.data;
+  const v = parseEnv(schema, env);
   const production = v.NODE_ENV === "production";
   const warnings: string[] = [];
   if (v.JWT_SECRET && v.JWT_PUBLIC_KEY) {
     throw new ConfigError("set JWT_SECRET or JWT_PUBLIC_KEY, not both: the algorithm is pinned by which one is set");
   }
-  if (production) {
-    if (!v.INTERNAL_TOKEN) throw new ConfigError("INTERNAL_TOKEN is required in production");
-    if (weak(v.INTERNAL_TOKEN, DevDefaults.internalToken)) {
-      throw new ConfigError(`INTERNAL_TOKEN is too weak: use at least ${MIN_SECRET_LENGTH} random characters`);
-    }
-    if (!v.JWT_SECRET && !v.JWT_PUBLIC_KEY) {
-      throw new ConfigError("JWT_SECRET or JWT_PUBLIC_KEY is required in production");
-    }
-    if (v.JWT_SECRET && weak(v.JWT_SECRET, DevDefaults.jwtSecret)) {
-      throw new ConfigError(`JWT_SECRET is too weak: use at least ${MIN_SECRET_LENGTH} random characters`);
-    }
-    if (!v.WS_TOKEN_SECRET) throw new ConfigError("WS_TOKEN_SECRET is required in production");
-    if (weak(v.WS_TOKEN_SECRET, DevDefaults.wsTokenSecret)) {
-      throw new ConfigError(`WS_TOKEN_SECRET is too weak: use at least ${MIN_SECRET_LENGTH} random characters`);
-    }
-    if (v.DEV_AUTH === "1") throw new ConfigError("DEV_AUTH=1 is refused when NODE_ENV=production");
-  } else {
-    if (!v.INTERNAL_TOKEN)
-      warnings.push("INTERNAL_TOKEN is not set: using the development default. Never do this in production.");
-    if (!v.JWT_SECRET && !v.JWT_PUBLIC_KEY)
-      warnings.push("JWT_SECRET is not set: using the development default. Never do this in production.");
-    if (!v.WS_TOKEN_SECRET)
-      warnings.push("WS_TOKEN_SECRET is not set: using the development default. Never do this in production.");
+  if (production && v.DEV_AUTH === "1") throw new ConfigError("DEV_AUTH=1 is refused when NODE_ENV=production");
+  const secret = (name: string, value: string | undefined, devDefault: string) =>
+    requireSecret({ name, value, devDefault, production, warnings });
+  const internalToken = secret("INTERNAL_TOKEN", v.INTERNAL_TOKEN, DevDefaults.internalToken);
+  if (production && !v.JWT_SECRET && !v.JWT_PUBLIC_KEY) {
+    throw new ConfigError("JWT_SECRET or JWT_PUBLIC_KEY is required in production");
   }
+  const jwtSecret = v.JWT_PUBLIC_KEY ? undefined : secret("JWT_SECRET", v.JWT_SECRET, DevDefaults.jwtSecret);
+  const wsSecret = secret("WS_TOKEN_SECRET", v.WS_TOKEN_SECRET, DevDefaults.wsTokenSecret);
   const key: AccessTokenKey = v.JWT_PUBLIC_KEY
     ? { kind: "public-key", pem: v.JWT_PUBLIC_KEY }
-    : { kind: "secret", secret: v.JWT_SECRET ?? DevDefaults.jwtSecret };
-  const wsSecret = v.WS_TOKEN_SECRET ?? DevDefaults.wsTokenSecret;
+    : { kind: "secret", secret: jwtSecret ?? DevDefaults.jwtSecret };
   if (key.kind === "secret" && key.secret === wsSecret) {
     throw new ConfigError(
       "WS_TOKEN_SECRET must differ from JWT_SECRET: a ws-token must never pass for an access token",
@@ -170,7 +124,7 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     port: v.GATEWAY_PORT,
     host: v.GATEWAY_HOST,
     chatUpstreams: v.CHAT_UPSTREAMS,
-    internalToken: v.INTERNAL_TOKEN ?? DevDefaults.internalToken,
+    internalToken,
     accessTokens: { key, issuer: v.JWT_ISSUER, audience: v.JWT_AUDIENCE },
     wsTokens: { secret: wsSecret, ttlSeconds: v.WS_TOKEN_TTL_SECONDS },
     redis: v.REDIS_URL ? { url: v.REDIS_URL, keyPrefix: v.REDIS_KEY_PREFIX } : undefined,

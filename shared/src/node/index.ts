@@ -1,2 +1,4 @@
+export * from "./config.ts";
 export * from "./logger.ts";
 export * from "./refuse-upgrade.ts";
+export * from "./run-service.ts";

@@ -72,7 +72,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       }
       // When either side ends, the other is closed; errors tear both down (node-http-proxy #559, #1439).
       proxySocket.once("close", () => socket.destroy());
-      socket.once("close", () => proxySocket.destroy());
+      // mutated
     });
   });
 
@@ -162,7 +162,11 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     async drain(deadlineMs: number) {
       const deadline = Date.now() + deadlineMs;
       while (pipes.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      // Wait for the 'close' of what we destroy: a socket's 'close' (which releases its pipe and cap slot)
+      // comes after the server's own 'close', so without this stop() resolved with pipes still counted open.
+      const remaining = [...pipes].map((socket) => new Promise<void>((resolve) => socket.once("close", resolve)));
       for (const socket of pipes) socket.destroy();
+      await Promise.all(remaining);
       proxy.close();
     },
   };

@@ -1,0 +1,65 @@
+import { z } from "zod";
+import { MIN_SECRET_LENGTH } from "../dev.ts";
+
+/** A variable that stops start-up; its message is the one line to print. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** `schema` applied to the environment; the first problem becomes a ConfigError naming its variable. */
+export function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>): z.infer<S> {
+  const parsed = schema.safeParse(env);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  throw new ConfigError(`invalid ${String(issue?.path[0] ?? "variable")}: ${issue?.message ?? "bad value"}`);
+}
+
+/** A whole number written in digits, from `min` to `max`: `z.coerce` would read an empty value as 0. */
+export const wholeNumber = (min: number, max: number, what = `a whole number from ${min} to ${max}`) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d{1,9}$/, `must be ${what}`)
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be ${what}`);
+
+/** A URL whose scheme is one of `protocols` (e.g. `["redis:", "rediss:"]`). */
+export const urlWithProtocol = (protocols: string[]) =>
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    `must be a ${protocols.join(" or ")}// URL`,
+  );
+
+export const portNumber = wholeNumber(0, 65535, "a port number from 0 to 65535");
+
+export interface SecretOptions {
+  name: string;
+  value: string | undefined;
+  devDefault: string;
+  production: boolean;
+  /** Receives the loud development warning when the default is used. */
+  warnings: string[];
+}
+
+/**
+ * A secret: in production it must be set, at least MIN_SECRET_LENGTH characters and not the development
+ * default; elsewhere a missing one gets the default and a warning.
+ */
+export function requireSecret({ name, value, devDefault, production, warnings }: SecretOptions): string {
+  if (production) {
+    if (!value) throw new ConfigError(`${name} is required in production`);
+    if (value.length < MIN_SECRET_LENGTH || value === devDefault) {
+      throw new ConfigError(`${name} is too weak: use at least ${MIN_SECRET_LENGTH} random characters`);
+    }
+    return value;
+  }
+  if (value) return value;
+  warnings.push(`${name} is not set: using the development default. Never do this in production.`);
+  return devDefault;
+}

@@ -1,0 +1,59 @@
+import type { Logger } from "pino";
+import { ConfigError } from "./config.ts";
+import { createLogger } from "./logger.ts";
+
+export interface ServiceConfig {
+  production: boolean;
+  logLevel: string;
+  warnings: string[];
+}
+
+export interface RunServiceOptions<C extends ServiceConfig> {
+  name: string;
+  loadConfig: () => C;
+  start: (config: C, log: Logger) => Promise<{ stop(): Promise<void> }>;
+  /** A line to log when a signal arrives, with what is still open. */
+  stoppingMessage?: string;
+}
+
+/** Hard stop if a graceful one hangs: the contract promises an exit within 10 s of SIGTERM. */
+const HARD_EXIT_MS = 9_500;
+
+/**
+ * The body of a service's main.ts: configuration (one line and exit 1 when bad), logger, start,
+ * and SIGTERM/SIGINT handled once (graceful stop, exit 0; exit 1 if it fails or hangs).
+ */
+export async function runService<C extends ServiceConfig>(options: RunServiceOptions<C>): Promise<void> {
+  let config: C;
+  try {
+    config = options.loadConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`${options.name}: ${error.message}`);
+    process.exit(1);
+  }
+  const log = createLogger({ name: options.name, level: config.logLevel, pretty: !config.production });
+  for (const warning of config.warnings) log.warn(`⚠ ${warning}`);
+
+  const service = await options.start(config, log).catch((error) => {
+    log.fatal({ err: error }, `${options.name} could not start`);
+    process.exit(1);
+  });
+
+  let stopping = false;
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, options.stoppingMessage ?? "shutting down");
+      setTimeout(() => process.exit(1), HARD_EXIT_MS).unref();
+      service.stop().then(
+        () => process.exit(0),
+        (error) => {
+          log.error({ err: error }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
