@@ -12,6 +12,7 @@ import { createDevTokenSigner } from "./dev/dev-token.ts";
 import type { GatewayConfig } from "./env.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import { createRestForwarder } from "./proxy/rest-forward.ts";
+import { createMemorySocketCaps, createRedisSocketCaps } from "./proxy/socket-caps.ts";
 import { createUpstreams } from "./proxy/upstreams.ts";
 import { createWsUpgrade } from "./proxy/ws-upgrade.ts";
 
@@ -48,6 +49,10 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     wsTokens,
     upstreams,
     internalToken: config.internalToken,
+    caps:
+      redis && config.redis
+        ? createRedisSocketCaps({ redis, keyPrefix: config.redis.keyPrefix, maxPerUser: config.maxSocketsPerUser })
+        : createMemorySocketCaps(config.maxSocketsPerUser),
     maxSocketsPerUser: config.maxSocketsPerUser,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
     isDraining: () => draining,
@@ -82,10 +87,10 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     server,
     openPipes: ws.openPipes,
     async stop() {
+      // Still listening while pipes drain: new upgrades get 503 and /ready says 503, so balancers move on.
       draining = true;
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
       await ws.drain(config.shutdownDrainMs);
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
       await closed;
       await upstreams.close();

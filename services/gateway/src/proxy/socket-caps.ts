@@ -1,19 +1,88 @@
-/** Open WebSocket pipes per user at this gateway, with a cap (CONTRACT §3: 429 over it). */
-export function createSocketCaps(maxPerUser: number) {
+import { randomUUID } from "node:crypto";
+import type { Redis } from "ioredis";
+
+/** Open WebSocket pipes per user, with a cap (CONTRACT §3: 429 over it). */
+export interface SocketCaps {
+  /** Reserves a slot for `userId`: a function that gives it back, or undefined when the user is at the cap. */
+  tryAcquire(userId: number): Promise<(() => void) | undefined>;
+  close(): void;
+}
+
+/** Counts the pipes of this gateway only. */
+export function createMemorySocketCaps(maxPerUser: number): SocketCaps {
   const open = new Map<number, number>();
   return {
-    /** Reserves a slot for `userId`; false when the user already has `maxPerUser` sockets. */
-    tryAcquire(userId: number): boolean {
+    async tryAcquire(userId) {
       const n = open.get(userId) ?? 0;
-      if (n >= maxPerUser) return false;
+      if (n >= maxPerUser) return undefined;
       open.set(userId, n + 1);
-      return true;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        const left = (open.get(userId) ?? 1) - 1;
+        if (left <= 0) open.delete(userId);
+        else open.set(userId, left);
+      };
     },
-    release(userId: number): void {
-      const n = open.get(userId) ?? 0;
-      if (n <= 1) open.delete(userId);
-      else open.set(userId, n - 1);
+    close() {},
+  };
+}
+
+// Drops expired claims, then adds this one only if the user is under the cap. Atomic, so racing gateways
+// can never let an 11th socket in.
+const ACQUIRE = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1`;
+
+export interface RedisSocketCapsOptions {
+  redis: Redis;
+  keyPrefix: string;
+  maxPerUser: number;
+  /** How long a claim lives without a refresh: a crashed gateway's sockets stop counting after it. */
+  claimTtlMs?: number;
+  now?: () => number;
+}
+
+/**
+ * Counts a user's pipes across every gateway sharing the Redis: one sorted set per user, members are
+ * this gateway's claims, scores their expiry, refreshed while the pipe is open.
+ */
+export function createRedisSocketCaps({
+  redis,
+  keyPrefix,
+  maxPerUser,
+  claimTtlMs = 90_000,
+  now = Date.now,
+}: RedisSocketCapsOptions): SocketCaps {
+  const gatewayId = randomUUID();
+  const live = new Map<string, number>(); // claim → user id
+  const key = (userId: number) => `${keyPrefix}ws-sockets:${userId}`;
+  const refresh = setInterval(() => {
+    if (live.size === 0) return;
+    const pipeline = redis.pipeline();
+    for (const [claim, userId] of live)
+      pipeline.zadd(key(userId), "XX", now() + claimTtlMs, claim).pexpire(key(userId), claimTtlMs);
+    pipeline.exec().catch(() => {});
+  }, claimTtlMs / 3);
+  refresh.unref();
+  return {
+    async tryAcquire(userId) {
+      const claim = `${gatewayId}:${randomUUID()}`;
+      const t = now();
+      const granted = await redis.eval(ACQUIRE, 1, key(userId), t, t + claimTtlMs, maxPerUser, claim, claimTtlMs);
+      if (granted !== 1) return undefined;
+      live.set(claim, userId);
+      return () => {
+        if (!live.delete(claim)) return;
+        redis.zrem(key(userId), claim).catch(() => {});
+      };
     },
-    users: () => open.size,
+    close() {
+      clearInterval(refresh);
+    },
   };
 }

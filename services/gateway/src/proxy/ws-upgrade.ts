@@ -7,7 +7,7 @@ import httpProxy from "http-proxy";
 import type { Logger } from "pino";
 import { AuthError } from "../auth/errors.ts";
 import type { WsTokens } from "../auth/ws-token.ts";
-import { createSocketCaps } from "./socket-caps.ts";
+import type { SocketCaps } from "./socket-caps.ts";
 import type { Upstream, Upstreams } from "./upstreams.ts";
 
 export const WS_PATH = "/ws/chat";
@@ -20,6 +20,8 @@ export interface WsUpgradeOptions {
   wsTokens: WsTokens;
   upstreams: Upstreams;
   internalToken: string;
+  /** Per-user cap of open pipes (in memory, or shared through Redis). */
+  caps: SocketCaps;
   maxSocketsPerUser: number;
   connectTimeoutMs: number;
   isDraining: () => boolean;
@@ -37,8 +39,7 @@ export interface WsCounters {
  * 101; an accepted upgrade becomes a raw two-way pipe (http-proxy, `ws: true`) with no frame parsing.
  */
 export function createWsUpgrade(options: WsUpgradeOptions) {
-  const { wsTokens, upstreams, log } = options;
-  const caps = createSocketCaps(options.maxSocketsPerUser);
+  const { wsTokens, upstreams, log, caps } = options;
   /** Client sockets with a live pipe, for draining and for leak checks. */
   const pipes = new Set<Duplex>();
   const counters: WsCounters = { accepted: 0, refused: {} };
@@ -72,7 +73,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       }
       // When either side ends, the other is closed; errors tear both down (node-http-proxy #559, #1439).
       proxySocket.once("close", () => socket.destroy());
-      // mutated
+      socket.once("close", () => proxySocket.destroy());
     });
   });
 
@@ -124,7 +125,14 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       return refuse(socket, 503, "token_store_unavailable", "could not check the ws-token: retry shortly");
     }
     if (socket.destroyed) return;
-    if (!caps.tryAcquire(userId)) {
+    let release: (() => void) | undefined;
+    try {
+      release = await caps.tryAcquire(userId);
+    } catch (error) {
+      log.error({ err: error }, "could not check the per-user socket cap");
+      return refuse(socket, 503, "cap_store_unavailable", "could not count open connections: retry shortly");
+    }
+    if (!release) {
       return refuse(
         socket,
         429,
@@ -132,10 +140,13 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         `too many open connections for this user (${options.maxSocketsPerUser})`,
       );
     }
+    // The client may have left while the cap was checked (a Redis round trip): give the slot back.
+    if (socket.destroyed) return release();
+    const giveBack = release;
     pipes.add(socket);
     counters.accepted += 1;
     socket.once("close", () => {
-      caps.release(userId);
+      giveBack();
       pipes.delete(socket);
     });
 
@@ -168,6 +179,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       for (const socket of pipes) socket.destroy();
       await Promise.all(remaining);
       proxy.close();
+      caps.close();
     },
   };
 }
