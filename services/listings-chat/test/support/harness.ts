@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import type { ServerFrame } from "@listings-chat/shared";
+import { FrameSocket as TestSocket } from "@listings-chat/shared/testing";
 import { pino } from "pino";
 import WebSocket from "ws";
 import type { DatabaseOptions } from "../../src/db/client.ts";
@@ -72,80 +72,7 @@ export async function startTestChat(options: TestChatOptions): Promise<TestChat>
   };
 }
 
-/** A WebSocket client for tests: every frame it receives, in order, and ways to wait for them. */
-export class TestSocket {
-  readonly frames: ServerFrame[] = [];
-  readonly opened: Promise<void>;
-  readonly closed: Promise<{ code: number; reason: string }>;
-  private waiters: Array<() => void> = [];
-
-  constructor(readonly ws: WebSocket) {
-    ws.on("message", (data) => {
-      this.frames.push(JSON.parse(data.toString()) as ServerFrame);
-      for (const wake of this.waiters.splice(0)) wake();
-    });
-    this.opened = new Promise((resolve, reject) => {
-      ws.once("open", () => resolve());
-      ws.once("unexpected-response", (_req, res) => reject(new Error(`upgrade refused with ${res.statusCode}`)));
-      ws.once("error", reject);
-    });
-    this.closed = new Promise((resolve) =>
-      ws.once("close", (code, reason) => resolve({ code, reason: reason.toString() })),
-    );
-    ws.on("error", () => {});
-  }
-
-  send(frame: unknown): void {
-    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
-  }
-
-  /** Frames of one type, in arrival order. */
-  ofType<T extends ServerFrame["type"]>(type: T): Extract<ServerFrame, { type: T }>[] {
-    return this.frames.filter((f): f is Extract<ServerFrame, { type: T }> => f.type === type);
-  }
-
-  /** Event ids received, in arrival order. */
-  eventIds(): number[] {
-    return this.frames.flatMap((f) => ("event_id" in f ? [f.event_id] : []));
-  }
-
-  /** Resolves with the first frame, from `from` on, that matches; rejects after `timeoutMs`. */
-  async waitFor<T extends ServerFrame>(
-    match: (f: ServerFrame) => f is T,
-    timeoutMs?: number,
-    from?: number,
-  ): Promise<T>;
-  async waitFor(match: (f: ServerFrame) => boolean, timeoutMs?: number, from?: number): Promise<ServerFrame>;
-  async waitFor(match: (f: ServerFrame) => boolean, timeoutMs = 5_000, from = 0): Promise<ServerFrame> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.frames.slice(from).find(match);
-      if (found) return found;
-      const left = deadline - Date.now();
-      if (left <= 0)
-        throw new Error(`no matching frame within ${timeoutMs} ms; got ${JSON.stringify(this.frames.slice(-5))}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  /** Waits until `done()` holds, re-checking on every frame. */
-  async until(done: () => boolean, timeoutMs = 10_000): Promise<void> {
-    await this.waitFor(() => done(), timeoutMs).catch((error) => {
-      if (!done()) throw error;
-    });
-  }
-
-  close(): Promise<{ code: number; reason: string }> {
-    this.ws.close();
-    return this.closed;
-  }
-}
+export { TestSocket };
 
 /** Opens a socket as `userId` with the internal headers the gateway would set. */
 export async function connect(chat: TestChat, userId: number, after?: number): Promise<TestSocket> {
