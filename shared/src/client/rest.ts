@@ -1,0 +1,97 @@
+import type { Chat, ChatEvent, ChatSummary, Message } from "../protocol.ts";
+
+/** An answer the server gave with an error body; `status` 0 means the request never got an answer. */
+export class ChatApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+    this.name = "ChatApiError";
+  }
+
+  /** Worth sending again (same client_msg_id): the network, the server, or the rate limit. */
+  get retryable(): boolean {
+    return this.status === 0 || this.status === 429 || this.status >= 500;
+  }
+}
+
+/** The chat REST API of the gateway (CONTRACT §4), with the access token on every call. */
+export class ChatApi {
+  constructor(
+    private readonly baseUrl: string,
+    private readonly getAccessToken: () => string | Promise<string>,
+    private readonly fetchImpl: typeof fetch,
+  ) {}
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const token = await this.getAccessToken();
+    let res: Response;
+    try {
+      res = await this.fetchImpl(`${this.baseUrl}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (error) {
+      throw new ChatApiError(0, "network_error", error instanceof Error ? error.message : "network error");
+    }
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    if (!res.ok) {
+      const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
+      const retryAfter = res.headers.get("retry-after");
+      throw new ChatApiError(
+        res.status,
+        error?.code ?? "http_error",
+        error?.message ?? `HTTP ${res.status}`,
+        retryAfter ? Number(retryAfter) * 1000 : undefined,
+      );
+    }
+    return parsed as T;
+  }
+
+  wsToken() {
+    return this.request<{ token: string; expires_in: number; ws_url: string }>("POST", "/api/v2/ws-token");
+  }
+  events(after: number | undefined, limit = 500) {
+    const query = after === undefined ? "" : `?after=${after}&limit=${limit}`;
+    return this.request<{ events: ChatEvent[]; last_event_id: number }>("GET", `/api/v1/events${query}`);
+  }
+  listChats() {
+    return this.request<{ chats: ChatSummary[] }>("GET", "/api/v1/chats").then((r) => r.chats);
+  }
+  openChat(listingId: number, sellerId: number) {
+    return this.request<Chat>("POST", "/api/v1/chats", { listing_id: listingId, seller_id: sellerId });
+  }
+  messages(chatId: number, options: { before?: number; limit?: number } = {}) {
+    const query = new URLSearchParams();
+    if (options.before !== undefined) query.set("before", String(options.before));
+    if (options.limit !== undefined) query.set("limit", String(options.limit));
+    const qs = query.size > 0 ? `?${query}` : "";
+    return this.request<{ messages: Message[]; has_more: boolean }>("GET", `/api/v1/chats/${chatId}/messages${qs}`);
+  }
+  sendMessage(chatId: number, content: string, clientMsgId: string) {
+    return this.request<Message>("POST", `/api/v1/chats/${chatId}/messages`, { content, client_msg_id: clientMsgId });
+  }
+  markRead(chatId: number, messageId: number) {
+    return this.request<{ chat_id: number; message_id: number; unread_count: number }>(
+      "POST",
+      `/api/v1/chats/${chatId}/read`,
+      { message_id: messageId },
+    );
+  }
+  unread() {
+    return this.request<{ total: number; chats: Record<string, number> }>("GET", "/api/v1/chats/unread");
+  }
+}
