@@ -147,6 +147,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         return await this.api.sendMessage(chatId, content, clientMsgId);
       } catch (error) {
         const failure = error instanceof ChatApiError ? error : new ChatApiError(0, "network_error", String(error));
+        if (this.stopped) throw failure;
         if (!failure.retryable) {
           if (failure.status === 401) this.fail(failure);
           throw failure;
