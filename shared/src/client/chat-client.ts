@@ -18,6 +18,16 @@ const OPEN = 1;
 /** A socket that stayed live this long was not a "drop": the count of drops in a row starts again. */
 const STABLE_AFTER_MS = 10_000;
 const UNREAD_REFRESH_DELAY_MS = 250;
+/**
+ * The REST status of a WebSocket `error` code, so that a send retries what REST would retry.
+ * Fix: internal_error ("could not handle this frame: retry") and shutting_down were mapped to 400 and rejected.
+ */
+const SEND_ERROR_STATUS: Record<string, number> = {
+  rate_limited: 429,
+  storage_unavailable: 503,
+  shutting_down: 503,
+  internal_error: 500,
+};
 
 const defaultTimers: Timers = {
   setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
@@ -81,7 +91,11 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private stableTimer: unknown;
   private unreadTimer: unknown;
   private polling = false;
+  /** Bumped by every new polling loop: a poll still in flight from an earlier polling period then stops. */
+  private pollRun = 0;
   private readonly pendingSends = new Map<string, PendingSend>();
+  /** Sends waiting before their next try: stop() clears the timer and wakes them, and they reject. */
+  private readonly sendWaits = new Map<unknown, () => void>();
   private readonly lastTypingAt = new Map<number, number>();
 
   private readonly baseUrl: string;
@@ -136,17 +150,20 @@ export class ChatClient extends Emitter<ChatClientEvents> {
    * Rejects on a refusal that a retry cannot fix (validation, not a participant, signed out).
    */
   async send(chatId: number, content: string, clientMsgId: string = randomId()): Promise<Message> {
+    // Fix: after an ack timeout the socket may be half-open; trying it again could time out forever.
+    let overRest = false;
     for (let attempt = 0; ; attempt++) {
       if (this.stopped)
         throw new ChatApiError(0, "client_stopped", "the client was stopped before the message was stored");
       try {
         const socket = this.socket;
-        if (this.state === "live" && socket && socket.readyState === OPEN) {
+        if (!overRest && this.state === "live" && socket && socket.readyState === OPEN) {
           return await this.sendOverSocket(socket, chatId, content, clientMsgId);
         }
         return await this.api.sendMessage(chatId, content, clientMsgId);
       } catch (error) {
         const failure = error instanceof ChatApiError ? error : new ChatApiError(0, "network_error", String(error));
+        if (failure.code === "ack_timeout") overRest = true;
         if (this.stopped) throw failure;
         if (!failure.retryable) {
           if (failure.status === 401) this.fail(failure);
@@ -154,7 +171,14 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         }
         const wait =
           failure.retryAfterMs ?? backoff(attempt, this.settings.backoffMinMs, this.settings.backoffMaxMs, this.random);
-        await new Promise<void>((resolve) => this.timers.setTimeout(resolve, wait));
+        // Fix: this timer was not tracked, so stop() left it running (and the send pending) for up to retry_after.
+        await new Promise<void>((resolve) => {
+          const handle = this.timers.setTimeout(() => {
+            this.sendWaits.delete(handle);
+            resolve();
+          }, wait);
+          this.sendWaits.set(handle, resolve);
+        });
       }
     }
   }
@@ -195,6 +219,11 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         pending.reject(new ChatApiError(0, "client_stopped", "the client stopped"));
       }
       this.pendingSends.clear();
+      for (const [handle, wake] of this.sendWaits) {
+        this.timers.clearTimeout(handle);
+        wake();
+      }
+      this.sendWaits.clear();
     }
     this.state = to;
     if (from !== to) this.emit("mode", { from, to });
@@ -210,7 +239,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       this.setWarning(true);
       if (!this.polling) {
         this.polling = true;
-        void this.poll();
+        void this.poll(++this.pollRun);
       }
       this.scheduleRetry();
     }
@@ -302,12 +331,13 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     }, this.settings.wsRetryIntervalMs);
   }
 
-  private async poll(): Promise<void> {
+  private async poll(run: number): Promise<void> {
     const started = this.timers.now();
     try {
       for (;;) {
         const page = await this.api.events(this.cursor);
-        if (this.state !== "polling") return;
+        // Fix: checking the mode alone let a poll that hung through live → polling again start a second loop.
+        if (this.state !== "polling" || run !== this.pollRun) return;
         for (const event of page.events) this.deliver(event);
         // The server's cursor is safe to adopt: it never passes an event it did not return.
         if (page.events.length < 500) {
@@ -319,11 +349,11 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (error instanceof ChatApiError && error.status === 401) return this.fail(error);
       // A failed poll is tried again at the next tick; the cursor has not moved past anything.
     }
-    if (this.state !== "polling") return;
+    if (this.state !== "polling" || run !== this.pollRun) return;
     const wait = Math.max(0, this.settings.pollIntervalMs - (this.timers.now() - started));
     this.pollTimer = this.timers.setTimeout(() => {
       this.pollTimer = undefined;
-      if (this.state === "polling") void this.poll();
+      if (this.state === "polling") void this.poll(run);
     }, wait);
   }
 
@@ -350,7 +380,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         const pending = this.pendingSends.get(frame.ref);
         this.pendingSends.delete(frame.ref);
         const retryAfter = (frame as { retry_after_ms?: number }).retry_after_ms;
-        const status = frame.code === "rate_limited" ? 429 : frame.code === "storage_unavailable" ? 503 : 400;
+        const status = SEND_ERROR_STATUS[frame.code] ?? 400;
         pending?.reject(new ChatApiError(status, frame.code, frame.message, retryAfter));
         return;
       }

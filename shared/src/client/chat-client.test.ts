@@ -1,0 +1,866 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { ChatEvent, Message } from "../protocol.ts";
+import { ChatClient, POLLING_WARNING } from "./chat-client.ts";
+import { ChatApiError } from "./rest.ts";
+import { FAKE_BASE_URL, FakeChatServer } from "./testing/fake-server.ts";
+import type { ChatClientEvents, ChatClientMode, ChatClientOptions } from "./types.ts";
+
+/**
+ * The browser client against the in-process fake server (./testing/fake-server.ts), on fake timers:
+ * every delay below is the client's own, measured in fake milliseconds.
+ */
+
+const ME = 1;
+const OTHER = 2;
+const EVENTS = "/api/v1/events";
+
+const clients: ChatClient[] = [];
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+
+afterEach(() => {
+  for (const client of clients.splice(0)) client.stop();
+  vi.useRealTimers();
+});
+
+/** Lets every pending microtask (fetches, socket callbacks) and every timer due now run. */
+const settle = () => vi.advanceTimersByTimeAsync(0);
+const advance = (ms: number) => vi.advanceTimersByTimeAsync(ms);
+
+function harness(options: Partial<ChatClientOptions> = {}) {
+  const server = new FakeChatServer();
+  const chat = server.addChat(ME, OTHER); // event 1: chat_created
+  const client = new ChatClient({
+    baseUrl: FAKE_BASE_URL,
+    getAccessToken: () => server.accessToken(ME),
+    fetch: server.fetch,
+    webSocket: server.webSocket,
+    // Bound at call time to the globals that vi.useFakeTimers() replaced.
+    timers: {
+      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+      now: () => Date.now(),
+    },
+    random: () => 0.5,
+    ...options,
+  });
+  clients.push(client);
+  const seen = {
+    events: [] as ChatEvent[],
+    modes: [] as ChatClientMode[],
+    warnings: [] as Array<string | null>,
+    fatal: [] as Array<ChatClientEvents["fatal"]>,
+    unread: [] as Array<ChatClientEvents["unread"]>,
+    typing: [] as Array<ChatClientEvents["typing"]>,
+    presence: [] as Array<ChatClientEvents["presence"]>,
+  };
+  client.on("event", (e) => seen.events.push(e));
+  client.on("mode", (m) => seen.modes.push(m.to));
+  client.on("warning", (w) => seen.warnings.push(w));
+  client.on("fatal", (f) => seen.fatal.push(f));
+  client.on("unread", (u) => seen.unread.push(u));
+  client.on("typing", (t) => seen.typing.push(t));
+  client.on("presence", (p) => seen.presence.push(p));
+  const ids = () => seen.events.map((e) => e.event_id);
+  const polls = () => server.requestsTo("GET", EVENTS);
+  const sends = () => server.requestsTo("POST", `/api/v1/chats/${chat.id}/messages`);
+  return { server, chat, client, seen, ids, polls, sends };
+}
+
+/** Starts with every upgrade refused: the client ends up polling at fake time `Date.now()`. */
+async function startPolling(h: ReturnType<typeof harness>) {
+  h.server.upgrades = "refuse";
+  h.client.start();
+  await settle();
+  expect(h.client.mode).toBe("polling");
+}
+
+async function startLive(h: ReturnType<typeof harness>) {
+  h.client.start();
+  await settle();
+  expect(h.client.mode).toBe("live");
+}
+
+/** A promise's outcome, observable without awaiting it (and without an unhandled rejection). */
+function watch<T>(promise: Promise<T>) {
+  const state: { done: boolean; value?: T; error?: unknown } = { done: false };
+  promise.then(
+    (value) => Object.assign(state, { done: true, value }),
+    (error: unknown) => Object.assign(state, { done: true, error }),
+  );
+  return state;
+}
+
+function expectStrictlyIncreasing(ids: number[]) {
+  for (let i = 1; i < ids.length; i++) expect(ids[i]).toBeGreaterThan(ids[i - 1] as number);
+}
+
+describe("the fake server (what the client is tested against)", () => {
+  it("answers /events like the real one", async () => {
+    const server = new FakeChatServer();
+    const chat = server.addChat(ME, OTHER); // 1
+    server.addChat(OTHER, 3); // 2: not ME's
+    server.post(chat.id, OTHER); // 3
+    server.post(chat.id, ME); // 4
+    const get = async (query: string) => {
+      const res = await server.fetch(`${FAKE_BASE_URL}${EVENTS}${query}`, {
+        headers: { authorization: `Bearer ${server.accessToken(ME)}` },
+      });
+      const body = (await res.json()) as { events: ChatEvent[]; last_event_id: number };
+      return { ids: body.events.map((e) => e.event_id), last: body.last_event_id };
+    };
+    expect(await get("")).toEqual({ ids: [], last: 4 });
+    expect(await get("?after=0")).toEqual({ ids: [1, 3, 4], last: 4 });
+    expect(await get("?after=0&limit=2")).toEqual({ ids: [1, 3], last: 3 }); // a full page: its last id
+    expect(await get("?after=3&limit=2")).toEqual({ ids: [4], last: 4 });
+    expect(await get("?after=4")).toEqual({ ids: [], last: 4 });
+  });
+
+  it("stores a message once per client_msg_id: 201, then 200 with the same message", async () => {
+    const server = new FakeChatServer();
+    const chat = server.addChat(ME, OTHER);
+    const post = () =>
+      server.fetch(`${FAKE_BASE_URL}/api/v1/chats/${chat.id}/messages`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${server.accessToken(ME)}`, "content-type": "application/json" },
+        body: JSON.stringify({ content: "hi", client_msg_id: "same" }),
+      });
+    const first = await post();
+    const again = await post();
+    expect([first.status, again.status]).toEqual([201, 200]);
+    expect(await again.json()).toEqual(await first.json());
+    expect(server.messagesIn(chat.id)).toHaveLength(1);
+  });
+});
+
+describe("fallback to polling", () => {
+  it("polls after a refused connect, shows the warning, and clears it once live again", async () => {
+    const h = harness();
+    await startPolling(h);
+    expect(h.seen.modes).toEqual(["connecting", "polling"]);
+    expect(h.seen.warnings).toEqual([POLLING_WARNING]);
+    expect(POLLING_WARNING).toBe("Real-time updates are unavailable: refreshing every 5 seconds");
+    expect(h.server.sockets).toHaveLength(1);
+    expect(h.server.sockets[0]?.closed).toMatchObject({ by: "server", code: 1006 });
+    expect(h.polls()).toHaveLength(1);
+
+    h.server.upgrades = "accept";
+    await advance(30_000);
+    expect(h.client.mode).toBe("live");
+    expect(h.seen.modes).toEqual(["connecting", "polling", "live"]);
+    expect(h.seen.warnings).toEqual([POLLING_WARNING, null]);
+  });
+
+  it("polls when the ws-token cannot be fetched (network down), and keeps its cursor through failed polls", async () => {
+    const h = harness();
+    h.server.failFetches = true;
+    h.client.start();
+    await settle();
+    expect(h.client.mode).toBe("polling");
+    expect(h.server.sockets).toHaveLength(0);
+    await advance(10_000); // polls at 0, 5, 10 s all fail
+    expect(h.polls().map((p) => p.status)).toEqual(["network_error", "network_error", "network_error"]);
+
+    h.server.failFetches = false;
+    h.server.post(h.chat.id, OTHER, "while the network was down"); // event 2
+    await advance(5_000); // the poll at 15 s starts from "now" (no cursor yet): nothing is delivered twice later
+    h.server.post(h.chat.id, OTHER, "after"); // event 3
+    await advance(5_000);
+    expect(h.polls().at(-1)?.query.after).toBe("2");
+    expect(h.ids()).toEqual([3]);
+  });
+
+  it("polls every 5 s, each request carrying the cursor of what it has delivered", async () => {
+    const h = harness();
+    await startPolling(h);
+    const start = Date.now();
+    await advance(7_000);
+    h.server.post(h.chat.id, OTHER, "hello"); // event 2, at 7 s
+    await advance(13_000); // up to 20 s
+    const polls = h.polls();
+    expect(polls.map((p) => p.at - start)).toEqual([0, 5_000, 10_000, 15_000, 20_000]);
+    // The first poll has no cursor (a new client starts from now); then the server's end of the log, then event 2.
+    expect(polls.map((p) => p.query.after)).toEqual([undefined, "1", "1", "2", "2"]);
+    expect(polls.slice(1).every((p) => p.query.limit === "500")).toBe(true);
+    expect(h.ids()).toEqual([2]);
+    expect(h.client.lastEventId).toBe(2);
+  });
+
+  it("reads a long backlog page by page within one poll (a full page's last_event_id is its last event)", async () => {
+    const h = harness({ lastEventId: 1 });
+    for (let i = 0; i < 1_203; i++) h.server.post(h.chat.id, OTHER, `m${i}`); // events 2..1204
+    await startPolling(h);
+    expect(h.polls().map((p) => p.query.after)).toEqual(["1", "501", "1001"]);
+    expect(h.ids()).toEqual(Array.from({ length: 1_203 }, (_, i) => i + 2));
+    await advance(5_000);
+    expect(h.polls().map((p) => p.query.after)).toEqual(["1", "501", "1001", "1204"]);
+  });
+});
+
+describe("WebSocket retry while polling", () => {
+  it("retries once at 30 s (not before), goes live, and stops polling", async () => {
+    const h = harness();
+    await startPolling(h);
+    h.server.upgrades = "accept";
+    await advance(29_999);
+    expect(h.server.sockets).toHaveLength(1);
+    expect(h.client.mode).toBe("polling");
+    const pollsBefore = h.polls().length;
+    expect(pollsBefore).toBe(6); // 0, 5, …, 25 s
+
+    await advance(1);
+    expect(h.server.sockets).toHaveLength(2);
+    expect(h.client.mode).toBe("live");
+    const pollsAtLive = h.polls().length;
+    expect(pollsAtLive).toBe(pollsBefore); // the poll due at 30 s found the client live
+
+    await advance(5 * 60_000);
+    expect(h.polls()).toHaveLength(pollsAtLive);
+    expect(h.server.sockets).toHaveLength(2);
+  });
+
+  it("retries every 30 s while upgrades stay refused, polling meanwhile", async () => {
+    const h = harness();
+    await startPolling(h);
+    await advance(30_000);
+    expect(h.server.sockets).toHaveLength(2);
+    expect(h.client.mode).toBe("polling");
+    await advance(29_999);
+    expect(h.server.sockets).toHaveLength(2);
+    await advance(1);
+    expect(h.server.sockets).toHaveLength(3);
+    expect(h.polls()).toHaveLength(13); // 0, 5, …, 60 s
+    expect(h.seen.warnings).toEqual([POLLING_WARNING]); // told once, not at every failed retry
+  });
+});
+
+describe("resume cursor", () => {
+  it("opens the retried socket with after=<last event delivered by polling>", async () => {
+    const h = harness();
+    await startPolling(h);
+    h.server.post(h.chat.id, OTHER); // 2
+    h.server.post(h.chat.id, OTHER); // 3
+    await advance(5_000);
+    h.server.post(h.chat.id, OTHER); // 4
+    await advance(5_000);
+    expect(h.ids()).toEqual([2, 3, 4]);
+    h.server.upgrades = "accept";
+    await advance(20_000);
+    expect(h.client.mode).toBe("live");
+    expect(h.server.lastSocket.after).toBe(4);
+    h.server.post(h.chat.id, OTHER); // 5, live
+    await settle();
+    expect(h.ids()).toEqual([2, 3, 4, 5]);
+  });
+
+  it("reopens after a plain drop with after=<last event delivered>, and gets what it missed", async () => {
+    const h = harness();
+    await startLive(h);
+    expect(h.server.sockets[0]?.after).toBeUndefined(); // a new client starts from now
+    h.server.post(h.chat.id, OTHER); // 2
+    h.server.post(h.chat.id, OTHER); // 3
+    await settle();
+    h.server.sockets[0]?.drop();
+    await settle();
+    h.server.post(h.chat.id, OTHER); // 4, while disconnected
+    await advance(500); // backoff(1) with random 0.5: 0.5 · 1000
+    expect(h.server.sockets).toHaveLength(2);
+    expect(h.server.sockets[1]?.after).toBe(3);
+    expect(h.client.mode).toBe("live");
+    expect(h.ids()).toEqual([2, 3, 4]);
+  });
+
+  it("starts from the lastEventId it was constructed with, on WebSocket and on polling", async () => {
+    const live = harness({ lastEventId: 2 });
+    for (let i = 0; i < 3; i++) live.server.post(live.chat.id, OTHER); // 2, 3, 4
+    await startLive(live);
+    expect(live.server.sockets[0]?.after).toBe(2);
+    expect(live.ids()).toEqual([3, 4]);
+
+    const polling = harness({ lastEventId: 2 });
+    for (let i = 0; i < 3; i++) polling.server.post(polling.chat.id, OTHER);
+    await startPolling(polling);
+    expect(polling.polls()[0]?.query.after).toBe("2");
+    expect(polling.ids()).toEqual([3, 4]);
+  });
+});
+
+describe("exactly once, in order", () => {
+  it("drops the part of a WebSocket replay that polling already delivered", async () => {
+    const h = harness();
+    h.server.upgrades = "manual";
+    h.client.start();
+    await settle();
+    h.server.sockets[0]?.refuse();
+    await settle();
+    expect(h.client.mode).toBe("polling");
+    await advance(30_000); // the retry's socket is asked for with after=1 and left connecting
+    const retry = h.server.lastSocket;
+    expect(retry.after).toBe(1);
+    h.server.post(h.chat.id, OTHER); // 2
+    h.server.post(h.chat.id, OTHER); // 3
+    await advance(5_000); // still polling: the poll at 35 s delivers 2 and 3
+    expect(h.ids()).toEqual([2, 3]);
+
+    retry.open(); // replays 2, 3 again (from after=1), then live
+    await settle();
+    h.server.post(h.chat.id, OTHER); // 4
+    await settle();
+    expect(retry.eventIdsSent).toEqual([2, 3, 4]);
+    expect(h.client.mode).toBe("live");
+    expect(h.ids()).toEqual([2, 3, 4]);
+  });
+
+  it("hands each event over once when both transports bring the same events", async () => {
+    const h = harness();
+    h.server.upgrades = "manual";
+    h.client.start();
+    await settle();
+    h.server.sockets[0]?.refuse();
+    await settle();
+    for (let i = 0; i < 3; i++) h.server.post(h.chat.id, OTHER); // 2, 3, 4
+    await advance(5_000);
+    expect(h.ids()).toEqual([2, 3, 4]);
+    const slowPoll = h.server.hold(EVENTS);
+    await advance(25_000); // the poll at 30 s is held; the retry's socket is waiting
+    expect(slowPoll.waiting).toBe(1);
+    h.server.post(h.chat.id, OTHER); // 5
+    // A server that replays its whole log (at-least-once) and a poll answered late with the same events.
+    h.server.lastSocket.open({ replayFrom: 0 });
+    await settle();
+    slowPoll.release();
+    await settle();
+    expect(h.server.lastSocket.eventIdsSent).toEqual([1, 2, 3, 4, 5]);
+    expect(h.client.mode).toBe("live");
+    expect(h.ids()).toEqual([2, 3, 4, 5]);
+  });
+
+  it.each(["answered", "failed"])(
+    "a poll still in flight from an earlier polling period (%s late) does not start a second polling loop",
+    async (outcome) => {
+      const h = harness();
+      await startPolling(h);
+      const slowPoll = h.server.hold(EVENTS);
+      await advance(25_000); // the poll at 25 s hangs
+      h.server.upgrades = "accept";
+      await advance(5_000); // 30 s: the retry goes live
+      expect(h.client.mode).toBe("live");
+      h.server.upgrades = "refuse";
+      h.server.lastSocket.drop(); // 30 s: reconnect after 500 ms, refused → polling again (its poll hangs too)
+      await advance(500);
+      expect(h.client.mode).toBe("polling");
+      h.server.post(h.chat.id, OTHER); // 2
+      h.server.failFetches = outcome === "failed";
+      slowPoll.release(); // both hanging polls are answered (or fail) now
+      await settle();
+      h.server.failFetches = false;
+      const released = Date.now();
+      const before = h.polls().length;
+      await advance(20_000);
+      // One loop: a poll every 5 s, not two.
+      expect(
+        h
+          .polls()
+          .slice(before)
+          .map((p) => p.at - released),
+      ).toEqual([5_000, 10_000, 15_000, 20_000]);
+      expect(h.ids()).toEqual([2]);
+      h.client.stop();
+      expect(vi.getTimerCount()).toBe(0);
+    },
+  );
+
+  it("keeps event ids strictly increasing, with nothing missing, across every switch", async () => {
+    const h = harness({ dropsBeforePolling: 2 });
+    const post = (n = 1) => {
+      for (let i = 0; i < n; i++) h.server.post(h.chat.id, i % 2 ? ME : OTHER);
+    };
+    await startLive(h);
+    post(3);
+    await settle();
+    h.server.lastSocket.drop(); // drop 1 → backoff
+    post(2);
+    await advance(500);
+    expect(h.client.mode).toBe("live");
+    post(1);
+    h.server.lastSocket.closeWith(1001, "server restart"); // at once
+    post(2);
+    await settle();
+    expect(h.client.mode).toBe("live");
+    post(1);
+    h.server.upgrades = "refuse";
+    h.server.lastSocket.closeWith(1011); // drop 2 → polling
+    post(2);
+    await settle();
+    expect(h.client.mode).toBe("polling");
+    await advance(5_000);
+    post(3);
+    h.server.upgrades = "manual";
+    await advance(25_000); // 30 s: retry socket waiting
+    post(2);
+    await advance(5_000); // polled
+    post(1);
+    h.server.lastSocket.open({ replayFrom: 3 }); // overlapping replay
+    await settle();
+    expect(h.client.mode).toBe("live");
+    post(2);
+    await settle();
+    const all = h.server.eventsFor(ME).map((e) => e.event_id);
+    expect(all).toHaveLength(20);
+    expect(h.ids()).toEqual(all.slice(1)); // everything after chat_created, which predates the client
+    expectStrictlyIncreasing(h.ids());
+  });
+});
+
+describe("401: signed out", () => {
+  it("stops for good when the ws-token is refused: offline, fatal, no more requests or sockets", async () => {
+    const h = harness();
+    h.server.wsTokenUnauthorized = true;
+    h.client.start();
+    await settle();
+    expect(h.client.mode).toBe("offline");
+    expect(h.seen.modes).toEqual(["connecting", "offline"]);
+    expect(h.seen.fatal).toEqual([{ code: "unauthorized", message: "access token refused" }]);
+    const requests = h.server.requests.length;
+    await advance(10 * 60_000);
+    expect(h.server.requests).toHaveLength(requests);
+    expect(h.server.sockets).toHaveLength(0);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("stops polling too when the 30 s retry's ws-token is refused", async () => {
+    const h = harness();
+    await startPolling(h);
+    await advance(10_000);
+    h.server.wsTokenUnauthorized = true;
+    await advance(20_000);
+    expect(h.client.mode).toBe("offline");
+    expect(h.seen.fatal).toHaveLength(1);
+    const requests = h.server.requests.length;
+    await advance(10 * 60_000);
+    expect(h.server.requests).toHaveLength(requests);
+    expect(h.server.sockets).toHaveLength(1);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("stops when a poll is answered 401", async () => {
+    const h = harness({ getAccessToken: () => "expired" });
+    h.client.start();
+    await settle();
+    expect(h.client.mode).toBe("offline");
+    expect(h.seen.fatal).toHaveLength(1);
+    await advance(10 * 60_000);
+    expect(h.server.requests).toHaveLength(1);
+  });
+});
+
+describe("reconnecting", () => {
+  it("reconnects at once after 1001, without a backoff delay", async () => {
+    const h = harness();
+    await startLive(h);
+    h.server.post(h.chat.id, OTHER); // 2
+    await settle();
+    const closedAt = Date.now();
+    h.server.lastSocket.closeWith(1001, "going away");
+    await settle();
+    expect(h.server.sockets).toHaveLength(2);
+    expect(h.server.lastSocket.createdAt).toBe(closedAt);
+    expect(h.server.lastSocket.after).toBe(2);
+    expect(h.client.mode).toBe("live");
+    expect(h.seen.modes).toEqual(["connecting", "live", "connecting", "live"]);
+    expect(h.seen.warnings).toEqual([]);
+  });
+
+  it("waits a full-jitter backoff in [0, min(max, min·2^n)) after other closes", async () => {
+    const draws = [0.999, 0.25, 0, 0.75, 0.5, 0.999];
+    const queue = [...draws];
+    const h = harness({
+      dropsBeforePolling: 10,
+      backoffMinMs: 500,
+      backoffMaxMs: 15_000,
+      random: () => queue.shift() ?? 0.5,
+    });
+    await startLive(h);
+    const codes = [1006, 1011, 1013, 1000, 1006, 1011];
+    for (let n = 1; n <= draws.length; n++) {
+      const ceiling = Math.min(15_000, 500 * 2 ** n);
+      const expected = Math.max(1, Math.floor((draws[n - 1] as number) * ceiling));
+      expect(expected).toBeGreaterThanOrEqual(0);
+      expect(expected).toBeLessThan(ceiling);
+      const closedAt = Date.now();
+      const code = codes[n - 1] as number;
+      if (code === 1006) h.server.lastSocket.drop();
+      else h.server.lastSocket.closeWith(code);
+      await settle();
+      expect(h.client.mode).toBe("connecting");
+      await advance(expected - 1);
+      expect(h.server.sockets).toHaveLength(n);
+      await advance(1);
+      expect(h.server.sockets).toHaveLength(n + 1);
+      expect(h.server.lastSocket.createdAt - closedAt).toBe(expected);
+      expect(h.client.mode).toBe("live");
+    }
+  });
+
+  it("polls after dropsBeforePolling drops in a row, and retries WebSocket 30 s later", async () => {
+    const h = harness(); // dropsBeforePolling: 3
+    await startLive(h);
+    h.server.lastSocket.drop();
+    await advance(500); // backoff(1): 0.5 · 1000
+    h.server.lastSocket.drop();
+    await advance(1_000); // backoff(2): 0.5 · 2000
+    expect(h.server.sockets).toHaveLength(3);
+    expect(h.client.mode).toBe("live");
+    h.server.lastSocket.drop();
+    await settle();
+    expect(h.client.mode).toBe("polling");
+    expect(h.seen.warnings).toEqual([POLLING_WARNING]);
+    expect(h.polls()).toHaveLength(1);
+    await advance(29_999);
+    expect(h.server.sockets).toHaveLength(3);
+    await advance(1);
+    expect(h.server.sockets).toHaveLength(4);
+    expect(h.client.mode).toBe("live");
+  });
+
+  it("counts only drops in a row: a socket that stayed up 10 s starts the count again", async () => {
+    const h = harness();
+    await startLive(h);
+    h.server.lastSocket.drop();
+    await advance(500);
+    h.server.lastSocket.drop();
+    await advance(1_000);
+    await advance(10_000); // stable
+    h.server.lastSocket.drop();
+    await advance(500); // drop 1 again: backoff(1)
+    expect(h.client.mode).toBe("live");
+    h.server.lastSocket.drop();
+    await advance(1_000);
+    expect(h.client.mode).toBe("live");
+    expect(h.polls()).toHaveLength(0);
+  });
+});
+
+describe("send", () => {
+  it("sends over the socket while live; the ack resolves it", async () => {
+    const h = harness();
+    await startLive(h);
+    const sent = watch(h.client.send(h.chat.id, "hello", "cm-1"));
+    await settle();
+    expect(sent.error).toBeUndefined();
+    expect(sent.value).toMatchObject({ chat_id: h.chat.id, sender_id: ME, content: "hello", client_msg_id: "cm-1" });
+    expect(h.server.lastSocket.sentOfType("send_message")).toEqual([
+      { type: "send_message", chat_id: h.chat.id, content: "hello", client_msg_id: "cm-1" },
+    ]);
+    expect(h.sends()).toHaveLength(0);
+    expect(h.server.messagesIn(h.chat.id)).toHaveLength(1);
+    expect(h.seen.events.at(-1)).toMatchObject({ type: "new_message", message: { client_msg_id: "cm-1" } });
+  });
+
+  it("sends over REST while polling", async () => {
+    const h = harness();
+    await startPolling(h);
+    const sent = watch(h.client.send(h.chat.id, "hello", "cm-1"));
+    await settle();
+    expect((sent.value as Message).client_msg_id).toBe("cm-1");
+    expect(h.sends().map((r) => [r.status, r.body])).toEqual([[201, { content: "hello", client_msg_id: "cm-1" }]]);
+  });
+
+  it.each([
+    ["the frame was lost", "drop-frame", 201],
+    ["the message was stored but the ack was lost", "store-without-ack", 200],
+  ] as const)(
+    "falls back to REST with the same client_msg_id when the socket closes before the ack (%s)",
+    async (_, answer, status) => {
+      const h = harness();
+      await startLive(h);
+      h.server.sendAnswer = answer;
+      const sent = watch(h.client.send(h.chat.id, "hello", "cm-2"));
+      await settle();
+      h.server.lastSocket.drop();
+      await settle();
+      expect(sent.done).toBe(false);
+      await advance(250); // backoff(0) with random 0.5; the socket comes back only at 500 ms
+      expect(h.sends().map((r) => [r.status, (r.body as { client_msg_id: string }).client_msg_id])).toEqual([
+        [status, "cm-2"],
+      ]);
+      const stored = h.server.messagesIn(h.chat.id);
+      expect(stored).toHaveLength(1);
+      expect(sent.value).toEqual(stored[0]);
+    },
+  );
+
+  it.each([
+    ["the ack was lost", "store-without-ack", 200],
+    ["the frame was lost", "drop-frame", 201],
+  ] as const)(
+    "falls back to REST with the same client_msg_id when the ack times out (%s)",
+    async (_, answer, status) => {
+      const h = harness({ ackTimeoutMs: 10_000 });
+      await startLive(h);
+      h.server.sendAnswer = answer;
+      const sent = watch(h.client.send(h.chat.id, "hello", "cm-3"));
+      await advance(9_999);
+      expect(sent.done).toBe(false);
+      expect(h.sends()).toHaveLength(0);
+      await advance(1 + 250);
+      expect(h.sends().map((r) => [r.status, (r.body as { client_msg_id: string }).client_msg_id])).toEqual([
+        [status, "cm-3"],
+      ]);
+      expect(h.server.lastSocket.sentOfType("send_message")).toHaveLength(1);
+      const stored = h.server.messagesIn(h.chat.id);
+      expect(stored).toHaveLength(1);
+      expect(sent.value).toEqual(stored[0]);
+      expect(h.client.mode).toBe("live");
+    },
+  );
+
+  it("rejects a validation error at once, without retrying (WebSocket and REST)", async () => {
+    const h = harness();
+    await startLive(h);
+    const overSocket = watch(h.client.send(h.chat.id, "   ", "cm-4"));
+    await settle();
+    expect(overSocket.error).toBeInstanceOf(ChatApiError);
+    expect(overSocket.error).toMatchObject({ status: 400, code: "validation_failed" });
+
+    h.server.upgrades = "refuse";
+    h.server.lastSocket.closeWith(1001);
+    await settle();
+    expect(h.client.mode).toBe("polling");
+    const overRest = watch(h.client.send(h.chat.id, "x".repeat(4001), "cm-5"));
+    await settle();
+    expect(overRest.error).toMatchObject({ status: 400, code: "validation_failed" });
+
+    h.server.upgrades = "accept";
+    await advance(60_000);
+    expect(h.server.sockets[0]?.sentOfType("send_message")).toHaveLength(1);
+    expect(h.sends()).toHaveLength(1);
+    expect(h.server.messagesIn(h.chat.id)).toHaveLength(0);
+    expect(h.client.mode).toBe("live");
+  });
+
+  it("waits retry_after_ms after rate_limited over the socket, then sends again", async () => {
+    const h = harness();
+    await startLive(h);
+    h.server.refuseNextSends({ code: "rate_limited", retryAfterMs: 3_000 });
+    const sent = watch(h.client.send(h.chat.id, "hello", "cm-6"));
+    await settle();
+    const socket = h.server.lastSocket;
+    expect(socket.sentOfType("send_message")).toHaveLength(1);
+    await advance(2_999);
+    expect(socket.sentOfType("send_message")).toHaveLength(1);
+    expect(sent.done).toBe(false);
+    await advance(1);
+    expect(socket.sentOfType("send_message").map((f) => f.client_msg_id)).toEqual(["cm-6", "cm-6"]);
+    expect(sent.value).toMatchObject({ client_msg_id: "cm-6" });
+    expect(h.server.messagesIn(h.chat.id)).toHaveLength(1);
+  });
+
+  it("waits Retry-After after a REST 429, then sends again", async () => {
+    const h = harness();
+    await startPolling(h);
+    h.server.refuseNextSends({ code: "rate_limited", retryAfterMs: 3_000 });
+    const start = Date.now();
+    const sent = watch(h.client.send(h.chat.id, "hello", "cm-7"));
+    await advance(3_000);
+    expect(h.sends().map((r) => [r.at - start, r.status])).toEqual([
+      [0, 429],
+      [3_000, 201],
+    ]);
+    expect(sent.value).toMatchObject({ client_msg_id: "cm-7" });
+  });
+
+  it.each(["internal_error", "storage_unavailable"])(
+    "retries a send the server could not handle (%s over the socket) until stored",
+    async (code) => {
+      const h = harness();
+      await startLive(h);
+      h.server.refuseNextSends({ code });
+      const sent = watch(h.client.send(h.chat.id, "hello", "cm-8"));
+      await advance(1_000);
+      expect(sent.error).toBeUndefined();
+      expect(sent.value).toMatchObject({ client_msg_id: "cm-8" });
+      expect(h.server.messagesIn(h.chat.id)).toHaveLength(1);
+    },
+  );
+
+  it("keeps retrying over a failing network with the same client_msg_id, and stores once", async () => {
+    const h = harness();
+    await startPolling(h);
+    h.server.failFetches = true;
+    const sent = watch(h.client.send(h.chat.id, "hello", "cm-9"));
+    await advance(20_000);
+    expect(sent.done).toBe(false);
+    h.server.failFetches = false;
+    await advance(20_000);
+    expect(sent.value).toMatchObject({ client_msg_id: "cm-9" });
+    const attempts = h.sends();
+    expect(attempts.length).toBeGreaterThan(2);
+    expect(new Set(attempts.map((r) => (r.body as { client_msg_id: string }).client_msg_id))).toEqual(
+      new Set(["cm-9"]),
+    );
+    expect(h.server.messagesIn(h.chat.id)).toHaveLength(1);
+  });
+});
+
+describe("typing, presence, unread", () => {
+  it("sends at most one typing frame per 2 s per chat, and none while polling", async () => {
+    const h = harness();
+    const second = h.server.addChat(ME, 3);
+    await startLive(h);
+    const typingFrames = () => h.server.lastSocket.sentOfType("typing");
+    h.client.typing(h.chat.id, true);
+    await advance(500);
+    h.client.typing(h.chat.id, true);
+    await advance(1_499);
+    h.client.typing(h.chat.id, true);
+    h.client.typing(second.id, true); // another chat: its own 2 s
+    expect(typingFrames()).toEqual([
+      { type: "typing", chat_id: h.chat.id, is_typing: true },
+      { type: "typing", chat_id: second.id, is_typing: true },
+    ]);
+    await advance(1);
+    h.client.typing(h.chat.id, false); // 2 s after the first
+    expect(typingFrames()).toHaveLength(3);
+
+    h.server.upgrades = "refuse";
+    h.server.lastSocket.closeWith(1001);
+    await settle();
+    expect(h.client.mode).toBe("polling");
+    await advance(2_000);
+    h.client.typing(h.chat.id, true);
+    h.client.typing(second.id, true);
+    expect(h.server.sockets.flatMap((s) => s.sentOfType("typing"))).toHaveLength(3);
+  });
+
+  it("sends neither typing nor messages over a retry socket that is open but not yet greeted", async () => {
+    const h = harness();
+    h.server.upgrades = "manual";
+    h.client.start();
+    await settle();
+    h.server.lastSocket.refuse();
+    await settle();
+    await advance(30_000);
+    const retry = h.server.lastSocket;
+    retry.open({ greet: false });
+    await settle();
+    expect(retry.readyState).toBe(1);
+    expect(h.client.mode).toBe("polling");
+    h.client.typing(h.chat.id, true);
+    const sent = watch(h.client.send(h.chat.id, "hello", "cm-12"));
+    await settle();
+    expect(retry.sent).toEqual([]);
+    expect(h.sends()).toHaveLength(1);
+    expect(sent.value).toMatchObject({ client_msg_id: "cm-12" });
+
+    retry.greet();
+    await settle();
+    expect(h.client.mode).toBe("live");
+    h.client.typing(h.chat.id, true);
+    expect(retry.sentOfType("typing")).toHaveLength(1);
+  });
+
+  it("hands typing and presence from the server to the page", async () => {
+    const h = harness();
+    await startLive(h);
+    h.server.pushTo(ME, { type: "typing", chat_id: h.chat.id, user_id: OTHER, is_typing: true });
+    h.server.pushTo(ME, { type: "presence", user_id: OTHER, online: false });
+    await settle();
+    expect(h.seen.typing).toEqual([{ chat_id: h.chat.id, user_id: OTHER, is_typing: true }]);
+    expect(h.seen.presence).toEqual([{ user_id: OTHER, online: false }]);
+    expect(h.seen.events).toEqual([]);
+  });
+
+  it("markRead updates the unread counts", async () => {
+    const h = harness();
+    const [m1, , m3] = [1, 2, 3].map(() => h.server.post(h.chat.id, OTHER));
+    await startLive(h); // going live refreshes the counts
+    await settle();
+    expect(h.client.unread).toEqual({ total: 3, chats: { [h.chat.id]: 3 } });
+
+    await h.client.markRead(h.chat.id, (m1 as Message).id);
+    expect(h.client.unread).toEqual({ total: 2, chats: { [h.chat.id]: 2 } });
+    expect(h.server.requestsTo("POST", `/api/v1/chats/${h.chat.id}/read`).at(-1)?.body).toEqual({
+      message_id: (m1 as Message).id,
+    });
+    await h.client.markRead(h.chat.id, (m3 as Message).id);
+    expect(h.client.unread).toEqual({ total: 0, chats: {} });
+    expect(h.seen.unread.at(-1)).toEqual({ total: 0, chats: {} });
+
+    h.server.post(h.chat.id, OTHER); // a new message: the badge follows shortly
+    await advance(250);
+    expect(h.client.unread).toEqual({ total: 1, chats: { [h.chat.id]: 1 } });
+  });
+});
+
+describe("stop()", () => {
+  it("clears every timer, closes the socket and rejects an unacknowledged send", async () => {
+    const h = harness();
+    await startLive(h);
+    h.server.sendAnswer = "store-without-ack";
+    const sent = watch(h.client.send(h.chat.id, "hello", "cm-10"));
+    h.server.post(h.chat.id, OTHER); // schedules an unread refresh
+    await settle();
+    expect(vi.getTimerCount()).toBeGreaterThan(0);
+    const socket = h.server.lastSocket;
+    h.client.stop();
+    await settle();
+    expect(vi.getTimerCount()).toBe(0);
+    expect(socket.closed).toMatchObject({ by: "client", code: 1000 });
+    expect(h.client.mode).toBe("offline");
+    expect(sent.error).toMatchObject({ code: "client_stopped" });
+    const requests = h.server.requests.length;
+    await advance(10 * 60_000);
+    expect(h.server.requests).toHaveLength(requests);
+    expect(h.server.sockets).toHaveLength(1);
+  });
+
+  it("clears the polling and retry timers", async () => {
+    const h = harness();
+    await startPolling(h);
+    await advance(7_000);
+    h.client.stop();
+    expect(vi.getTimerCount()).toBe(0);
+    const requests = h.server.requests.length;
+    await advance(10 * 60_000);
+    expect(h.server.requests).toHaveLength(requests);
+  });
+
+  it("clears the reconnect backoff timer", async () => {
+    const h = harness();
+    await startLive(h);
+    h.server.lastSocket.drop();
+    await settle();
+    expect(h.client.mode).toBe("connecting");
+    h.client.stop();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("clears the wait of a send that was told to retry later, and rejects it at once", async () => {
+    const h = harness();
+    await startLive(h);
+    h.server.refuseNextSends({ code: "rate_limited", retryAfterMs: 30_000 });
+    const sent = watch(h.client.send(h.chat.id, "hello", "cm-11"));
+    await advance(1_000);
+    h.client.stop();
+    expect(vi.getTimerCount()).toBe(0);
+    await settle();
+    expect(sent.error).toMatchObject({ code: "client_stopped" });
+    expect(h.server.messagesIn(h.chat.id)).toHaveLength(0);
+  });
+
+  it("can start again after stop, resuming from its cursor", async () => {
+    const h = harness();
+    await startLive(h);
+    h.server.post(h.chat.id, OTHER); // 2
+    await settle();
+    h.client.stop();
+    h.server.post(h.chat.id, OTHER); // 3
+    h.client.start();
+    await settle();
+    expect(h.server.lastSocket.after).toBe(2);
+    expect(h.ids()).toEqual([2, 3]);
+  });
+});

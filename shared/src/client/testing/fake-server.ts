@@ -1,0 +1,585 @@
+import { ErrorCode, Limits } from "../../codes.ts";
+import type { Chat, ChatEvent, ChatEventDraft, Message, ServerFrame } from "../../protocol.ts";
+import type { WebSocketFactory, WebSocketLike } from "../types.ts";
+
+/**
+ * An in-process fake of the chat backend as the browser client sees it through the gateway
+ * (CONTRACT §3–§5), in the spirit of centrifuge-js's `fakeServer`: a `fetch` and a WebSocket factory
+ * to hand to `ChatClient`, an event log per user, and switches that a test flips to break things.
+ * No network, no timers of its own: frames and callbacks arrive as microtasks, so fake timers decide
+ * every delay the client makes.
+ *
+ *   const server = new FakeChatServer();
+ *   const chat = server.addChat(1, 2);
+ *   const client = new ChatClient({ baseUrl: FAKE_BASE_URL, getAccessToken: () => server.accessToken(1),
+ *     fetch: server.fetch, webSocket: server.webSocket });
+ */
+export const FAKE_BASE_URL = "http://chat.test";
+
+const CONNECTING = 0;
+const OPEN = 1;
+const CLOSING = 2;
+const CLOSED = 3;
+
+/** One fetch the client made, as the server saw it (also the ones the switches failed). */
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  userId: number | undefined;
+  body: unknown;
+  /** `Date.now()` when it arrived: fake time under fake timers. */
+  at: number;
+  status: number | "network_error";
+}
+
+/** A refusal the next send (REST or WebSocket) gets instead of being stored. */
+export interface SendRefusal {
+  code: string;
+  message?: string;
+  retryAfterMs?: number;
+}
+
+/** How the WebSocket `send_message` frames are answered. */
+export type SendAnswer =
+  /** store, `ack` the sender, `new_message` to every participant (the real server) */
+  | "ack"
+  /** store and tell the participants, but the `ack` is lost */
+  | "store-without-ack"
+  /** the frame is lost: nothing stored, nothing answered */
+  | "drop-frame";
+
+class FakeHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+const statusOf: Record<string, number> = {
+  [ErrorCode.rateLimited]: 429,
+  [ErrorCode.validationFailed]: 400,
+  [ErrorCode.notFound]: 404,
+  [ErrorCode.storageUnavailable]: 503,
+  [ErrorCode.shuttingDown]: 503,
+  [ErrorCode.internal]: 500,
+  [ErrorCode.unauthorized]: 401,
+};
+
+function later(fn: () => void): void {
+  // A microtask, never a timer: fake timers must only count the client's own timers.
+  void Promise.resolve().then(fn);
+}
+
+export class FakeChatServer {
+  // ── switches ───────────────────────────────────────────────────────────────────────────────
+  /** `POST /api/v2/ws-token` answers 401, as for an access token the gateway refuses. */
+  wsTokenUnauthorized = false;
+  /** What happens to a new socket: accepted at once, refused at once, or left to the test. */
+  upgrades: "accept" | "refuse" | "manual" = "accept";
+  /** Every fetch fails as a network error (a `TypeError`, as browsers reject). */
+  failFetches = false;
+  sendAnswer: SendAnswer = "ack";
+
+  // ── what happened ──────────────────────────────────────────────────────────────────────────
+  readonly requests: RecordedRequest[] = [];
+  /** Every socket the client asked for, refused ones included, in order. */
+  readonly sockets: FakeSocket[] = [];
+
+  private lastEventId = 0;
+  private nextChatId = 1;
+  private nextMessageId = 1;
+  private nextTicket = 1;
+  private readonly logs = new Map<number, ChatEvent[]>();
+  private readonly chats = new Map<number, Chat>();
+  private readonly messages: Message[] = [];
+  private readonly readMarkers = new Map<string, number>();
+  private readonly tickets = new Map<string, number>();
+  private readonly sendRefusals: SendRefusal[] = [];
+  private readonly holds: Array<{ path: string; waiting: Array<() => void>; released: boolean }> = [];
+
+  /** The access token of a user, for `getAccessToken`; anything else is a 401. */
+  accessToken(userId: number): string {
+    return `access-${userId}`;
+  }
+
+  /** A chat between two users; appends `chat_created` to both logs. */
+  addChat(buyerId: number, sellerId: number, listingId = 1): Chat {
+    const at = new Date().toISOString();
+    const chat: Chat = {
+      id: this.nextChatId++,
+      listing_id: listingId,
+      buyer_id: buyerId,
+      seller_id: sellerId,
+      created_at: at,
+      last_activity_at: at,
+    };
+    this.chats.set(chat.id, chat);
+    this.append({ type: "chat_created", chat }, chat);
+    return chat;
+  }
+
+  /** A message stored on the server's side (e.g. the other participant wrote it). */
+  post(chatId: number, senderId: number, content = `message ${this.nextMessageId}`): Message {
+    return this.store(senderId, chatId, content, null).message;
+  }
+
+  /** The user's event log: what WebSocket and polling must hand the client, exactly once, in order. */
+  eventsFor(userId: number): ChatEvent[] {
+    return [...(this.logs.get(userId) ?? [])];
+  }
+
+  /** The stored messages of a chat, oldest first. */
+  messagesIn(chatId: number): Message[] {
+    return this.messages.filter((m) => m.chat_id === chatId);
+  }
+
+  /** The next sends (REST or WebSocket, one each) are refused with these, in order. */
+  refuseNextSends(...refusals: SendRefusal[]): void {
+    this.sendRefusals.push(...refusals);
+  }
+
+  /**
+   * Requests to `path` (without query) wait from now on until `release()`; they are answered with the
+   * state at release time, as a request that was slow on the way in.
+   */
+  hold(path: string): { release(): void; readonly waiting: number } {
+    const hold = { path, waiting: [] as Array<() => void>, released: false };
+    this.holds.push(hold);
+    return {
+      release: () => {
+        hold.released = true;
+        this.holds.splice(this.holds.indexOf(hold), 1);
+        for (const go of hold.waiting.splice(0)) go();
+      },
+      get waiting() {
+        return hold.waiting.length;
+      },
+    };
+  }
+
+  /** Recorded requests, optionally only those of one method and path (without query). */
+  requestsTo(method?: string, path?: string): RecordedRequest[] {
+    return this.requests.filter((r) => (!method || r.method === method) && (!path || r.path === path));
+  }
+
+  /** The last socket the client asked for. */
+  get lastSocket(): FakeSocket {
+    const socket = this.sockets.at(-1);
+    if (!socket) throw new Error("the client has not opened any socket");
+    return socket;
+  }
+
+  /** Sockets the client opened and the server accepted, still open. */
+  openSockets(userId?: number): FakeSocket[] {
+    return this.sockets.filter((s) => s.isLive && (userId === undefined || s.userId === userId));
+  }
+
+  /** A frame the server sends to every open socket of a user (typing, presence…). */
+  pushTo(userId: number, frame: ServerFrame): void {
+    for (const socket of this.openSockets(userId)) socket.push(frame);
+  }
+
+  // ── the client's doors ─────────────────────────────────────────────────────────────────────
+
+  readonly fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
+    const method = (init?.method ?? "GET").toUpperCase();
+    const auth = new Headers(init?.headers).get("authorization") ?? "";
+    const match = /^Bearer access-(\d+)$/.exec(auth);
+    const userId = match ? Number(match[1]) : undefined;
+    let body: unknown;
+    try {
+      body = typeof init?.body === "string" ? JSON.parse(init.body) : undefined;
+    } catch {
+      body = undefined;
+    }
+    const record: RecordedRequest = {
+      method,
+      path: url.pathname,
+      query: Object.fromEntries(url.searchParams),
+      userId,
+      body,
+      at: Date.now(),
+      status: "network_error",
+    };
+    this.requests.push(record);
+    const hold = this.holds.find((h) => h.path === url.pathname && !h.released);
+    if (hold) await new Promise<void>((go) => hold.waiting.push(go));
+    if (this.failFetches) throw new TypeError("Failed to fetch");
+    let status: number;
+    let answer: unknown;
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    try {
+      if (userId === undefined) throw new FakeHttpError(401, ErrorCode.unauthorized, "missing or bad access token");
+      [status, answer] = this.route(method, url, userId, body);
+    } catch (error) {
+      if (!(error instanceof FakeHttpError)) throw error;
+      status = error.status;
+      answer = { error: { code: error.code, message: error.message } };
+      if (error.retryAfterMs !== undefined) headers["retry-after"] = String(Math.ceil(error.retryAfterMs / 1000));
+    }
+    record.status = status;
+    return new Response(JSON.stringify(answer), { status, headers });
+  };
+
+  readonly webSocket: WebSocketFactory = (url) => {
+    const parsed = new URL(url);
+    const token = parsed.searchParams.get("token") ?? "";
+    const userId = this.tickets.get(token);
+    this.tickets.delete(token); // single use (CONTRACT §3)
+    const afterParam = parsed.searchParams.get("after");
+    const socket = new FakeSocket(this, url, userId, afterParam === null ? undefined : Number(afterParam));
+    this.sockets.push(socket);
+    if (userId === undefined) socket.refuse();
+    else if (this.upgrades === "accept") socket.open();
+    else if (this.upgrades === "refuse") socket.refuse();
+    return socket;
+  };
+
+  // ── inside ─────────────────────────────────────────────────────────────────────────────────
+
+  private route(method: string, url: URL, userId: number, body: unknown): [number, unknown] {
+    const path = url.pathname;
+    if (method === "POST" && path === "/api/v2/ws-token") {
+      if (this.wsTokenUnauthorized) throw new FakeHttpError(401, ErrorCode.unauthorized, "access token refused");
+      const token = `ticket-${this.nextTicket++}`;
+      this.tickets.set(token, userId);
+      return [200, { token, expires_in: 60, ws_url: "/ws/chat" }];
+    }
+    if (method === "GET" && path === "/api/v1/events") {
+      const afterParam = url.searchParams.get("after");
+      const limitParam = url.searchParams.get("limit");
+      const limit = Math.min(Limits.eventsPageMax, limitParam ? Number(limitParam) : Limits.eventsPageDefault);
+      const end = this.lastEventId;
+      if (afterParam === null) return [200, { events: [], last_event_id: end }];
+      const after = Number(afterParam);
+      const events = this.eventsFor(userId)
+        .filter((e) => e.event_id > after)
+        .slice(0, limit);
+      const last = events.at(-1)?.event_id;
+      // Same rule as the real server: a full page → its last id; otherwise the end of the log.
+      const cursor = events.length === limit && last !== undefined ? last : Math.max(after, end, last ?? 0);
+      return [200, { events, last_event_id: cursor }];
+    }
+    if (method === "GET" && path === "/api/v1/chats/unread") return [200, this.unread(userId)];
+    const chatRoute = /^\/api\/v1\/chats\/(\d+)\/(messages|read)$/.exec(path);
+    if (method === "POST" && chatRoute) {
+      const chatId = Number(chatRoute[1]);
+      const fields = (body ?? {}) as { content?: unknown; client_msg_id?: unknown; message_id?: unknown };
+      if (chatRoute[2] === "messages") {
+        const { message, created } = this.store(
+          userId,
+          chatId,
+          fields.content,
+          typeof fields.client_msg_id === "string" ? fields.client_msg_id : null,
+        );
+        return [created ? 201 : 200, message];
+      }
+      return [200, this.markRead(userId, chatId, Number(fields.message_id))];
+    }
+    throw new FakeHttpError(404, ErrorCode.notFound, `no route ${method} ${path}`);
+  }
+
+  private participant(chatId: number, userId: number): Chat {
+    const chat = this.chats.get(chatId);
+    if (!chat || (chat.buyer_id !== userId && chat.seller_id !== userId))
+      throw new FakeHttpError(404, ErrorCode.notFound, "chat not found");
+    return chat;
+  }
+
+  /** Stores a message (idempotent on the sender's client_msg_id), or throws the refusal. */
+  store(
+    senderId: number,
+    chatId: number,
+    content: unknown,
+    clientMsgId: string | null,
+  ): { message: Message; created: boolean } {
+    const chat = this.participant(chatId, senderId);
+    if (typeof content !== "string" || content.trim() === "" || [...content].length > Limits.maxContentChars)
+      throw new FakeHttpError(400, ErrorCode.validationFailed, "content must be 1 to 4000 characters");
+    const refusal = this.sendRefusals.shift();
+    if (refusal)
+      throw new FakeHttpError(
+        statusOf[refusal.code] ?? 400,
+        refusal.code,
+        refusal.message ?? refusal.code,
+        refusal.retryAfterMs,
+      );
+    if (clientMsgId !== null) {
+      const existing = this.messages.find((m) => m.sender_id === senderId && m.client_msg_id === clientMsgId);
+      if (existing) return { message: existing, created: false };
+    }
+    const message: Message = {
+      id: this.nextMessageId++,
+      chat_id: chatId,
+      sender_id: senderId,
+      content,
+      client_msg_id: clientMsgId,
+      created_at: new Date().toISOString(),
+      edited_at: null,
+      deleted_at: null,
+    };
+    this.messages.push(message);
+    this.append({ type: "new_message", chat_id: chatId, message }, chat);
+    return { message, created: true };
+  }
+
+  markRead(userId: number, chatId: number, messageId: number) {
+    const chat = this.participant(chatId, userId);
+    const message = this.messages.find((m) => m.id === messageId && m.chat_id === chatId);
+    if (!message) throw new FakeHttpError(404, ErrorCode.notFound, "message not found");
+    const key = `${chatId}:${userId}`;
+    if ((this.readMarkers.get(key) ?? 0) < messageId) {
+      this.readMarkers.set(key, messageId);
+      this.append(
+        {
+          type: "message_read",
+          chat_id: chatId,
+          message_id: messageId,
+          read_by: userId,
+          read_at: new Date().toISOString(),
+        },
+        chat,
+      );
+    }
+    return { chat_id: chatId, message_id: messageId, unread_count: this.unreadIn(chat, userId) };
+  }
+
+  unread(userId: number): { total: number; chats: Record<string, number> } {
+    const chats: Record<string, number> = {};
+    let total = 0;
+    for (const chat of this.chats.values()) {
+      if (chat.buyer_id !== userId && chat.seller_id !== userId) continue;
+      const n = this.unreadIn(chat, userId);
+      if (n > 0) chats[String(chat.id)] = n;
+      total += n;
+    }
+    return { total, chats };
+  }
+
+  private unreadIn(chat: Chat, userId: number): number {
+    const marker = this.readMarkers.get(`${chat.id}:${userId}`) ?? 0;
+    return this.messages.filter((m) => m.chat_id === chat.id && m.sender_id !== userId && m.id > marker).length;
+  }
+
+  /** Gives the change the next event id, appends it to each participant's log and pushes it live. */
+  private append(draft: ChatEventDraft, chat: Chat): ChatEvent {
+    const event = { ...draft, event_id: ++this.lastEventId } as ChatEvent;
+    for (const userId of new Set([chat.buyer_id, chat.seller_id])) {
+      let log = this.logs.get(userId);
+      if (!log) {
+        log = [];
+        this.logs.set(userId, log);
+      }
+      log.push(event);
+      for (const socket of this.openSockets(userId)) socket.pushEvent(event);
+    }
+    return event;
+  }
+
+  /** @internal the socket's view of the server */
+  get currentEventId(): number {
+    return this.lastEventId;
+  }
+
+  /** @internal a frame a socket received from the client */
+  handleFrame(socket: FakeSocket, frame: Record<string, unknown>): void {
+    const userId = socket.userId;
+    if (userId === undefined) return;
+    switch (frame.type) {
+      case "ping":
+        socket.push({ type: "pong", timestamp: new Date().toISOString() });
+        return;
+      case "resume":
+        socket.replay(Number(frame.after));
+        return;
+      case "typing": {
+        const chat = this.chats.get(Number(frame.chat_id));
+        if (!chat) return;
+        const other = chat.buyer_id === userId ? chat.seller_id : chat.buyer_id;
+        this.pushTo(other, { type: "typing", chat_id: chat.id, user_id: userId, is_typing: frame.is_typing === true });
+        return;
+      }
+      case "mark_read":
+        this.guard(socket, undefined, () => this.markRead(userId, Number(frame.chat_id), Number(frame.message_id)));
+        return;
+      case "send_message": {
+        const ref = typeof frame.client_msg_id === "string" ? frame.client_msg_id : undefined;
+        if (this.sendAnswer === "drop-frame") return;
+        this.guard(socket, ref, () => {
+          const { message } = this.store(userId, Number(frame.chat_id), frame.content, ref ?? null);
+          if (this.sendAnswer === "ack" && ref !== undefined) socket.push({ type: "ack", ref, message });
+        });
+        return;
+      }
+      default:
+        socket.push({
+          type: "error",
+          code: ErrorCode.unknownType,
+          message: `unknown frame type ${String(frame.type)}`,
+        });
+    }
+  }
+
+  private guard(socket: FakeSocket, ref: string | undefined, fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      if (!(error instanceof FakeHttpError)) throw error;
+      socket.push({
+        type: "error",
+        code: error.code,
+        message: error.message,
+        ...(ref === undefined ? {} : { ref }),
+        ...(error.retryAfterMs === undefined ? {} : { retry_after_ms: error.retryAfterMs }),
+      } as ServerFrame);
+    }
+  }
+}
+
+/**
+ * One socket of the client, driven by the test (or at once by the server's `upgrades` switch):
+ * `open()` accepts the upgrade, `refuse()` fails it, `drop()` breaks it, `closeWith(code)` closes it.
+ * Browser semantics: callbacks are asynchronous; `send` throws while connecting and is ignored once closed.
+ */
+export class FakeSocket implements WebSocketLike {
+  readyState = CONNECTING;
+  onopen: ((event: unknown) => void) | null = null;
+  onmessage: ((event: { data: unknown }) => void) | null = null;
+  onclose: ((event: { code: number; reason: string }) => void) | null = null;
+  onerror: ((event: unknown) => void) | null = null;
+  /** Frames the client sent, parsed, in order. */
+  readonly sent: Array<Record<string, unknown>> = [];
+  /** Event ids written to the client, in order (replay and live). */
+  readonly eventIdsSent: number[] = [];
+  /** How it ended, and who ended it. */
+  closed: { by: "client" | "server"; code: number; reason: string } | undefined;
+  /** `Date.now()` when the client asked for it. */
+  readonly createdAt = Date.now();
+  /** Server side: the upgrade was accepted and the server has not closed it. */
+  private accepted = false;
+  /** Server side: `connected` was sent; events flow only from then on (the real server holds them back). */
+  private greeted = false;
+  private lastSent = 0;
+
+  constructor(
+    private readonly server: FakeChatServer,
+    readonly url: string,
+    /** The user its ws-token belonged to; undefined for a bad or reused token (refused). */
+    readonly userId: number | undefined,
+    /** The `after` the client asked to resume from. */
+    readonly after: number | undefined,
+  ) {}
+
+  /** Accepted and not closed by either side: the server pushes events to it. */
+  get isLive(): boolean {
+    return this.accepted && this.closed === undefined;
+  }
+
+  /** Frames of one type that the client sent. */
+  sentOfType(type: string): Array<Record<string, unknown>> {
+    return this.sent.filter((f) => f.type === type);
+  }
+
+  /**
+   * Accepts the upgrade: `connected`, then the replay from `after` (or `replayFrom`, or from now), then
+   * live events. With `greet: false` the socket opens but stays silent until `greet()`, as a server slow
+   * to read its cursor.
+   */
+  open(options: { replayFrom?: number; greet?: boolean } = {}): void {
+    if (this.readyState !== CONNECTING || this.userId === undefined) throw new Error("only a connecting socket opens");
+    this.accepted = true;
+    later(() => {
+      if (this.readyState !== CONNECTING) return;
+      this.readyState = OPEN;
+      this.onopen?.({});
+    });
+    if (options.greet !== false) this.greet(options);
+  }
+
+  /** Sends `connected` and the replay (see `open`). */
+  greet(options: { replayFrom?: number } = {}): void {
+    if (!this.isLive || this.greeted || this.userId === undefined) throw new Error("greet an accepted socket once");
+    this.greeted = true;
+    const current = this.server.currentEventId;
+    this.push({
+      type: "connected",
+      user_id: this.userId,
+      connection_id: `fake-${this.server.sockets.indexOf(this) + 1}`,
+      timestamp: new Date().toISOString(),
+      last_event_id: current,
+    });
+    this.replay(options.replayFrom ?? this.after ?? current);
+  }
+
+  /** The upgrade failed (401/429/503 or no network): the browser reports an error and close 1006. */
+  refuse(): void {
+    if (this.readyState !== CONNECTING) throw new Error("only a connecting socket can be refused");
+    this.finish("server", 1006, "", true);
+  }
+
+  /** The connection broke without a close frame. */
+  drop(): void {
+    this.finish("server", 1006, "", true);
+  }
+
+  /** The server closes with a code (1001 going away, 1011, 1013 slow consumer…). */
+  closeWith(code: number, reason = ""): void {
+    this.finish("server", code, reason, false);
+  }
+
+  /** @internal sends the user's events after `after`, then live ones continue from there. */
+  replay(after: number): void {
+    this.lastSent = after;
+    for (const event of this.server.eventsFor(this.userId ?? 0)) this.pushEvent(event);
+  }
+
+  /** @internal an event for this socket: written once, in order. */
+  pushEvent(event: ChatEvent): void {
+    if (!this.isLive || !this.greeted || event.event_id <= this.lastSent) return;
+    this.lastSent = event.event_id;
+    this.eventIdsSent.push(event.event_id);
+    this.push(event);
+  }
+
+  /** A frame from the server to the client. */
+  push(frame: ServerFrame): void {
+    if (!this.isLive) return;
+    const data = JSON.stringify(frame);
+    later(() => {
+      if (this.readyState === OPEN) this.onmessage?.({ data });
+    });
+  }
+
+  // ── the browser API the client uses ────────────────────────────────────────────────────────
+
+  send(data: string): void {
+    if (this.readyState === CONNECTING) throw new Error("InvalidStateError: still in CONNECTING state");
+    if (this.readyState !== OPEN || this.closed) return;
+    const frame = JSON.parse(data) as Record<string, unknown>;
+    this.sent.push(frame);
+    this.server.handleFrame(this, frame);
+  }
+
+  close(code = 1000, reason = ""): void {
+    if (this.closed) return;
+    this.finish("client", code, reason, false);
+  }
+
+  private finish(by: "client" | "server", code: number, reason: string, error: boolean): void {
+    if (this.closed) return;
+    this.closed = { by, code, reason };
+    // The client's close() is CLOSING at once; a server's close reaches the client after the frames before it.
+    if (by === "client") this.readyState = CLOSING;
+    later(() => {
+      this.readyState = CLOSED;
+      if (error) this.onerror?.({});
+      this.onclose?.({ code, reason });
+    });
+  }
+}
