@@ -5,6 +5,7 @@ import type { Registry } from "prom-client";
 import { type AccessTokenVerifier, accessTokenFrom } from "./auth/access-token.ts";
 import { AuthError } from "./auth/errors.ts";
 import type { WsTokens } from "./auth/ws-token.ts";
+import { createDemoPageRoutes } from "./dev/demo-page.ts";
 import { devTokenBody } from "./dev/dev-token.ts";
 import { createDocsRoutes } from "./docs/openapi.ts";
 import { WS_PATH } from "./proxy/ws-upgrade.ts";
@@ -150,6 +151,9 @@ export function createGatewayApp(parts: GatewayAppParts) {
 
   // The API description is public: no access token needed to read it.
   app.route("/", createDocsRoutes({ devAuth: parts.signDevToken !== undefined }));
+
+  // The demo chat page, like the dev token: development with DEV_AUTH=1 only.
+  if (parts.signDevToken) app.route("/", createDemoPageRoutes());
 
   app.notFound((c) => c.json(errorBody(ErrorCode.notFound, `no route for ${c.req.method} ${c.req.path}`), 404));
 

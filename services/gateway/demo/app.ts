@@ -1,0 +1,633 @@
+/**
+ * The demo chat page (development only): everything goes through the `shared/` ChatClient, as the
+ * monolith frontend would use it. Bundled by the gateway with esbuild (src/dev/demo-page.ts).
+ *
+ * Rule of the page: text from users (message content, previews) is only ever put in the DOM with
+ * `textContent`; nothing here parses HTML.
+ *
+ * `window.chatDemo` exposes what the page received (every event id, in order, and any anomaly it saw) so
+ * that tests and curious developers can check the client's "exactly once, in order" from the outside.
+ */
+import type { Chat, ChatEvent, ChatSummary, Message } from "@listings-chat/shared";
+import { ChatClient, type ChatClientMode } from "@listings-chat/shared/client";
+
+const PAGE_SIZE = 20;
+/** A typing indicator disappears this long after the last `typing` frame that said so. */
+const TYPING_EXPIRES_MS = 5_000;
+/** Older messages are loaded when the list is scrolled this close to its top. */
+const LOAD_OLDER_WITHIN_PX = 48;
+const SESSION_KEY = "listings-chat-demo";
+
+// ---------------------------------------------------------------------------------------------------
+// Elements
+
+function element<T extends HTMLElement = HTMLElement>(testId: string): T {
+  const found = document.querySelector<T>(`[data-testid="${testId}"]`);
+  if (!found) throw new Error(`the page has no [data-testid="${testId}"]`);
+  return found;
+}
+
+const ui = {
+  mode: element("mode"),
+  me: element("me"),
+  unreadTotal: element("unread-total"),
+  signOut: element<HTMLButtonElement>("sign-out"),
+  banner: element("fallback-banner"),
+  error: element("error"),
+  signIn: element("sign-in"),
+  signInForm: element<HTMLFormElement>("sign-in-form"),
+  signInUser: element<HTMLInputElement>("sign-in-user"),
+  workspace: element("workspace"),
+  openChatForm: element<HTMLFormElement>("open-chat-form"),
+  openChatListing: element<HTMLInputElement>("open-chat-listing"),
+  openChatSeller: element<HTMLInputElement>("open-chat-seller"),
+  chatList: element<HTMLUListElement>("chat-list"),
+  noChats: element("no-chats"),
+  chatView: element("chat-view"),
+  chatPlaceholder: element("chat-placeholder"),
+  chatTitle: element("chat-title"),
+  scroller: element("message-scroller"),
+  historyStatus: element("history-status"),
+  messageList: element<HTMLOListElement>("message-list"),
+  typing: element("typing-indicator"),
+  sendForm: element<HTMLFormElement>("send-form"),
+  sendInput: element<HTMLTextAreaElement>("send-input"),
+};
+
+/** `<tag class=…>` with its text set as text. */
+function make<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, text?: string) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function showError(text: string | null) {
+  ui.error.textContent = text ?? "";
+  ui.error.hidden = text === null;
+}
+
+const describe = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+// ---------------------------------------------------------------------------------------------------
+// What the page received, for tests (and for anyone debugging the client)
+
+interface DemoDebug {
+  /** Every `event` the client handed to the page, in the order it did. */
+  events: { event_id: number; type: ChatEvent["type"]; chat_id: number; message_id?: number }[];
+  /** Anything the page saw that the client promised not to do (an event twice or out of order). */
+  anomalies: string[];
+  /** Every mode change, with the time it happened. */
+  modes: { to: ChatClientMode; at: number }[];
+}
+const debug: DemoDebug = { events: [], anomalies: [], modes: [] };
+(window as unknown as { chatDemo: DemoDebug }).chatDemo = debug;
+
+function record(event: ChatEvent) {
+  const last = debug.events.at(-1);
+  if (last && event.event_id <= last.event_id) {
+    const anomaly = `event ${event.event_id} (${event.type}) delivered after event ${last.event_id}`;
+    debug.anomalies.push(anomaly);
+    console.error(`chat demo: ${anomaly}: the client promised every event once, in order`);
+  }
+  const chatId = event.type === "chat_created" ? event.chat.id : event.chat_id;
+  const messageId =
+    event.type === "message_read" ? event.message_id : event.type === "chat_created" ? undefined : event.message.id;
+  debug.events.push({ event_id: event.event_id, type: event.type, chat_id: chatId, message_id: messageId });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Session state
+
+interface OpenChatView {
+  chat: Chat;
+  messages: Map<number, Message>;
+  items: Map<number, HTMLLIElement>;
+  hasMore: boolean;
+  loadingOlder: boolean;
+  loaded: boolean;
+}
+
+interface Session {
+  userId: number;
+  token: string;
+  client: ChatClient;
+  chats: Map<number, ChatSummary>;
+  /** The other participant's read marker per chat, from `message_read` events. */
+  theirReadUpTo: Map<number, number>;
+  view: OpenChatView | undefined;
+  typingTimers: Map<number, ReturnType<typeof setTimeout>>;
+  off: (() => void)[];
+}
+
+let session: Session | undefined;
+
+const otherParticipant = (chat: Chat, me: number) => (chat.buyer_id === me ? chat.seller_id : chat.buyer_id);
+
+// ---------------------------------------------------------------------------------------------------
+// Header: mode, banner, unread
+
+const MODE_LABELS: Record<ChatClientMode, string> = {
+  connecting: "connecting…",
+  live: "live",
+  polling: "polling every 5 s",
+  offline: "offline",
+};
+
+function showMode(mode: ChatClientMode) {
+  document.body.dataset.mode = mode;
+  ui.mode.textContent = MODE_LABELS[mode];
+}
+
+function showUnread(s: Session) {
+  const { total } = s.client.unread;
+  ui.unreadTotal.textContent = String(total);
+  ui.unreadTotal.hidden = total === 0;
+  renderChatList(s);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Chat list
+
+function upsertChat(s: Session, chat: Chat, lastMessage?: Message) {
+  const known = s.chats.get(chat.id);
+  const summary: ChatSummary = {
+    ...chat,
+    last_message: lastMessage ?? known?.last_message ?? null,
+    unread_count: known?.unread_count ?? 0,
+  };
+  if (lastMessage && lastMessage.created_at > summary.last_activity_at) {
+    summary.last_activity_at = lastMessage.created_at;
+  }
+  s.chats.set(chat.id, summary);
+}
+
+function renderChatList(s: Session) {
+  const chats = [...s.chats.values()].sort(
+    (a, b) => b.last_activity_at.localeCompare(a.last_activity_at) || b.id - a.id,
+  );
+  const items = chats.map((chat) => {
+    const li = make("li");
+    const button = make("button");
+    button.type = "button";
+    button.dataset.testid = "chat-item";
+    button.dataset.chatId = String(chat.id);
+    button.setAttribute("aria-current", String(s.view?.chat.id === chat.id));
+    const title = make("span", "title", `Listing #${chat.listing_id} · with user ${otherParticipant(chat, s.userId)}`);
+    const unread = s.client.unread.chats[String(chat.id)] ?? 0;
+    const badge = make("span", "badge", String(unread));
+    badge.dataset.testid = "chat-unread";
+    badge.hidden = unread === 0;
+    const preview = make("span", "preview", chat.last_message ? previewOf(chat.last_message, s.userId) : "no messages");
+    button.append(title, badge, preview);
+    button.addEventListener("click", () => void selectChat(s, chat));
+    li.append(button);
+    return li;
+  });
+  ui.chatList.replaceChildren(...items);
+  ui.noChats.hidden = items.length > 0;
+}
+
+function previewOf(message: Message, me: number): string {
+  const who = message.sender_id === me ? "you" : `user ${message.sender_id}`;
+  return `${who}: ${message.deleted_at ? "(deleted)" : message.content}`;
+}
+
+async function refreshChats(s: Session) {
+  const chats = await s.client.api.listChats();
+  if (session !== s) return;
+  for (const chat of chats) s.chats.set(chat.id, chat);
+  renderChatList(s);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The open chat
+
+function tickOf(s: Session, message: Message): { text: string; state: "sent" | "read" } {
+  const readUpTo = s.theirReadUpTo.get(message.chat_id) ?? 0;
+  return readUpTo >= message.id ? { text: "✓✓", state: "read" } : { text: "✓", state: "sent" };
+}
+
+function fillMessageItem(s: Session, li: HTMLLIElement, message: Message) {
+  const mine = message.sender_id === s.userId;
+  li.className = `message${mine ? " mine" : ""}${message.deleted_at ? " deleted" : ""}`;
+  li.dataset.testid = "message";
+  li.dataset.messageId = String(message.id);
+  li.dataset.senderId = String(message.sender_id);
+  const content = make("span", "content", message.deleted_at ? "message deleted" : message.content);
+  content.dataset.testid = "message-content";
+  const meta = make("span", "meta");
+  const time = make("time", undefined, new Date(message.created_at).toLocaleTimeString([], { timeStyle: "short" }));
+  time.dateTime = message.created_at;
+  meta.append(time);
+  if (message.edited_at && !message.deleted_at) meta.append(" · edited");
+  if (mine) {
+    const { text, state } = tickOf(s, message);
+    const tick = make("span", "tick", text);
+    tick.dataset.testid = "message-tick";
+    tick.dataset.state = state;
+    tick.title = state === "read" ? "read" : "sent";
+    meta.append(" ", tick);
+  }
+  li.replaceChildren(content, meta);
+}
+
+const nearBottom = () => ui.scroller.scrollHeight - ui.scroller.scrollTop - ui.scroller.clientHeight < 64;
+const scrollToBottom = () => {
+  ui.scroller.scrollTop = ui.scroller.scrollHeight;
+};
+
+/** Puts a stored message in the open chat, in id order; a message it already shows is updated in place. */
+function upsertMessage(s: Session, view: OpenChatView, message: Message) {
+  view.messages.set(message.id, message);
+  const existing = view.items.get(message.id);
+  if (existing) {
+    fillMessageItem(s, existing, message);
+    return;
+  }
+  const li = make("li");
+  fillMessageItem(s, li, message);
+  view.items.set(message.id, li);
+  // Newer messages are the common case: look for the place from the end.
+  let next: HTMLLIElement | null = null;
+  for (let node = ui.messageList.lastElementChild; node; node = node.previousElementSibling) {
+    const id = Number((node as HTMLElement).dataset.messageId);
+    if (!(node as HTMLElement).dataset.messageId) continue; // a pending send stays at the end
+    if (id < message.id) break;
+    next = node as HTMLLIElement;
+  }
+  if (next) ui.messageList.insertBefore(li, next);
+  else ui.messageList.insertBefore(li, ui.messageList.querySelector(".pending"));
+}
+
+function showHistoryStatus(view: OpenChatView) {
+  ui.historyStatus.dataset.state = view.hasMore ? "more" : "complete";
+  ui.historyStatus.textContent = view.loadingOlder
+    ? "loading older messages…"
+    : view.hasMore
+      ? "scroll up for older messages"
+      : "beginning of the conversation";
+}
+
+function renderTitle(s: Session, chat: Chat) {
+  const role = chat.buyer_id === s.userId ? "you are the buyer" : "you are the seller";
+  ui.chatTitle.textContent = `Listing #${chat.listing_id} · chat ${chat.id} with user ${otherParticipant(chat, s.userId)} (${role})`;
+}
+
+async function selectChat(s: Session, chat: Chat) {
+  if (s.view?.chat.id === chat.id) return;
+  const view: OpenChatView = {
+    chat,
+    messages: new Map(),
+    items: new Map(),
+    hasMore: true,
+    loadingOlder: true,
+    loaded: false,
+  };
+  s.view = view;
+  clearTyping(s);
+  ui.messageList.replaceChildren();
+  ui.chatView.hidden = false;
+  ui.chatView.dataset.chatId = String(chat.id);
+  ui.chatPlaceholder.hidden = true;
+  renderTitle(s, chat);
+  renderChatList(s);
+  showHistoryStatus(view);
+  try {
+    const page = await s.client.api.messages(chat.id, { limit: PAGE_SIZE });
+    if (s.view !== view) return;
+    for (const message of page.messages) upsertMessage(s, view, message);
+    view.hasMore = page.has_more;
+    view.loadingOlder = false;
+    view.loaded = true;
+    showHistoryStatus(view);
+    scrollToBottom();
+    markReadUpToNewest(s, view);
+    await fillViewport(s, view);
+  } catch (error) {
+    view.loadingOlder = false;
+    showError(`could not load the messages of chat ${chat.id}: ${describe(error)}`);
+  }
+  ui.sendInput.focus();
+}
+
+/** Loads the page of messages before the oldest one shown, keeping what is on screen where it is. */
+async function loadOlder(s: Session, view: OpenChatView) {
+  if (!view.loaded || !view.hasMore || view.loadingOlder) return;
+  const oldest = Math.min(...view.messages.keys());
+  view.loadingOlder = true;
+  showHistoryStatus(view);
+  try {
+    const page = await s.client.api.messages(view.chat.id, { before: oldest, limit: PAGE_SIZE });
+    if (s.view !== view) return;
+    const fromBottom = ui.scroller.scrollHeight - ui.scroller.scrollTop;
+    for (const message of page.messages) upsertMessage(s, view, message);
+    view.hasMore = page.has_more;
+    ui.scroller.scrollTop = ui.scroller.scrollHeight - fromBottom;
+  } catch (error) {
+    showError(`could not load older messages: ${describe(error)}`);
+  } finally {
+    view.loadingOlder = false;
+    if (s.view === view) showHistoryStatus(view);
+  }
+}
+
+/** While the list does not fill the screen there is nothing to scroll: load older pages until it does. */
+async function fillViewport(s: Session, view: OpenChatView) {
+  while (s.view === view && view.hasMore && ui.scroller.scrollHeight <= ui.scroller.clientHeight) {
+    await loadOlder(s, view);
+  }
+}
+
+/** Marks the newest message of the open chat read when it is someone else's and the page is seen. */
+function markReadUpToNewest(s: Session, view: OpenChatView) {
+  if (document.visibilityState !== "visible" || view.messages.size === 0) return;
+  const newest = Math.max(...view.messages.keys());
+  const unread = s.client.unread.chats[String(view.chat.id)] ?? 0;
+  const message = view.messages.get(newest);
+  if (unread === 0 && message?.sender_id === s.userId) return;
+  s.client.markRead(view.chat.id, newest).catch((error: unknown) => {
+    showError(`could not mark chat ${view.chat.id} read: ${describe(error)}`);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Typing
+
+function clearTyping(s: Session) {
+  for (const timer of s.typingTimers.values()) clearTimeout(timer);
+  s.typingTimers.clear();
+  renderTyping(s);
+}
+
+function renderTyping(s: Session) {
+  const users = [...s.typingTimers.keys()];
+  ui.typing.hidden = users.length === 0;
+  ui.typing.textContent =
+    users.length === 0
+      ? ""
+      : `${users.map((id) => `User ${id}`).join(", ")} ${users.length > 1 ? "are" : "is"} typing…`;
+}
+
+function setTyping(s: Session, userId: number, isTyping: boolean) {
+  const timer = s.typingTimers.get(userId);
+  if (timer) clearTimeout(timer);
+  s.typingTimers.delete(userId);
+  if (isTyping) {
+    s.typingTimers.set(
+      userId,
+      setTimeout(() => {
+        s.typingTimers.delete(userId);
+        renderTyping(s);
+      }, TYPING_EXPIRES_MS),
+    );
+  }
+  renderTyping(s);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Events from the client
+
+function onEvent(s: Session, event: ChatEvent) {
+  record(event);
+  switch (event.type) {
+    case "chat_created":
+      upsertChat(s, event.chat);
+      renderChatList(s);
+      return;
+    case "new_message":
+    case "message_edited":
+    case "message_deleted": {
+      const { message } = event;
+      const known = s.chats.get(event.chat_id);
+      if (known) {
+        const isNewest = !known.last_message || known.last_message.id <= message.id;
+        upsertChat(s, known, isNewest ? message : undefined);
+        renderChatList(s);
+      } else {
+        // A chat this page has not heard of (opened elsewhere before this page started): list again.
+        refreshChats(s).catch((error: unknown) => showError(`could not list the chats: ${describe(error)}`));
+      }
+      const view = s.view;
+      if (view?.chat.id === event.chat_id) {
+        const follow = nearBottom() || message.sender_id === s.userId;
+        if (event.type === "new_message" || view.messages.has(message.id)) upsertMessage(s, view, message);
+        if (event.type === "new_message" && message.sender_id !== s.userId) {
+          setTyping(s, message.sender_id, false);
+          markReadUpToNewest(s, view);
+        }
+        if (follow) scrollToBottom();
+      }
+      return;
+    }
+    case "message_read": {
+      if (event.read_by === s.userId) return;
+      const before = s.theirReadUpTo.get(event.chat_id) ?? 0;
+      if (event.message_id <= before) return;
+      s.theirReadUpTo.set(event.chat_id, event.message_id);
+      const view = s.view;
+      if (view?.chat.id === event.chat_id) {
+        for (const [id, li] of view.items) {
+          const message = view.messages.get(id);
+          if (message && message.sender_id === s.userId && id > before && id <= event.message_id) {
+            fillMessageItem(s, li, message);
+          }
+        }
+      }
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sending
+
+async function send(s: Session, view: OpenChatView, content: string) {
+  const pending = make("li", "message mine pending");
+  pending.dataset.testid = "message-pending";
+  const text = make("span", "content", content);
+  pending.append(text, make("span", "meta", "sending…"));
+  ui.messageList.append(pending);
+  scrollToBottom();
+  try {
+    const message = await s.client.send(view.chat.id, content);
+    pending.remove();
+    if (s.view === view) {
+      upsertMessage(s, view, message);
+      scrollToBottom();
+    }
+  } catch (error) {
+    pending.classList.add("failed");
+    pending.lastElementChild?.replaceChildren(`not sent: ${describe(error)}`);
+    showError(`the message was not sent: ${describe(error)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Signing in and out
+
+async function devToken(userId: number): Promise<string> {
+  const res = await fetch("/api/dev/token", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user_id: userId }),
+  });
+  const body = (await res.json().catch(() => undefined)) as
+    | { access_token?: string; error?: { message?: string } }
+    | undefined;
+  if (!res.ok || typeof body?.access_token !== "string") {
+    throw new Error(body?.error?.message ?? `POST /api/dev/token answered ${res.status}`);
+  }
+  return body.access_token;
+}
+
+function startSession(userId: number, token: string) {
+  const client = new ChatClient({ baseUrl: "", getAccessToken: () => token });
+  const s: Session = {
+    userId,
+    token,
+    client,
+    chats: new Map(),
+    theirReadUpTo: new Map(),
+    view: undefined,
+    typingTimers: new Map(),
+    off: [],
+  };
+  session = s;
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify({ userId, token }));
+
+  s.off.push(
+    client.on("event", (event) => onEvent(s, event)),
+    client.on("mode", ({ to }) => {
+      debug.modes.push({ to, at: Date.now() });
+      showMode(to);
+    }),
+    client.on("warning", (text) => {
+      ui.banner.textContent = text ?? "";
+      ui.banner.hidden = text === null;
+    }),
+    client.on("typing", ({ chat_id, user_id, is_typing }) => {
+      if (s.view?.chat.id === chat_id && user_id !== s.userId) setTyping(s, user_id, is_typing);
+    }),
+    client.on("unread", () => showUnread(s)),
+    client.on("fatal", ({ message }) => {
+      signOut();
+      showError(`signed out: ${message}`);
+    }),
+  );
+
+  ui.me.textContent = `signed in as user ${userId}`;
+  ui.signIn.hidden = true;
+  ui.workspace.hidden = false;
+  ui.signOut.hidden = false;
+  ui.chatView.hidden = true;
+  ui.chatPlaceholder.hidden = false;
+  showError(null);
+  client.start();
+  showMode(client.mode);
+  refreshChats(s).catch((error: unknown) => showError(`could not list the chats: ${describe(error)}`));
+}
+
+function signOut() {
+  const s = session;
+  session = undefined;
+  sessionStorage.removeItem(SESSION_KEY);
+  if (s) {
+    for (const off of s.off) off();
+    clearTyping(s);
+    s.client.stop();
+  }
+  showMode("offline");
+  ui.mode.textContent = "signed out";
+  ui.me.textContent = "";
+  ui.banner.hidden = true;
+  ui.unreadTotal.hidden = true;
+  ui.signOut.hidden = true;
+  ui.workspace.hidden = true;
+  ui.signIn.hidden = false;
+  ui.chatList.replaceChildren();
+  ui.messageList.replaceChildren();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Wiring
+
+ui.signInForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const userId = Number(ui.signInUser.value);
+  if (!Number.isSafeInteger(userId) || userId < 1) return showError("a user id is a positive whole number");
+  devToken(userId).then(
+    (token) => startSession(userId, token),
+    (error: unknown) => showError(`could not sign in: ${describe(error)}`),
+  );
+});
+
+ui.signOut.addEventListener("click", () => signOut());
+
+ui.openChatForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const s = session;
+  if (!s) return;
+  const listingId = Number(ui.openChatListing.value);
+  const sellerId = Number(ui.openChatSeller.value);
+  s.client.api.openChat(listingId, sellerId).then(
+    (chat) => {
+      if (session !== s) return;
+      showError(null);
+      upsertChat(s, chat);
+      renderChatList(s);
+      void selectChat(s, chat);
+    },
+    (error: unknown) => showError(`could not open the chat: ${describe(error)}`),
+  );
+});
+
+ui.sendForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const s = session;
+  const view = s?.view;
+  const content = ui.sendInput.value;
+  if (!s || !view || content.trim() === "") return;
+  ui.sendInput.value = "";
+  s.client.typing(view.chat.id, false);
+  void send(s, view, content);
+});
+
+ui.sendInput.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    ui.sendForm.requestSubmit();
+  }
+});
+
+ui.sendInput.addEventListener("input", () => {
+  const view = session?.view;
+  if (session && view && ui.sendInput.value.trim() !== "") session.client.typing(view.chat.id, true);
+});
+
+/** Whether the list was at its bottom the last time it scrolled: then it stays there when it shrinks. */
+let atBottom = true;
+ui.scroller.addEventListener("scroll", () => {
+  atBottom = nearBottom();
+  const s = session;
+  if (s?.view && ui.scroller.scrollTop < LOAD_OLDER_WITHIN_PX) void loadOlder(s, s.view);
+});
+// The banner coming and going (or a resized window) changes the list's height.
+new ResizeObserver(() => {
+  if (atBottom) scrollToBottom();
+}).observe(ui.scroller);
+
+document.addEventListener("visibilitychange", () => {
+  if (session?.view?.loaded) markReadUpToNewest(session, session.view);
+});
+
+// A reload keeps the user signed in (this tab only).
+const saved = sessionStorage.getItem(SESSION_KEY);
+if (saved) {
+  try {
+    const { userId, token } = JSON.parse(saved) as { userId: number; token: string };
+    startSession(userId, token);
+  } catch {
+    sessionStorage.removeItem(SESSION_KEY);
+  }
+}
