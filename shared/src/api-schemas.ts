@@ -49,6 +49,9 @@ export const chatSummarySchema = chatSchema
     // nullable component or an unsatisfiable `allOf`; the union is emitted as `anyOf: [$ref, null]`.
     last_message: z.union([messageSchema, z.null()]),
     unread_count: count,
+    peer_last_read_message_id: id.nullable().meta({
+      description: "how far the other participant has read: your messages up to this id show as read",
+    }),
   })
   .meta({ id: "ChatSummary", description: "A chat as `GET /api/v1/chats` lists it." });
 

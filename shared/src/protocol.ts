@@ -25,6 +25,8 @@ export interface Chat {
 export interface ChatSummary extends Chat {
   last_message: Message | null;
   unread_count: number;
+  /** How far the other participant has read: your messages up to this id show as read. */
+  peer_last_read_message_id: number | null;
 }
 
 /** Every stored change, in the order of its strictly increasing `event_id`. */

@@ -113,7 +113,7 @@ interface Session {
   token: string;
   client: ChatClient;
   chats: Map<number, ChatSummary>;
-  /** The other participant's read marker per chat, from `message_read` events. */
+  /** The other participant's read marker per chat: stored (chat list), then moved on by `message_read` events. */
   theirReadUpTo: Map<number, number>;
   view: OpenChatView | undefined;
   typingTimers: Map<number, ReturnType<typeof setTimeout>>;
@@ -155,6 +155,7 @@ function upsertChat(s: Session, chat: Chat, lastMessage?: Message) {
     ...chat,
     last_message: lastMessage ?? known?.last_message ?? null,
     unread_count: known?.unread_count ?? 0,
+    peer_last_read_message_id: known?.peer_last_read_message_id ?? null,
   };
   if (lastMessage && lastMessage.created_at > summary.last_activity_at) {
     summary.last_activity_at = lastMessage.created_at;
@@ -196,7 +197,12 @@ function previewOf(message: Message, me: number): string {
 async function refreshChats(s: Session) {
   const chats = await s.client.api.listChats();
   if (session !== s) return;
-  for (const chat of chats) s.chats.set(chat.id, chat);
+  for (const chat of chats) {
+    s.chats.set(chat.id, chat);
+    // The stored marker, so that ticks survive a reload; message_read events move it on from here.
+    const stored = chat.peer_last_read_message_id ?? 0;
+    if (stored > (s.theirReadUpTo.get(chat.id) ?? 0)) s.theirReadUpTo.set(chat.id, stored);
+  }
   renderChatList(s);
 }
 

@@ -163,6 +163,15 @@ describe.each(databaseTargets())("chat REST API on $name", (target) => {
     expect(after.body.total).toBe(before.body.total - 1);
     const foreignMessage = await chat.api(seller, "POST", `/api/v1/chats/${b}/read`, { message_id: lastA.body.id });
     expect(foreignMessage.status).toBe(404);
+
+    // Each side sees how far the other has read (read ticks), never its own marker.
+    const buyerView = await chat.api(buyer, "GET", "/api/v1/chats");
+    const chatA = buyerView.body.chats.find((c: { id: number }) => c.id === a);
+    const chatB = buyerView.body.chats.find((c: { id: number }) => c.id === b);
+    expect(chatA.peer_last_read_message_id).toBe(lastA.body.id);
+    expect(chatB.peer_last_read_message_id).toBeNull();
+    const sellerView = await chat.api(seller, "GET", "/api/v1/chats");
+    expect(sellerView.body.chats.find((c: { id: number }) => c.id === a).peer_last_read_message_id).toBeNull();
   });
 
   it("serves the polling fallback: the same events as the socket, and a cursor", async () => {

@@ -1,4 +1,5 @@
 import { and, count, desc, eq, gt, inArray, isNull, ne, sql } from "drizzle-orm";
+import { alias } from "drizzle-orm/pg-core";
 import type { Database } from "../db/client.ts";
 import type { ChatRow, MessageRow } from "../db/rows.ts";
 import { chatParticipants, chats, messages } from "../db/schema.ts";
@@ -51,12 +52,18 @@ export async function touchChat(tx: Database, chatId: number, at: Date): Promise
     .where(eq(chatParticipants.chatId, chatId));
 }
 
-/** `userId`'s chats, newest activity first, with what they last read. */
+/** `userId`'s chats, newest activity first, with how far they and the other participant have read. */
 export async function listChatsOf(db: Database, userId: number, limit: number) {
+  const peer = alias(chatParticipants, "peer");
   return db
-    .select({ chat: chats, lastReadMessageId: chatParticipants.lastReadMessageId })
+    .select({
+      chat: chats,
+      lastReadMessageId: chatParticipants.lastReadMessageId,
+      peerLastReadMessageId: peer.lastReadMessageId,
+    })
     .from(chatParticipants)
     .innerJoin(chats, eq(chats.id, chatParticipants.chatId))
+    .leftJoin(peer, and(eq(peer.chatId, chatParticipants.chatId), ne(peer.userId, userId)))
     .where(eq(chatParticipants.userId, userId))
     .orderBy(desc(chatParticipants.lastActivityAt), desc(chatParticipants.chatId))
     .limit(limit);

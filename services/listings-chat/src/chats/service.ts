@@ -54,12 +54,13 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
         const rows = await listChatsOf(db, userId, limit);
         const ids = rows.map((r) => r.chat.id);
         const [lastMessages, unread] = await Promise.all([lastMessagesOf(db, ids), unreadCountsOf(db, userId, ids)]);
-        return rows.map(({ chat }) => {
+        return rows.map(({ chat, peerLastReadMessageId }) => {
           const last = lastMessages.get(chat.id);
           return {
             ...toChat(chat),
             last_message: last ? toMessage(last) : null,
             unread_count: unread.get(chat.id) ?? 0,
+            peer_last_read_message_id: peerLastReadMessageId,
           };
         });
       });
