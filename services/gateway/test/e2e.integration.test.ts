@@ -744,3 +744,33 @@ describe.each(persistentTargets())("chat instance killed and restarted behind th
     }
   });
 });
+
+describe("several chat instances behind one gateway", () => {
+  it("takes the next instance when the first one is down, for the very first upgrade and request", async () => {
+    const internalToken = randomSecret();
+    const chat = await startE2EChat({ database: { inMemory: true }, internalToken });
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    // The dead instance first: round-robin starts there for the first upgrade and the first request.
+    const gw = await startE2EGateway({ chatUpstreams: [dead, chat.baseUrl], internalToken });
+    try {
+      const socket = await gw.connectAs(1201);
+      const connected = await socket.waitFor((f) => f.type === "connected");
+      expect(connected).toMatchObject({ type: "connected", user_id: 1201 });
+      socket.send({ type: "ping" });
+      await socket.waitFor((f) => f.type === "pong");
+      await socket.close();
+
+      const gw2 = await startE2EGateway({ chatUpstreams: [dead, chat.baseUrl], internalToken });
+      try {
+        const access = await gw2.devToken(1202);
+        const res = await gw2.api(access, "GET", "/api/v1/chats");
+        expect(res.status).toBe(200);
+      } finally {
+        await gw2.stop();
+      }
+    } finally {
+      await gw.stop();
+      await chat.stop();
+    }
+  });
+});

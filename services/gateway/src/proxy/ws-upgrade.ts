@@ -66,6 +66,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       clearTimeout(timer);
       socket.off("close", abandon);
       upgraded.add(req);
+      counters.accepted += 1;
       proxySocket.on("error", () => {});
       if (socket.destroyed) {
         proxySocket.destroy();
@@ -96,7 +97,18 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         return;
       }
       upstreams.markDown(upstream);
-      log.warn({ err: error, upstream: upstream.base }, "chat instance failed the upgrade; trying the next");
+      log.warn({ err: error, upstream: upstream.base }, "chat instance failed the upgrade");
+      if (!order[attempt + 1]) {
+        pipeTo(req, socket, head, order, attempt + 1); // answers the 503
+        return;
+      }
+      // http-proxy calls socket.end() right after this callback, but nothing was written to the client
+      // yet: the socket is still ours to hand to the next instance, so that one end() is swallowed.
+      const end = socket.end;
+      socket.end = (() => socket) as typeof socket.end;
+      process.nextTick(() => {
+        socket.end = end;
+      });
       pipeTo(req, socket, head, order, attempt + 1);
     });
   }
@@ -144,7 +156,6 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     if (socket.destroyed) return release();
     const giveBack = release;
     pipes.add(socket);
-    counters.accepted += 1;
     socket.once("close", () => {
       giveBack();
       pipes.delete(socket);

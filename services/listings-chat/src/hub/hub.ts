@@ -162,6 +162,8 @@ export function createHub(options: HubOptions) {
       set.add(connection);
       // Started now, not after the replay, so that a quick close's `leave` is ordered after it.
       const joined = first ? presence.join(userId) : Promise.resolve(false);
+      // Awaited below; until then a Redis failure must not become an unhandled rejection (which exits Node).
+      joined.catch(() => {});
       void (async () => {
         await connection.open(after);
         const became = await joined;
