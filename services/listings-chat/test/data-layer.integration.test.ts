@@ -589,6 +589,35 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       expect(outsider.status).toBe(404);
       expect((await messageRow(kept.id))?.deletedAt).toBeNull();
     });
+
+    it("concurrent edits and deletes of one message: one delete event, never an edit after it", async () => {
+      const { chat, buyer } = await newChat();
+      const { message } = await messages.send(buyer, chat.id, "original", null);
+      const before = await lastEventId(db);
+      const outcomes = await Promise.allSettled([
+        messages.remove(buyer, message.id),
+        messages.edit(buyer, message.id, "edited 1"),
+        messages.remove(buyer, message.id),
+        messages.edit(buyer, message.id, "edited 2"),
+      ]);
+      const logged = (await readEventRange(db, before, await lastEventId(db))).map((e) => e.event);
+      const types = logged.map((e) => e.type);
+      expect(types.filter((t) => t === "message_deleted")).toHaveLength(1);
+      expect(types.slice(types.indexOf("message_deleted") + 1)).toEqual([]);
+      // Every edit either happened before the delete or was refused with 409; both deletes answer the deleted message.
+      const edits = [outcomes[1], outcomes[3]];
+      const editEvents = types.filter((t) => t === "message_edited").length;
+      expect(edits.filter((o) => o?.status === "fulfilled")).toHaveLength(editEvents);
+      for (const o of edits) {
+        if (o?.status === "rejected") expect((o.reason as ChatError).status).toBe(409);
+      }
+      for (const o of [outcomes[0], outcomes[2]]) {
+        expect(o?.status).toBe("fulfilled");
+        if (o?.status === "fulfilled") expect((o.value as { deleted_at: string | null }).deleted_at).not.toBeNull();
+      }
+      const row = await messageRow(message.id);
+      expect(row?.deletedAt).not.toBeNull();
+    });
   });
 
   describe("the event log", () => {

@@ -1,4 +1,4 @@
-import { and, desc, eq, lt } from "drizzle-orm";
+import { and, desc, eq, isNull, lt } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import type { MessageRow } from "../db/rows.ts";
 import { messages } from "../db/schema.ts";
@@ -35,12 +35,16 @@ export async function pageOfMessages(db: Database, chatId: number, before: numbe
     .limit(limit);
 }
 
-export async function updateMessage(
+/** Changes a message that is not deleted; undefined when it is (or was deleted meanwhile). */
+export async function updateLiveMessage(
   tx: Database,
   messageId: number,
   changes: Partial<Pick<MessageRow, "content" | "editedAt" | "deletedAt">>,
-): Promise<MessageRow> {
-  const [row] = await tx.update(messages).set(changes).where(eq(messages.id, messageId)).returning();
-  if (!row) throw new Error(`message ${messageId} vanished inside its own transaction`);
+): Promise<MessageRow | undefined> {
+  const [row] = await tx
+    .update(messages)
+    .set(changes)
+    .where(and(eq(messages.id, messageId), isNull(messages.deletedAt)))
+    .returning();
   return row;
 }

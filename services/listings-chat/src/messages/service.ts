@@ -7,7 +7,7 @@ import { ChatError, notFound, storing } from "../errors.ts";
 import { appendEvent, scrubMessageContent } from "../events/log.ts";
 import { addressTo, type PublishEvent } from "../events/publisher.ts";
 import type { SendLimiter } from "../limits/send-limiter.ts";
-import { findByClientMsgId, findMessage, insertMessage, pageOfMessages, updateMessage } from "./repository.ts";
+import { findByClientMsgId, findMessage, insertMessage, pageOfMessages, updateLiveMessage } from "./repository.ts";
 
 export interface MessageServiceDeps {
   db: Database;
@@ -84,10 +84,13 @@ export function createMessageService({ db, publish, sendLimiter }: MessageServic
 
     async edit(userId: number, messageId: number, content: string): Promise<Message> {
       const { message, chat } = await storing(() => requireOwnMessage(userId, messageId));
-      if (message.deletedAt) throw new ChatError(ErrorCode.conflict, 409, "a deleted message cannot be edited");
+      const deletedConflict = () => new ChatError(ErrorCode.conflict, 409, "a deleted message cannot be edited");
+      if (message.deletedAt) throw deletedConflict();
       const { edited, event } = await storing(() =>
         db.transaction(async (tx) => {
-          const row = await updateMessage(tx, messageId, { content, editedAt: new Date() });
+          // The row is re-checked here: a delete may have committed since the look above.
+          const row = await updateLiveMessage(tx, messageId, { content, editedAt: new Date() });
+          if (!row) throw deletedConflict();
           const edited = toMessage(row);
           const event = await appendEvent(tx, { type: "message_edited", chat_id: row.chatId, message: edited });
           return { edited, event };
@@ -100,17 +103,24 @@ export function createMessageService({ db, publish, sendLimiter }: MessageServic
     async remove(userId: number, messageId: number): Promise<Message> {
       const { message, chat } = await storing(() => requireOwnMessage(userId, messageId));
       if (message.deletedAt) return toMessage(message);
-      const { deleted, event } = await storing(() =>
+      const result = await storing(() =>
         db.transaction(async (tx) => {
-          const row = await updateMessage(tx, messageId, { deletedAt: new Date() });
+          const row = await updateLiveMessage(tx, messageId, { deletedAt: new Date() });
+          // Deleted by a concurrent request: that one told everyone; this one answers the same message.
+          if (!row) return undefined;
           await scrubMessageContent(tx, messageId);
           const deleted = toMessage(row);
           const event = await appendEvent(tx, { type: "message_deleted", chat_id: row.chatId, message: deleted });
           return { deleted, event };
         }),
       );
-      publish(addressTo(chat, event));
-      return deleted;
+      if (!result) {
+        const current = await storing(() => findMessage(db, messageId));
+        if (!current) throw notFound("message");
+        return toMessage(current);
+      }
+      publish(addressTo(chat, result.event));
+      return result.deleted;
     },
 
     /** Newest first; `has_more` tells whether older messages remain before the last one returned. */
