@@ -8,6 +8,7 @@ import {
   wholeNumber,
 } from "@listings-chat/shared/node";
 import { z } from "zod";
+import { parsePublicKey } from "./auth/public-key.ts";
 
 /** `CHAT_UPSTREAMS`: comma-separated http(s) base URLs, at least one; trailing slashes are dropped. */
 const upstreams = z.string().transform((value, ctx) => {
@@ -40,7 +41,10 @@ const upstreams = z.string().transform((value, ctx) => {
 const pem = z
   .string()
   .transform((v) => v.replace(/\\n/g, "\n"))
-  .refine((v) => v.includes("-----BEGIN PUBLIC KEY-----"), "must be a PEM public key (-----BEGIN PUBLIC KEY-----)");
+  .refine(
+    (v) => parsePublicKey(v) !== undefined,
+    "must be a PEM public key (-----BEGIN PUBLIC KEY-----) of an RSA key (RS256) or a P-256 EC key (ES256)",
+  );
 
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
@@ -59,7 +63,8 @@ const schema = z.object({
   MAX_SOCKETS_PER_USER: wholeNumber(1, 1000).default(10),
   UPSTREAM_CONNECT_TIMEOUT_MS: wholeNumber(50, 60_000).default(2_000),
   UPSTREAM_REQUEST_TIMEOUT_MS: wholeNumber(100, 120_000).default(10_000),
-  SHUTDOWN_DRAIN_MS: wholeNumber(0, 60_000).default(8_000),
+  // Below run-service's hard exit at 9.5 s, so that SIGTERM still ends in exit 0 within 10 s.
+  SHUTDOWN_DRAIN_MS: wholeNumber(0, 9_000).default(8_000),
   DEV_AUTH: z.enum(["0", "1"]).default("0"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -178,7 +179,27 @@ describe("gateway routes without credentials", () => {
   });
 });
 
+const pemOf = (curve: string) =>
+  generateKeyPairSync("ec", { namedCurve: curve }).publicKey.export({ type: "spki", format: "pem" }).toString();
+const p256Pem = pemOf("P-256");
+const p384Pem = pemOf("P-384");
+
 describe("gateway configuration", () => {
+  it("accepts a P-256 or RSA public key, also written with \\n escapes", () => {
+    const rsaPem = generateKeyPairSync("rsa", { modulusLength: 2048 })
+      .publicKey.export({ type: "spki", format: "pem" })
+      .toString();
+    expect(loadGatewayConfig({ JWT_PUBLIC_KEY: p256Pem }).accessTokens.key).toEqual({
+      kind: "public-key",
+      pem: p256Pem,
+    });
+    const escaped = rsaPem.replace(/\n/g, "\\n");
+    expect(loadGatewayConfig({ JWT_PUBLIC_KEY: escaped }).accessTokens.key).toEqual({
+      kind: "public-key",
+      pem: rsaPem,
+    });
+  });
+
   it("has development defaults and a warning about the internal token", () => {
     const config = loadGatewayConfig({});
     expect(config).toMatchObject({
@@ -255,7 +276,9 @@ describe("gateway configuration", () => {
     [{ REDIS_URL: "http://redis" }, "REDIS_URL"],
     [{ JWT_SECRET: "a".repeat(40), JWT_PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----x" }, "JWT_PUBLIC_KEY"],
     [{ JWT_SECRET: "same-secret", WS_TOKEN_SECRET: "same-secret" }, "WS_TOKEN_SECRET"],
-    [{ DEV_AUTH: "1", JWT_PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----x" }, "DEV_AUTH"],
+    [{ DEV_AUTH: "1", JWT_PUBLIC_KEY: p256Pem }, "DEV_AUTH"],
+    [{ JWT_PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----\\nnot a key\\n-----END PUBLIC KEY-----" }, "JWT_PUBLIC_KEY"],
+    [{ JWT_PUBLIC_KEY: p384Pem }, "JWT_PUBLIC_KEY"],
   ])("refuses %o with a one-line error naming %s", (env, variable) => {
     let caught: unknown;
     try {

@@ -1,7 +1,8 @@
-import { createPublicKey, createSecretKey, type KeyObject } from "node:crypto";
+import { createSecretKey, type KeyObject } from "node:crypto";
 import jwt from "jsonwebtoken";
 import type { AccessTokenKey } from "../env.ts";
 import { AuthError } from "./errors.ts";
+import { parsePublicKey } from "./public-key.ts";
 import { userIdFromSubject } from "./user-id.ts";
 import { WS_TOKEN_USE } from "./ws-token.ts";
 
@@ -14,12 +15,9 @@ export interface AccessTokenOptions {
 /** Pins the algorithm to the key: HS256 for a secret, RS256 for an RSA key, ES256 for a P-256 key. */
 function keyAndAlgorithm(key: AccessTokenKey): { keyObject: KeyObject; algorithm: jwt.Algorithm } {
   if (key.kind === "secret") return { keyObject: createSecretKey(Buffer.from(key.secret)), algorithm: "HS256" };
-  const keyObject = createPublicKey(key.pem);
-  if (keyObject.asymmetricKeyType === "rsa") return { keyObject, algorithm: "RS256" };
-  if (keyObject.asymmetricKeyType === "ec" && keyObject.asymmetricKeyDetails?.namedCurve === "prime256v1") {
-    return { keyObject, algorithm: "ES256" };
-  }
-  throw new Error("JWT_PUBLIC_KEY must be an RSA key (RS256) or a P-256 EC key (ES256)");
+  const parsed = parsePublicKey(key.pem);
+  if (!parsed) throw new Error("JWT_PUBLIC_KEY must be an RSA key (RS256) or a P-256 EC key (ES256)");
+  return parsed;
 }
 
 export type AccessTokenVerifier = (token: string) => number;
