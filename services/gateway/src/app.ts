@@ -51,6 +51,18 @@ export function isInternalPath(path: string): boolean {
   return normalized === "/internal" || normalized.startsWith("/internal/");
 }
 
+/**
+ * Guards the `access_token` cookie against cross-site request forgery: the browser attaches a cookie to
+ * requests other sites trigger, so a change (not GET/HEAD) authenticated by it must not come from another
+ * site (Sec-Fetch-Site) and must carry a JSON body, which a plain HTML form cannot send.
+ */
+function sameSiteCookieRequest(request: Request): boolean {
+  if (request.method === "GET" || request.method === "HEAD") return true;
+  if (request.headers.get("sec-fetch-site") === "cross-site") return false;
+  const hasBody = request.headers.has("transfer-encoding") || Number(request.headers.get("content-length") ?? 0) > 0;
+  return !hasBody || /^application\/json\b/i.test(request.headers.get("content-type") ?? "");
+}
+
 /** Whether `baseUrl/health` answers 2xx within `timeoutMs`. */
 async function answersHealth(baseUrl: string, timeoutMs: number): Promise<boolean> {
   try {
@@ -114,6 +126,15 @@ export function createGatewayApp(parts: GatewayAppParts) {
     const token = accessTokenFrom(c.req.header("authorization"), c.req.header("cookie"));
     if (!token) {
       return c.json(errorBody(ErrorCode.unauthorized, "sign in: send Authorization: Bearer <access token>"), 401);
+    }
+    if (!c.req.header("authorization") && !sameSiteCookieRequest(c.req.raw)) {
+      return c.json(
+        errorBody(
+          ErrorCode.forbidden,
+          "a cookie-authenticated change must come from this site with a JSON body: or send Authorization: Bearer",
+        ),
+        403,
+      );
     }
     try {
       c.set("userId", parts.verifyAccessToken(token));

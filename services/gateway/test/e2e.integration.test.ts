@@ -338,6 +338,37 @@ describe("gateway end to end (PGlite)", () => {
     });
   });
 
+  describe("the access_token cookie cannot be used across sites", () => {
+    it("refuses a cookie-authenticated change with a form body or from another site, accepts same-site JSON", async () => {
+      const access = await gw.devToken(1301);
+      const post = (headers: Record<string, string>, body: string) =>
+        fetch(`${gw.baseUrl}/api/v1/chats`, {
+          method: "POST",
+          headers: { cookie: `access_token=${access}`, ...headers },
+          body,
+        });
+      const json = JSON.stringify({ listing_id: 77, seller_id: 1302 });
+      const form = await post({ "content-type": "text/plain" }, json);
+      expect(form.status).toBe(403);
+      expect(((await form.json()) as { error: { code: string } }).error.code).toBe("forbidden");
+      const crossSite = await post({ "content-type": "application/json", "sec-fetch-site": "cross-site" }, json);
+      expect(crossSite.status).toBe(403);
+      const sameSite = await post({ "content-type": "application/json", "sec-fetch-site": "same-origin" }, json);
+      expect(sameSite.status).toBe(201);
+      // The Bearer header is not sent by browsers on their own: no such check applies to it.
+      const bearer = await fetch(`${gw.baseUrl}/api/v1/chats`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${access}`,
+          "content-type": "application/json",
+          "sec-fetch-site": "cross-site",
+        },
+        body: JSON.stringify({ listing_id: 78, seller_id: 1302 }),
+      });
+      expect(bearer.status).toBe(201);
+    });
+  });
+
   describe("/internal is never reachable through the gateway", () => {
     it("404 however it is spelled, on HTTP and on upgrades; the chat port serves it with the internal token", async () => {
       const withToken = { "x-internal-token": internalToken, authorization: `Bearer ${internalToken}` };
