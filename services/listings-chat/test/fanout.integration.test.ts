@@ -7,6 +7,8 @@ import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat } from "./support/harness.ts";
 import { redisNamespace, redisUrl } from "./support/redis.ts";
 
+type NewMessage = Extract<ServerFrame, { type: "new_message" }>;
+
 const postgres = databaseTargets().find((t) => t.name === "postgres");
 const redis = redisUrl();
 
@@ -91,7 +93,6 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
       content: "published",
       client_msg_id: randomUUID(),
     });
-    type NewMessage = Extract<ServerFrame, { type: "new_message" }>;
     const recovered = await watcher.waitFor(
       (f): f is NewMessage => f.type === "new_message" && f.message.id === lost.message.id,
       5_000,
@@ -102,6 +103,24 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
     );
     expect(recovered.event_id + 1).toBe(next.event_id);
     expect(watcher.eventIds()).toEqual([recovered.event_id, next.event_id]);
+    await watcher.close();
+  });
+
+  it("delivers an event whose publish was lost at the tail of the log, with no later event to reveal it", async () => {
+    const watcher = await connect(two, seller);
+    const silent = createMessageService({
+      db: one.server.database.db,
+      publish: () => {},
+      sendLimiter: createSendLimiter(),
+    });
+    const lost = await silent.send(buyer, chatId, "last word, never published", randomUUID());
+    // The tail check runs every 2 s and reads what it saw one check earlier: at most about 4 s.
+    const recovered = await watcher.waitFor(
+      (f): f is NewMessage => f.type === "new_message" && f.message.id === lost.message.id,
+      6_000,
+    );
+    expect(recovered.message.content).toBe("last word, never published");
+    expect(watcher.eventIds()).toEqual([recovered.event_id]);
     await watcher.close();
   });
 

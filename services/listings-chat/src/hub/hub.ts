@@ -25,6 +25,8 @@ export interface HubOptions {
   typingIntervalMs: number;
   slowConsumerBytes: number;
   replayPageSize?: number;
+  /** How often the end of the log is compared with what was delivered (default 2 s). */
+  tailCheckIntervalMs?: number;
 }
 
 /** A frame that is not stored (typing, presence) and the users it is for. */
@@ -46,6 +48,7 @@ export function createHub(options: HubOptions) {
   let sequencer: ReturnType<typeof createEventSequencer> | undefined;
   const early: AddressedEvent[] = [];
   let heartbeat: NodeJS.Timeout | undefined;
+  let tailCheck: NodeJS.Timeout | undefined;
 
   const context = {
     events: {
@@ -142,6 +145,19 @@ export function createHub(options: HubOptions) {
       for (const addressed of early.splice(0)) sequencer.accept(addressed);
       heartbeat = setInterval(tick, options.heartbeatIntervalMs);
       heartbeat.unref();
+      // A publish lost at the tail of the log (a publisher killed after its commit, a Redis hiccup) has no
+      // later event to reveal the gap: an end of the log seen one check ago and still not delivered is read.
+      let endSeen = 0;
+      tailCheck = setInterval(() => {
+        lastEventId(db).then(
+          async (end) => {
+            if (sequencer && sequencer.delivered() < endSeen) await sequencer.catchUp(endSeen);
+            endSeen = end;
+          },
+          (error) => log.warn({ err: error }, "could not read the end of the event log"),
+        );
+      }, options.tailCheckIntervalMs ?? 2_000);
+      tailCheck.unref();
     },
 
     /** Takes an upgraded socket of `userId`; replays from `after` when given. */
@@ -189,6 +205,7 @@ export function createHub(options: HubOptions) {
     /** Closes every socket with 1001 and waits for them to go, at most `deadlineMs`. */
     async shutdown(deadlineMs: number) {
       if (heartbeat) clearInterval(heartbeat);
+      if (tailCheck) clearInterval(tailCheck);
       sequencer?.stop();
       const all = [...sockets.values()].flatMap((set) => [...set]);
       const closed = all.map(

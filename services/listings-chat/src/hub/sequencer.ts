@@ -59,6 +59,15 @@ export function createEventSequencer(options: SequencerOptions) {
 
   return {
     accept,
+    /** Reads from the log every event up to `end` not delivered yet (a lost publish at the tail has no later event to reveal it). */
+    async catchUp(end: number) {
+      if (stopped || end < next) return;
+      try {
+        for (const item of await options.fetchRange(next - 1, end)) accept(item);
+      } catch (error) {
+        options.onError(error);
+      }
+    },
     /** The last event id handed on: everything up to it has been delivered, in order. */
     delivered: () => next - 1,
     stop() {
