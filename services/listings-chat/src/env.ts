@@ -7,7 +7,7 @@ import type { DatabaseOptions } from "./db/client.ts";
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
   CHAT_PORT: portNumber.default(8086),
-  CHAT_HOST: z.string().min(1).default("0.0.0.0"),
+  CHAT_HOST: z.string().min(1).optional(),
   DATABASE_URL: urlWithProtocol(["postgres:", "postgresql:"]).optional(),
   DATA_DIR: z.string().min(1).default("./.data"),
   REDIS_URL: urlWithProtocol(["redis:", "rediss:"]).optional(),
@@ -55,7 +55,8 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
   return {
     production,
     port: v.CHAT_PORT,
-    host: v.CHAT_HOST,
+    // With the development token (public in this repository) the port stays on this machine unless asked.
+    host: v.CHAT_HOST ?? (v.INTERNAL_TOKEN ? "0.0.0.0" : "127.0.0.1"),
     database: v.DATABASE_URL ? { url: v.DATABASE_URL } : { dataDir: v.DATA_DIR },
     redis: v.REDIS_URL ? { url: v.REDIS_URL, keyPrefix: v.REDIS_KEY_PREFIX } : undefined,
     internalToken,

@@ -30,7 +30,10 @@ describe("loadChatConfig: defaults", () => {
     const config = loadChatConfig({});
     expect(config.production).toBe(false);
     expect(config.port).toBe(8086);
-    expect(config.host).toBe("0.0.0.0");
+    // The development token is public: the port is not offered beyond this machine unless CHAT_HOST says so.
+    expect(config.host).toBe("127.0.0.1");
+    expect(loadChatConfig({ INTERNAL_TOKEN: "a-token-of-our-own" }).host).toBe("0.0.0.0");
+    expect(loadChatConfig({ CHAT_HOST: "0.0.0.0" }).host).toBe("0.0.0.0");
     expect(config.database).toEqual({ dataDir: "./.data" });
     // No Redis: the in-process (memory) bus is used.
     expect(config.redis).toBeUndefined();

@@ -3,7 +3,7 @@ import type { ServerFrame } from "@listings-chat/shared";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { databaseTargets } from "./support/databases.ts";
-import { connect, startTestChat, type TestChat, type TestSocket } from "./support/harness.ts";
+import { connect, startTestChat, type TestChat, TestSocket } from "./support/harness.ts";
 
 type NewMessage = Extract<ServerFrame, { type: "new_message" }>;
 const isMessage =
@@ -143,6 +143,21 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     socket.send({ type: "ping" });
     await socket.waitFor((f) => f.type === "pong");
     expect(socket.ws.readyState).toBe(WebSocket.OPEN);
+    await socket.close();
+  });
+
+  it("greets first: frames sent before the greeting are answered after it", async () => {
+    const [user] = users();
+    const ws = new WebSocket(chat.wsUrl, {
+      headers: { "x-internal-token": chat.internalToken, "x-user-id": String(user) },
+    });
+    const socket = new TestSocket(ws);
+    ws.on("open", () => {
+      ws.send(JSON.stringify({ type: "ping" }));
+      ws.send("{not json");
+    });
+    await socket.waitFor((f) => f.type === "error");
+    expect(socket.frames.map((f) => f.type)).toEqual(["connected", "pong", "error"]);
     await socket.close();
   });
 

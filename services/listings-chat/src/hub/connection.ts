@@ -57,6 +57,7 @@ export class Connection {
   /** Frames are handled one at a time, so two sends from one socket are stored in the order sent. */
   private inbound: Promise<void> = Promise.resolve();
   private readonly knownChats = new Map<number, ChatRow>();
+  private greeted = false;
 
   constructor(
     readonly socket: WebSocket,
@@ -79,6 +80,7 @@ export class Connection {
 
   private async greetAndReplay(after: number | undefined): Promise<void> {
     const current = await this.ctx.events.lastEventId();
+    this.greeted = true;
     this.sendFrame({
       type: "connected",
       user_id: this.userId,
@@ -101,6 +103,8 @@ export class Connection {
   }
 
   sendFrame(frame: ServerControlFrame | (ServerControlFrame & Record<string, unknown>)): void {
+    // Typing is ephemeral: one that comes before the greeting is dropped, so that `connected` stays first.
+    if (!this.greeted && frame.type !== "connected") return;
     this.write(JSON.stringify(frame));
   }
 
@@ -175,6 +179,11 @@ export class Connection {
   }
 
   private receive(data: WebSocket.RawData, isBinary: boolean): void {
+    if (!this.greeted && !this.closing) {
+      // `connected` is the first frame a client gets: answers to early frames wait for the greeting.
+      this.inbound = this.inbound.then(() => this.receive(data, isBinary));
+      return;
+    }
     this.ctx.stats.messagesReceivedTotal += 1;
     if (isBinary) {
       this.sendError(ErrorCode.badRequest, "binary frames are not supported: send JSON text");
