@@ -18,6 +18,7 @@ import { createInternalTokenCheck } from "./http/internal-auth.ts";
 import { createHub } from "./hub/hub.ts";
 import { createUpgradeHandler } from "./hub/upgrade.ts";
 import { createSendLimiter } from "./limits/send-limiter.ts";
+import { createMemoryTypingGate, createRedisTypingGate } from "./limits/typing-gate.ts";
 import { createMessageService } from "./messages/service.ts";
 import { createMetrics } from "./ops/metrics.ts";
 import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
@@ -80,7 +81,10 @@ export async function startChatServer(
     stats,
     log,
     heartbeatIntervalMs: overrides.heartbeatIntervalMs ?? Limits.heartbeatIntervalMs,
-    typingIntervalMs: Limits.typingIntervalMs,
+    typingGate:
+      redis && config.redis
+        ? createRedisTypingGate(redis, config.redis.keyPrefix, Limits.typingIntervalMs)
+        : createMemoryTypingGate(Limits.typingIntervalMs),
     slowConsumerBytes: overrides.slowConsumerBytes ?? Limits.slowConsumerBytes,
     replayPageSize: overrides.replayPageSize,
   });

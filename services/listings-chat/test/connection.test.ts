@@ -72,7 +72,7 @@ function connectionWith(events: ConnectionContext["events"]) {
     log: pino({ level: "silent" }),
     slowConsumerBytes: 1024 * 1024,
     replayPageSize: 5,
-    relayTyping: () => {},
+    relayTyping: async () => {},
   };
   const connection = new Connection(socket as unknown as WebSocket, 2, ctx);
   return { socket, connection, ctx };

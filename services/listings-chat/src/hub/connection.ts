@@ -26,7 +26,7 @@ export interface ConnectionContext {
   log: Logger;
   slowConsumerBytes: number;
   replayPageSize: number;
-  relayTyping(userId: number, chat: ChatRow, isTyping: boolean): void;
+  relayTyping(userId: number, chat: ChatRow, isTyping: boolean): Promise<void>;
 }
 
 export interface EventReader {
@@ -233,7 +233,7 @@ export class Connection {
         await this.ctx.chats.markRead(this.userId, frame.chat_id, frame.message_id);
         return;
       case "typing":
-        this.ctx.relayTyping(this.userId, await this.chat(frame.chat_id), frame.is_typing);
+        await this.ctx.relayTyping(this.userId, await this.chat(frame.chat_id), frame.is_typing);
         return;
       case "resume":
         await this.replayFrom(frame.after);

@@ -7,6 +7,7 @@ import type { ChatService } from "../chats/service.ts";
 import type { Database } from "../db/client.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { type AddressedEvent, lastEventId, readEventRange, readEventsForUser } from "../events/log.ts";
+import type { TypingGate } from "../limits/typing-gate.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
 import type { Presence } from "../presence/presence.ts";
@@ -22,7 +23,8 @@ export interface HubOptions {
   stats: Stats;
   log: Logger;
   heartbeatIntervalMs: number;
-  typingIntervalMs: number;
+  /** Decides whether a typing frame is relayed (at most once per 2 s per user and chat). */
+  typingGate: TypingGate;
   slowConsumerBytes: number;
   replayPageSize?: number;
   /** How often the end of the log is compared with what was delivered (default 2 s). */
@@ -44,7 +46,6 @@ export type Hub = ReturnType<typeof createHub>;
 export function createHub(options: HubOptions) {
   const { db, bus, presence, stats, log } = options;
   const sockets = new Map<number, Set<Connection>>();
-  const lastTyping = new Map<string, number>();
   let sequencer: ReturnType<typeof createEventSequencer> | undefined;
   const early: AddressedEvent[] = [];
   let heartbeat: NodeJS.Timeout | undefined;
@@ -88,11 +89,8 @@ export function createHub(options: HubOptions) {
     });
   }
 
-  function relayTyping(userId: number, chat: ChatRow, isTyping: boolean) {
-    const key = `${userId}:${chat.id}`;
-    const now = Date.now();
-    if (now - (lastTyping.get(key) ?? 0) < options.typingIntervalMs) return;
-    lastTyping.set(key, now);
+  async function relayTyping(userId: number, chat: ChatRow, isTyping: boolean) {
+    if (!(await options.typingGate(userId, chat.id))) return;
     const others = [chat.buyerId, chat.sellerId].filter((id) => id !== userId);
     publishFrame({
       frame: { type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping },
@@ -108,8 +106,6 @@ export function createHub(options: HubOptions) {
 
   function tick() {
     for (const set of sockets.values()) for (const connection of set) connection.heartbeat();
-    const stale = Date.now() - options.typingIntervalMs;
-    for (const [key, at] of lastTyping) if (at < stale) lastTyping.delete(key);
     presence.refresh(sockets.keys()).catch((error) => log.warn({ err: error }, "presence refresh failed"));
   }
 
