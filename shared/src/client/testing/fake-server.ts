@@ -1,5 +1,6 @@
 import { ErrorCode, Limits } from "../../codes.ts";
 import type { Chat, ChatEvent, ChatEventDraft, Message, ServerFrame } from "../../protocol.ts";
+import { ChatApiError } from "../rest.ts";
 import type { WebSocketFactory, WebSocketLike } from "../types.ts";
 
 /**
@@ -49,16 +50,8 @@ export type SendAnswer =
   /** the frame is lost: nothing stored, nothing answered */
   | "drop-frame";
 
-class FakeHttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly retryAfterMs?: number,
-  ) {
-    super(message);
-  }
-}
+/** What the fake answers with an error body: the same fields the client reads from a real one. */
+const FakeHttpError = ChatApiError;
 
 const statusOf: Record<string, number> = {
   [ErrorCode.rateLimited]: 429,
