@@ -1,4 +1,5 @@
-import { type ErrorBody, ErrorCode } from "@listings-chat/shared";
+import { ErrorCode, errorBody } from "@listings-chat/shared";
+import { presentedInternalToken } from "@listings-chat/shared/node";
 import { type Context, Hono } from "hono";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -33,8 +34,6 @@ type GatewayEnv = { Variables: { userId: number } };
 export const GatewayErrorCode = {
   upstreamUnavailable: "upstream_unavailable",
 } as const;
-
-const errorBody = (code: string, message: string): ErrorBody => ({ error: { code, message } });
 
 /**
  * True for `/internal` and anything below it, however the client spells it (percent-encoding, repeated
@@ -112,8 +111,10 @@ export function createGatewayApp(parts: GatewayAppParts) {
   });
 
   app.get("/metrics", async (c) => {
-    const auth = c.req.header("authorization");
-    const presented = c.req.header("x-internal-token") ?? (auth?.startsWith("Bearer ") ? auth.slice(7) : undefined);
+    const presented = presentedInternalToken({
+      "x-internal-token": c.req.header("x-internal-token"),
+      authorization: c.req.header("authorization"),
+    });
     if (!parts.checkInternalToken(presented)) {
       return c.json(errorBody(ErrorCode.unauthorized, "missing or wrong X-Internal-Token"), 401);
     }

@@ -1,7 +1,7 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
+import { createInternalTokenCheck } from "@listings-chat/shared/node";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { createGatewayApp } from "./app.ts";
@@ -23,13 +23,6 @@ export interface Gateway {
   openPipes(): number;
   /** Stops taking upgrades and requests, lets pipes drain up to the deadline, then closes everything. */
   stop(): Promise<void>;
-}
-
-/** A constant-time comparison of the internal token (hashed first, so lengths leak nothing). */
-function internalTokenCheck(expected: string) {
-  const digest = createHash("sha256").update(expected).digest();
-  return (presented: string | undefined) =>
-    presented !== undefined && timingSafeEqual(createHash("sha256").update(presented).digest(), digest);
 }
 
 /** Builds the gateway from its configuration and starts listening. */
@@ -69,7 +62,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
         ? createDevTokenSigner({ secret: key.secret, issuer, audience })
         : undefined,
     metrics: createGatewayMetrics(ws.counters, ws.openPipes),
-    checkInternalToken: internalTokenCheck(config.internalToken),
+    checkInternalToken: createInternalTokenCheck(config.internalToken),
     log,
     isShuttingDown: () => draining,
   });

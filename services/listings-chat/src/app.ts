@@ -1,8 +1,8 @@
-import { type ErrorBody, ErrorCode } from "@listings-chat/shared";
+import { ErrorCode, errorBody } from "@listings-chat/shared";
+import { presentedInternalToken } from "@listings-chat/shared/node";
 import { Hono } from "hono";
 import type { Logger } from "pino";
 import { ChatError, RateLimitedError } from "./errors.ts";
-import { presentedInternalToken } from "./http/internal-auth.ts";
 
 export interface AppParts {
   log: Logger;
@@ -14,8 +14,6 @@ export interface AppParts {
   api: Hono<any>;
   onRateLimited: () => void;
 }
-
-const errorBody = (code: string, message: string): ErrorBody => ({ error: { code, message } });
 
 /** Routes of the chat port, wired from their parts, with one place that turns errors into answers. */
 export function createApp({ log, checkInternalToken, probes, ops, api, onRateLimited }: AppParts) {

@@ -1,4 +1,5 @@
 export * from "./config.ts";
+export * from "./internal-token.ts";
 export * from "./logger.ts";
 export * from "./refuse-upgrade.ts";
 export * from "./run-service.ts";

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
-import type { ErrorBody } from "../codes.ts";
+import { errorBody } from "../codes.ts";
 
 /**
  * Answers an upgrade request with a plain HTTP response and the contract's JSON error body, then
@@ -14,7 +14,7 @@ export function refuseUpgrade(
   headers: Record<string, string> = {},
 ): void {
   if (socket.destroyed) return;
-  const body = JSON.stringify({ error: { code, message } } satisfies ErrorBody);
+  const body = JSON.stringify(errorBody(code, message));
   const extra = Object.entries(headers)
     .map(([name, value]) => `${name}: ${value}\r\n`)
     .join("");

@@ -1,9 +1,9 @@
 import { createSecretKey, type KeyObject } from "node:crypto";
+import { parseUserId } from "@listings-chat/shared";
 import jwt from "jsonwebtoken";
 import type { AccessTokenKey } from "../env.ts";
 import { AuthError } from "./errors.ts";
 import { parsePublicKey } from "./public-key.ts";
-import { userIdFromSubject } from "./user-id.ts";
 import { WS_TOKEN_USE } from "./ws-token.ts";
 
 export interface AccessTokenOptions {
@@ -47,7 +47,7 @@ export function createAccessTokenVerifier(options: AccessTokenOptions): AccessTo
       throw new AuthError("the access token has no expiry (exp): the monolith must set one");
     }
     if (payload.token_use === WS_TOKEN_USE) throw new AuthError("a ws-token is not an access token");
-    const userId = userIdFromSubject(payload.sub);
+    const userId = parseUserId(payload.sub);
     if (userId === undefined) throw new AuthError("the access token's sub is not a user id");
     return userId;
   };

@@ -1,8 +1,8 @@
 import { createSecretKey, randomUUID } from "node:crypto";
+import { parseUserId } from "@listings-chat/shared";
 import jwt from "jsonwebtoken";
 import { AuthError } from "./errors.ts";
 import type { ReplayStore } from "./replay-store.ts";
-import { userIdFromSubject } from "./user-id.ts";
 
 /** The audience and marker of ws-tokens: an access token never has them. */
 export const WS_TOKEN_AUDIENCE = "listings-chat:ws";
@@ -52,7 +52,7 @@ export function createWsTokens({ secret, ttlSeconds, replay }: WsTokensOptions):
       if (typeof payload === "string" || payload.token_use !== WS_TOKEN_USE || !payload.jti || !payload.exp) {
         throw new AuthError("the ws-token is not valid");
       }
-      const userId = userIdFromSubject(payload.sub);
+      const userId = parseUserId(payload.sub);
       if (userId === undefined) throw new AuthError("the ws-token is not valid");
       const ttlMs = payload.exp * 1000 - Date.now() + 5_000;
       if (!(await replay.claim(payload.jti, ttlMs))) {

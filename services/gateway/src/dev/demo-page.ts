@@ -13,7 +13,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import type { ErrorBody } from "@listings-chat/shared";
+import { errorBody } from "@listings-chat/shared";
 import { Hono } from "hono";
 
 /** Where the demo's sources live: `services/gateway/demo/`. */
@@ -37,8 +37,6 @@ const CONTENT_SECURITY_POLICY = [
   "form-action 'none'",
   "frame-ancestors 'none'",
 ].join("; ");
-
-const errorBody = (code: string, message: string): ErrorBody => ({ error: { code, message } });
 
 /** Bundles `entry` for the browser; the esbuild message on failure. */
 async function bundle(entry: string): Promise<{ ok: true; code: string } | { ok: false; message: string }> {

@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import type { ErrorBody } from "@listings-chat/shared";
+import { errorBody } from "@listings-chat/shared";
 import type { Logger } from "pino";
 import { errors as undiciErrors } from "undici";
 import type { Upstreams } from "./upstreams.ts";
@@ -18,7 +18,7 @@ const HOP_BY_HOP = new Set([
 ]);
 
 const errorResponse = (status: number, code: string, message: string) =>
-  Response.json({ error: { code, message } } satisfies ErrorBody, { status });
+  Response.json(errorBody(code, message), { status });
 
 /** Failures where nothing reached the instance, so another instance may take the request. */
 function failedBeforeSending(error: unknown): boolean {

@@ -4,6 +4,7 @@ import {
   editMessageBody,
   Limits,
   markReadBody,
+  parseUserId,
   sendMessageBody,
 } from "@listings-chat/shared";
 import { Hono } from "hono";
@@ -12,7 +13,6 @@ import type { Database } from "../db/client.ts";
 import { ChatError, storing } from "../errors.ts";
 import { lastEventId, readEventsForUser } from "../events/log.ts";
 import type { MessageService } from "../messages/service.ts";
-import { parseUserId } from "./internal-auth.ts";
 import { jsonBody, optionalInt, pageLimit, positiveInt } from "./validation.ts";
 
 export type ApiEnv = { Variables: { userId: number } };

@@ -1,10 +1,9 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import { ErrorCode } from "@listings-chat/shared";
-import { redactUrl, refuseUpgrade as refuse } from "@listings-chat/shared/node";
+import { ErrorCode, parseUserId } from "@listings-chat/shared";
+import { presentedInternalToken, redactUrl, refuseUpgrade as refuse } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import type { WebSocketServer } from "ws";
-import { parseUserId, presentedInternalToken } from "../http/internal-auth.ts";
 import type { Hub } from "./hub.ts";
 
 export const WS_PATH = "/ws/chat";

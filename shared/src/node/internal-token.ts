@@ -22,10 +22,3 @@ export function presentedInternalToken(headers: {
   const auth = headers.authorization;
   return auth?.startsWith("Bearer ") ? auth.slice("Bearer ".length) : undefined;
 }
-
-/** `X-User-Id` as the gateway sets it: a positive integer, or undefined. */
-export function parseUserId(value: string | string[] | undefined | null): number | undefined {
-  if (typeof value !== "string" || !/^[1-9]\d{0,15}$/.test(value)) return undefined;
-  const id = Number(value);
-  return Number.isSafeInteger(id) ? id : undefined;
-}
