@@ -171,3 +171,56 @@ describe("Connection replay and live hand-over", () => {
     expect(socket.eventIds()).toEqual([1]);
   });
 });
+
+describe("Connection presence: one frame per change, newest report wins", () => {
+  async function opened() {
+    const { events, reads } = controlledLog(0);
+    const { socket, connection } = connectionWith(events);
+    const open = connection.open(undefined);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    reads[0]?.release([]);
+    await open;
+    const presence = () =>
+      socket
+        .frames()
+        .filter((f) => f.type === "presence")
+        .map((f) => f as unknown as { user_id: number; online: boolean });
+    return { connection, presence };
+  }
+
+  it("does not repeat 'online' when the snapshot and the announcement both say it", async () => {
+    const { connection, presence } = await opened();
+    connection.applyPresence(7, true, 10); // the announcement reached the socket before its snapshot
+    connection.applyPresence(7, true, 10); // the snapshot, read after the join
+    connection.showPresence();
+    connection.applyPresence(7, true, 10); // the same announcement again (another instance's copy)
+    expect(presence()).toEqual([{ type: "presence", user_id: 7, online: true }]);
+  });
+
+  it("lets a snapshot older than an announcement lose, before and after presence is shown", async () => {
+    const { connection, presence } = await opened();
+    connection.applyPresence(7, false, 11); // offline announced
+    connection.applyPresence(7, true, 10); // a snapshot read before that
+    connection.showPresence();
+    expect(presence()).toEqual([]);
+    connection.applyPresence(8, true, 20);
+    connection.applyPresence(8, false, 21);
+    connection.applyPresence(8, true, 20); // a late copy of the older report
+    expect(presence().map((p) => [p.user_id, p.online])).toEqual([
+      [8, true],
+      [8, false],
+    ]);
+  });
+
+  it("says nothing about contacts that are offline and were never shown online", async () => {
+    const { connection, presence } = await opened();
+    connection.applyPresence(9, false, 0);
+    connection.showPresence();
+    connection.applyPresence(9, false, 3);
+    expect(presence()).toEqual([]);
+    connection.applyPresence(9, true, 4);
+    connection.applyPresence(9, false, 5);
+    connection.applyPresence(9, true, 6);
+    expect(presence().map((p) => p.online)).toEqual([true, false, true]);
+  });
+});

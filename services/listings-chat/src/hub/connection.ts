@@ -58,6 +58,9 @@ export class Connection {
   private inbound: Promise<void> = Promise.resolve();
   private readonly knownChats = new Map<number, ChatRow>();
   private greeted = false;
+  /** The newest presence known of each contact, and whether the client has been told about presence yet. */
+  private readonly presence = new Map<number, { online: boolean; version: number; shown: boolean }>();
+  private presenceShown = false;
 
   constructor(
     readonly socket: WebSocket,
@@ -106,6 +109,36 @@ export class Connection {
     // Typing is ephemeral: one that comes before the greeting is dropped, so that `connected` stays first.
     if (!this.greeted && frame.type !== "connected") return;
     this.write(JSON.stringify(frame));
+  }
+
+  /**
+   * The one door of presence to this socket, for the snapshot on connect and for live announcements alike:
+   * a report older than one already applied loses, and the client gets a frame only when what it was
+   * told changes. Until `showPresence`, reports are only recorded.
+   */
+  applyPresence(userId: number, online: boolean, version: number): void {
+    const known = this.presence.get(userId);
+    if (known && version < known.version) return;
+    if (!known) this.presence.set(userId, { online, version, shown: false });
+    else {
+      known.online = online;
+      known.version = version;
+    }
+    if (this.presenceShown) this.showPresenceOf(userId);
+  }
+
+  /** Called once the snapshot of contacts' presence is applied: from now on the client hears every change. */
+  showPresence(): void {
+    this.presenceShown = true;
+    for (const userId of this.presence.keys()) this.showPresenceOf(userId);
+  }
+
+  private showPresenceOf(userId: number): void {
+    const state = this.presence.get(userId);
+    // A contact the client was never told about is offline to it.
+    if (!state || state.online === state.shown) return;
+    state.shown = state.online;
+    this.sendFrame({ type: "presence", user_id: userId, online: state.online });
   }
 
   /** Called by the hub's heartbeat: pings, and drops a peer that missed two pongs in a row. */

@@ -10,7 +10,7 @@ import { type AddressedEvent, lastEventId, readEventRange, readEventsForUser } f
 import type { TypingGate } from "../limits/typing-gate.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
-import type { Presence } from "../presence/presence.ts";
+import type { Presence, PresenceState } from "../presence/presence.ts";
 import { Connection } from "./connection.ts";
 import { createEventSequencer } from "./sequencer.ts";
 
@@ -32,10 +32,10 @@ export interface HubOptions {
 }
 
 /** A frame that is not stored (typing, presence) and the users it is for. */
-interface AddressedFrame {
-  frame: ServerControlFrame;
-  audience: number[];
-}
+type AddressedFrame =
+  | { frame: Exclude<ServerControlFrame, { type: "presence" }>; audience: number[] }
+  /** `version` orders reports about one user's presence (see presence.ts). */
+  | { frame: Extract<ServerControlFrame, { type: "presence" }>; audience: number[]; version: number };
 
 export type Hub = ReturnType<typeof createHub>;
 
@@ -75,10 +75,15 @@ export function createHub(options: HubOptions) {
     }
   }
 
-  function dispatchFrame({ frame, audience }: AddressedFrame) {
+  function dispatchFrame(addressed: AddressedFrame) {
     stats.broadcastsTotal += 1;
-    for (const userId of audience) {
-      for (const connection of sockets.get(userId) ?? []) connection.sendFrame(frame);
+    for (const userId of addressed.audience) {
+      for (const connection of sockets.get(userId) ?? []) {
+        if ("version" in addressed) {
+          const { user_id, online } = addressed.frame;
+          connection.applyPresence(user_id, online, addressed.version);
+        } else connection.sendFrame(addressed.frame);
+      }
     }
   }
 
@@ -98,9 +103,11 @@ export function createHub(options: HubOptions) {
     });
   }
 
-  async function announcePresence(userId: number, online: boolean) {
+  async function announcePresence(userId: number, { online, version }: PresenceState) {
     const contacts = await contactsOf(db, userId);
-    if (contacts.length > 0) publishFrame({ frame: { type: "presence", user_id: userId, online }, audience: contacts });
+    if (contacts.length > 0) {
+      publishFrame({ frame: { type: "presence", user_id: userId, online }, audience: contacts, version });
+    }
     return contacts;
   }
 
@@ -116,7 +123,7 @@ export function createHub(options: HubOptions) {
     sockets.delete(connection.userId);
     presence
       .leave(connection.userId)
-      .then((offline) => (offline ? announcePresence(connection.userId, false) : undefined))
+      .then((left) => (left.changed ? announcePresence(connection.userId, left) : undefined))
       .catch((error) => log.warn({ err: error }, "presence update failed"));
   }
 
@@ -173,17 +180,20 @@ export function createHub(options: HubOptions) {
       }
       set.add(connection);
       // Started now, not after the replay, so that a quick close's `leave` is ordered after it.
-      const joined = first ? presence.join(userId) : Promise.resolve(false);
+      const joined = first ? presence.join(userId) : Promise.resolve(undefined);
       // Awaited below; until then a Redis failure must not become an unhandled rejection (which exits Node).
       joined.catch(() => {});
       void (async () => {
         await connection.open(after);
-        const became = await joined;
-        const contacts = became ? await announcePresence(userId, true) : await contactsOf(db, userId);
-        const online = await Promise.all(contacts.map((contact) => presence.isOnline(contact)));
+        const join = await joined;
+        const contacts = join?.changed ? await announcePresence(userId, join) : await contactsOf(db, userId);
+        // The snapshot and the live announcements meet in applyPresence, where the newer report wins.
+        const states = await presence.states(contacts);
         contacts.forEach((contact, i) => {
-          if (online[i]) connection.sendFrame({ type: "presence", user_id: contact, online: true });
+          const state = states[i];
+          if (state) connection.applyPresence(contact, state.online, state.version);
         });
+        connection.showPresence();
       })().catch((error) => {
         stats.errorsTotal += 1;
         log.warn({ err: error, connection: connection.id }, "could not open the connection");

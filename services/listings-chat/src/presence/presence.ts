@@ -1,30 +1,52 @@
 import type { Redis } from "ioredis";
 
 /**
+ * A user's presence at one moment. `version` grows with every change of `online` for that user, wherever
+ * it happened, so that of two reports about the same user the newer one can always be told apart (a
+ * snapshot read before an announcement, two announcements crossing on the bus).
+ */
+export interface PresenceState {
+  online: boolean;
+  version: number;
+}
+
+/** What `join` and `leave` report: whether the user's state changed for everyone, and the state now. */
+export interface PresenceChange extends PresenceState {
+  changed: boolean;
+}
+
+/**
  * Who is online anywhere. The hub calls `join` on a user's first socket on this instance and
- * `leave` on their last one; both answer whether the user's state changed for everyone.
+ * `leave` on their last one.
  */
 export interface Presence {
-  join(userId: number): Promise<boolean>;
-  leave(userId: number): Promise<boolean>;
-  isOnline(userId: number): Promise<boolean>;
+  join(userId: number): Promise<PresenceChange>;
+  leave(userId: number): Promise<PresenceChange>;
+  /** The states of `userIds`, in the same order, read in one round trip. */
+  states(userIds: readonly number[]): Promise<PresenceState[]>;
   /** Keeps this instance's users alive in a shared store; a crashed instance's users expire. */
   refresh(userIds: Iterable<number>): Promise<void>;
 }
 
 export function createMemoryPresence(): Presence {
   const online = new Set<number>();
+  const versions = new Map<number, number>();
+  let clock = 0;
+  const change = (userId: number, changed: boolean): PresenceChange => {
+    if (changed) versions.set(userId, ++clock);
+    return { changed, online: online.has(userId), version: versions.get(userId) ?? 0 };
+  };
   return {
     async join(userId) {
-      if (online.has(userId)) return false;
+      const changed = !online.has(userId);
       online.add(userId);
-      return true;
+      return change(userId, changed);
     },
     async leave(userId) {
-      return online.delete(userId);
+      return change(userId, online.delete(userId));
     },
-    async isOnline(userId) {
-      return online.has(userId);
+    async states(userIds) {
+      return userIds.map((userId) => ({ online: online.has(userId), version: versions.get(userId) ?? 0 }));
     },
     async refresh() {},
   };
@@ -39,7 +61,39 @@ export interface RedisPresenceOptions {
   now?: () => number;
 }
 
-/** One sorted set per user: members are instance ids, scores the time their claim expires. */
+/**
+ * KEYS: the user's claims, the user's version. ARGV: instance id, now (ms), ttl (ms), 1 to join or 0 to leave.
+ * One script, so that of two instances changing the same user at once exactly one sees the change. The
+ * version of a change is Redis's clock in microseconds (one clock for every instance), or one more than
+ * the last version when that clock has not moved on; it is kept a day, and after that the clock alone
+ * still orders changes.
+ */
+const CHANGE = `
+local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local before = redis.call('ZCARD', KEYS[1])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+local after = redis.call('ZCARD', KEYS[1])
+local version = tonumber(redis.call('GET', KEYS[2]) or '0')
+local changed = (before == 0) ~= (after == 0)
+if changed then
+  local t = redis.call('TIME')
+  local clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if clock > version then version = clock else version = version + 1 end
+  redis.call('SET', KEYS[2], string.format('%.0f', version), 'PX', 86400000)
+end
+return { changed and 1 or 0, after > 0 and 1 or 0, string.format('%.0f', version) }
+`;
+
+/**
+ * One sorted set per user (members are instance ids, scores the time their claim expires) and one version
+ * key per user, both in the user's hash slot. The change script runs by SHA (ioredis's defineCommand).
+ */
 export function createRedisPresence({
   redis,
   keyPrefix,
@@ -47,31 +101,43 @@ export function createRedisPresence({
   ttlMs,
   now = Date.now,
 }: RedisPresenceOptions): Presence {
-  const key = (userId: number) => `${keyPrefix}presence:${userId}`;
-  const liveCount = async (userId: number) => {
-    const [, , [, count] = []] = (await redis
-      .multi()
-      .zremrangebyscore(key(userId), "-inf", now())
-      .pexpire(key(userId), ttlMs)
-      .zcard(key(userId))
-      .exec()) as Array<[Error | null, unknown]>;
-    return Number(count ?? 0);
+  const claims = (userId: number) => `${keyPrefix}presence:{${userId}}`;
+  const version = (userId: number) => `${keyPrefix}presence-version:{${userId}}`;
+  if (!("presenceChange" in redis)) redis.defineCommand("presenceChange", { numberOfKeys: 2, lua: CHANGE });
+  const run = redis as Redis & {
+    presenceChange(...args: [string, string, string, number, number, 0 | 1]): Promise<[number, number, string]>;
+  };
+  const change = async (userId: number, join: 0 | 1): Promise<PresenceChange> => {
+    const [changed, online, v] = await run.presenceChange(
+      claims(userId),
+      version(userId),
+      instanceId,
+      now(),
+      ttlMs,
+      join,
+    );
+    return { changed: changed === 1, online: online === 1, version: Number(v) };
   };
   return {
-    async join(userId) {
-      await redis.zadd(key(userId), now() + ttlMs, instanceId);
-      return (await liveCount(userId)) === 1;
-    },
-    async leave(userId) {
-      await redis.zrem(key(userId), instanceId);
-      return (await liveCount(userId)) === 0;
-    },
-    async isOnline(userId) {
-      return (await redis.zcount(key(userId), now(), "+inf")) > 0;
+    join: (userId) => change(userId, 1),
+    leave: (userId) => change(userId, 0),
+    async states(userIds) {
+      if (userIds.length === 0) return [];
+      const at = now();
+      const pipeline = redis.pipeline();
+      for (const userId of userIds) pipeline.zcount(claims(userId), `(${at}`, "+inf").get(version(userId));
+      const replies = (await pipeline.exec()) ?? [];
+      return userIds.map((_, i) => {
+        const [countError, count] = replies[2 * i] ?? [];
+        const [versionError, v] = replies[2 * i + 1] ?? [];
+        if (countError || versionError) throw countError ?? versionError;
+        return { online: Number(count) > 0, version: Number(v ?? 0) };
+      });
     },
     async refresh(userIds) {
       const pipeline = redis.pipeline();
-      for (const userId of userIds) pipeline.zadd(key(userId), now() + ttlMs, instanceId).pexpire(key(userId), ttlMs);
+      for (const userId of userIds)
+        pipeline.zadd(claims(userId), now() + ttlMs, instanceId).pexpire(claims(userId), ttlMs);
       await pipeline.exec();
     },
   };
