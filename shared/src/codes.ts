@@ -11,6 +11,8 @@ export const ErrorCode = {
   conflict: "conflict",
   shuttingDown: "shutting_down",
   rateLimited: "rate_limited",
+  payloadTooLarge: "payload_too_large",
+  requestTimeout: "request_timeout",
   storageUnavailable: "storage_unavailable",
   internal: "internal_error",
 } as const;
@@ -30,6 +32,8 @@ export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 /** Limits of the contract (CONTRACT §4, §5) that both services and the client rely on. */
 export const Limits = {
   maxFrameBytes: 64 * 1024,
+  /** A REST request body over this gets 413 (CONTRACT §3). */
+  maxRequestBodyBytes: 64 * 1024,
   maxContentChars: 4000,
   sendsPerMinute: 60,
   typingIntervalMs: 2000,

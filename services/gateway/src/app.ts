@@ -3,7 +3,7 @@ import { presentedInternalToken } from "@listings-chat/shared/node";
 import { type Context, Hono } from "hono";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import { type AccessTokenVerifier, accessTokenFrom } from "./auth/access-token.ts";
+import { type AccessTokenVerifier, presentedAccessToken } from "./auth/access-token.ts";
 import { AuthError } from "./auth/errors.ts";
 import type { WsTokens } from "./auth/ws-token.ts";
 import { createDemoPageRoutes } from "./dev/demo-page.ts";
@@ -16,14 +16,18 @@ export interface GatewayAppParts {
   chatUpstreams: string[];
   verifyAccessToken: AccessTokenVerifier;
   wsTokens: WsTokens;
-  /** Forwards a chat REST request as the given user. */
+  /** Forwards a chat REST request as the given user; answers every failure, never throws. */
   forward: (request: Request, userId: number) => Promise<Response>;
+  /** The internal token, sent to instances by `/ready`: an instance that refuses it makes the gateway unready. */
+  internalToken: string;
+  /** Whether Redis answers, when the gateway uses one (`/ready` is false without it). */
+  redisReady?: () => Promise<boolean>;
   /** Present only with DEV_AUTH=1. */
   signDevToken?: (userId: number) => string;
   metrics: Registry;
   checkInternalToken: (presented: string | undefined) => boolean;
   log?: Logger;
-  /** How long `/ready` waits for an upstream's `/health` (default 1 s). */
+  /** How long `/ready` waits for an instance's readiness and Redis (default 1 s). */
   readyTimeoutMs?: number;
   /** True once SIGTERM arrived: `/ready` answers 503 so that balancers stop sending traffic. */
   isShuttingDown?: () => boolean;
@@ -33,7 +37,12 @@ type GatewayEnv = { Variables: { userId: number } };
 
 export const GatewayErrorCode = {
   upstreamUnavailable: "upstream_unavailable",
+  upstreamMisconfigured: "upstream_misconfigured",
+  redisUnavailable: "redis_unavailable",
 } as const;
+
+/** Where the gateway asks an instance whether it is ready; the path needs the internal token. */
+export const INSTANCE_READY_PATH = "/internal/chat/ready";
 
 /**
  * True for `/internal` and anything below it, however the client spells it (percent-encoding, repeated
@@ -53,23 +62,37 @@ export function isInternalPath(path: string): boolean {
 /**
  * Guards the `access_token` cookie against cross-site request forgery: the browser attaches a cookie to
  * requests other sites trigger, so a change (not GET/HEAD) authenticated by it must not come from another
- * site (Sec-Fetch-Site) and must carry a JSON body, which a plain HTML form cannot send.
+ * site (Sec-Fetch-Site) and must carry a JSON body, which a plain HTML form cannot send. Applied whenever
+ * the token came from the cookie, whatever else the request carries (a browser adds `Authorization: Basic`
+ * by itself on sites behind basic auth).
  */
 function sameSiteCookieRequest(request: Request): boolean {
   if (request.method === "GET" || request.method === "HEAD") return true;
-  if (request.headers.get("sec-fetch-site") === "cross-site") return false;
+  const site = request.headers.get("sec-fetch-site");
+  if (site !== null && site !== "same-origin" && site !== "same-site" && site !== "none") return false;
   const hasBody = request.headers.has("transfer-encoding") || Number(request.headers.get("content-length") ?? 0) > 0;
-  return !hasBody || /^application\/json\b/i.test(request.headers.get("content-type") ?? "");
+  return !hasBody || /^application\/json\s*(;|$)/i.test(request.headers.get("content-type") ?? "");
 }
 
-/** Whether `baseUrl/health` answers 2xx within `timeoutMs`. */
-async function answersHealth(baseUrl: string, timeoutMs: number): Promise<boolean> {
+type InstanceReadiness = "ready" | "not_ready" | "misconfigured";
+
+/** What `baseUrl` says about its readiness when asked with the internal token, within `timeoutMs`. */
+async function instanceReadiness(
+  baseUrl: string,
+  internalToken: string,
+  timeoutMs: number,
+): Promise<InstanceReadiness> {
   try {
-    const res = await fetch(`${baseUrl}/health`, { signal: AbortSignal.timeout(timeoutMs), redirect: "manual" });
+    const res = await fetch(`${baseUrl}${INSTANCE_READY_PATH}`, {
+      headers: { "x-internal-token": internalToken },
+      signal: AbortSignal.timeout(timeoutMs),
+      redirect: "manual",
+    });
     await res.body?.cancel().catch(() => {});
-    return res.ok;
+    if (res.status === 401) return "misconfigured";
+    return res.ok ? "ready" : "not_ready";
   } catch {
-    return false;
+    return "not_ready";
   }
 }
 
@@ -98,13 +121,33 @@ export function createGatewayApp(parts: GatewayAppParts) {
 
   app.get("/ready", async (c) => {
     if (isShuttingDown()) return c.json(errorBody(ErrorCode.shuttingDown, "the gateway is shutting down"), 503);
-    const answers = await Promise.all(parts.chatUpstreams.map((url) => answersHealth(url, readyTimeoutMs)));
-    const reachable = answers.filter(Boolean).length;
-    if (reachable > 0) return c.json({ status: "ready", upstreams: { reachable, total: parts.chatUpstreams.length } });
+    const [answers, redisReady] = await Promise.all([
+      Promise.all(parts.chatUpstreams.map((url) => instanceReadiness(url, parts.internalToken, readyTimeoutMs))),
+      parts.redisReady ? parts.redisReady() : Promise.resolve(true),
+    ]);
+    const total = parts.chatUpstreams.length;
+    if (!redisReady) {
+      return c.json(
+        errorBody(GatewayErrorCode.redisUnavailable, `Redis did not answer within ${readyTimeoutMs} ms`),
+        503,
+      );
+    }
+    const reachable = answers.filter((a) => a === "ready").length;
+    if (reachable > 0) return c.json({ status: "ready", upstreams: { reachable, total } });
+    if (answers.includes("misconfigured")) {
+      log?.error("chat instances refuse the internal token: INTERNAL_TOKEN differs between gateway and chat");
+      return c.json(
+        errorBody(
+          GatewayErrorCode.upstreamMisconfigured,
+          "the chat instances refuse this gateway's INTERNAL_TOKEN: it must be the same on both services",
+        ),
+        503,
+      );
+    }
     return c.json(
       errorBody(
         GatewayErrorCode.upstreamUnavailable,
-        `no chat instance answered /health within ${readyTimeoutMs} ms (${parts.chatUpstreams.length} configured)`,
+        `no chat instance answered ${INSTANCE_READY_PATH} as ready within ${readyTimeoutMs} ms (${total} configured)`,
       ),
       503,
     );
@@ -124,11 +167,11 @@ export function createGatewayApp(parts: GatewayAppParts) {
 
   /** The caller's access token, verified: Bearer header or `access_token` cookie. */
   const authenticated = async (c: Context<GatewayEnv>, next: () => Promise<void>) => {
-    const token = accessTokenFrom(c.req.header("authorization"), c.req.header("cookie"));
-    if (!token) {
+    const presented = presentedAccessToken(c.req.header("authorization"), c.req.header("cookie"));
+    if (!presented) {
       return c.json(errorBody(ErrorCode.unauthorized, "sign in: send Authorization: Bearer <access token>"), 401);
     }
-    if (!c.req.header("authorization") && !sameSiteCookieRequest(c.req.raw)) {
+    if (presented.fromCookie && !sameSiteCookieRequest(c.req.raw)) {
       return c.json(
         errorBody(
           ErrorCode.forbidden,
@@ -138,7 +181,7 @@ export function createGatewayApp(parts: GatewayAppParts) {
       );
     }
     try {
-      c.set("userId", parts.verifyAccessToken(token));
+      c.set("userId", parts.verifyAccessToken(presented.token));
     } catch (error) {
       if (error instanceof AuthError) return c.json(errorBody(error.code, error.message), 401);
       throw error;

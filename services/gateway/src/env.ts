@@ -63,6 +63,8 @@ const schema = z.object({
   MAX_SOCKETS_PER_USER: wholeNumber(1, 1000).default(10),
   UPSTREAM_CONNECT_TIMEOUT_MS: wholeNumber(50, 60_000).default(2_000),
   UPSTREAM_REQUEST_TIMEOUT_MS: wholeNumber(100, 120_000).default(10_000),
+  BODY_TIMEOUT_MS: wholeNumber(100, 60_000).default(10_000),
+  MAX_REQUESTS_PER_USER: wholeNumber(1, 1000).default(16),
   // Below run-service's hard exit at 9.5 s, so that SIGTERM still ends in exit 0 within 10 s.
   SHUTDOWN_DRAIN_MS: wholeNumber(0, 9_000).default(8_000),
   DEV_AUTH: z.enum(["0", "1"]).default("0"),
@@ -84,7 +86,12 @@ export interface GatewayConfig {
   redis?: { url: string; keyPrefix: string };
   maxSocketsPerUser: number;
   upstreamConnectTimeoutMs: number;
+  /** The whole of a forwarded REST request, pool wait included (504 after). */
   upstreamRequestTimeoutMs: number;
+  /** How long a client may take to send a request body (408 after). */
+  bodyTimeoutMs: number;
+  /** REST requests in flight per user at one gateway (429 over it). */
+  maxRequestsPerUser: number;
   shutdownDrainMs: number;
   devAuth: boolean;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
@@ -136,6 +143,8 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     maxSocketsPerUser: v.MAX_SOCKETS_PER_USER,
     upstreamConnectTimeoutMs: v.UPSTREAM_CONNECT_TIMEOUT_MS,
     upstreamRequestTimeoutMs: v.UPSTREAM_REQUEST_TIMEOUT_MS,
+    bodyTimeoutMs: v.BODY_TIMEOUT_MS,
+    maxRequestsPerUser: v.MAX_REQUESTS_PER_USER,
     shutdownDrainMs: v.SHUTDOWN_DRAIN_MS,
     devAuth: v.DEV_AUTH === "1",
     logLevel: v.LOG_LEVEL,

@@ -6,5 +6,6 @@ await runService({
   name: "gateway",
   loadConfig: () => loadGatewayConfig(process.env),
   start: startGateway,
+  portVariable: "GATEWAY_PORT",
   stoppingMessage: "shutting down: no new upgrades, letting pipes drain",
 });

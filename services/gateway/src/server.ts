@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
@@ -38,10 +39,12 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     requestTimeoutMs: config.upstreamRequestTimeoutMs,
   });
   let draining = false;
+  const gatewayId = randomUUID();
   const ws = createWsUpgrade({
     wsTokens,
     upstreams,
     internalToken: config.internalToken,
+    gatewayId,
     caps:
       redis && config.redis
         ? createRedisSocketCaps({ redis, keyPrefix: config.redis.keyPrefix, maxPerUser: config.maxSocketsPerUser })
@@ -52,11 +55,30 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     log,
   });
   const { key, issuer, audience } = config.accessTokens;
+  const rest = createRestForwarder({
+    upstreams,
+    internalToken: config.internalToken,
+    log,
+    requestTimeoutMs: config.upstreamRequestTimeoutMs,
+    bodyTimeoutMs: config.bodyTimeoutMs,
+    maxRequestsPerUser: config.maxRequestsPerUser,
+  });
   const app = createGatewayApp({
     chatUpstreams: config.chatUpstreams,
+    internalToken: config.internalToken,
+    redisReady: redis
+      ? () =>
+          Promise.race([
+            redis.ping().then(
+              () => true,
+              () => false,
+            ),
+            new Promise<boolean>((resolve) => setTimeout(resolve, 1_000, false).unref()),
+          ])
+      : undefined,
     verifyAccessToken: createAccessTokenVerifier(config.accessTokens),
     wsTokens,
-    forward: createRestForwarder({ upstreams, internalToken: config.internalToken, log }),
+    forward: rest.handle,
     signDevToken:
       config.devAuth && key.kind === "secret"
         ? createDevTokenSigner({ secret: key.secret, issuer, audience })
@@ -67,10 +89,35 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     isShuttingDown: () => draining,
   });
 
+  // Every request is counted until its answer is built, so that a drain answers what it accepted.
+  let requestsInFlight = 0;
+  const fetch = async (request: Request, env: unknown) => {
+    requestsInFlight += 1;
+    try {
+      const response = await app.fetch(request, env);
+      // While draining, each answer closes its connection, so keep-alive does not hold clients here.
+      if (draining) {
+        try {
+          response.headers.set("Connection", "close");
+        } catch {
+          // An immutable Response (a redirect): its connection simply stays open until the server closes.
+        }
+      }
+      return response;
+    } finally {
+      requestsInFlight -= 1;
+    }
+  };
   const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
+    const s = serve({ fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
     s.once("error", reject);
   });
+  // A request head must arrive within 10 s and a whole request within 30 s (slow-loris); idle keep-alive
+  // connections are kept longer than the 60 s of the nginx in front, so the gateway never closes one that
+  // nginx is about to reuse (the POST 502 race).
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 75_000;
   server.on("upgrade", ws.listener);
   const port = (server.address() as AddressInfo).port;
   log.info({ port, upstreams: config.chatUpstreams, replay: redis ? "redis" : "memory" }, "gateway listening");
@@ -82,8 +129,13 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     async stop() {
       // Still listening while pipes drain: new upgrades get 503 and /ready says 503, so balancers move on.
       draining = true;
+      const deadline = Date.now() + config.shutdownDrainMs;
       await ws.drain(config.shutdownDrainMs);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // Requests already accepted are answered (their connections close after the answer).
+      const answeredBy = Math.max(deadline, Date.now() + 500);
+      while (requestsInFlight > 0 && Date.now() < answeredBy) await new Promise((r) => setTimeout(r, 10));
       server.closeAllConnections();
       await closed;
       await upstreams.close();

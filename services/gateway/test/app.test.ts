@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGatewayApp, type GatewayAppParts, isInternalPath } from "../src/app.ts";
+import { createGatewayApp, type GatewayAppParts, INSTANCE_READY_PATH, isInternalPath } from "../src/app.ts";
 import { createMemoryReplayStore } from "../src/auth/replay-store.ts";
 import { createWsTokens } from "../src/auth/ws-token.ts";
 import { ConfigError, loadGatewayConfig } from "../src/env.ts";
@@ -23,11 +23,15 @@ function appWith(parts: Partial<GatewayAppParts> & Pick<GatewayAppParts, "chatUp
     },
     metrics: new Registry(),
     checkInternalToken: () => false,
+    internalToken: "test-internal-token",
     ...parts,
   });
 }
 
-/** A tiny stand-in for a chat instance on 127.0.0.1, port 0, answering `/health` with `status`. */
+/**
+ * A tiny stand-in for a chat instance on 127.0.0.1, port 0, answering its readiness path with `status` when
+ * asked with the internal token of `appWith`, and 401 otherwise.
+ */
 async function startUpstream(
   status = 200,
   delayMs = 0,
@@ -36,7 +40,13 @@ async function startUpstream(
   const server: Server = createServer((req, res) => {
     hits.push(req.url ?? "");
     setTimeout(() => {
-      res.writeHead(req.url === "/health" ? status : 404, { "content-type": "application/json" });
+      const answer =
+        req.url !== INSTANCE_READY_PATH
+          ? 404
+          : req.headers["x-internal-token"] === "test-internal-token"
+            ? status
+            : 401;
+      res.writeHead(answer, { "content-type": "application/json" });
       res.end(JSON.stringify({ status: "ok" }));
     }, delayMs);
   });
@@ -85,12 +95,12 @@ describe("gateway probes", () => {
       await Promise.all([healthy.close(), failing.close(), slow.close()]);
     });
 
-    it("is 200 when a chat upstream answers its /health", async () => {
+    it("is 200 when a chat upstream says it is ready to a request with the internal token", async () => {
       const app = appWith({ chatUpstreams: [healthy.url] });
       const res = await app.request("/ready");
       expect(res.status).toBe(200);
       expect(await res.json()).toEqual({ status: "ready", upstreams: { reachable: 1, total: 1 } });
-      expect(healthy.hits).toContain("/health");
+      expect(healthy.hits).toContain(INSTANCE_READY_PATH);
     });
 
     it("is 200 when at least one of several upstreams answers", async () => {
@@ -110,7 +120,23 @@ describe("gateway probes", () => {
       expect(body.error.message).toMatch(/no chat instance/);
     });
 
-    it("is 503 when the only upstream answers /health with an error status", async () => {
+    it("is 503 upstream_misconfigured when the instances refuse the gateway's internal token", async () => {
+      const app = appWith({ chatUpstreams: [healthy.url], internalToken: "another-token" });
+      const res = await app.request("/ready");
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("upstream_misconfigured");
+    });
+
+    it("is 503 redis_unavailable when Redis does not answer, even with a ready instance", async () => {
+      const app = appWith({ chatUpstreams: [healthy.url], redisReady: async () => false });
+      const res = await app.request("/ready");
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("redis_unavailable");
+      const withRedis = appWith({ chatUpstreams: [healthy.url], redisReady: async () => true });
+      expect((await withRedis.request("/ready")).status).toBe(200);
+    });
+
+    it("is 503 when the only upstream says it is not ready", async () => {
       const app = appWith({ chatUpstreams: [failing.url] });
       expect((await app.request("/ready")).status).toBe(503);
     });

@@ -1,6 +1,7 @@
-import { ErrorCode, errorBody } from "@listings-chat/shared";
+import { ErrorCode, errorBody, Limits } from "@listings-chat/shared";
 import { presentedInternalToken } from "@listings-chat/shared/node";
 import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
 import { ChatError, RateLimitedError } from "./errors.ts";
 
@@ -40,6 +41,19 @@ export function createApp({ log, checkInternalToken, probes, ops, api, onRateLim
     await next();
   });
   app.route("/", ops);
+  // The gateway refuses big bodies first; this keeps the instance safe from anything else on its port.
+  app.use(
+    "/api/v1/*",
+    bodyLimit({
+      maxSize: Limits.maxRequestBodyBytes,
+      onError: (c) =>
+        c.json(
+          errorBody(ErrorCode.payloadTooLarge, `the request body is over ${Limits.maxRequestBodyBytes} bytes`),
+          413,
+          { Connection: "close" },
+        ),
+    }),
+  );
   app.route("/api/v1", api);
 
   app.notFound((c) => c.json(errorBody(ErrorCode.notFound, `no route for ${c.req.method} ${c.req.path}`), 404));

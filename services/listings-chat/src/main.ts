@@ -6,5 +6,6 @@ await runService({
   name: "listings-chat",
   loadConfig: () => loadChatConfig(process.env),
   start: startChatServer,
+  portVariable: "CHAT_PORT",
   stoppingMessage: "shutting down: closing sockets with 1001",
 });

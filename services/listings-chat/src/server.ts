@@ -90,13 +90,23 @@ export async function startChatServer(
   });
   await hub.start();
 
+  const redisReady = redis
+    ? () =>
+        Promise.race([
+          redis.ping().then(
+            () => true,
+            () => false,
+          ),
+          new Promise<boolean>((resolve) => setTimeout(resolve, 1_000, false).unref()),
+        ])
+    : undefined;
   let shuttingDown = false;
   const isShuttingDown = () => shuttingDown;
   const checkInternalToken = createInternalTokenCheck(config.internalToken);
   const app = createApp({
     log,
     checkInternalToken,
-    probes: createProbeRoutes({ bus, database, isShuttingDown }),
+    probes: createProbeRoutes({ bus, database, isShuttingDown, redisReady }),
     ops: createOpsRoutes({
       instanceId: config.instanceId,
       startedAt,
@@ -106,6 +116,8 @@ export async function startChatServer(
       database,
       metrics: createMetrics(stats, hub.snapshot),
       isShuttingDown,
+      redisReady,
+      closeGatewaySockets: hub.closeGatewaySockets,
     }),
     api: createApiRoutes({ db: database.db, chats, messages }),
     onRateLimited: () => {
@@ -114,8 +126,9 @@ export async function startChatServer(
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: Limits.maxFrameBytes, perMessageDeflate: false });
-  const server = await new Promise<Server>((resolve) => {
+  const server = await new Promise<Server>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
+    s.once("error", reject);
   });
   server.on("upgrade", createUpgradeHandler({ wss, hub, checkInternalToken, isShuttingDown, log }));
   const port = (server.address() as AddressInfo).port;

@@ -14,14 +14,29 @@ export interface RunServiceOptions<C extends ServiceConfig> {
   start: (config: C, log: Logger) => Promise<{ stop(): Promise<void> }>;
   /** A line to log when a signal arrives, with what is still open. */
   stoppingMessage?: string;
+  /** The variable that sets the port, named when the port is taken. */
+  portVariable?: string;
 }
 
 /** Hard stop if a graceful one hangs: the contract promises an exit within 10 s of SIGTERM. */
 const HARD_EXIT_MS = 9_500;
 
+/** One line for a listen error a person can act on, or undefined for anything else. */
+function listenProblem(error: unknown, portVariable: string | undefined): string | undefined {
+  const { code, address, port } = error as { code?: string; address?: string; port?: number };
+  const where = port === undefined ? "its port" : `${address ?? ""}:${port}`;
+  const fix = portVariable ? `, or set ${portVariable} to another port` : "";
+  if (code === "EADDRINUSE") return `cannot listen on ${where}: the address is in use (stop what listens there${fix})`;
+  if (code === "EACCES") return `cannot listen on ${where}: permission denied (use a port above 1023${fix})`;
+  if (code === "EADDRNOTAVAIL") return `cannot listen on ${where}: no such address on this machine`;
+  return undefined;
+}
+
 /**
  * The body of a service's main.ts: configuration (one line and exit 1 when bad), logger, start,
- * and SIGTERM/SIGINT handled once (graceful stop, exit 0; exit 1 if it fails or hangs).
+ * and SIGTERM/SIGINT handled once (graceful stop, exit 0; exit 1 if it fails or hangs). The signal
+ * handlers are installed before start-up work begins: a SIGTERM during start-up waits for the start to
+ * finish, then stops what it started.
  */
 export async function runService<C extends ServiceConfig>(options: RunServiceOptions<C>): Promise<void> {
   let config: C;
@@ -35,8 +50,10 @@ export async function runService<C extends ServiceConfig>(options: RunServiceOpt
   const log = createLogger({ name: options.name, level: config.logLevel, pretty: !config.production });
   for (const warning of config.warnings) log.warn(`⚠ ${warning}`);
 
-  const service = await options.start(config, log).catch((error) => {
-    log.fatal({ err: error }, `${options.name} could not start`);
+  const starting = options.start(config, log).catch((error: unknown) => {
+    const problem = listenProblem(error, options.portVariable);
+    if (problem) console.error(`${options.name}: ${problem}`);
+    else log.fatal({ err: error }, `${options.name} could not start`);
     process.exit(1);
   });
 
@@ -47,13 +64,16 @@ export async function runService<C extends ServiceConfig>(options: RunServiceOpt
       stopping = true;
       log.info({ signal }, options.stoppingMessage ?? "shutting down");
       setTimeout(() => process.exit(1), HARD_EXIT_MS).unref();
-      service.stop().then(
-        () => process.exit(0),
-        (error) => {
-          log.error({ err: error }, "shutdown failed");
-          process.exit(1);
-        },
-      );
+      starting
+        .then((service) => service.stop())
+        .then(
+          () => process.exit(0),
+          (error) => {
+            log.error({ err: error }, "shutdown failed");
+            process.exit(1);
+          },
+        );
     });
   }
+  await starting;
 }

@@ -53,15 +53,31 @@ export function createAccessTokenVerifier(options: AccessTokenOptions): AccessTo
   };
 }
 
+/** Where a request's access token came from: the cookie is the one a browser attaches on its own. */
+export interface PresentedAccessToken {
+  token: string;
+  fromCookie: boolean;
+}
+
 /** The access token of a request: `Authorization: Bearer …`, else the `access_token` cookie. */
-export function accessTokenFrom(
+export function presentedAccessToken(
   authorization: string | undefined,
   cookieHeader: string | undefined,
-): string | undefined {
+): PresentedAccessToken | undefined {
   if (authorization) {
     const match = /^Bearer\s+(\S+)$/i.exec(authorization);
-    if (match) return match[1];
+    if (match?.[1]) return { token: match[1], fromCookie: false };
   }
+  const cookie = accessTokenCookie(cookieHeader);
+  return cookie ? { token: cookie, fromCookie: true } : undefined;
+}
+
+/** The access token of a request, wherever it came from. */
+export function accessTokenFrom(authorization: string | undefined, cookieHeader: string | undefined) {
+  return presentedAccessToken(authorization, cookieHeader)?.token;
+}
+
+function accessTokenCookie(cookieHeader: string | undefined): string | undefined {
   if (!cookieHeader) return undefined;
   for (const part of cookieHeader.split(";")) {
     const eq = part.indexOf("=");

@@ -6,6 +6,8 @@ import type { Redis } from "ioredis";
  */
 export interface ReplayStore {
   claim(tokenId: string, ttlMs: number): Promise<boolean>;
+  /** Forgets a claim, so that the id can be claimed once more. */
+  release(tokenId: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -25,6 +27,9 @@ export function createMemoryReplayStore(now: () => number = Date.now): ReplaySto
       used.set(tokenId, t + ttlMs);
       return true;
     },
+    async release(tokenId) {
+      used.delete(tokenId);
+    },
     async close() {
       clearInterval(sweep);
       used.clear();
@@ -38,6 +43,9 @@ export function createRedisReplayStore(redis: Redis, keyPrefix: string): ReplayS
       // SET NX is atomic: of two gateways racing with the same token, exactly one gets "OK".
       const answer = await redis.set(`${keyPrefix}ws-token:${tokenId}`, "1", "PX", Math.max(1, Math.ceil(ttlMs)), "NX");
       return answer === "OK";
+    },
+    async release(tokenId) {
+      await redis.del(`${keyPrefix}ws-token:${tokenId}`);
     },
     async close() {},
   };

@@ -15,9 +15,26 @@ export interface WsTokensOptions {
   replay: ReplayStore;
 }
 
+/** A ws-token whose signature, audience and expiry were checked; not yet used up. */
+export interface WsTokenGrant {
+  userId: number;
+  tokenId: string;
+  /** Epoch ms after which the token is refused anyway. */
+  expiresAt: number;
+}
+
 export interface WsTokens {
   issue(userId: number): { token: string; expiresIn: number };
-  /** Verifies a ws-token and uses it up: the same token is refused the second time, at any gateway. */
+  /** Checks a ws-token (signature, audience, issuer, expiry) without using it up; throws AuthError. */
+  verify(token: string): WsTokenGrant;
+  /** Uses a verified token up: the same token is refused the second time, at any gateway; throws AuthError. */
+  use(grant: WsTokenGrant): Promise<void>;
+  /**
+   * Makes a used-up token usable again after a refusal that opened nothing (no instance reachable), so that
+   * the client's retry is not refused as a replay. At most one socket is ever opened with a token.
+   */
+  giveBack(grant: WsTokenGrant): Promise<void>;
+  /** `verify` then `use`: the user id. */
   redeem(token: string): Promise<number>;
 }
 
@@ -35,7 +52,7 @@ export function createWsTokens({ secret, ttlSeconds, replay }: WsTokensOptions):
       });
       return { token, expiresIn: ttlSeconds };
     },
-    async redeem(token) {
+    verify(token) {
       let payload: string | jwt.JwtPayload;
       try {
         payload = jwt.verify(token, key, {
@@ -54,11 +71,21 @@ export function createWsTokens({ secret, ttlSeconds, replay }: WsTokensOptions):
       }
       const userId = parseUserId(payload.sub);
       if (userId === undefined) throw new AuthError("the ws-token is not valid");
-      const ttlMs = payload.exp * 1000 - Date.now() + 5_000;
-      if (!(await replay.claim(payload.jti, ttlMs))) {
+      return { userId, tokenId: payload.jti, expiresAt: payload.exp * 1000 };
+    },
+    async use(grant) {
+      const ttlMs = grant.expiresAt - Date.now() + 5_000;
+      if (!(await replay.claim(grant.tokenId, ttlMs))) {
         throw new AuthError("the ws-token was already used: fetch a new one from /api/v2/ws-token");
       }
-      return userId;
+    },
+    async giveBack(grant) {
+      await replay.release(grant.tokenId);
+    },
+    async redeem(token) {
+      const grant = this.verify(token);
+      await this.use(grant);
+      return grant.userId;
     },
   };
 }

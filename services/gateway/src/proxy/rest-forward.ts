@@ -1,24 +1,31 @@
-import { Readable } from "node:stream";
-import { errorBody } from "@listings-chat/shared";
+import { ErrorCode, errorBody, Limits } from "@listings-chat/shared";
 import type { Logger } from "pino";
 import { errors as undiciErrors } from "undici";
+import { BodyRejected, readBody } from "./request-body.ts";
 import type { Upstreams } from "./upstreams.ts";
+import { createUserConcurrency } from "./user-concurrency.ts";
 
 /** Request headers worth passing to the chat service; identity and cookies never are. */
-const FORWARDED_REQUEST_HEADERS = ["content-type", "content-length", "accept", "accept-language", "x-request-id"];
-/** Hop-by-hop headers of the instance's answer, which belong to that connection only. */
+const FORWARDED_REQUEST_HEADERS = ["content-type", "accept", "accept-language", "x-request-id"];
+/** Hop-by-hop headers of the instance's answer, which belong to that connection only (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set([
   "connection",
   "keep-alive",
   "transfer-encoding",
   "upgrade",
   "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
   "te",
   "trailer",
+  // The body is handed on whole, so its length is the gateway's to write.
+  "content-length",
 ]);
+/** An instance's answer larger than this is a fault, not something to hold in memory. */
+const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
-const errorResponse = (status: number, code: string, message: string) =>
-  Response.json(errorBody(code, message), { status });
+const errorResponse = (status: number, code: string, message: string, headers: Record<string, string> = {}) =>
+  Response.json(errorBody(code, message), { status, headers });
 
 /** Failures where nothing reached the instance, so another instance may take the request. */
 function failedBeforeSending(error: unknown): boolean {
@@ -32,41 +39,47 @@ function failedBeforeSending(error: unknown): boolean {
   );
 }
 
-const timedOut = (error: unknown) =>
-  error instanceof undiciErrors.HeadersTimeoutError ||
-  error instanceof undiciErrors.BodyTimeoutError ||
-  error instanceof undiciErrors.ConnectTimeoutError;
-
 export interface RestForwardOptions {
   upstreams: Upstreams;
   internalToken: string;
   log: Logger;
+  /** The whole forwarded request: waiting for a pool connection, the instance's answer and its body (504 after). */
+  requestTimeoutMs: number;
+  /** How long a client may take to send its body (408 after). */
+  bodyTimeoutMs: number;
+  /** Requests in flight per user at this gateway (429 over it). */
+  maxRequestsPerUser: number;
 }
 
+export type RestForwarder = ReturnType<typeof createRestForwarder>;
+
 /**
- * Forwards a chat REST request to an instance with undici (a keep-alive Pool per instance), body
- * streamed both ways, as `userId` on the internal hop. Instance failures become 502, time-outs 504.
+ * Forwards a chat REST request to an instance with undici (a keep-alive Pool per instance), as `userId` on
+ * the internal hop. The request body is read whole first (64 KiB at most, within `bodyTimeoutMs`), so that
+ * a slow or huge upload never holds a pool connection; the answer is read whole too, so that a client that
+ * leaves cannot meet a half-written stream. The client's abort and the total deadline both cancel the
+ * upstream request. Instance failures become 502, time-outs 504, and nothing a client or an instance does
+ * can throw out of here.
  */
-export function createRestForwarder({ upstreams, internalToken, log }: RestForwardOptions) {
-  return async (request: Request, userId: number): Promise<Response> => {
+export function createRestForwarder(options: RestForwardOptions) {
+  const { upstreams, internalToken, log } = options;
+  const concurrency = createUserConcurrency(options.maxRequestsPerUser);
+
+  async function forward(request: Request, userId: number, body: Buffer | undefined): Promise<Response> {
     const url = new URL(request.url);
     const headers: Record<string, string> = { "x-user-id": String(userId), "x-internal-token": internalToken };
     for (const name of FORWARDED_REQUEST_HEADERS) {
       const value = request.headers.get(name);
       if (value !== null) headers[name] = value;
     }
-    const source = request.body;
-    let bodyTouched = false;
-    // Wrapped so that we know whether any byte left: only an untouched body may go to another instance.
-    const body = () =>
-      source
-        ? Readable.from(
-            (async function* () {
-              bodyTouched = true;
-              yield* source as unknown as AsyncIterable<Uint8Array>;
-            })(),
-          )
-        : undefined;
+    const deadline = AbortSignal.timeout(options.requestTimeoutMs);
+    const signal = AbortSignal.any([request.signal, deadline]);
+    const timedOut = () =>
+      errorResponse(
+        504,
+        "upstream_timeout",
+        `the chat service did not answer within ${options.requestTimeoutMs} ms: retry`,
+      );
 
     let lastError: unknown;
     for (const upstream of upstreams.order()) {
@@ -75,19 +88,56 @@ export function createRestForwarder({ upstreams, internalToken, log }: RestForwa
           method: request.method as "GET",
           path: url.pathname + url.search,
           headers,
-          body: body(),
+          body,
+          signal,
         });
         upstreams.markUp(upstream);
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const chunk of answer.body as AsyncIterable<Buffer>) {
+          size += chunk.length;
+          if (size > MAX_RESPONSE_BYTES) {
+            answer.body.destroy();
+            log.error({ upstream: upstream.base, path: url.pathname }, "chat instance answered more than 16 MiB");
+            return errorResponse(502, "upstream_failed", "the chat service's answer was too large");
+          }
+          chunks.push(chunk);
+        }
+        if (answer.statusCode === 401) {
+          log.error(
+            { upstream: upstream.base, path: url.pathname },
+            "chat instance refused the internal token: INTERNAL_TOKEN differs between gateway and chat",
+          );
+          return errorResponse(
+            502,
+            "upstream_misconfigured",
+            "the chat service refused the gateway: an operator must fix its configuration",
+          );
+        }
         const responseHeaders = new Headers();
+        const connectionTokens = String(answer.headers.connection ?? "")
+          .split(",")
+          .map((t) => t.trim().toLowerCase());
         for (const [name, value] of Object.entries(answer.headers)) {
-          if (value === undefined || HOP_BY_HOP.has(name)) continue;
+          if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens.includes(name)) continue;
           for (const v of Array.isArray(value) ? value : [value]) responseHeaders.append(name, v);
         }
-        const stream = answer.statusCode === 204 || answer.statusCode === 304 ? null : Readable.toWeb(answer.body);
-        return new Response(stream as ReadableStream | null, { status: answer.statusCode, headers: responseHeaders });
+        const noBody = answer.statusCode === 204 || answer.statusCode === 304 || request.method === "HEAD";
+        return new Response(noBody ? null : Buffer.concat(chunks), {
+          status: answer.statusCode,
+          headers: responseHeaders,
+        });
       } catch (error) {
         lastError = error;
-        if (failedBeforeSending(error) && !bodyTouched) {
+        if (request.signal.aborted && !deadline.aborted) {
+          // The client left: nobody reads this answer; the upstream request was cancelled with it.
+          return errorResponse(499, "client_closed", "the client closed the request");
+        }
+        if (deadline.aborted) {
+          log.warn({ upstream: upstream.base, path: url.pathname }, "forwarded request timed out");
+          return timedOut();
+        }
+        if (failedBeforeSending(error)) {
           upstreams.markDown(upstream);
           continue;
         }
@@ -95,13 +145,48 @@ export function createRestForwarder({ upstreams, internalToken, log }: RestForwa
           { err: error, upstream: upstream.base, path: url.pathname },
           "chat instance failed a forwarded request",
         );
-        if (timedOut(error))
-          return errorResponse(504, "upstream_timeout", "the chat service did not answer in time: retry");
+        if (error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError) {
+          return timedOut();
+        }
         return errorResponse(502, "upstream_failed", "the chat service failed to answer: retry");
       }
     }
     log.warn({ err: lastError, path: url.pathname }, "no chat instance reachable for a forwarded request");
-    if (timedOut(lastError)) return errorResponse(504, "upstream_timeout", "no chat instance answered in time: retry");
     return errorResponse(502, "upstream_unavailable", "no chat instance is reachable: retry shortly");
+  }
+
+  return {
+    async handle(request: Request, userId: number): Promise<Response> {
+      const leave = concurrency.tryEnter(userId);
+      if (!leave) {
+        return errorResponse(
+          429,
+          ErrorCode.rateLimited,
+          `too many requests in flight for this user (${options.maxRequestsPerUser}): wait for one to finish`,
+          { "Retry-After": "1" },
+        );
+      }
+      try {
+        let body: Buffer | undefined;
+        try {
+          body = await readBody(request, { maxBytes: Limits.maxRequestBodyBytes, timeoutMs: options.bodyTimeoutMs });
+        } catch (error) {
+          if (!(error instanceof BodyRejected)) throw error;
+          // The rest of the body is not read: the connection cannot carry another request after this answer.
+          const code = error.status === 413 ? ErrorCode.payloadTooLarge : ErrorCode.requestTimeout;
+          return errorResponse(error.status, code, error.message, { Connection: "close" });
+        }
+        return await forward(request, userId, body);
+      } catch (error) {
+        // A client that left while its body was read, or anything unforeseen: an answer, never a throw.
+        if (request.signal.aborted) return errorResponse(499, "client_closed", "the client closed the request");
+        log.error({ err: error }, "forwarding failed");
+        return errorResponse(502, "upstream_failed", "the chat service failed to answer: retry");
+      } finally {
+        leave();
+      }
+    },
+    /** Requests being forwarded now, for drains. */
+    inFlight: () => concurrency.total(),
   };
 }

@@ -59,13 +59,18 @@ export function createRedisSocketCaps({
   now = Date.now,
 }: RedisSocketCapsOptions): SocketCaps {
   const gatewayId = randomUUID();
+  // By SHA (EVALSHA, falling back to EVAL once per Redis), not the script's text on every upgrade.
+  if (!("socketCapAcquire" in redis)) redis.defineCommand("socketCapAcquire", { numberOfKeys: 1, lua: ACQUIRE });
+  const scripts = redis as Redis & { socketCapAcquire(...args: Array<string | number>): Promise<number> };
   const live = new Map<string, number>(); // claim → user id
   const key = (userId: number) => `${keyPrefix}ws-sockets:${userId}`;
   const refresh = setInterval(() => {
     if (live.size === 0) return;
     const pipeline = redis.pipeline();
+    // Plain ZADD, not XX: after a Redis restart (or a flush) the claims of live sockets are written back,
+    // so they count again instead of letting the user past the cap.
     for (const [claim, userId] of live)
-      pipeline.zadd(key(userId), "XX", now() + claimTtlMs, claim).pexpire(key(userId), claimTtlMs);
+      pipeline.zadd(key(userId), now() + claimTtlMs, claim).pexpire(key(userId), claimTtlMs);
     pipeline.exec().catch(() => {});
   }, claimTtlMs / 3);
   refresh.unref();
@@ -73,7 +78,7 @@ export function createRedisSocketCaps({
     async tryAcquire(userId) {
       const claim = `${gatewayId}:${randomUUID()}`;
       const t = now();
-      const granted = await redis.eval(ACQUIRE, 1, key(userId), t, t + claimTtlMs, maxPerUser, claim, claimTtlMs);
+      const granted = await scripts.socketCapAcquire(key(userId), t, t + claimTtlMs, maxPerUser, claim, claimTtlMs);
       if (granted !== 1) return undefined;
       live.set(claim, userId);
       return () => {

@@ -1,25 +1,38 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, OutgoingHttpHeaders } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { ErrorCode } from "@listings-chat/shared";
 import { redactUrl, refuseUpgrade } from "@listings-chat/shared/node";
-import httpProxy from "http-proxy";
 import type { Logger } from "pino";
 import { AuthError } from "../auth/errors.ts";
-import type { WsTokens } from "../auth/ws-token.ts";
+import type { WsTokenGrant, WsTokens } from "../auth/ws-token.ts";
+import { handshakeProblem } from "./handshake.ts";
 import type { SocketCaps } from "./socket-caps.ts";
+import { requestUpstreamUpgrade, type UpgradeAnswer, UpgradeTimeoutError } from "./upstream-upgrade.ts";
 import type { Upstream, Upstreams } from "./upstreams.ts";
 
 export const WS_PATH = "/ws/chat";
 
-/** Headers a client may send but only the gateway may set on the internal hop (CONTRACT §2). */
-const IDENTITY_HEADERS = ["x-user-id", "x-internal-token", "x-forwarded-user", "authorization", "cookie"];
-const EMPTY = Buffer.alloc(0);
+/** Handshake headers of the client that the instance needs to answer the same handshake. */
+const FORWARDED_HANDSHAKE_HEADERS = [
+  "sec-websocket-key",
+  "sec-websocket-version",
+  "sec-websocket-protocol",
+  "sec-websocket-extensions",
+  "origin",
+  "user-agent",
+  "x-request-id",
+];
+
+/** How long the client of a pipe whose instance has closed may take to read what is left. */
+const CLIENT_FLUSH_MS = 5_000;
 
 export interface WsUpgradeOptions {
   wsTokens: WsTokens;
   upstreams: Upstreams;
   internalToken: string;
+  /** Sent to instances on every upgrade, so that a drain can ask them to close this gateway's sockets. */
+  gatewayId: string;
   /** Per-user cap of open pipes (in memory, or shared through Redis). */
   caps: SocketCaps;
   maxSocketsPerUser: number;
@@ -30,93 +43,121 @@ export interface WsUpgradeOptions {
 
 export interface WsCounters {
   accepted: number;
+  /** Upgrades refused by the gateway, by HTTP status. */
   refused: Record<number, number>;
+  /** Attempts an instance failed: its non-101 status ("503", "401"…), "timeout" or "unreachable". */
+  upstreamFailures: Record<string, number>;
+}
+
+interface Pipe {
+  client: Duplex;
+  upstream: Socket;
+  instance: Upstream;
 }
 
 /**
- * The gateway's `upgrade` listener, as ordered passes: path → draining → ws-token (single use) →
- * cursor → per-user cap → instance → pipe. Every refusal is a plain HTTP answer written before any
- * 101; an accepted upgrade becomes a raw two-way pipe (http-proxy, `ws: true`) with no frame parsing.
+ * The gateway's `upgrade` listener, as ordered passes: path → handshake → draining → ws-token checked →
+ * cursor → per-user cap → ws-token used up → instance → pipe. Every refusal is a plain HTTP answer written
+ * before any 101, after which the socket is closed for sure and the cap slot given back; a refusal the
+ * client can retry (429, 503) leaves its ws-token usable. An accepted upgrade becomes a raw two-way byte
+ * pipe with no frame parsing.
+ *
+ * The hop to the instance is plain `http.request`: node-http-proxy pipes an instance's non-101 answer
+ * straight to the client and ends the client's socket on any failure, so it could neither fail over on a
+ * 503 nor answer a misconfigured instance's 401 in the gateway's own words.
  */
 export function createWsUpgrade(options: WsUpgradeOptions) {
   const { wsTokens, upstreams, log, caps } = options;
-  /** Client sockets with a live pipe, for draining and for leak checks. */
-  const pipes = new Set<Duplex>();
-  const counters: WsCounters = { accepted: 0, refused: {} };
-  const proxy = httpProxy.createProxyServer({ ws: true, xfwd: false });
-  // Every error also reaches the per-call callback below; this listener only keeps the proxy from throwing.
-  proxy.on("error", () => {});
-
-  // Per request: whether its 101 went out, so a later error tears the pipe down instead of retrying.
-  const upgraded = new WeakSet<IncomingMessage>();
-  proxy.on("proxyReqWs", (proxyReq, req, socket) => {
-    const timer = setTimeout(
-      () => proxyReq.destroy(new Error(`no answer from the chat instance within ${options.connectTimeoutMs} ms`)),
-      options.connectTimeoutMs,
-    );
-    // A client that leaves before the instance answers must not leave the upstream request behind.
-    const abandon = () => proxyReq.destroy();
-    socket.once("close", abandon);
-    proxyReq.once("response", () => clearTimeout(timer));
-    proxyReq.once("error", () => {
-      clearTimeout(timer);
-      socket.off("close", abandon);
-    });
-    proxyReq.once("upgrade", (_res, proxySocket: Socket) => {
-      clearTimeout(timer);
-      socket.off("close", abandon);
-      upgraded.add(req);
-      counters.accepted += 1;
-      proxySocket.on("error", () => {});
-      if (socket.destroyed) {
-        proxySocket.destroy();
-        return;
-      }
-      // When either side ends, the other is closed; errors tear both down (node-http-proxy #559, #1439).
-      proxySocket.once("close", () => socket.destroy());
-      socket.once("close", () => proxySocket.destroy());
-    });
-  });
+  const pipes = new Set<Pipe>();
+  const counters: WsCounters = { accepted: 0, refused: {}, upstreamFailures: {} };
 
   function refuse(socket: Duplex, status: number, code: string, message: string, headers?: Record<string, string>) {
     counters.refused[status] = (counters.refused[status] ?? 0) + 1;
     refuseUpgrade(socket, status, code, message, headers);
   }
 
-  function pipeTo(req: IncomingMessage, socket: Duplex, head: Buffer, order: Upstream[], attempt: number) {
-    const upstream = order[attempt];
-    if (!upstream) {
-      refuse(socket, 503, "upstream_unavailable", "no chat instance is reachable: retry shortly", {
-        "Retry-After": "2",
-      });
-      return;
+  function failed(upstream: Upstream, outcome: string, error?: unknown) {
+    counters.upstreamFailures[outcome] = (counters.upstreamFailures[outcome] ?? 0) + 1;
+    upstreams.markDown(upstream);
+    if (outcome === "401") {
+      log.error(
+        { upstream: upstream.base },
+        "chat instance refused the internal token on an upgrade: INTERNAL_TOKEN differs between gateway and chat",
+      );
+    } else log.warn({ err: error, upstream: upstream.base, outcome }, "chat instance failed an upgrade");
+  }
+
+  /** Tries the instances in turn; the first 101 wins. Undefined when none upgraded (or the client left). */
+  async function upgradeAtSomeInstance(
+    path: string,
+    headers: OutgoingHttpHeaders,
+    signal: AbortSignal,
+  ): Promise<
+    { instance: Upstream; answer: Extract<UpgradeAnswer, { kind: "upgraded" }> } | { misconfigured: boolean }
+  > {
+    let misconfigured = false;
+    for (const instance of upstreams.order()) {
+      let answer: UpgradeAnswer;
+      try {
+        answer = await requestUpstreamUpgrade({
+          base: instance.base,
+          path,
+          headers,
+          timeoutMs: options.connectTimeoutMs,
+          signal,
+        });
+      } catch (error) {
+        if (signal.aborted) return { misconfigured };
+        failed(instance, error instanceof UpgradeTimeoutError ? "timeout" : "unreachable", error);
+        continue;
+      }
+      if (answer.kind === "upgraded") {
+        upstreams.markUp(instance);
+        return { instance, answer };
+      }
+      if (answer.status === 401) misconfigured = true;
+      failed(instance, String(answer.status));
     }
-    proxy.ws(req, socket, attempt === 0 ? head : EMPTY, { target: upstream.base }, (error) => {
-      if (upgraded.has(req) || socket.destroyed) {
-        socket.destroy();
-        return;
-      }
-      upstreams.markDown(upstream);
-      log.warn({ err: error, upstream: upstream.base }, "chat instance failed the upgrade");
-      if (!order[attempt + 1]) {
-        pipeTo(req, socket, head, order, attempt + 1); // answers the 503
-        return;
-      }
-      // http-proxy calls socket.end() right after this callback, but nothing was written to the client
-      // yet: the socket is still ours to hand to the next instance, so that one end() is swallowed.
-      const end = socket.end;
-      socket.end = (() => socket) as typeof socket.end;
-      process.nextTick(() => {
-        socket.end = end;
-      });
-      pipeTo(req, socket, head, order, attempt + 1);
+    return { misconfigured };
+  }
+
+  /** Writes the instance's 101 to the client and joins the two sockets until either closes. */
+  function pipe(client: Duplex, clientHead: Buffer, instance: Upstream, answer: UpgradeAnswer & { kind: "upgraded" }) {
+    const { response, socket: upstream, head } = answer;
+    const lines = ["HTTP/1.1 101 Switching Protocols"];
+    for (let i = 0; i < response.rawHeaders.length; i += 2)
+      lines.push(`${response.rawHeaders[i]}: ${response.rawHeaders[i + 1]}`);
+    client.write(`${lines.join("\r\n")}\r\n\r\n`);
+    if (head.length > 0) client.write(head);
+    if (clientHead.length > 0) upstream.write(clientHead);
+    (client as Socket).setNoDelay?.(true);
+    upstream.setNoDelay(true);
+    counters.accepted += 1;
+    const entry: Pipe = { client, upstream, instance };
+    pipes.add(entry);
+    upstream.on("error", () => upstream.destroy());
+    client.on("error", () => client.destroy());
+    // The instance closed (its close frame may still be on the way out): let the client read it, briefly.
+    upstream.once("close", () => {
+      client.end();
+      const timer = setTimeout(() => client.destroy(), CLIENT_FLUSH_MS);
+      timer.unref();
+      client.once("close", () => clearTimeout(timer));
     });
+    client.once("close", () => {
+      pipes.delete(entry);
+      upstream.destroy();
+    });
+    upstream.pipe(client);
+    client.pipe(upstream);
   }
 
   async function handle(req: IncomingMessage, socket: Duplex, head: Buffer) {
     const url = new URL(req.url ?? "/", "http://gateway.invalid");
     if (url.pathname !== WS_PATH)
       return refuse(socket, 404, ErrorCode.notFound, `no WebSocket endpoint here: use ${WS_PATH}`);
+    const problem = handshakeProblem(req);
+    if (problem) return refuse(socket, problem.status, problem.code, problem.message, problem.headers);
     if (options.isDraining()) {
       return refuse(socket, 503, ErrorCode.shuttingDown, "this gateway is shutting down: connect again", {
         "Retry-After": "1",
@@ -128,21 +169,21 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     if (after !== null && !/^\d{1,16}$/.test(after)) {
       return refuse(socket, 400, ErrorCode.validationFailed, "after must be a non-negative integer event id");
     }
-    let userId: number;
+    let grant: WsTokenGrant;
     try {
-      userId = await wsTokens.redeem(token);
+      grant = wsTokens.verify(token);
     } catch (error) {
       if (error instanceof AuthError) return refuse(socket, 401, error.code, error.message);
-      log.error({ err: error }, "could not check a ws-token");
-      return refuse(socket, 503, "token_store_unavailable", "could not check the ws-token: retry shortly");
+      throw error;
     }
-    if (socket.destroyed) return;
     let release: (() => void) | undefined;
     try {
-      release = await caps.tryAcquire(userId);
+      release = await caps.tryAcquire(grant.userId);
     } catch (error) {
       log.error({ err: error }, "could not check the per-user socket cap");
-      return refuse(socket, 503, "cap_store_unavailable", "could not count open connections: retry shortly");
+      return refuse(socket, 503, "cap_store_unavailable", "could not count open connections: retry shortly", {
+        "Retry-After": "2",
+      });
     }
     if (!release) {
       return refuse(
@@ -152,21 +193,89 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         `too many open connections for this user (${options.maxSocketsPerUser})`,
       );
     }
-    // The client may have left while the cap was checked (a Redis round trip): give the slot back.
-    if (socket.destroyed) return release();
-    const giveBack = release;
-    pipes.add(socket);
-    socket.once("close", () => {
-      giveBack();
-      pipes.delete(socket);
-    });
+    const giveSlotBack = release;
+    // From here every way out that opens no pipe gives the slot back at once.
+    let piped = false;
+    try {
+      if (socket.destroyed) return;
+      try {
+        await wsTokens.use(grant);
+      } catch (error) {
+        if (error instanceof AuthError) return refuse(socket, 401, error.code, error.message);
+        log.error({ err: error }, "could not check a ws-token");
+        return refuse(socket, 503, "token_store_unavailable", "could not check the ws-token: retry shortly", {
+          "Retry-After": "2",
+        });
+      }
+      if (socket.destroyed) return;
 
-    // The internal hop: the cursor goes on, the token does not; identity comes from the gateway alone.
-    req.url = after === null ? WS_PATH : `${WS_PATH}?after=${after}`;
-    for (const name of IDENTITY_HEADERS) delete req.headers[name];
-    req.headers["x-user-id"] = String(userId);
-    req.headers["x-internal-token"] = options.internalToken;
-    pipeTo(req, socket, head, upstreams.order(), 0);
+      // The internal hop: the cursor goes on, the token does not; identity comes from the gateway alone.
+      const headers: OutgoingHttpHeaders = {
+        connection: "Upgrade",
+        upgrade: "websocket",
+        "x-user-id": String(grant.userId),
+        "x-internal-token": options.internalToken,
+        "x-gateway-id": options.gatewayId,
+      };
+      for (const name of FORWARDED_HANDSHAKE_HEADERS) {
+        const value = req.headers[name];
+        if (value !== undefined) headers[name] = value;
+      }
+      const left = new AbortController();
+      const onClose = () => left.abort();
+      socket.once("close", onClose);
+      const outcome = await upgradeAtSomeInstance(
+        after === null ? WS_PATH : `${WS_PATH}?after=${after}`,
+        headers,
+        left.signal,
+      );
+      socket.off("close", onClose);
+      if ("answer" in outcome) {
+        if (socket.destroyed) {
+          outcome.answer.socket.destroy();
+          return;
+        }
+        piped = true;
+        socket.once("close", giveSlotBack);
+        pipe(socket, head, outcome.instance, outcome.answer);
+        return;
+      }
+      // Nothing was opened with the token: the client may retry with it.
+      await wsTokens.giveBack(grant).catch((error) => log.warn({ err: error }, "could not give a ws-token back"));
+      if (outcome.misconfigured) {
+        return refuse(
+          socket,
+          502,
+          "upstream_misconfigured",
+          "the chat service refused the gateway: an operator must fix its configuration",
+        );
+      }
+      return refuse(socket, 503, "upstream_unavailable", "no chat instance is reachable: retry shortly", {
+        "Retry-After": "2",
+      });
+    } finally {
+      if (!piped) giveSlotBack();
+    }
+  }
+
+  /** Asks each instance that holds pipes of this gateway to close them with 1001; bounded by `timeoutMs`. */
+  async function askInstancesToClose(timeoutMs: number) {
+    const instances = new Set([...pipes].map((p) => p.instance));
+    await Promise.all(
+      [...instances].map(async (instance) => {
+        try {
+          const res = await fetch(`${instance.base}/internal/chat/gateways/${options.gatewayId}/close`, {
+            method: "POST",
+            headers: { "x-internal-token": options.internalToken },
+            signal: AbortSignal.timeout(timeoutMs),
+          });
+          await res.body?.cancel();
+          if (!res.ok) log.warn({ upstream: instance.base, status: res.status }, "instance did not close our sockets");
+        } catch (error) {
+          log.warn({ err: error, upstream: instance.base }, "could not ask an instance to close our sockets");
+        }
+      }),
+    );
   }
 
   return {
@@ -180,16 +289,20 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     },
     counters,
     openPipes: () => pipes.size,
-    /** Resolves when every pipe has closed, or destroys the rest after `deadlineMs`. */
+    /**
+     * Lets pipes close by themselves until shortly before `deadlineMs`, then asks their instances to close
+     * them with 1001 (the gateway cannot write a WebSocket frame into a raw pipe without parsing it), and
+     * destroys what is still open at the deadline.
+     */
     async drain(deadlineMs: number) {
       const deadline = Date.now() + deadlineMs;
-      while (pipes.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      // Wait for the 'close' of what we destroy: a socket's 'close' (which releases its pipe and cap slot)
-      // comes after the server's own 'close', so without this stop() resolved with pipes still counted open.
-      const remaining = [...pipes].map((socket) => new Promise<void>((resolve) => socket.once("close", resolve)));
-      for (const socket of pipes) socket.destroy();
+      const askAt = deadline - Math.min(1_000, deadlineMs / 2);
+      while (pipes.size > 0 && Date.now() < askAt) await new Promise((r) => setTimeout(r, 25));
+      if (pipes.size > 0) await askInstancesToClose(Math.max(100, deadline - Date.now() - 100));
+      while (pipes.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      const remaining = [...pipes].map(({ client }) => new Promise<void>((resolve) => client.once("close", resolve)));
+      for (const { client } of pipes) client.destroy();
       await Promise.all(remaining);
-      proxy.close();
       caps.close();
     },
   };

@@ -198,6 +198,8 @@ export async function startE2EGateway(options: E2EGatewayOptions): Promise<E2EGa
     maxSocketsPerUser: 10,
     upstreamConnectTimeoutMs: 500,
     upstreamRequestTimeoutMs: 5_000,
+    bodyTimeoutMs: 2_000,
+    maxRequestsPerUser: 16,
     shutdownDrainMs: 500,
     devAuth: true,
     logLevel: "silent",

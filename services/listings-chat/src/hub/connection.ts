@@ -66,6 +66,8 @@ export class Connection {
     readonly socket: WebSocket,
     readonly userId: number,
     private readonly ctx: ConnectionContext,
+    /** The gateway the socket came through, when it said. */
+    readonly gatewayId?: string,
   ) {
     socket.on("pong", () => {
       this.missedPongs = 0;

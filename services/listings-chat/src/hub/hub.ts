@@ -164,8 +164,8 @@ export function createHub(options: HubOptions) {
     },
 
     /** Takes an upgraded socket of `userId`; replays from `after` when given. */
-    attach(socket: WebSocket, userId: number, after: number | undefined): Connection {
-      const connection = new Connection(socket, userId, context);
+    attach(socket: WebSocket, userId: number, after: number | undefined, via: { gatewayId?: string } = {}): Connection {
+      const connection = new Connection(socket, userId, context, via.gatewayId);
       stats.connectionsTotal += 1;
       socket.on("error", (error) => {
         stats.errorsTotal += 1;
@@ -200,6 +200,19 @@ export function createHub(options: HubOptions) {
         connection.close(CloseCode.internalError, "could not open the connection, reconnect");
       });
       return connection;
+    },
+
+    /** Closes with 1001 every socket that came through `gatewayId` (a gateway at its drain deadline). */
+    closeGatewaySockets(gatewayId: string): number {
+      let closed = 0;
+      for (const set of sockets.values()) {
+        for (const connection of set) {
+          if (connection.gatewayId !== gatewayId) continue;
+          connection.close(CloseCode.goingAway, "gateway restarting: reconnect");
+          closed += 1;
+        }
+      }
+      return closed;
     },
 
     snapshot() {

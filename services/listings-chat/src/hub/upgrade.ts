@@ -40,8 +40,11 @@ export function createUpgradeHandler({ wss, hub, checkInternalToken, isShuttingD
     }
     if (isShuttingDown())
       return refuse(socket, 503, ErrorCode.shuttingDown, "this instance is shutting down: connect again");
+    const gatewayId = req.headers["x-gateway-id"];
     wss.handleUpgrade(req, socket, head, (ws) => {
-      hub.attach(ws, userId, afterRaw === null ? undefined : Number(afterRaw));
+      hub.attach(ws, userId, afterRaw === null ? undefined : Number(afterRaw), {
+        gatewayId: typeof gatewayId === "string" ? gatewayId : undefined,
+      });
     });
   };
 }

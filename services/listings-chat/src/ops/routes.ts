@@ -13,6 +13,29 @@ export interface OpsDeps {
   database: DatabaseHandle;
   metrics: Registry;
   isShuttingDown: () => boolean;
+  /** Whether the Redis client of presence and limits answers, when there is one. */
+  redisReady?: () => Promise<boolean>;
+  /** Closes, with 1001, the sockets that came through the gateway `gatewayId`; answers how many. */
+  closeGatewaySockets: (gatewayId: string) => number;
+}
+
+/** The checks behind `/ready` (probes) and `/internal/chat/ready` (the gateway's readiness). */
+async function readiness(deps: Pick<OpsDeps, "bus" | "database" | "isShuttingDown" | "redisReady">) {
+  const [database, redis] = await Promise.all([
+    deps.database.ping().then(
+      () => true,
+      () => false,
+    ),
+    deps.redisReady ? deps.redisReady() : Promise.resolve(true),
+  ]);
+  const checks: Record<string, boolean> = {
+    database,
+    bus: deps.bus.isConnected(),
+    redis,
+    accepting: !deps.isShuttingDown(),
+  };
+  const ready = Object.values(checks).every(Boolean);
+  return { body: { status: ready ? "ready" : "not_ready", checks }, status: ready ? (200 as const) : (503 as const) };
 }
 
 /** `/health` and `/ready` (open to probes) are mounted by the app; these need the internal token. */
@@ -37,6 +60,15 @@ export function createOpsRoutes(deps: OpsDeps) {
       bus: { kind: deps.bus.kind, connected: deps.bus.isConnected() },
     });
   });
+  // The gateway's readiness question: behind the internal token, so a wrong token is never "ready".
+  ops.get("/internal/chat/ready", async (c) => {
+    const { body, status } = await readiness(deps);
+    return c.json(body, status);
+  });
+  // A draining gateway asks for this at its deadline: its clients get 1001 instead of a bare TCP close.
+  ops.post("/internal/chat/gateways/:gatewayId/close", (c) =>
+    c.json({ closed: deps.closeGatewaySockets(c.req.param("gatewayId")) }),
+  );
   ops.get("/metrics", async (c) => {
     c.header("Content-Type", deps.metrics.contentType);
     return c.body(await deps.metrics.metrics());
@@ -44,20 +76,12 @@ export function createOpsRoutes(deps: OpsDeps) {
   return ops;
 }
 
-export function createProbeRoutes(deps: Pick<OpsDeps, "bus" | "database" | "isShuttingDown">) {
+export function createProbeRoutes(deps: Pick<OpsDeps, "bus" | "database" | "isShuttingDown" | "redisReady">) {
   const probes = new Hono();
   probes.get("/health", (c) => c.json({ status: "ok" }));
   probes.get("/ready", async (c) => {
-    const checks: Record<string, boolean> = {
-      database: await deps.database.ping().then(
-        () => true,
-        () => false,
-      ),
-      bus: deps.bus.isConnected(),
-      accepting: !deps.isShuttingDown(),
-    };
-    const ready = Object.values(checks).every(Boolean);
-    return c.json({ status: ready ? "ready" : "not_ready", checks }, ready ? 200 : 503);
+    const { body, status } = await readiness(deps);
+    return c.json(body, status);
   });
   return probes;
 }

@@ -1,0 +1,57 @@
+/** Why a request body was not read: too big (413) or too slow (408). */
+export class BodyRejected extends Error {
+  override name = "BodyRejected";
+  constructor(
+    readonly status: 408 | 413,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ReadBodyOptions {
+  maxBytes: number;
+  /** The whole body must have arrived within this time after the head. */
+  timeoutMs: number;
+}
+
+/**
+ * Reads a request body into memory, before any upstream connection is taken: a declared `Content-Length`
+ * over the limit is refused without reading a byte; otherwise bytes are counted as they come, and the read
+ * stops at the first byte over the limit or at the deadline. Undefined for a request without a body.
+ */
+export async function readBody(
+  request: Request,
+  { maxBytes, timeoutMs }: ReadBodyOptions,
+): Promise<Buffer | undefined> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > maxBytes) {
+    throw new BodyRejected(413, `the request body is over ${maxBytes} bytes`);
+  }
+  if (!request.body) return undefined;
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new BodyRejected(408, `the request body did not arrive within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  try {
+    for (;;) {
+      const { done, value } = await Promise.race([reader.read(), deadline]);
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxBytes) throw new BodyRejected(413, `the request body is over ${maxBytes} bytes`);
+      chunks.push(value);
+    }
+  } catch (error) {
+    reader.cancel().catch(() => {});
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  return Buffer.concat(chunks);
+}

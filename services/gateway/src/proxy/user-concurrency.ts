@@ -1,0 +1,29 @@
+/**
+ * At most `max` requests in flight per user at this gateway: one user's flood of slow or heavy requests
+ * cannot take every upstream connection from the others.
+ */
+export function createUserConcurrency(max: number) {
+  const inFlight = new Map<number, number>();
+  return {
+    /** A function that ends the request's turn, or undefined when the user is at the limit. */
+    tryEnter(userId: number): (() => void) | undefined {
+      const n = inFlight.get(userId) ?? 0;
+      if (n >= max) return undefined;
+      inFlight.set(userId, n + 1);
+      let left = false;
+      return () => {
+        if (left) return;
+        left = true;
+        const rest = (inFlight.get(userId) ?? 1) - 1;
+        if (rest <= 0) inFlight.delete(userId);
+        else inFlight.set(userId, rest);
+      };
+    },
+    /** Requests in flight, all users together. */
+    total(): number {
+      let n = 0;
+      for (const v of inFlight.values()) n += v;
+      return n;
+    },
+  };
+}
