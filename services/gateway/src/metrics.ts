@@ -32,5 +32,15 @@ export function createGatewayMetrics(counters: WsCounters, openPipes: () => numb
       for (const [status, n] of Object.entries(counters.refused)) this.inc({ status }, n);
     },
   });
+  new Counter({
+    name: "gateway_ws_upstream_failures_total",
+    help: "Upgrade attempts a chat instance failed: its non-101 status, timeout or unreachable",
+    labelNames: ["outcome"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [outcome, n] of Object.entries(counters.upstreamFailures)) this.inc({ outcome }, n);
+    },
+  });
   return registry;
 }

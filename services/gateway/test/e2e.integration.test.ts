@@ -367,6 +367,61 @@ describe("gateway end to end (PGlite)", () => {
       });
       expect(bearer.status).toBe(201);
     });
+
+    it("applies whenever the token came from the cookie, whatever Authorization header rides along", async () => {
+      const access = await gw.devToken(1303);
+      const json = JSON.stringify({ listing_id: 79, seller_id: 1304 });
+      const attempts: Array<[string, Record<string, string>, string]> = [];
+      // Headers a browser adds on its own (Basic or Digest behind HTTP auth) or an empty one: the token is
+      // still the cookie's, so the cross-site rules apply.
+      for (const authorization of ["Basic dXNlcjpwYXNz", 'Digest username="u", realm="r"', "", "Bearer"]) {
+        attempts.push([
+          `${authorization} + cross-site`,
+          { authorization, "sec-fetch-site": "cross-site", "content-type": "application/json" },
+          json,
+        ]);
+        attempts.push([`${authorization} + text/plain`, { authorization, "content-type": "text/plain" }, json]);
+        attempts.push([
+          `${authorization} + form`,
+          { authorization, "content-type": "application/x-www-form-urlencoded" },
+          "listing_id=79&seller_id=1304",
+        ]);
+        attempts.push([
+          `${authorization} + multipart`,
+          { authorization, "content-type": "multipart/form-data; boundary=x" },
+          "--x--",
+        ]);
+        attempts.push([
+          `${authorization} + json look-alike`,
+          { authorization, "content-type": "application/jsonx" },
+          json,
+        ]);
+        attempts.push([
+          `${authorization} + cross-site without a content type`,
+          { authorization, "sec-fetch-site": "cross-site" },
+          json,
+        ]);
+      }
+      for (const [what, headers, body] of attempts) {
+        const res = await fetch(`${gw.baseUrl}/api/v1/chats`, {
+          method: "POST",
+          headers: { cookie: `access_token=${access}`, ...headers },
+          body,
+        });
+        expect(res.status, what).toBe(403);
+      }
+      const allowed = await fetch(`${gw.baseUrl}/api/v1/chats`, {
+        method: "POST",
+        headers: {
+          cookie: `access_token=${access}`,
+          authorization: "Basic dXNlcjpwYXNz",
+          "content-type": "application/json; charset=utf-8",
+          "sec-fetch-site": "same-origin",
+        },
+        body: json,
+      });
+      expect(allowed.status).toBe(201);
+    });
   });
 
   describe("/internal is never reachable through the gateway", () => {

@@ -54,4 +54,19 @@ describe.runIf(redisUrl)("per-user socket caps shared through Redis", () => {
     expect(await survivor.tryAcquire(88)).toBeTypeOf("function");
     survivor.close();
   });
+
+  it("writes live claims back after Redis lost them (a restart or a flush), so they count again", async () => {
+    const caps = createRedisSocketCaps({ redis, keyPrefix, maxPerUser: 1, claimTtlMs: 300 });
+    const release = await caps.tryAcquire(99);
+    expect(release).toBeTypeOf("function");
+    await redis.del(`${keyPrefix}ws-sockets:99`);
+    // The refresh runs every ttl/3: the live claim is back and the user is at the cap again.
+    await new Promise((r) => setTimeout(r, 250));
+    expect(await redis.zcard(`${keyPrefix}ws-sockets:99`)).toBe(1);
+    expect(await caps.tryAcquire(99)).toBeUndefined();
+    release?.();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await redis.zcard(`${keyPrefix}ws-sockets:99`)).toBe(0);
+    caps.close();
+  });
 });

@@ -17,6 +17,7 @@ const schema = z.object({
   INSTANCE_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
   // Below run-service's hard exit at 9.5 s, so that SIGTERM still ends in exit 0 within 10 s.
   SHUTDOWN_TIMEOUT_MS: wholeNumber(0, 9_000).default(8_000),
+  SEND_LIMIT_PER_MINUTE: wholeNumber(1, 1_000_000).default(60),
 });
 
 export interface ChatConfig {
@@ -29,6 +30,8 @@ export interface ChatConfig {
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
   instanceId: string;
   shutdownTimeoutMs: number;
+  /** Messages a user may send per minute, REST and WS together (CONTRACT §1; raised by benchmarks and tests). */
+  sendLimitPerMinute?: number;
   /** Sentences to print loudly at start-up (development defaults in use). */
   warnings: string[];
 }
@@ -63,6 +66,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     logLevel: v.LOG_LEVEL,
     instanceId: v.INSTANCE_ID,
     shutdownTimeoutMs: v.SHUTDOWN_TIMEOUT_MS,
+    sendLimitPerMinute: v.SEND_LIMIT_PER_MINUTE,
     warnings,
   };
 }

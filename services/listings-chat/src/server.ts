@@ -66,7 +66,7 @@ export async function startChatServer(
   const stats = createStats();
   const publish = createBusPublisher(bus, stats, log);
   const sendLimiter = createSendLimiter({
-    perMinute: overrides.sendsPerMinute,
+    perMinute: overrides.sendsPerMinute ?? config.sendLimitPerMinute,
     redis,
     keyPrefix: config.redis?.keyPrefix,
   });

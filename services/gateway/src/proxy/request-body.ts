@@ -48,7 +48,9 @@ export async function readBody(
       chunks.push(value);
     }
   } catch (error) {
-    reader.cancel().catch(() => {});
+    // Released, not cancelled: cancelling destroys the socket before the 413 or 408 is written. The server
+    // reads and drops the rest for a moment after the answer, then closes (the answer says Connection: close).
+    reader.releaseLock();
     throw error;
   } finally {
     clearTimeout(timer);

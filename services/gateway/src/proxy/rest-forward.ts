@@ -24,6 +24,13 @@ const HOP_BY_HOP = new Set([
 /** An instance's answer larger than this is a fault, not something to hold in memory. */
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
+/**
+ * The only paths forwarded: the chat API's, in plain characters. Percent-encoding, dot segments and
+ * backslashes have no place in them, and refusing them means no spelling can be read differently by the
+ * instance than by the gateway.
+ */
+const FORWARDABLE_PATH = /^\/api\/v1(\/[A-Za-z0-9_-]+)*\/?$/;
+
 const errorResponse = (status: number, code: string, message: string, headers: Record<string, string> = {}) =>
   Response.json(errorBody(code, message), { status, headers });
 
@@ -52,6 +59,14 @@ export interface RestForwardOptions {
 }
 
 export type RestForwarder = ReturnType<typeof createRestForwarder>;
+
+const tooLarge = `the request body is over ${Limits.maxRequestBodyBytes} bytes`;
+
+/** 413 or 408; the rest of the body is not read, so the connection cannot carry another request. */
+function bodyRefused(error: BodyRejected): Response {
+  const code = error.status === 413 ? ErrorCode.payloadTooLarge : ErrorCode.requestTimeout;
+  return errorResponse(error.status, code, error.message, { Connection: "close" });
+}
 
 /**
  * Forwards a chat REST request to an instance with undici (a keep-alive Pool per instance), as `userId` on
@@ -157,6 +172,12 @@ export function createRestForwarder(options: RestForwardOptions) {
 
   return {
     async handle(request: Request, userId: number): Promise<Response> {
+      if (!FORWARDABLE_PATH.test(new URL(request.url).pathname)) {
+        return errorResponse(404, ErrorCode.notFound, "no such chat API path");
+      }
+      // A declared length over the limit costs nothing to refuse: before the user's turn is counted.
+      const declared = Number(request.headers.get("content-length") ?? 0);
+      if (declared > Limits.maxRequestBodyBytes) return bodyRefused(new BodyRejected(413, tooLarge));
       const leave = concurrency.tryEnter(userId);
       if (!leave) {
         return errorResponse(
@@ -172,9 +193,7 @@ export function createRestForwarder(options: RestForwardOptions) {
           body = await readBody(request, { maxBytes: Limits.maxRequestBodyBytes, timeoutMs: options.bodyTimeoutMs });
         } catch (error) {
           if (!(error instanceof BodyRejected)) throw error;
-          // The rest of the body is not read: the connection cannot carry another request after this answer.
-          const code = error.status === 413 ? ErrorCode.payloadTooLarge : ErrorCode.requestTimeout;
-          return errorResponse(error.status, code, error.message, { Connection: "close" });
+          return bodyRefused(error);
         }
         return await forward(request, userId, body);
       } catch (error) {
