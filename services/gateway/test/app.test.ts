@@ -412,4 +412,30 @@ describe("gateway process (src/main.ts)", () => {
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
   });
+
+  it("stops with one line naming GATEWAY_PORT when the port is taken, not a stack trace", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const { exited, output } = run({ GATEWAY_PORT: String(port), GATEWAY_HOST: "127.0.0.1", LOG_LEVEL: "silent" });
+      expect(await exited).toBe(1);
+      expect(output().trim()).toMatch(
+        new RegExp(`^gateway: cannot listen on 127\\.0\\.0\\.1:${port}: the address is in use`),
+      );
+      expect(output()).toContain("GATEWAY_PORT");
+      expect(output().trim().split("\n")).toHaveLength(1);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
+  it("stops cleanly on a SIGTERM that comes during start-up", async () => {
+    const { child, exited, output } = run({ GATEWAY_PORT: "0", GATEWAY_HOST: "127.0.0.1", LOG_LEVEL: "info" });
+    // As soon as the process prints anything (its warnings come before start-up work), signal it.
+    const deadline = Date.now() + 20_000;
+    while (output() === "" && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  });
 });
