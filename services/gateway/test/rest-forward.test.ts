@@ -125,4 +125,31 @@ describe("REST forwarding", () => {
     expect(seen.length - before).toBe(1);
     expect(seen.at(-1)!.body.length).toBe(64 * 1024);
   });
+
+  it("cancels the upstream request when the client leaves", async () => {
+    let upstreamClosed = false;
+    let arrived = false;
+    handler = (req, res) => {
+      arrived = true;
+      // Never answers; notices when the gateway gives up the request.
+      res.on("close", () => {
+        upstreamClosed = true;
+      });
+      void req;
+    };
+    const client = new AbortController();
+    const answer = forwarder({ requestTimeoutMs: 10_000 }).handle(
+      new Request("http://gw/api/v1/chats", { signal: client.signal }),
+      8,
+    );
+    const until = async (check: () => boolean) => {
+      const deadline = Date.now() + 2_000;
+      while (!check() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      return check();
+    };
+    expect(await until(() => arrived)).toBe(true);
+    client.abort();
+    expect((await answer).status).toBe(499);
+    expect(await until(() => upstreamClosed)).toBe(true);
+  });
 });
