@@ -89,24 +89,17 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     isShuttingDown: () => draining,
   });
 
-  // Every request is counted until its answer is built, so that a drain answers what it accepted.
-  let requestsInFlight = 0;
   const fetch = async (request: Request, env: unknown) => {
-    requestsInFlight += 1;
-    try {
-      const response = await app.fetch(request, env);
-      // While draining, each answer closes its connection, so keep-alive does not hold clients here.
-      if (draining) {
-        try {
-          response.headers.set("Connection", "close");
-        } catch {
-          // An immutable Response (a redirect): its connection simply stays open until the server closes.
-        }
+    const response = await app.fetch(request, env);
+    // While draining, each answer closes its connection, so keep-alive does not hold clients here.
+    if (draining) {
+      try {
+        response.headers.set("Connection", "close");
+      } catch {
+        // An immutable Response (a redirect): its connection simply stays open until the server closes.
       }
-      return response;
-    } finally {
-      requestsInFlight -= 1;
     }
+    return response;
   };
   const server = await new Promise<Server>((resolve, reject) => {
     const s = serve({ fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
@@ -118,6 +111,14 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 75_000;
+  // Every request is counted until its answer has been written out, so that a drain answers what it accepted.
+  let requestsInFlight = 0;
+  server.on("request", (_req, res) => {
+    requestsInFlight += 1;
+    res.once("close", () => {
+      requestsInFlight -= 1;
+    });
+  });
   server.on("upgrade", ws.listener);
   const port = (server.address() as AddressInfo).port;
   log.info({ port, upstreams: config.chatUpstreams, replay: redis ? "redis" : "memory" }, "gateway listening");
@@ -129,12 +130,14 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     async stop() {
       // Still listening while pipes drain: new upgrades get 503 and /ready says 503, so balancers move on.
       draining = true;
-      const deadline = Date.now() + config.shutdownDrainMs;
+      const stopping = Date.now();
+      const deadline = stopping + config.shutdownDrainMs;
       await ws.drain(config.shutdownDrainMs);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      // Requests already accepted are answered (their connections close after the answer).
-      const answeredBy = Math.max(deadline, Date.now() + 500);
+      // Requests already accepted are answered (their connections close after the answer); at least 500 ms
+      // for those that came last, within 9 s of the signal (the process exits hard at 9.5 s).
+      const answeredBy = Math.min(Math.max(deadline, Date.now() + 500), stopping + 9_000);
       while (requestsInFlight > 0 && Date.now() < answeredBy) await new Promise((r) => setTimeout(r, 10));
       server.closeAllConnections();
       await closed;

@@ -413,6 +413,23 @@ describe("the gateway process in front of instances that refuse, misconfigure or
     expect(metrics.text).toMatch(/gateway_ws_upstream_failures_total\{outcome="503"\} [1-9]/);
   });
 
+  it("takes an instance's 4xx as its verdict on the handshake: no failover, no retry on the same token", async () => {
+    setModes({ answer: 400 }, { answer: 400 });
+    const before = first.seen.length + second.seen.length;
+    const token = await wsToken(gateway, 615);
+    const outcome = await rawExchange(gateway.port, `${upgradeHead(`/ws/chat?token=${token}`)}\r\n`, "stay");
+    expect(outcome.status).toBe(400);
+    expect(first.seen.length + second.seen.length - before).toBe(1);
+    // A malformed subprotocol list never reaches an instance at all.
+    const protocol = await rawExchange(
+      gateway.port,
+      `${upgradeHead(`/ws/chat?token=${await wsToken(gateway, 616)}`, { "Sec-WebSocket-Protocol": "," })}\r\n`,
+      "stay",
+    );
+    expect(protocol.status).toBe(400);
+    expect(first.seen.length + second.seen.length - before).toBe(1);
+  });
+
   it("turns an instance's 401 into 502 upstream_misconfigured on upgrades and REST, and is not ready", async () => {
     setModes({ answer: 401 }, { answer: 401 });
     const upgrade = await rawExchange(
@@ -518,5 +535,37 @@ describe("the gateway process whose Redis is gone", () => {
     expect(gateway.alive()).toBe(true);
     // With the instance itself fine, the chat's own readiness says so: only the gateway's Redis is missing.
     expect((await http(chat.baseUrl, "GET", "/ready")).status).toBe(200);
+  });
+});
+
+describe("the gateway process signalled while an upgrade is on its way", () => {
+  let chat: ServiceProcess;
+  let slow: MisbehavingInstance;
+  let gateway: ServiceProcess;
+
+  beforeAll(async () => {
+    chat = await startChatProcess({ INTERNAL_TOKEN: internalToken });
+    slow = await startMisbehavingInstance({ passTo: chat.port, delayMs: 600 });
+    gateway = await startGatewayProcess({ ...baseEnv, CHAT_UPSTREAMS: slow.url, UPSTREAM_CONNECT_TIMEOUT_MS: "3000" });
+  }, 60_000);
+
+  afterAll(async () => {
+    await gateway?.stop();
+    await chat?.stop();
+    await slow?.close();
+  });
+
+  it("refuses the upgrade whose 101 comes after the signal, keeps its token usable, and exits 0 at once", async () => {
+    const token = await wsToken(gateway, 801);
+    const outcome = rawExchange(gateway.port, `${upgradeHead(`/ws/chat?token=${token}`)}\r\n`, "stay");
+    await sleep(200);
+    const signalledAt = Date.now();
+    gateway.child.kill("SIGTERM");
+    const answered = await outcome;
+    expect(answered.status).toBe(503);
+    expect(answered.text).toMatch(/shutting_down/);
+    expect(await gateway.exited).toBe(0);
+    // No pipe was left to wait for: the drain ended with the handshake, far from the 8 s deadline.
+    expect(Date.now() - signalledAt).toBeLessThan(3_000);
   });
 });

@@ -50,7 +50,6 @@ export function createApp({ log, checkInternalToken, probes, ops, api, onRateLim
         c.json(
           errorBody(ErrorCode.payloadTooLarge, `the request body is over ${Limits.maxRequestBodyBytes} bytes`),
           413,
-          { Connection: "close" },
         ),
     }),
   );

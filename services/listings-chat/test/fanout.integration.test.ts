@@ -17,6 +17,7 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
   let one: TestChat;
   let two: TestChat;
   let cleanups: Array<() => Promise<void>> = [];
+  let shared: Parameters<typeof startTestChat>[0];
   let chatId: number;
   const buyer = 7001;
   const seller = 7002;
@@ -25,7 +26,7 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
     const db = await postgres!.create();
     const ns = redisNamespace(redis!);
     cleanups = [db.drop, ns.drop];
-    const shared = {
+    shared = {
       database: db.options,
       redis: { url: redis!, keyPrefix: ns.keyPrefix },
       internalToken: randomUUID(),
@@ -148,6 +149,19 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
     ).toBe(429);
     await onTwo.close();
     await watcher.waitFor((f) => f.type === "presence" && f.user_id === a && !f.online);
+    await watcher.close();
+  });
+
+  it("tells contacts 'offline' for the users of an instance that shuts down", async () => {
+    const [a, b] = [7201, 7202];
+    await one.api(a, "POST", "/api/v1/chats", { listing_id: 7, seller_id: b });
+    const three = await startTestChat({ ...shared, instanceId: "three" });
+    const watcher = await connect(one, b);
+    await connect(three, a);
+    await watcher.waitFor((f) => f.type === "presence" && f.user_id === a && f.online);
+    await three.stop();
+    // Announced before the instance closed its bus and database, not left for the claim to expire.
+    await watcher.waitFor((f) => f.type === "presence" && f.user_id === a && !f.online, 3_000);
     await watcher.close();
   });
 });

@@ -1,6 +1,9 @@
 import type { IncomingMessage } from "node:http";
 import { ErrorCode } from "@listings-chat/shared";
 
+/** RFC 6455 §4.1: a list of RFC 7230 tokens separated by commas. */
+const SUBPROTOCOL_LIST = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(\s*,\s*[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*$/;
+
 /** Why an upgrade request is not a WebSocket handshake we can pass on, as the HTTP answer to give. */
 export interface HandshakeProblem {
   status: number;
@@ -36,6 +39,14 @@ export function handshakeProblem(req: IncomingMessage): HandshakeProblem | undef
       status: 400,
       code: ErrorCode.validationFailed,
       message: "Sec-WebSocket-Key must be 16 random bytes in base64",
+    };
+  }
+  const protocols = req.headers["sec-websocket-protocol"];
+  if (protocols !== undefined && !SUBPROTOCOL_LIST.test(protocols)) {
+    return {
+      status: 400,
+      code: ErrorCode.validationFailed,
+      message: "Sec-WebSocket-Protocol must be a comma-separated list of tokens",
     };
   }
   if (req.headers["sec-websocket-version"] !== "13") {

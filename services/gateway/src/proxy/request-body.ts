@@ -49,7 +49,7 @@ export async function readBody(
     }
   } catch (error) {
     // Released, not cancelled: cancelling destroys the socket before the 413 or 408 is written. The server
-    // reads and drops the rest for a moment after the answer, then closes (the answer says Connection: close).
+    // reads and drops the rest for a moment after the answer, then closes (see rest-forward.ts, bodyRefused).
     reader.releaseLock();
     throw error;
   } finally {

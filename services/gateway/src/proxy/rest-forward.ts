@@ -62,10 +62,15 @@ export type RestForwarder = ReturnType<typeof createRestForwarder>;
 
 const tooLarge = `the request body is over ${Limits.maxRequestBodyBytes} bytes`;
 
-/** 413 or 408; the rest of the body is not read, so the connection cannot carry another request. */
+/**
+ * 413 or 408. No `Connection: close`: Node would destroy the socket as soon as the answer is written, and a
+ * client still sending would get a reset that can discard the answer before it reads it. Instead the server
+ * reads and drops the rest of the body (at most 64 MiB, at most 500 ms: @hono/node-server's drain) and then
+ * closes: the client reads its 413 first.
+ */
 function bodyRefused(error: BodyRejected): Response {
   const code = error.status === 413 ? ErrorCode.payloadTooLarge : ErrorCode.requestTimeout;
-  return errorResponse(error.status, code, error.message, { Connection: "close" });
+  return errorResponse(error.status, code, error.message);
 }
 
 /**
@@ -205,7 +210,5 @@ export function createRestForwarder(options: RestForwardOptions) {
         leave();
       }
     },
-    /** Requests being forwarded now, for drains. */
-    inFlight: () => concurrency.total(),
   };
 }

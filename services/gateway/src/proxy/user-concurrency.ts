@@ -19,11 +19,5 @@ export function createUserConcurrency(max: number) {
         else inFlight.set(userId, rest);
       };
     },
-    /** Requests in flight, all users together. */
-    total(): number {
-      let n = 0;
-      for (const v of inFlight.values()) n += v;
-      return n;
-    },
   };
 }

@@ -69,6 +69,8 @@ interface Pipe {
 export function createWsUpgrade(options: WsUpgradeOptions) {
   const { wsTokens, upstreams, log, caps } = options;
   const pipes = new Set<Pipe>();
+  /** Upgrades between their first await and their pipe (or refusal): a drain waits for them too. */
+  let handshakesInProgress = 0;
   const counters: WsCounters = { accepted: 0, refused: {}, upstreamFailures: {} };
 
   function refuse(socket: Duplex, status: number, code: string, message: string, headers?: Record<string, string>) {
@@ -87,13 +89,18 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     } else log.warn({ err: error, upstream: upstream.base, outcome }, "chat instance failed an upgrade");
   }
 
-  /** Tries the instances in turn; the first 101 wins. Undefined when none upgraded (or the client left). */
+  /**
+   * Tries the instances in turn; the first 101 wins. An instance's 4xx other than 401 is its verdict on the
+   * handshake itself and ends the search; 401 (another INTERNAL_TOKEN), 5xx and failures try the next one.
+   */
   async function upgradeAtSomeInstance(
     path: string,
     headers: OutgoingHttpHeaders,
     signal: AbortSignal,
   ): Promise<
-    { instance: Upstream; answer: Extract<UpgradeAnswer, { kind: "upgraded" }> } | { misconfigured: boolean }
+    | { instance: Upstream; answer: Extract<UpgradeAnswer, { kind: "upgraded" }> }
+    | { refusedWith: number }
+    | { misconfigured: boolean }
   > {
     let misconfigured = false;
     for (const instance of upstreams.order()) {
@@ -114,6 +121,11 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       if (answer.kind === "upgraded") {
         upstreams.markUp(instance);
         return { instance, answer };
+      }
+      if (answer.status >= 400 && answer.status < 500 && answer.status !== 401) {
+        // The instance refused this handshake itself (a bad subprotocol, say): another would refuse it too.
+        counters.upstreamFailures[String(answer.status)] = (counters.upstreamFailures[String(answer.status)] ?? 0) + 1;
+        return { refusedWith: answer.status };
       }
       if (answer.status === 401) misconfigured = true;
       failed(instance, String(answer.status));
@@ -139,6 +151,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     client.on("error", () => client.destroy());
     // The instance closed (its close frame may still be on the way out): let the client read it, briefly.
     upstream.once("close", () => {
+      if (client.destroyed) return;
       client.end();
       const timer = setTimeout(() => client.destroy(), CLIENT_FLUSH_MS);
       timer.unref();
@@ -235,10 +248,21 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
           outcome.answer.socket.destroy();
           return;
         }
+        if (options.isDraining()) {
+          // The gateway began to drain during the hop: no new pipe now, and the token stays usable elsewhere.
+          outcome.answer.socket.destroy();
+          await wsTokens.giveBack(grant).catch((error) => log.warn({ err: error }, "could not give a ws-token back"));
+          return refuse(socket, 503, ErrorCode.shuttingDown, "this gateway is shutting down: connect again", {
+            "Retry-After": "1",
+          });
+        }
         piped = true;
         socket.once("close", giveSlotBack);
         pipe(socket, head, outcome.instance, outcome.answer);
         return;
+      }
+      if ("refusedWith" in outcome) {
+        return refuse(socket, 400, ErrorCode.validationFailed, "the chat service refused this WebSocket handshake");
       }
       // Nothing was opened with the token: the client may retry with it.
       await wsTokens.giveBack(grant).catch((error) => log.warn({ err: error }, "could not give a ws-token back"));
@@ -282,10 +306,15 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     listener(req: IncomingMessage, socket: Duplex, head: Buffer) {
       // First, so that a client that vanishes mid-handshake cannot crash the process.
       socket.on("error", (error) => log.debug({ err: error, url: redactUrl(req.url) }, "client socket error"));
-      handle(req, socket, head).catch((error) => {
-        log.error({ err: error, url: redactUrl(req.url) }, "upgrade failed");
-        socket.destroy();
-      });
+      handshakesInProgress += 1;
+      handle(req, socket, head)
+        .catch((error) => {
+          log.error({ err: error, url: redactUrl(req.url) }, "upgrade failed");
+          socket.destroy();
+        })
+        .finally(() => {
+          handshakesInProgress -= 1;
+        });
     },
     counters,
     openPipes: () => pipes.size,
@@ -297,7 +326,10 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     async drain(deadlineMs: number) {
       const deadline = Date.now() + deadlineMs;
       const askAt = deadline - Math.min(1_000, deadlineMs / 2);
-      while (pipes.size > 0 && Date.now() < askAt) await new Promise((r) => setTimeout(r, 25));
+      // Handshakes already past the draining check end within the connect timeout: in a pipe or a refusal.
+      while ((pipes.size > 0 || handshakesInProgress > 0) && Date.now() < askAt) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
       if (pipes.size > 0) await askInstancesToClose(Math.max(100, deadline - Date.now() - 100));
       while (pipes.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       const remaining = [...pipes].map(({ client }) => new Promise<void>((resolve) => client.once("close", resolve)));

@@ -4,7 +4,7 @@ import { createServer, connect as netConnect, type Server, type Socket } from "n
  * What a stand-in chat instance does with each request: answer it with a status (a shutting-down
  * instance's 503, a rotated token's 401), never answer ("hang"), or pass the bytes to a real instance.
  */
-export type InstanceMode = { answer: number } | "hang" | { passTo: number };
+export type InstanceMode = { answer: number } | "hang" | { passTo: number; delayMs?: number };
 
 export interface MisbehavingInstance {
   url: string;
@@ -50,12 +50,17 @@ export async function startMisbehavingInstance(mode: InstanceMode): Promise<Misb
         );
         return;
       }
-      const upstream = netConnect({ port: current.passTo, host: "127.0.0.1" });
-      upstream.on("error", () => socket.destroy());
-      upstream.write(head);
-      socket.pipe(upstream).pipe(socket);
-      socket.on("close", () => upstream.destroy());
-      upstream.on("close", () => socket.destroy());
+      const pass = () => {
+        if (socket.destroyed) return;
+        const upstream = netConnect({ port: current.passTo, host: "127.0.0.1" });
+        upstream.on("error", () => socket.destroy());
+        upstream.write(head);
+        socket.pipe(upstream).pipe(socket);
+        socket.on("close", () => upstream.destroy());
+        upstream.on("close", () => socket.destroy());
+      };
+      if (current.delayMs) setTimeout(pass, current.delayMs);
+      else pass();
     };
     socket.on("data", onData);
   });

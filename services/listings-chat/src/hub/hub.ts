@@ -116,15 +116,20 @@ export function createHub(options: HubOptions) {
     presence.refresh(sockets.keys()).catch((error) => log.warn({ err: error }, "presence refresh failed"));
   }
 
+  /** Leaves being announced; a shutdown waits for them, so contacts hear "offline" before the bus closes. */
+  const leaving = new Set<Promise<unknown>>();
+
   function detach(connection: Connection) {
     stats.disconnectionsTotal += 1;
     const set = sockets.get(connection.userId);
     if (!set?.delete(connection) || set.size > 0) return;
     sockets.delete(connection.userId);
-    presence
+    const left = presence
       .leave(connection.userId)
-      .then((left) => (left.changed ? announcePresence(connection.userId, left) : undefined))
-      .catch((error) => log.warn({ err: error }, "presence update failed"));
+      .then((change) => (change.changed ? announcePresence(connection.userId, change) : undefined))
+      .catch((error) => log.warn({ err: error }, "presence update failed"))
+      .finally(() => leaving.delete(left));
+    leaving.add(left);
   }
 
   return {
@@ -242,6 +247,16 @@ export function createHub(options: HubOptions) {
       await Promise.race([Promise.all(closed), deadline]);
       clearTimeout(timer);
       for (const connection of all) connection.socket.terminate();
+      // Terminated sockets detach on their 'close', a tick later: then their "offline" is announced.
+      await new Promise((resolve) => setImmediate(resolve));
+      let announced: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...leaving]),
+        new Promise((resolve) => {
+          announced = setTimeout(resolve, 1_000);
+        }),
+      ]);
+      clearTimeout(announced);
     },
   };
 }

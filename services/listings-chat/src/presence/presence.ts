@@ -90,6 +90,12 @@ end
 return { changed and 1 or 0, after > 0 and 1 or 0, string.format('%.0f', version) }
 `;
 
+/** KEYS: the user's claims, the user's version. ARGV: now (ms). Online and version read together. */
+const STATE = `
+local online = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf') > 0 and 1 or 0
+return { online, redis.call('GET', KEYS[2]) or '0' }
+`;
+
 /**
  * One sorted set per user (members are instance ids, scores the time their claim expires) and one version
  * key per user, both in the user's hash slot. The change script runs by SHA (ioredis's defineCommand).
@@ -103,7 +109,10 @@ export function createRedisPresence({
 }: RedisPresenceOptions): Presence {
   const claims = (userId: number) => `${keyPrefix}presence:{${userId}}`;
   const version = (userId: number) => `${keyPrefix}presence-version:{${userId}}`;
-  if (!("presenceChange" in redis)) redis.defineCommand("presenceChange", { numberOfKeys: 2, lua: CHANGE });
+  if (!("presenceChange" in redis)) {
+    redis.defineCommand("presenceChange", { numberOfKeys: 2, lua: CHANGE });
+    redis.defineCommand("presenceState", { numberOfKeys: 2, lua: STATE });
+  }
   const run = redis as Redis & {
     presenceChange(...args: [string, string, string, number, number, 0 | 1]): Promise<[number, number, string]>;
   };
@@ -124,14 +133,18 @@ export function createRedisPresence({
     async states(userIds) {
       if (userIds.length === 0) return [];
       const at = now();
-      const pipeline = redis.pipeline();
-      for (const userId of userIds) pipeline.zcount(claims(userId), `(${at}`, "+inf").get(version(userId));
+      // One script per user (atomic: a state and its version never come from two different moments), all
+      // in one pipelined round trip; each user's keys share a hash slot, so this also runs on a cluster.
+      const pipeline = redis.pipeline() as ReturnType<Redis["pipeline"]> & {
+        presenceState(claims: string, version: string, now: number): unknown;
+      };
+      for (const userId of userIds) pipeline.presenceState(claims(userId), version(userId), at);
       const replies = (await pipeline.exec()) ?? [];
       return userIds.map((_, i) => {
-        const [countError, count] = replies[2 * i] ?? [];
-        const [versionError, v] = replies[2 * i + 1] ?? [];
-        if (countError || versionError) throw countError ?? versionError;
-        return { online: Number(count) > 0, version: Number(v ?? 0) };
+        const [error, reply] = replies[i] ?? [];
+        if (error) throw error;
+        const [online, v] = reply as [number, string];
+        return { online: online === 1, version: Number(v) };
       });
     },
     async refresh(userIds) {
