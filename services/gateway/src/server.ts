@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
-import { createInternalTokenCheck } from "@listings-chat/shared/node";
+import { createInternalTokenCheck, succeedsWithin } from "@listings-chat/shared/node";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { createGatewayApp } from "./app.ts";
@@ -66,16 +66,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   const app = createGatewayApp({
     chatUpstreams: config.chatUpstreams,
     internalToken: config.internalToken,
-    redisReady: redis
-      ? () =>
-          Promise.race([
-            redis.ping().then(
-              () => true,
-              () => false,
-            ),
-            new Promise<boolean>((resolve) => setTimeout(resolve, 1_000, false).unref()),
-          ])
-      : undefined,
+    redisReady: redis ? () => succeedsWithin(() => redis.ping(), 1_000) : undefined,
     verifyAccessToken: createAccessTokenVerifier(config.accessTokens),
     wsTokens,
     forward: rest.handle,

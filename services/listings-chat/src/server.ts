@@ -2,7 +2,7 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { Limits } from "@listings-chat/shared";
-import { createInternalTokenCheck } from "@listings-chat/shared/node";
+import { createInternalTokenCheck, succeedsWithin } from "@listings-chat/shared/node";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
@@ -90,16 +90,7 @@ export async function startChatServer(
   });
   await hub.start();
 
-  const redisReady = redis
-    ? () =>
-        Promise.race([
-          redis.ping().then(
-            () => true,
-            () => false,
-          ),
-          new Promise<boolean>((resolve) => setTimeout(resolve, 1_000, false).unref()),
-        ])
-    : undefined;
+  const redisReady = redis ? () => succeedsWithin(() => redis.ping(), 1_000) : undefined;
   let shuttingDown = false;
   const isShuttingDown = () => shuttingDown;
   const checkInternalToken = createInternalTokenCheck(config.internalToken);

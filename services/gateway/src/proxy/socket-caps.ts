@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
+import { createUserConcurrency } from "./user-concurrency.ts";
 
 /** Open WebSocket pipes per user, with a cap (CONTRACT §3: 429 over it). */
 export interface SocketCaps {
@@ -10,20 +11,10 @@ export interface SocketCaps {
 
 /** Counts the pipes of this gateway only. */
 export function createMemorySocketCaps(maxPerUser: number): SocketCaps {
-  const open = new Map<number, number>();
+  const open = createUserConcurrency(maxPerUser);
   return {
     async tryAcquire(userId) {
-      const n = open.get(userId) ?? 0;
-      if (n >= maxPerUser) return undefined;
-      open.set(userId, n + 1);
-      let released = false;
-      return () => {
-        if (released) return;
-        released = true;
-        const left = (open.get(userId) ?? 1) - 1;
-        if (left <= 0) open.delete(userId);
-        else open.set(userId, left);
-      };
+      return open.tryEnter(userId);
     },
     close() {},
   };

@@ -1,11 +1,11 @@
 /**
- * At most `max` requests in flight per user at this gateway: one user's flood of slow or heavy requests
- * cannot take every upstream connection from the others.
+ * At most `max` things at once per user (REST requests in flight, open pipes) at this gateway: one user's
+ * flood of slow or heavy requests cannot take every upstream connection from the others.
  */
 export function createUserConcurrency(max: number) {
   const inFlight = new Map<number, number>();
   return {
-    /** A function that ends the request's turn, or undefined when the user is at the limit. */
+    /** A function that gives the turn back (once), or undefined when the user is at the limit. */
     tryEnter(userId: number): (() => void) | undefined {
       const n = inFlight.get(userId) ?? 0;
       if (n >= max) return undefined;
