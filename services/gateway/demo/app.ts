@@ -516,6 +516,10 @@ function startSession(userId: number, token: string) {
       if (s.view?.chat.id === chat_id && user_id !== s.userId) setTyping(s, user_id, is_typing);
     }),
     client.on("unread", () => showUnread(s)),
+    // The server's stream was renumbered or restored: what the page shows may have missed events.
+    client.on("resync", () => {
+      refreshChats(s).catch((error: unknown) => showError(`could not list the chats: ${describe(error)}`));
+    }),
     client.on("fatal", ({ message }) => {
       signOut();
       showError(`signed out: ${message}`);

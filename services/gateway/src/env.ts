@@ -3,8 +3,8 @@ import {
   ConfigError,
   parseEnv,
   portNumber,
+  redisUrlList,
   requireSecret,
-  urlWithProtocol,
   wholeNumber,
 } from "@listings-chat/shared/node";
 import { z } from "zod";
@@ -58,7 +58,7 @@ const schema = z.object({
   JWT_AUDIENCE: z.string().min(1).optional(),
   WS_TOKEN_SECRET: z.string().min(1).optional(),
   WS_TOKEN_TTL_SECONDS: wholeNumber(5, 3600).default(60),
-  REDIS_URL: urlWithProtocol(["redis:", "rediss:"]).optional(),
+  REDIS_URL: redisUrlList.optional(),
   REDIS_KEY_PREFIX: z.string().default("listings-chat:"),
   MAX_SOCKETS_PER_USER: wholeNumber(1, 1000).default(10),
   UPSTREAM_CONNECT_TIMEOUT_MS: wholeNumber(50, 60_000).default(2_000),

@@ -2,8 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
-import { createInternalTokenCheck, succeedsWithin } from "@listings-chat/shared/node";
-import { Redis } from "ioredis";
+import { createInternalTokenCheck, createRedisClient, succeedsWithin } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { createGatewayApp } from "./app.ts";
 import { createAccessTokenVerifier } from "./auth/access-token.ts";
@@ -28,7 +27,7 @@ export interface Gateway {
 
 /** Builds the gateway from its configuration and starts listening. */
 export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
-  const redis = config.redis ? new Redis(config.redis.url, { maxRetriesPerRequest: 2 }) : undefined;
+  const redis = config.redis ? createRedisClient(config.redis.url) : undefined;
   redis?.on("error", (error) => log.warn({ err: error }, "redis connection error"));
   const replay =
     redis && config.redis ? createRedisReplayStore(redis, config.redis.keyPrefix) : createMemoryReplayStore();

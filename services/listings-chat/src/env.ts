@@ -1,6 +1,13 @@
 import { hostname } from "node:os";
 import { DevDefaults } from "@listings-chat/shared";
-import { parseEnv, portNumber, requireSecret, urlWithProtocol, wholeNumber } from "@listings-chat/shared/node";
+import {
+  parseEnv,
+  portNumber,
+  redisUrlList,
+  requireSecret,
+  urlWithProtocol,
+  wholeNumber,
+} from "@listings-chat/shared/node";
 import { z } from "zod";
 import type { DatabaseOptions } from "./db/client.ts";
 
@@ -10,7 +17,7 @@ const schema = z.object({
   CHAT_HOST: z.string().min(1).optional(),
   DATABASE_URL: urlWithProtocol(["postgres:", "postgresql:"]).optional(),
   DATA_DIR: z.string().min(1).default("./.data"),
-  REDIS_URL: urlWithProtocol(["redis:", "rediss:"]).optional(),
+  REDIS_URL: redisUrlList.optional(),
   REDIS_KEY_PREFIX: z.string().default("listings-chat:"),
   INTERNAL_TOKEN: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -18,6 +25,7 @@ const schema = z.object({
   // Below run-service's hard exit at 9.5 s, so that SIGTERM still ends in exit 0 within 10 s.
   SHUTDOWN_TIMEOUT_MS: wholeNumber(0, 9_000).default(8_000),
   SEND_LIMIT_PER_MINUTE: wholeNumber(1, 1_000_000).default(60),
+  DATABASE_POOL_SIZE: wholeNumber(1, 500).default(10),
 });
 
 export interface ChatConfig {
@@ -60,7 +68,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     port: v.CHAT_PORT,
     // With the development token (public in this repository) the port stays on this machine unless asked.
     host: v.CHAT_HOST ?? (v.INTERNAL_TOKEN ? "0.0.0.0" : "127.0.0.1"),
-    database: v.DATABASE_URL ? { url: v.DATABASE_URL } : { dataDir: v.DATA_DIR },
+    database: v.DATABASE_URL ? { url: v.DATABASE_URL, poolSize: v.DATABASE_POOL_SIZE } : { dataDir: v.DATA_DIR },
     redis: v.REDIS_URL ? { url: v.REDIS_URL, keyPrefix: v.REDIS_KEY_PREFIX } : undefined,
     internalToken,
     logLevel: v.LOG_LEVEL,

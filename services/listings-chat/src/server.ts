@@ -2,8 +2,7 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { Limits } from "@listings-chat/shared";
-import { createInternalTokenCheck, succeedsWithin } from "@listings-chat/shared/node";
-import { Redis } from "ioredis";
+import { createInternalTokenCheck, createRedisClient, succeedsWithin } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
 import { createApp } from "./app.ts";
@@ -49,7 +48,7 @@ export async function startChatServer(
 ): Promise<ChatServer> {
   const startedAt = Date.now();
   const database = await openDatabase(config.database);
-  const redis = config.redis ? new Redis(config.redis.url, { maxRetriesPerRequest: 2 }) : undefined;
+  const redis = config.redis ? createRedisClient(config.redis.url) : undefined;
   redis?.on("error", (error) => log.warn({ err: error }, "redis connection error"));
   const bus: Bus = config.redis
     ? await createRedisBus({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, log })

@@ -28,7 +28,8 @@ const tables = {
   chat_participants: schema.chatParticipants,
   messages: schema.messages,
   chat_events: schema.chatEvents,
-  event_counter: schema.eventCounter,
+  user_events: schema.userEvents,
+  user_streams: schema.userStreams,
 };
 
 /** Raw SQL rows, the same on PGlite and node-postgres (cast bigints in SQL: drivers differ on them). */
@@ -68,17 +69,23 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  */
 function createRecorder(getDb: () => Database) {
   const visible: Promise<{ published: AddressedEvent; found: AddressedEvent[] }>[] = [];
-  const publish = vi.fn<PublishEvent>((published) => {
-    const id = published.event.event_id;
-    visible.push(readEventRange(getDb(), id - 1, id).then((found) => ({ published, found })));
+  const publish = vi.fn<PublishEvent>((events) => {
+    for (const published of events) {
+      const id = published.event.event_id;
+      visible.push(readEventRange(getDb(), published.userId, id - 1, id).then((found) => ({ published, found })));
+    }
   });
   return {
     publish,
-    published: () => publish.mock.calls.map(([addressed]) => addressed),
+    /** Each event published so far, one per user it was for, in publish order. */
+    published: () => publish.mock.calls.flatMap(([events]) => events),
     /** Every event published so far was already committed when it was published. */
     async expectAllCommitted() {
       for (const { published, found } of await Promise.all(visible.splice(0))) {
-        expect(found, `event ${published.event.event_id} was not committed when published`).toHaveLength(1);
+        expect(
+          found,
+          `event ${published.event.event_id} of user ${published.userId} was not committed when published`,
+        ).toHaveLength(1);
         expect(found[0]!.event).toEqual(published.event);
       }
     },
@@ -114,33 +121,62 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     await drop();
   });
 
+  /** The users the last change was published to, lowest id first; and a pair in that order. */
+  const lastAudience = () =>
+    recorder
+      .published()
+      .slice(-2)
+      .map((p) => p.userId);
+  const pair = (a: number, b: number) => [a, b].sort((x, y) => x - y);
+
+  /** The end of every user's stream in this database. */
+  async function streamEnds(): Promise<Map<number, number>> {
+    const all = await db.select().from(schema.userStreams);
+    return new Map(all.map((row) => [row.userId, row.lastEventId]));
+  }
+
   /**
-   * Runs `work` and checks what it appended to the log: exactly `types`, in order, each published
-   * once (with the chat's two participants as audience) and only after its commit.
+   * Runs `work` and checks what it appended: exactly `types`, in order, at the end of the streams of the
+   * chat's two participants (and of no one else), numbered on from where each stream was, each published
+   * once per user and only after its commit. Answers the events as the first of them (lowest id) sees them.
    */
   async function expectEvents<T>(
     types: ChatEvent["type"][],
     work: () => Promise<T>,
-  ): Promise<{ result: T; events: ChatEvent[] }> {
-    const before = await lastEventId(db);
-    const publishedBefore = publish.mock.calls.length;
+  ): Promise<{ result: T; events: ChatEvent[]; users: number[] }> {
+    const before = await streamEnds();
+    const publishedBefore = recorder.published().length;
     const result = await work();
-    const after = await lastEventId(db);
-    const logged = await readEventRange(db, before, after);
-    expect(logged.map((e) => e.event.type)).toEqual(types);
-    expect(logged.map((e) => e.event.event_id)).toEqual(types.map((_, i) => before + 1 + i));
+    const after = await streamEnds();
+    const changed = [...after].filter(([userId, end]) => end !== (before.get(userId) ?? 0)).sort(([a], [b]) => a - b);
+    expect(changed, "the streams that changed").toHaveLength(2);
+    const logged: AddressedEvent[] = [];
+    for (const [userId, end] of changed) {
+      const from = before.get(userId) ?? 0;
+      const events = await readEventRange(db, userId, from, end);
+      expect(events.map((e) => e.event.type)).toEqual(types);
+      expect(events.map((e) => e.event.event_id)).toEqual(types.map((_, i) => from + 1 + i));
+      logged.push(...events);
+    }
+    const byUserThenId = (a: AddressedEvent, b: AddressedEvent) =>
+      a.userId - b.userId || a.event.event_id - b.event.event_id;
     const published = recorder.published().slice(publishedBefore);
-    expect([...published].sort((a, b) => a.event.event_id - b.event.event_id)).toEqual(logged);
+    expect([...published].sort(byUserThenId)).toEqual([...logged].sort(byUserThenId));
     await recorder.expectAllCommitted();
-    return { result, events: logged.map((e) => e.event) };
+    const first = changed[0]![0];
+    return {
+      result,
+      events: logged.filter((e) => e.userId === first).map((e) => e.event),
+      users: changed.map(([userId]) => userId),
+    };
   }
 
   /** Runs `work` and checks that it appended and published nothing. */
   async function expectNoEvents<T>(work: () => Promise<T>): Promise<T> {
-    const before = await lastEventId(db);
+    const before = await streamEnds();
     const publishedBefore = publish.mock.calls.length;
     const result = await work();
-    expect(await lastEventId(db)).toBe(before);
+    expect(await streamEnds()).toEqual(before);
     expect(publish.mock.calls.length).toBe(publishedBefore);
     return result;
   }
@@ -197,6 +233,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         "chats_listing_buyer_seller_key",
         "messages_chat_id_idx",
         "messages_sender_client_msg_id_key",
+        "user_events_chat_event_idx",
       ]);
       for (const index of expected) {
         const def = byName.get(index.name!);
@@ -219,9 +256,14 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       expect(names("f")).toEqual(tableConfigs.flatMap((c) => c.foreignKeys.map((k) => k.getName())).sort());
     });
 
-    it("seed the event counter", async () => {
-      expect(await db.select().from(schema.eventCounter)).toEqual([{ id: 1, lastEventId: 0 }]);
-      expect(await lastEventId(db)).toBe(0);
+    it("start every stream empty: no global counter is left", async () => {
+      expect(await db.select().from(schema.userStreams)).toEqual([]);
+      expect(await lastEventId(db, 1)).toBe(0);
+      const [counter] = await rows<{ n: number }>(
+        db,
+        sql`select count(*)::int as n from information_schema.tables where table_name = 'event_counter'`,
+      );
+      expect(counter?.n).toBe(0);
     });
 
     it("record every committed migration", async () => {
@@ -233,10 +275,17 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       expect(applied?.n).toBe(journal.entries.length);
     });
 
-    it("the database refuses a chat with oneself and a second counter row", async () => {
+    it("the database refuses a chat with oneself and a second row for one event of a stream", async () => {
       await expect(db.insert(schema.chats).values({ listingId: 1, buyerId: 5, sellerId: 5 })).rejects.toThrow();
-      await expect(db.insert(schema.eventCounter).values({ id: 2, lastEventId: 0 })).rejects.toThrow();
       expect(await db.select().from(schema.chats)).toEqual([]);
+      const { chat } = await createChatService({ db, publish: () => {} }).open(newId(), newId(), newId());
+      const [event] = await rows<{ id: number }>(
+        db,
+        sql`select id::int as id from chat_events where chat_id = ${chat.id}`,
+      );
+      await expect(
+        db.insert(schema.userEvents).values({ userId: chat.buyer_id, eventId: 1, chatEventId: event!.id }),
+      ).rejects.toThrow();
     });
 
     // Opening PGlite on a data directory twice takes seconds: give it room.
@@ -248,7 +297,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         const first = dir ? await openDatabase(reopenable) : handle;
         const firstChats = createChatService({ db: first.db, publish: () => {} });
         const { chat } = await firstChats.open(newId(), newId(), newId());
-        const counter = await lastEventId(first.db);
+        const counter = await lastEventId(first.db, chat.buyer_id);
         expect(counter).toBeGreaterThan(0);
         if (dir) await first.close();
 
@@ -258,8 +307,8 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
             second.db,
             sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
           );
-          expect(applied?.n).toBe(2);
-          expect(await second.db.select().from(schema.eventCounter)).toEqual([{ id: 1, lastEventId: counter }]);
+          expect(applied?.n).toBe(3);
+          expect(await lastEventId(second.db, chat.buyer_id)).toBe(counter);
           const [stored] = await second.db.select().from(schema.chats).where(eq(schema.chats.id, chat.id));
           expect(stored?.listingId).toBe(chat.listing_id);
           await second.ping();
@@ -284,8 +333,8 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
             handles[0]!.db,
             sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
           );
-          expect(applied?.n).toBe(2);
-          expect(await handles[1]!.db.select().from(schema.eventCounter)).toEqual([{ id: 1, lastEventId: 0 }]);
+          expect(applied?.n).toBe(3);
+          expect(await handles[1]!.db.select().from(schema.userStreams)).toEqual([]);
         } finally {
           await Promise.all(handles.map((h) => h.close()));
         }
@@ -306,8 +355,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       expect(first.chat.id).toBeGreaterThan(0);
       expect(new Date(first.chat.created_at).toISOString()).toBe(first.chat.created_at);
       expect(events[0]).toEqual({ type: "chat_created", event_id: events[0]!.event_id, chat: first.chat });
-      const publishedEvent = recorder.published().at(-1)!;
-      expect(publishedEvent.audience).toEqual([buyer, seller]);
+      expect(lastAudience()).toEqual(pair(buyer, seller));
 
       const participants = await db
         .select({ userId: schema.chatParticipants.userId, role: schema.chatParticipants.role })
@@ -379,7 +427,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         deleted_at: null,
       });
       expect(events[0]).toEqual({ type: "new_message", event_id: events[0]!.event_id, chat_id: chat.id, message });
-      expect(recorder.published().at(-1)!.audience).toEqual([buyer, seller]);
+      expect(lastAudience()).toEqual(pair(buyer, seller));
 
       const row = await messageRow(message.id);
       expect(row?.content).toBe("Is it still available?");
@@ -593,14 +641,14 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     it("concurrent edits and deletes of one message: one delete event, never an edit after it", async () => {
       const { chat, buyer } = await newChat();
       const { message } = await messages.send(buyer, chat.id, "original", null);
-      const before = await lastEventId(db);
+      const before = await lastEventId(db, buyer);
       const outcomes = await Promise.allSettled([
         messages.remove(buyer, message.id),
         messages.edit(buyer, message.id, "edited 1"),
         messages.remove(buyer, message.id),
         messages.edit(buyer, message.id, "edited 2"),
       ]);
-      const logged = (await readEventRange(db, before, await lastEventId(db))).map((e) => e.event);
+      const logged = (await readEventRange(db, buyer, before, await lastEventId(db, buyer))).map((e) => e.event);
       const types = logged.map((e) => e.type);
       expect(types.filter((t) => t === "message_deleted")).toHaveLength(1);
       expect(types.slice(types.indexOf("message_deleted") + 1)).toEqual([]);
@@ -620,8 +668,8 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     });
   });
 
-  describe("the event log", () => {
-    it("stays dense and ordered under concurrent sends in several chats", async () => {
+  describe("per-user event streams", () => {
+    it("stay dense and complete for every user under concurrent sends in overlapping chats", async () => {
       const alice = newId();
       const bob = newId();
       const carol = newId();
@@ -629,6 +677,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       const c1 = (await chats.open(alice, newId(), bob)).chat;
       const c2 = (await chats.open(carol, newId(), bob)).chat;
       const c3 = (await chats.open(alice, newId(), dave)).chat;
+      // A↔B, B↔C, A↔D: every send locks two streams, in overlapping pairs, from both ends.
       const senders: Array<[number, number]> = [
         [alice, c1.id],
         [bob, c1.id],
@@ -637,47 +686,53 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         [alice, c3.id],
         [dave, c3.id],
       ];
-      const before = await lastEventId(db);
-      const publishedBefore = publish.mock.calls.length;
+      const users = [alice, bob, carol, dave];
+      const before = new Map(await Promise.all(users.map(async (u) => [u, await lastEventId(db, u)] as const)));
+      const publishedBefore = recorder.published().length;
 
-      const results = await Promise.all(
-        Array.from({ length: 42 }, (_, i) => {
-          const [sender, chatId] = senders[i % senders.length]!;
-          return messages.send(sender, chatId, `concurrent ${i}`, randomUUID());
-        }),
+      const results = await withTimeout(
+        Promise.all(
+          Array.from({ length: 42 }, (_, i) => {
+            const [sender, chatId] = senders[i % senders.length]!;
+            return messages.send(sender, chatId, `concurrent ${i}`, randomUUID());
+          }),
+        ),
+        20_000,
+        "42 concurrent sends on overlapping streams",
       );
       expect(results.every((r) => r.created)).toBe(true);
+      const chatOf = new Map(results.map((r) => [r.message.id, r.message.chat_id]));
+      const participants = new Map([
+        [c1.id, [alice, bob]],
+        [c2.id, [carol, bob]],
+        [c3.id, [alice, dave]],
+      ]);
 
-      const last = await lastEventId(db);
-      expect(last).toBe(before + 42);
-      const all = await readEventRange(db, 0, last);
-      expect(all.map((e) => e.event.event_id)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
-
-      // Every new_message event names a stored message of its chat; the 42 new ones are exactly our sends.
-      for (const { event } of all) {
-        if (event.type !== "new_message") continue;
-        const row = await messageRow(event.message.id);
-        expect(row, `message of event ${event.event_id}`).toBeDefined();
-        expect(row?.chatId).toBe(event.chat_id);
+      const fresh: AddressedEvent[] = [];
+      for (const user of users) {
+        const stream = await readEventsForUser(db, user, 0, 10_000);
+        // 1, 2, 3 … with no hole, and its end is the stream's end.
+        expect(stream.map((e) => e.event_id)).toEqual(Array.from({ length: stream.length }, (_, i) => i + 1));
+        expect(await lastEventId(db, user)).toBe(stream.length);
+        const mine = stream.filter((e) => e.event_id > before.get(user)!);
+        // Exactly the sends in the user's chats, each once.
+        const expected = results.filter((r) => participants.get(r.message.chat_id)!.includes(user));
+        expect(mine.every((e) => e.type === "new_message")).toBe(true);
+        expect(mine.map((e) => (e.type === "new_message" ? e.message.id : 0)).sort((a, b) => a - b)).toEqual(
+          expected.map((r) => r.message.id).sort((a, b) => a - b),
+        );
+        for (const event of mine) {
+          if (event.type === "new_message") expect(chatOf.get(event.message.id)).toBe(event.chat_id);
+          fresh.push({ userId: user, event });
+        }
       }
-      const fresh = all.filter((e) => e.event.event_id > before);
-      expect(fresh.every((e) => e.event.type === "new_message")).toBe(true);
-      expect(fresh.map((e) => (e.event.type === "new_message" ? e.event.message.id : 0)).sort((a, b) => a - b)).toEqual(
-        results.map((r) => r.message.id).sort((a, b) => a - b),
-      );
 
-      // Each was published exactly once, after its commit.
-      const published = recorder.published().slice(publishedBefore);
-      expect(published.map((p) => p.event.event_id).sort((a, b) => a - b)).toEqual(fresh.map((e) => e.event.event_id));
+      // Each (user, event) was published exactly once, after its commit.
+      const byUserThenId = (a: AddressedEvent, b: AddressedEvent) =>
+        a.userId - b.userId || a.event.event_id - b.event.event_id;
+      expect(recorder.published().slice(publishedBefore).sort(byUserThenId)).toEqual(fresh.sort(byUserThenId));
       await recorder.expectAllCommitted();
 
-      // A user reads the events of their own chats only, in order, and nothing else.
-      for (const user of [alice, bob, carol, dave]) {
-        const theirs = all.filter((e) => e.audience.includes(user)).map((e) => e.event);
-        const read = await readEventsForUser(db, user, 0, 10_000);
-        expect(read).toEqual(theirs);
-        expect(read.length).toBeGreaterThan(0);
-      }
       const carols = await readEventsForUser(db, carol, 0, 10_000);
       expect(carols.every((e) => ("chat" in e ? e.chat.id : e.chat_id) === c2.id)).toBe(true);
       // chat_created + 7 of her own sends + 7 of bob's in c2.
@@ -697,7 +752,21 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       expect(paged).toEqual(bobs);
       expect(await readEventsForUser(db, bob, bobs.at(-1)!.event_id, 10)).toEqual([]);
       expect(await readEventsForUser(db, newId(), 0, 10)).toEqual([]);
-      expect(await readEventRange(db, last, last + 10)).toEqual([]);
+      expect(await readEventRange(db, bob, bobs.length, bobs.length + 10)).toEqual([]);
+    });
+
+    it("a change seen by both participants is one row of chat_events with an id in each stream", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const { message } = await messages.send(buyer, chat.id, "once, twice numbered", null);
+      const [stored] = await rows<{ n: number }>(
+        db,
+        sql`select count(*)::int as n from chat_events where message_id = ${message.id}`,
+      );
+      expect(stored?.n).toBe(1);
+      for (const user of [buyer, seller]) {
+        const stream = await readEventsForUser(db, user, 0, 100);
+        expect(stream.filter((e) => e.type === "new_message" && e.message.id === message.id)).toHaveLength(1);
+      }
     });
   });
 
@@ -727,7 +796,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       if (read.type !== "message_read") throw new Error("unreachable");
       expect(new Date(read.read_at).toISOString()).toBe(read.read_at);
       expect(new Date(read.read_at).getTime()).toBeGreaterThanOrEqual(startedAt - 1_000);
-      expect(recorder.published().at(-1)!.audience).toEqual([buyer, seller]);
+      expect(lastAudience()).toEqual(pair(buyer, seller));
 
       // Older or the same message later: the marker stays, nothing is emitted.
       expect(await expectNoEvents(() => chats.markRead(buyer, chat.id, m1.id))).toEqual({
@@ -923,7 +992,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       });
       const buyer = newId();
       const { chat } = await ownChats.open(buyer, newId(), newId());
-      const before = await lastEventId(ownDb);
+      const before = await lastEventId(ownDb, buyer);
       const publishedBefore = ownRecorder.publish.mock.calls.length;
       const clientMsgId = randomUUID();
 
@@ -937,8 +1006,8 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       expect(results.filter((r) => r.created)).toHaveLength(1);
       const stored = await ownDb.select().from(schema.messages).where(eq(schema.messages.chatId, chat.id));
       expect(stored).toHaveLength(1);
-      expect(await lastEventId(ownDb)).toBe(before + 1);
-      const log = await readEventRange(ownDb, before, before + 1);
+      expect(await lastEventId(ownDb, buyer)).toBe(before + 1);
+      const log = await readEventRange(ownDb, buyer, before, before + 1);
       expect(log.map((e) => e.event.type)).toEqual(["new_message"]);
       expect(ownRecorder.publish.mock.calls.length - publishedBefore).toBe(1);
       await ownRecorder.expectAllCommitted();

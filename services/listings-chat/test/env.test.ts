@@ -74,13 +74,38 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
     "uses PostgreSQL for DATABASE_URL=%s",
     (url) => {
       const config = loadChatConfig({ DATABASE_URL: url });
-      expect(config.database).toEqual({ url });
+      expect(config.database).toEqual({ url, poolSize: 10 });
     },
   );
 
+  it("reads DATABASE_POOL_SIZE, and refuses one that is not a whole number from 1 to 500", () => {
+    expect(loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATABASE_POOL_SIZE: "30" }).database).toEqual({
+      url: "postgres://db/chat",
+      poolSize: 30,
+    });
+    for (const bad of ["0", "501", "ten", ""]) {
+      expect(() => loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATABASE_POOL_SIZE: bad })).toThrow(
+        /DATABASE_POOL_SIZE/,
+      );
+    }
+  });
+
+  it("takes several comma-separated Redis URLs as the seed nodes of a cluster, and refuses a list with a bad one", () => {
+    const nodes = "redis://127.0.0.1:7001, redis://127.0.0.1:7002,redis://127.0.0.1:7003";
+    expect(loadChatConfig({ REDIS_URL: nodes }).redis?.url).toBe(nodes);
+    expect(() => loadChatConfig({ REDIS_URL: "redis://127.0.0.1:7001,http://127.0.0.1:7002" })).toThrow(/REDIS_URL/);
+    expect(() => loadChatConfig({ REDIS_URL: "," })).toThrow(/REDIS_URL/);
+  });
+
+  it("reads SEND_LIMIT_PER_MINUTE (60 by default)", () => {
+    expect(loadChatConfig({}).sendLimitPerMinute).toBe(60);
+    expect(loadChatConfig({ SEND_LIMIT_PER_MINUTE: "100000" }).sendLimitPerMinute).toBe(100_000);
+    expect(() => loadChatConfig({ SEND_LIMIT_PER_MINUTE: "0" })).toThrow(/SEND_LIMIT_PER_MINUTE/);
+  });
+
   it("ignores DATA_DIR when DATABASE_URL is set", () => {
     const config = loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATA_DIR: "/tmp/unused" });
-    expect(config.database).toEqual({ url: "postgres://db/chat" });
+    expect(config.database).toEqual({ url: "postgres://db/chat", poolSize: 10 });
   });
 
   it.each(["redis://127.0.0.1:6379/0", "rediss://user:pw@cache.internal:6380"])(
@@ -158,7 +183,7 @@ describe("loadChatConfig: production", () => {
   it("starts with a PostgreSQL URL and a strong token, without warnings", () => {
     const config = loadChatConfig(productionBase);
     expect(config.production).toBe(true);
-    expect(config.database).toEqual({ url: productionBase.DATABASE_URL });
+    expect(config.database).toEqual({ url: productionBase.DATABASE_URL, poolSize: 10 });
     expect(config.internalToken).toBe(strongToken);
     expect(config.warnings).toEqual([]);
   });

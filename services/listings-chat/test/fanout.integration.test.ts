@@ -1,19 +1,21 @@
 import { randomUUID } from "node:crypto";
 import type { ServerFrame } from "@listings-chat/shared";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BUS_SHARDS, shardOf } from "../src/bus/bus.ts";
 import { createSendLimiter } from "../src/limits/send-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
 import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat } from "./support/harness.ts";
-import { redisNamespace, redisUrl } from "./support/redis.ts";
+import { redisNamespace, redisTargets } from "./support/redis.ts";
 
 type NewMessage = Extract<ServerFrame, { type: "new_message" }>;
 
 const postgres = databaseTargets().find((t) => t.name === "postgres");
-const redis = redisUrl();
 
-/** Two chat instances on one PostgreSQL, cooperating through one Redis, as in production. */
-describe.runIf(postgres && redis)("fan-out across instances through Redis", () => {
+/** Two chat instances on one PostgreSQL, cooperating through one Redis (or a Redis Cluster), as in production. */
+describe.runIf(postgres).each(redisTargets())("fan-out across instances through $name", (target) => {
+  const redis = target.url;
   let one: TestChat;
   let two: TestChat;
   let cleanups: Array<() => Promise<void>> = [];
@@ -24,11 +26,11 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
 
   beforeAll(async () => {
     const db = await postgres!.create();
-    const ns = redisNamespace(redis!);
+    const ns = redisNamespace(redis);
     cleanups = [db.drop, ns.drop];
     shared = {
       database: db.options,
-      redis: { url: redis!, keyPrefix: ns.keyPrefix },
+      redis: { url: redis, keyPrefix: ns.keyPrefix },
       internalToken: randomUUID(),
     };
     one = await startTestChat({ ...shared, instanceId: "one" });
@@ -164,4 +166,44 @@ describe.runIf(postgres && redis)("fan-out across instances through Redis", () =
     await watcher.waitFor((f) => f.type === "presence" && f.user_id === a && !f.online, 3_000);
     await watcher.close();
   });
+
+  // PUBSUB SHARDNUMSUB answers for the node it is sent to: counted on the single server only.
+  it.runIf(target.name === "redis")(
+    "listens only to the shards of the users it serves: an instance with no sockets hears nothing",
+    async () => {
+      const idle = await startTestChat({ ...shared, instanceId: "idle" });
+      const client = new Redis(redis);
+      const channels = Array.from({ length: BUS_SHARDS }, (_, shard) => `${shared.redis?.keyPrefix}bus:{${shard}}`);
+      const listeners = async () => {
+        const reply = (await client.call("PUBSUB", "SHARDNUMSUB", ...channels)) as Array<string | number>;
+        return channels.map((_, i) => Number(reply[2 * i + 1]));
+      };
+      try {
+        const [a, b] = [7301, 7302];
+        const id = (await one.api(a, "POST", "/api/v1/chats", { listing_id: 8, seller_id: b })).body.id;
+        const sockets = [await connect(one, a), await connect(one, b)];
+        const counts = await listeners();
+        for (const [shard, n] of counts.entries()) {
+          expect(n, `listeners of shard ${shard}`).toBe(shard === shardOf(a) || shard === shardOf(b) ? 1 : 0);
+        }
+        for (let i = 0; i < 10; i++) {
+          await two.api(a, "POST", `/api/v1/chats/${id}/messages`, { content: `to ${i}`, client_msg_id: randomUUID() });
+        }
+        await sockets[1]!.waitFor((f) => f.type === "new_message" && f.message.content === "to 9");
+        const idleStats = (await (
+          await fetch(`${idle.baseUrl}/internal/chat/ws/stats`, { headers: { "x-internal-token": idle.internalToken } })
+        ).json()) as { broadcasts_total: number };
+        expect(idleStats.broadcasts_total).toBe(0);
+        for (const socket of sockets) await socket.close();
+        // The last user of a shard gone, the instance stops listening to it.
+        const deadline = Date.now() + 3_000;
+        while ((await listeners()).some((n) => n > 0) && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 50));
+        expect((await listeners()).every((n) => n === 0)).toBe(true);
+      } finally {
+        client.disconnect();
+        await idle.stop();
+      }
+    },
+  );
 });

@@ -228,6 +228,45 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     await Promise.all([typist.close(), reader.close(), stranger.close()]);
   });
 
+  it("starts a cursor from beyond the stream at the stream's end, so new events are not dropped as seen", async () => {
+    const [buyer, seller] = users();
+    const chatId = await openChat(buyer, seller);
+    const socket = await connect(chat, seller, 10_000);
+    const end = socket.ofType("connected")[0]!.last_event_id;
+    expect(end).toBeGreaterThan(0);
+    expect(end).toBeLessThan(10_000);
+    await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "after a renumbering",
+      client_msg_id: randomUUID(),
+    });
+    const got = await socket.waitFor(isMessage("after a renumbering"));
+    expect(got.event_id).toBe(end + 1);
+    await socket.close();
+  });
+
+  it("numbers each user's events on their own: the same message has an id in each participant's stream", async () => {
+    const [buyer, seller] = users();
+    const other = users()[0];
+    const chatId = await openChat(buyer, seller);
+    // The seller's stream moves on alone in a chat of theirs without the buyer.
+    await openChat(other, seller, 2);
+    const [buyerSocket, sellerSocket] = [await connect(chat, buyer, 0), await connect(chat, seller, 0)];
+    await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
+      content: "both streams",
+      client_msg_id: randomUUID(),
+    });
+    const [toBuyer, toSeller] = await Promise.all([
+      buyerSocket.waitFor(isMessage("both streams")),
+      sellerSocket.waitFor(isMessage("both streams")),
+    ]);
+    expect(toBuyer.message).toEqual(toSeller.message);
+    expect(buyerSocket.eventIds()).toEqual([1, 2]);
+    expect(sellerSocket.eventIds()).toEqual([1, 2, 3]);
+    expect(toBuyer.event_id).toBe(2);
+    expect(toSeller.event_id).toBe(3);
+    await Promise.all([buyerSocket.close(), sellerSocket.close()]);
+  });
+
   it("tells contacts when a user comes online and goes offline, and no one else", async () => {
     const [buyer, seller, outsider] = users();
     await openChat(buyer, seller);

@@ -2,18 +2,29 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat, type TestSocket } from "./support/harness.ts";
-import { redisNamespace, redisUrl } from "./support/redis.ts";
+import { redisNamespace, redisTargets } from "./support/redis.ts";
 
-const redis = redisUrl();
+const redisSingle = redisTargets().find((t) => t.name === "redis");
+const redisCluster = redisTargets().find((t) => t.name === "redis cluster");
 
 /**
  * Every database, with in-process presence and with Redis presence. With Redis on PostgreSQL two instances
  * share the work, so announcements cross the bus from another process's connection (PGlite serves one).
  */
 const setups = databaseTargets().flatMap((target) => [
-  { name: `${target.name}, in-process presence`, target, redis: false, instances: 1 },
-  ...(redis
-    ? [{ name: `${target.name}, Redis presence`, target, redis: true, instances: target.name === "postgres" ? 2 : 1 }]
+  { name: `${target.name}, in-process presence`, target, redis: undefined, instances: 1 },
+  ...(redisSingle
+    ? [
+        {
+          name: `${target.name}, Redis presence`,
+          target,
+          redis: redisSingle.url,
+          instances: target.name === "postgres" ? 2 : 1,
+        },
+      ]
+    : []),
+  ...(redisCluster && target.name === "postgres"
+    ? [{ name: `${target.name}, Redis Cluster presence`, target, redis: redisCluster.url, instances: 2 }]
     : []),
 ]);
 
@@ -39,12 +50,12 @@ describe.each(setups)("presence under concurrent connects and disconnects ($name
   beforeAll(async () => {
     const db = await setup.target.create();
     cleanups.push(db.drop);
-    const ns = setup.redis ? redisNamespace(redis!) : undefined;
+    const ns = setup.redis ? redisNamespace(setup.redis) : undefined;
     if (ns) cleanups.push(ns.drop);
     const shared = {
       database: db.options,
       internalToken: randomUUID(),
-      ...(ns ? { redis: { url: redis!, keyPrefix: ns.keyPrefix } } : {}),
+      ...(ns && setup.redis ? { redis: { url: setup.redis, keyPrefix: ns.keyPrefix } } : {}),
     };
     for (let i = 0; i < setup.instances; i++) instances.push(await startTestChat({ ...shared, instanceId: `p${i}` }));
   });

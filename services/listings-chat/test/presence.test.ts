@@ -1,7 +1,8 @@
-import { Redis } from "ioredis";
+import { createRedisClient } from "@listings-chat/shared/node";
+import type { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { createMemoryPresence, createRedisPresence, type Presence } from "../src/presence/presence.ts";
-import { redisNamespace, redisUrl } from "./support/redis.ts";
+import { redisNamespace, redisTargets } from "./support/redis.ts";
 
 /** What every implementation promises on one instance: a change is reported once, with a newer version. */
 function behavesAsPresence(make: () => Promise<Presence>) {
@@ -26,9 +27,8 @@ describe("presence in memory", () => {
   behavesAsPresence(async () => createMemoryPresence());
 });
 
-const url = redisUrl();
-
-describe.runIf(url)("presence shared through Redis", () => {
+describe.each(redisTargets())("presence shared through $name", (target) => {
+  const url = target.url;
   const clients: Redis[] = [];
   const namespaces: Array<ReturnType<typeof redisNamespace>> = [];
   afterAll(async () => {
@@ -36,9 +36,9 @@ describe.runIf(url)("presence shared through Redis", () => {
     for (const ns of namespaces) await ns.drop();
   });
   const make = async (): Promise<[Presence, Presence]> => {
-    const ns = redisNamespace(url ?? "");
+    const ns = redisNamespace(url);
     namespaces.push(ns);
-    const pair = [new Redis(url ?? ""), new Redis(url ?? "")];
+    const pair = [createRedisClient(url), createRedisClient(url)];
     clients.push(...pair);
     const [one, two] = pair.map((redis, i) =>
       createRedisPresence({ redis, keyPrefix: ns.keyPrefix, instanceId: `i${i}`, ttlMs: 5_000 }),
@@ -71,9 +71,9 @@ describe.runIf(url)("presence shared through Redis", () => {
 
   it("counts a crashed instance's user offline once its claim expires", async () => {
     let now = 1_000_000;
-    const ns = redisNamespace(url ?? "");
+    const ns = redisNamespace(url);
     namespaces.push(ns);
-    const redis = new Redis(url ?? "");
+    const redis = createRedisClient(url);
     clients.push(redis);
     const presence = createRedisPresence({
       redis,

@@ -3,8 +3,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { AddressedEvent } from "../src/events/log.ts";
 import { createEventSequencer, type SequencerOptions } from "../src/hub/sequencer.ts";
 
-/** A minimal addressed event with the given id (the sequencer only looks at `event_id`). */
-function ev(id: number, audience: number[] = [1, 2]): AddressedEvent {
+/** A minimal event of user 1's stream with the given id (the sequencer only looks at `event_id`). */
+function ev(id: number, userId = 1): AddressedEvent {
   const event: ChatEvent = {
     type: "message_read",
     event_id: id,
@@ -13,7 +13,7 @@ function ev(id: number, audience: number[] = [1, 2]): AddressedEvent {
     read_by: 1,
     read_at: new Date(0).toISOString(),
   };
-  return { event, audience };
+  return { userId, event };
 }
 
 const GAP_MS = 200;
@@ -51,7 +51,7 @@ describe("createEventSequencer", () => {
     sequencer.accept(items[1]!);
     sequencer.accept(items[2]!);
     expect(ids()).toEqual([1, 2, 3]);
-    // The very objects, audience included, are handed on.
+    // The very objects are handed on.
     expect(delivered).toEqual(items);
     expect(delivered[0]).toBe(items[0]);
     expect(sequencer.delivered()).toBe(3);

@@ -287,6 +287,32 @@ describe("resume cursor", () => {
   });
 });
 
+describe("a stream that ends before the cursor (renumbered or restored)", () => {
+  it("resyncs on the socket: tells the page, then delivers what comes next", async () => {
+    const h = harness({ lastEventId: 1_000 });
+    const resyncs: number[] = [];
+    h.client.on("resync", (r) => resyncs.push(r.last_event_id));
+    await startLive(h);
+    expect(resyncs).toEqual([1]);
+    expect(h.client.lastEventId).toBe(1);
+    h.server.post(h.chat.id, OTHER); // 2
+    await settle();
+    expect(h.ids()).toEqual([2]);
+  });
+
+  it("resyncs while polling: the server's end below the cursor is adopted, and polling goes on from it", async () => {
+    const h = harness({ lastEventId: 1_000 });
+    const resyncs: number[] = [];
+    h.client.on("resync", (r) => resyncs.push(r.last_event_id));
+    await startPolling(h);
+    expect(resyncs).toEqual([1]);
+    h.server.post(h.chat.id, OTHER); // 2
+    await advance(5_000);
+    expect(h.polls().at(-1)?.query.after).toBe("1");
+    expect(h.ids()).toEqual([2]);
+  });
+});
+
 describe("exactly once, in order", () => {
   it("drops the part of a WebSocket replay that polling already delivered", async () => {
     const h = harness();

@@ -277,6 +277,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (frame.type === "connected") {
         greeted = true;
         this.cursor ??= frame.last_event_id;
+        this.resyncIfBehind(frame.last_event_id);
         this.timers.clearTimeout(this.stableTimer);
         this.stableTimer = this.timers.setTimeout(() => {
           this.drops = 0;
@@ -341,6 +342,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         for (const event of page.events) this.deliver(event);
         // The server's cursor is safe to adopt: it never passes an event it did not return.
         if (page.events.length < 500) {
+          this.resyncIfBehind(page.last_event_id);
           this.cursor = Math.max(this.cursor ?? 0, page.last_event_id);
           break;
         }
@@ -387,6 +389,13 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       default:
         return;
     }
+  }
+
+  /** A stream that ends before the cursor was renumbered or restored: start over from its end, and say so. */
+  private resyncIfBehind(end: number): void {
+    if (this.cursor === undefined || end >= this.cursor) return;
+    this.cursor = end;
+    this.emit("resync", { last_event_id: end });
   }
 
   /** The single entrance of events: drops what the cursor has passed, so each reaches the page once, in order. */

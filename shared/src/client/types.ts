@@ -55,6 +55,12 @@ export interface ChatClientEvents {
   typing: { chat_id: number; user_id: number; is_typing: boolean };
   presence: { user_id: number; online: boolean };
   unread: { total: number; chats: Record<string, number> };
+  /**
+   * The server's stream ends before the client's cursor (the streams were renumbered, or the database was
+   * restored from a backup): events may have been missed. The page should reload what it shows (chat list,
+   * open chat, unread counts); the client goes on from `last_event_id`.
+   */
+  resync: { last_event_id: number };
   /** The client stopped for good (e.g. the access token was refused): the page must sign in again. */
   fatal: { code: string; message: string };
 }

@@ -36,6 +36,29 @@ export const urlWithProtocol = (protocols: string[]) =>
     `must be a ${protocols.join(" or ")}// URL`,
   );
 
+/** The URLs of `REDIS_URL`: one for a single Redis, several (comma-separated) for the seed nodes of a cluster. */
+export function redisUrls(value: string): string[] {
+  return value
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter(Boolean);
+}
+
+/** `REDIS_URL`: a redis:// or rediss:// URL, or several separated by commas (a Redis Cluster's seed nodes). */
+export const redisUrlList = z.string().refine((value) => {
+  const urls = redisUrls(value);
+  return (
+    urls.length > 0 &&
+    urls.every((entry) => {
+      try {
+        return ["redis:", "rediss:"].includes(new URL(entry).protocol);
+      } catch {
+        return false;
+      }
+    })
+  );
+}, "must be a redis:// or rediss:// URL, or several separated by commas for a Redis Cluster");
+
 export const portNumber = wholeNumber(0, 65535, "a port number from 0 to 65535");
 
 export interface SecretOptions {

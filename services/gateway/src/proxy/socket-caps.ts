@@ -57,12 +57,16 @@ export function createRedisSocketCaps({
   const key = (userId: number) => `${keyPrefix}ws-sockets:${userId}`;
   const refresh = setInterval(() => {
     if (live.size === 0) return;
-    const pipeline = redis.pipeline();
     // Plain ZADD, not XX: after a Redis restart (or a flush) the claims of live sockets are written back,
-    // so they count again instead of letting the user past the cap.
-    for (const [claim, userId] of live)
-      pipeline.zadd(key(userId), now() + claimTtlMs, claim).pexpire(key(userId), claimTtlMs);
-    pipeline.exec().catch(() => {});
+    // so they count again instead of letting the user past the cap. Issued together, pipelined by the
+    // client per node (one pipeline never mixes users' hash slots, which a cluster refuses).
+    const expires = now() + claimTtlMs;
+    Promise.all(
+      [...live].flatMap(([claim, userId]) => [
+        redis.zadd(key(userId), expires, claim),
+        redis.pexpire(key(userId), claimTtlMs),
+      ]),
+    ).catch(() => {});
   }, claimTtlMs / 3);
   refresh.unref();
   return {

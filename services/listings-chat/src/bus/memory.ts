@@ -1,22 +1,28 @@
-import type { Bus, BusChannel } from "./bus.ts";
+import type { Bus } from "./bus.ts";
 
 /** One process: delivery on the next microtask, as asynchronous as a real bus and in publish order. */
 export function createMemoryBus(): Bus {
-  const handlers = new Map<BusChannel, Array<(message: string) => void>>();
+  const listening = new Set<number>();
+  let handler: ((message: string) => void) | undefined;
   return {
     kind: "memory",
-    async publish(channel, message) {
-      const list = handlers.get(channel) ?? [];
-      queueMicrotask(() => {
-        for (const handler of list) handler(message);
-      });
+    async publish(shard, message) {
+      if (!listening.has(shard)) return;
+      queueMicrotask(() => handler?.(message));
     },
-    async subscribe(channel, handler) {
-      handlers.set(channel, [...(handlers.get(channel) ?? []), handler]);
+    async listen(shard) {
+      listening.add(shard);
+    },
+    async unlisten(shard) {
+      listening.delete(shard);
+    },
+    onMessage(h) {
+      handler = h;
     },
     isConnected: () => true,
     async close() {
-      handlers.clear();
+      listening.clear();
+      handler = undefined;
     },
   };
 }

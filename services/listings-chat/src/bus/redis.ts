@@ -1,6 +1,6 @@
-import { Redis } from "ioredis";
+import { createRedisClient } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
-import type { Bus, BusChannel } from "./bus.ts";
+import type { Bus } from "./bus.ts";
 
 export interface RedisBusOptions {
   url: string;
@@ -9,10 +9,13 @@ export interface RedisBusOptions {
   log: Logger;
 }
 
-/** Redis pub/sub between instances: one connection publishes, a second one listens. */
+/**
+ * Redis sharded pub/sub between instances (SPUBLISH/SSUBSCRIBE, so it also runs on a Redis Cluster): one
+ * connection publishes, a second one listens to the shards this instance needs.
+ */
 export async function createRedisBus({ url, keyPrefix, log }: RedisBusOptions): Promise<Bus> {
-  const publisher = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 2 });
-  const subscriber = new Redis(url, { lazyConnect: true });
+  const publisher = createRedisClient(url, { lazyConnect: true });
+  const subscriber = createRedisClient(url, { lazyConnect: true, subscriber: true });
   for (const [name, client] of [
     ["publisher", publisher],
     ["subscriber", subscriber],
@@ -21,25 +24,28 @@ export async function createRedisBus({ url, keyPrefix, log }: RedisBusOptions): 
   }
   await Promise.all([publisher.connect(), subscriber.connect()]);
 
-  const handlers = new Map<string, Array<(message: string) => void>>();
-  subscriber.on("message", (channel: string, message: string) => {
-    for (const handler of handlers.get(channel) ?? []) handler(message);
-  });
-  const channelName = (channel: BusChannel) => `${keyPrefix}bus:${channel}`;
+  let handler: ((message: string) => void) | undefined;
+  subscriber.on("smessage", (_channel: string, message: string) => handler?.(message));
+  // The shard in braces is the hash tag: on a Redis Cluster each shard's channel lives on one node.
+  const channelName = (shard: number) => `${keyPrefix}bus:{${shard}}`;
 
   return {
     kind: "redis",
-    async publish(channel, message) {
-      await publisher.publish(channelName(channel), message);
+    async publish(shard, message) {
+      await publisher.spublish(channelName(shard), message);
     },
-    async subscribe(channel, handler) {
-      const name = channelName(channel);
-      if (!handlers.has(name)) await subscriber.subscribe(name);
-      handlers.set(name, [...(handlers.get(name) ?? []), handler]);
+    async listen(shard) {
+      await subscriber.ssubscribe(channelName(shard));
+    },
+    async unlisten(shard) {
+      await subscriber.sunsubscribe(channelName(shard));
+    },
+    onMessage(h) {
+      handler = h;
     },
     isConnected: () => publisher.status === "ready" && subscriber.status === "ready",
     async close() {
-      handlers.clear();
+      handler = undefined;
       await Promise.allSettled([publisher.quit(), subscriber.quit()]);
     },
   };

@@ -4,7 +4,7 @@ import type { Database } from "../db/client.ts";
 import { toChat, toMessage } from "../db/rows.ts";
 import { ChatError, notFound, storing } from "../errors.ts";
 import { appendEvent } from "../events/log.ts";
-import { addressTo, type PublishEvent } from "../events/publisher.ts";
+import type { PublishEvent } from "../events/publisher.ts";
 import { findMessage } from "../messages/repository.ts";
 import {
   advanceReadMarker,
@@ -35,8 +35,8 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
         db.transaction(async (tx) => {
           const row = await insertChat(tx, listingId, buyerId, sellerId);
           if (!row) return undefined;
-          const event = await appendEvent(tx, { type: "chat_created", chat: toChat(row) });
-          return { row, event };
+          const events = await appendEvent(tx, { type: "chat_created", chat: toChat(row) }, [buyerId, sellerId]);
+          return { row, events };
         }),
       );
       if (!result) {
@@ -45,7 +45,7 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
         if (!row) throw new Error("chat neither inserted nor found: unique index missing?");
         return { chat: toChat(row), created: false };
       }
-      publish(addressTo(result.row, result.event));
+      publish(result.events);
       return { chat: toChat(result.row), created: true };
     },
 
@@ -83,20 +83,24 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
       const chat = await storing(() => requireParticipant(db, chatId, userId));
       const message = await storing(() => findMessage(db, messageId));
       if (!message || message.chatId !== chatId) throw notFound("message");
-      const event = await storing(() =>
+      const events = await storing(() =>
         db.transaction(async (tx) => {
           const moved = await advanceReadMarker(tx, chatId, userId, messageId);
           if (!moved) return undefined;
-          return appendEvent(tx, {
-            type: "message_read",
-            chat_id: chatId,
-            message_id: messageId,
-            read_by: userId,
-            read_at: new Date().toISOString(),
-          });
+          return appendEvent(
+            tx,
+            {
+              type: "message_read",
+              chat_id: chatId,
+              message_id: messageId,
+              read_by: userId,
+              read_at: new Date().toISOString(),
+            },
+            [chat.buyerId, chat.sellerId],
+          );
         }),
       );
-      if (event) publish(addressTo(chat, event));
+      if (events) publish(events);
       const unread = await storing(() => unreadCountsOf(db, userId, [chatId]));
       return { chat_id: chatId, message_id: messageId, unread_count: unread.get(chatId) ?? 0 };
     },

@@ -27,14 +27,40 @@ export const migrationsFolder = fileURLToPath(new URL("../../drizzle", import.me
 /** Any number that all chat instances agree on, so that only one of them migrates at a time. */
 const MIGRATION_LOCK_KEY = 8_086_001;
 
-export type DatabaseOptions = { url: string; poolSize?: number } | { dataDir: string } | { inMemory: true };
+/**
+ * How long PostgreSQL work may take before it is given up, so that nothing waits forever: a statement that
+ * runs too long, a lock that is not granted, a transaction left open by a frozen or partitioned instance
+ * (it would otherwise hold its locks until TCP keepalive gives up, two hours later), a pool that has no
+ * connection to give.
+ */
+export interface PostgresTimeouts {
+  statementMs: number;
+  lockMs: number;
+  idleInTransactionMs: number;
+  /** Waiting for a connection from the pool (or for a new one to open). */
+  connectMs: number;
+}
+
+export const defaultPostgresTimeouts: PostgresTimeouts = {
+  statementMs: 10_000,
+  lockMs: 5_000,
+  idleInTransactionMs: 10_000,
+  connectMs: 5_000,
+};
+
+export type DatabaseOptions =
+  | { url: string; poolSize?: number; timeouts?: Partial<PostgresTimeouts> }
+  | { dataDir: string }
+  | { inMemory: true };
 
 /**
  * Opens PostgreSQL (with `url`) or embedded PGlite (in `dataDir`, or in memory for tests)
  * and applies the committed migrations before returning.
  */
 export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
-  if ("url" in options) return openPostgres(options.url, options.poolSize ?? 10);
+  if ("url" in options) {
+    return openPostgres(options.url, options.poolSize ?? 10, { ...defaultPostgresTimeouts, ...options.timeouts });
+  }
   if ("dataDir" in options) mkdirSync(options.dataDir, { recursive: true });
   const client = new PGlite("dataDir" in options ? options.dataDir : undefined);
   const db = drizzlePglite(client, { schema });
@@ -49,8 +75,19 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
   };
 }
 
-async function openPostgres(url: string, max: number): Promise<DatabaseHandle> {
-  const pool = new pg.Pool({ connectionString: url, max });
+async function openPostgres(url: string, max: number, timeouts: PostgresTimeouts): Promise<DatabaseHandle> {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max,
+    connectionTimeoutMillis: timeouts.connectMs,
+    // Set by the server on every session of the pool.
+    statement_timeout: timeouts.statementMs,
+    lock_timeout: timeouts.lockMs,
+    idle_in_transaction_session_timeout: timeouts.idleInTransactionMs,
+    // A server that vanished (a partition, a dead host) is noticed in seconds, not after two hours.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+  });
   // An idle client that loses its server emits 'error' on the pool; without a handler it crashes the process.
   pool.on("error", () => {});
   // While a client is checked out the pool stops listening to it: a connection lost mid-query would
@@ -59,11 +96,16 @@ async function openPostgres(url: string, max: number): Promise<DatabaseHandle> {
   const migrationClient = await pool.connect();
   try {
     const migrationDb = drizzleNodePg(migrationClient, { schema });
+    // A migration may take long, and so may another instance's that this one waits for: no limits here.
+    await migrationDb.execute(sql`set statement_timeout = 0`);
+    await migrationDb.execute(sql`set lock_timeout = 0`);
     await migrationDb.execute(sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`);
     try {
       await migrateNodePg(migrationDb, { migrationsFolder });
     } finally {
       await migrationDb.execute(sql`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`);
+      await migrationDb.execute(sql`reset statement_timeout`);
+      await migrationDb.execute(sql`reset lock_timeout`);
     }
   } finally {
     migrationClient.release();

@@ -1,16 +1,5 @@
 import { sql } from "drizzle-orm";
-import {
-  bigint,
-  check,
-  index,
-  integer,
-  jsonb,
-  pgTable,
-  primaryKey,
-  text,
-  timestamp,
-  uniqueIndex,
-} from "drizzle-orm/pg-core";
+import { bigint, check, index, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
 
 const createdAt = () => timestamp("created_at", { withTimezone: true, mode: "date" }).notNull().defaultNow();
 
@@ -74,13 +63,13 @@ export const messages = pgTable(
 );
 
 /**
- * The ordered log behind `event_id`. Ids come from `event_counter` inside the writing transaction,
- * so they are dense and in commit order (see events/log.ts).
+ * Every stored change, once, whoever sees it (its payload is what the API shows). Which users see it, and
+ * under which `event_id` of theirs, is in `user_events`.
  */
 export const chatEvents = pgTable(
   "chat_events",
   {
-    id: bigint("id", { mode: "number" }).primaryKey(),
+    id: bigint("id", { mode: "number" }).primaryKey().generatedByDefaultAsIdentity(),
     chatId: bigint("chat_id", { mode: "number" })
       .notNull()
       .references(() => chats.id, { onDelete: "cascade" }),
@@ -92,12 +81,29 @@ export const chatEvents = pgTable(
   (t) => [index("chat_events_chat_id_idx").on(t.chatId, t.id), index("chat_events_message_id_idx").on(t.messageId)],
 );
 
-/** A single row: the last event id handed out. Its row lock orders event writers by commit. */
-export const eventCounter = pgTable(
-  "event_counter",
+/**
+ * Each user's own event stream (CONTRACT §5): `event_id` 1, 2, 3 … per user, dense and in commit order.
+ * A change seen by both participants is one `chat_events` row and one row here in each of their streams.
+ * The primary key makes "my events after N" a range scan however large the marketplace.
+ */
+export const userEvents = pgTable(
+  "user_events",
   {
-    id: integer("id").primaryKey(),
-    lastEventId: bigint("last_event_id", { mode: "number" }).notNull(),
+    userId: bigint("user_id", { mode: "number" }).notNull(),
+    eventId: bigint("event_id", { mode: "number" }).notNull(),
+    chatEventId: bigint("chat_event_id", { mode: "number" })
+      .notNull()
+      .references(() => chatEvents.id, { onDelete: "cascade" }),
   },
-  (t) => [check("event_counter_single_row", sql`${t.id} = 1`)],
+  (t) => [primaryKey({ columns: [t.userId, t.eventId] }), index("user_events_chat_event_idx").on(t.chatEventId)],
 );
+
+/**
+ * The end of each user's stream. A writer bumps the rows of the users it appends to (in ascending user id,
+ * so writers never deadlock) as the last statement of its transaction: the row lock orders one user's
+ * writers by commit and a rollback gives the id back. Writes to different users never wait on one another.
+ */
+export const userStreams = pgTable("user_streams", {
+  userId: bigint("user_id", { mode: "number" }).primaryKey(),
+  lastEventId: bigint("last_event_id", { mode: "number" }).notNull(),
+});

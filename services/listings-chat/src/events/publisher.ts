@@ -1,27 +1,34 @@
-import type { ChatEvent } from "@listings-chat/shared";
+import type { ChatEvent, ServerControlFrame } from "@listings-chat/shared";
 import type { Logger } from "pino";
-import type { Bus } from "../bus/bus.ts";
-import type { ChatRow } from "../db/rows.ts";
+import { type Bus, shardOf } from "../bus/bus.ts";
 import type { Stats } from "../ops/stats.ts";
 import type { AddressedEvent } from "./log.ts";
 
-/** Hands a committed event to the bus. Called only after the transaction that stored it has committed. */
-export type PublishEvent = (addressed: AddressedEvent) => void;
+/** What travels on the bus: a stored event for one user, or a frame that is not stored (typing, presence). */
+export type BusMessage =
+  | { kind: "event"; userId: number; event: ChatEvent }
+  /** `version` orders reports about one user's presence (see presence/presence.ts). */
+  | { kind: "frame"; userId: number; frame: ServerControlFrame; version?: number };
 
-export const addressTo = (chat: ChatRow, event: ChatEvent): AddressedEvent => ({
-  event,
-  audience: [chat.buyerId, chat.sellerId],
-});
+/** Puts `message` on the shard of the user it is for. */
+export function publishTo(bus: Bus, message: BusMessage): Promise<void> {
+  return bus.publish(shardOf(message.userId), JSON.stringify(message));
+}
 
-/** The publisher the services use: every instance hears it through the bus. A failure is logged; the log still has the event. */
+/** Hands committed events to the bus. Called only after the transaction that stored them has committed. */
+export type PublishEvent = (events: readonly AddressedEvent[]) => void;
+
+/** The publisher the services use. A failure is logged; the streams still have the events. */
 export function createBusPublisher(bus: Bus, stats: Stats, log: Logger): PublishEvent {
-  return (addressed) => {
-    bus.publish("events", JSON.stringify(addressed)).catch((error) => {
-      stats.errorsTotal += 1;
-      log.warn(
-        { err: error, event_id: addressed.event.event_id },
-        "could not publish an event; instances will read it from the log",
-      );
-    });
+  return (events) => {
+    for (const { userId, event } of events) {
+      publishTo(bus, { kind: "event", userId, event }).catch((error) => {
+        stats.errorsTotal += 1;
+        log.warn(
+          { err: error, user: userId, event_id: event.event_id },
+          "could not publish an event; the user's instance will read it from their stream",
+        );
+      });
+    }
   };
 }

@@ -86,14 +86,16 @@ export function createApiRoutes({ db, chats, messages }: ApiDeps) {
     const userId = c.get("userId");
     return c.json(
       await storing(async () => {
-        // The end of the log is read first: an event committed after this read has a larger id, so a
-        // cursor no further than it can never step over an event we did not return.
-        const end = await lastEventId(db);
+        // The end of the caller's stream is read first: an event committed after this read has a larger
+        // id, so a cursor no further than it can never step over an event we did not return.
+        const end = await lastEventId(db, userId);
         if (after === undefined) return { events: [], last_event_id: end };
         const events = await readEventsForUser(db, userId, after, limit);
         const last = events.at(-1)?.event_id;
-        // A full page: more may follow, so the cursor is the last event returned.
-        const cursor = events.length === limit && last !== undefined ? last : Math.max(after, end, last ?? 0);
+        // A full page: more may follow, so the cursor is the last event returned. Otherwise the end of the
+        // stream, even when it is below `after`: a cursor from beyond the stream (another numbering, a
+        // restored database) is told where the stream really ends instead of being echoed back.
+        const cursor = events.length === limit && last !== undefined ? last : Math.max(end, last ?? 0);
         return { events, last_event_id: cursor };
       }),
     );

@@ -30,7 +30,8 @@ export interface ConnectionContext {
 }
 
 export interface EventReader {
-  lastEventId(): Promise<number>;
+  /** The end of `userId`'s stream. */
+  lastEventId(userId: number): Promise<number>;
   /** The events of `userId`'s chats after `after`, oldest first, at most `limit`. */
   readForUser(userId: number, after: number, limit: number): Promise<ChatEvent[]>;
   /** The chat when `userId` takes part in it; a 404 ChatError otherwise. */
@@ -84,7 +85,7 @@ export class Connection {
   }
 
   private async greetAndReplay(after: number | undefined): Promise<void> {
-    const current = await this.ctx.events.lastEventId();
+    const current = await this.ctx.events.lastEventId(this.userId);
     this.greeted = true;
     this.sendFrame({
       type: "connected",
@@ -93,7 +94,9 @@ export class Connection {
       timestamp: new Date().toISOString(),
       last_event_id: current,
     });
-    await this.replayFrom(after ?? current);
+    // A cursor beyond the end of the stream (renumbered, restored) starts from the end: the client sees
+    // `last_event_id` below its cursor and resyncs, instead of having every new event dropped as seen.
+    await this.replayFrom(Math.min(after ?? current, current));
   }
 
   /** Called by the hub for every event of this user's chats, in log order. */
@@ -160,7 +163,7 @@ export class Connection {
   }
 
   /**
-   * Sends the log from `after` on, holding back live events meanwhile; then sends what was held
+   * Sends the user's stream from `after` on, holding back live events meanwhile; then sends what was held
    * back and is newer than the replay, and goes live. Read page by page, each page flushed to the
    * socket before the next is read, so a long absence does not trip the slow-consumer limit.
    */
@@ -271,7 +274,7 @@ export class Connection {
         await this.ctx.relayTyping(this.userId, await this.chat(frame.chat_id), frame.is_typing);
         return;
       case "resume":
-        await this.replayFrom(frame.after);
+        await this.replayFrom(Math.min(frame.after, await this.ctx.events.lastEventId(this.userId)));
         return;
     }
   }

@@ -1,12 +1,13 @@
 import { CloseCode, type ServerControlFrame } from "@listings-chat/shared";
 import type { Logger } from "pino";
 import type WebSocket from "ws";
-import type { Bus } from "../bus/bus.ts";
+import { type Bus, shardOf } from "../bus/bus.ts";
 import { contactsOf, requireParticipant } from "../chats/repository.ts";
 import type { ChatService } from "../chats/service.ts";
 import type { Database } from "../db/client.ts";
 import type { ChatRow } from "../db/rows.ts";
-import { type AddressedEvent, lastEventId, readEventRange, readEventsForUser } from "../events/log.ts";
+import { type AddressedEvent, lastEventId, lastEventIds, readEventRange, readEventsForUser } from "../events/log.ts";
+import { type BusMessage, publishTo } from "../events/publisher.ts";
 import type { TypingGate } from "../limits/typing-gate.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
@@ -27,33 +28,47 @@ export interface HubOptions {
   typingGate: TypingGate;
   slowConsumerBytes: number;
   replayPageSize?: number;
-  /** How often the end of the log is compared with what was delivered (default 2 s). */
+  /** How often the ends of the followed streams are compared with what was delivered (default 2 s). */
   tailCheckIntervalMs?: number;
 }
 
-/** A frame that is not stored (typing, presence) and the users it is for. */
-type AddressedFrame =
-  | { frame: Exclude<ServerControlFrame, { type: "presence" }>; audience: number[] }
-  /** `version` orders reports about one user's presence (see presence.ts). */
-  | { frame: Extract<ServerControlFrame, { type: "presence" }>; audience: number[]; version: number };
+interface ShardListen {
+  shard: number;
+  users: number;
+  listening: Promise<void>;
+}
+
+/** One user's stream as this instance follows it: positioned once the shard is heard and the end is read. */
+interface FollowedStream {
+  ready: Promise<void>;
+  /** The listen to the user's shard this stream counts in. */
+  shard: ShardListen;
+  sequencer?: ReturnType<typeof createEventSequencer>;
+  /** Events the bus brought before the sequencer was positioned. */
+  early: AddressedEvent[];
+  /** The stream's end as the previous tail check read it. */
+  endSeen: number;
+}
 
 export type Hub = ReturnType<typeof createHub>;
 
 /**
  * Sockets by user, and delivery of what the bus brings to the sockets of the people it is for.
- * Knows sockets and events, not SQL: reading the log goes through events/log.ts.
+ * Knows sockets and events, not SQL: reading the streams goes through events/log.ts.
  */
 export function createHub(options: HubOptions) {
   const { db, bus, presence, stats, log } = options;
   const sockets = new Map<number, Set<Connection>>();
-  let sequencer: ReturnType<typeof createEventSequencer> | undefined;
-  const early: AddressedEvent[] = [];
+  /** The streams of the users with sockets here: the only ones this instance listens to and delivers. */
+  const streams = new Map<number, FollowedStream>();
+  /** Shards listened to, with how many followed users are in each. */
+  const shards = new Map<number, ShardListen>();
   let heartbeat: NodeJS.Timeout | undefined;
   let tailCheck: NodeJS.Timeout | undefined;
 
   const context = {
     events: {
-      lastEventId: () => lastEventId(db),
+      lastEventId: (userId: number) => lastEventId(db, userId),
       readForUser: (userId: number, after: number, limit: number) => readEventsForUser(db, userId, after, limit),
       participantChat: (chatId: number, userId: number) => requireParticipant(db, chatId, userId),
     },
@@ -66,54 +81,138 @@ export function createHub(options: HubOptions) {
     relayTyping,
   };
 
-  function dispatch({ event, audience }: AddressedEvent) {
-    // Encoded once, written to every socket as is.
+  function dispatch({ userId, event }: AddressedEvent) {
+    // Encoded once, written to every socket of the user as is.
     const data = Buffer.from(JSON.stringify(event));
     stats.broadcastsTotal += 1;
-    for (const userId of audience) {
-      for (const connection of sockets.get(userId) ?? []) connection.deliverEvent(event.event_id, data);
-    }
+    for (const connection of sockets.get(userId) ?? []) connection.deliverEvent(event.event_id, data);
   }
 
-  function dispatchFrame(addressed: AddressedFrame) {
+  function deliverFrame(message: Extract<BusMessage, { kind: "frame" }>) {
     stats.broadcastsTotal += 1;
-    for (const userId of addressed.audience) {
-      for (const connection of sockets.get(userId) ?? []) {
-        if ("version" in addressed) {
-          const { user_id, online } = addressed.frame;
-          connection.applyPresence(user_id, online, addressed.version);
-        } else connection.sendFrame(addressed.frame);
-      }
+    const { frame } = message;
+    for (const connection of sockets.get(message.userId) ?? []) {
+      if (frame.type === "presence" && message.version !== undefined) {
+        connection.applyPresence(frame.user_id, frame.online, message.version);
+      } else connection.sendFrame(frame);
     }
   }
 
-  function publishFrame(addressed: AddressedFrame) {
-    bus.publish("ephemeral", JSON.stringify(addressed)).catch((error) => {
-      stats.errorsTotal += 1;
-      log.warn({ err: error }, "could not publish a typing or presence frame");
-    });
+  function receive(raw: string) {
+    const message = JSON.parse(raw) as BusMessage;
+    if (message.kind === "frame") return deliverFrame(message);
+    const stream = streams.get(message.userId);
+    // A user of this shard whom this instance does not serve: nothing to do.
+    if (!stream) return;
+    if (stream.sequencer) stream.sequencer.accept(message);
+    else stream.early.push(message);
+  }
+
+  /** Resolves once every copy is handed to the bus (a failure is counted and logged, never thrown). */
+  function publishFrame(frame: ServerControlFrame, audience: readonly number[], version?: number): Promise<unknown> {
+    return Promise.all(
+      audience.map((userId) =>
+        publishTo(bus, { kind: "frame", userId, frame, version }).catch((error) => {
+          stats.errorsTotal += 1;
+          log.warn({ err: error }, "could not publish a typing or presence frame");
+        }),
+      ),
+    );
   }
 
   async function relayTyping(userId: number, chat: ChatRow, isTyping: boolean) {
     if (!(await options.typingGate(userId, chat.id))) return;
     const others = [chat.buyerId, chat.sellerId].filter((id) => id !== userId);
-    publishFrame({
-      frame: { type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping },
-      audience: others,
-    });
+    void publishFrame({ type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping }, others);
   }
 
   async function announcePresence(userId: number, { online, version }: PresenceState) {
     const contacts = await contactsOf(db, userId);
-    if (contacts.length > 0) {
-      publishFrame({ frame: { type: "presence", user_id: userId, online }, audience: contacts, version });
-    }
+    // Awaited: a shutdown waits for the announcements of its users' leaving before it closes the bus.
+    await publishFrame({ type: "presence", user_id: userId, online }, contacts, version);
     return contacts;
+  }
+
+  /** Counts a user in `shard`, listening to it when they are the first; a failed listen is retried by the next. */
+  function listenTo(shard: number): ShardListen {
+    const known = shards.get(shard);
+    if (known) {
+      known.users += 1;
+      return known;
+    }
+    const entry: ShardListen = { shard, users: 1, listening: bus.listen(shard) };
+    shards.set(shard, entry);
+    entry.listening.catch(() => {
+      if (shards.get(shard) === entry) shards.delete(shard);
+    });
+    return entry;
+  }
+
+  function stopListening(entry: ShardListen) {
+    if (--entry.users > 0 || shards.get(entry.shard) !== entry) return;
+    shards.delete(entry.shard);
+    bus
+      .unlisten(entry.shard)
+      .catch((error) => log.warn({ err: error, shard: entry.shard }, "could not stop listening to a shard"));
+  }
+
+  /**
+   * Starts following a user's stream: listens to their shard first, then reads the stream's end, so that
+   * every event after that end reaches the sequencer (from the bus, or from the stream when the bus lost it).
+   */
+  function follow(userId: number): FollowedStream {
+    const shard = listenTo(shardOf(userId));
+    const stream: FollowedStream = { ready: Promise.resolve(), shard, early: [], endSeen: 0 };
+    streams.set(userId, stream);
+    stream.ready = (async () => {
+      await shard.listening;
+      const start = await lastEventId(db, userId);
+      if (streams.get(userId) !== stream) return;
+      stream.sequencer = createEventSequencer({
+        startAfter: start,
+        fetchRange: (after, upTo) => readEventRange(db, userId, after, upTo),
+        deliver: dispatch,
+        onError: (error) => {
+          stats.errorsTotal += 1;
+          log.error({ err: error, user: userId }, "could not read missing events from a stream; will retry");
+        },
+      });
+      for (const addressed of stream.early.splice(0)) stream.sequencer.accept(addressed);
+    })();
+    // Awaited by every socket that attaches; until then a failure must not become an unhandled rejection.
+    stream.ready.catch(() => {});
+    return stream;
+  }
+
+  function unfollow(userId: number) {
+    const stream = streams.get(userId);
+    if (!stream) return;
+    streams.delete(userId);
+    stream.sequencer?.stop();
+    stopListening(stream.shard);
   }
 
   function tick() {
     for (const set of sockets.values()) for (const connection of set) connection.heartbeat();
     presence.refresh(sockets.keys()).catch((error) => log.warn({ err: error }, "presence refresh failed"));
+  }
+
+  /**
+   * A publish lost at the tail of a stream (a publisher killed after its commit, a Redis hiccup) has no later
+   * event to reveal the gap: an end seen one check ago and still not delivered is read from the stream.
+   * One query for all the users this instance follows.
+   */
+  async function checkTails() {
+    const followed = [...streams.entries()].filter(([, stream]) => stream.sequencer);
+    const ends = await lastEventIds(
+      db,
+      followed.map(([userId]) => userId),
+    );
+    for (const [userId, stream] of followed) {
+      if (stream.sequencer && stream.sequencer.delivered() < stream.endSeen)
+        await stream.sequencer.catchUp(stream.endSeen);
+      stream.endSeen = ends.get(userId) ?? 0;
+    }
   }
 
   /** Leaves being announced; a shutdown waits for them, so contacts hear "offline" before the bus closes. */
@@ -124,6 +223,7 @@ export function createHub(options: HubOptions) {
     const set = sockets.get(connection.userId);
     if (!set?.delete(connection) || set.size > 0) return;
     sockets.delete(connection.userId);
+    unfollow(connection.userId);
     const left = presence
       .leave(connection.userId)
       .then((change) => (change.changed ? announcePresence(connection.userId, change) : undefined))
@@ -133,37 +233,13 @@ export function createHub(options: HubOptions) {
   }
 
   return {
-    /** Subscribes to the bus and positions the sequencer at the end of the log. Call before attaching sockets. */
+    /** Starts hearing the bus (for the shards of the users who connect) and the timers. Call before attaching sockets. */
     async start() {
-      await bus.subscribe("events", (message) => {
-        const addressed = JSON.parse(message) as AddressedEvent;
-        if (sequencer) sequencer.accept(addressed);
-        else early.push(addressed);
-      });
-      await bus.subscribe("ephemeral", (message) => dispatchFrame(JSON.parse(message) as AddressedFrame));
-      sequencer = createEventSequencer({
-        startAfter: await lastEventId(db),
-        fetchRange: (after, upTo) => readEventRange(db, after, upTo),
-        deliver: dispatch,
-        onError: (error) => {
-          stats.errorsTotal += 1;
-          log.error({ err: error }, "could not read missing events from the log; will retry");
-        },
-      });
-      for (const addressed of early.splice(0)) sequencer.accept(addressed);
+      bus.onMessage(receive);
       heartbeat = setInterval(tick, options.heartbeatIntervalMs);
       heartbeat.unref();
-      // A publish lost at the tail of the log (a publisher killed after its commit, a Redis hiccup) has no
-      // later event to reveal the gap: an end of the log seen one check ago and still not delivered is read.
-      let endSeen = 0;
       tailCheck = setInterval(() => {
-        lastEventId(db).then(
-          async (end) => {
-            if (sequencer && sequencer.delivered() < endSeen) await sequencer.catchUp(endSeen);
-            endSeen = end;
-          },
-          (error) => log.warn({ err: error }, "could not read the end of the event log"),
-        );
+        checkTails().catch((error) => log.warn({ err: error }, "could not read the ends of the streams"));
       }, options.tailCheckIntervalMs ?? 2_000);
       tailCheck.unref();
     },
@@ -184,11 +260,14 @@ export function createHub(options: HubOptions) {
         sockets.set(userId, set);
       }
       set.add(connection);
+      const stream = streams.get(userId) ?? follow(userId);
       // Started now, not after the replay, so that a quick close's `leave` is ordered after it.
       const joined = first ? presence.join(userId) : Promise.resolve(undefined);
       // Awaited below; until then a Redis failure must not become an unhandled rejection (which exits Node).
       joined.catch(() => {});
       void (async () => {
+        // The stream is followed before the greeting reads its end: nothing committed after that is missed.
+        await stream.ready;
         await connection.open(after);
         const join = await joined;
         const contacts = join?.changed ? await announcePresence(userId, join) : await contactsOf(db, userId);
@@ -230,7 +309,7 @@ export function createHub(options: HubOptions) {
     async shutdown(deadlineMs: number) {
       if (heartbeat) clearInterval(heartbeat);
       if (tailCheck) clearInterval(tailCheck);
-      sequencer?.stop();
+      for (const stream of streams.values()) stream.sequencer?.stop();
       const all = [...sockets.values()].flatMap((set) => [...set]);
       const closed = all.map(
         (connection) =>

@@ -3,18 +3,18 @@ import type { AddressedEvent } from "../events/log.ts";
 export interface SequencerOptions {
   /** Events up to this id are history: dropped when the bus brings them. */
   startAfter: number;
-  /** Reads `after < id <= upTo` from the log, to fill a gap the bus left. */
+  /** Reads `after < id <= upTo` from the stream, to fill a gap the bus left. */
   fetchRange: (after: number, upTo: number) => Promise<AddressedEvent[]>;
   deliver: (addressed: AddressedEvent) => void;
   onError: (error: unknown) => void;
-  /** How long an out-of-order event waits for the ones before it before they are read from the log. */
+  /** How long an out-of-order event waits for the ones before it before they are read from the stream. */
   gapTimeoutMs?: number;
 }
 
 /**
  * Turns what the bus brings (possibly out of order, possibly with holes when a publisher died after
- * its commit) into the exact sequence of the log. Event ids are dense (events/log.ts), so a missing
- * id is always a real gap: it waits briefly for the bus, then reads the log.
+ * its commit) into the exact sequence of one user's stream. A stream's ids are dense (events/log.ts), so
+ * a missing id is always a real gap: it waits briefly for the bus, then reads the stream.
  */
 export function createEventSequencer(options: SequencerOptions) {
   const gapTimeoutMs = options.gapTimeoutMs ?? 200;
@@ -59,7 +59,7 @@ export function createEventSequencer(options: SequencerOptions) {
 
   return {
     accept,
-    /** Reads from the log every event up to `end` not delivered yet (a lost publish at the tail has no later event to reveal it). */
+    /** Reads from the stream every event up to `end` not delivered yet (a lost publish at the tail has no later event to reveal it). */
     async catchUp(end: number) {
       if (stopped || end < next) return;
       try {

@@ -5,7 +5,7 @@ import type { Database } from "../db/client.ts";
 import { toMessage } from "../db/rows.ts";
 import { ChatError, notFound, storing } from "../errors.ts";
 import { appendEvent, scrubMessageContent } from "../events/log.ts";
-import { addressTo, type PublishEvent } from "../events/publisher.ts";
+import type { PublishEvent } from "../events/publisher.ts";
 import type { SendLimiter } from "../limits/send-limiter.ts";
 import { findByClientMsgId, findMessage, insertMessage, pageOfMessages, updateLiveMessage } from "./repository.ts";
 
@@ -57,7 +57,7 @@ export function createMessageService({ db, publish, sendLimiter }: MessageServic
       if (repeat) return { message: toMessage(repeat), created: false };
 
       await storing(() => sendLimiter.consume(senderId));
-      let stored: { message: Message; event?: Awaited<ReturnType<typeof appendEvent>> };
+      let stored: { message: Message; events?: Awaited<ReturnType<typeof appendEvent>> };
       try {
         stored = await storing(() =>
           db.transaction(async (tx) => {
@@ -65,20 +65,23 @@ export function createMessageService({ db, publish, sendLimiter }: MessageServic
             if (!row) return { message: toMessage((await findRepeat(senderId, chatId, clientMsgId, tx))!) };
             await touchChat(tx, chatId, row.createdAt);
             const message = toMessage(row);
-            const event = await appendEvent(tx, { type: "new_message", chat_id: chatId, message });
-            return { message, event };
+            const events = await appendEvent(tx, { type: "new_message", chat_id: chatId, message }, [
+              chat.buyerId,
+              chat.sellerId,
+            ]);
+            return { message, events };
           }),
         );
       } catch (error) {
         await sendLimiter.refund(senderId);
         throw error;
       }
-      if (!stored.event) {
+      if (!stored.events) {
         // A concurrent send with the same client_msg_id won the race; this one stored nothing.
         await sendLimiter.refund(senderId);
         return { message: stored.message, created: false };
       }
-      publish(addressTo(chat, stored.event));
+      publish(stored.events);
       return { message: stored.message, created: true };
     },
 
@@ -86,17 +89,20 @@ export function createMessageService({ db, publish, sendLimiter }: MessageServic
       const { message, chat } = await storing(() => requireOwnMessage(userId, messageId));
       const deletedConflict = () => new ChatError(ErrorCode.conflict, 409, "a deleted message cannot be edited");
       if (message.deletedAt) throw deletedConflict();
-      const { edited, event } = await storing(() =>
+      const { edited, events } = await storing(() =>
         db.transaction(async (tx) => {
           // The row is re-checked here: a delete may have committed since the look above.
           const row = await updateLiveMessage(tx, messageId, { content, editedAt: new Date() });
           if (!row) throw deletedConflict();
           const edited = toMessage(row);
-          const event = await appendEvent(tx, { type: "message_edited", chat_id: row.chatId, message: edited });
-          return { edited, event };
+          const events = await appendEvent(tx, { type: "message_edited", chat_id: row.chatId, message: edited }, [
+            chat.buyerId,
+            chat.sellerId,
+          ]);
+          return { edited, events };
         }),
       );
-      publish(addressTo(chat, event));
+      publish(events);
       return edited;
     },
 
@@ -110,8 +116,11 @@ export function createMessageService({ db, publish, sendLimiter }: MessageServic
           if (!row) return undefined;
           await scrubMessageContent(tx, messageId);
           const deleted = toMessage(row);
-          const event = await appendEvent(tx, { type: "message_deleted", chat_id: row.chatId, message: deleted });
-          return { deleted, event };
+          const events = await appendEvent(tx, { type: "message_deleted", chat_id: row.chatId, message: deleted }, [
+            chat.buyerId,
+            chat.sellerId,
+          ]);
+          return { deleted, events };
         }),
       );
       if (!result) {
@@ -119,7 +128,7 @@ export function createMessageService({ db, publish, sendLimiter }: MessageServic
         if (!current) throw notFound("message");
         return toMessage(current);
       }
-      publish(addressTo(chat, result.event));
+      publish(result.events);
       return result.deleted;
     },
 

@@ -115,6 +115,7 @@ export function createRedisPresence({
   }
   const run = redis as Redis & {
     presenceChange(...args: [string, string, string, number, number, 0 | 1]): Promise<[number, number, string]>;
+    presenceState(claims: string, version: string, now: number): Promise<[number, string]>;
   };
   const change = async (userId: number, join: 0 | 1): Promise<PresenceChange> => {
     const [changed, online, v] = await run.presenceChange(
@@ -133,25 +134,21 @@ export function createRedisPresence({
     async states(userIds) {
       if (userIds.length === 0) return [];
       const at = now();
-      // One script per user (atomic: a state and its version never come from two different moments), all
-      // in one pipelined round trip; each user's keys share a hash slot, so this also runs on a cluster.
-      const pipeline = redis.pipeline() as ReturnType<Redis["pipeline"]> & {
-        presenceState(claims: string, version: string, now: number): unknown;
-      };
-      for (const userId of userIds) pipeline.presenceState(claims(userId), version(userId), at);
-      const replies = (await pipeline.exec()) ?? [];
-      return userIds.map((_, i) => {
-        const [error, reply] = replies[i] ?? [];
-        if (error) throw error;
-        const [online, v] = reply as [number, string];
-        return { online: online === 1, version: Number(v) };
-      });
+      // One script per user (atomic: a state and its version never come from two different moments),
+      // issued together: the client pipelines them per node, never mixing hash slots in one pipeline.
+      const replies = await Promise.all(
+        userIds.map((userId) => run.presenceState(claims(userId), version(userId), at)),
+      );
+      return replies.map(([online, v]) => ({ online: online === 1, version: Number(v) }));
     },
     async refresh(userIds) {
-      const pipeline = redis.pipeline();
-      for (const userId of userIds)
-        pipeline.zadd(claims(userId), now() + ttlMs, instanceId).pexpire(claims(userId), ttlMs);
-      await pipeline.exec();
+      const expires = now() + ttlMs;
+      await Promise.all(
+        [...userIds].flatMap((userId) => [
+          redis.zadd(claims(userId), expires, instanceId),
+          redis.pexpire(claims(userId), ttlMs),
+        ]),
+      );
     },
   };
 }

@@ -255,8 +255,9 @@ export class FakeChatServer {
         .filter((e) => e.event_id > after)
         .slice(0, limit);
       const last = events.at(-1)?.event_id;
-      // Same rule as the real server: a full page → its last id; otherwise the end of the log.
-      const cursor = events.length === limit && last !== undefined ? last : Math.max(after, end, last ?? 0);
+      // Same rule as the real server: a full page → its last id; otherwise the end of the stream, even
+      // below `after` (a cursor from beyond the stream is told where it ends).
+      const cursor = events.length === limit && last !== undefined ? last : Math.max(end, last ?? 0);
       return [200, { events, last_event_id: cursor }];
     }
     if (method === "GET" && path === "/api/v1/chats/unread") return [200, this.unread(userId)];
@@ -507,7 +508,8 @@ export class FakeSocket implements WebSocketLike {
       timestamp: new Date().toISOString(),
       last_event_id: current,
     });
-    this.replay(options.replayFrom ?? this.after ?? current);
+    // As the real server: a cursor beyond the stream's end starts from the end.
+    this.replay(Math.min(options.replayFrom ?? this.after ?? current, current));
   }
 
   /** The upgrade failed (401/429/503 or no network): the browser reports an error and close 1006. */

@@ -1,0 +1,124 @@
+/**
+ * The migration to per-user streams on a database that already has events under the old global log:
+ * each user's existing events get 1, 2, 3 … in their old order, and writing goes on from there.
+ */
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { sql } from "drizzle-orm";
+import { drizzle as drizzleNodePg } from "drizzle-orm/node-postgres";
+import { migrate as migrateNodePg } from "drizzle-orm/node-postgres/migrator";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { createChatService } from "../src/chats/service.ts";
+import { type Database, migrationsFolder } from "../src/db/client.ts";
+import * as schema from "../src/db/schema.ts";
+import { lastEventId, readEventsForUser } from "../src/events/log.ts";
+import { createSendLimiter } from "../src/limits/send-limiter.ts";
+import { createMessageService } from "../src/messages/service.ts";
+import { databaseTargets } from "./support/databases.ts";
+
+/** A copy of the migrations folder with only the first `count` migrations in its journal. */
+function firstMigrations(count: number): string {
+  const dir = mkdtempSync(join(tmpdir(), "lc-migrations-"));
+  cpSync(migrationsFolder, dir, { recursive: true });
+  const journalPath = join(dir, "meta", "_journal.json");
+  const journal = JSON.parse(readFileSync(journalPath, "utf8")) as { entries: unknown[] };
+  journal.entries = journal.entries.slice(0, count);
+  writeFileSync(journalPath, JSON.stringify(journal));
+  return dir;
+}
+
+describe.each(databaseTargets())("the migration to per-user streams on $name", (target) => {
+  const cleanups: Array<() => Promise<void> | void> = [];
+  afterAll(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  });
+
+  it("numbers each user's existing events in their old order, and new events follow", async () => {
+    const old = firstMigrations(2);
+    cleanups.push(() => rmSync(old, { recursive: true, force: true }));
+    let db: Database;
+    let migrate: (folder: string) => Promise<void>;
+    if (target.name === "pglite") {
+      const client = new PGlite();
+      cleanups.push(() => client.close());
+      const pgliteDb = drizzlePglite(client, { schema });
+      db = pgliteDb as unknown as Database;
+      migrate = (folder) => migratePglite(pgliteDb, { migrationsFolder: folder });
+    } else {
+      const created = await target.create();
+      cleanups.push(created.drop);
+      if (!("url" in created.options)) throw new Error("the PostgreSQL target has a URL");
+      const pool = new pg.Pool({ connectionString: created.options.url, max: 2 });
+      cleanups.push(() => pool.end());
+      const nodeDb = drizzleNodePg(pool, { schema });
+      db = nodeDb as unknown as Database;
+      migrate = (folder) => migrateNodePg(nodeDb, { migrationsFolder: folder });
+    }
+
+    // The old world: one global counter; users 1↔2 in chat A and 2↔3 in chat B, events interleaved.
+    await migrate(old);
+    await db.execute(sql`insert into chats (listing_id, buyer_id, seller_id) values (10, 1, 2), (11, 3, 2)`);
+    await db.execute(sql`insert into chat_participants (chat_id, user_id, role)
+      select id, buyer_id, 'buyer' from chats union all select id, seller_id, 'seller' from chats`);
+    const chatA = 1;
+    const chatB = 2;
+    const oldLog: Array<[number, number]> = [
+      [1, chatA],
+      [2, chatB],
+      [3, chatA],
+      [4, chatB],
+      [5, chatB],
+      [6, chatA],
+    ];
+    for (const [id, chatId] of oldLog) {
+      await db.execute(sql`insert into chat_events (id, chat_id, type, payload)
+        values (${id}, ${chatId}, 'message_read', ${JSON.stringify({ chat_id: chatId, message_id: id, read_by: 1, read_at: "2026-01-01T00:00:00.000Z" })}::jsonb)`);
+    }
+    await db.execute(sql`update event_counter set last_event_id = 6 where id = 1`);
+
+    await migrate(migrationsFolder);
+
+    const messageIds = async (userId: number) =>
+      (await readEventsForUser(db, userId, 0, 100)).map((e) => [
+        e.event_id,
+        e.type === "message_read" ? e.message_id : 0,
+      ]);
+    // User 1 saw A's events (old ids 1, 3, 6); user 2 saw all six; user 3 saw B's (2, 4, 5).
+    expect(await messageIds(1)).toEqual([
+      [1, 1],
+      [2, 3],
+      [3, 6],
+    ]);
+    expect(await messageIds(2)).toEqual([
+      [1, 1],
+      [2, 2],
+      [3, 3],
+      [4, 4],
+      [5, 5],
+      [6, 6],
+    ]);
+    expect(await messageIds(3)).toEqual([
+      [1, 2],
+      [2, 4],
+      [3, 5],
+    ]);
+    expect(await lastEventId(db, 3)).toBe(3);
+
+    // Writing goes on from there, and the change itself gets an id after the old ones.
+    const messages = createMessageService({ db, publish: () => {}, sendLimiter: createSendLimiter() });
+    const { message } = await messages.send(3, chatB, "after the migration", null);
+    expect((await readEventsForUser(db, 3, 3, 10)).map((e) => e.event_id)).toEqual([4]);
+    expect((await readEventsForUser(db, 2, 6, 10)).map((e) => e.event_id)).toEqual([7]);
+    const result = await db.execute(sql`select id::int as id from chat_events where message_id = ${message.id}`);
+    const [row] = (result as unknown as { rows: Array<{ id: number }> }).rows;
+    expect(row?.id).toBe(7);
+    const created = await createChatService({ db, publish: () => {} }).open(4, 12, 1);
+    expect(created.created).toBe(true);
+    expect(await lastEventId(db, 1)).toBe(4);
+  });
+});
