@@ -224,3 +224,46 @@ describe("Connection presence: one frame per change, newest report wins", () => 
     expect(presence().map((p) => p.online)).toEqual([true, false, true]);
   });
 });
+
+describe("Connection frames that come before the greeting", () => {
+  it("answers them after the greeting, in order, when the greeting waits on something", async () => {
+    const { events, reads } = controlledLog(0);
+    const { socket, connection } = connectionWith(events);
+    let follow!: () => void;
+    const followed = new Promise<void>((resolve) => {
+      follow = resolve;
+    });
+    const opened = connection.open(undefined, followed);
+    // The client pings at once, while the hub is still following the user's stream.
+    socket.emit("message", Buffer.from(JSON.stringify({ type: "ping" })), false);
+    socket.emit("message", Buffer.from(JSON.stringify({ type: "ping" })), false);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(socket.frames()).toEqual([]);
+    follow();
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    reads[0]?.release([]);
+    await opened;
+    await vi.waitFor(() => expect(socket.frames().map((f) => f.type)).toEqual(["connected", "pong", "pong"]));
+  });
+
+  it("drops them when the greeting fails (the socket closes with 1011), and the process goes on", async () => {
+    const failing: ConnectionContext["events"] = {
+      lastEventId: async () => {
+        throw new Error("database went away");
+      },
+      readForUser: async () => [],
+      participantChat: async () => {
+        throw new Error("not used");
+      },
+    };
+    const { socket, connection } = connectionWith(failing);
+    const opened = connection.open(undefined).catch(() => "failed");
+    socket.emit("message", Buffer.from(JSON.stringify({ type: "ping" })), false);
+    expect(await opened).toBe("failed");
+    // Timers still run: the event loop is not spinning on the dropped frame.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    socket.emit("message", Buffer.from(JSON.stringify({ type: "ping" })), false);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(socket.frames()).toEqual([]);
+  });
+});

@@ -77,9 +77,17 @@ export class Connection {
   }
 
   /** Greets the client, then replays from `after` (or starts from now) and goes live. */
-  open(after: number | undefined): Promise<void> {
+  /**
+   * Called at once when the socket is attached, before any frame can arrive: the greeting is the first thing
+   * queued, so every frame waits behind it. `ready` is what the greeting must wait for (the hub following the
+   * user's stream).
+   */
+  open(after: number | undefined, ready: Promise<unknown> = Promise.resolve()): Promise<void> {
     // Queued like a frame, so that a `resume` sent right away waits for this first replay to finish.
-    const opened = this.inbound.then(() => this.greetAndReplay(after));
+    const opened = this.inbound.then(async () => {
+      await ready;
+      await this.greetAndReplay(after);
+    });
     this.inbound = opened.catch(() => {});
     return opened;
   }
@@ -218,8 +226,12 @@ export class Connection {
 
   private receive(data: WebSocket.RawData, isBinary: boolean): void {
     if (!this.greeted && !this.closing) {
-      // `connected` is the first frame a client gets: answers to early frames wait for the greeting.
-      this.inbound = this.inbound.then(() => this.receive(data, isBinary));
+      // `connected` is the first frame a client gets: answers to early frames wait for the greeting, which
+      // is queued first. Queued once: if the greeting failed (the socket is closing with 1011) the frame is
+      // dropped, never queued again (re-queuing on a settled chain would spin the event loop for ever).
+      this.inbound = this.inbound.then(() => {
+        if (this.greeted) this.receive(data, isBinary);
+      });
       return;
     }
     this.ctx.stats.messagesReceivedTotal += 1;

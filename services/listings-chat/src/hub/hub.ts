@@ -265,10 +265,11 @@ export function createHub(options: HubOptions) {
       const joined = first ? presence.join(userId) : Promise.resolve(undefined);
       // Awaited below; until then a Redis failure must not become an unhandled rejection (which exits Node).
       joined.catch(() => {});
+      // Opened at once, so that frames the client sends right away queue behind the greeting; the greeting
+      // waits until the stream is followed, so that nothing committed after its end is missed.
+      const opened = connection.open(after, stream.ready);
       void (async () => {
-        // The stream is followed before the greeting reads its end: nothing committed after that is missed.
-        await stream.ready;
-        await connection.open(after);
+        await opened;
         const join = await joined;
         const contacts = join?.changed ? await announcePresence(userId, join) : await contactsOf(db, userId);
         // The snapshot and the live announcements meet in applyPresence, where the newer report wins.
