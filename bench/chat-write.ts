@@ -1,0 +1,222 @@
+/**
+ * `npm run bench:chat`: the write path as users see it, on real PostgreSQL (DATABASE_URL) and Redis
+ * (REDIS_URL). Pairs of users chat over WebSocket in a closed loop (each buyer sends, waits for its ack and
+ * for the seller's socket to receive the message, then sends again) through 1 and then 2 listings-chat
+ * processes; and pgbench's raw single-row INSERT rate on the same server in the same run, as the baseline.
+ * Prints a table and writes bench/results/chat-write.json. Not a test: it asserts nothing.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import WebSocket from "ws";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const databaseUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const pairs = Number(process.env.BENCH_PAIRS ?? 100);
+const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+const token = randomBytes(24).toString("hex");
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+
+async function withDatabase<T>(work: (url: string, name: string) => Promise<T>): Promise<T> {
+  const name = `lc_bench_${process.pid}_${randomBytes(3).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: databaseUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(databaseUrl);
+  url.pathname = `/${name}`;
+  try {
+    return await work(url.toString(), name);
+  } finally {
+    const dropper = new pg.Client({ connectionString: databaseUrl });
+    await dropper.connect();
+    await dropper.query(`drop database if exists ${name} with (force)`);
+    await dropper.end();
+  }
+}
+
+async function startChat(url: string, prefix: string, id: string): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ["--import", "tsx", join(root, "services/listings-chat/src/main.ts")], {
+    cwd: root,
+    env: {
+      PATH: process.env.PATH ?? "",
+      NODE_ENV: "production",
+      CHAT_PORT: String(port),
+      CHAT_HOST: "127.0.0.1",
+      DATABASE_URL: url,
+      REDIS_URL: redisUrl,
+      REDIS_KEY_PREFIX: prefix,
+      INTERNAL_TOKEN: token,
+      INSTANCE_ID: id,
+      LOG_LEVEL: "warn",
+      SEND_LIMIT_PER_MINUTE: "1000000",
+      DATABASE_POOL_SIZE: "20",
+    },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  for (let i = 0; i < 300; i++) {
+    if (
+      await fetch(`http://127.0.0.1:${port}/health`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return { port, child };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("listings-chat did not start");
+}
+
+function open(port: number, userId: number): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/chat`, {
+      headers: { "x-internal-token": token, "x-user-id": String(userId) },
+      perMessageDeflate: false,
+    });
+    ws.once("message", () => resolve(ws));
+    ws.once("error", reject);
+  });
+}
+
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;
+
+async function run(instances: number) {
+  return withDatabase(async (url) => {
+    const prefix = `lc-bench:${randomBytes(3).toString("hex")}:`;
+    const chats = await Promise.all(Array.from({ length: instances }, (_, i) => startChat(url, prefix, `bench-${i}`)));
+    try {
+      const ports = chats.map((c) => c.port);
+      const base = 500_000 + Math.floor(Math.random() * 1000) * 1000;
+      const chatIds: number[] = [];
+      for (let i = 0; i < pairs; i++) {
+        const res = await fetch(`http://127.0.0.1:${ports[i % ports.length]}/api/v1/chats`, {
+          method: "POST",
+          headers: { "x-internal-token": token, "x-user-id": String(base + 2 * i), "content-type": "application/json" },
+          body: JSON.stringify({ listing_id: i + 1, seller_id: base + 2 * i + 1 }),
+        });
+        chatIds.push(((await res.json()) as { id: number }).id);
+      }
+      // Buyer and seller on different instances when there are two, so every message crosses the bus.
+      const sockets = await Promise.all(
+        Array.from({ length: pairs }, async (_, i) => ({
+          buyer: await open(ports[i % ports.length]!, base + 2 * i),
+          seller: await open(ports[(i + 1) % ports.length]!, base + 2 * i + 1),
+        })),
+      );
+      const latencies: number[] = [];
+      let measuring = false;
+      let stop = false;
+      const loops = sockets.map(({ buyer, seller }, i) =>
+        (async () => {
+          while (!stop) {
+            const ref = randomUUID();
+            const started = performance.now();
+            const acked = new Promise<void>((resolve) => {
+              const onMessage = (data: WebSocket.RawData) => {
+                const frame = JSON.parse(String(data)) as { type: string; ref?: string };
+                if (frame.ref === ref) {
+                  buyer.off("message", onMessage);
+                  resolve();
+                }
+              };
+              buyer.on("message", onMessage);
+            });
+            const delivered = new Promise<void>((resolve) => {
+              const onMessage = (data: WebSocket.RawData) => {
+                const frame = JSON.parse(String(data)) as { type: string; message?: { client_msg_id?: string } };
+                if (frame.type === "new_message" && frame.message?.client_msg_id === ref) {
+                  seller.off("message", onMessage);
+                  resolve();
+                }
+              };
+              seller.on("message", onMessage);
+            });
+            buyer.send(
+              JSON.stringify({ type: "send_message", chat_id: chatIds[i], content: "bench", client_msg_id: ref }),
+            );
+            await Promise.all([acked, delivered]);
+            if (measuring) latencies.push(performance.now() - started);
+          }
+        })(),
+      );
+      await new Promise((r) => setTimeout(r, 2_000));
+      measuring = true;
+      const cpuBefore = chats.map((c) => cpuSeconds(c.child.pid ?? 0));
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, seconds * 1_000));
+      measuring = false;
+      const elapsed = (performance.now() - t0) / 1000;
+      const cpu = chats.map((c, i) => cpuSeconds(c.child.pid ?? 0) - cpuBefore[i]!);
+      stop = true;
+      await Promise.all(loops);
+      for (const { buyer, seller } of sockets) {
+        buyer.terminate();
+        seller.terminate();
+      }
+      latencies.sort((a, b) => a - b);
+      const count = latencies.length;
+      return {
+        instances,
+        pairs,
+        messages: count,
+        messagesPerSecond: Math.round(count / elapsed),
+        p50Ms: Number(percentile(latencies, 0.5).toFixed(1)),
+        p99Ms: Number(percentile(latencies, 0.99).toFixed(1)),
+        cpuMsPerMessage: Number(((cpu.reduce((a, b) => a + b, 0) * 1000) / Math.max(1, count)).toFixed(3)),
+      };
+    } finally {
+      for (const { child } of chats) child.kill("SIGKILL");
+    }
+  });
+}
+
+/** User + system CPU of a process so far, in seconds. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(stat[11]) + Number(stat[12])) / 100;
+}
+
+/** pgbench: raw single-row INSERTs on the same server, 1 and 10 clients, 5 s each. */
+function pgbenchInserts(): { clients: number; insertsPerSecond: number }[] {
+  return [1, 10].map((clients) => {
+    const out = execFileSync(
+      "bash",
+      [
+        "-c",
+        `db=lc_bench_pgb_$$; psql "${databaseUrl}" -qc "create database $db" && ` +
+          `url="${databaseUrl.replace(/\/[^/]*$/, "")}/$db"; psql "$url" -qc "create table t (id bigint generated always as identity primary key, v text)" && ` +
+          `echo "insert into t (v) values ('x');" > /tmp/lc-bench-insert.sql && ` +
+          `pgbench -n -c ${clients} -j ${clients} -T 5 -f /tmp/lc-bench-insert.sql "$url" 2>&1; psql "${databaseUrl}" -qc "drop database $db with (force)"`,
+      ],
+      { encoding: "utf8" },
+    );
+    const tps = /tps = ([\d.]+)/.exec(out)?.[1];
+    return { clients, insertsPerSecond: Math.round(Number(tps ?? 0)) };
+  });
+}
+
+const results = { at: new Date().toISOString(), pgbench: pgbenchInserts(), chat: [await run(1), await run(2)] };
+mkdirSync(join(root, "bench/results"), { recursive: true });
+writeFileSync(join(root, "bench/results/chat-write.json"), `${JSON.stringify(results, null, 2)}\n`);
+console.log(
+  `pgbench raw INSERT: ${results.pgbench.map((r) => `${r.insertsPerSecond}/s with ${r.clients} client(s)`).join(", ")}`,
+);
+console.log("instances | pairs | stored+delivered msg/s | p50 ms | p99 ms | chat CPU ms/msg");
+for (const r of results.chat) {
+  console.log(`${r.instances} | ${r.pairs} | ${r.messagesPerSecond} | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuMsPerMessage}`);
+}
+process.exit(0);
