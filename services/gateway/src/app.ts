@@ -9,6 +9,7 @@ import type { WsTokens } from "./auth/ws-token.ts";
 import { createDemoPageRoutes } from "./dev/demo-page.ts";
 import { devTokenBody } from "./dev/dev-token.ts";
 import { createDocsRoutes } from "./docs/openapi.ts";
+import { GatewayErrorCode } from "./error-codes.ts";
 import { WS_PATH } from "./proxy/ws-upgrade.ts";
 
 export interface GatewayAppParts {
@@ -34,12 +35,6 @@ export interface GatewayAppParts {
 }
 
 type GatewayEnv = { Variables: { userId: number } };
-
-export const GatewayErrorCode = {
-  upstreamUnavailable: "upstream_unavailable",
-  upstreamMisconfigured: "upstream_misconfigured",
-  redisUnavailable: "redis_unavailable",
-} as const;
 
 /** Where the gateway asks an instance whether it is ready; the path needs the internal token. */
 export const INSTANCE_READY_PATH = "/internal/chat/ready";

@@ -2,7 +2,7 @@ import { createHmac, generateKeyPairSync } from "node:crypto";
 import { Redis } from "ioredis";
 import jwt from "jsonwebtoken";
 import { afterAll, describe, expect, it } from "vitest";
-import { accessTokenFrom, createAccessTokenVerifier } from "../src/auth/access-token.ts";
+import { createAccessTokenVerifier, presentedAccessToken } from "../src/auth/access-token.ts";
 import { AuthError } from "../src/auth/errors.ts";
 import { createMemoryReplayStore, createRedisReplayStore } from "../src/auth/replay-store.ts";
 import { createWsTokens, WS_TOKEN_AUDIENCE, WS_TOKEN_ISSUER } from "../src/auth/ws-token.ts";
@@ -72,11 +72,18 @@ describe("access tokens", () => {
   });
 
   it("takes the token from the Bearer header, else from the access_token cookie", () => {
-    expect(accessTokenFrom("Bearer abc.def.ghi", undefined)).toBe("abc.def.ghi");
-    expect(accessTokenFrom(undefined, "theme=dark; access_token=xyz.1.2; other=1")).toBe("xyz.1.2");
-    expect(accessTokenFrom("Basic Zm9vOmJhcg==", "access_token=c.o.o")).toBe("c.o.o");
-    expect(accessTokenFrom(undefined, "access_tokenx=1")).toBeUndefined();
-    expect(accessTokenFrom(undefined, undefined)).toBeUndefined();
+    expect(presentedAccessToken("Bearer abc.def.ghi", undefined)).toEqual({ token: "abc.def.ghi", fromCookie: false });
+    expect(presentedAccessToken(undefined, "theme=dark; access_token=xyz.1.2; other=1")).toEqual({
+      token: "xyz.1.2",
+      fromCookie: true,
+    });
+    // A Basic header is not an access token: the cookie's is, and the cookie rule applies to it.
+    expect(presentedAccessToken("Basic Zm9vOmJhcg==", "access_token=c.o.o")).toEqual({
+      token: "c.o.o",
+      fromCookie: true,
+    });
+    expect(presentedAccessToken(undefined, "access_tokenx=1")).toBeUndefined();
+    expect(presentedAccessToken(undefined, undefined)).toBeUndefined();
   });
 });
 

@@ -4,8 +4,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { redisCommandOptions } from "@listings-chat/shared/node";
-import { Redis } from "ioredis";
+import { createRedisClient, redisCommandOptions } from "@listings-chat/shared/node";
+import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSendLimiter } from "../src/limits/send-limiter.ts";
 
@@ -32,7 +32,8 @@ describe("a paused Redis", () => {
         stdio: "ignore",
       },
     );
-    redis = new Redis(`redis://127.0.0.1:${port}`, redisCommandOptions);
+    // The client the services use, with their options.
+    redis = createRedisClient(`redis://127.0.0.1:${port}`);
     redis.on("error", () => {});
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {

@@ -23,18 +23,18 @@ export const wholeNumber = (min: number, max: number, what = `a whole number fro
     .transform(Number)
     .refine((n) => n >= min && n <= max, `must be ${what}`);
 
+/** Whether `value` parses as a URL whose scheme is one of `protocols` (e.g. `["redis:", "rediss:"]`). */
+function hasProtocol(value: string, protocols: string[]): boolean {
+  try {
+    return protocols.includes(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}
+
 /** A URL whose scheme is one of `protocols` (e.g. `["redis:", "rediss:"]`). */
 export const urlWithProtocol = (protocols: string[]) =>
-  z.string().refine(
-    (v) => {
-      try {
-        return protocols.includes(new URL(v).protocol);
-      } catch {
-        return false;
-      }
-    },
-    `must be a ${protocols.join(" or ")}// URL`,
-  );
+  z.string().refine((v) => hasProtocol(v, protocols), `must be a ${protocols.join(" or ")}// URL`);
 
 /** The URLs of `REDIS_URL`: one for a single Redis, several (comma-separated) for the seed nodes of a cluster. */
 export function redisUrls(value: string): string[] {
@@ -47,16 +47,7 @@ export function redisUrls(value: string): string[] {
 /** `REDIS_URL`: a redis:// or rediss:// URL, or several separated by commas (a Redis Cluster's seed nodes). */
 export const redisUrlList = z.string().refine((value) => {
   const urls = redisUrls(value);
-  return (
-    urls.length > 0 &&
-    urls.every((entry) => {
-      try {
-        return ["redis:", "rediss:"].includes(new URL(entry).protocol);
-      } catch {
-        return false;
-      }
-    })
-  );
+  return urls.length > 0 && urls.every((entry) => hasProtocol(entry, ["redis:", "rediss:"]));
 }, "must be a redis:// or rediss:// URL, or several separated by commas for a Redis Cluster");
 
 export const portNumber = wholeNumber(0, 65535, "a port number from 0 to 65535");

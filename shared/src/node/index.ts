@@ -3,6 +3,5 @@ export * from "./internal-token.ts";
 export * from "./logger.ts";
 export * from "./probe.ts";
 export * from "./redis-client.ts";
-export * from "./redis-options.ts";
 export * from "./refuse-upgrade.ts";
 export * from "./run-service.ts";

@@ -72,11 +72,6 @@ export function presentedAccessToken(
   return cookie ? { token: cookie, fromCookie: true } : undefined;
 }
 
-/** The access token of a request, wherever it came from. */
-export function accessTokenFrom(authorization: string | undefined, cookieHeader: string | undefined) {
-  return presentedAccessToken(authorization, cookieHeader)?.token;
-}
-
 function accessTokenCookie(cookieHeader: string | undefined): string | undefined {
   if (!cookieHeader) return undefined;
   for (const part of cookieHeader.split(";")) {

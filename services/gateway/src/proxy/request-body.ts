@@ -9,6 +9,8 @@ export class BodyRejected extends Error {
   }
 }
 
+export const bodyTooLarge = (maxBytes: number) => new BodyRejected(413, `the request body is over ${maxBytes} bytes`);
+
 export interface ReadBodyOptions {
   maxBytes: number;
   /** The whole body must have arrived within this time after the head. */
@@ -16,18 +18,15 @@ export interface ReadBodyOptions {
 }
 
 /**
- * Reads a request body into memory, before any upstream connection is taken: a declared `Content-Length`
- * over the limit is refused without reading a byte; otherwise bytes are counted as they come, and the read
- * stops at the first byte over the limit or at the deadline. Undefined for a request without a body.
+ * Reads a request body into memory, before any upstream connection is taken. Bytes are counted as they come
+ * (a declared `Content-Length` over the limit is the caller's to refuse first, without reading: see
+ * rest-forward.ts), and the read stops at the first byte over the limit or at the deadline. Undefined for a
+ * request without a body.
  */
 export async function readBody(
   request: Request,
   { maxBytes, timeoutMs }: ReadBodyOptions,
 ): Promise<Buffer | undefined> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > maxBytes) {
-    throw new BodyRejected(413, `the request body is over ${maxBytes} bytes`);
-  }
   if (!request.body) return undefined;
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -44,7 +43,7 @@ export async function readBody(
       const { done, value } = await Promise.race([reader.read(), deadline]);
       if (done) break;
       size += value.byteLength;
-      if (size > maxBytes) throw new BodyRejected(413, `the request body is over ${maxBytes} bytes`);
+      if (size > maxBytes) throw bodyTooLarge(maxBytes);
       chunks.push(value);
     }
   } catch (error) {

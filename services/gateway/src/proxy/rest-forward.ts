@@ -1,7 +1,8 @@
 import { ErrorCode, errorBody, Limits } from "@listings-chat/shared";
 import type { Logger } from "pino";
 import { errors as undiciErrors } from "undici";
-import { BodyRejected, readBody } from "./request-body.ts";
+import { GatewayErrorCode, MISCONFIGURED_MESSAGE } from "../error-codes.ts";
+import { BodyRejected, bodyTooLarge, readBody } from "./request-body.ts";
 import type { Upstreams } from "./upstreams.ts";
 import { createUserConcurrency } from "./user-concurrency.ts";
 
@@ -60,8 +61,6 @@ export interface RestForwardOptions {
 
 export type RestForwarder = ReturnType<typeof createRestForwarder>;
 
-const tooLarge = `the request body is over ${Limits.maxRequestBodyBytes} bytes`;
-
 /**
  * 413 or 408. No `Connection: close`: Node would destroy the socket as soon as the answer is written, and a
  * client still sending would get a reset that can discard the answer before it reads it. Instead the server
@@ -97,7 +96,7 @@ export function createRestForwarder(options: RestForwardOptions) {
     const timedOut = () =>
       errorResponse(
         504,
-        "upstream_timeout",
+        GatewayErrorCode.upstreamTimeout,
         `the chat service did not answer within ${options.requestTimeoutMs} ms: retry`,
       );
 
@@ -119,7 +118,7 @@ export function createRestForwarder(options: RestForwardOptions) {
           if (size > MAX_RESPONSE_BYTES) {
             answer.body.destroy();
             log.error({ upstream: upstream.base, path: url.pathname }, "chat instance answered more than 16 MiB");
-            return errorResponse(502, "upstream_failed", "the chat service's answer was too large");
+            return errorResponse(502, GatewayErrorCode.upstreamFailed, "the chat service's answer was too large");
           }
           chunks.push(chunk);
         }
@@ -128,11 +127,7 @@ export function createRestForwarder(options: RestForwardOptions) {
             { upstream: upstream.base, path: url.pathname },
             "chat instance refused the internal token: INTERNAL_TOKEN differs between gateway and chat",
           );
-          return errorResponse(
-            502,
-            "upstream_misconfigured",
-            "the chat service refused the gateway: an operator must fix its configuration",
-          );
+          return errorResponse(502, GatewayErrorCode.upstreamMisconfigured, MISCONFIGURED_MESSAGE);
         }
         const responseHeaders = new Headers();
         const connectionTokens = String(answer.headers.connection ?? "")
@@ -151,7 +146,7 @@ export function createRestForwarder(options: RestForwardOptions) {
         lastError = error;
         if (request.signal.aborted && !deadline.aborted) {
           // The client left: nobody reads this answer; the upstream request was cancelled with it.
-          return errorResponse(499, "client_closed", "the client closed the request");
+          return errorResponse(499, GatewayErrorCode.clientClosed, "the client closed the request");
         }
         if (deadline.aborted) {
           log.warn({ upstream: upstream.base, path: url.pathname }, "forwarded request timed out");
@@ -168,11 +163,11 @@ export function createRestForwarder(options: RestForwardOptions) {
         if (error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError) {
           return timedOut();
         }
-        return errorResponse(502, "upstream_failed", "the chat service failed to answer: retry");
+        return errorResponse(502, GatewayErrorCode.upstreamFailed, "the chat service failed to answer: retry");
       }
     }
     log.warn({ err: lastError, path: url.pathname }, "no chat instance reachable for a forwarded request");
-    return errorResponse(502, "upstream_unavailable", "no chat instance is reachable: retry shortly");
+    return errorResponse(502, GatewayErrorCode.upstreamUnavailable, "no chat instance is reachable: retry shortly");
   }
 
   return {
@@ -182,7 +177,7 @@ export function createRestForwarder(options: RestForwardOptions) {
       }
       // A declared length over the limit costs nothing to refuse: before the user's turn is counted.
       const declared = Number(request.headers.get("content-length") ?? 0);
-      if (declared > Limits.maxRequestBodyBytes) return bodyRefused(new BodyRejected(413, tooLarge));
+      if (declared > Limits.maxRequestBodyBytes) return bodyRefused(bodyTooLarge(Limits.maxRequestBodyBytes));
       const leave = concurrency.tryEnter(userId);
       if (!leave) {
         return errorResponse(
@@ -203,9 +198,10 @@ export function createRestForwarder(options: RestForwardOptions) {
         return await forward(request, userId, body);
       } catch (error) {
         // A client that left while its body was read, or anything unforeseen: an answer, never a throw.
-        if (request.signal.aborted) return errorResponse(499, "client_closed", "the client closed the request");
+        if (request.signal.aborted)
+          return errorResponse(499, GatewayErrorCode.clientClosed, "the client closed the request");
         log.error({ err: error }, "forwarding failed");
-        return errorResponse(502, "upstream_failed", "the chat service failed to answer: retry");
+        return errorResponse(502, GatewayErrorCode.upstreamFailed, "the chat service failed to answer: retry");
       } finally {
         leave();
       }

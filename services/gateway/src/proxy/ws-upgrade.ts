@@ -6,6 +6,7 @@ import { redactUrl, refuseUpgrade } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { AuthError } from "../auth/errors.ts";
 import type { WsTokenGrant, WsTokens } from "../auth/ws-token.ts";
+import { GatewayErrorCode, MISCONFIGURED_MESSAGE } from "../error-codes.ts";
 import { handshakeProblem } from "./handshake.ts";
 import type { SocketCaps } from "./socket-caps.ts";
 import { requestUpstreamUpgrade, type UpgradeAnswer, UpgradeTimeoutError } from "./upstream-upgrade.ts";
@@ -78,8 +79,21 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     refuseUpgrade(socket, status, code, message, headers);
   }
 
-  function failed(upstream: Upstream, outcome: string, error?: unknown) {
+  function countFailure(outcome: string) {
     counters.upstreamFailures[outcome] = (counters.upstreamFailures[outcome] ?? 0) + 1;
+  }
+
+  function refuseDraining(socket: Duplex) {
+    refuse(socket, 503, ErrorCode.shuttingDown, "this gateway is shutting down: connect again", { "Retry-After": "1" });
+  }
+
+  /** Nothing was opened with the token: the client may retry with it. */
+  async function giveTokenBack(grant: WsTokenGrant) {
+    await wsTokens.giveBack(grant).catch((error) => log.warn({ err: error }, "could not give a ws-token back"));
+  }
+
+  function failed(upstream: Upstream, outcome: string, error?: unknown) {
+    countFailure(outcome);
     upstreams.markDown(upstream);
     if (outcome === "401") {
       log.error(
@@ -124,7 +138,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       }
       if (answer.status >= 400 && answer.status < 500 && answer.status !== 401) {
         // The instance refused this handshake itself (a bad subprotocol, say): another would refuse it too.
-        counters.upstreamFailures[String(answer.status)] = (counters.upstreamFailures[String(answer.status)] ?? 0) + 1;
+        countFailure(String(answer.status));
         return { refusedWith: answer.status };
       }
       if (answer.status === 401) misconfigured = true;
@@ -171,11 +185,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       return refuse(socket, 404, ErrorCode.notFound, `no WebSocket endpoint here: use ${WS_PATH}`);
     const problem = handshakeProblem(req);
     if (problem) return refuse(socket, problem.status, problem.code, problem.message, problem.headers);
-    if (options.isDraining()) {
-      return refuse(socket, 503, ErrorCode.shuttingDown, "this gateway is shutting down: connect again", {
-        "Retry-After": "1",
-      });
-    }
+    if (options.isDraining()) return refuseDraining(socket);
     const token = url.searchParams.get("token");
     if (!token) return refuse(socket, 401, ErrorCode.unauthorized, "missing ws-token: get one from /api/v2/ws-token");
     const after = url.searchParams.get("after");
@@ -251,10 +261,8 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         if (options.isDraining()) {
           // The gateway began to drain during the hop: no new pipe now, and the token stays usable elsewhere.
           outcome.answer.socket.destroy();
-          await wsTokens.giveBack(grant).catch((error) => log.warn({ err: error }, "could not give a ws-token back"));
-          return refuse(socket, 503, ErrorCode.shuttingDown, "this gateway is shutting down: connect again", {
-            "Retry-After": "1",
-          });
+          await giveTokenBack(grant);
+          return refuseDraining(socket);
         }
         piped = true;
         socket.once("close", giveSlotBack);
@@ -264,17 +272,11 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       if ("refusedWith" in outcome) {
         return refuse(socket, 400, ErrorCode.validationFailed, "the chat service refused this WebSocket handshake");
       }
-      // Nothing was opened with the token: the client may retry with it.
-      await wsTokens.giveBack(grant).catch((error) => log.warn({ err: error }, "could not give a ws-token back"));
+      await giveTokenBack(grant);
       if (outcome.misconfigured) {
-        return refuse(
-          socket,
-          502,
-          "upstream_misconfigured",
-          "the chat service refused the gateway: an operator must fix its configuration",
-        );
+        return refuse(socket, 502, GatewayErrorCode.upstreamMisconfigured, MISCONFIGURED_MESSAGE);
       }
-      return refuse(socket, 503, "upstream_unavailable", "no chat instance is reachable: retry shortly", {
+      return refuse(socket, 503, GatewayErrorCode.upstreamUnavailable, "no chat instance is reachable: retry shortly", {
         "Retry-After": "2",
       });
     } finally {

@@ -76,11 +76,10 @@ export class Connection {
     socket.on("message", (data, isBinary) => this.receive(data, isBinary));
   }
 
-  /** Greets the client, then replays from `after` (or starts from now) and goes live. */
   /**
-   * Called at once when the socket is attached, before any frame can arrive: the greeting is the first thing
-   * queued, so every frame waits behind it. `ready` is what the greeting must wait for (the hub following the
-   * user's stream).
+   * Greets the client, then replays from `after` (or starts from now) and goes live. Called at once when the
+   * socket is attached, before any frame can arrive: the greeting is the first thing queued, so every frame
+   * waits behind it. `ready` is what the greeting must wait for (the hub following the user's stream).
    */
   open(after: number | undefined, ready: Promise<unknown> = Promise.resolve()): Promise<void> {
     // Queued like a frame, so that a `resume` sent right away waits for this first replay to finish.

@@ -1,0 +1,12 @@
+/** The gateway's own error codes, besides the shared ones (@listings-chat/shared ErrorCode). */
+export const GatewayErrorCode = {
+  upstreamUnavailable: "upstream_unavailable",
+  upstreamMisconfigured: "upstream_misconfigured",
+  upstreamFailed: "upstream_failed",
+  upstreamTimeout: "upstream_timeout",
+  redisUnavailable: "redis_unavailable",
+  clientClosed: "client_closed",
+} as const;
+
+/** The message of `upstream_misconfigured`, the same for upgrades and REST. */
+export const MISCONFIGURED_MESSAGE = "the chat service refused the gateway: an operator must fix its configuration";
