@@ -3,11 +3,14 @@
  * (REDIS_URL). Pairs of users chat over WebSocket in a closed loop (each buyer sends, waits for its ack and
  * for the seller's socket to receive the message, then sends again) through 1 and then 2 listings-chat
  * processes; and pgbench's raw single-row INSERT rate on the same server in the same run, as the baseline.
- * Prints a table and writes bench/results/chat-write.json. Not a test: it asserts nothing.
+ * Runs with group commit off and on (SEND_BATCH_MAX, SEND_BATCH_WAIT_MS), and reports the CPU each part
+ * spends per message: the chat instances, PostgreSQL's backends, Redis and the load generator itself.
+ * `BENCH_RUNS=1,3` picks runs. Prints a table and writes bench/results/chat-write.json. Not a test: it
+ * asserts nothing.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -47,7 +50,12 @@ async function withDatabase<T>(work: (url: string, name: string) => Promise<T>):
   }
 }
 
-async function startChat(url: string, prefix: string, id: string): Promise<{ port: number; child: ChildProcess }> {
+async function startChat(
+  url: string,
+  prefix: string,
+  id: string,
+  extraEnv: Record<string, string>,
+): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
   const child = spawn(process.execPath, ["--import", "tsx", join(root, "services/listings-chat/src/main.ts")], {
     cwd: root,
@@ -64,6 +72,7 @@ async function startChat(url: string, prefix: string, id: string): Promise<{ por
       LOG_LEVEL: "warn",
       SEND_LIMIT_PER_MINUTE: "1000000",
       DATABASE_POOL_SIZE: "20",
+      ...extraEnv,
     },
     stdio: ["ignore", "inherit", "inherit"],
   });
@@ -94,10 +103,53 @@ function open(port: number, userId: number): Promise<WebSocket> {
 const percentile = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;
 
-async function run(instances: number) {
+/** One run's settings: how many instances, and the variables that differ between runs. */
+interface RunSpec {
+  label: string;
+  instances: number;
+  env: Record<string, string>;
+}
+
+/** One pair's socket pair and the send it waits on. */
+interface Pair {
+  buyer: WebSocket;
+  seller: WebSocket;
+  chatId: number;
+  waiting?: { ref: string; acked: boolean; delivered: boolean; done: () => void };
+}
+
+/** One listener per socket (not one per message), so the load generator spends little per frame. */
+function listen(pair: Pair) {
+  const settle = () => {
+    const w = pair.waiting;
+    if (w?.acked && w.delivered) {
+      pair.waiting = undefined;
+      w.done();
+    }
+  };
+  pair.buyer.on("message", (data) => {
+    const frame = JSON.parse(String(data)) as { type: string; ref?: string };
+    if (frame.type === "ack" && pair.waiting && frame.ref === pair.waiting.ref) {
+      pair.waiting.acked = true;
+      settle();
+    }
+  });
+  pair.seller.on("message", (data) => {
+    const frame = JSON.parse(String(data)) as { type: string; message?: { client_msg_id?: string } };
+    if (frame.type === "new_message" && pair.waiting && frame.message?.client_msg_id === pair.waiting.ref) {
+      pair.waiting.delivered = true;
+      settle();
+    }
+  });
+}
+
+async function run(spec: RunSpec) {
+  const { instances } = spec;
   return withDatabase(async (url) => {
     const prefix = `lc-bench:${randomBytes(3).toString("hex")}:`;
-    const chats = await Promise.all(Array.from({ length: instances }, (_, i) => startChat(url, prefix, `bench-${i}`)));
+    const chats = await Promise.all(
+      Array.from({ length: instances }, (_, i) => startChat(url, prefix, `bench-${i}`, spec.env)),
+    );
     try {
       const ports = chats.map((c) => c.port);
       const base = 500_000 + Math.floor(Math.random() * 1000) * 1000;
@@ -111,56 +163,40 @@ async function run(instances: number) {
         chatIds.push(((await res.json()) as { id: number }).id);
       }
       // Buyer and seller on different instances when there are two, so every message crosses the bus.
-      const sockets = await Promise.all(
+      const sockets: Pair[] = await Promise.all(
         Array.from({ length: pairs }, async (_, i) => ({
           buyer: await open(ports[i % ports.length]!, base + 2 * i),
           seller: await open(ports[(i + 1) % ports.length]!, base + 2 * i + 1),
+          chatId: chatIds[i]!,
         })),
       );
+      for (const pair of sockets) listen(pair);
       const latencies: number[] = [];
       let measuring = false;
       let stop = false;
-      const loops = sockets.map(({ buyer, seller }, i) =>
+      const loops = sockets.map((pair) =>
         (async () => {
           while (!stop) {
             const ref = randomUUID();
             const started = performance.now();
-            const acked = new Promise<void>((resolve) => {
-              const onMessage = (data: WebSocket.RawData) => {
-                const frame = JSON.parse(String(data)) as { type: string; ref?: string };
-                if (frame.ref === ref) {
-                  buyer.off("message", onMessage);
-                  resolve();
-                }
-              };
-              buyer.on("message", onMessage);
+            await new Promise<void>((done) => {
+              pair.waiting = { ref, acked: false, delivered: false, done };
+              pair.buyer.send(
+                JSON.stringify({ type: "send_message", chat_id: pair.chatId, content: "bench", client_msg_id: ref }),
+              );
             });
-            const delivered = new Promise<void>((resolve) => {
-              const onMessage = (data: WebSocket.RawData) => {
-                const frame = JSON.parse(String(data)) as { type: string; message?: { client_msg_id?: string } };
-                if (frame.type === "new_message" && frame.message?.client_msg_id === ref) {
-                  seller.off("message", onMessage);
-                  resolve();
-                }
-              };
-              seller.on("message", onMessage);
-            });
-            buyer.send(
-              JSON.stringify({ type: "send_message", chat_id: chatIds[i], content: "bench", client_msg_id: ref }),
-            );
-            await Promise.all([acked, delivered]);
             if (measuring) latencies.push(performance.now() - started);
           }
         })(),
       );
       await new Promise((r) => setTimeout(r, 2_000));
       measuring = true;
-      const cpuBefore = chats.map((c) => cpuSeconds(c.child.pid ?? 0));
+      const before = cpuSnapshot(chats.map((c) => c.child.pid ?? 0));
       const t0 = performance.now();
       await new Promise((r) => setTimeout(r, seconds * 1_000));
       measuring = false;
       const elapsed = (performance.now() - t0) / 1000;
-      const cpu = chats.map((c, i) => cpuSeconds(c.child.pid ?? 0) - cpuBefore[i]!);
+      const cpu = cpuSince(before);
       stop = true;
       await Promise.all(loops);
       for (const { buyer, seller } of sockets) {
@@ -169,14 +205,23 @@ async function run(instances: number) {
       }
       latencies.sort((a, b) => a - b);
       const count = latencies.length;
+      const perMessage = (cpuSeconds: number) => Number(((cpuSeconds * 1000) / Math.max(1, count)).toFixed(3));
       return {
+        label: spec.label,
         instances,
         pairs,
         messages: count,
         messagesPerSecond: Math.round(count / elapsed),
         p50Ms: Number(percentile(latencies, 0.5).toFixed(1)),
         p99Ms: Number(percentile(latencies, 0.99).toFixed(1)),
-        cpuMsPerMessage: Number(((cpu.reduce((a, b) => a + b, 0) * 1000) / Math.max(1, count)).toFixed(3)),
+        cpuMsPerMessage: {
+          chat: perMessage(cpu.chat),
+          postgres: perMessage(cpu.postgres),
+          redis: perMessage(cpu.redis),
+          loadGenerator: perMessage(cpu.self),
+        },
+        /** Of the machine's cores, how busy they were on average (1.0: all of them). */
+        machineBusy: Number(cpu.machineBusy.toFixed(2)),
       };
     } finally {
       for (const { child } of chats) child.kill("SIGKILL");
@@ -184,10 +229,71 @@ async function run(instances: number) {
   });
 }
 
-/** User + system CPU of a process so far, in seconds. */
+/** User + system CPU of a process so far, in seconds (0 once it is gone). */
 function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(stat[11]) + Number(stat[12])) / 100;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(stat[11]) + Number(stat[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** The pids of the processes whose command name is `name` (postgres backends, redis-server). */
+function pidsNamed(name: string): number[] {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === name;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** Busy and total jiffies of the whole machine. */
+function machineJiffies(): { busy: number; total: number } {
+  const fields = readFileSync("/proc/stat", "utf8").split("\n")[0]!.split(/\s+/).slice(1).map(Number);
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
+  const total = fields.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/**
+ * CPU of each part during a measurement: the chat instances, PostgreSQL (every backend; a backend that
+ * ends during the measurement is not counted, the bench keeps its connections open), Redis and this process.
+ */
+function cpuSnapshot(chatPids: number[]) {
+  const postgres = pidsNamed("postgres");
+  const redis = pidsNamed("redis-server");
+  const sum = (pids: number[]) => pids.reduce((total, pid) => total + cpuSeconds(pid), 0);
+  return {
+    chatPids,
+    postgres,
+    redis,
+    chat: sum(chatPids),
+    postgresCpu: sum(postgres),
+    redisCpu: sum(redis),
+    self: cpuSeconds(process.pid),
+    machine: machineJiffies(),
+    sum,
+  };
+}
+
+function cpuSince(before: ReturnType<typeof cpuSnapshot>) {
+  const now = cpuSnapshot(before.chatPids);
+  // New postgres backends (a pool growing) count from zero.
+  const postgres = now.sum(now.postgres) - before.sum(before.postgres.filter((pid) => now.postgres.includes(pid)));
+  const machine = machineJiffies();
+  return {
+    chat: now.chat - before.chat,
+    postgres,
+    redis: now.redisCpu - before.redisCpu,
+    self: now.self - before.self,
+    machineBusy: (machine.busy - before.machine.busy) / Math.max(1, machine.total - before.machine.total),
+  };
 }
 
 /** pgbench: raw single-row INSERTs on the same server, 1 and 10 clients, 5 s each. */
@@ -209,14 +315,29 @@ function pgbenchInserts(): { clients: number; insertsPerSecond: number }[] {
   });
 }
 
-const results = { at: new Date().toISOString(), pgbench: pgbenchInserts(), chat: [await run(1), await run(2)] };
+/** Group commit off (each send its own transaction), then on, for 1 and 2 instances. */
+const runs: RunSpec[] = [
+  { label: "1 instance, each send its own transaction", instances: 1, env: { SEND_BATCH_MAX: "1" } },
+  { label: "1 instance, group commit (same turn)", instances: 1, env: {} },
+  { label: "1 instance, group commit (2 ms window)", instances: 1, env: { SEND_BATCH_WAIT_MS: "2" } },
+  { label: "2 instances, group commit (same turn)", instances: 2, env: {} },
+];
+const only = process.env.BENCH_RUNS?.split(",").map(Number);
+const chat = [];
+for (const [i, spec] of runs.entries()) if (!only || only.includes(i + 1)) chat.push(await run(spec));
+const results = { at: new Date().toISOString(), pgbench: pgbenchInserts(), chat };
 mkdirSync(join(root, "bench/results"), { recursive: true });
 writeFileSync(join(root, "bench/results/chat-write.json"), `${JSON.stringify(results, null, 2)}\n`);
 console.log(
   `pgbench raw INSERT: ${results.pgbench.map((r) => `${r.insertsPerSecond}/s with ${r.clients} client(s)`).join(", ")}`,
 );
-console.log("instances | pairs | stored+delivered msg/s | p50 ms | p99 ms | chat CPU ms/msg");
+console.log(
+  "run | pairs | stored+delivered msg/s | p50 ms | p99 ms | CPU ms/msg: chat, postgres, redis, load generator | machine busy",
+);
 for (const r of results.chat) {
-  console.log(`${r.instances} | ${r.pairs} | ${r.messagesPerSecond} | ${r.p50Ms} | ${r.p99Ms} | ${r.cpuMsPerMessage}`);
+  const c = r.cpuMsPerMessage;
+  console.log(
+    `${r.label} | ${r.pairs} | ${r.messagesPerSecond} | ${r.p50Ms} | ${r.p99Ms} | ${c.chat}, ${c.postgres}, ${c.redis}, ${c.loadGenerator} | ${r.machineBusy}`,
+  );
 }
 process.exit(0);

@@ -63,15 +63,27 @@ export type ServerFrame = ChatEvent | ServerControlFrame;
 const id = z.number().int().positive();
 const eventCursor = z.number().int().nonnegative();
 
+/**
+ * Text PostgreSQL can store as it was sent: no NUL character, and no half of a surrogate pair (which
+ * UTF-8 cannot encode; a driver would silently turn it into U+FFFD).
+ */
+const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const storableText = (s: string) => !s.includes("\u0000") && !loneSurrogate.test(s);
+
 export const messageContent = z
   .string()
   .refine((s) => s.trim().length > 0, "content must not be empty")
+  .refine(storableText, "content must not contain NUL characters or unpaired surrogates")
   .refine(
     (s) => [...s].length <= Limits.maxContentChars,
     `content must be at most ${Limits.maxContentChars} characters`,
   );
 
-export const clientMsgId = z.string().min(1).max(64);
+export const clientMsgId = z
+  .string()
+  .min(1)
+  .max(64)
+  .refine(storableText, "client_msg_id must not contain NUL characters or unpaired surrogates");
 
 /** Inbound frames (client → server), validated at the socket's edge. */
 export const clientFrameSchema = z.discriminatedUnion("type", [

@@ -10,6 +10,7 @@ import {
 } from "@listings-chat/shared/node";
 import { z } from "zod";
 import type { DatabaseOptions } from "./db/client.ts";
+import type { GroupCommitOptions } from "./messages/group-commit.ts";
 
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
@@ -26,6 +27,8 @@ const schema = z.object({
   SHUTDOWN_TIMEOUT_MS: wholeNumber(0, 9_000).default(8_000),
   SEND_LIMIT_PER_MINUTE: wholeNumber(1, 1_000_000).default(60),
   DATABASE_POOL_SIZE: wholeNumber(1, 500).default(10),
+  SEND_BATCH_WAIT_MS: wholeNumber(0, 50).default(0),
+  SEND_BATCH_MAX: wholeNumber(1, 1_000).default(64),
 });
 
 export interface ChatConfig {
@@ -40,6 +43,8 @@ export interface ChatConfig {
   shutdownTimeoutMs: number;
   /** Messages a user may send per minute, REST and WS together (CONTRACT §1; raised by benchmarks and tests). */
   sendLimitPerMinute?: number;
+  /** How sends are gathered into transactions (messages/group-commit.ts). */
+  groupCommit?: GroupCommitOptions;
   /** Sentences to print loudly at start-up (development defaults in use). */
   warnings: string[];
 }
@@ -75,6 +80,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     instanceId: v.INSTANCE_ID,
     shutdownTimeoutMs: v.SHUTDOWN_TIMEOUT_MS,
     sendLimitPerMinute: v.SEND_LIMIT_PER_MINUTE,
+    groupCommit: { maxWaitMs: v.SEND_BATCH_WAIT_MS, maxBatch: v.SEND_BATCH_MAX },
     warnings,
   };
 }

@@ -70,7 +70,7 @@ export async function startChatServer(
     keyPrefix: config.redis?.keyPrefix,
   });
   const chats = createChatService({ db: database.db, publish });
-  const messages = createMessageService({ db: database.db, publish, sendLimiter });
+  const messages = createMessageService({ db: database.db, publish, sendLimiter, groupCommit: config.groupCommit });
   const hub = createHub({
     db: database.db,
     bus,

@@ -50,12 +50,18 @@ describe.each(databaseTargets())("chat REST API on $name", (target) => {
     expect(repeat.status).toBe(200);
     expect(repeat.body).toEqual(first.body);
 
-    for (const content of ["", "   ", "x".repeat(4001)]) {
+    // NUL and half a surrogate pair: PostgreSQL cannot store them as sent, so they are refused, not lost.
+    for (const content of ["", "   ", "x".repeat(4001), "nul \u0000 inside", "half \ud83d of an emoji"]) {
       const bad = await send(buyer, chatId, content);
       expect(bad.status).toBe(400);
       expect(bad.body.error.code).toBe("validation_failed");
       expect(bad.body.error.message).toContain("content");
     }
+    const badRef = await send(buyer, chatId, "fine", "ref\u0000");
+    expect(badRef.status).toBe(400);
+    expect(badRef.body.error.message).toContain("client_msg_id");
+    const emoji = await send(buyer, chatId, "a whole one: \ud83d\ude00");
+    expect(emoji.body.content).toBe("a whole one: 😀");
     const exactly = await send(buyer, chatId, "é".repeat(4000));
     expect(exactly.status).toBe(201);
     const notJson = await chat.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, "{oops");

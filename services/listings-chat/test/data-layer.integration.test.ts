@@ -20,8 +20,14 @@ import { ChatError, RateLimitedError } from "../src/errors.ts";
 import { type AddressedEvent, lastEventId, readEventRange, readEventsForUser } from "../src/events/log.ts";
 import type { PublishEvent } from "../src/events/publisher.ts";
 import { createSendLimiter } from "../src/limits/send-limiter.ts";
+import { storeMessages } from "../src/messages/repository.ts";
 import { createMessageService, type MessageService } from "../src/messages/service.ts";
 import { databaseTargets } from "./support/databases.ts";
+
+/** The migrations in drizzle/ (its journal): what a migrated database has applied, each once. */
+const committedMigrations = (
+  JSON.parse(readFileSync(join(migrationsFolder, "meta", "_journal.json"), "utf8")) as { entries: unknown[] }
+).entries.length;
 
 const tables = {
   chats: schema.chats,
@@ -86,7 +92,14 @@ function createRecorder(getDb: () => Database) {
           found,
           `event ${published.event.event_id} of user ${published.userId} was not committed when published`,
         ).toHaveLength(1);
-        expect(found[0]!.event).toEqual(published.event);
+        const stored = found[0]!.event;
+        const sent = published.event;
+        // A delete that committed after the publish blanks the content of the events that carried the message.
+        const blanked =
+          (sent.type === "new_message" || sent.type === "message_edited") &&
+          (stored.type === "new_message" || stored.type === "message_edited") &&
+          stored.message.content === "";
+        expect(stored).toEqual(blanked ? { ...sent, message: { ...sent.message, content: "" } } : sent);
       }
     },
   };
@@ -267,12 +280,9 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     });
 
     it("record every committed migration", async () => {
-      const journal = JSON.parse(readFileSync(join(migrationsFolder, "meta", "_journal.json"), "utf8")) as {
-        entries: unknown[];
-      };
       const [applied] = await rows<{ n: number }>(db, sql`select count(*)::int as n from drizzle.__drizzle_migrations`);
-      expect(journal.entries.length).toBeGreaterThan(0);
-      expect(applied?.n).toBe(journal.entries.length);
+      expect(committedMigrations).toBeGreaterThan(0);
+      expect(applied?.n).toBe(committedMigrations);
     });
 
     it("the database refuses a chat with oneself and a second row for one event of a stream", async () => {
@@ -307,7 +317,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
             second.db,
             sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
           );
-          expect(applied?.n).toBe(3);
+          expect(applied?.n).toBe(committedMigrations);
           expect(await lastEventId(second.db, chat.buyer_id)).toBe(counter);
           const [stored] = await second.db.select().from(schema.chats).where(eq(schema.chats.id, chat.id));
           expect(stored?.listingId).toBe(chat.listing_id);
@@ -333,7 +343,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
             handles[0]!.db,
             sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
           );
-          expect(applied?.n).toBe(3);
+          expect(applied?.n).toBe(committedMigrations);
           expect(await handles[1]!.db.select().from(schema.userStreams)).toEqual([]);
         } finally {
           await Promise.all(handles.map((h) => h.close()));
@@ -669,91 +679,104 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
   });
 
   describe("per-user event streams", () => {
-    it("stay dense and complete for every user under concurrent sends in overlapping chats", async () => {
-      const alice = newId();
-      const bob = newId();
-      const carol = newId();
-      const dave = newId();
-      const c1 = (await chats.open(alice, newId(), bob)).chat;
-      const c2 = (await chats.open(carol, newId(), bob)).chat;
-      const c3 = (await chats.open(alice, newId(), dave)).chat;
-      // A↔B, B↔C, A↔D: every send locks two streams, in overlapping pairs, from both ends.
-      const senders: Array<[number, number]> = [
-        [alice, c1.id],
-        [bob, c1.id],
-        [carol, c2.id],
-        [bob, c2.id],
-        [alice, c3.id],
-        [dave, c3.id],
-      ];
-      const users = [alice, bob, carol, dave];
-      const before = new Map(await Promise.all(users.map(async (u) => [u, await lastEventId(db, u)] as const)));
-      const publishedBefore = recorder.published().length;
+    it.each([
+      { commits: "each send its own transaction", groupCommit: { maxWaitMs: 0, maxBatch: 1 } },
+      { commits: "overlapping batches of 5", groupCommit: { maxWaitMs: 0, maxBatch: 5 } },
+      { commits: "one batch of all", groupCommit: { maxWaitMs: 5, maxBatch: 64 } },
+    ])(
+      "stay dense and complete for every user under concurrent sends in overlapping chats ($commits)",
+      async ({ groupCommit }) => {
+        const sender = createMessageService({
+          db,
+          publish,
+          sendLimiter: createSendLimiter({ perMinute: 100_000 }),
+          groupCommit,
+        });
+        const alice = newId();
+        const bob = newId();
+        const carol = newId();
+        const dave = newId();
+        const c1 = (await chats.open(alice, newId(), bob)).chat;
+        const c2 = (await chats.open(carol, newId(), bob)).chat;
+        const c3 = (await chats.open(alice, newId(), dave)).chat;
+        // A↔B, B↔C, A↔D: every send locks two streams, in overlapping pairs, from both ends.
+        const senders: Array<[number, number]> = [
+          [alice, c1.id],
+          [bob, c1.id],
+          [carol, c2.id],
+          [bob, c2.id],
+          [alice, c3.id],
+          [dave, c3.id],
+        ];
+        const users = [alice, bob, carol, dave];
+        const before = new Map(await Promise.all(users.map(async (u) => [u, await lastEventId(db, u)] as const)));
+        const publishedBefore = recorder.published().length;
 
-      const results = await withTimeout(
-        Promise.all(
-          Array.from({ length: 42 }, (_, i) => {
-            const [sender, chatId] = senders[i % senders.length]!;
-            return messages.send(sender, chatId, `concurrent ${i}`, randomUUID());
-          }),
-        ),
-        20_000,
-        "42 concurrent sends on overlapping streams",
-      );
-      expect(results.every((r) => r.created)).toBe(true);
-      const chatOf = new Map(results.map((r) => [r.message.id, r.message.chat_id]));
-      const participants = new Map([
-        [c1.id, [alice, bob]],
-        [c2.id, [carol, bob]],
-        [c3.id, [alice, dave]],
-      ]);
-
-      const fresh: AddressedEvent[] = [];
-      for (const user of users) {
-        const stream = await readEventsForUser(db, user, 0, 10_000);
-        // 1, 2, 3 … with no hole, and its end is the stream's end.
-        expect(stream.map((e) => e.event_id)).toEqual(Array.from({ length: stream.length }, (_, i) => i + 1));
-        expect(await lastEventId(db, user)).toBe(stream.length);
-        const mine = stream.filter((e) => e.event_id > before.get(user)!);
-        // Exactly the sends in the user's chats, each once.
-        const expected = results.filter((r) => participants.get(r.message.chat_id)!.includes(user));
-        expect(mine.every((e) => e.type === "new_message")).toBe(true);
-        expect(mine.map((e) => (e.type === "new_message" ? e.message.id : 0)).sort((a, b) => a - b)).toEqual(
-          expected.map((r) => r.message.id).sort((a, b) => a - b),
+        const results = await withTimeout(
+          Promise.all(
+            Array.from({ length: 42 }, (_, i) => {
+              const [from, chatId] = senders[i % senders.length]!;
+              return sender.send(from, chatId, `concurrent ${i}`, randomUUID());
+            }),
+          ),
+          20_000,
+          "42 concurrent sends on overlapping streams",
         );
-        for (const event of mine) {
-          if (event.type === "new_message") expect(chatOf.get(event.message.id)).toBe(event.chat_id);
-          fresh.push({ userId: user, event });
+        expect(results.every((r) => r.created)).toBe(true);
+        const chatOf = new Map(results.map((r) => [r.message.id, r.message.chat_id]));
+        const participants = new Map([
+          [c1.id, [alice, bob]],
+          [c2.id, [carol, bob]],
+          [c3.id, [alice, dave]],
+        ]);
+
+        const fresh: AddressedEvent[] = [];
+        for (const user of users) {
+          const stream = await readEventsForUser(db, user, 0, 10_000);
+          // 1, 2, 3 … with no hole, and its end is the stream's end.
+          expect(stream.map((e) => e.event_id)).toEqual(Array.from({ length: stream.length }, (_, i) => i + 1));
+          expect(await lastEventId(db, user)).toBe(stream.length);
+          const mine = stream.filter((e) => e.event_id > before.get(user)!);
+          // Exactly the sends in the user's chats, each once.
+          const expected = results.filter((r) => participants.get(r.message.chat_id)!.includes(user));
+          expect(mine.every((e) => e.type === "new_message")).toBe(true);
+          expect(mine.map((e) => (e.type === "new_message" ? e.message.id : 0)).sort((a, b) => a - b)).toEqual(
+            expected.map((r) => r.message.id).sort((a, b) => a - b),
+          );
+          for (const event of mine) {
+            if (event.type === "new_message") expect(chatOf.get(event.message.id)).toBe(event.chat_id);
+            fresh.push({ userId: user, event });
+          }
         }
-      }
 
-      // Each (user, event) was published exactly once, after its commit.
-      const byUserThenId = (a: AddressedEvent, b: AddressedEvent) =>
-        a.userId - b.userId || a.event.event_id - b.event.event_id;
-      expect(recorder.published().slice(publishedBefore).sort(byUserThenId)).toEqual(fresh.sort(byUserThenId));
-      await recorder.expectAllCommitted();
+        // Each (user, event) was published exactly once, after its commit.
+        const byUserThenId = (a: AddressedEvent, b: AddressedEvent) =>
+          a.userId - b.userId || a.event.event_id - b.event.event_id;
+        expect(recorder.published().slice(publishedBefore).sort(byUserThenId)).toEqual(fresh.sort(byUserThenId));
+        await recorder.expectAllCommitted();
 
-      const carols = await readEventsForUser(db, carol, 0, 10_000);
-      expect(carols.every((e) => ("chat" in e ? e.chat.id : e.chat_id) === c2.id)).toBe(true);
-      // chat_created + 7 of her own sends + 7 of bob's in c2.
-      expect(carols).toHaveLength(15);
+        const carols = await readEventsForUser(db, carol, 0, 10_000);
+        expect(carols.every((e) => ("chat" in e ? e.chat.id : e.chat_id) === c2.id)).toBe(true);
+        // chat_created + 7 of her own sends + 7 of bob's in c2.
+        expect(carols).toHaveLength(15);
 
-      // after and limit page through the same sequence.
-      const bobs = await readEventsForUser(db, bob, 0, 10_000);
-      const cursor = bobs[4]!.event_id;
-      expect(await readEventsForUser(db, bob, cursor, 3)).toEqual(bobs.slice(5, 8));
-      const paged: ChatEvent[] = [];
-      for (let after = 0; ; ) {
-        const page = await readEventsForUser(db, bob, after, 4);
-        paged.push(...page);
-        if (page.length < 4) break;
-        after = page.at(-1)!.event_id;
-      }
-      expect(paged).toEqual(bobs);
-      expect(await readEventsForUser(db, bob, bobs.at(-1)!.event_id, 10)).toEqual([]);
-      expect(await readEventsForUser(db, newId(), 0, 10)).toEqual([]);
-      expect(await readEventRange(db, bob, bobs.length, bobs.length + 10)).toEqual([]);
-    });
+        // after and limit page through the same sequence.
+        const bobs = await readEventsForUser(db, bob, 0, 10_000);
+        const cursor = bobs[4]!.event_id;
+        expect(await readEventsForUser(db, bob, cursor, 3)).toEqual(bobs.slice(5, 8));
+        const paged: ChatEvent[] = [];
+        for (let after = 0; ; ) {
+          const page = await readEventsForUser(db, bob, after, 4);
+          paged.push(...page);
+          if (page.length < 4) break;
+          after = page.at(-1)!.event_id;
+        }
+        expect(paged).toEqual(bobs);
+        expect(await readEventsForUser(db, bob, bobs.at(-1)!.event_id, 10)).toEqual([]);
+        expect(await readEventsForUser(db, newId(), 0, 10)).toEqual([]);
+        expect(await readEventRange(db, bob, bobs.length, bobs.length + 10)).toEqual([]);
+      },
+    );
 
     it("a change seen by both participants is one row of chat_events with an id in each stream", async () => {
       const { chat, buyer, seller } = await newChat();
@@ -767,6 +790,75 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         const stream = await readEventsForUser(db, user, 0, 100);
         expect(stream.filter((e) => e.type === "new_message" && e.message.id === message.id)).toHaveLength(1);
       }
+    });
+  });
+
+  describe("group commit", () => {
+    it("stores a batch in one transaction and answers each send of it on its own", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const elsewhere = (await chats.open(buyer, newId(), newId())).chat;
+      const usedElsewhere = randomUUID();
+      await messages.send(buyer, elsewhere.id, "first use of the id", usedElsewhere);
+      const twice = randomUUID();
+      const before = { buyer: await lastEventId(db, buyer), seller: await lastEventId(db, seller) };
+
+      const outcomes = await storeMessages(db, [
+        { senderId: buyer, chatId: chat.id, content: "one", clientMsgId: twice },
+        { senderId: newId(), chatId: chat.id, content: "not a participant", clientMsgId: null },
+        { senderId: buyer, chatId: chat.id, content: "id used in another chat", clientMsgId: usedElsewhere },
+        { senderId: seller, chatId: chat.id, content: "two", clientMsgId: null },
+        { senderId: buyer, chatId: chat.id, content: "one, sent again in the same batch", clientMsgId: twice },
+        { senderId: buyer, chatId: 987_654_321, content: "no such chat", clientMsgId: null },
+        { senderId: buyer, chatId: chat.id, content: "three", clientMsgId: null },
+      ]);
+
+      expect(outcomes.map((o) => o.status)).toEqual([
+        "created",
+        "not_found",
+        "conflict",
+        "created",
+        "repeat",
+        "not_found",
+        "created",
+      ]);
+      const created = outcomes.flatMap((o) => (o.status === "created" ? [o] : []));
+      expect(created.map((o) => o.message.content)).toEqual(["one", "two", "three"]);
+      // The repeat answers the message stored by the first send of the batch.
+      expect(outcomes[4]).toEqual({ status: "repeat", message: created[0]!.message });
+      // Each participant's stream got the three, in the batch's order, with no hole.
+      for (const [user, after] of [
+        [buyer, before.buyer],
+        [seller, before.seller],
+      ] as const) {
+        const mine = created.map((o) => o.events.find((e) => e.userId === user)!.event);
+        expect(mine.map((e) => e.event_id)).toEqual([after + 1, after + 2, after + 3]);
+        expect(await readEventsForUser(db, user, after, 100)).toEqual(mine);
+        expect(await lastEventId(db, user)).toBe(after + 3);
+      }
+      const page = await messages.page(buyer, chat.id, undefined, 10);
+      expect(page.messages.map((m) => m.content)).toEqual(["three", "two", "one"]);
+    });
+
+    it("concurrent sends through the service: each caller gets its own answer", async () => {
+      const { chat, buyer, seller } = await newChat();
+      const batched = createMessageService({
+        db,
+        publish,
+        sendLimiter: createSendLimiter({ perMinute: 100_000 }),
+        groupCommit: { maxWaitMs: 5, maxBatch: 64 },
+      });
+      const publishedBefore = recorder.published().length;
+      const [good, outsider, fromSeller] = await Promise.allSettled([
+        batched.send(buyer, chat.id, "good", randomUUID()),
+        batched.send(newId(), chat.id, "outsider", randomUUID()),
+        batched.send(seller, chat.id, "also good", null),
+      ]);
+      expect(good).toMatchObject({ status: "fulfilled", value: { created: true, message: { content: "good" } } });
+      expect(outsider).toMatchObject({ status: "rejected", reason: { status: 404 } });
+      expect(fromSeller).toMatchObject({ status: "fulfilled", value: { created: true } });
+      // Two messages, each told to both participants.
+      expect(recorder.published().length - publishedBefore).toBe(4);
+      await recorder.expectAllCommitted();
     });
   });
 
@@ -982,39 +1074,49 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       await withTimeout(own?.close() ?? Promise.resolve(), 5_000, "close()").catch(() => {});
     });
 
-    it("store exactly one message and one event, and give back the allowance of the losers", async () => {
-      const ownDb = own!.db;
-      const ownChats = createChatService({ db: ownDb, publish: ownRecorder.publish });
-      const ownMessages = createMessageService({
-        db: ownDb,
-        publish: ownRecorder.publish,
-        sendLimiter: createSendLimiter({ perMinute: 10 }),
-      });
-      const buyer = newId();
-      const { chat } = await ownChats.open(buyer, newId(), newId());
-      const before = await lastEventId(ownDb, buyer);
-      const publishedBefore = ownRecorder.publish.mock.calls.length;
-      const clientMsgId = randomUUID();
+    it.each([
+      { commits: "each send its own transaction", groupCommit: { maxWaitMs: 0, maxBatch: 1 } },
+      { commits: "in batches of 3", groupCommit: { maxWaitMs: 0, maxBatch: 3 } },
+      { commits: "all in one batch", groupCommit: { maxWaitMs: 0, maxBatch: 64 } },
+    ])(
+      "store exactly one message and one event, and give back the allowance of the losers ($commits)",
+      async ({ groupCommit }) => {
+        const ownDb = own!.db;
+        const ownChats = createChatService({ db: ownDb, publish: ownRecorder.publish });
+        const ownMessages = createMessageService({
+          db: ownDb,
+          publish: ownRecorder.publish,
+          sendLimiter: createSendLimiter({ perMinute: 10 }),
+          groupCommit,
+        });
+        const buyer = newId();
+        const { chat } = await ownChats.open(buyer, newId(), newId());
+        const before = await lastEventId(ownDb, buyer);
+        const publishedBefore = ownRecorder.publish.mock.calls.length;
+        const clientMsgId = randomUUID();
 
-      const results = await withTimeout(
-        Promise.all(Array.from({ length: 10 }, () => ownMessages.send(buyer, chat.id, "only once", clientMsgId))),
-        10_000,
-        "10 concurrent sends with one client_msg_id",
-      );
+        const results = await withTimeout(
+          Promise.all(Array.from({ length: 10 }, () => ownMessages.send(buyer, chat.id, "only once", clientMsgId))),
+          10_000,
+          "10 concurrent sends with one client_msg_id",
+        );
 
-      expect(new Set(results.map((r) => r.message.id)).size).toBe(1);
-      expect(results.filter((r) => r.created)).toHaveLength(1);
-      const stored = await ownDb.select().from(schema.messages).where(eq(schema.messages.chatId, chat.id));
-      expect(stored).toHaveLength(1);
-      expect(await lastEventId(ownDb, buyer)).toBe(before + 1);
-      const log = await readEventRange(ownDb, buyer, before, before + 1);
-      expect(log.map((e) => e.event.type)).toEqual(["new_message"]);
-      expect(ownRecorder.publish.mock.calls.length - publishedBefore).toBe(1);
-      await ownRecorder.expectAllCommitted();
+        expect(new Set(results.map((r) => r.message.id)).size).toBe(1);
+        expect(results.filter((r) => r.created)).toHaveLength(1);
+        const stored = await ownDb.select().from(schema.messages).where(eq(schema.messages.chatId, chat.id));
+        expect(stored).toHaveLength(1);
+        expect(await lastEventId(ownDb, buyer)).toBe(before + 1);
+        const log = await readEventRange(ownDb, buyer, before, before + 1);
+        expect(log.map((e) => e.event.type)).toEqual(["new_message"]);
+        expect(ownRecorder.publish.mock.calls.length - publishedBefore).toBe(1);
+        await ownRecorder.expectAllCommitted();
 
-      // One send of the ten was counted: nine more fit in the minute, the tenth does not.
-      for (let i = 0; i < 9; i++) await ownMessages.send(buyer, chat.id, `more ${i}`, randomUUID());
-      expect(await chatError(ownMessages.send(buyer, chat.id, "over", randomUUID()))).toBeInstanceOf(RateLimitedError);
-    });
+        // One send of the ten was counted: nine more fit in the minute, the tenth does not.
+        for (let i = 0; i < 9; i++) await ownMessages.send(buyer, chat.id, `more ${i}`, randomUUID());
+        expect(await chatError(ownMessages.send(buyer, chat.id, "over", randomUUID()))).toBeInstanceOf(
+          RateLimitedError,
+        );
+      },
+    );
   });
 });

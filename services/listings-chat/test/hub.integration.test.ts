@@ -130,6 +130,8 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     await socket.until(() => errorsSoFar() === 5);
     socket.ws.send(Buffer.from([1, 2, 3]), { binary: true });
     await socket.until(() => errorsSoFar() === 6);
+    socket.send({ type: "send_message", chat_id: chatId, content: "nul \u0000", client_msg_id: "r7" });
+    await socket.until(() => errorsSoFar() === 7);
 
     expect(socket.ofType("error").map((e) => [e.code, e.ref])).toEqual([
       ["bad_json", undefined],
@@ -138,6 +140,7 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
       ["validation_failed", "r3"],
       ["not_found", "r4"],
       ["bad_request", undefined],
+      ["validation_failed", "r7"],
     ]);
     for (const e of socket.ofType("error")) expect(e.message.length).toBeGreaterThan(5);
     socket.send({ type: "ping" });

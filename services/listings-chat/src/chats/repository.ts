@@ -1,9 +1,11 @@
+import type { Chat } from "@listings-chat/shared";
 import { and, count, desc, eq, gt, inArray, isNull, ne, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { Database } from "../db/client.ts";
 import type { ChatRow, MessageRow } from "../db/rows.ts";
 import { chatParticipants, chats, messages } from "../db/schema.ts";
 import { notFound } from "../errors.ts";
+import { type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 
 /** The chat, when `userId` takes part in it; otherwise the same 404 as for a chat that does not exist. */
 export async function requireParticipant(db: Database, chatId: number, userId: number): Promise<ChatRow> {
@@ -16,40 +18,19 @@ export async function requireParticipant(db: Database, chatId: number, userId: n
   return row.chat;
 }
 
-export async function findChat(db: Database, listingId: number, buyerId: number, sellerId: number) {
-  const [row] = await db
-    .select()
-    .from(chats)
-    .where(and(eq(chats.listingId, listingId), eq(chats.buyerId, buyerId), eq(chats.sellerId, sellerId)));
-  return row;
+interface OpenRow extends AppendedRow {
+  created: boolean;
+  chat: Chat;
 }
 
-/** Inserts the chat and its two participants; undefined when the triple already exists. */
-export async function insertChat(
-  tx: Database,
-  listingId: number,
-  buyerId: number,
-  sellerId: number,
-): Promise<ChatRow | undefined> {
-  const [chat] = await tx.insert(chats).values({ listingId, buyerId, sellerId }).onConflictDoNothing().returning();
-  if (!chat) return undefined;
-  await tx.insert(chatParticipants).values([
-    { chatId: chat.id, userId: buyerId, role: "buyer", lastActivityAt: chat.lastActivityAt },
-    { chatId: chat.id, userId: sellerId, role: "seller", lastActivityAt: chat.lastActivityAt },
-  ]);
-  return chat;
-}
-
-export async function touchChat(tx: Database, chatId: number, at: Date): Promise<void> {
-  // greatest(): concurrent sends commit in any order, and activity never moves back.
-  await tx
-    .update(chats)
-    .set({ lastActivityAt: sql`greatest(${chats.lastActivityAt}, ${at})` })
-    .where(eq(chats.id, chatId));
-  await tx
-    .update(chatParticipants)
-    .set({ lastActivityAt: sql`greatest(${chatParticipants.lastActivityAt}, ${at})` })
-    .where(eq(chatParticipants.chatId, chatId));
+/** The chat of (listing, buyer, seller), created with its participants and its event on first contact. */
+export async function openChat(db: Database, listingId: number, buyerId: number, sellerId: number) {
+  const rows = rowsOf<OpenRow>(
+    await db.execute(sql`select * from lc_open_chat(${listingId}, ${buyerId}, ${sellerId})`),
+  );
+  const chat = rows[0]?.chat;
+  if (!chat) throw new Error("lc_open_chat returned no row");
+  return { chat, created: rows[0]!.created, events: addressedEvents(rows, { type: "chat_created", chat }) };
 }
 
 /** `userId`'s chats, newest activity first, with how far they and the other participant have read. */
@@ -98,23 +79,34 @@ export async function unreadCountsOf(db: Database, userId: number, chatIds?: num
   return new Map(rows.map((r) => [r.chatId, r.unread]));
 }
 
+interface ReadRow extends AppendedRow {
+  status: "read" | "unchanged" | "chat_not_found" | "message_not_found";
+  unread_count: string | number | null;
+  /** When the marker moved: the commit's clock, as the event carries it. */
+  read_at: string | null;
+}
+
 /**
- * Moves `userId`'s read marker in `chatId` forward to `messageId`.
- * Returns false when it was already there or further (reading is idempotent and never goes back).
+ * Moves `userId`'s read marker in `chatId` forward to `messageId` (reading is idempotent and never goes
+ * back) and counts what is left unread; `events` is empty when the marker did not move.
  */
-export async function advanceReadMarker(tx: Database, chatId: number, userId: number, messageId: number) {
-  const updated = await tx
-    .update(chatParticipants)
-    .set({ lastReadMessageId: messageId })
-    .where(
-      and(
-        eq(chatParticipants.chatId, chatId),
-        eq(chatParticipants.userId, userId),
-        sql`coalesce(${chatParticipants.lastReadMessageId}, 0) < ${messageId}`,
-      ),
-    )
-    .returning({ chatId: chatParticipants.chatId });
-  return updated.length > 0;
+export async function markRead(db: Database, userId: number, chatId: number, messageId: number) {
+  const rows = rowsOf<ReadRow>(await db.execute(sql`select * from lc_mark_read(${userId}, ${chatId}, ${messageId})`));
+  const first = rows[0];
+  if (!first) throw new Error("lc_mark_read returned no row");
+  if (first.status === "chat_not_found") throw notFound("chat");
+  if (first.status === "message_not_found") throw notFound("message");
+  const events =
+    first.status === "read"
+      ? addressedEvents(rows, {
+          type: "message_read",
+          chat_id: chatId,
+          message_id: messageId,
+          read_by: userId,
+          read_at: first.read_at!,
+        })
+      : [];
+  return { unread: Number(first.unread_count), events };
 }
 
 /** Everyone who shares at least one chat with `userId`: who hears about their presence. */

@@ -2,19 +2,9 @@ import type { Chat, ChatSummary } from "@listings-chat/shared";
 import { ErrorCode } from "@listings-chat/shared";
 import type { Database } from "../db/client.ts";
 import { toChat, toMessage } from "../db/rows.ts";
-import { ChatError, notFound, storing } from "../errors.ts";
-import { appendEvent } from "../events/log.ts";
+import { ChatError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
-import { findMessage } from "../messages/repository.ts";
-import {
-  advanceReadMarker,
-  findChat,
-  insertChat,
-  lastMessagesOf,
-  listChatsOf,
-  requireParticipant,
-  unreadCountsOf,
-} from "./repository.ts";
+import { lastMessagesOf, listChatsOf, markRead, openChat, unreadCountsOf } from "./repository.ts";
 
 export interface ChatServiceDeps {
   db: Database;
@@ -29,24 +19,9 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
     /** The chat of (listing, buyer, seller), created on first contact. */
     async open(buyerId: number, listingId: number, sellerId: number): Promise<{ chat: Chat; created: boolean }> {
       if (buyerId === sellerId) throw new ChatError(ErrorCode.selfChat, 400, "you cannot open a chat with yourself");
-      const existing = await storing(() => findChat(db, listingId, buyerId, sellerId));
-      if (existing) return { chat: toChat(existing), created: false };
-      const result = await storing(() =>
-        db.transaction(async (tx) => {
-          const row = await insertChat(tx, listingId, buyerId, sellerId);
-          if (!row) return undefined;
-          const events = await appendEvent(tx, { type: "chat_created", chat: toChat(row) }, [buyerId, sellerId]);
-          return { row, events };
-        }),
-      );
-      if (!result) {
-        // Another request created it between our look and our insert.
-        const row = await storing(() => findChat(db, listingId, buyerId, sellerId));
-        if (!row) throw new Error("chat neither inserted nor found: unique index missing?");
-        return { chat: toChat(row), created: false };
-      }
-      publish(result.events);
-      return { chat: toChat(result.row), created: true };
+      const { chat, created, events } = await storing(() => openChat(db, listingId, buyerId, sellerId));
+      if (created) publish(events);
+      return { chat, created };
     },
 
     async list(userId: number, limit: number): Promise<ChatSummary[]> {
@@ -80,29 +55,9 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
 
     /** Marks everything up to `messageId` read; emits `message_read` only when the marker moved. */
     async markRead(userId: number, chatId: number, messageId: number) {
-      const chat = await storing(() => requireParticipant(db, chatId, userId));
-      const message = await storing(() => findMessage(db, messageId));
-      if (!message || message.chatId !== chatId) throw notFound("message");
-      const events = await storing(() =>
-        db.transaction(async (tx) => {
-          const moved = await advanceReadMarker(tx, chatId, userId, messageId);
-          if (!moved) return undefined;
-          return appendEvent(
-            tx,
-            {
-              type: "message_read",
-              chat_id: chatId,
-              message_id: messageId,
-              read_by: userId,
-              read_at: new Date().toISOString(),
-            },
-            [chat.buyerId, chat.sellerId],
-          );
-        }),
-      );
-      if (events) publish(events);
-      const unread = await storing(() => unreadCountsOf(db, userId, [chatId]));
-      return { chat_id: chatId, message_id: messageId, unread_count: unread.get(chatId) ?? 0 };
+      const { unread, events } = await storing(() => markRead(db, userId, chatId, messageId));
+      if (events.length > 0) publish(events);
+      return { chat_id: chatId, message_id: messageId, unread_count: unread };
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { ChatEvent, ChatEventDraft } from "@listings-chat/shared";
-import { and, asc, eq, gt, inArray, lte, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { chatEvents, userEvents, userStreams } from "../db/schema.ts";
 
@@ -9,42 +9,29 @@ export interface AddressedEvent {
   event: ChatEvent;
 }
 
+/** What a write function (drizzle/0003_write_functions.sql) returns for each user it appended the change for. */
+export interface AppendedRow {
+  user_id: string | number | null;
+  event_id: string | number | null;
+}
+
 /**
- * Appends a change to the streams of `audience`, inside the caller's transaction, in one statement: the
- * change is stored once in `chat_events`, and each user's stream end is bumped (in ascending user id, so
- * concurrent writers take the row locks in one order and never deadlock) and gets a row in `user_events`.
- *
- * The row locks on `user_streams` are held until the transaction ends, so one user's ids are handed out in
- * commit order and a rolled-back transaction gives its ids back: each stream is dense (1, 2, 3 …) and a
- * reader that has seen N of a stream has seen everything before N. Writers to different users never wait
- * on one another. Call it as the last statement of the transaction to keep the locks short.
+ * The rows a statement returned (node-postgres and PGlite both answer `{ rows }`). Bigints arrive as strings
+ * from node-postgres and as numbers from PGlite: read them with Number().
  */
-export async function appendEvent(
-  tx: Database,
-  draft: ChatEventDraft,
-  audience: readonly number[],
-): Promise<AddressedEvent[]> {
-  const chatId = "chat" in draft ? draft.chat.id : draft.chat_id;
-  const messageId = "message" in draft ? draft.message.id : "message_id" in draft ? draft.message_id : null;
-  const { type, ...payload } = draft;
-  const users = [...new Set(audience)].sort((a, b) => a - b);
-  const result = await tx.execute(sql`
-    with stored as (
-      insert into ${chatEvents} (chat_id, type, message_id, payload)
-      values (${chatId}, ${type}, ${messageId}, ${JSON.stringify(payload)}::jsonb)
-      returning id
-    ), bumped as (
-      insert into ${userStreams} (user_id, last_event_id)
-      select u, 1 from unnest(${`{${users.join(",")}}`}::bigint[]) as u order by u
-      on conflict (user_id) do update set last_event_id = ${userStreams}.last_event_id + 1
-      returning user_id, last_event_id
-    )
-    insert into ${userEvents} (user_id, event_id, chat_event_id)
-    select bumped.user_id, bumped.last_event_id, stored.id from bumped, stored
-    returning user_id, event_id`);
-  const rows = (result as unknown as { rows: Array<{ user_id: string | number; event_id: string | number }> }).rows;
-  if (rows.length !== users.length) throw new Error(`appended to ${rows.length} of ${users.length} streams`);
+export function rowsOf<Row>(result: unknown): Row[] {
+  return (result as { rows: Row[] }).rows;
+}
+
+/**
+ * The change as each user it was appended for sees it, in ascending user id. The appending itself is SQL
+ * (`lc_append_events`), inside the write function's own transaction: each participant's stream end is
+ * bumped in ascending user id (writers never deadlock), and the row locks, held until commit, hand one
+ * user's ids out in commit order while a rollback gives them back, so every stream stays dense.
+ */
+export function addressedEvents(rows: readonly AppendedRow[], draft: ChatEventDraft): AddressedEvent[] {
   return rows
+    .filter((row) => row.user_id !== null)
     .map((row) => ({ userId: Number(row.user_id), event: { ...draft, event_id: Number(row.event_id) } as ChatEvent }))
     .sort((a, b) => a.userId - b.userId);
 }
@@ -105,12 +92,4 @@ export async function readEventRange(
     .where(and(eq(userEvents.userId, userId), gt(userEvents.eventId, after), lte(userEvents.eventId, upTo)))
     .orderBy(asc(userEvents.eventId));
   return rows.map((row) => ({ userId, event: toEvent(row) }));
-}
-
-/** Blanks the content of a deleted message in the events that carried it, so replay does not resurrect it. */
-export async function scrubMessageContent(tx: Database, messageId: number): Promise<void> {
-  await tx
-    .update(chatEvents)
-    .set({ payload: sql`jsonb_set(${chatEvents.payload}, '{message,content}', '""'::jsonb)` })
-    .where(and(eq(chatEvents.messageId, messageId), inArray(chatEvents.type, ["new_message", "message_edited"])));
 }

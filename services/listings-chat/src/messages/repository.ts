@@ -1,27 +1,14 @@
-import { and, desc, eq, isNull, lt } from "drizzle-orm";
+import type { Message } from "@listings-chat/shared";
+import { and, desc, eq, lt, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
-import type { MessageRow } from "../db/rows.ts";
 import { messages } from "../db/schema.ts";
-
-export async function findMessage(db: Database, messageId: number): Promise<MessageRow | undefined> {
-  const [row] = await db.select().from(messages).where(eq(messages.id, messageId));
-  return row;
-}
+import { type AddressedEvent, type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 
 export async function findByClientMsgId(db: Database, senderId: number, clientMsgId: string) {
   const [row] = await db
     .select()
     .from(messages)
     .where(and(eq(messages.senderId, senderId), eq(messages.clientMsgId, clientMsgId)));
-  return row;
-}
-
-/** Inserts a message; undefined when the sender already stored one with this `client_msg_id`. */
-export async function insertMessage(
-  tx: Database,
-  values: { chatId: number; senderId: number; content: string; clientMsgId: string | null },
-): Promise<MessageRow | undefined> {
-  const [row] = await tx.insert(messages).values(values).onConflictDoNothing().returning();
   return row;
 }
 
@@ -35,16 +22,97 @@ export async function pageOfMessages(db: Database, chatId: number, before: numbe
     .limit(limit);
 }
 
-/** Changes a message that is not deleted; undefined when it is (or was deleted meanwhile). */
-export async function updateLiveMessage(
-  tx: Database,
-  messageId: number,
-  changes: Partial<Pick<MessageRow, "content" | "editedAt" | "deletedAt">>,
-): Promise<MessageRow | undefined> {
-  const [row] = await tx
-    .update(messages)
-    .set(changes)
-    .where(and(eq(messages.id, messageId), isNull(messages.deletedAt)))
-    .returning();
-  return row;
+export interface SendRequest {
+  senderId: number;
+  chatId: number;
+  content: string;
+  clientMsgId: string | null;
+}
+
+/** What became of one send of a batch (see `lc_send_messages`). */
+export type SendOutcome =
+  | { status: "created"; message: Message; events: AddressedEvent[] }
+  /** The sender stored this `client_msg_id` in this chat before: the message stored then. */
+  | { status: "repeat"; message: Message }
+  /** The sender used this `client_msg_id` in another chat. */
+  | { status: "conflict" }
+  /** No such chat, or the sender does not take part in it. */
+  | { status: "not_found" };
+
+interface SendRow extends AppendedRow {
+  ord: string | number;
+  status: SendOutcome["status"];
+  message: Message | null;
+}
+
+/**
+ * Stores a batch of sends in one round trip and one transaction; a bad send does not fail the others.
+ * The outcomes are in the order of `sends`.
+ */
+export async function storeMessages(db: Database, sends: readonly SendRequest[]): Promise<SendOutcome[]> {
+  const batch = JSON.stringify(sends.map((s) => [s.senderId, s.chatId, s.content, s.clientMsgId]));
+  const rows = rowsOf<SendRow>(await db.execute(sql`select * from lc_send_messages(${batch}::jsonb)`));
+  const byOrd = new Map<number, SendRow[]>();
+  for (const row of rows) {
+    const ord = Number(row.ord);
+    byOrd.set(ord, [...(byOrd.get(ord) ?? []), row]);
+  }
+  return sends.map((send, i) => {
+    const mine = byOrd.get(i + 1);
+    const first = mine?.[0];
+    if (!mine || !first) throw new Error(`lc_send_messages returned nothing for send ${i + 1} of ${sends.length}`);
+    switch (first.status) {
+      case "created": {
+        const message = first.message!;
+        return {
+          status: "created",
+          message,
+          events: addressedEvents(mine, { type: "new_message", chat_id: send.chatId, message }),
+        };
+      }
+      case "repeat":
+        return { status: "repeat", message: first.message! };
+      default:
+        return { status: first.status };
+    }
+  });
+}
+
+/** What became of an edit or a delete (see `lc_edit_message`, `lc_delete_message`). */
+export type ChangeOutcome =
+  | { status: "changed"; message: Message; events: AddressedEvent[] }
+  /** A delete of a message already deleted: the message as it is. */
+  | { status: "unchanged"; message: Message }
+  /** No such message, or the user does not take part in its chat. */
+  | { status: "not_found" }
+  /** Only the sender can change a message. */
+  | { status: "forbidden" }
+  /** A deleted message cannot be edited. */
+  | { status: "already_deleted" };
+
+interface ChangeRow extends AppendedRow {
+  status: "edited" | "deleted" | "unchanged" | "not_found" | "forbidden" | "already_deleted";
+  message: Message | null;
+}
+
+function changeOutcome(rows: ChangeRow[], type: "message_edited" | "message_deleted"): ChangeOutcome {
+  const first = rows[0];
+  if (!first) throw new Error(`the ${type} function returned no row`);
+  if (first.status === "edited" || first.status === "deleted") {
+    const message = first.message!;
+    return { status: "changed", message, events: addressedEvents(rows, { type, chat_id: message.chat_id, message }) };
+  }
+  if (first.status === "unchanged") return { status: "unchanged", message: first.message! };
+  return { status: first.status };
+}
+
+export async function editMessage(db: Database, userId: number, messageId: number, content: string) {
+  const result = await db.execute(sql`select * from lc_edit_message(${userId}, ${messageId}, ${content})`);
+  return changeOutcome(rowsOf<ChangeRow>(result), "message_edited");
+}
+
+/** Deletes the message and blanks its content in the events that carried it. */
+export async function deleteMessage(db: Database, userId: number, messageId: number) {
+  const result = await db.execute(sql`select * from lc_delete_message(${userId}, ${messageId})`);
+  return changeOutcome(rowsOf<ChangeRow>(result), "message_deleted");
 }

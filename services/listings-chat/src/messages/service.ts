@@ -1,18 +1,26 @@
 import type { Message } from "@listings-chat/shared";
 import { ErrorCode } from "@listings-chat/shared";
-import { requireParticipant, touchChat } from "../chats/repository.ts";
+import { requireParticipant } from "../chats/repository.ts";
 import type { Database } from "../db/client.ts";
 import { toMessage } from "../db/rows.ts";
-import { ChatError, notFound, storing } from "../errors.ts";
-import { appendEvent, scrubMessageContent } from "../events/log.ts";
+import { ChatError, notFound, RateLimitedError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
 import type { SendLimiter } from "../limits/send-limiter.ts";
-import { findByClientMsgId, findMessage, insertMessage, pageOfMessages, updateLiveMessage } from "./repository.ts";
+import { createGroupCommit, defaultGroupCommit, type GroupCommitOptions } from "./group-commit.ts";
+import {
+  type ChangeOutcome,
+  deleteMessage,
+  editMessage,
+  findByClientMsgId,
+  pageOfMessages,
+  storeMessages,
+} from "./repository.ts";
 
 export interface MessageServiceDeps {
   db: Database;
   publish: PublishEvent;
   sendLimiter: SendLimiter;
+  groupCommit?: GroupCommitOptions;
 }
 
 export interface SendResult {
@@ -23,113 +31,80 @@ export interface SendResult {
 
 export type MessageService = ReturnType<typeof createMessageService>;
 
+const usedInAnotherChat = () =>
+  new ChatError(ErrorCode.conflict, 409, "this client_msg_id was already used in another chat: use a new one");
+
+/** The answer to an edit or delete that changed nothing, as an error when it is one. */
+function unchanged(outcome: Exclude<ChangeOutcome, { status: "changed" }>): Message {
+  switch (outcome.status) {
+    case "unchanged":
+      return outcome.message;
+    case "not_found":
+      throw notFound("message");
+    case "forbidden":
+      throw new ChatError(ErrorCode.forbidden, 403, "only the sender can change a message");
+    case "already_deleted":
+      throw new ChatError(ErrorCode.conflict, 409, "a deleted message cannot be edited");
+  }
+}
+
 /** Sending, editing, deleting and paging messages. REST and WebSocket both come through here. */
-export function createMessageService({ db, publish, sendLimiter }: MessageServiceDeps) {
-  /** `executor` is the transaction when called inside one: a query on `db` there could wait for a pool connection forever. */
-  async function findRepeat(senderId: number, chatId: number, clientMsgId: string | null, executor: Database = db) {
+export function createMessageService({ db, publish, sendLimiter, groupCommit }: MessageServiceDeps) {
+  const batches = createGroupCommit((sends) => storeMessages(db, sends), groupCommit ?? defaultGroupCommit);
+
+  /**
+   * A send over the limit is still answered as it would be without the limit when it needs no storing:
+   * 404 for a chat the sender is not in, the stored message for a repeated `client_msg_id`.
+   */
+  async function answerWithoutStoring(senderId: number, chatId: number, clientMsgId: string | null) {
+    await requireParticipant(db, chatId, senderId);
     if (!clientMsgId) return undefined;
-    const existing = await findByClientMsgId(executor, senderId, clientMsgId);
-    if (existing && existing.chatId !== chatId) {
-      throw new ChatError(
-        ErrorCode.conflict,
-        409,
-        "this client_msg_id was already used in another chat: use a new one",
-      );
-    }
+    const existing = await findByClientMsgId(db, senderId, clientMsgId);
+    if (existing && existing.chatId !== chatId) throw usedInAnotherChat();
     return existing;
   }
 
-  /** The message as the sender may touch it: 404 for outsiders, 403 for the other participant. */
-  async function requireOwnMessage(userId: number, messageId: number) {
-    const message = await findMessage(db, messageId);
-    if (!message) throw notFound("message");
-    const chat = await requireParticipant(db, message.chatId, userId);
-    if (message.senderId !== userId) {
-      throw new ChatError(ErrorCode.forbidden, 403, "only the sender can change a message");
-    }
-    return { message, chat };
-  }
-
   return {
+    /** Stored (in one round trip, maybe with other sends) before it is answered; then published. */
     async send(senderId: number, chatId: number, content: string, clientMsgId: string | null): Promise<SendResult> {
-      const chat = await storing(() => requireParticipant(db, chatId, senderId));
-      const repeat = await storing(() => findRepeat(senderId, chatId, clientMsgId));
-      if (repeat) return { message: toMessage(repeat), created: false };
-
-      await storing(() => sendLimiter.consume(senderId));
-      let stored: { message: Message; events?: Awaited<ReturnType<typeof appendEvent>> };
       try {
-        stored = await storing(() =>
-          db.transaction(async (tx) => {
-            const row = await insertMessage(tx, { chatId, senderId, content, clientMsgId });
-            if (!row) return { message: toMessage((await findRepeat(senderId, chatId, clientMsgId, tx))!) };
-            await touchChat(tx, chatId, row.createdAt);
-            const message = toMessage(row);
-            const events = await appendEvent(tx, { type: "new_message", chat_id: chatId, message }, [
-              chat.buyerId,
-              chat.sellerId,
-            ]);
-            return { message, events };
-          }),
-        );
+        await storing(() => sendLimiter.consume(senderId));
       } catch (error) {
-        await sendLimiter.refund(senderId);
+        if (!(error instanceof RateLimitedError)) throw error;
+        const repeat = await storing(() => answerWithoutStoring(senderId, chatId, clientMsgId));
+        if (repeat) return { message: toMessage(repeat), created: false };
         throw error;
       }
-      if (!stored.events) {
-        // A concurrent send with the same client_msg_id won the race; this one stored nothing.
-        await sendLimiter.refund(senderId);
-        return { message: stored.message, created: false };
+      const outcome = await storing(() => batches.submit({ senderId, chatId, content, clientMsgId })).catch(
+        async (error: unknown) => {
+          await sendLimiter.refund(senderId);
+          throw error;
+        },
+      );
+      if (outcome.status === "created") {
+        publish(outcome.events);
+        return { message: outcome.message, created: true };
       }
-      publish(stored.events);
-      return { message: stored.message, created: true };
+      // Nothing was stored: the send does not count.
+      await sendLimiter.refund(senderId);
+      if (outcome.status === "repeat") return { message: outcome.message, created: false };
+      if (outcome.status === "conflict") throw usedInAnotherChat();
+      throw notFound("chat");
     },
 
     async edit(userId: number, messageId: number, content: string): Promise<Message> {
-      const { message, chat } = await storing(() => requireOwnMessage(userId, messageId));
-      const deletedConflict = () => new ChatError(ErrorCode.conflict, 409, "a deleted message cannot be edited");
-      if (message.deletedAt) throw deletedConflict();
-      const { edited, events } = await storing(() =>
-        db.transaction(async (tx) => {
-          // The row is re-checked here: a delete may have committed since the look above.
-          const row = await updateLiveMessage(tx, messageId, { content, editedAt: new Date() });
-          if (!row) throw deletedConflict();
-          const edited = toMessage(row);
-          const events = await appendEvent(tx, { type: "message_edited", chat_id: row.chatId, message: edited }, [
-            chat.buyerId,
-            chat.sellerId,
-          ]);
-          return { edited, events };
-        }),
-      );
-      publish(events);
-      return edited;
+      const outcome = await storing(() => editMessage(db, userId, messageId, content));
+      if (outcome.status !== "changed") return unchanged(outcome);
+      publish(outcome.events);
+      return outcome.message;
     },
 
+    /** Deleting a deleted message answers it again (deleting is idempotent). */
     async remove(userId: number, messageId: number): Promise<Message> {
-      const { message, chat } = await storing(() => requireOwnMessage(userId, messageId));
-      if (message.deletedAt) return toMessage(message);
-      const result = await storing(() =>
-        db.transaction(async (tx) => {
-          const row = await updateLiveMessage(tx, messageId, { deletedAt: new Date() });
-          // Deleted by a concurrent request: that one told everyone; this one answers the same message.
-          if (!row) return undefined;
-          await scrubMessageContent(tx, messageId);
-          const deleted = toMessage(row);
-          const events = await appendEvent(tx, { type: "message_deleted", chat_id: row.chatId, message: deleted }, [
-            chat.buyerId,
-            chat.sellerId,
-          ]);
-          return { deleted, events };
-        }),
-      );
-      if (!result) {
-        const current = await storing(() => findMessage(db, messageId));
-        if (!current) throw notFound("message");
-        return toMessage(current);
-      }
-      publish(result.events);
-      return result.deleted;
+      const outcome = await storing(() => deleteMessage(db, userId, messageId));
+      if (outcome.status !== "changed") return unchanged(outcome);
+      publish(outcome.events);
+      return outcome.message;
     },
 
     /** Newest first; `has_more` tells whether older messages remain before the last one returned. */
