@@ -23,6 +23,8 @@ const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const pairs = Number(process.env.BENCH_PAIRS ?? 100);
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const token = randomBytes(24).toString("hex");
+/** BENCH_CPU_PROF=dir: each instance writes a V8 CPU profile there when it stops (open it in Chrome DevTools). */
+const cpuProfileDir = process.env.BENCH_CPU_PROF;
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -57,25 +59,30 @@ async function startChat(
   extraEnv: Record<string, string>,
 ): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", join(root, "services/listings-chat/src/main.ts")], {
-    cwd: root,
-    env: {
-      PATH: process.env.PATH ?? "",
-      NODE_ENV: "production",
-      CHAT_PORT: String(port),
-      CHAT_HOST: "127.0.0.1",
-      DATABASE_URL: url,
-      REDIS_URL: redisUrl,
-      REDIS_KEY_PREFIX: prefix,
-      INTERNAL_TOKEN: token,
-      INSTANCE_ID: id,
-      LOG_LEVEL: "warn",
-      SEND_LIMIT_PER_MINUTE: "1000000",
-      DATABASE_POOL_SIZE: "20",
-      ...extraEnv,
+  const profile = cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfileDir}`] : [];
+  const child = spawn(
+    process.execPath,
+    [...profile, "--import", "tsx", join(root, "services/listings-chat/src/main.ts")],
+    {
+      cwd: root,
+      env: {
+        PATH: process.env.PATH ?? "",
+        NODE_ENV: "production",
+        CHAT_PORT: String(port),
+        CHAT_HOST: "127.0.0.1",
+        DATABASE_URL: url,
+        REDIS_URL: redisUrl,
+        REDIS_KEY_PREFIX: prefix,
+        INTERNAL_TOKEN: token,
+        INSTANCE_ID: id,
+        LOG_LEVEL: "warn",
+        SEND_LIMIT_PER_MINUTE: "1000000",
+        DATABASE_POOL_SIZE: "20",
+        ...extraEnv,
+      },
+      stdio: ["ignore", "inherit", "inherit"],
     },
-    stdio: ["ignore", "inherit", "inherit"],
-  });
+  );
   for (let i = 0; i < 300; i++) {
     if (
       await fetch(`http://127.0.0.1:${port}/health`).then(
@@ -224,7 +231,21 @@ async function run(spec: RunSpec) {
         machineBusy: Number(cpu.machineBusy.toFixed(2)),
       };
     } finally {
-      for (const { child } of chats) child.kill("SIGKILL");
+      // SIGTERM lets a profiled instance write its profile; SIGKILL after 10 s whatever happens.
+      await Promise.all(
+        chats.map(
+          ({ child }) =>
+            new Promise<void>((resolve) => {
+              if (child.exitCode !== null) return resolve();
+              const kill = setTimeout(() => child.kill("SIGKILL"), 10_000);
+              child.once("exit", () => {
+                clearTimeout(kill);
+                resolve();
+              });
+              child.kill(cpuProfileDir ? "SIGTERM" : "SIGKILL");
+            }),
+        ),
+      );
     }
   });
 }
@@ -262,37 +283,32 @@ function machineJiffies(): { busy: number; total: number } {
 }
 
 /**
- * CPU of each part during a measurement: the chat instances, PostgreSQL (every backend; a backend that
- * ends during the measurement is not counted, the bench keeps its connections open), Redis and this process.
+ * CPU of each part so far, per process: the chat instances, PostgreSQL (every backend), Redis and this
+ * process. A backend that ends during a measurement is not counted (the bench keeps its connections open).
  */
 function cpuSnapshot(chatPids: number[]) {
-  const postgres = pidsNamed("postgres");
-  const redis = pidsNamed("redis-server");
-  const sum = (pids: number[]) => pids.reduce((total, pid) => total + cpuSeconds(pid), 0);
+  const of = (pids: number[]) => new Map(pids.map((pid) => [pid, cpuSeconds(pid)]));
   return {
     chatPids,
-    postgres,
-    redis,
-    chat: sum(chatPids),
-    postgresCpu: sum(postgres),
-    redisCpu: sum(redis),
+    chat: of(chatPids),
+    postgres: of(pidsNamed("postgres")),
+    redis: of(pidsNamed("redis-server")),
     self: cpuSeconds(process.pid),
     machine: machineJiffies(),
-    sum,
   };
 }
 
 function cpuSince(before: ReturnType<typeof cpuSnapshot>) {
   const now = cpuSnapshot(before.chatPids);
-  // New postgres backends (a pool growing) count from zero.
-  const postgres = now.sum(now.postgres) - before.sum(before.postgres.filter((pid) => now.postgres.includes(pid)));
-  const machine = machineJiffies();
+  // A process that started since (a pool growing) counts from zero.
+  const spent = (was: Map<number, number>, is: Map<number, number>) =>
+    [...is].reduce((total, [pid, seconds]) => total + seconds - (was.get(pid) ?? 0), 0);
   return {
-    chat: now.chat - before.chat,
-    postgres,
-    redis: now.redisCpu - before.redisCpu,
+    chat: spent(before.chat, now.chat),
+    postgres: spent(before.postgres, now.postgres),
+    redis: spent(before.redis, now.redis),
     self: now.self - before.self,
-    machineBusy: (machine.busy - before.machine.busy) / Math.max(1, machine.total - before.machine.total),
+    machineBusy: (now.machine.busy - before.machine.busy) / Math.max(1, now.machine.total - before.machine.total),
   };
 }
 

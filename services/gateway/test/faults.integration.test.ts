@@ -5,17 +5,15 @@
  * end every acknowledged message is in both participants' streams exactly once, and every socket (which
  * reconnects and resumes from its cursor) received its user's stream exactly, in order.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { connect } from "node:net";
 import type { ChatEvent } from "@listings-chat/shared";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { databaseTargets } from "../../listings-chat/test/support/databases.ts";
 import { redisNamespace, redisTargets } from "../../listings-chat/test/support/redis.ts";
-import { freePort, pollUntil, randomSecret, sleep } from "./support/e2e.ts";
-import { type ServiceProcess, startChatProcess } from "./support/processes.ts";
+import { pollUntil, randomSecret, sleep } from "./support/e2e.ts";
+import { type RedisProcess, type ServiceProcess, startChatProcess, startRedisProcess } from "./support/processes.ts";
 
 const postgres = databaseTargets().find((t) => t.name === "postgres");
 const internalToken = randomSecret();
@@ -273,45 +271,21 @@ describe.runIf(postgres).each(redisTargets())(
 
 // A Redis of this test's own: it is killed and started again, which the shared one must never be.
 describe.runIf(postgres)("per-user streams across a Redis restart (two instances, real processes)", () => {
-  let redisPort = 0;
-  let server: ChildProcess | undefined;
-  const startRedis = () => {
-    server = spawn(
-      "redis-server",
-      ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-      {
-        stdio: "ignore",
-      },
-    );
-  };
-  const redisAnswers = async () => {
-    const socket = connect(redisPort, "127.0.0.1");
-    const answered = await new Promise<boolean>((resolve) => {
-      socket.once("data", (data) => resolve(String(data).startsWith("+PONG")));
-      socket.once("error", () => resolve(false));
-      socket.once("connect", () => socket.write("PING\r\n"));
-    });
-    socket.destroy();
-    return answered;
-  };
+  let redis: RedisProcess | undefined;
   beforeAll(async () => {
-    redisPort = await freePort();
-    startRedis();
-    expect(await pollUntil(redisAnswers, 10_000, 100)).toBe(true);
+    redis = await startRedisProcess();
   });
   afterAll(() => {
-    server?.kill("SIGKILL");
+    redis?.kill();
   });
-  const { pair } = twoInstances(() => `redis://127.0.0.1:${redisPort}`);
+  const { pair } = twoInstances(() => redis!.url);
 
   it("loses or repeats nothing when Redis is killed and comes back mid-burst", async () => {
     const [one, two] = pair();
     const chatter = await startChatter([one, two], 40_000);
     await sleep(1_500);
-    server?.kill("SIGKILL");
-    await sleep(1_500);
-    startRedis();
-    expect(await pollUntil(redisAnswers, 10_000, 100)).toBe(true);
+    await redis!.restart(1_500);
+    expect(await redis!.answers()).toBe(true);
     await sleep(3_000);
     await chatter.finish(two);
   }, 90_000);

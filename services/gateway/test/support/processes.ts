@@ -4,10 +4,11 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, sleep } from "./e2e.ts";
+import { freePort, pollUntil, sleep } from "./e2e.ts";
 
 const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
 const mains = {
@@ -53,10 +54,11 @@ async function startService(
   env: Record<string, string>,
   cleanup?: () => void,
 ): Promise<ServiceProcess> {
-  const port = await freePort();
+  // A port given in `env` is kept: a process started again on it is the same upstream to a gateway.
+  const port = env[portVariable] ? Number(env[portVariable]) : await freePort();
   const child = spawn(process.execPath, ["--import", "tsx", mains[which]], {
     cwd: repoRoot,
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", [portVariable]: String(port), ...env },
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env, [portVariable]: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let printed = "";
@@ -138,4 +140,63 @@ export async function openFilesSettle(service: ServiceProcess, limit: number, ti
     count = service.openFiles();
   }
   return count;
+}
+
+/** A redis-server of its own (never the shared one), for tests that kill or pause it. */
+export interface RedisProcess {
+  port: number;
+  url: string;
+  /** True when it answers PING. */
+  answers(): Promise<boolean>;
+  /** SIGKILL, then a new server on the same port (empty: nothing is saved). */
+  restart(downMs: number): Promise<void>;
+  /** SIGSTOP: connections stay open and nothing is answered, as on a frozen host. SIGCONT after `ms`. */
+  pause(ms: number): Promise<void>;
+  kill(): void;
+}
+
+export async function startRedisProcess(): Promise<RedisProcess> {
+  const port = await freePort();
+  let server: ChildProcess | undefined;
+  const start = () => {
+    server = spawn(
+      "redis-server",
+      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      {
+        stdio: "ignore",
+      },
+    );
+  };
+  const answers = async () => {
+    const socket = netConnect(port, "127.0.0.1");
+    const answered = await new Promise<boolean>((resolve) => {
+      socket.once("data", (data) => resolve(String(data).startsWith("+PONG")));
+      socket.once("error", () => resolve(false));
+      socket.once("connect", () => socket.write("PING\r\n"));
+    });
+    socket.destroy();
+    return answered;
+  };
+  const ready = async () => {
+    if (!(await pollUntil(answers, 10_000, 100))) throw new Error(`redis-server on port ${port} did not answer`);
+  };
+  start();
+  await ready();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    answers,
+    async restart(downMs) {
+      server?.kill("SIGKILL");
+      await sleep(downMs);
+      start();
+      await ready();
+    },
+    async pause(ms) {
+      server?.kill("SIGSTOP");
+      await sleep(ms);
+      server?.kill("SIGCONT");
+    },
+    kill: () => server?.kill("SIGKILL"),
+  };
 }
