@@ -229,10 +229,8 @@ async function soak(url: string) {
       }
     }
     const events = [...stored.values()].reduce((n, e) => n + e.length, 0);
-    const modes = users.reduce<Record<string, number>>(
-      (m, u) => ({ ...m, [u.client.mode]: (m[u.client.mode] ?? 0) + 1 }),
-      {},
-    );
+    const modes: Record<string, number> = {};
+    for (const user of users) modes[user.client.mode] = (modes[user.client.mode] ?? 0) + 1;
     console.log(
       JSON.stringify({
         seconds,

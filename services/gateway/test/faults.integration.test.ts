@@ -232,11 +232,11 @@ describe.runIf(postgres).each(redisTargets())(
       const [one, two] = pair();
       const chatter = await startChatter([one, two], 30_000);
 
-      // 1. Freeze instance one for 3 s in the middle of its writes.
+      // 1. Freeze instance one for 10 s in the middle of its writes.
       await sleep(1_500);
       const frozenAt = Date.now();
       one.child.kill("SIGSTOP");
-      await sleep(3_000);
+      await sleep(10_000);
       one.child.kill("SIGCONT");
       const thawedAt = Date.now();
       await sleep(1_000);
@@ -264,7 +264,7 @@ describe.runIf(postgres).each(redisTargets())(
         .sort((a, b) => a - b);
       expect(duringFreeze.length).toBeGreaterThan(20);
       const p99 = duringFreeze[Math.floor(duringFreeze.length * 0.99)]!;
-      expect(p99, `p99 of instance two's sends while one was frozen: ${p99} ms`).toBeLessThan(1_000);
+      expect(p99, `p99 of instance two's sends while one was frozen: ${p99} ms`).toBeLessThan(200);
     }, 90_000);
   },
 );
