@@ -33,11 +33,14 @@ const ui = {
   unreadTotal: element("unread-total"),
   signOut: element<HTMLButtonElement>("sign-out"),
   banner: element("fallback-banner"),
+  bannerText: element("fallback-text"),
+  retryNow: element<HTMLButtonElement>("retry-now"),
   error: element("error"),
   signIn: element("sign-in"),
   signInForm: element<HTMLFormElement>("sign-in-form"),
   signInUser: element<HTMLInputElement>("sign-in-user"),
   workspace: element("workspace"),
+  openChat: element<HTMLDetailsElement>("open-chat"),
   openChatForm: element<HTMLFormElement>("open-chat-form"),
   openChatListing: element<HTMLInputElement>("open-chat-listing"),
   openChatSeller: element<HTMLInputElement>("open-chat-seller"),
@@ -117,12 +120,33 @@ interface Session {
   theirReadUpTo: Map<number, number>;
   view: OpenChatView | undefined;
   typingTimers: Map<number, ReturnType<typeof setTimeout>>;
+  /** Who of the people this user chats with is online (presence frames). */
+  online: Set<number>;
   off: (() => void)[];
 }
 
 let session: Session | undefined;
 
 const otherParticipant = (chat: Chat, me: number) => (chat.buyer_id === me ? chat.seller_id : chat.buyer_id);
+
+/** The chat in words: which listing, which side of it this user is on, and with whom. */
+function chatInWords(chat: Chat, me: number): string {
+  return chat.buyer_id === me
+    ? `Buying listing #${chat.listing_id} from User ${chat.seller_id}`
+    : `Selling listing #${chat.listing_id} to User ${chat.buyer_id}`;
+}
+
+/** A dot that is green while the other person is online. */
+function presenceDot(s: Session, userId: number): HTMLSpanElement {
+  const online = s.online.has(userId);
+  const dot = make("span", `presence${online ? " online" : ""}`);
+  dot.dataset.testid = "presence";
+  dot.dataset.userId = String(userId);
+  dot.dataset.online = String(online);
+  dot.title = `User ${userId} is ${online ? "online" : "offline"}`;
+  dot.setAttribute("aria-label", dot.title);
+  return dot;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Header: mode, banner, unread
@@ -174,7 +198,8 @@ function renderChatList(s: Session) {
     button.dataset.testid = "chat-item";
     button.dataset.chatId = String(chat.id);
     button.setAttribute("aria-current", String(s.view?.chat.id === chat.id));
-    const title = make("span", "title", `Listing #${chat.listing_id} · with user ${otherParticipant(chat, s.userId)}`);
+    const title = make("span", "title");
+    title.append(presenceDot(s, otherParticipant(chat, s.userId)), chatInWords(chat, s.userId));
     const unread = s.client.unread.chats[String(chat.id)] ?? 0;
     const badge = make("span", "badge", String(unread));
     badge.dataset.testid = "chat-unread";
@@ -197,6 +222,8 @@ function previewOf(message: Message, me: number): string {
 async function refreshChats(s: Session) {
   const chats = await s.client.api.listChats();
   if (session !== s) return;
+  // "Contact a seller" is where a new user starts; once there are chats it stays folded until asked for.
+  if (chats.length === 0 && s.chats.size === 0) ui.openChat.open = true;
   for (const chat of chats) {
     s.chats.set(chat.id, chat);
     // The stored marker, so that ticks survive a reload; message_read events move it on from here.
@@ -236,6 +263,52 @@ function fillMessageItem(s: Session, li: HTMLLIElement, message: Message) {
     meta.append(" ", tick);
   }
   li.replaceChildren(content, meta);
+  if (mine && !message.deleted_at) li.append(messageActions(s, message));
+}
+
+/** Edit and delete, on the user's own messages. */
+function messageActions(s: Session, message: Message): HTMLSpanElement {
+  const actions = make("span", "actions");
+  const edit = make("button", "link", "edit");
+  edit.type = "button";
+  edit.dataset.testid = "message-edit";
+  edit.addEventListener("click", () => {
+    const content = prompt("Edit your message", message.content);
+    if (content === null || content.trim() === "" || content === message.content) return;
+    s.client.api.editMessage(message.id, content).catch((error: unknown) => {
+      showError(`could not edit the message: ${describe(error)}`);
+    });
+  });
+  const remove = make("button", "link", "delete");
+  remove.type = "button";
+  remove.dataset.testid = "message-delete";
+  remove.addEventListener("click", () => {
+    if (!confirm("Delete this message for both of you?")) return;
+    s.client.api.deleteMessage(message.id).catch((error: unknown) => {
+      showError(`could not delete the message: ${describe(error)}`);
+    });
+  });
+  actions.append(edit, remove);
+  return actions;
+}
+
+const dayOf = (iso: string) =>
+  new Date(iso).toLocaleDateString([], { weekday: "long", year: "numeric", month: "long", day: "numeric" });
+
+/** A separator before the first message of each day (recomputed: the list is short, and pages arrive in any order). */
+function renderDaySeparators() {
+  for (const separator of ui.messageList.querySelectorAll(".day")) separator.remove();
+  let lastDay = "";
+  for (const node of [...ui.messageList.children] as HTMLElement[]) {
+    const at = node.querySelector("time")?.dateTime;
+    if (!node.dataset.messageId || !at) continue;
+    const day = dayOf(at);
+    if (day === lastDay) continue;
+    lastDay = day;
+    const separator = make("li", "day", day);
+    separator.dataset.testid = "day-separator";
+    ui.messageList.insertBefore(separator, node);
+  }
 }
 
 const nearBottom = () => ui.scroller.scrollHeight - ui.scroller.scrollTop - ui.scroller.clientHeight < 64;
@@ -264,6 +337,7 @@ function upsertMessage(s: Session, view: OpenChatView, message: Message) {
   }
   if (next) ui.messageList.insertBefore(li, next);
   else ui.messageList.insertBefore(li, ui.messageList.querySelector(".pending"));
+  renderDaySeparators();
 }
 
 function showHistoryStatus(view: OpenChatView) {
@@ -276,8 +350,10 @@ function showHistoryStatus(view: OpenChatView) {
 }
 
 function renderTitle(s: Session, chat: Chat) {
-  const role = chat.buyer_id === s.userId ? "you are the buyer" : "you are the seller";
-  ui.chatTitle.textContent = `Listing #${chat.listing_id} · chat ${chat.id} with user ${otherParticipant(chat, s.userId)} (${role})`;
+  const other = otherParticipant(chat, s.userId);
+  const status = make("span", "muted", s.online.has(other) ? " · online" : " · offline");
+  status.dataset.testid = "chat-presence";
+  ui.chatTitle.replaceChildren(presenceDot(s, other), `${chatInWords(chat, s.userId)} · chat ${chat.id}`, status);
 }
 
 async function selectChat(s: Session, chat: Chat) {
@@ -448,15 +524,26 @@ function onEvent(s: Session, event: ChatEvent) {
 // ---------------------------------------------------------------------------------------------------
 // Sending
 
-async function send(s: Session, view: OpenChatView, content: string) {
-  const pending = make("li", "message mine pending");
+/**
+ * Shows the message at once as "sending…" and hands it to the client's outbox (in order, retried with the
+ * same client_msg_id). One that could not be stored in time can be retried (the same id: stored once) or
+ * discarded.
+ */
+async function send(
+  s: Session,
+  view: OpenChatView,
+  content: string,
+  clientMsgId = crypto.randomUUID(),
+  bubble?: HTMLLIElement,
+) {
+  const pending = bubble ?? make("li", "message mine pending");
+  pending.classList.remove("failed");
   pending.dataset.testid = "message-pending";
-  const text = make("span", "content", content);
-  pending.append(text, make("span", "meta", "sending…"));
-  ui.messageList.append(pending);
+  pending.replaceChildren(make("span", "content", content), make("span", "meta", "sending…"));
+  if (!bubble) ui.messageList.append(pending);
   scrollToBottom();
   try {
-    const message = await s.client.send(view.chat.id, content);
+    const message = await s.client.send(view.chat.id, content, { clientMsgId });
     pending.remove();
     if (s.view === view) {
       upsertMessage(s, view, message);
@@ -464,8 +551,15 @@ async function send(s: Session, view: OpenChatView, content: string) {
     }
   } catch (error) {
     pending.classList.add("failed");
-    pending.lastElementChild?.replaceChildren(`not sent: ${describe(error)}`);
-    showError(`the message was not sent: ${describe(error)}`);
+    const retry = make("button", "link", "retry");
+    retry.type = "button";
+    retry.dataset.testid = "send-retry";
+    retry.addEventListener("click", () => void send(s, view, content, clientMsgId, pending));
+    const discard = make("button", "link", "discard");
+    discard.type = "button";
+    discard.dataset.testid = "send-discard";
+    discard.addEventListener("click", () => pending.remove());
+    pending.lastElementChild?.replaceChildren(`not sent: ${describe(error)} · `, retry, " · ", discard);
   }
 }
 
@@ -497,6 +591,7 @@ function startSession(userId: number, token: string) {
     theirReadUpTo: new Map(),
     view: undefined,
     typingTimers: new Map(),
+    online: new Set(),
     off: [],
   };
   session = s;
@@ -509,8 +604,14 @@ function startSession(userId: number, token: string) {
       showMode(to);
     }),
     client.on("warning", (text) => {
-      ui.banner.textContent = text ?? "";
+      ui.bannerText.textContent = text ?? "";
       ui.banner.hidden = text === null;
+    }),
+    client.on("presence", ({ user_id, online }) => {
+      if (online) s.online.add(user_id);
+      else s.online.delete(user_id);
+      renderChatList(s);
+      if (s.view) renderTitle(s, s.view.chat);
     }),
     client.on("typing", ({ chat_id, user_id, is_typing }) => {
       if (s.view?.chat.id === chat_id && user_id !== s.userId) setTyping(s, user_id, is_typing);
@@ -573,6 +674,7 @@ ui.signInForm.addEventListener("submit", (e) => {
 });
 
 ui.signOut.addEventListener("click", () => signOut());
+ui.retryNow.addEventListener("click", () => session?.client.retryNow());
 
 ui.openChatForm.addEventListener("submit", (e) => {
   e.preventDefault();
@@ -599,6 +701,7 @@ ui.sendForm.addEventListener("submit", (e) => {
   const content = ui.sendInput.value;
   if (!s || !view || content.trim() === "") return;
   ui.sendInput.value = "";
+  clearTimeout(stoppedTyping);
   s.client.typing(view.chat.id, false);
   void send(s, view, content);
 });
@@ -610,9 +713,20 @@ ui.sendInput.addEventListener("keydown", (e) => {
   }
 });
 
+/** After this long without a keystroke the user has stopped typing, and the other side is told at once. */
+const STOPPED_TYPING_AFTER_MS = 2_000;
+let stoppedTyping: ReturnType<typeof setTimeout> | undefined;
 ui.sendInput.addEventListener("input", () => {
-  const view = session?.view;
-  if (session && view && ui.sendInput.value.trim() !== "") session.client.typing(view.chat.id, true);
+  const s = session;
+  const view = s?.view;
+  if (!s || !view) return;
+  clearTimeout(stoppedTyping);
+  if (ui.sendInput.value.trim() === "") {
+    s.client.typing(view.chat.id, false);
+    return;
+  }
+  s.client.typing(view.chat.id, true);
+  stoppedTyping = setTimeout(() => s.client.typing(view.chat.id, false), STOPPED_TYPING_AFTER_MS);
 });
 
 /** Whether the list was at its bottom the last time it scrolled: then it stays there when it shrinks. */

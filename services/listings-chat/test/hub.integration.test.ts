@@ -211,7 +211,7 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     await socket.close();
   });
 
-  it("relays typing to the other participant at most once per 2 s per chat", async () => {
+  it("relays 'typing' to the other participant at most once per 2 s per chat, and 'stopped' at once, once", async () => {
     const [buyer, seller, outsider] = users();
     const chatId = await openChat(buyer, seller);
     const typist = await connect(chat, buyer);
@@ -220,13 +220,14 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     typist.send({ type: "typing", chat_id: chatId, is_typing: true });
     const first = await reader.waitFor((f) => f.type === "typing");
     expect(first).toEqual({ type: "typing", chat_id: chatId, user_id: buyer, is_typing: true });
-    typist.send({ type: "typing", chat_id: chatId, is_typing: true });
-    typist.send({ type: "typing", chat_id: chatId, is_typing: false });
+    typist.send({ type: "typing", chat_id: chatId, is_typing: true }); // a repeat within 2 s: dropped
+    typist.send({ type: "typing", chat_id: chatId, is_typing: false }); // a change of state: relayed
+    typist.send({ type: "typing", chat_id: chatId, is_typing: false }); // nothing left to stop: dropped
     stranger.send({ type: "typing", chat_id: chatId, is_typing: true });
     const denied = await stranger.waitFor((f) => f.type === "error");
     expect(denied).toMatchObject({ code: "not_found" });
     await syncPoint(reader, seller, 97);
-    expect(reader.ofType("typing")).toHaveLength(1);
+    expect(reader.ofType("typing").map((f) => f.is_typing)).toEqual([true, false]);
     expect(typist.ofType("typing")).toHaveLength(0);
     await Promise.all([typist.close(), reader.close(), stranger.close()]);
   });

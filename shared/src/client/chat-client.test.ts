@@ -93,6 +93,37 @@ function watch<T>(promise: Promise<T>) {
   return state;
 }
 
+/** Connectivity signals the test fires by hand: `fire.online()` and so on. */
+function manualConnectivity() {
+  const listeners = {
+    online: [] as Array<() => void>,
+    offline: [] as Array<() => void>,
+    visible: [] as Array<() => void>,
+  };
+  const on = (list: Array<() => void>) => (listener: () => void) => {
+    list.push(listener);
+    return () => {
+      list.splice(list.indexOf(listener), 1);
+    };
+  };
+  const fireAll = (list: Array<() => void>) => () => {
+    for (const listener of list) listener();
+  };
+  return {
+    connectivity: {
+      onOnline: on(listeners.online),
+      onOffline: on(listeners.offline),
+      onVisible: on(listeners.visible),
+    },
+    fire: {
+      online: fireAll(listeners.online),
+      offline: fireAll(listeners.offline),
+      visible: fireAll(listeners.visible),
+    },
+    subscribed: () => listeners.online.length + listeners.offline.length + listeners.visible.length,
+  };
+}
+
 function expectStrictlyIncreasing(ids: number[]) {
   for (let i = 1; i < ids.length; i++) expect(ids[i]).toBeGreaterThan(ids[i - 1] as number);
 }
@@ -154,7 +185,7 @@ describe("fallback to polling", () => {
   });
 
   it("polls when the ws-token cannot be fetched (network down), and keeps its cursor through failed polls", async () => {
-    const h = harness();
+    const h = harness({ wsRetryFirstMs: 30_000 });
     h.server.failFetches = true;
     h.client.start();
     await settle();
@@ -200,39 +231,86 @@ describe("fallback to polling", () => {
 });
 
 describe("WebSocket retry while polling", () => {
-  it("retries once at 30 s (not before), goes live, and stops polling", async () => {
+  it("retries after 2 s, 4 s, 8 s, 16 s, then every 30 s (±50 %, never over 30 s), polling meanwhile, and warns once", async () => {
+    const h = harness();
+    await startPolling(h);
+    const start = Date.now();
+    await advance(120_000);
+    // random() = 0.5 here: each step exactly; the first socket is the refused first connect.
+    expect(h.server.sockets.map((s) => s.createdAt - start)).toEqual([
+      0, 2_000, 6_000, 14_000, 30_000, 60_000, 90_000, 120_000,
+    ]);
+    expect(h.client.mode).toBe("polling");
+    expect(h.polls()).toHaveLength(25); // 0, 5, …, 120 s
+    expect(h.seen.warnings).toEqual([POLLING_WARNING]);
+  });
+
+  it("spreads the retries of many clients: each step is drawn in [0.5, 1.5) of it, capped at 30 s", async () => {
+    for (const [draw, first, later] of [
+      [0, 1_000, 15_000],
+      [0.999, 2_998, 30_000],
+    ] as const) {
+      const h = harness({ random: () => draw });
+      await startPolling(h);
+      const start = Date.now();
+      await advance(200_000);
+      const gaps = h.server.sockets
+        .slice(1)
+        .map((s, i, all) => s.createdAt - (i === 0 ? start : all[i - 1]!.createdAt));
+      expect(gaps[0]).toBe(first);
+      expect(gaps.at(-1)).toBe(later);
+      expect(Math.max(...gaps)).toBeLessThanOrEqual(30_000);
+      h.client.stop();
+    }
+  });
+
+  it("goes live at the first retry that passes, and stops polling", async () => {
     const h = harness();
     await startPolling(h);
     h.server.upgrades = "accept";
-    await advance(29_999);
+    await advance(1_999);
     expect(h.server.sockets).toHaveLength(1);
-    expect(h.client.mode).toBe("polling");
-    const pollsBefore = h.polls().length;
-    expect(pollsBefore).toBe(6); // 0, 5, …, 25 s
-
     await advance(1);
     expect(h.server.sockets).toHaveLength(2);
     expect(h.client.mode).toBe("live");
+    expect(h.seen.warnings).toEqual([POLLING_WARNING, null]);
     const pollsAtLive = h.polls().length;
-    expect(pollsAtLive).toBe(pollsBefore); // the poll due at 30 s found the client live
-
     await advance(5 * 60_000);
     expect(h.polls()).toHaveLength(pollsAtLive);
     expect(h.server.sockets).toHaveLength(2);
   });
 
-  it("retries every 30 s while upgrades stay refused, polling meanwhile", async () => {
-    const h = harness();
+  it("schedules the next retry when an attempt starts: an upgrade that hangs does not end the retries", async () => {
+    const h = harness({ wsRetryFirstMs: 30_000 });
     await startPolling(h);
+    h.server.upgrades = "manual"; // every retry's upgrade hangs: no open, no close
     await advance(30_000);
     expect(h.server.sockets).toHaveLength(2);
-    expect(h.client.mode).toBe("polling");
-    await advance(29_999);
-    expect(h.server.sockets).toHaveLength(2);
-    await advance(1);
+    await advance(30_000);
     expect(h.server.sockets).toHaveLength(3);
-    expect(h.polls()).toHaveLength(13); // 0, 5, …, 60 s
-    expect(h.seen.warnings).toEqual([POLLING_WARNING]); // told once, not at every failed retry
+    expect(h.server.sockets[1]?.closed?.by).toBe("client"); // the hanging one was given up
+    h.server.upgrades = "accept";
+    await advance(30_000);
+    expect(h.client.mode).toBe("live");
+  });
+
+  it("retries at once on `online`, on the tab becoming visible, and on retryNow()", async () => {
+    const signals = manualConnectivity();
+    const h = harness({ wsRetryFirstMs: 30_000, connectivity: signals.connectivity });
+    await startPolling(h);
+    for (const [i, fire] of [signals.fire.online, signals.fire.visible, () => h.client.retryNow()].entries()) {
+      await advance(1_000);
+      fire();
+      await settle();
+      expect(h.server.sockets).toHaveLength(i + 2);
+      expect(h.client.mode).toBe("polling");
+    }
+    h.server.upgrades = "accept";
+    signals.fire.online();
+    await settle();
+    expect(h.client.mode).toBe("live");
+    h.client.stop();
+    expect(signals.subscribed()).toBe(0);
   });
 });
 
@@ -315,7 +393,7 @@ describe("a stream that ends before the cursor (renumbered or restored)", () => 
 
 describe("exactly once, in order", () => {
   it("drops the part of a WebSocket replay that polling already delivered", async () => {
-    const h = harness();
+    const h = harness({ wsRetryFirstMs: 30_000 });
     h.server.upgrades = "manual";
     h.client.start();
     await settle();
@@ -340,7 +418,7 @@ describe("exactly once, in order", () => {
   });
 
   it("hands each event over once when both transports bring the same events", async () => {
-    const h = harness();
+    const h = harness({ wsRetryFirstMs: 30_000 });
     h.server.upgrades = "manual";
     h.client.start();
     await settle();
@@ -366,7 +444,7 @@ describe("exactly once, in order", () => {
   it.each(["answered", "failed"])(
     "a poll still in flight from an earlier polling period (%s late) does not start a second polling loop",
     async (outcome) => {
-      const h = harness();
+      const h = harness({ wsRetryFirstMs: 30_000, dropsBeforePolling: 1 });
       await startPolling(h);
       const slowPoll = h.server.hold(EVENTS);
       await advance(25_000); // the poll at 25 s hangs
@@ -374,8 +452,8 @@ describe("exactly once, in order", () => {
       await advance(5_000); // 30 s: the retry goes live
       expect(h.client.mode).toBe("live");
       h.server.upgrades = "refuse";
-      h.server.lastSocket.drop(); // 30 s: reconnect after 500 ms, refused → polling again (its poll hangs too)
-      await advance(500);
+      h.server.lastSocket.drop(); // 30 s: one drop is enough here → polling again (its poll hangs too)
+      await settle();
       expect(h.client.mode).toBe("polling");
       h.server.post(h.chat.id, OTHER); // 2
       h.server.failFetches = outcome === "failed";
@@ -399,7 +477,7 @@ describe("exactly once, in order", () => {
   );
 
   it("keeps event ids strictly increasing, with nothing missing, across every switch", async () => {
-    const h = harness({ dropsBeforePolling: 2 });
+    const h = harness({ dropsBeforePolling: 2, wsRetryFirstMs: 30_000 });
     const post = (n = 1) => {
       for (let i = 0; i < n; i++) h.server.post(h.chat.id, i % 2 ? ME : OTHER);
     };
@@ -411,9 +489,9 @@ describe("exactly once, in order", () => {
     await advance(500);
     expect(h.client.mode).toBe("live");
     post(1);
-    h.server.lastSocket.closeWith(1001, "server restart"); // at once
+    h.server.lastSocket.closeWith(1001, "server restart"); // after the going-away jitter: 1.5 s here
     post(2);
-    await settle();
+    await advance(1_500);
     expect(h.client.mode).toBe("live");
     post(1);
     h.server.upgrades = "refuse";
@@ -457,7 +535,7 @@ describe("401: signed out", () => {
   });
 
   it("stops polling too when the 30 s retry's ws-token is refused", async () => {
-    const h = harness();
+    const h = harness({ wsRetryFirstMs: 30_000 });
     await startPolling(h);
     await advance(10_000);
     h.server.wsTokenUnauthorized = true;
@@ -483,20 +561,24 @@ describe("401: signed out", () => {
 });
 
 describe("reconnecting", () => {
-  it("reconnects at once after 1001, without a backoff delay", async () => {
-    const h = harness();
-    await startLive(h);
-    h.server.post(h.chat.id, OTHER); // 2
-    await settle();
-    const closedAt = Date.now();
-    h.server.lastSocket.closeWith(1001, "going away");
-    await settle();
-    expect(h.server.sockets).toHaveLength(2);
-    expect(h.server.lastSocket.createdAt).toBe(closedAt);
-    expect(h.server.lastSocket.after).toBe(2);
-    expect(h.client.mode).toBe("live");
-    expect(h.seen.modes).toEqual(["connecting", "live", "connecting", "live"]);
-    expect(h.seen.warnings).toEqual([]);
+  it("reconnects after 1001 within the going-away jitter (no backoff), resuming, without a warning", async () => {
+    for (const draw of [0, 0.5, 0.999]) {
+      const h = harness({ random: () => draw });
+      await startLive(h);
+      h.server.post(h.chat.id, OTHER); // 2
+      await settle();
+      const closedAt = Date.now();
+      h.server.lastSocket.closeWith(1001, "going away");
+      await advance(3_000);
+      expect(h.server.sockets).toHaveLength(2);
+      // Spread over 3 s, so that every socket of a restarting server does not come back at once.
+      expect(h.server.lastSocket.createdAt - closedAt).toBe(Math.max(1, Math.floor(draw * 3_000)));
+      expect(h.server.lastSocket.after).toBe(2);
+      expect(h.client.mode).toBe("live");
+      expect(h.seen.modes).toEqual(["connecting", "live", "connecting", "live"]);
+      expect(h.seen.warnings).toEqual([]);
+      h.client.stop();
+    }
   });
 
   it("waits a full-jitter backoff in [0, min(max, min·2^n)) after other closes", async () => {
@@ -506,6 +588,7 @@ describe("reconnecting", () => {
       dropsBeforePolling: 10,
       backoffMinMs: 500,
       backoffMaxMs: 15_000,
+      reconnectingMaxMs: 60_000,
       random: () => queue.shift() ?? 0.5,
     });
     await startLive(h);
@@ -530,7 +613,7 @@ describe("reconnecting", () => {
     }
   });
 
-  it("polls after dropsBeforePolling drops in a row, and retries WebSocket 30 s later", async () => {
+  it("polls after dropsBeforePolling drops in a row, and retries WebSocket 2 s later", async () => {
     const h = harness(); // dropsBeforePolling: 3
     await startLive(h);
     h.server.lastSocket.drop();
@@ -544,7 +627,7 @@ describe("reconnecting", () => {
     expect(h.client.mode).toBe("polling");
     expect(h.seen.warnings).toEqual([POLLING_WARNING]);
     expect(h.polls()).toHaveLength(1);
-    await advance(29_999);
+    await advance(1_999);
     expect(h.server.sockets).toHaveLength(3);
     await advance(1);
     expect(h.server.sockets).toHaveLength(4);
@@ -631,20 +714,25 @@ describe("send", () => {
       await advance(9_999);
       expect(sent.done).toBe(false);
       expect(h.sends()).toHaveLength(0);
-      await advance(1 + 250);
+      await advance(1);
+      // No ack in time: the socket passes nothing. It is closed, the message goes over REST at once…
       expect(h.sends().map((r) => [r.status, (r.body as { client_msg_id: string }).client_msg_id])).toEqual([
         [status, "cm-3"],
       ]);
-      expect(h.server.lastSocket.sentOfType("send_message")).toHaveLength(1);
+      expect(h.server.sockets[0]?.closed).toMatchObject({ by: "client", code: 4000 });
+      expect(h.server.sockets[0]?.sentOfType("send_message")).toHaveLength(1);
       const stored = h.server.messagesIn(h.chat.id);
       expect(stored).toHaveLength(1);
       expect(sent.value).toEqual(stored[0]);
+      // … and the client reconnects (backoff 500 ms here), resuming.
+      await advance(500);
+      expect(h.server.sockets).toHaveLength(2);
       expect(h.client.mode).toBe("live");
     },
   );
 
   it("rejects a validation error at once, without retrying (WebSocket and REST)", async () => {
-    const h = harness();
+    const h = harness({ dropsBeforePolling: 1 });
     await startLive(h);
     const overSocket = watch(h.client.send(h.chat.id, "   ", "cm-4"));
     await settle();
@@ -652,7 +740,7 @@ describe("send", () => {
     expect(overSocket.error).toMatchObject({ status: 400, code: "validation_failed" });
 
     h.server.upgrades = "refuse";
-    h.server.lastSocket.closeWith(1001);
+    h.server.lastSocket.drop();
     await settle();
     expect(h.client.mode).toBe("polling");
     const overRest = watch(h.client.send(h.chat.id, "x".repeat(4001), "cm-5"));
@@ -732,33 +820,41 @@ describe("send", () => {
 });
 
 describe("typing, presence, unread", () => {
-  it("sends at most one typing frame per 2 s per chat, and none while polling", async () => {
-    const h = harness();
+  it("throttles only repeated 'typing' (one per 2 s per chat); a change of state always goes out; none while polling", async () => {
+    const h = harness({ dropsBeforePolling: 1 });
     const second = h.server.addChat(ME, 3);
     await startLive(h);
-    const typingFrames = () => h.server.lastSocket.sentOfType("typing");
+    const typingFrames = () => h.server.lastSocket.sentOfType("typing").map((f) => [f.chat_id, f.is_typing]);
+    h.client.typing(h.chat.id, false); // nothing to stop yet: not sent
     h.client.typing(h.chat.id, true);
     await advance(500);
-    h.client.typing(h.chat.id, true);
-    await advance(1_499);
-    h.client.typing(h.chat.id, true);
-    h.client.typing(second.id, true); // another chat: its own 2 s
+    h.client.typing(h.chat.id, true); // a keyboard's repeat within 2 s: throttled
+    h.client.typing(second.id, true); // another chat: its own state
     expect(typingFrames()).toEqual([
-      { type: "typing", chat_id: h.chat.id, is_typing: true },
-      { type: "typing", chat_id: second.id, is_typing: true },
+      [h.chat.id, true],
+      [second.id, true],
     ]);
+    h.client.typing(h.chat.id, false); // stopped 0.5 s after starting: goes out at once
+    h.client.typing(h.chat.id, false); // already stopped: not again
+    h.client.typing(h.chat.id, true); // typing again right after: at once
+    expect(typingFrames().slice(2)).toEqual([
+      [h.chat.id, false],
+      [h.chat.id, true],
+    ]);
+    await advance(1_999);
+    h.client.typing(h.chat.id, true);
+    expect(typingFrames()).toHaveLength(4);
     await advance(1);
-    h.client.typing(h.chat.id, false); // 2 s after the first
-    expect(typingFrames()).toHaveLength(3);
+    h.client.typing(h.chat.id, true); // 2 s after the last one that went out
+    expect(typingFrames()).toHaveLength(5);
 
     h.server.upgrades = "refuse";
-    h.server.lastSocket.closeWith(1001);
+    h.server.lastSocket.drop();
     await settle();
     expect(h.client.mode).toBe("polling");
-    await advance(2_000);
-    h.client.typing(h.chat.id, true);
+    h.client.typing(h.chat.id, false);
     h.client.typing(second.id, true);
-    expect(h.server.sockets.flatMap((s) => s.sentOfType("typing"))).toHaveLength(3);
+    expect(h.server.sockets.flatMap((s) => s.sentOfType("typing"))).toHaveLength(5);
   });
 
   it("sends neither typing nor messages over a retry socket that is open but not yet greeted", async () => {
@@ -815,9 +911,26 @@ describe("typing, presence, unread", () => {
     expect(h.client.unread).toEqual({ total: 0, chats: {} });
     expect(h.seen.unread.at(-1)).toEqual({ total: 0, chats: {} });
 
-    h.server.post(h.chat.id, OTHER); // a new message: the badge follows shortly
-    await advance(250);
+    h.server.post(h.chat.id, OTHER); // a new message: the badge follows within a second
+    await advance(1_000);
     expect(h.client.unread).toEqual({ total: 1, chats: { [h.chat.id]: 1 } });
+  });
+
+  it("reads the unread counts at most once a second, however many events arrive", async () => {
+    const h = harness();
+    await startLive(h);
+    await settle();
+    const reads = () => h.server.requestsTo("GET", "/api/v1/chats/unread").length;
+    const before = reads();
+    for (let i = 0; i < 40; i++) {
+      h.server.post(h.chat.id, OTHER); // 40 events over 4 s
+      await advance(100);
+    }
+    await advance(1_000);
+    const during = reads() - before;
+    expect(during).toBeGreaterThanOrEqual(4);
+    expect(during).toBeLessThanOrEqual(5);
+    expect(h.client.unread.total).toBe(40); // and the last read saw them all
   });
 });
 
@@ -888,5 +1001,184 @@ describe("stop()", () => {
     await settle();
     expect(h.server.lastSocket.after).toBe(2);
     expect(h.ids()).toEqual([2, 3]);
+  });
+});
+
+describe("real networks: hanging upgrades, dead links, blips", () => {
+  it("gives a first connect that hangs 8 s (upgrade swallowed), then polls with the warning", async () => {
+    const h = harness();
+    h.server.upgrades = "manual";
+    h.client.start();
+    await advance(7_999);
+    expect(h.client.mode).toBe("connecting");
+    await advance(1);
+    expect(h.server.sockets[0]?.closed).toMatchObject({ by: "client", code: 4000 });
+    expect(h.client.mode).toBe("polling");
+    expect(h.seen.warnings).toEqual([POLLING_WARNING]);
+    expect(h.polls()).toHaveLength(1);
+  });
+
+  it("gives up a connect whose ws-token request hangs, at the same deadline", async () => {
+    const h = harness();
+    const hung = h.server.hold("/api/v2/ws-token");
+    h.client.start();
+    await advance(8_000);
+    expect(h.client.mode).toBe("polling");
+    expect(h.server.sockets).toHaveLength(0);
+    hung.release(); // the late answer opens nothing: that attempt was given up
+    await settle();
+    expect(h.server.sockets).toHaveLength(0);
+  });
+
+  it("finds a dead link (TCP up, nothing passes): a ping after 20 s of silence, dead 10 s later, reconnects and resumes", async () => {
+    const h = harness();
+    await startLive(h);
+    const first = h.server.lastSocket;
+    first.blackHole();
+    h.server.post(h.chat.id, OTHER); // 2: lost in the black hole
+    await advance(19_999);
+    expect(first.sentOfType("ping")).toHaveLength(0);
+    await advance(1);
+    expect(first.sentOfType("ping")).toHaveLength(1);
+    expect(h.client.mode).toBe("live");
+    await advance(9_999);
+    expect(h.client.mode).toBe("live");
+    await advance(1);
+    expect(first.closed).toMatchObject({ by: "client", code: 4000 });
+    await advance(500); // backoff(1) with random 0.5
+    expect(h.client.mode).toBe("live");
+    expect(h.server.lastSocket.after).toBe(1);
+    expect(h.ids()).toEqual([2]);
+  });
+
+  it("keeps a quiet socket whose server answers pings: one ping per 20 s of silence, never closed", async () => {
+    const h = harness();
+    await startLive(h);
+    await advance(5 * 60_000);
+    expect(h.server.sockets).toHaveLength(1);
+    expect(h.server.lastSocket.sentOfType("ping")).toHaveLength(15);
+    expect(h.client.mode).toBe("live");
+  });
+
+  it("checks the clock, not timer counts: a tab whose timers were throttled finds a dead socket when it is visible again", async () => {
+    let clock = 0;
+    const frozen = { setTimeout: () => 0, clearTimeout: () => {}, now: () => clock }; // background tab: no timer fires
+    const signals = manualConnectivity();
+    const h = harness({ timers: frozen, connectivity: signals.connectivity });
+    h.client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(h.client.mode).toBe("live");
+    const first = h.server.lastSocket;
+    first.blackHole();
+    clock += 60_000; // a minute in the background, the socket silent
+    signals.fire.visible();
+    expect(first.sentOfType("ping")).toHaveLength(1); // quiet for more than 20 s: asked at once
+    clock += 10_000;
+    signals.fire.visible();
+    expect(first.closed).toMatchObject({ by: "client", code: 4000 });
+    expect(h.client.mode).toBe("connecting");
+  });
+
+  it("asks the server for a sign of life when the browser says it went offline", async () => {
+    const signals = manualConnectivity();
+    const h = harness({ connectivity: signals.connectivity });
+    await startLive(h);
+    h.server.lastSocket.blackHole();
+    await advance(3_000);
+    signals.fire.offline();
+    expect(h.server.lastSocket.sentOfType("ping")).toHaveLength(1);
+    await advance(10_000);
+    expect(h.server.sockets[0]?.closed).toMatchObject({ by: "client", code: 4000 });
+  });
+
+  it("rides out a 2 s outage: reconnects keep backing off instead of polling, and it is live again within 2 s of the network", async () => {
+    const h = harness();
+    await startLive(h);
+    h.server.upgrades = "refuse";
+    h.server.failFetches = true;
+    h.server.lastSocket.drop(); // t = 0: the network goes
+    await advance(2_000);
+    h.server.upgrades = "accept";
+    h.server.failFetches = false; // t = 2 s: back
+    await advance(2_000);
+    expect(h.client.mode).toBe("live");
+    expect(h.seen.modes).not.toContain("polling");
+    expect(h.seen.warnings).toEqual([]);
+  });
+
+  it("polls after three failed reconnects in a row, or after 10 s of reconnecting, whichever is first", async () => {
+    const refused = harness();
+    await startLive(refused);
+    refused.server.upgrades = "refuse";
+    refused.server.lastSocket.drop();
+    await advance(500 + 1_000 + 2_000); // backoffs 1, 2, 3 (random 0.5): three refused attempts
+    expect(refused.client.mode).toBe("polling");
+    expect(refused.server.sockets).toHaveLength(4);
+
+    const hanging = harness();
+    await startLive(hanging);
+    hanging.server.upgrades = "manual"; // reconnects hang until the connect deadline
+    hanging.server.lastSocket.drop();
+    await advance(9_999);
+    expect(hanging.client.mode).toBe("connecting");
+    await advance(1);
+    expect(hanging.client.mode).toBe("polling");
+    expect(hanging.seen.warnings).toEqual([POLLING_WARNING]);
+  });
+});
+
+describe("the outbox", () => {
+  it("stores messages typed during an outage in the order they were typed, one request at a time", async () => {
+    // Backoffs that differ from try to try: sends retried each on its own would overtake one another.
+    const draws = [0.9, 0.1, 0.6, 0.3, 0.8, 0.2];
+    let n = 0;
+    const h = harness({ dropsBeforePolling: 1, random: () => draws[n++ % draws.length]! });
+    await startLive(h);
+    h.server.failFetches = true;
+    h.server.upgrades = "refuse";
+    h.server.lastSocket.drop();
+    await settle();
+    const sent = ["one", "two", "three", "four", "five"].map((text) => watch(h.client.send(h.chat.id, text)));
+    await advance(20_000); // failing meanwhile, each with its own backoff
+    h.server.failFetches = false;
+    await advance(10_000);
+    expect(sent.every((s) => s.done && s.error === undefined)).toBe(true);
+    expect(h.server.messagesIn(h.chat.id).map((m) => m.content)).toEqual(["one", "two", "three", "four", "five"]);
+    // Only the head of the outbox is ever tried: every failed try was "one"'s until it was stored.
+    const tried = h.sends().map((r) => (r.body as { content: string }).content);
+    const firstOfEach = ["one", "two", "three", "four", "five"].map((text) => tried.indexOf(text));
+    expect(firstOfEach).toEqual([...firstOfEach].sort((a, b) => a - b));
+    expect(tried.slice(0, tried.lastIndexOf("one") + 1).every((t) => t === "one")).toBe(true);
+  });
+
+  it("rejects a send not stored within sendMaxAgeMs (send_expired); sent again with its id, it is stored once", async () => {
+    const h = harness({ sendMaxAgeMs: 30_000 });
+    await startPolling(h);
+    h.server.failFetches = true;
+    const sent = watch(h.client.send(h.chat.id, "late", "cm-late"));
+    await advance(29_999);
+    expect(sent.done).toBe(false);
+    await advance(1);
+    expect(sent.error).toMatchObject({ code: "send_expired" });
+    h.server.failFetches = false;
+    const again = await h.client.send(h.chat.id, "late", { clientMsgId: "cm-late" });
+    expect(again.client_msg_id).toBe("cm-late");
+    expect(h.server.messagesIn(h.chat.id)).toHaveLength(1);
+  });
+
+  it("rejects an aborted send at once (send_aborted), and the next one goes", async () => {
+    const h = harness();
+    await startPolling(h);
+    h.server.failFetches = true;
+    const abort = new AbortController();
+    const first = watch(h.client.send(h.chat.id, "discard me", { signal: abort.signal }));
+    const second = watch(h.client.send(h.chat.id, "keep me"));
+    await advance(3_000);
+    h.server.failFetches = false;
+    abort.abort();
+    await advance(1_000);
+    expect(first.error).toMatchObject({ code: "send_aborted" });
+    expect(second.value).toMatchObject({ content: "keep me" });
+    expect(h.server.messagesIn(h.chat.id).map((m) => m.content)).toEqual(["keep me"]);
   });
 });

@@ -7,6 +7,8 @@ import type {
   ChatClientEvents,
   ChatClientMode,
   ChatClientOptions,
+  ConnectivitySignals,
+  SendOptions,
   Timers,
   WebSocketFactory,
   WebSocketLike,
@@ -17,7 +19,8 @@ export const POLLING_WARNING = "Real-time updates are unavailable: refreshing ev
 const OPEN = 1;
 /** A socket that stayed live this long was not a "drop": the count of drops in a row starts again. */
 const STABLE_AFTER_MS = 10_000;
-const UNREAD_REFRESH_DELAY_MS = 250;
+/** Closes a socket the client gave up on (no greeting in time, no answer to a ping): an application code. */
+const CLOSE_DEAD = 4000;
 /**
  * The REST status of a WebSocket `error` code, so that a send retries what REST would retry.
  * Fix: internal_error ("could not handle this frame: retry") and shutting_down were mapped to 400 and rejected.
@@ -43,13 +46,50 @@ function defaultWebSocket(): WebSocketFactory {
   };
 }
 
+interface EventTargetLike {
+  addEventListener(type: string, listener: () => void): void;
+  removeEventListener(type: string, listener: () => void): void;
+}
+
+/** The page's `online`/`offline` (window) and visibility (document); nothing outside a browser. */
+function browserConnectivity(): ConnectivitySignals {
+  const g = globalThis as { window?: EventTargetLike; document?: EventTargetLike & { visibilityState?: string } };
+  const listen = (target: EventTargetLike | undefined, type: string, listener: () => void, when = () => true) => {
+    if (!target) return () => {};
+    const handler = () => {
+      if (when()) listener();
+    };
+    target.addEventListener(type, handler);
+    return () => target.removeEventListener(type, handler);
+  };
+  return {
+    onOnline: (listener) => listen(g.window, "online", listener),
+    onOffline: (listener) => listen(g.window, "offline", listener),
+    onVisible: (listener) =>
+      listen(g.document, "visibilitychange", listener, () => g.document?.visibilityState === "visible"),
+  };
+}
+
 /** `http(s)://host` → `ws(s)://host`; an empty base means the page's own origin. */
 function socketOrigin(baseUrl: string): string {
   const origin = baseUrl || (globalThis as { location?: { origin: string } }).location?.origin || "";
   return origin.replace(/^http/, "ws");
 }
 
-interface PendingSend {
+interface PendingAck {
+  resolve(message: Message): void;
+  reject(error: ChatApiError): void;
+}
+
+/** A send waiting in the outbox: they leave in the order they were made, one at a time. */
+interface Outgoing {
+  chatId: number;
+  content: string;
+  clientMsgId: string;
+  /** `timers.now()` after which it is given up. */
+  deadline: number;
+  /** Set once it was answered, aborted or expired: it is not tried again. */
+  settled: boolean;
   resolve(message: Message): void;
   reject(error: ChatApiError): void;
 }
@@ -57,9 +97,12 @@ interface PendingSend {
 /**
  * The browser client of listings-chat (CONTRACT §7). One state machine, changed only by `transition`:
  *
- *   connecting ──connected frame──▶ live ──close 1001──▶ connecting (at once)
- *        │                          │──other close──▶ connecting (full-jitter backoff) … after N drops ──▶ polling
- *        └──cannot open──▶ polling ──every 30 s: try WebSocket──▶ live (resumes from the cursor)
+ *   connecting ──connected frame──▶ live ──close 1001──▶ connecting (after a jitter of up to 3 s)
+ *        │                          │──other close, or a ping unanswered──▶ connecting (full-jitter backoff)
+ *        │                          └─… after N drops in a row ──▶ polling
+ *        │──a first connect fails, or reconnecting fails N times or for 10 s──▶ polling
+ *        └──no `connected` frame within the connect deadline: that attempt failed
+ *   polling ──WebSocket retried after 2 s, 4 s … up to every 30 s, and at once on online / tab visible──▶ live
  *   any ──401 / stop()──▶ offline
  *
  * Every event goes through `deliver`, which keeps the cursor: what it has passed is dropped, so an
@@ -71,18 +114,32 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private cursor: number | undefined;
   private unreadCounts: ChatClientEvents["unread"] = { total: 0, chats: {} };
   private socket: WebSocketLike | undefined;
-  /** Bumped by every socket attempt and by stop(): callbacks of an older attempt do nothing. */
+  /** Bumped by every socket attempt, by an attempt given up, and by stop(): callbacks of an older one do nothing. */
   private attempt = 0;
+  /** Drops in a row of sockets that did not stay up STABLE_AFTER_MS. */
   private drops = 0;
+  /** Failed connect attempts since the last drop, and when that drop happened. */
+  private failedReconnects = 0;
+  private reconnectingSince = 0;
+  /** Whether the client was live since start(): a first connect that fails means a restricted network. */
+  private everLive = false;
+  /** The step of the WebSocket retry ladder while polling. */
+  private retryStep = 0;
   private stopped = true;
   private warned = false;
+  /** `timers.now()` of the last frame received on the live socket, and of the ping sent since, if any. */
+  private lastFrameAt = 0;
+  private pingSentAt: number | undefined;
+  private lastUnreadAt = Number.NEGATIVE_INFINITY;
   private readonly timers: Timers;
   private readonly webSocket: WebSocketFactory;
   private readonly random: () => number;
+  private readonly connectivity: ConnectivitySignals;
+  private unsubscribe: Array<() => void> = [];
   private readonly settings: Required<
-    Pick<
+    Omit<
       ChatClientOptions,
-      "pollIntervalMs" | "wsRetryIntervalMs" | "dropsBeforePolling" | "backoffMinMs" | "backoffMaxMs" | "ackTimeoutMs"
+      "baseUrl" | "getAccessToken" | "lastEventId" | "webSocket" | "fetch" | "timers" | "random" | "connectivity"
     >
   >;
   private reconnectTimer: unknown;
@@ -90,13 +147,19 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private retryTimer: unknown;
   private stableTimer: unknown;
   private unreadTimer: unknown;
+  private connectTimer: unknown;
+  private heartbeatTimer: unknown;
+  private degradeTimer: unknown;
   private polling = false;
   /** Bumped by every new polling loop: a poll still in flight from an earlier polling period then stops. */
   private pollRun = 0;
-  private readonly pendingSends = new Map<string, PendingSend>();
-  /** Sends waiting before their next try: stop() clears the timer and wakes them, and they reject. */
+  private readonly pendingAcks = new Map<string, PendingAck>();
+  private readonly outbox: Outgoing[] = [];
+  private draining = false;
+  /** Waits of the outbox before its next try: stop(), an abort or new connectivity wake them. */
   private readonly sendWaits = new Map<unknown, () => void>();
-  private readonly lastTypingAt = new Map<number, number>();
+  /** Per chat: the typing state last sent, and when. */
+  private readonly typingSent = new Map<number, { typing: boolean; at: number }>();
 
   private readonly baseUrl: string;
 
@@ -106,15 +169,24 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.timers = options.timers ?? defaultTimers;
     this.webSocket = options.webSocket ?? defaultWebSocket();
     this.random = options.random ?? Math.random;
+    this.connectivity = options.connectivity ?? browserConnectivity();
     this.api = new ChatApi(options.baseUrl, options.getAccessToken, options.fetch ?? globalThis.fetch.bind(globalThis));
     this.baseUrl = options.baseUrl;
     this.settings = {
       pollIntervalMs: options.pollIntervalMs ?? 5_000,
+      wsRetryFirstMs: options.wsRetryFirstMs ?? 2_000,
       wsRetryIntervalMs: options.wsRetryIntervalMs ?? 30_000,
       dropsBeforePolling: options.dropsBeforePolling ?? 3,
+      reconnectingMaxMs: options.reconnectingMaxMs ?? 10_000,
       backoffMinMs: options.backoffMinMs ?? 500,
-      backoffMaxMs: options.backoffMaxMs ?? 15_000,
+      backoffMaxMs: options.backoffMaxMs ?? 8_000,
+      goingAwayJitterMs: options.goingAwayJitterMs ?? 3_000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 8_000,
+      heartbeatIdleMs: options.heartbeatIdleMs ?? 20_000,
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 10_000,
       ackTimeoutMs: options.ackTimeoutMs ?? 10_000,
+      sendMaxAgeMs: options.sendMaxAgeMs ?? 60_000,
+      unreadMinIntervalMs: options.unreadMinIntervalMs ?? 1_000,
     };
   }
 
@@ -135,61 +207,99 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     if (!this.stopped) return;
     this.stopped = false;
     this.drops = 0;
+    this.everLive = false;
+    this.retryStep = 0;
+    this.unsubscribe = [
+      this.connectivity.onOnline(() => this.retryNow()),
+      // The link may be gone with the socket still "open": ask the server, and know within the ping timeout.
+      this.connectivity.onOffline(() => this.probe()),
+      // Timers of a background tab are throttled: check what they would have checked.
+      this.connectivity.onVisible(() => this.retryNow()),
+    ];
     this.transition("connecting");
   }
 
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    for (const unsubscribe of this.unsubscribe.splice(0)) unsubscribe();
     this.transition("offline");
   }
 
   /**
-   * Sends a message and resolves with it once stored. It is retried (over the socket while live, else
-   * over REST) with the same `client_msg_id` until the server stores it, so it is never stored twice.
-   * Rejects on a refusal that a retry cannot fix (validation, not a participant, signed out).
+   * Tries WebSocket now ("retry now" on the page's banner, or the network is back): while polling or
+   * waiting to reconnect, a new attempt starts at once; while live, the socket is checked with a ping if
+   * it has been quiet. Sends waiting to be tried again are tried now.
    */
-  async send(chatId: number, content: string, clientMsgId: string = randomId()): Promise<Message> {
-    // Fix: after an ack timeout the socket may be half-open; trying it again could time out forever.
-    let overRest = false;
-    for (let attempt = 0; ; attempt++) {
-      if (this.stopped)
-        throw new ChatApiError(0, "client_stopped", "the client was stopped before the message was stored");
-      try {
-        const socket = this.socket;
-        if (!overRest && this.state === "live" && socket && socket.readyState === OPEN) {
-          return await this.sendOverSocket(socket, chatId, content, clientMsgId);
-        }
-        return await this.api.sendMessage(chatId, content, clientMsgId);
-      } catch (error) {
-        const failure = error instanceof ChatApiError ? error : new ChatApiError(0, "network_error", String(error));
-        if (failure.code === "ack_timeout") overRest = true;
-        if (this.stopped) throw failure;
-        if (!failure.retryable) {
-          if (failure.status === 401) this.fail(failure);
-          throw failure;
-        }
-        const wait =
-          failure.retryAfterMs ?? backoff(attempt, this.settings.backoffMinMs, this.settings.backoffMaxMs, this.random);
-        // Fix: this timer was not tracked, so stop() left it running (and the send pending) for up to retry_after.
-        await new Promise<void>((resolve) => {
-          const handle = this.timers.setTimeout(() => {
-            this.sendWaits.delete(handle);
-            resolve();
-          }, wait);
-          this.sendWaits.set(handle, resolve);
-        });
-      }
+  retryNow(): void {
+    if (this.stopped) return;
+    this.wakeSends();
+    if (this.state === "live") {
+      this.probe(this.settings.heartbeatIdleMs);
+      return;
+    }
+    if (this.state === "polling") {
+      this.retryStep = 0;
+      this.startRetry();
+      return;
+    }
+    if (this.state === "connecting" && this.reconnectTimer !== undefined) {
+      this.cancel("reconnectTimer");
+      void this.openSocket();
     }
   }
 
-  /** Tells the other participant that this user is typing; at most one frame per 2 s per chat, live only. */
+  /**
+   * Sends a message and resolves with it once stored. Sends leave in the order they were made, one at a
+   * time; each is retried (over the socket while live, else over REST) with the same `client_msg_id`
+   * until the server stores it, so it is never stored twice. Rejects on a refusal that a retry cannot fix
+   * (validation, not a participant, signed out), when it was not stored within `sendMaxAgeMs`
+   * (`send_expired`), or when its signal aborts (`send_aborted`): the page can then offer to retry it
+   * (the same `clientMsgId`) or discard it.
+   */
+  send(chatId: number, content: string, options: string | SendOptions = {}): Promise<Message> {
+    const {
+      clientMsgId = randomId(),
+      maxAgeMs = this.settings.sendMaxAgeMs,
+      signal,
+    } = typeof options === "string" ? { clientMsgId: options } : options;
+    return new Promise<Message>((resolve, reject) => {
+      if (this.stopped) {
+        reject(new ChatApiError(0, "client_stopped", "the client is stopped: start it before sending"));
+        return;
+      }
+      const item: Outgoing = {
+        chatId,
+        content,
+        clientMsgId,
+        deadline: this.timers.now() + maxAgeMs,
+        settled: false,
+        resolve,
+        reject,
+      };
+      if (signal?.aborted) return this.settle(item, new ChatApiError(0, "send_aborted", "the send was aborted"));
+      signal?.addEventListener("abort", () => {
+        this.settle(item, new ChatApiError(0, "send_aborted", "the send was aborted"));
+        this.wakeSends();
+      });
+      this.outbox.push(item);
+      void this.drainOutbox();
+    });
+  }
+
+  /**
+   * Tells the other participant that this user is typing, or stopped (live only). A repeated "typing" is
+   * sent at most once per 2 s per chat; a change of state always goes out, and "stopped" only after a
+   * "typing" that went out.
+   */
   typing(chatId: number, isTyping: boolean): void {
     const socket = this.socket;
     if (this.state !== "live" || !socket || socket.readyState !== OPEN) return;
     const now = this.timers.now();
-    if (now - (this.lastTypingAt.get(chatId) ?? Number.NEGATIVE_INFINITY) < Limits.typingIntervalMs) return;
-    this.lastTypingAt.set(chatId, now);
+    const last = this.typingSent.get(chatId);
+    if (isTyping && last?.typing && now - last.at < Limits.typingIntervalMs) return;
+    if (!isTyping && !last?.typing) return;
+    this.typingSent.set(chatId, { typing: isTyping, at: now });
     socket.send(JSON.stringify({ type: "typing", chat_id: chatId, is_typing: isTyping }));
   }
 
@@ -209,21 +319,23 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.cancel("reconnectTimer");
     if (to !== "polling") this.cancel("pollTimer");
     if (to !== "polling") this.polling = false;
+    if (to !== "connecting") this.cancel("degradeTimer");
     if (to === "live" || to === "offline") this.cancel("retryTimer");
+    if (to !== "live") this.cancel("heartbeatTimer");
     if (to === "offline") {
       this.attempt += 1;
+      this.cancel("connectTimer");
       this.cancel("stableTimer");
       this.cancel("unreadTimer");
       this.closeSocket(1000, "client stopped");
-      for (const pending of this.pendingSends.values()) {
-        pending.reject(new ChatApiError(0, "client_stopped", "the client stopped"));
+      this.rejectPendingAcks(new ChatApiError(0, "client_stopped", "the client stopped"));
+      for (const item of this.outbox.splice(0)) {
+        this.settle(
+          item,
+          new ChatApiError(0, "client_stopped", "the client was stopped before the message was stored"),
+        );
       }
-      this.pendingSends.clear();
-      for (const [handle, wake] of this.sendWaits) {
-        this.timers.clearTimeout(handle);
-        wake();
-      }
-      this.sendWaits.clear();
+      this.wakeSends();
     }
     this.state = to;
     if (from !== to) this.emit("mode", { from, to });
@@ -241,16 +353,37 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         this.polling = true;
         void this.poll(++this.pollRun);
       }
-      this.scheduleRetry();
+      if (from !== "polling") {
+        this.retryStep = 0;
+        this.scheduleRetry();
+      }
     }
     if (to === "live") {
+      this.everLive = true;
+      this.failedReconnects = 0;
+      this.retryStep = 0;
       this.setWarning(false);
-      this.refreshUnreadSoon(0);
+      this.refreshUnreadSoon();
+      this.scheduleHeartbeat();
+      // Sends that waited for a better transport go now.
+      this.wakeSends();
     }
   }
 
   private async openSocket(): Promise<void> {
     const attempt = ++this.attempt;
+    // A socket of an earlier attempt that never greeted is given up for this one.
+    if (this.state !== "live") this.closeSocket(1000, "a newer attempt");
+    this.cancel("connectTimer");
+    let greeted = false;
+    // The deadline covers the ws-token request too: a network that swallows requests fails the attempt.
+    this.connectTimer = this.timers.setTimeout(() => {
+      this.connectTimer = undefined;
+      if (attempt !== this.attempt || greeted) return;
+      this.attempt += 1;
+      this.closeSocket(CLOSE_DEAD, "no connected frame in time");
+      this.connectFailed();
+    }, this.settings.connectTimeoutMs);
     let url: string;
     try {
       const ticket = await this.api.wsToken();
@@ -258,28 +391,33 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       url = `${socketOrigin(this.baseUrl)}${ticket.ws_url}?token=${encodeURIComponent(ticket.token)}${after}`;
     } catch (error) {
       if (attempt !== this.attempt || this.stopped) return;
+      this.cancel("connectTimer");
       if (error instanceof ChatApiError && error.status === 401) return this.fail(error);
-      return this.socketFailed();
+      return this.connectFailed();
     }
     if (attempt !== this.attempt || this.stopped) return;
     let socket: WebSocketLike;
     try {
       socket = this.webSocket(url);
     } catch {
-      return this.socketFailed();
+      this.cancel("connectTimer");
+      return this.connectFailed();
     }
     this.socket = socket;
-    let greeted = false;
     socket.onmessage = (message) => {
       if (attempt !== this.attempt) return;
+      this.lastFrameAt = this.timers.now();
+      this.pingSentAt = undefined;
       const frame = this.parse(message.data);
       if (!frame) return;
       if (frame.type === "connected") {
         greeted = true;
+        this.cancel("connectTimer");
         this.cursor ??= frame.last_event_id;
         this.resyncIfBehind(frame.last_event_id);
-        this.timers.clearTimeout(this.stableTimer);
+        this.cancel("stableTimer");
         this.stableTimer = this.timers.setTimeout(() => {
+          this.stableTimer = undefined;
           this.drops = 0;
         }, STABLE_AFTER_MS);
         this.transition("live");
@@ -291,32 +429,67 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     socket.onclose = (event) => {
       if (attempt !== this.attempt) return;
       this.socket = undefined;
-      this.cancel("stableTimer");
-      this.rejectPendingSends();
       if (this.stopped) return;
-      if (!greeted) return this.socketFailed();
-      if (event.code === 1001) {
-        // The server is going away on purpose: reconnect at once, resuming from the cursor.
-        this.transition("connecting");
-        return;
+      if (!greeted) {
+        this.cancel("connectTimer");
+        return this.connectFailed();
       }
-      this.drops += 1;
-      if (this.drops >= this.settings.dropsBeforePolling) {
-        this.transition("polling");
-        return;
-      }
-      this.transition(
-        "connecting",
-        Math.max(1, backoff(this.drops, this.settings.backoffMinMs, this.settings.backoffMaxMs, this.random)),
-      );
+      this.dropped(event.code);
     };
   }
 
-  /** WebSocket could not be opened: poll, and try again every 30 s. */
-  private socketFailed(): void {
+  /** A live socket ended (closed by the server, broken, or found dead): reconnect, or poll if it keeps happening. */
+  private dropped(code: number): void {
+    this.socket = undefined;
+    this.cancel("stableTimer");
+    this.rejectPendingAcks(new ChatApiError(0, "socket_closed", "the socket closed before the ack: sending again"));
     if (this.stopped) return;
-    if (this.state === "polling") this.scheduleRetry();
-    else this.transition("polling");
+    this.failedReconnects = 0;
+    this.reconnectingSince = this.timers.now();
+    if (code === 1001) {
+      // The server is going away on purpose: reconnect soon, resuming from the cursor, but not all at once.
+      this.startReconnecting(Math.max(1, Math.floor(this.random() * this.settings.goingAwayJitterMs)));
+      return;
+    }
+    this.drops += 1;
+    if (this.drops >= this.settings.dropsBeforePolling) {
+      this.transition("polling");
+      return;
+    }
+    this.startReconnecting(Math.max(1, this.backoffFor(this.drops)));
+  }
+
+  /** "connecting" after a drop, bounded in time: past `reconnectingMaxMs` the page is told, and polls. */
+  private startReconnecting(delayMs: number): void {
+    this.transition("connecting", delayMs);
+    this.cancel("degradeTimer");
+    this.degradeTimer = this.timers.setTimeout(() => {
+      this.degradeTimer = undefined;
+      if (this.state === "connecting") this.transition("polling");
+    }, this.settings.reconnectingMaxMs);
+  }
+
+  /** A connect attempt failed (refused, no network, or no greeting in time). */
+  private connectFailed(): void {
+    if (this.stopped) return;
+    // While polling the next try was scheduled when this one started.
+    if (this.state !== "connecting") return;
+    // Never live since start: a network that does not let WebSocket through. Poll at once.
+    if (!this.everLive) {
+      this.transition("polling");
+      return;
+    }
+    this.failedReconnects += 1;
+    const tooLong = this.timers.now() - this.reconnectingSince >= this.settings.reconnectingMaxMs;
+    if (this.failedReconnects >= this.settings.dropsBeforePolling || tooLong) {
+      this.transition("polling");
+      return;
+    }
+    this.transition("connecting", Math.max(1, this.backoffFor(this.drops + this.failedReconnects)));
+  }
+
+  private backoffFor(step: number): number {
+    return backoff(step, this.settings.backoffMinMs, this.settings.backoffMaxMs, this.random);
   }
 
   private fail(error: ChatApiError): void {
@@ -324,13 +497,95 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.stop();
   }
 
+  /**
+   * The next WebSocket try while polling: about 2 s, 4 s, 8 s … apart, then 30 s, each drawn in ±50 % of
+   * its step (so that clients that lost the same server do not come back together), never over 30 s.
+   */
   private scheduleRetry(): void {
     this.cancel("retryTimer");
+    const step = this.settings.wsRetryFirstMs * 2 ** Math.min(this.retryStep, 30);
+    this.retryStep += 1;
+    const cap = this.settings.wsRetryIntervalMs;
+    const delay = Math.max(1, Math.floor(Math.min(cap, Math.min(cap, step) * (0.5 + this.random()))));
     this.retryTimer = this.timers.setTimeout(() => {
       this.retryTimer = undefined;
-      if (this.state === "polling" && !this.stopped) void this.openSocket();
-    }, this.settings.wsRetryIntervalMs);
+      if (this.state === "polling" && !this.stopped) this.startRetry();
+    }, delay);
   }
+
+  /** One WebSocket try while polling; the next is scheduled first, so that no attempt can end the retries. */
+  private startRetry(): void {
+    this.scheduleRetry();
+    void this.openSocket();
+  }
+
+  // ── liveness of the live socket ─────────────────────────────────────────────────────────────
+
+  /**
+   * Checks the live socket against the clock (not against timer counts: a background tab's timers fire
+   * late): a ping after `heartbeatIdleMs` of silence, and a dead socket when nothing came within
+   * `heartbeatTimeoutMs` of the ping. Then sets the timer for the next check.
+   */
+  private checkHeartbeat(): void {
+    this.cancel("heartbeatTimer");
+    const socket = this.socket;
+    if (this.state !== "live" || !socket) return;
+    const now = this.timers.now();
+    if (this.pingSentAt !== undefined && now - this.pingSentAt >= this.settings.heartbeatTimeoutMs) {
+      this.socketDead("no answer to a ping");
+      return;
+    }
+    if (this.pingSentAt === undefined && now - this.lastFrameAt >= this.settings.heartbeatIdleMs) this.ping(socket);
+    this.scheduleHeartbeat();
+  }
+
+  private scheduleHeartbeat(): void {
+    this.cancel("heartbeatTimer");
+    if (this.state !== "live") return;
+    const due =
+      this.pingSentAt !== undefined
+        ? this.pingSentAt + this.settings.heartbeatTimeoutMs
+        : this.lastFrameAt + this.settings.heartbeatIdleMs;
+    this.heartbeatTimer = this.timers.setTimeout(
+      () => {
+        this.heartbeatTimer = undefined;
+        this.checkHeartbeat();
+      },
+      Math.max(1, due - this.timers.now()),
+    );
+  }
+
+  /** Asks the server for a sign of life if the socket has been quiet for `quietMs` (at once by default). */
+  private probe(quietMs = 0): void {
+    const socket = this.socket;
+    if (this.state !== "live" || !socket) return;
+    if (this.pingSentAt !== undefined) {
+      this.checkHeartbeat();
+      return;
+    }
+    if (this.timers.now() - this.lastFrameAt < quietMs) return;
+    this.ping(socket);
+    this.scheduleHeartbeat();
+  }
+
+  private ping(socket: WebSocketLike): void {
+    this.pingSentAt = this.timers.now();
+    try {
+      socket.send(JSON.stringify({ type: "ping" }));
+    } catch {
+      // A socket that cannot take a frame is found dead by the timeout.
+    }
+  }
+
+  /** The live socket passes no bytes (a NAT that forgot it, a sleeping laptop): close it, and reconnect. */
+  private socketDead(reason: string): void {
+    if (this.state !== "live") return;
+    this.attempt += 1;
+    this.closeSocket(CLOSE_DEAD, reason);
+    this.dropped(CLOSE_DEAD);
+  }
+
+  // ── polling ─────────────────────────────────────────────────────────────────────────────────
 
   private async poll(run: number): Promise<void> {
     const started = this.timers.now();
@@ -359,6 +614,8 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     }, wait);
   }
 
+  // ── frames ──────────────────────────────────────────────────────────────────────────────────
+
   private handleFrame(frame: ServerFrame): void {
     if ("event_id" in frame) {
       this.deliver(frame);
@@ -372,15 +629,15 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         this.emit("presence", { user_id: frame.user_id, online: frame.online });
         return;
       case "ack": {
-        const pending = this.pendingSends.get(frame.ref);
-        this.pendingSends.delete(frame.ref);
+        const pending = this.pendingAcks.get(frame.ref);
+        this.pendingAcks.delete(frame.ref);
         pending?.resolve(frame.message);
         return;
       }
       case "error": {
         if (!frame.ref) return;
-        const pending = this.pendingSends.get(frame.ref);
-        this.pendingSends.delete(frame.ref);
+        const pending = this.pendingAcks.get(frame.ref);
+        this.pendingAcks.delete(frame.ref);
         const retryAfter = (frame as { retry_after_ms?: number }).retry_after_ms;
         const status = SEND_ERROR_STATUS[frame.code] ?? 400;
         pending?.reject(new ChatApiError(status, frame.code, frame.message, retryAfter));
@@ -403,16 +660,112 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     if (this.cursor !== undefined && event.event_id <= this.cursor) return;
     this.cursor = event.event_id;
     this.emit("event", event);
-    this.refreshUnreadSoon(UNREAD_REFRESH_DELAY_MS);
+    this.refreshUnreadSoon();
   }
 
-  private sendOverSocket(socket: WebSocketLike, chatId: number, content: string, ref: string): Promise<Message> {
+  // ── the outbox ──────────────────────────────────────────────────────────────────────────────
+
+  /** Sends the outbox's messages one at a time, in order. */
+  private async drainOutbox(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (let item = this.outbox[0]; item; item = this.outbox[0]) {
+        try {
+          const message = await this.deliverSend(item);
+          this.settle(item, undefined, message);
+        } catch (error) {
+          this.settle(
+            item,
+            error instanceof ChatApiError ? error : new ChatApiError(0, "network_error", String(error)),
+          );
+        }
+        if (this.outbox[0] === item) this.outbox.shift();
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** Tries one send until it is stored, refused for good, aborted or expired. */
+  private async deliverSend(item: Outgoing): Promise<Message> {
+    // Fix: after an ack timeout the socket may be half-open; trying it again could time out forever.
+    let overRest = false;
+    for (let attempt = 0; ; attempt++) {
+      if (item.settled) throw new ChatApiError(0, "send_aborted", "the send was aborted");
+      if (this.stopped)
+        throw new ChatApiError(0, "client_stopped", "the client was stopped before the message was stored");
+      if (this.timers.now() >= item.deadline) throw this.expired();
+      try {
+        // A quiet socket is asked for a sign of life, so a dead one is found while this send waits.
+        this.probe(this.settings.heartbeatIdleMs);
+        const socket = this.socket;
+        if (!overRest && this.state === "live" && socket && socket.readyState === OPEN) {
+          return await this.sendOverSocket(socket, item);
+        }
+        return await this.api.sendMessage(item.chatId, item.content, item.clientMsgId);
+      } catch (error) {
+        const failure = error instanceof ChatApiError ? error : new ChatApiError(0, "network_error", String(error));
+        if (failure.code === "ack_timeout") {
+          overRest = true;
+          // No ack in time: the socket passes nothing. Reconnect, and send this one over REST now.
+          this.socketDead("no ack in time");
+          continue;
+        }
+        if (this.stopped || item.settled) throw failure;
+        if (!failure.retryable) {
+          if (failure.status === 401) this.fail(failure);
+          throw failure;
+        }
+        const wait = failure.retryAfterMs ?? this.backoffFor(attempt);
+        await this.sleepForSend(Math.min(wait, Math.max(0, item.deadline - this.timers.now())));
+      }
+    }
+  }
+
+  private expired(): ChatApiError {
+    const seconds = Math.round(this.settings.sendMaxAgeMs / 1000);
+    return new ChatApiError(0, "send_expired", `not stored within ${seconds} s: retry it or discard it`);
+  }
+
+  /** A wait between tries, which stop(), an abort, going live and `retryNow()` cut short. */
+  private sleepForSend(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const handle = this.timers.setTimeout(() => {
+        this.sendWaits.delete(handle);
+        resolve();
+      }, ms);
+      this.sendWaits.set(handle, resolve);
+    });
+  }
+
+  private wakeSends(): void {
+    for (const [handle, wake] of this.sendWaits) {
+      this.timers.clearTimeout(handle);
+      wake();
+    }
+    this.sendWaits.clear();
+  }
+
+  /** Answers a send once: with the message, or with the error. */
+  private settle(item: Outgoing, error?: ChatApiError, message?: Message): void {
+    if (item.settled) return;
+    item.settled = true;
+    if (message) item.resolve(message);
+    else item.reject(error ?? new ChatApiError(0, "send_aborted", "the send was aborted"));
+    const at = this.outbox.indexOf(item);
+    // The head is removed by the drain loop when it comes back; a waiting one leaves the queue now.
+    if (at > 0) this.outbox.splice(at, 1);
+  }
+
+  private sendOverSocket(socket: WebSocketLike, item: Outgoing): Promise<Message> {
+    const ref = item.clientMsgId;
     return new Promise((resolve, reject) => {
       const timer = this.timers.setTimeout(() => {
-        this.pendingSends.delete(ref);
+        this.pendingAcks.delete(ref);
         reject(new ChatApiError(0, "ack_timeout", "no ack in time: sending again"));
       }, this.settings.ackTimeoutMs);
-      this.pendingSends.set(ref, {
+      this.pendingAcks.set(ref, {
         resolve: (message) => {
           this.timers.clearTimeout(timer);
           resolve(message);
@@ -422,29 +775,34 @@ export class ChatClient extends Emitter<ChatClientEvents> {
           reject(error);
         },
       });
-      socket.send(JSON.stringify({ type: "send_message", chat_id: chatId, content, client_msg_id: ref }));
+      socket.send(
+        JSON.stringify({ type: "send_message", chat_id: item.chatId, content: item.content, client_msg_id: ref }),
+      );
     });
   }
 
   /** A socket that closed took its unanswered sends with it: they are sent again, with the same ids. */
-  private rejectPendingSends(): void {
-    for (const pending of this.pendingSends.values()) {
-      pending.reject(new ChatApiError(0, "socket_closed", "the socket closed before the ack: sending again"));
-    }
-    this.pendingSends.clear();
+  private rejectPendingAcks(error: ChatApiError): void {
+    for (const pending of this.pendingAcks.values()) pending.reject(error);
+    this.pendingAcks.clear();
   }
 
-  private refreshUnreadSoon(delayMs: number): void {
-    this.cancel("unreadTimer");
+  // ── unread counts, warning, helpers ─────────────────────────────────────────────────────────
+
+  /** Reads the unread counts soon, at most once per `unreadMinIntervalMs` however many events arrive. */
+  private refreshUnreadSoon(): void {
+    if (this.unreadTimer !== undefined || this.stopped) return;
+    const wait = Math.max(0, this.lastUnreadAt + this.settings.unreadMinIntervalMs - this.timers.now());
     this.unreadTimer = this.timers.setTimeout(() => {
       this.unreadTimer = undefined;
+      this.lastUnreadAt = this.timers.now();
       this.api.unread().then(
         (counts) => {
           if (!this.stopped) this.setUnread(counts);
         },
         () => {},
       );
-    }, delayMs);
+    }, wait);
   }
 
   private setUnread(counts: ChatClientEvents["unread"]): void {
@@ -480,7 +838,17 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     }
   }
 
-  private cancel(timer: "reconnectTimer" | "pollTimer" | "retryTimer" | "stableTimer" | "unreadTimer"): void {
+  private cancel(
+    timer:
+      | "reconnectTimer"
+      | "pollTimer"
+      | "retryTimer"
+      | "stableTimer"
+      | "unreadTimer"
+      | "connectTimer"
+      | "heartbeatTimer"
+      | "degradeTimer",
+  ): void {
     if (this[timer] !== undefined) this.timers.clearTimeout(this[timer]);
     this[timer] = undefined;
   }

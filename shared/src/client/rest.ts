@@ -84,6 +84,12 @@ export class ChatApi {
   sendMessage(chatId: number, content: string, clientMsgId: string) {
     return this.request<Message>("POST", `/api/v1/chats/${chatId}/messages`, { content, client_msg_id: clientMsgId });
   }
+  editMessage(messageId: number, content: string) {
+    return this.request<Message>("PATCH", `/api/v1/messages/${messageId}`, { content });
+  }
+  deleteMessage(messageId: number) {
+    return this.request<Message>("DELETE", `/api/v1/messages/${messageId}`);
+  }
   markRead(chatId: number, messageId: number) {
     return this.request<{ chat_id: number; message_id: number; unread_count: number }>(
       "POST",

@@ -35,15 +35,53 @@ export interface ChatClientOptions {
   random?: () => number;
   /** Polling cadence while WebSocket is unavailable (CONTRACT §7: 5 s). */
   pollIntervalMs?: number;
-  /** How often WebSocket is tried again while polling (CONTRACT §7: 30 s). */
+  /** While polling, WebSocket is tried again after this long, then twice as long each time … */
+  wsRetryFirstMs?: number;
+  /** … up to this (CONTRACT §7: 30 s). Also at once on `online`, on the tab becoming visible, and `retryNow()`. */
   wsRetryIntervalMs?: number;
-  /** Drops in a row (sockets that close without having stayed up) before switching to polling. */
+  /**
+   * After a drop, reconnecting gives up for polling after this many failed attempts in a row, or after
+   * `reconnectingMaxMs`, whichever comes first; and so do this many drops in a row of sockets that did not
+   * stay up 10 s. A connect that fails before the page was ever live goes to polling at once.
+   */
   dropsBeforePolling?: number;
-  /** Full-jitter backoff bounds for plain reconnects. */
+  reconnectingMaxMs?: number;
+  /** Full-jitter backoff bounds for reconnects. */
   backoffMinMs?: number;
   backoffMaxMs?: number;
-  /** How long to wait for an `ack` before sending again over REST (same client_msg_id). */
+  /** Reconnects after a 1001 (the server going away) are spread over this long, so they do not come at once. */
+  goingAwayJitterMs?: number;
+  /** Each connect attempt must reach the `connected` frame within this, or it is closed and counts as failed. */
+  connectTimeoutMs?: number;
+  /** While live: a `ping` when nothing was received for this long … */
+  heartbeatIdleMs?: number;
+  /** … and the socket is dead (closed, reconnected) when nothing comes within this after it. */
+  heartbeatTimeoutMs?: number;
+  /** How long to wait for an `ack`; no ack in time means a dead socket, and the message goes over REST. */
   ackTimeoutMs?: number;
+  /** A send that is not stored within this long rejects (`send_expired`), so the page can offer retry or discard. */
+  sendMaxAgeMs?: number;
+  /** The unread counts are read at most once per this long. */
+  unreadMinIntervalMs?: number;
+  /** The browser's `online`/`offline` and tab visibility; the page's own window and document by default. */
+  connectivity?: ConnectivitySignals;
+}
+
+/** Hooks for what the environment knows about connectivity; each returns the function that unsubscribes. */
+export interface ConnectivitySignals {
+  onOnline(listener: () => void): () => void;
+  onOffline(listener: () => void): () => void;
+  onVisible(listener: () => void): () => void;
+}
+
+/** Options of one send. */
+export interface SendOptions {
+  /** Reused by a page that retries a failed send, so that it is stored once. */
+  clientMsgId?: string;
+  /** Overrides `sendMaxAgeMs` for this send. */
+  maxAgeMs?: number;
+  /** Aborting stops the retries and rejects (`send_aborted`); a try already on its way may still be stored. */
+  signal?: AbortSignal;
 }
 
 /** What the client tells the page. Every stored event reaches `event` exactly once, in order. */

@@ -121,7 +121,7 @@ export function createHub(options: HubOptions) {
   }
 
   async function relayTyping(userId: number, chat: ChatRow, isTyping: boolean) {
-    if (!(await options.typingGate(userId, chat.id))) return;
+    if (!(await options.typingGate(userId, chat.id, isTyping))) return;
     const others = [chat.buyerId, chat.sellerId].filter((id) => id !== userId);
     void publishFrame({ type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping }, others);
   }

@@ -1,24 +1,60 @@
 import type { Redis } from "ioredis";
 
-/** Lets one typing frame per user and chat through every interval (CONTRACT §5: at most once per 2 s). */
-export type TypingGate = (userId: number, chatId: number) => Promise<boolean>;
+/**
+ * Decides which typing frames are relayed. "Typing" is throttled to one per interval per user and chat
+ * (CONTRACT §5: 2 s), since a keyboard repeats it; "stopped typing" is a change of state and always goes
+ * out, once, after a "typing" that went out (so a peer's indicator goes away at once, and a flood of
+ * "stopped" frames relays nothing). After a "stopped", the next "typing" goes out at once.
+ */
+export type TypingGate = (userId: number, chatId: number, isTyping: boolean) => Promise<boolean>;
+
+/** How long a relayed "typing" is remembered for its "stopped" to be relayed: longer than any indicator shows. */
+const TYPING_STATE_MS = 30_000;
 
 /** Per instance: enough with one chat instance. */
 export function createMemoryTypingGate(intervalMs: number, now: () => number = Date.now): TypingGate {
-  const last = new Map<string, number>();
-  return async (userId, chatId) => {
+  /** When "typing" last went out, per user and chat; deleted by the "stopped" that follows it. */
+  const typingSince = new Map<string, number>();
+  return async (userId, chatId, isTyping) => {
     const t = now();
-    // Forget stale entries in passing, so the map holds only the last interval's typists.
-    if (last.size > 1_000) for (const [key, at] of last) if (t - at >= intervalMs) last.delete(key);
+    // Forget stale entries in passing, so the map holds only the recent typists.
+    if (typingSince.size > 1_000)
+      for (const [key, at] of typingSince) if (t - at >= TYPING_STATE_MS) typingSince.delete(key);
     const key = `${userId}:${chatId}`;
-    if (t - (last.get(key) ?? Number.NEGATIVE_INFINITY) < intervalMs) return false;
-    last.set(key, t);
+    const last = typingSince.get(key);
+    if (!isTyping) return typingSince.delete(key) && t - last! < TYPING_STATE_MS;
+    if (last !== undefined && t - last < intervalMs) return false;
+    typingSince.set(key, t);
     return true;
   };
 }
 
+/**
+ * KEYS[1]: the throttle of "typing" (expires after the interval); KEYS[2]: "a typing went out" (expires after
+ * TYPING_STATE_MS). Both in one hash slot. Returns 1 when the frame is relayed.
+ */
+const GATE = `
+if ARGV[1] == '1' then
+  if redis.call('SET', KEYS[1], '1', 'PX', ARGV[2], 'NX') then
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+    return 1
+  end
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return redis.call('DEL', KEYS[2])
+`;
+
 /** Shared by every instance: a user with sockets on two instances still types at most once per interval. */
 export function createRedisTypingGate(redis: Redis, keyPrefix: string, intervalMs: number): TypingGate {
-  return async (userId, chatId) =>
-    (await redis.set(`${keyPrefix}typing:${userId}:${chatId}`, "1", "PX", intervalMs, "NX")) === "OK";
+  if (!("typingGate" in redis)) redis.defineCommand("typingGate", { numberOfKeys: 2, lua: GATE });
+  const run = redis as Redis & {
+    typingGate(throttle: string, state: string, isTyping: 0 | 1, intervalMs: number, stateMs: number): Promise<number>;
+  };
+  return async (userId, chatId, isTyping) => {
+    const slot = `${keyPrefix}typing:{${userId}:${chatId}}`;
+    return (
+      (await run.typingGate(`${slot}:throttle`, `${slot}:typing`, isTyping ? 1 : 0, intervalMs, TYPING_STATE_MS)) === 1
+    );
+  };
 }

@@ -460,6 +460,7 @@ export class FakeSocket implements WebSocketLike {
   /** Server side: `connected` was sent; events flow only from then on (the real server holds them back). */
   private greeted = false;
   private lastSent = 0;
+  private blackHoled = false;
 
   constructor(
     private readonly server: FakeChatServer,
@@ -523,6 +524,14 @@ export class FakeSocket implements WebSocketLike {
     this.finish("server", 1006, "", true);
   }
 
+  /**
+   * The path goes dead with TCP up (a NAT that forgot the flow, a sleeping laptop, a dead proxy): from
+   * now on no frame passes either way and no close comes, until the client closes the socket itself.
+   */
+  blackHole(): void {
+    this.blackHoled = true;
+  }
+
   /** The server closes with a code (1001 going away, 1011, 1013 slow consumer…). */
   closeWith(code: number, reason = ""): void {
     this.finish("server", code, reason, false);
@@ -544,7 +553,7 @@ export class FakeSocket implements WebSocketLike {
 
   /** A frame from the server to the client. */
   push(frame: ServerFrame): void {
-    if (!this.isLive) return;
+    if (!this.isLive || this.blackHoled) return;
     const data = JSON.stringify(frame);
     later(() => {
       if (this.readyState === OPEN) this.onmessage?.({ data });
@@ -558,7 +567,7 @@ export class FakeSocket implements WebSocketLike {
     if (this.readyState !== OPEN || this.closed) return;
     const frame = JSON.parse(data) as Record<string, unknown>;
     this.sent.push(frame);
-    this.server.handleFrame(this, frame);
+    if (!this.blackHoled) this.server.handleFrame(this, frame);
   }
 
   close(code = 1000, reason = ""): void {
