@@ -266,30 +266,73 @@ function fillMessageItem(s: Session, li: HTMLLIElement, message: Message) {
   if (mine && !message.deleted_at) li.append(messageActions(s, message));
 }
 
-/** Edit and delete, on the user's own messages. */
+/** Edit and delete, on the user's own messages: inline, no dialogs. */
 function messageActions(s: Session, message: Message): HTMLSpanElement {
   const actions = make("span", "actions");
   const edit = make("button", "link", "edit");
   edit.type = "button";
   edit.dataset.testid = "message-edit";
-  edit.addEventListener("click", () => {
-    const content = prompt("Edit your message", message.content);
-    if (content === null || content.trim() === "" || content === message.content) return;
-    s.client.api.editMessage(message.id, content).catch((error: unknown) => {
-      showError(`could not edit the message: ${describe(error)}`);
-    });
-  });
+  edit.addEventListener("click", () => startEditing(s, message));
   const remove = make("button", "link", "delete");
   remove.type = "button";
   remove.dataset.testid = "message-delete";
+  // The first click asks; a second within 3 s deletes.
+  let confirmUntil = 0;
   remove.addEventListener("click", () => {
-    if (!confirm("Delete this message for both of you?")) return;
+    if (Date.now() > confirmUntil) {
+      confirmUntil = Date.now() + 3_000;
+      remove.textContent = "delete for both of you?";
+      remove.dataset.testid = "message-delete-confirm";
+      setTimeout(() => {
+        remove.textContent = "delete";
+        remove.dataset.testid = "message-delete";
+      }, 3_000);
+      return;
+    }
     s.client.api.deleteMessage(message.id).catch((error: unknown) => {
       showError(`could not delete the message: ${describe(error)}`);
     });
   });
   actions.append(edit, remove);
   return actions;
+}
+
+/** Turns a message into a text field: Enter (or "save") stores the new text, Escape (or "cancel") keeps the old. */
+function startEditing(s: Session, message: Message) {
+  const li = s.view?.items.get(message.id);
+  if (!li) return;
+  const input = make("input", "edit");
+  input.value = message.content;
+  input.dataset.testid = "message-edit-input";
+  const save = make("button", "link", "save");
+  save.type = "button";
+  save.dataset.testid = "message-edit-save";
+  const cancel = make("button", "link", "cancel");
+  cancel.type = "button";
+  const done = () => fillMessageItem(s, li, s.view?.messages.get(message.id) ?? message);
+  const submit = () => {
+    const content = input.value;
+    if (content.trim() === "" || content === message.content) return done();
+    s.client.api.editMessage(message.id, content).then(
+      (edited) => {
+        const view = s.view;
+        if (view?.items.has(edited.id)) upsertMessage(s, view, edited);
+      },
+      (error: unknown) => {
+        done();
+        showError(`could not edit the message: ${describe(error)}`);
+      },
+    );
+  };
+  save.addEventListener("click", submit);
+  cancel.addEventListener("click", done);
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") submit();
+    if (e.key === "Escape") done();
+  });
+  li.replaceChildren(input, make("span", "meta"));
+  li.lastElementChild?.append(save, " · ", cancel);
+  input.focus();
 }
 
 const dayOf = (iso: string) =>
@@ -351,7 +394,8 @@ function showHistoryStatus(view: OpenChatView) {
 
 function renderTitle(s: Session, chat: Chat) {
   const other = otherParticipant(chat, s.userId);
-  const status = make("span", "muted", s.online.has(other) ? " · online" : " · offline");
+  const known = s.client.mode === "live";
+  const status = make("span", "muted", known ? (s.online.has(other) ? " · online" : " · offline") : "");
   status.dataset.testid = "chat-presence";
   ui.chatTitle.replaceChildren(presenceDot(s, other), `${chatInWords(chat, s.userId)} · chat ${chat.id}`, status);
 }
@@ -602,6 +646,12 @@ function startSession(userId: number, token: string) {
     client.on("mode", ({ to }) => {
       debug.modes.push({ to, at: Date.now() });
       showMode(to);
+      // Presence comes only over a live socket (its snapshot on connect): otherwise it is not known.
+      if (to !== "live" && s.online.size > 0) {
+        s.online.clear();
+        renderChatList(s);
+        if (s.view) renderTitle(s, s.view.chat);
+      }
     }),
     client.on("warning", (text) => {
       ui.bannerText.textContent = text ?? "";
