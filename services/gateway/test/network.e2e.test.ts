@@ -98,6 +98,11 @@ describe.skipIf(!hasChromium)("demo page in Chromium on failing networks (TCP re
     }
     took.pollingAfterSignInMs = Date.now() - startedAt;
     expect(relay.upgradesSeen.filter((u) => u.swallowed).length).toBeGreaterThanOrEqual(2);
+    // "Retry now" on the banner tries WebSocket at once (swallowed again here).
+    const upgradesBefore = relay.upgradesSeen.length;
+    await alice.page.click(byTestId("retry-now"));
+    await alice.page.waitForTimeout(1_000);
+    expect(relay.upgradesSeen.length).toBeGreaterThan(upgradesBefore);
     for (const user of users) {
       await user.page.click(`${byTestId("chat-item")}[data-chat-id="${chatId}"]`);
       await user.page.waitForSelector(`${byTestId("chat-view")}[data-chat-id="${chatId}"]`);
@@ -216,6 +221,9 @@ describe.skipIf(!hasChromium)("demo page in Chromium on failing networks (TCP re
       const stream = await gw.api(token, "GET", `/api/v1/events?after=${(ids[0] ?? 1) - 1}&limit=500`);
       expect(ids).toEqual(stream.body.events.map((e: { event_id: number }) => e.event_id));
       expect(user.pageErrors).toEqual([]);
+      // A day separator above the first message of the day, and no request for a favicon the page lacks.
+      expect(await user.page.$$eval(byTestId("day-separator"), (items) => items.length)).toBeGreaterThanOrEqual(1);
+      expect(user.requestedPaths.filter((path) => path === "/favicon.ico")).toEqual([]);
     }
     await screenshot("6-final");
     console.log(`network.e2e: ${JSON.stringify(took)}`);

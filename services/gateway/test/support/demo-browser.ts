@@ -64,6 +64,8 @@ export interface UserPage {
   /** `alert()`/`confirm()` dialogs the page opened (an XSS would). */
   dialogs: string[];
   consoleErrors: string[];
+  /** Paths of every request the page made (a favicon the page forgot would show here). */
+  requestedPaths: string[];
 }
 
 /**
@@ -90,7 +92,8 @@ export const MESSAGES = `${byTestId("message-list")} [data-message-id]`;
 export async function openUserPage(browser: Browser, baseUrl: string, userId: number): Promise<UserPage> {
   const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
   const page = await context.newPage();
-  const user: UserPage = { userId, context, page, pageErrors: [], dialogs: [], consoleErrors: [] };
+  const user: UserPage = { userId, context, page, pageErrors: [], dialogs: [], consoleErrors: [], requestedPaths: [] };
+  page.on("request", (request) => user.requestedPaths.push(new URL(request.url()).pathname));
   page.on("pageerror", (error) => user.pageErrors.push(error.message));
   page.on("console", (message) => {
     if (message.type() === "error") user.consoleErrors.push(message.text());
