@@ -625,8 +625,17 @@ async function devToken(userId: number): Promise<string> {
   return body.access_token;
 }
 
+/**
+ * `?send_max_age_ms=N` (1 s to 10 min): how long a send may take before the page offers retry or discard.
+ * The client's default (60 s) otherwise; tests use a short one.
+ */
+function sendMaxAgeFromQuery(): number | undefined {
+  const raw = Number(new URLSearchParams(location.search).get("send_max_age_ms"));
+  return Number.isInteger(raw) && raw >= 1_000 && raw <= 600_000 ? raw : undefined;
+}
+
 function startSession(userId: number, token: string) {
-  const client = new ChatClient({ baseUrl: "", getAccessToken: () => token });
+  const client = new ChatClient({ baseUrl: "", getAccessToken: () => token, sendMaxAgeMs: sendMaxAgeFromQuery() });
   const s: Session = {
     userId,
     token,

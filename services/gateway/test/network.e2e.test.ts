@@ -188,6 +188,30 @@ describe.skipIf(!hasChromium)("demo page in Chromium on failing networks (TCP re
     expect(took.typingGoneMs).toBeLessThan(3_000);
     await alice.page.fill(byTestId("send-input"), "");
 
+    // ---- A send that cannot be stored in time (a tab of Bob's that gives up after 3 s): the page offers
+    //      "retry" (stored once, with its id) and "discard" (gone, never stored).
+    const bobTab = await openUserPage(browser, relay.url, BOB, "?send_max_age_ms=3000");
+    users.push(bobTab);
+    await bobTab.page.click(`${byTestId("chat-item")}[data-chat-id="${chatId}"]`);
+    await bobTab.page.waitForSelector(`${byTestId("chat-view")}[data-chat-id="${chatId}"]`);
+    relay.refuseAll = true;
+    relay.cutAll();
+    await sendFromPage(bobTab, "never sent: from Bob");
+    await sendFromPage(bobTab, "retried: from Bob");
+    const failed = `${byTestId("message-pending")}.failed`;
+    await bobTab.page.waitForFunction((selector) => document.querySelectorAll(selector).length === 2, failed, {
+      timeout: 15_000,
+    });
+    await bobTab.page.locator(`${failed} ${byTestId("send-discard")}`).first().click();
+    expect(await bobTab.page.$$eval(failed, (items) => items.map((li) => li.textContent))).toEqual([
+      expect.stringContaining("retried: from Bob"),
+    ]);
+    relay.refuseAll = false;
+    await bobTab.page.click(`${failed} ${byTestId("send-retry")}`);
+    await Promise.all(users.map((user) => waitForText(user, "retried: from Bob", 15_000)));
+    expect(await bobTab.page.$$eval(byTestId("message-pending"), (items) => items.length)).toBe(0);
+    await Promise.all(users.map((user) => waitForMode(user, "live", 35_000)));
+
     // ---- Editing and deleting one's own messages, inline.
     const item = (content: string) => {
       const message = stored.find((m) => m.content === content);
@@ -208,7 +232,8 @@ describe.skipIf(!hasChromium)("demo page in Chromium on failing networks (TCP re
     await sendFromPage(bob, "the end: from Bob");
     await Promise.all([waitForText(alice, "the end: from Bob", 5_000), waitForText(bob, "the end: from Bob", 5_000)]);
     const final = await messagesInDatabase(gw, aliceToken, chatId);
-    expect(final).toHaveLength(1 + 1 + 5 + 1);
+    expect(final).toHaveLength(1 + 1 + 5 + 1 + 1);
+    expect(final.some((m) => m.content === "never sent: from Bob")).toBe(false);
     for (const user of users) {
       await scrollToBeginning(user);
       expect(await shownTexts(user)).toEqual(final.map((m) => [m.id, m.deleted_at ? "message deleted" : m.content]));

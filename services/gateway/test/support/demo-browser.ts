@@ -89,7 +89,8 @@ declare const window: { chatDemo: DemoDebug };
 export const byTestId = (id: string) => `[data-testid="${id}"]`;
 export const MESSAGES = `${byTestId("message-list")} [data-message-id]`;
 
-export async function openUserPage(browser: Browser, baseUrl: string, userId: number): Promise<UserPage> {
+/** Opens the demo in a new browser context and signs in as `userId`; `query` is the page's query string. */
+export async function openUserPage(browser: Browser, baseUrl: string, userId: number, query = ""): Promise<UserPage> {
   const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
   const page = await context.newPage();
   const user: UserPage = { userId, context, page, pageErrors: [], dialogs: [], consoleErrors: [], requestedPaths: [] };
@@ -102,7 +103,7 @@ export async function openUserPage(browser: Browser, baseUrl: string, userId: nu
     user.dialogs.push(`${dialog.type()}: ${dialog.message()}`);
     void dialog.dismiss();
   });
-  await page.goto(`${baseUrl}/`);
+  await page.goto(`${baseUrl}/${query}`);
   await page.fill(byTestId("sign-in-user"), String(userId));
   await page.click(byTestId("sign-in-submit"));
   await page.waitForFunction(
