@@ -202,7 +202,10 @@ describe.skipIf(!hasChromium)("demo page in Chromium on failing networks (TCP re
     await bobTab.page.waitForFunction((selector) => document.querySelectorAll(selector).length === 2, failed, {
       timeout: 15_000,
     });
-    await bobTab.page.locator(`${failed} ${byTestId("send-discard")}`).first().click();
+    await bobTab.page
+      .locator(`${failed} ${byTestId("send-discard")}`)
+      .first()
+      .click();
     expect(await bobTab.page.$$eval(failed, (items) => items.map((li) => li.textContent))).toEqual([
       expect.stringContaining("retried: from Bob"),
     ]);
