@@ -243,6 +243,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         "chat_events_message_id_idx",
         "chat_participants_user_activity_idx",
         "chat_participants_user_chat_idx",
+        "chat_participants_user_unread_idx",
         "chats_listing_buyer_seller_key",
         "messages_chat_id_idx",
         "messages_sender_client_msg_id_key",
@@ -863,6 +864,59 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
   });
 
   describe("read markers and unread counts", () => {
+    it("keeps each unread count and each user's total equal to a recount, through concurrent sends, deletes and reads", async () => {
+      const seller = newId();
+      const buyers = [newId(), newId(), newId()];
+      const opened = await Promise.all(buyers.map((buyer) => chats.open(buyer, newId(), seller)));
+      const chatIds = opened.map((o) => o.chat.id);
+      const first = await Promise.all(
+        chatIds.flatMap((chatId, i) => [
+          ...Array.from({ length: 8 }, (_, n) => messages.send(buyers[i]!, chatId, `buyer ${n}`, null)),
+          ...Array.from({ length: 4 }, (_, n) => messages.send(seller, chatId, `seller ${n}`, null)),
+        ]),
+      );
+      const byChat = (chatId: number, sender: number) =>
+        first.map((r) => r.message).filter((m) => m.chat_id === chatId && m.sender_id === sender);
+      // All at once: deletes of unread and of read messages, reads part of the way and to the end, more sends.
+      const [c0, c1, c2] = chatIds as [number, number, number];
+      await Promise.all([
+        messages.remove(buyers[0]!, byChat(c0, buyers[0]!)[1]!.id),
+        messages.remove(buyers[0]!, byChat(c0, buyers[0]!)[6]!.id),
+        chats.markRead(seller, c0, byChat(c0, buyers[0]!)[3]!.id),
+        chats.markRead(seller, c1, byChat(c1, buyers[1]!).at(-1)!.id),
+        messages.remove(seller, byChat(c1, seller)[0]!.id),
+        ...Array.from({ length: 5 }, (_, n) => messages.send(buyers[1]!, c1, `later ${n}`, null)),
+        chats.markRead(buyers[2]!, c2, byChat(c2, seller).at(-1)!.id),
+        messages.send(seller, c2, "one more for the buyer", null),
+      ]);
+
+      const recount = await rows<{ chat_id: number; user_id: number; kept: number; counted: number }>(
+        db,
+        sql`select p.chat_id, p.user_id, p.unread_count as kept,
+              (select count(*)::int from messages m where m.chat_id = p.chat_id and m.sender_id <> p.user_id
+                 and m.deleted_at is null and m.id > coalesce(p.last_read_message_id, 0)) as counted
+            from chat_participants p where p.chat_id in (${c0}, ${c1}, ${c2})`,
+      );
+      expect(recount).toHaveLength(6);
+      for (const row of recount) expect(row.kept, `chat ${row.chat_id}, user ${row.user_id}`).toBe(row.counted);
+      const totals = await rows<{ user_id: number; kept: number; counted: number }>(
+        db,
+        sql`select s.user_id, s.unread_total::int as kept,
+              (select coalesce(sum(p.unread_count), 0)::int from chat_participants p where p.user_id = s.user_id) as counted
+            from user_streams s where s.user_id in (${seller}, ${buyers[0]!}, ${buyers[1]!}, ${buyers[2]!})`,
+      );
+      expect(totals).toHaveLength(4);
+      for (const row of totals) expect(row.kept, `user ${row.user_id}`).toBe(row.counted);
+      // Bigints arrive as strings from node-postgres.
+      const sellerTotal = totals.find((t) => Number(t.user_id) === seller)!.counted;
+      expect(sellerTotal).toBeGreaterThan(0);
+      expect((await chats.unread(seller)).total).toBe(sellerTotal);
+      // The list shows the same counts as the badge.
+      const listed = await chats.list(seller, 10);
+      const badge = await chats.unread(seller);
+      for (const chat of listed) expect(chat.unread_count).toBe(badge.chats[String(chat.id)] ?? 0);
+    });
+
     it("markRead moves forward only and emits message_read when it moves", async () => {
       const { chat, buyer, seller } = await newChat();
       const m1 = (await messages.send(seller, chat.id, "one", null)).message;

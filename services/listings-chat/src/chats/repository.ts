@@ -1,9 +1,9 @@
 import type { Chat } from "@listings-chat/shared";
-import { and, count, desc, eq, gt, inArray, isNull, ne, sql } from "drizzle-orm";
+import { and, desc, eq, gt, inArray, ne, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/pg-core";
 import type { Database } from "../db/client.ts";
 import type { ChatRow, MessageRow } from "../db/rows.ts";
-import { chatParticipants, chats, messages } from "../db/schema.ts";
+import { chatParticipants, chats, messages, userStreams } from "../db/schema.ts";
 import { notFound } from "../errors.ts";
 import { type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 
@@ -33,12 +33,16 @@ export async function openChat(db: Database, listingId: number, buyerId: number,
   return { chat, created: rows[0]!.created, events: addressedEvents(rows, { type: "chat_created", chat }) };
 }
 
-/** `userId`'s chats, newest activity first, with how far they and the other participant have read. */
-export async function listChatsOf(db: Database, userId: number, limit: number) {
+/**
+ * `userId`'s chats, newest activity first, with their unread count and how far they and the other
+ * participant have read: a range scan of `chat_participants_user_activity_idx` that stops at `limit`.
+ */
+export function listChatsOf(db: Database, userId: number, limit: number) {
   const peer = alias(chatParticipants, "peer");
   return db
     .select({
       chat: chats,
+      unreadCount: chatParticipants.unreadCount,
       lastReadMessageId: chatParticipants.lastReadMessageId,
       peerLastReadMessageId: peer.lastReadMessageId,
     })
@@ -50,33 +54,33 @@ export async function listChatsOf(db: Database, userId: number, limit: number) {
     .limit(limit);
 }
 
-/** The newest message of each chat, in one query. */
-export async function lastMessagesOf(db: Database, chatIds: number[]): Promise<Map<number, MessageRow>> {
-  if (chatIds.length === 0) return new Map();
-  const rows = await db
-    .selectDistinctOn([messages.chatId])
-    .from(messages)
-    .where(inArray(messages.chatId, chatIds))
-    .orderBy(messages.chatId, desc(messages.id));
-  return new Map(rows.map((m) => [m.chatId, m]));
+/** Messages by id (the newest of each listed chat, kept on the chat): one key lookup each. */
+export async function messagesById(db: Database, ids: number[]): Promise<Map<number, MessageRow>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db.select().from(messages).where(inArray(messages.id, ids));
+  return new Map(rows.map((m) => [m.id, m]));
 }
 
-/** Unread messages per chat for `userId`: others' messages after their last read one, not deleted. */
-export async function unreadCountsOf(db: Database, userId: number, chatIds?: number[]): Promise<Map<number, number>> {
-  const rows = await db
-    .select({ chatId: messages.chatId, unread: count() })
-    .from(messages)
-    .innerJoin(chatParticipants, and(eq(chatParticipants.chatId, messages.chatId), eq(chatParticipants.userId, userId)))
-    .where(
-      and(
-        gt(messages.id, sql`coalesce(${chatParticipants.lastReadMessageId}, 0)`),
-        ne(messages.senderId, userId),
-        isNull(messages.deletedAt),
-        chatIds ? inArray(messages.chatId, chatIds) : undefined,
-      ),
-    )
-    .groupBy(messages.chatId);
-  return new Map(rows.map((r) => [r.chatId, r.unread]));
+/**
+ * The badge: the user's total (kept on their stream row) and the counts of their `limit` most recently
+ * active chats with something unread (a range scan of the partial index `chat_participants_user_unread_idx`).
+ */
+export async function unreadOf(db: Database, userId: number, limit: number) {
+  const [[stream], rows] = await Promise.all([
+    db.select({ total: userStreams.unreadTotal }).from(userStreams).where(eq(userStreams.userId, userId)),
+    unreadChatsOf(db, userId, limit),
+  ]);
+  return { total: stream?.total ?? 0, chats: rows };
+}
+
+/** The most recently active chats of `userId` with something unread, and their counts. */
+export function unreadChatsOf(db: Database, userId: number, limit: number) {
+  return db
+    .select({ chatId: chatParticipants.chatId, unread: chatParticipants.unreadCount })
+    .from(chatParticipants)
+    .where(and(eq(chatParticipants.userId, userId), gt(chatParticipants.unreadCount, 0)))
+    .orderBy(desc(chatParticipants.lastActivityAt), desc(chatParticipants.chatId))
+    .limit(limit);
 }
 
 interface ReadRow extends AppendedRow {

@@ -4,7 +4,10 @@ import type { Database } from "../db/client.ts";
 import { toChat, toMessage } from "../db/rows.ts";
 import { ChatError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
-import { lastMessagesOf, listChatsOf, markRead, openChat, unreadCountsOf } from "./repository.ts";
+import { listChatsOf, markRead, messagesById, openChat, unreadOf } from "./repository.ts";
+
+/** How many chats the badge answer lists by name (the total counts them all): the chat list's first page. */
+export const UNREAD_CHATS_LISTED = 100;
 
 export interface ChatServiceDeps {
   db: Database;
@@ -27,30 +30,28 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
     async list(userId: number, limit: number): Promise<ChatSummary[]> {
       return storing(async () => {
         const rows = await listChatsOf(db, userId, limit);
-        const ids = rows.map((r) => r.chat.id);
-        const [lastMessages, unread] = await Promise.all([lastMessagesOf(db, ids), unreadCountsOf(db, userId, ids)]);
-        return rows.map(({ chat, peerLastReadMessageId }) => {
-          const last = lastMessages.get(chat.id);
+        const lastIds = rows.flatMap((r) => (r.chat.lastMessageId ? [r.chat.lastMessageId] : []));
+        const lastMessages = await messagesById(db, lastIds);
+        return rows.map(({ chat, unreadCount, peerLastReadMessageId }) => {
+          const last = chat.lastMessageId ? lastMessages.get(chat.lastMessageId) : undefined;
           return {
             ...toChat(chat),
             last_message: last ? toMessage(last) : null,
-            unread_count: unread.get(chat.id) ?? 0,
+            unread_count: unreadCount,
             peer_last_read_message_id: peerLastReadMessageId,
           };
         });
       });
     },
 
-    /** The header badge: `{"total": 3, "chats": {"12": 2, "15": 1}}`, chats with nothing unread left out. */
+    /**
+     * The header badge: `{"total": 3, "chats": {"12": 2, "15": 1}}`: the total over every chat, and the
+     * counts of the most recently active chats with something unread (at most `UNREAD_CHATS_LISTED`), so
+     * that the answer costs the same for a seller with 100,000 chats as for a buyer with one.
+     */
     async unread(userId: number): Promise<{ total: number; chats: Record<string, number> }> {
-      const counts = await storing(() => unreadCountsOf(db, userId));
-      const chats: Record<string, number> = {};
-      let total = 0;
-      for (const [chatId, n] of counts) {
-        chats[String(chatId)] = n;
-        total += n;
-      }
-      return { total, chats };
+      const { total, chats } = await storing(() => unreadOf(db, userId, UNREAD_CHATS_LISTED));
+      return { total, chats: Object.fromEntries(chats.map((c) => [String(c.chatId), c.unread])) };
     },
 
     /** Marks everything up to `messageId` read; emits `message_read` only when the marker moved. */

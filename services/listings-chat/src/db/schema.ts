@@ -1,5 +1,16 @@
 import { sql } from "drizzle-orm";
-import { bigint, check, index, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import {
+  bigint,
+  check,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from "drizzle-orm/pg-core";
 
 const createdAt = () => timestamp("created_at", { withTimezone: true, mode: "date" }).notNull().defaultNow();
 
@@ -13,6 +24,8 @@ export const chats = pgTable(
     sellerId: bigint("seller_id", { mode: "number" }).notNull(),
     createdAt: createdAt(),
     lastActivityAt: timestamp("last_activity_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+    /** The newest message, kept by the send: "the last message of each listed chat" is one key lookup each. */
+    lastMessageId: bigint("last_message_id", { mode: "number" }),
   },
   (t) => [
     uniqueIndex("chats_listing_buyer_seller_key").on(t.listingId, t.buyerId, t.sellerId),
@@ -22,7 +35,8 @@ export const chats = pgTable(
 
 /**
  * Who takes part in a chat. `last_activity_at` repeats the chat's so that "my chats by activity"
- * is one index range scan instead of a join and a sort.
+ * is one index range scan instead of a join and a sort. `unread_count` is kept by the statements that store
+ * a message, delete one and move the read marker, so no read ever counts messages.
  */
 export const chatParticipants = pgTable(
   "chat_participants",
@@ -34,10 +48,21 @@ export const chatParticipants = pgTable(
     role: text("role", { enum: ["buyer", "seller"] }).notNull(),
     lastReadMessageId: bigint("last_read_message_id", { mode: "number" }),
     lastActivityAt: timestamp("last_activity_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+    /** Others' messages after `last_read_message_id`, not deleted. */
+    unreadCount: integer("unread_count").notNull().default(0),
   },
   (t) => [
     primaryKey({ columns: [t.chatId, t.userId] }),
-    index("chat_participants_user_activity_idx").on(t.userId, t.lastActivityAt.desc()),
+    // The exact order of the chat list (activity, then id): a range scan that stops at the page's end.
+    index("chat_participants_user_activity_idx").on(
+      t.userId,
+      t.lastActivityAt.desc().nullsFirst(),
+      t.chatId.desc().nullsFirst(),
+    ),
+    // The same order over the chats with something unread: the badge's first page.
+    index("chat_participants_user_unread_idx")
+      .on(t.userId, t.lastActivityAt.desc().nullsFirst(), t.chatId.desc().nullsFirst())
+      .where(sql`${t.unreadCount} > 0`),
     index("chat_participants_user_chat_idx").on(t.userId, t.chatId),
   ],
 );
@@ -106,4 +131,6 @@ export const userEvents = pgTable(
 export const userStreams = pgTable("user_streams", {
   userId: bigint("user_id", { mode: "number" }).primaryKey(),
   lastEventId: bigint("last_event_id", { mode: "number" }).notNull(),
+  /** The sum of the user's `unread_count`s, kept with them: the badge's total without reading every chat. */
+  unreadTotal: bigint("unread_total", { mode: "number" }).notNull().default(0),
 });

@@ -68,14 +68,18 @@ export async function readEventsForUser(
   after: number,
   limit: number,
 ): Promise<ChatEvent[]> {
-  const rows = await db
+  return (await eventsAfter(db, userId, after, limit)).map(toEvent);
+}
+
+/** The query of `readEventsForUser` (the plan tests read its plan). */
+export function eventsAfter(db: Database, userId: number, after: number, limit: number) {
+  return db
     .select(eventColumns)
     .from(userEvents)
     .innerJoin(chatEvents, eq(chatEvents.id, userEvents.chatEventId))
     .where(and(eq(userEvents.userId, userId), gt(userEvents.eventId, after)))
     .orderBy(asc(userEvents.eventId))
     .limit(limit);
-  return rows.map(toEvent);
 }
 
 /** `userId`'s events with `after < event_id <= upTo`: how a hub fills a gap in what the bus brought. */

@@ -1,0 +1,183 @@
+/**
+ * What the benchmarks share: a fresh database per run, listings-chat processes in production mode on it
+ * and on Redis, sockets on the internal hop, percentiles, and CPU read from /proc.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import WebSocket from "ws";
+
+export const root = fileURLToPath(new URL("..", import.meta.url));
+export const databaseUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+export const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+export const token = randomBytes(24).toString("hex");
+/** BENCH_CPU_PROF=dir: each instance writes a V8 CPU profile there when it stops (open it in Chrome DevTools). */
+export const cpuProfileDir = process.env.BENCH_CPU_PROF;
+
+export const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+
+export async function withDatabase<T>(work: (url: string, name: string) => Promise<T>): Promise<T> {
+  const name = `lc_bench_${process.pid}_${randomBytes(3).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: databaseUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(databaseUrl);
+  url.pathname = `/${name}`;
+  try {
+    return await work(url.toString(), name);
+  } finally {
+    const dropper = new pg.Client({ connectionString: databaseUrl });
+    await dropper.connect();
+    await dropper.query(`drop database if exists ${name} with (force)`);
+    await dropper.end();
+  }
+}
+
+export async function startChat(
+  url: string,
+  prefix: string,
+  id: string,
+  extraEnv: Record<string, string>,
+): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const profile = cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfileDir}`] : [];
+  const child = spawn(
+    process.execPath,
+    [...profile, "--import", "tsx", join(root, "services/listings-chat/src/main.ts")],
+    {
+      cwd: root,
+      env: {
+        PATH: process.env.PATH ?? "",
+        NODE_ENV: "production",
+        CHAT_PORT: String(port),
+        CHAT_HOST: "127.0.0.1",
+        DATABASE_URL: url,
+        REDIS_URL: redisUrl,
+        REDIS_KEY_PREFIX: prefix,
+        INTERNAL_TOKEN: token,
+        INSTANCE_ID: id,
+        LOG_LEVEL: "warn",
+        SEND_LIMIT_PER_MINUTE: "1000000",
+        DATABASE_POOL_SIZE: "20",
+        ...extraEnv,
+      },
+      stdio: ["ignore", "inherit", "inherit"],
+    },
+  );
+  for (let i = 0; i < 300; i++) {
+    if (
+      await fetch(`http://127.0.0.1:${port}/health`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return { port, child };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("listings-chat did not start");
+}
+
+export function open(port: number, userId: number): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/chat`, {
+      headers: { "x-internal-token": token, "x-user-id": String(userId) },
+      perMessageDeflate: false,
+    });
+    ws.once("message", () => resolve(ws));
+    ws.once("error", reject);
+  });
+}
+
+export const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;
+
+/** User + system CPU of a process so far, in seconds (0 once it is gone). */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(stat[11]) + Number(stat[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** The pids of the processes whose command name is `name` (postgres backends, redis-server). */
+export function pidsNamed(name: string): number[] {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === name;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** Busy and total jiffies of the whole machine. */
+export function machineJiffies(): { busy: number; total: number } {
+  const fields = readFileSync("/proc/stat", "utf8").split("\n")[0]!.split(/\s+/).slice(1).map(Number);
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
+  const total = fields.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/**
+ * CPU of each part so far, per process: the chat instances, PostgreSQL (every backend), Redis and this
+ * process. A backend that ends during a measurement is not counted (the bench keeps its connections open).
+ */
+export function cpuSnapshot(chatPids: number[]) {
+  const of = (pids: number[]) => new Map(pids.map((pid) => [pid, cpuSeconds(pid)]));
+  return {
+    chatPids,
+    chat: of(chatPids),
+    postgres: of(pidsNamed("postgres")),
+    redis: of(pidsNamed("redis-server")),
+    self: cpuSeconds(process.pid),
+    machine: machineJiffies(),
+  };
+}
+
+export function cpuSince(before: ReturnType<typeof cpuSnapshot>) {
+  const now = cpuSnapshot(before.chatPids);
+  // A process that started since (a pool growing) counts from zero.
+  const spent = (was: Map<number, number>, is: Map<number, number>) =>
+    [...is].reduce((total, [pid, seconds]) => total + seconds - (was.get(pid) ?? 0), 0);
+  return {
+    chat: spent(before.chat, now.chat),
+    postgres: spent(before.postgres, now.postgres),
+    redis: spent(before.redis, now.redis),
+    self: now.self - before.self,
+    machineBusy: (now.machine.busy - before.machine.busy) / Math.max(1, now.machine.total - before.machine.total),
+  };
+}
+
+/** Stops instances: SIGTERM when profiling (so that the profile is written), SIGKILL otherwise; SIGKILL after 10 s. */
+export function stopChats(children: ChildProcess[]): Promise<void[]> {
+  return Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null) return resolve();
+          const kill = setTimeout(() => child.kill("SIGKILL"), 10_000);
+          child.once("exit", () => {
+            clearTimeout(kill);
+            resolve();
+          });
+          child.kill(cpuProfileDir ? "SIGTERM" : "SIGKILL");
+        }),
+    ),
+  );
+}

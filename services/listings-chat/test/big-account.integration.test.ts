@@ -1,0 +1,99 @@
+/**
+ * A seller with 20,000 chats and 60,000 messages on real PostgreSQL (support/big-account.ts), and the query
+ * plans of what a page asks for them: the chat list, the badge and the event stream. None may read the
+ * messages, the events or the participants sequentially, and the ordered ones must come in index order (no
+ * sort): their cost is the page's, not the account's. Then the answers themselves, against recounts.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { listChatsOf, unreadChatsOf } from "../src/chats/repository.ts";
+import { createChatService, UNREAD_CHATS_LISTED } from "../src/chats/service.ts";
+import { type DatabaseHandle, openDatabase } from "../src/db/client.ts";
+import { eventsAfter, lastEventId } from "../src/events/log.ts";
+import { type BigAccount, seedBigAccount } from "./support/big-account.ts";
+import { databaseTargets } from "./support/databases.ts";
+
+const postgres = databaseTargets().find((t) => t.name === "postgres");
+
+interface PlanNode {
+  "Node Type": string;
+  "Relation Name"?: string;
+  "Index Name"?: string;
+  Plans?: PlanNode[];
+}
+
+function nodesOf(plan: PlanNode): PlanNode[] {
+  return [plan, ...(plan.Plans ?? []).flatMap(nodesOf)];
+}
+
+describe.runIf(postgres)("a big account on PostgreSQL: plans and answers that cost the page, not the account", () => {
+  let handle: DatabaseHandle;
+  let drop: () => Promise<void> = async () => {};
+  let account: BigAccount;
+
+  beforeAll(async () => {
+    const created = await postgres!.create();
+    drop = created.drop;
+    handle = await openDatabase(created.options);
+    const pool = (handle.db as unknown as { $client: import("pg").Pool }).$client;
+    const client = await pool.connect();
+    try {
+      await client.query("set statement_timeout = 0");
+      account = await seedBigAccount(client, { sellerId: 50_000_000, chats: 20_000, messagesPerChat: 3 });
+    } finally {
+      await client.query("reset statement_timeout");
+      client.release();
+    }
+  }, 180_000);
+
+  afterAll(async () => {
+    await handle?.close();
+    await drop();
+  });
+
+  async function planOf(query: { toSQL(): { sql: string; params: unknown[] } }): Promise<PlanNode[]> {
+    const { sql, params } = query.toSQL();
+    const pool = (handle.db as unknown as { $client: import("pg").Pool }).$client;
+    const result = await pool.query(`explain (format json) ${sql}`, params);
+    const [{ Plan }] = result.rows[0]["QUERY PLAN"] as [{ Plan: PlanNode }];
+    return nodesOf(Plan);
+  }
+
+  const bigTables = ["messages", "chat_events", "user_events", "chat_participants", "chats"];
+
+  it.each([
+    ["the chat list (first page of 100)", () => listChatsOf(handle.db, account.sellerId, 100)],
+    ["the badge's chats", () => unreadChatsOf(handle.db, account.sellerId, UNREAD_CHATS_LISTED)],
+    ["the event stream after a cursor", () => eventsAfter(handle.db, account.sellerId, 50_000, 500)],
+  ])("%s: no sequential scan of a big table, no sort", async (_, query) => {
+    const nodes = await planOf(query());
+    const seqScans = nodes.filter((n) => n["Node Type"] === "Seq Scan" && bigTables.includes(n["Relation Name"] ?? ""));
+    expect(seqScans, JSON.stringify(nodes.map((n) => [n["Node Type"], n["Relation Name"], n["Index Name"]]))).toEqual(
+      [],
+    );
+    // Neither a sort nor an incremental one: the index gives the order.
+    expect(nodes.filter((n) => n["Node Type"].includes("Sort"))).toEqual([]);
+  });
+
+  it("answers the chat list and the badge from kept values that equal a recount", async () => {
+    const chats = createChatService({ db: handle.db, publish: () => {} });
+    const list = await chats.list(account.sellerId, 100);
+    expect(list).toHaveLength(100);
+    // Newest activity first, each with its newest message and the seller's unread count (the buyers' two).
+    for (let i = 1; i < list.length; i++) expect(list[i - 1]!.last_activity_at >= list[i]!.last_activity_at).toBe(true);
+    for (const chat of list) {
+      expect(chat.last_message?.chat_id).toBe(chat.id);
+      expect(chat.unread_count).toBe(2);
+    }
+    const badge = await chats.unread(account.sellerId);
+    expect(badge.total).toBe(account.chats * 2);
+    expect(Object.keys(badge.chats)).toHaveLength(UNREAD_CHATS_LISTED);
+    expect(JSON.stringify(badge).length).toBeLessThan(10_000);
+    expect(await lastEventId(handle.db, account.sellerId)).toBe(account.chats + account.messages);
+
+    // Reading the newest chat to its end takes its two away from the count and from the total.
+    const newest = list[0]!;
+    const read = await chats.markRead(account.sellerId, newest.id, newest.last_message!.id);
+    expect(read.unread_count).toBe(0);
+    expect((await chats.unread(account.sellerId)).total).toBe(account.chats * 2 - 2);
+  });
+});
