@@ -45,7 +45,9 @@ DECLARE
   created_chats bigint[] := '{}';
   created_ids bigint[] := '{}';
   created_json jsonb[] := '{}';
-  created_senders bigint[] := '{}';
+  created_recipients bigint[] := '{}';
+  v_recipient bigint;
+  r record;
 BEGIN
   FOR x IN
     SELECT e.ord, (e.v->>0)::bigint AS sender_id, (e.v->>1)::bigint AS chat_id, e.v->>2 AS content,
@@ -53,7 +55,8 @@ BEGIN
     FROM jsonb_array_elements(p_sends) WITH ORDINALITY AS e(v, ord)
   LOOP
     ord := x.ord; message := NULL; user_id := NULL; event_id := NULL;
-    PERFORM FROM chats c WHERE c.id = x.chat_id AND x.sender_id IN (c.buyer_id, c.seller_id);
+    SELECT CASE WHEN c.buyer_id = x.sender_id THEN c.seller_id ELSE c.buyer_id END INTO v_recipient
+    FROM chats c WHERE c.id = x.chat_id AND x.sender_id IN (c.buyer_id, c.seller_id);
     IF NOT FOUND THEN
       status := 'not_found'; RETURN NEXT; CONTINUE;
     END IF;
@@ -66,7 +69,7 @@ BEGIN
       created_chats := created_chats || x.chat_id;
       created_ids := created_ids || m.id;
       created_json := created_json || lc_message_json(m);
-      created_senders := created_senders || x.sender_id;
+      created_recipients := created_recipients || v_recipient;
       CONTINUE;
     END IF;
     -- Stored before (maybe by a concurrent send that just committed: this statement sees it).
@@ -94,7 +97,7 @@ BEGIN
     UPDATE chat_participants p SET last_activity_at = greatest(p.last_activity_at, now()),
       unread_count = p.unread_count +
         (SELECT count(*) FROM generate_subscripts(created_ids, 1) AS i
-         WHERE created_chats[i] = v_chat_id AND created_senders[i] <> p.user_id)
+         WHERE created_chats[i] = v_chat_id AND created_recipients[i] = p.user_id)
     WHERE p.chat_id = v_chat_id;
   END LOOP;
   RETURN QUERY
@@ -106,14 +109,12 @@ BEGIN
     ARRAY(SELECT jsonb_build_object('chat_id', created_chats[i], 'message', created_json[i])
           FROM generate_subscripts(created_ords, 1) AS i ORDER BY i)
   ) AS a;
-  -- The recipients' badge totals, on the stream rows the append has just locked (ascending user id).
-  UPDATE user_streams s SET unread_total = s.unread_total + d.n
-  FROM (
-    SELECT CASE WHEN c.buyer_id = created_senders[i] THEN c.seller_id ELSE c.buyer_id END AS user_id, count(*) AS n
-    FROM generate_subscripts(created_ids, 1) AS i JOIN chats c ON c.id = created_chats[i]
-    GROUP BY 1
-  ) d
-  WHERE s.user_id = d.user_id;
+  -- The recipients' badge totals, on the stream rows the append has just locked (ascending user id), one
+  -- key lookup each (a join with a table here is planned for a batch of unknown size and scans it whole).
+  FOR r IN SELECT u.user_id, count(*) AS n FROM unnest(created_recipients) AS u(user_id) GROUP BY 1 ORDER BY 1
+  LOOP
+    UPDATE user_streams s SET unread_total = s.unread_total + r.n WHERE s.user_id = r.user_id;
+  END LOOP;
 END
 $$;
 --> statement-breakpoint

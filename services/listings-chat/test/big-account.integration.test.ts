@@ -5,10 +5,11 @@
  * sort): their cost is the page's, not the account's. Then the answers themselves, against recounts.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { listChatsOf, unreadChatsOf } from "../src/chats/repository.ts";
+import { listChatsOf, recentContactsOf, unreadChatsOf } from "../src/chats/repository.ts";
 import { createChatService, UNREAD_CHATS_LISTED } from "../src/chats/service.ts";
 import { type DatabaseHandle, openDatabase } from "../src/db/client.ts";
 import { eventsAfter, lastEventId } from "../src/events/log.ts";
+import { PRESENCE_CONTACTS } from "../src/hub/hub.ts";
 import { type BigAccount, seedBigAccount } from "./support/big-account.ts";
 import { databaseTargets } from "./support/databases.ts";
 
@@ -74,6 +75,19 @@ describe.runIf(postgres)("a big account on PostgreSQL: plans and answers that co
     expect(nodes.filter((n) => n["Node Type"].includes("Sort"))).toEqual([]);
   });
 
+  it("shows and announces presence for the other participants of the 100 most recently active chats only", async () => {
+    const contacts = await recentContactsOf(handle.db, account.sellerId, PRESENCE_CONTACTS);
+    expect(contacts).toHaveLength(PRESENCE_CONTACTS);
+    // The seeded buyers' chats are active in the order of their ids: the newest are the last buyers.
+    const newestBuyers = Array.from(
+      { length: PRESENCE_CONTACTS },
+      (_, i) => account.firstBuyerId + account.chats - 1 - i,
+    );
+    expect(contacts).toEqual(newestBuyers);
+    // And a buyer's contact is their seller.
+    expect(await recentContactsOf(handle.db, account.firstBuyerId, PRESENCE_CONTACTS)).toEqual([account.sellerId]);
+  });
+
   it("answers the chat list and the badge from kept values that equal a recount", async () => {
     const chats = createChatService({ db: handle.db, publish: () => {} });
     const list = await chats.list(account.sellerId, 100);
@@ -95,5 +109,44 @@ describe.runIf(postgres)("a big account on PostgreSQL: plans and answers that co
     const read = await chats.markRead(account.sellerId, newest.id, newest.last_message!.id);
     expect(read.unread_count).toBe(0);
     expect((await chats.unread(account.sellerId)).total).toBe(account.chats * 2 - 2);
+  });
+  it("writes (send, read, edit, delete, open) with no sequential scan inside the write functions", async () => {
+    const pool = (handle.db as unknown as { $client: import("pg").Pool }).$client;
+    const client = await pool.connect();
+    const plans: string[] = [];
+    const onNotice = (notice: { message?: string }) => plans.push(notice.message ?? "");
+    client.on("notice", onNotice);
+    const seller = account.sellerId;
+    const buyer = account.firstBuyerId + 7;
+    const chatId = Number((await client.query("select id from chats where buyer_id = $1", [buyer])).rows[0].id);
+    try {
+      // Every statement inside the functions, with its plan, as a notice to this session.
+      await client.query("load 'auto_explain'");
+      for (const setting of [
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_nested_statements = on",
+        "auto_explain.log_level = notice",
+      ]) {
+        await client.query(`set ${setting}`);
+      }
+      const sent = await client.query("select * from lc_send_messages($1::jsonb)", [
+        JSON.stringify([
+          [buyer, chatId, "a new question", null],
+          [seller, chatId, "an answer", null],
+        ]),
+      ]);
+      const [question, answer] = [sent.rows[0].message.id, sent.rows.at(-1).message.id] as [number, number];
+      await client.query("select * from lc_mark_read($1, $2, $3)", [seller, chatId, question]);
+      await client.query("select * from lc_edit_message($1, $2, $3)", [seller, answer, "a better answer"]);
+      await client.query("select * from lc_delete_message($1, $2)", [buyer, question]);
+      await client.query("select * from lc_open_chat($1, $2, $3)", [999_999, account.firstBuyerId, seller]);
+    } finally {
+      client.off("notice", onNotice);
+      await client.query("reset all");
+      client.release();
+    }
+    expect(plans.length).toBeGreaterThan(20);
+    const scans = plans.filter((plan) => bigTables.some((table) => plan.includes(`Seq Scan on ${table} `)));
+    expect(scans.map((plan) => plan.split("\n").slice(0, 3).join(" "))).toEqual([]);
   });
 });

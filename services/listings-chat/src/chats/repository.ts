@@ -113,17 +113,19 @@ export async function markRead(db: Database, userId: number, chatId: number, mes
   return { unread: Number(first.unread_count), events };
 }
 
-/** Everyone who shares at least one chat with `userId`: who hears about their presence. */
-export async function contactsOf(db: Database, userId: number): Promise<number[]> {
+/**
+ * The other participants of `userId`'s `limit` most recently active chats: whose presence their page is
+ * shown, and who hears about theirs. Bounded, so that a seller with 100,000 chats costs what a page shows
+ * (a range scan of `chat_participants_user_activity_idx`), not what the account holds.
+ */
+export async function recentContactsOf(db: Database, userId: number, limit: number): Promise<number[]> {
+  const other = sql<number>`case when ${chats.buyerId} = ${userId} then ${chats.sellerId} else ${chats.buyerId} end`;
   const rows = await db
-    .selectDistinct({
-      userId:
-        sql<number>`case when ${chats.buyerId} = ${userId} then ${chats.sellerId} else ${chats.buyerId} end`.mapWith(
-          Number,
-        ),
-    })
+    .select({ userId: other.mapWith(Number) })
     .from(chatParticipants)
     .innerJoin(chats, eq(chats.id, chatParticipants.chatId))
-    .where(eq(chatParticipants.userId, userId));
-  return rows.map((r) => r.userId);
+    .where(eq(chatParticipants.userId, userId))
+    .orderBy(desc(chatParticipants.lastActivityAt), desc(chatParticipants.chatId))
+    .limit(limit);
+  return [...new Set(rows.map((r) => r.userId))];
 }

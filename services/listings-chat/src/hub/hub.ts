@@ -2,7 +2,7 @@ import { CloseCode, type ServerControlFrame } from "@listings-chat/shared";
 import type { Logger } from "pino";
 import type WebSocket from "ws";
 import { type Bus, shardOf } from "../bus/bus.ts";
-import { contactsOf, requireParticipant } from "../chats/repository.ts";
+import { recentContactsOf, requireParticipant } from "../chats/repository.ts";
 import type { ChatService } from "../chats/service.ts";
 import type { Database } from "../db/client.ts";
 import type { ChatRow } from "../db/rows.ts";
@@ -14,6 +14,12 @@ import type { Stats } from "../ops/stats.ts";
 import type { Presence, PresenceState } from "../presence/presence.ts";
 import { Connection } from "./connection.ts";
 import { createEventSequencer } from "./sequencer.ts";
+
+/**
+ * Presence covers the other participants of this many of a user's most recently active chats, both ways:
+ * what a page shows (its chat list's first page), so a connect costs the same for every account.
+ */
+export const PRESENCE_CONTACTS = 100;
 
 export interface HubOptions {
   db: Database;
@@ -126,8 +132,11 @@ export function createHub(options: HubOptions) {
     void publishFrame({ type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping }, others);
   }
 
+  /** Whose presence a user's page is shown, and who hears about theirs (see `recentContactsOf`). */
+  const contactsOf = (userId: number) => recentContactsOf(db, userId, PRESENCE_CONTACTS);
+
   async function announcePresence(userId: number, { online, version }: PresenceState) {
-    const contacts = await contactsOf(db, userId);
+    const contacts = await contactsOf(userId);
     // Awaited: a shutdown waits for the announcements of its users' leaving before it closes the bus.
     await publishFrame({ type: "presence", user_id: userId, online }, contacts, version);
     return contacts;
@@ -271,7 +280,7 @@ export function createHub(options: HubOptions) {
       void (async () => {
         await opened;
         const join = await joined;
-        const contacts = join?.changed ? await announcePresence(userId, join) : await contactsOf(db, userId);
+        const contacts = join?.changed ? await announcePresence(userId, join) : await contactsOf(userId);
         // The snapshot and the live announcements meet in applyPresence, where the newer report wins.
         const states = await presence.states(contacts);
         contacts.forEach((contact, i) => {
