@@ -64,10 +64,18 @@ export async function startChatServer(
       : createMemoryPresence();
   const stats = createStats();
   const publish = createBusPublisher(bus, stats, log);
+  let lastLimitWarning = 0;
   const sendLimiter = createSendLimiter({
     perMinute: overrides.sendsPerMinute ?? config.sendLimitPerMinute,
     redis,
     keyPrefix: config.redis?.keyPrefix,
+    onRedisUnavailable: (error) => {
+      stats.sendLimitLocalTotal += 1;
+      // Once per 10 s, not once per send.
+      if (Date.now() - lastLimitWarning < 10_000) return;
+      lastLimitWarning = Date.now();
+      log.warn({ err: error }, "Redis did not answer the send limit: sends are counted per instance meanwhile");
+    },
   });
   const chats = createChatService({ db: database.db, publish });
   const messages = createMessageService({ db: database.db, publish, sendLimiter, groupCommit: config.groupCommit });

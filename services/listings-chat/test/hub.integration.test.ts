@@ -388,6 +388,7 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
     const metrics = await fetch(`${chat.baseUrl}/metrics`, { headers: { "x-internal-token": chat.internalToken } });
     const text = await metrics.text();
     expect(text).toMatch(/^listings_chat_connections_total \d+$/m);
+    expect(text).toMatch(/^listings_chat_send_limit_local_total 0$/m);
     expect(text).toMatch(/^listings_chat_ws_connections \d+$/m);
   });
 });

@@ -18,7 +18,15 @@ export interface SendLimiterOptions {
   keyPrefix?: string;
   /** Milliseconds since the epoch; Date.now unless a test injects its own clock. */
   now?: () => number;
+  /**
+   * Called for each send checked against this instance's own counts because Redis did not answer (an
+   * error, or no answer within ioredis's `commandTimeout`): the limit holds per instance meanwhile.
+   */
+  onRedisUnavailable?: (error: unknown) => void;
 }
+
+/** After Redis failed to answer, sends are counted in this instance alone for this long before Redis is asked again. */
+const LOCAL_FALLBACK_MS = 5_000;
 
 const windowMs = 60_000;
 
@@ -32,7 +40,7 @@ export function createSendLimiter(options: SendLimiterOptions = {}): SendLimiter
   if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`perMinute must be a positive integer: ${limit}`);
   const now = options.now ?? Date.now;
   return options.redis
-    ? redisLimiter(options.redis, `${options.keyPrefix ?? ""}send:`, limit, now)
+    ? redisLimiter(options.redis, `${options.keyPrefix ?? ""}send:`, limit, now, options.onRedisUnavailable)
     : memoryLimiter(limit, now);
 }
 
@@ -131,29 +139,61 @@ redis.call('PEXPIRE', key, ${windowMs})
 return {1}
 `;
 
-function redisLimiter(redis: Redis, keyPrefix: string, limit: number, now: () => number): SendLimiter {
+/**
+ * The limit shared by every instance through Redis. Redis is not a hard dependency of sending: when it
+ * does not answer, the send is counted in this instance's own log instead (the limit then holds per
+ * instance), and for the next LOCAL_FALLBACK_MS every send is, so that sends go on at full speed instead of
+ * each waiting for a timeout. A refused send is still refused.
+ */
+function redisLimiter(
+  redis: Redis,
+  keyPrefix: string,
+  limit: number,
+  now: () => number,
+  onUnavailable: (error: unknown) => void = () => {},
+): SendLimiter {
   // Members unique across instances: this limiter's tag and a counter.
   const tag = randomBytes(6).toString("base64url");
   let counter = 0;
   // The members this instance added, so that a refund removes one of its own sends and nobody else's.
   const added = new RecentSends();
+  const local = memoryLimiter(limit, now);
+  let localUntil = Number.NEGATIVE_INFINITY;
+  /** The latest send of each user was counted locally (so its refund is local too). */
+  const countedLocally = new Set<number>();
+
+  async function consumeLocally(userId: number, error: unknown) {
+    onUnavailable(error);
+    await local.consume(userId);
+    countedLocally.add(userId);
+  }
+
   return {
     async consume(userId) {
       const at = now();
+      if (at < localUntil) return consumeLocally(userId, new Error("Redis did not answer a moment ago"));
       const member = `${at}:${tag}:${++counter}`;
-      const reply = (await redis.eval(
-        consumeScript,
-        1,
-        `${keyPrefix}${userId}`,
-        String(at),
-        String(at - windowMs),
-        String(limit),
-        member,
-      )) as [number, string?];
+      let reply: [number, string?];
+      try {
+        reply = (await redis.eval(
+          consumeScript,
+          1,
+          `${keyPrefix}${userId}`,
+          String(at),
+          String(at - windowMs),
+          String(limit),
+          member,
+        )) as [number, string?];
+      } catch (error) {
+        localUntil = now() + LOCAL_FALLBACK_MS;
+        return consumeLocally(userId, error);
+      }
       if (reply[0] !== 1) throw new RateLimitedError(retryAfter(Number(reply[1]), at));
       added.add(userId, { at, member });
+      countedLocally.delete(userId);
     },
     async refund(userId) {
+      if (countedLocally.delete(userId)) return local.refund(userId);
       const latest = added.popLatest(userId, now());
       if (!latest) return;
       // A refund that fails leaves the send counted: the limit errs on the strict side for at most 60 s.

@@ -29,6 +29,7 @@ export function createMetrics(stats: Stats, snapshot: () => { connections: numbe
     ["broadcastsTotal", "Events and ephemeral frames fanned out"],
     ["errorsTotal", "Errors (error frames, socket and bus failures)"],
     ["rateLimitedTotal", "Sends refused by the rate limit"],
+    ["sendLimitLocalTotal", "Sends counted by this instance alone because Redis did not answer"],
     ["slowConsumerDisconnectsTotal", "Sockets closed with 1013 for a backlog over 1 MiB"],
   ];
   for (const [key, help] of counters) {

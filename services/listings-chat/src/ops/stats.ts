@@ -10,6 +10,8 @@ export interface Stats {
   broadcastsTotal: number;
   errorsTotal: number;
   rateLimitedTotal: number;
+  /** Sends counted by this instance alone because Redis did not answer (the limit failed open to per instance). */
+  sendLimitLocalTotal: number;
   slowConsumerDisconnectsTotal: number;
 }
 
@@ -21,5 +23,6 @@ export const createStats = (): Stats => ({
   broadcastsTotal: 0,
   errorsTotal: 0,
   rateLimitedTotal: 0,
+  sendLimitLocalTotal: 0,
   slowConsumerDisconnectsTotal: 0,
 });
