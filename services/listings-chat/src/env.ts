@@ -27,6 +27,8 @@ const schema = z.object({
   SHUTDOWN_TIMEOUT_MS: wholeNumber(0, 9_000).default(8_000),
   SEND_LIMIT_PER_MINUTE: wholeNumber(1, 1_000_000).default(60),
   DATABASE_POOL_SIZE: wholeNumber(1, 500).default(10),
+  DATABASE_READ_POOL_SIZE: wholeNumber(1, 500).default(5),
+  DATABASE_READ_TIMEOUT_MS: wholeNumber(100, 60_000).default(5_000),
   SEND_BATCH_WAIT_MS: wholeNumber(0, 50).default(0),
   SEND_BATCH_MAX: wholeNumber(1, 1_000).default(64),
 });
@@ -73,7 +75,13 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     port: v.CHAT_PORT,
     // With the development token (public in this repository) the port stays on this machine unless asked.
     host: v.CHAT_HOST ?? (v.INTERNAL_TOKEN ? "0.0.0.0" : "127.0.0.1"),
-    database: v.DATABASE_URL ? { url: v.DATABASE_URL, poolSize: v.DATABASE_POOL_SIZE } : { dataDir: v.DATA_DIR },
+    database: v.DATABASE_URL
+      ? {
+          url: v.DATABASE_URL,
+          poolSize: v.DATABASE_POOL_SIZE,
+          readPool: { size: v.DATABASE_READ_POOL_SIZE, statementMs: v.DATABASE_READ_TIMEOUT_MS },
+        }
+      : { dataDir: v.DATA_DIR },
     redis: v.REDIS_URL ? { url: v.REDIS_URL, keyPrefix: v.REDIS_KEY_PREFIX } : undefined,
     internalToken,
     logLevel: v.LOG_LEVEL,

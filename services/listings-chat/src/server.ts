@@ -77,10 +77,17 @@ export async function startChatServer(
       log.warn({ err: error }, "Redis did not answer the send limit: sends are counted per instance meanwhile");
     },
   });
-  const chats = createChatService({ db: database.db, publish });
-  const messages = createMessageService({ db: database.db, publish, sendLimiter, groupCommit: config.groupCommit });
+  const chats = createChatService({ db: database.db, reads: database.reads, publish });
+  const messages = createMessageService({
+    db: database.db,
+    reads: database.reads,
+    publish,
+    sendLimiter,
+    groupCommit: config.groupCommit,
+  });
   const hub = createHub({
     db: database.db,
+    reads: database.reads,
     bus,
     presence,
     chats,
@@ -117,7 +124,7 @@ export async function startChatServer(
       redisReady,
       closeGatewaySockets: hub.closeGatewaySockets,
     }),
-    api: createApiRoutes({ db: database.db, chats, messages }),
+    api: createApiRoutes({ db: database.reads, chats, messages }),
     onRateLimited: () => {
       stats.rateLimitedTotal += 1;
     },

@@ -74,7 +74,7 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
     "uses PostgreSQL for DATABASE_URL=%s",
     (url) => {
       const config = loadChatConfig({ DATABASE_URL: url });
-      expect(config.database).toEqual({ url, poolSize: 10 });
+      expect(config.database).toEqual({ url, poolSize: 10, readPool: { size: 5, statementMs: 5_000 } });
     },
   );
 
@@ -82,11 +82,24 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
     expect(loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATABASE_POOL_SIZE: "30" }).database).toEqual({
       url: "postgres://db/chat",
       poolSize: 30,
+      readPool: { size: 5, statementMs: 5_000 },
     });
     for (const bad of ["0", "501", "ten", ""]) {
       expect(() => loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATABASE_POOL_SIZE: bad })).toThrow(
         /DATABASE_POOL_SIZE/,
       );
+    }
+  });
+
+  it("reads the page reads' pool size and statement timeout, and refuses bad ones", () => {
+    const env = { DATABASE_URL: "postgres://db/chat", DATABASE_READ_POOL_SIZE: "3", DATABASE_READ_TIMEOUT_MS: "2500" };
+    expect(loadChatConfig(env).database).toMatchObject({ readPool: { size: 3, statementMs: 2_500 } });
+    for (const [name, bad] of [
+      ["DATABASE_READ_POOL_SIZE", "0"],
+      ["DATABASE_READ_TIMEOUT_MS", "50"],
+      ["DATABASE_READ_TIMEOUT_MS", "soon"],
+    ] as const) {
+      expect(() => loadChatConfig({ ...env, [name]: bad })).toThrow(new RegExp(name));
     }
   });
 
@@ -105,7 +118,11 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
 
   it("ignores DATA_DIR when DATABASE_URL is set", () => {
     const config = loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATA_DIR: "/tmp/unused" });
-    expect(config.database).toEqual({ url: "postgres://db/chat", poolSize: 10 });
+    expect(config.database).toEqual({
+      url: "postgres://db/chat",
+      poolSize: 10,
+      readPool: { size: 5, statementMs: 5_000 },
+    });
   });
 
   it.each(["redis://127.0.0.1:6379/0", "rediss://user:pw@cache.internal:6380"])(
@@ -183,7 +200,11 @@ describe("loadChatConfig: production", () => {
   it("starts with a PostgreSQL URL and a strong token, without warnings", () => {
     const config = loadChatConfig(productionBase);
     expect(config.production).toBe(true);
-    expect(config.database).toEqual({ url: productionBase.DATABASE_URL, poolSize: 10 });
+    expect(config.database).toEqual({
+      url: productionBase.DATABASE_URL,
+      poolSize: 10,
+      readPool: { size: 5, statementMs: 5_000 },
+    });
     expect(config.internalToken).toBe(strongToken);
     expect(config.warnings).toEqual([]);
   });

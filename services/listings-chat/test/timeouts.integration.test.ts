@@ -48,6 +48,38 @@ describe.runIf(postgres)("PostgreSQL timeouts on every session", () => {
     expect(await show(healthy, "statement_timeout")).toBe("10s");
     expect(await show(healthy, "lock_timeout")).toBe("5s");
     expect(await show(healthy, "idle_in_transaction_session_timeout")).toBe("10s");
+    // The pool of page reads has a shorter statement timeout of its own.
+    const showRead = async (name: string) =>
+      ((await healthy.reads.execute(sql.raw(`show ${name}`))) as unknown as { rows: Array<Record<string, string>> })
+        .rows[0]?.[name];
+    expect(await showRead("statement_timeout")).toBe("5s");
+    expect(await showRead("lock_timeout")).toBe("5s");
+  });
+
+  it("keeps sends going while page reads hold every connection of their own pool", async () => {
+    const chats = createChatService({ db: healthy.db, reads: healthy.reads, publish: () => {} });
+    const messages = createMessageService({
+      db: healthy.db,
+      reads: healthy.reads,
+      publish: () => {},
+      sendLimiter: createSendLimiter({ perMinute: 1_000 }),
+    });
+    const { chat } = await chats.open(9_201, 77, 9_202);
+    // Twice the read pool's 5 connections, each busy for 1.5 s: reads queue behind them.
+    // (then() starts them: drizzle's queries run only once they are awaited.)
+    const slowReads = Array.from({ length: 10 }, () =>
+      healthy.reads.execute(sql`select pg_sleep(1.5)`).then(() => undefined),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    const started = Date.now();
+    const { message } = await messages.send(9_201, chat.id, "not behind the reads", null);
+    expect(message.content).toBe("not behind the reads");
+    expect(Date.now() - started).toBeLessThan(500);
+    // A page read, though, waits for its pool.
+    const pageStarted = Date.now();
+    await messages.page(9_202, chat.id, undefined, 10);
+    expect(Date.now() - pageStarted).toBeGreaterThan(1_000);
+    await Promise.all(slowReads);
   });
 
   it("ends a transaction that holds a user's stream while its instance is frozen; the others write again", async () => {

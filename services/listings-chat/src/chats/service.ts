@@ -11,13 +11,15 @@ export const UNREAD_CHATS_LISTED = 100;
 
 export interface ChatServiceDeps {
   db: Database;
+  /** The pool of page reads (lists, badges); `db` when there is one pool. */
+  reads?: Database;
   publish: PublishEvent;
 }
 
 export type ChatService = ReturnType<typeof createChatService>;
 
 /** Opening chats, listing them, unread counts and read receipts. */
-export function createChatService({ db, publish }: ChatServiceDeps) {
+export function createChatService({ db, reads = db, publish }: ChatServiceDeps) {
   return {
     /** The chat of (listing, buyer, seller), created on first contact. */
     async open(buyerId: number, listingId: number, sellerId: number): Promise<{ chat: Chat; created: boolean }> {
@@ -29,9 +31,9 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
 
     async list(userId: number, limit: number): Promise<ChatSummary[]> {
       return storing(async () => {
-        const rows = await listChatsOf(db, userId, limit);
+        const rows = await listChatsOf(reads, userId, limit);
         const lastIds = rows.flatMap((r) => (r.chat.lastMessageId ? [r.chat.lastMessageId] : []));
-        const lastMessages = await messagesById(db, lastIds);
+        const lastMessages = await messagesById(reads, lastIds);
         return rows.map(({ chat, unreadCount, peerLastReadMessageId }) => {
           const last = chat.lastMessageId ? lastMessages.get(chat.lastMessageId) : undefined;
           return {
@@ -50,7 +52,7 @@ export function createChatService({ db, publish }: ChatServiceDeps) {
      * that the answer costs the same for a seller with 100,000 chats as for a buyer with one.
      */
     async unread(userId: number): Promise<{ total: number; chats: Record<string, number> }> {
-      const { total, chats } = await storing(() => unreadOf(db, userId, UNREAD_CHATS_LISTED));
+      const { total, chats } = await storing(() => unreadOf(reads, userId, UNREAD_CHATS_LISTED));
       return { total, chats: Object.fromEntries(chats.map((c) => [String(c.chatId), c.unread])) };
     },
 

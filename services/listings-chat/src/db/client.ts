@@ -15,7 +15,14 @@ export type Schema = typeof schema;
 export type Database = PgDatabase<PgQueryResultHKT, Schema>;
 
 export interface DatabaseHandle {
+  /** Writes, and the reads that delivery depends on (stream ends, gap fills). */
   db: Database;
+  /**
+   * What pages ask for (chat lists, badges, message pages, polling, replays): a pool of its own on
+   * PostgreSQL, with a shorter statement timeout, so that a burst of heavy reads cannot hold the
+   * connections that sends need. The same as `db` on PGlite.
+   */
+  reads: Database;
   kind: "pglite" | "postgres";
   /** Throws when the database cannot answer; used by `/ready`. */
   ping(): Promise<void>;
@@ -48,8 +55,16 @@ export const defaultPostgresTimeouts: PostgresTimeouts = {
   connectMs: 5_000,
 };
 
+/** The pool of page reads: its size and its statement timeout. */
+export interface ReadPoolOptions {
+  size: number;
+  statementMs: number;
+}
+
+export const defaultReadPool: ReadPoolOptions = { size: 5, statementMs: 5_000 };
+
 export type DatabaseOptions =
-  | { url: string; poolSize?: number; timeouts?: Partial<PostgresTimeouts> }
+  | { url: string; poolSize?: number; timeouts?: Partial<PostgresTimeouts>; readPool?: Partial<ReadPoolOptions> }
   | { dataDir: string }
   | { inMemory: true };
 
@@ -59,7 +74,12 @@ export type DatabaseOptions =
  */
 export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
   if ("url" in options) {
-    return openPostgres(options.url, options.poolSize ?? 10, { ...defaultPostgresTimeouts, ...options.timeouts });
+    return openPostgres(
+      options.url,
+      options.poolSize ?? 10,
+      { ...defaultPostgresTimeouts, ...options.timeouts },
+      { ...defaultReadPool, ...options.readPool },
+    );
   }
   if ("dataDir" in options) mkdirSync(options.dataDir, { recursive: true });
   const client = new PGlite("dataDir" in options ? options.dataDir : undefined);
@@ -67,6 +87,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
   await migratePglite(db, { migrationsFolder });
   return {
     db: db as unknown as Database,
+    reads: db as unknown as Database,
     kind: "pglite",
     ping: async () => {
       await client.query("select 1");
@@ -75,7 +96,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
   };
 }
 
-async function openPostgres(url: string, max: number, timeouts: PostgresTimeouts): Promise<DatabaseHandle> {
+/** A pool whose every session carries the limits of `timeouts`. */
+function createPool(url: string, max: number, timeouts: PostgresTimeouts): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max,
@@ -93,6 +115,17 @@ async function openPostgres(url: string, max: number, timeouts: PostgresTimeouts
   // While a client is checked out the pool stops listening to it: a connection lost mid-query would
   // otherwise emit an unhandled 'error'. The query itself still fails and is reported by its caller.
   pool.on("connect", (client) => client.on("error", () => {}));
+  return pool;
+}
+
+async function openPostgres(
+  url: string,
+  max: number,
+  timeouts: PostgresTimeouts,
+  readPool: ReadPoolOptions,
+): Promise<DatabaseHandle> {
+  const pool = createPool(url, max, timeouts);
+  const readsPool = createPool(url, readPool.size, { ...timeouts, statementMs: readPool.statementMs });
   const migrationClient = await pool.connect();
   try {
     const migrationDb = drizzleNodePg(migrationClient, { schema });
@@ -113,10 +146,13 @@ async function openPostgres(url: string, max: number, timeouts: PostgresTimeouts
   const db = drizzleNodePg(pool, { schema });
   return {
     db: db as unknown as Database,
+    reads: drizzleNodePg(readsPool, { schema }) as unknown as Database,
     kind: "postgres",
     ping: async () => {
       await pool.query("select 1");
     },
-    close: () => pool.end(),
+    close: async () => {
+      await Promise.all([pool.end(), readsPool.end()]);
+    },
   };
 }

@@ -18,6 +18,7 @@ import { jsonBody, optionalInt, pageLimit, positiveInt } from "./validation.ts";
 export type ApiEnv = { Variables: { userId: number } };
 
 export interface ApiDeps {
+  /** For `/events` (polling): the pool of page reads. */
   db: Database;
   chats: ChatService;
   messages: MessageService;

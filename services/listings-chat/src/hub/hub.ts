@@ -23,6 +23,8 @@ export const PRESENCE_CONTACTS = 100;
 
 export interface HubOptions {
   db: Database;
+  /** The pool of page reads: replays after a reconnect; `db` when there is one pool. */
+  reads?: Database;
   bus: Bus;
   presence: Presence;
   chats: ChatService;
@@ -64,6 +66,7 @@ export type Hub = ReturnType<typeof createHub>;
  */
 export function createHub(options: HubOptions) {
   const { db, bus, presence, stats, log } = options;
+  const reads = options.reads ?? db;
   const sockets = new Map<number, Set<Connection>>();
   /** The streams of the users with sockets here: the only ones this instance listens to and delivers. */
   const streams = new Map<number, FollowedStream>();
@@ -75,7 +78,7 @@ export function createHub(options: HubOptions) {
   const context = {
     events: {
       lastEventId: (userId: number) => lastEventId(db, userId),
-      readForUser: (userId: number, after: number, limit: number) => readEventsForUser(db, userId, after, limit),
+      readForUser: (userId: number, after: number, limit: number) => readEventsForUser(reads, userId, after, limit),
       participantChat: (chatId: number, userId: number) => requireParticipant(db, chatId, userId),
     },
     chats: options.chats,

@@ -18,6 +18,8 @@ import {
 
 export interface MessageServiceDeps {
   db: Database;
+  /** The pool of page reads (message pages); `db` when there is one pool. */
+  reads?: Database;
   publish: PublishEvent;
   sendLimiter: SendLimiter;
   groupCommit?: GroupCommitOptions;
@@ -49,7 +51,7 @@ function unchanged(outcome: Exclude<ChangeOutcome, { status: "changed" }>): Mess
 }
 
 /** Sending, editing, deleting and paging messages. REST and WebSocket both come through here. */
-export function createMessageService({ db, publish, sendLimiter, groupCommit }: MessageServiceDeps) {
+export function createMessageService({ db, reads = db, publish, sendLimiter, groupCommit }: MessageServiceDeps) {
   const batches = createGroupCommit((sends) => storeMessages(db, sends), groupCommit ?? defaultGroupCommit);
 
   /**
@@ -110,8 +112,8 @@ export function createMessageService({ db, publish, sendLimiter, groupCommit }: 
     /** Newest first; `has_more` tells whether older messages remain before the last one returned. */
     async page(userId: number, chatId: number, before: number | undefined, limit: number) {
       return storing(async () => {
-        await requireParticipant(db, chatId, userId);
-        const rows = await pageOfMessages(db, chatId, before, limit + 1);
+        await requireParticipant(reads, chatId, userId);
+        const rows = await pageOfMessages(reads, chatId, before, limit + 1);
         return { messages: rows.slice(0, limit).map(toMessage), has_more: rows.length > limit };
       });
     },
