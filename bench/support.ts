@@ -165,8 +165,8 @@ export function cpuSince(before: ReturnType<typeof cpuSnapshot>) {
 }
 
 /** Stops instances: SIGTERM when profiling (so that the profile is written), SIGKILL otherwise; SIGKILL after 10 s. */
-export function stopChats(children: ChildProcess[]): Promise<void[]> {
-  return Promise.all(
+export async function stopChats(children: ChildProcess[]): Promise<void> {
+  await Promise.all(
     children.map(
       (child) =>
         new Promise<void>((resolve) => {
