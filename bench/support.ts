@@ -26,8 +26,12 @@ export const freePort = () =>
     });
   });
 
-export async function withDatabase<T>(work: (url: string, name: string) => Promise<T>): Promise<T> {
-  const name = `lc_bench_${process.pid}_${randomBytes(3).toString("hex")}`;
+/** A fresh database on DATABASE_URL's server, named `<prefix>_<pid>_<random>`, dropped after `work`. */
+export async function withDatabase<T>(
+  work: (url: string, name: string) => Promise<T>,
+  prefix = "lc_bench",
+): Promise<T> {
+  const name = `${prefix}_${process.pid}_${randomBytes(3).toString("hex")}`;
   const admin = new pg.Client({ connectionString: databaseUrl });
   await admin.connect();
   await admin.query(`create database ${name}`);

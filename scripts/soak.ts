@@ -11,11 +11,10 @@
  *
  * SOAK_SECONDS (120; CI runs 30), SOAK_USERS (48), DATABASE_URL (local PostgreSQL). Not part of `npm test`.
  */
-import { randomBytes } from "node:crypto";
 import { ChatClient, type ChatEvent, type WebSocketLike } from "@listings-chat/shared/client";
 import jwt from "jsonwebtoken";
-import pg from "pg";
 import WebSocket from "ws";
+import { withDatabase } from "../bench/support.ts";
 import { randomSecret, sleep } from "../services/gateway/test/support/e2e.ts";
 import {
   type RedisProcess,
@@ -27,7 +26,6 @@ import {
 
 const seconds = Number(process.env.SOAK_SECONDS ?? 120);
 const userCount = Number(process.env.SOAK_USERS ?? 48);
-const databaseUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const log = (line: string) => console.log(`soak ${((performance.now() - began) / 1000).toFixed(1)} s: ${line}`);
 const began = performance.now();
 
@@ -44,24 +42,6 @@ interface SoakUser {
 interface Acked {
   messageId: number;
   users: [number, number];
-}
-
-async function withDatabase<T>(work: (url: string) => Promise<T>): Promise<T> {
-  const name = `lc_soak_${process.pid}_${randomBytes(3).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: databaseUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(databaseUrl);
-  url.pathname = `/${name}`;
-  try {
-    return await work(url.toString());
-  } finally {
-    const dropper = new pg.Client({ connectionString: databaseUrl });
-    await dropper.connect();
-    await dropper.query(`drop database if exists ${name} with (force)`);
-    await dropper.end();
-  }
 }
 
 /** A killed instance comes back on the same port, so the gateway's upstream list stays right. */
@@ -255,6 +235,6 @@ async function soak(url: string) {
   }
 }
 
-const passed = await withDatabase(soak);
+const passed = await withDatabase(soak, "lc_soak");
 console.log(passed ? "soak passed" : "soak FAILED");
 process.exit(passed ? 0 : 1);
