@@ -34,53 +34,27 @@ export async function openChat(db: Database, listingId: number, buyerId: number,
 }
 
 /**
- * `userId`'s chats, newest activity first, with their unread count and how far they and the other
- * participant have read: a range scan of `chat_participants_user_activity_idx` that stops at `limit`.
+ * The body of `GET /api/v1/chats` as PostgreSQL writes it (`lc_chat_list`): `userId`'s `limit` most recently
+ * active chats, each with its newest message, their unread count and how far the other participant has
+ * read. A range scan of `chat_participants_user_activity_idx` that stops at `limit`, then key lookups.
  */
-export function listChatsOf(db: Database, userId: number, limit: number) {
-  const peer = alias(chatParticipants, "peer");
-  return db
-    .select({
-      chat: chats,
-      unreadCount: chatParticipants.unreadCount,
-      lastReadMessageId: chatParticipants.lastReadMessageId,
-      peerLastReadMessageId: peer.lastReadMessageId,
-    })
-    .from(chatParticipants)
-    .innerJoin(chats, eq(chats.id, chatParticipants.chatId))
-    .leftJoin(peer, and(eq(peer.chatId, chatParticipants.chatId), ne(peer.userId, userId)))
-    .where(eq(chatParticipants.userId, userId))
-    .orderBy(desc(chatParticipants.lastActivityAt), desc(chatParticipants.chatId))
-    .limit(limit);
-}
-
-/** Messages by id (the newest of each listed chat, kept on the chat): one key lookup each. */
-export async function messagesById(db: Database, ids: number[]): Promise<Map<number, MessageRow>> {
-  if (ids.length === 0) return new Map();
-  const rows = await db.select().from(messages).where(inArray(messages.id, ids));
-  return new Map(rows.map((m) => [m.id, m]));
+export async function chatListBody(db: Database, userId: number, limit: number): Promise<string> {
+  return textOf(await db.execute(sql`select lc_chat_list(${userId}, ${limit}) as body`), "lc_chat_list");
 }
 
 /**
- * The badge: the user's total (kept on their stream row) and the counts of their `limit` most recently
- * active chats with something unread (a range scan of the partial index `chat_participants_user_unread_idx`).
+ * The body of `GET /api/v1/chats/unread` as PostgreSQL writes it (`lc_unread`): the user's total (kept on
+ * their stream row) and the counts of their `limit` most recently active chats with something unread
+ * (a range scan of the partial index `chat_participants_user_unread_idx`).
  */
-export async function unreadOf(db: Database, userId: number, limit: number) {
-  const [[stream], rows] = await Promise.all([
-    db.select({ total: userStreams.unreadTotal }).from(userStreams).where(eq(userStreams.userId, userId)),
-    unreadChatsOf(db, userId, limit),
-  ]);
-  return { total: stream?.total ?? 0, chats: rows };
+export async function unreadBody(db: Database, userId: number, limit: number): Promise<string> {
+  return textOf(await db.execute(sql`select lc_unread(${userId}, ${limit}) as body`), "lc_unread");
 }
 
-/** The most recently active chats of `userId` with something unread, and their counts. */
-export function unreadChatsOf(db: Database, userId: number, limit: number) {
-  return db
-    .select({ chatId: chatParticipants.chatId, unread: chatParticipants.unreadCount })
-    .from(chatParticipants)
-    .where(and(eq(chatParticipants.userId, userId), gt(chatParticipants.unreadCount, 0)))
-    .orderBy(desc(chatParticipants.lastActivityAt), desc(chatParticipants.chatId))
-    .limit(limit);
+function textOf(result: unknown, fn: string): string {
+  const body = rowsOf<{ body: string | null }>(result)[0]?.body;
+  if (typeof body !== "string") throw new Error(`${fn} returned no text`);
+  return body;
 }
 
 interface ReadRow extends AppendedRow {

@@ -1,10 +1,9 @@
 import type { Chat, ChatSummary } from "@listings-chat/shared";
 import { ErrorCode } from "@listings-chat/shared";
 import type { Database } from "../db/client.ts";
-import { toChat, toMessage } from "../db/rows.ts";
 import { ChatError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
-import { listChatsOf, markRead, messagesById, openChat, unreadOf } from "./repository.ts";
+import { chatListBody, markRead, openChat, unreadBody } from "./repository.ts";
 
 /** How many chats the badge answer lists by name (the total counts them all): the chat list's first page. */
 export const UNREAD_CHATS_LISTED = 100;
@@ -29,31 +28,30 @@ export function createChatService({ db, reads = db, publish }: ChatServiceDeps) 
       return { chat, created };
     },
 
+    /** `GET /api/v1/chats`'s body, `{"chats": [...]}`, written by PostgreSQL and passed on as it is. */
+    listBody(userId: number, limit: number): Promise<string> {
+      return storing(() => chatListBody(reads, userId, limit));
+    },
+
+    /** The same, parsed (for callers in this process). */
     async list(userId: number, limit: number): Promise<ChatSummary[]> {
-      return storing(async () => {
-        const rows = await listChatsOf(reads, userId, limit);
-        const lastIds = rows.flatMap((r) => (r.chat.lastMessageId ? [r.chat.lastMessageId] : []));
-        const lastMessages = await messagesById(reads, lastIds);
-        return rows.map(({ chat, unreadCount, peerLastReadMessageId }) => {
-          const last = chat.lastMessageId ? lastMessages.get(chat.lastMessageId) : undefined;
-          return {
-            ...toChat(chat),
-            last_message: last ? toMessage(last) : null,
-            unread_count: unreadCount,
-            peer_last_read_message_id: peerLastReadMessageId,
-          };
-        });
-      });
+      const body = await storing(() => chatListBody(reads, userId, limit));
+      return (JSON.parse(body) as { chats: ChatSummary[] }).chats;
     },
 
     /**
-     * The header badge: `{"total": 3, "chats": {"12": 2, "15": 1}}`: the total over every chat, and the
+     * The header badge's body, `{"total": 3, "chats": {"12": 2, "15": 1}}`: the total over every chat, and the
      * counts of the most recently active chats with something unread (at most `UNREAD_CHATS_LISTED`), so
      * that the answer costs the same for a seller with 100,000 chats as for a buyer with one.
      */
+    unreadBody(userId: number): Promise<string> {
+      return storing(() => unreadBody(reads, userId, UNREAD_CHATS_LISTED));
+    },
+
+    /** The same, parsed. */
     async unread(userId: number): Promise<{ total: number; chats: Record<string, number> }> {
-      const { total, chats } = await storing(() => unreadOf(reads, userId, UNREAD_CHATS_LISTED));
-      return { total, chats: Object.fromEntries(chats.map((c) => [String(c.chatId), c.unread])) };
+      const body = await storing(() => unreadBody(reads, userId, UNREAD_CHATS_LISTED));
+      return JSON.parse(body) as { total: number; chats: Record<string, number> };
     },
 
     /** Marks everything up to `messageId` read; emits `message_read` only when the marker moved. */

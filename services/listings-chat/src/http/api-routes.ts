@@ -7,7 +7,7 @@ import {
   parseUserId,
   sendMessageBody,
 } from "@listings-chat/shared";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import type { ChatService } from "../chats/service.ts";
 import type { Database } from "../db/client.ts";
 import { ChatError, storing } from "../errors.ts";
@@ -45,10 +45,10 @@ export function createApiRoutes({ db, chats, messages }: ApiDeps) {
 
   api.get("/chats", async (c) => {
     const limit = pageLimit(c.req.query("limit"), 100, 500);
-    return c.json({ chats: await chats.list(c.get("userId"), limit) });
+    return jsonText(c, await chats.listBody(c.get("userId"), limit));
   });
 
-  api.get("/chats/unread", async (c) => c.json(await chats.unread(c.get("userId"))));
+  api.get("/chats/unread", async (c) => jsonText(c, await chats.unreadBody(c.get("userId"))));
 
   api.get("/chats/:id/messages", async (c) => {
     const chatId = positiveInt("chat id", c.req.param("id"));
@@ -103,4 +103,9 @@ export function createApiRoutes({ db, chats, messages }: ApiDeps) {
   });
 
   return api;
+}
+
+/** A JSON body that is already text (written by PostgreSQL): sent as it is, not parsed and encoded again. */
+function jsonText(c: Context, body: string) {
+  return c.body(body, 200, { "content-type": "application/json" });
 }
