@@ -1,9 +1,8 @@
 import type { Chat } from "@listings-chat/shared";
-import { and, desc, eq, gt, inArray, ne, sql } from "drizzle-orm";
-import { alias } from "drizzle-orm/pg-core";
+import { and, desc, eq, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
-import type { ChatRow, MessageRow } from "../db/rows.ts";
-import { chatParticipants, chats, messages, userStreams } from "../db/schema.ts";
+import type { ChatRow } from "../db/rows.ts";
+import { chatParticipants, chats } from "../db/schema.ts";
 import { notFound } from "../errors.ts";
 import { type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 
