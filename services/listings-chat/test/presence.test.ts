@@ -21,6 +21,16 @@ function behavesAsPresence(make: () => Promise<Presence>) {
       { online: false, version: 0 },
     ]);
   });
+
+  it("reads the states of a page's 100 contacts in their order", async () => {
+    const presence = await make();
+    const contacts = Array.from({ length: 100 }, (_, i) => 1_000 + i);
+    const online = new Map<number, number>();
+    for (const userId of [1_000, 1_042, 1_099]) online.set(userId, (await presence.join(userId)).version);
+    expect(await presence.states(contacts)).toEqual(
+      contacts.map((userId) => ({ online: online.has(userId), version: online.get(userId) ?? 0 })),
+    );
+  });
 }
 
 describe("presence in memory", () => {

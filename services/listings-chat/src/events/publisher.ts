@@ -4,15 +4,52 @@ import { type Bus, shardOf } from "../bus/bus.ts";
 import type { Stats } from "../ops/stats.ts";
 import type { AddressedEvent } from "./log.ts";
 
-/** What travels on the bus: a stored event for one user, or a frame that is not stored (typing, presence). */
-export type BusMessage =
-  | { kind: "event"; userId: number; event: ChatEvent }
-  /** `version` orders reports about one user's presence (see presence/presence.ts). */
-  | { kind: "frame"; userId: number; frame: ServerControlFrame; version?: number };
+/**
+ * What travels on the bus: a stored event for one user, or a frame that is not stored (typing, presence)
+ * for the users of one shard.
+ */
+export type BusMessage = EventMessage | FrameMessage;
 
-/** Puts `message` on the shard of the user it is for. */
-export function publishTo(bus: Bus, message: BusMessage): Promise<void> {
+interface EventMessage {
+  kind: "event";
+  userId: number;
+  event: ChatEvent;
+}
+
+interface FrameMessage {
+  kind: "frame";
+  /** All in one shard: the one the message is published on. */
+  userIds: number[];
+  frame: ServerControlFrame;
+  /** Orders reports about one user's presence (see presence/presence.ts). */
+  version?: number;
+}
+
+/** Puts an event on the shard of the user it is for. */
+export function publishEvent(bus: Bus, message: EventMessage): Promise<void> {
   return bus.publish(shardOf(message.userId), JSON.stringify(message));
+}
+
+/**
+ * Puts a frame for `audience` on the bus: one message per shard the audience falls in, not one per user, so
+ * that announcing a seller's presence to 100 contacts costs at most `BUS_SHARDS` publishes.
+ */
+export function publishFrame(
+  bus: Bus,
+  audience: readonly number[],
+  frame: ServerControlFrame,
+  version?: number,
+): Promise<void>[] {
+  const byShard = new Map<number, number[]>();
+  for (const userId of audience) {
+    const shard = shardOf(userId);
+    const users = byShard.get(shard);
+    if (users) users.push(userId);
+    else byShard.set(shard, [userId]);
+  }
+  return [...byShard].map(([shard, userIds]) =>
+    bus.publish(shard, JSON.stringify({ kind: "frame", userIds, frame, version } satisfies FrameMessage)),
+  );
 }
 
 /** Hands committed events to the bus. Called only after the transaction that stored them has committed. */
@@ -22,7 +59,7 @@ export type PublishEvent = (events: readonly AddressedEvent[]) => void;
 export function createBusPublisher(bus: Bus, stats: Stats, log: Logger): PublishEvent {
   return (events) => {
     for (const { userId, event } of events) {
-      publishTo(bus, { kind: "event", userId, event }).catch((error) => {
+      publishEvent(bus, { kind: "event", userId, event }).catch((error) => {
         stats.errorsTotal += 1;
         log.warn(
           { err: error, user: userId, event_id: event.event_id },

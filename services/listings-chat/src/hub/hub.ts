@@ -7,7 +7,7 @@ import type { ChatService } from "../chats/service.ts";
 import type { Database } from "../db/client.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { type AddressedEvent, lastEventId, lastEventIds, readEventRange, readEventsForUser } from "../events/log.ts";
-import { type BusMessage, publishTo } from "../events/publisher.ts";
+import { type BusMessage, publishFrame as publishFrameTo } from "../events/publisher.ts";
 import type { TypingGate } from "../limits/typing-gate.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
@@ -100,10 +100,12 @@ export function createHub(options: HubOptions) {
   function deliverFrame(message: Extract<BusMessage, { kind: "frame" }>) {
     stats.broadcastsTotal += 1;
     const { frame } = message;
-    for (const connection of sockets.get(message.userId) ?? []) {
-      if (frame.type === "presence" && message.version !== undefined) {
-        connection.applyPresence(frame.user_id, frame.online, message.version);
-      } else connection.sendFrame(frame);
+    for (const userId of message.userIds) {
+      for (const connection of sockets.get(userId) ?? []) {
+        if (frame.type === "presence" && message.version !== undefined) {
+          connection.applyPresence(frame.user_id, frame.online, message.version);
+        } else connection.sendFrame(frame);
+      }
     }
   }
 
@@ -120,8 +122,8 @@ export function createHub(options: HubOptions) {
   /** Resolves once every copy is handed to the bus (a failure is counted and logged, never thrown). */
   function publishFrame(frame: ServerControlFrame, audience: readonly number[], version?: number): Promise<unknown> {
     return Promise.all(
-      audience.map((userId) =>
-        publishTo(bus, { kind: "frame", userId, frame, version }).catch((error) => {
+      publishFrameTo(bus, audience, frame, version).map((published) =>
+        published.catch((error) => {
           stats.errorsTotal += 1;
           log.warn({ err: error }, "could not publish a typing or presence frame");
         }),
@@ -138,11 +140,27 @@ export function createHub(options: HubOptions) {
   /** Whose presence a user's page is shown, and who hears about theirs (see `recentContactsOf`). */
   const contactsOf = (userId: number) => recentContactsOf(db, userId, PRESENCE_CONTACTS);
 
-  async function announcePresence(userId: number, { online, version }: PresenceState) {
-    const contacts = await contactsOf(userId);
+  /**
+   * Tells the contacts who are online that `userId`'s presence changed. An offline contact has no socket
+   * to tell, and reads the state when they connect: each side changes its own state before it reads the
+   * other's, so of two users connecting at once at least one sees the other. So a seller whose 100 recent
+   * contacts are offline publishes nothing.
+   */
+  async function announcePresence(
+    userId: number,
+    change: PresenceState,
+    contacts: readonly number[],
+    states: readonly (PresenceState | undefined)[],
+  ) {
+    const online = contacts.filter((_, i) => states[i]?.online);
     // Awaited: a shutdown waits for the announcements of its users' leaving before it closes the bus.
-    await publishFrame({ type: "presence", user_id: userId, online }, contacts, version);
-    return contacts;
+    await publishFrame({ type: "presence", user_id: userId, online: change.online }, online, change.version);
+  }
+
+  /** The contacts of `userId` and their presence now. */
+  async function contactsWithStates(userId: number) {
+    const contacts = await contactsOf(userId);
+    return { contacts, states: await presence.states(contacts) };
   }
 
   /** Counts a user in `shard`, listening to it when they are the first; a failed listen is retried by the next. */
@@ -238,7 +256,11 @@ export function createHub(options: HubOptions) {
     unfollow(connection.userId);
     const left = presence
       .leave(connection.userId)
-      .then((change) => (change.changed ? announcePresence(connection.userId, change) : undefined))
+      .then(async (change) => {
+        if (!change.changed) return;
+        const { contacts, states } = await contactsWithStates(connection.userId);
+        await announcePresence(connection.userId, change, contacts, states);
+      })
       .catch((error) => log.warn({ err: error }, "presence update failed"))
       .finally(() => leaving.delete(left));
     leaving.add(left);
@@ -283,9 +305,10 @@ export function createHub(options: HubOptions) {
       void (async () => {
         await opened;
         const join = await joined;
-        const contacts = join?.changed ? await announcePresence(userId, join) : await contactsOf(userId);
+        // Read after joining (see announcePresence).
+        const { contacts, states } = await contactsWithStates(userId);
+        if (join?.changed) await announcePresence(userId, join, contacts, states);
         // The snapshot and the live announcements meet in applyPresence, where the newer report wins.
-        const states = await presence.states(contacts);
         contacts.forEach((contact, i) => {
           const state = states[i];
           if (state) connection.applyPresence(contact, state.online, state.version);

@@ -90,10 +90,17 @@ end
 return { changed and 1 or 0, after > 0 and 1 or 0, string.format('%.0f', version) }
 `;
 
-/** KEYS: the user's claims, the user's version. ARGV: now (ms). Online and version read together. */
-const STATE = `
-local online = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[1], '+inf') > 0 and 1 or 0
-return { online, redis.call('GET', KEYS[2]) or '0' }
+/**
+ * KEYS: each user's claims and version, in pairs. ARGV: now (ms). Returns online and version of each user,
+ * in pairs; each pair read together, so a state and its version never come from two different moments.
+ */
+const STATES = `
+local replies = {}
+for i = 1, #KEYS, 2 do
+  replies[i] = redis.call('ZCOUNT', KEYS[i], '(' .. ARGV[1], '+inf') > 0 and 1 or 0
+  replies[i + 1] = redis.call('GET', KEYS[i + 1]) or '0'
+end
+return replies
 `;
 
 /**
@@ -111,11 +118,14 @@ export function createRedisPresence({
   const version = (userId: number) => `${keyPrefix}presence-version:{${userId}}`;
   if (!("presenceChange" in redis)) {
     redis.defineCommand("presenceChange", { numberOfKeys: 2, lua: CHANGE });
-    redis.defineCommand("presenceState", { numberOfKeys: 2, lua: STATE });
+    // One user's pair (a cluster client routes it by its keys), or everyone's (on a single Redis).
+    redis.defineCommand("presenceState", { numberOfKeys: 2, lua: STATES });
+    redis.defineCommand("presenceStates", { lua: STATES });
   }
   const run = redis as Redis & {
     presenceChange(...args: [string, string, string, number, number, 0 | 1]): Promise<[number, number, string]>;
     presenceState(claims: string, version: string, now: number): Promise<[number, string]>;
+    presenceStates(numberOfKeys: number, ...keysThenNow: (string | number)[]): Promise<(number | string)[]>;
   };
   const change = async (userId: number, join: 0 | 1): Promise<PresenceChange> => {
     const [changed, online, v] = await run.presenceChange(
@@ -134,12 +144,16 @@ export function createRedisPresence({
     async states(userIds) {
       if (userIds.length === 0) return [];
       const at = now();
-      // One script per user (atomic: a state and its version never come from two different moments),
-      // issued together: the client pipelines them per node, never mixing hash slots in one pipeline.
-      const replies = await Promise.all(
-        userIds.map((userId) => run.presenceState(claims(userId), version(userId), at)),
-      );
-      return replies.map(([online, v]) => ({ online: online === 1, version: Number(v) }));
+      // A single Redis answers everyone in one script. A cluster's script may touch one hash slot only: one
+      // script per user there, issued together (the client pipelines them per node).
+      const replies = redis.isCluster
+        ? (await Promise.all(userIds.map((userId) => run.presenceState(claims(userId), version(userId), at)))).flat()
+        : await run.presenceStates(
+            userIds.length * 2,
+            ...userIds.flatMap((userId) => [claims(userId), version(userId)]),
+            at,
+          );
+      return userIds.map((_, i) => ({ online: replies[2 * i] === 1, version: Number(replies[2 * i + 1]) }));
     },
     async refresh(userIds) {
       const expires = now() + ttlMs;
