@@ -141,6 +141,10 @@ export const eventsPageSchema = z
   .object({
     events: z.array(chatEventSchema),
     last_event_id: eventCursor.meta({ description: "the cursor to pass as `after` next time" }),
+    has_more: z.boolean().meta({
+      description:
+        "the page was cut short (by `limit`, or at about 256 KiB of events): ask again from `last_event_id` at once",
+    }),
   })
   .meta({ id: "EventsPage" });
 
@@ -169,5 +173,5 @@ export type SchemaTypeChecks = [
   Expect<Equal<z.infer<typeof errorBodySchema>, ErrorBody>>,
   Expect<Equal<z.infer<typeof messagesPageSchema>, { messages: Message[]; has_more: boolean }>>,
   Expect<Equal<z.infer<typeof chatsListSchema>, { chats: ChatSummary[] }>>,
-  Expect<Equal<z.infer<typeof eventsPageSchema>, { events: ChatEvent[]; last_event_id: number }>>,
+  Expect<Equal<z.infer<typeof eventsPageSchema>, { events: ChatEvent[]; last_event_id: number; has_more: boolean }>>,
 ];

@@ -36,8 +36,8 @@ export interface ChatServerOverrides {
   heartbeatIntervalMs?: number;
   slowConsumerBytes?: number;
   sendsPerMinute?: number;
-  /** Events per page when replaying; small values make replay span many reads. */
-  replayPageSize?: number;
+  /** Smaller replay pages (events, bytes), so that a replay spans many reads. */
+  replayPage?: { maxEvents?: number; maxBytes?: number };
 }
 
 /** Builds the whole chat instance from its configuration and starts listening. */
@@ -100,7 +100,7 @@ export async function startChatServer(
         ? createRedisTypingGate(redis, config.redis.keyPrefix, Limits.typingIntervalMs)
         : createMemoryTypingGate(Limits.typingIntervalMs),
     slowConsumerBytes: overrides.slowConsumerBytes ?? Limits.slowConsumerBytes,
-    replayPageSize: overrides.replayPageSize,
+    replayPage: overrides.replayPage,
   });
   await hub.start();
 

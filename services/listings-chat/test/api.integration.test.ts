@@ -195,16 +195,18 @@ describe.each(databaseTargets())("chat REST API on $name", (target) => {
     const small = await chat.api(seller, "GET", "/api/v1/events?after=0&limit=3");
     expect(small.body.events).toHaveLength(3);
     expect(small.body.last_event_id).toBe(small.body.events[2].event_id);
+    expect(small.body.has_more).toBe(true);
+    expect(polled.body.has_more).toBe(false);
     // The seller's own stream: 1, 2, 3 … with no hole, whatever others did meanwhile.
     expect(polled.body.events.map((e: { event_id: number }) => e.event_id)).toEqual(
       Array.from({ length: polled.body.events.length }, (_, i) => i + 1),
     );
     // Someone with no chat has a stream of their own, and it is empty.
     const outsiderView = await chat.api(outsider, "GET", "/api/v1/events?after=0");
-    expect(outsiderView.body).toEqual({ events: [], last_event_id: 0 });
+    expect(outsiderView.body).toEqual({ events: [], last_event_id: 0, has_more: false });
     // A cursor from beyond the stream (another numbering) is told where the stream ends.
     const beyond = await chat.api(seller, "GET", `/api/v1/events?after=${end + 1000}`);
-    expect(beyond.body).toEqual({ events: [], last_event_id: end });
+    expect(beyond.body).toEqual({ events: [], last_event_id: end, has_more: false });
     expect((await chat.api(seller, "GET", "/api/v1/events?after=-1")).status).toBe(400);
     await socket.close();
   });

@@ -14,9 +14,12 @@ class FakeSocket extends EventEmitter {
   readonly CLOSED = 3;
   sent: string[] = [];
   closedWith: number | undefined;
+  /** When set, a client that does not read: write callbacks wait here until the test runs them. */
+  unflushed: Array<() => void> | undefined;
   send(data: string | Buffer, _options: { binary: boolean }, cb?: () => void) {
     this.sent.push(data.toString());
-    cb?.();
+    if (this.unflushed && cb) this.unflushed.push(cb);
+    else cb?.();
   }
   ping() {}
   close(code: number) {
@@ -43,18 +46,22 @@ const event = (id: number): ChatEvent => ({
   read_at: "2026-01-01T00:00:00.000Z",
 });
 
+/** Events per page of the controlled log: a page of 5 says more may follow. */
+const PAGE = 5;
+
 /** A log whose page reads wait until the test releases them, so interleavings are chosen, not hoped for. */
 function controlledLog(last: number) {
   const reads: Array<{
     after: number;
-    limit: number;
     release: (events: ChatEvent[]) => void;
     fail: (e: Error) => void;
   }> = [];
   const events: ConnectionContext["events"] = {
     lastEventId: async () => last,
-    readForUser: (_userId, after, limit) =>
-      new Promise((resolve, reject) => reads.push({ after, limit, release: resolve, fail: reject })),
+    readPage: (_userId, after) =>
+      new Promise((resolve, reject) =>
+        reads.push({ after, release: (page) => resolve({ events: page, more: page.length === PAGE }), fail: reject }),
+      ),
     participantChat: async () => {
       throw new Error("not used");
     },
@@ -71,7 +78,6 @@ function connectionWith(events: ConnectionContext["events"]) {
     stats: createStats(),
     log: pino({ level: "silent" }),
     slowConsumerBytes: 1024 * 1024,
-    replayPageSize: 5,
     relayTyping: async () => {},
   };
   const connection = new Connection(socket as unknown as WebSocket, 2, ctx);
@@ -110,6 +116,25 @@ describe("Connection replay and live hand-over", () => {
     deliver(connection, 14); // a repeat from the bus is dropped
     deliver(connection, 15);
     expect(socket.eventIds()).toEqual(range(1, 15).map((e) => e.event_id));
+  });
+
+  it("reads the next page only once the socket has taken the last one (a slow reader holds one page)", async () => {
+    const { events, reads } = controlledLog(12);
+    const { socket, connection } = connectionWith(events);
+    socket.unflushed = [];
+    const opened = connection.open(0);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    reads[0]?.release(range(1, 5));
+    await vi.waitFor(() => expect(socket.eventIds()).toHaveLength(5));
+    await new Promise((r) => setTimeout(r, 20));
+    // Written, but not taken by the OS yet: no second read.
+    expect(reads).toHaveLength(1);
+    for (const flushed of socket.unflushed.splice(0)) flushed();
+    await vi.waitFor(() => expect(reads).toHaveLength(2));
+    socket.unflushed = undefined;
+    reads[1]?.release(range(6, 8));
+    await opened;
+    expect(socket.eventIds()).toEqual(range(1, 8).map((e) => e.event_id));
   });
 
   it("sends nothing live until the replay is done", async () => {
@@ -251,7 +276,7 @@ describe("Connection frames that come before the greeting", () => {
       lastEventId: async () => {
         throw new Error("database went away");
       },
-      readForUser: async () => [],
+      readPage: async () => ({ events: [], more: false }),
       participantChat: async () => {
         throw new Error("not used");
       },

@@ -17,12 +17,16 @@ import {
 } from "../src/db/client.ts";
 import * as schema from "../src/db/schema.ts";
 import { ChatError, RateLimitedError } from "../src/errors.ts";
-import { type AddressedEvent, lastEventId, readEventRange, readEventsForUser } from "../src/events/log.ts";
+import { type AddressedEvent, lastEventId, readEventRange, readStreamPage } from "../src/events/log.ts";
 import type { PublishEvent } from "../src/events/publisher.ts";
 import { createSendLimiter } from "../src/limits/send-limiter.ts";
 import { storeMessages } from "../src/messages/repository.ts";
 import { createMessageService, type MessageService } from "../src/messages/service.ts";
 import { databaseTargets } from "./support/databases.ts";
+
+/** Up to `limit` events of `userId`'s stream after `after`, whatever their bytes. */
+const eventsOf = async (db: Database, userId: number, after: number, limit: number) =>
+  (await readStreamPage(db, userId, after, { maxEvents: limit, maxBytes: 2 ** 31 - 1 })).events;
 
 /** The migrations in drizzle/ (its journal): what a migrated database has applied, each once. */
 const committedMigrations = (
@@ -78,7 +82,9 @@ function createRecorder(getDb: () => Database) {
   const publish = vi.fn<PublishEvent>((events) => {
     for (const published of events) {
       const id = published.event.event_id;
-      visible.push(readEventRange(getDb(), published.userId, id - 1, id).then((found) => ({ published, found })));
+      visible.push(
+        readEventRange(getDb(), published.userId, id - 1, id).then(({ events: found }) => ({ published, found })),
+      );
     }
   });
   return {
@@ -166,7 +172,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     const logged: AddressedEvent[] = [];
     for (const [userId, end] of changed) {
       const from = before.get(userId) ?? 0;
-      const events = await readEventRange(db, userId, from, end);
+      const { events } = await readEventRange(db, userId, from, end);
       expect(events.map((e) => e.event.type)).toEqual(types);
       expect(events.map((e) => e.event.event_id)).toEqual(types.map((_, i) => from + 1 + i));
       logged.push(...events);
@@ -588,7 +594,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       const { message: kept } = await messages.send(buyer, chat.id, "this one stays", randomUUID());
 
       // Before: the content is in the log.
-      const beforeLog = await readEventsForUser(db, seller, 0, 1_000);
+      const beforeLog = await eventsOf(db, seller, 0, 1_000);
       expect(beforeLog.filter((e) => "message" in e && e.message.id === message.id).map((e) => e.type)).toEqual([
         "new_message",
         "message_edited",
@@ -617,7 +623,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
 
       // Replaying the log no longer carries the content, for either participant.
       for (const user of [buyer, seller]) {
-        const log = await readEventsForUser(db, user, 0, 1_000);
+        const log = await eventsOf(db, user, 0, 1_000);
         const aboutIt = log.filter((e) => "message" in e && e.message.id === message.id);
         expect(aboutIt.map((e) => e.type)).toEqual(["new_message", "message_edited", "message_deleted"]);
         for (const e of aboutIt) expect("message" in e && e.message.content).toBe("");
@@ -659,7 +665,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         messages.remove(buyer, message.id),
         messages.edit(buyer, message.id, "edited 2"),
       ]);
-      const logged = (await readEventRange(db, buyer, before, await lastEventId(db, buyer))).map((e) => e.event);
+      const logged = (await readEventRange(db, buyer, before, await lastEventId(db, buyer))).events.map((e) => e.event);
       const types = logged.map((e) => e.type);
       expect(types.filter((t) => t === "message_deleted")).toHaveLength(1);
       expect(types.slice(types.indexOf("message_deleted") + 1)).toEqual([]);
@@ -733,7 +739,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
 
         const fresh: AddressedEvent[] = [];
         for (const user of users) {
-          const stream = await readEventsForUser(db, user, 0, 10_000);
+          const stream = await eventsOf(db, user, 0, 10_000);
           // 1, 2, 3 … with no hole, and its end is the stream's end.
           expect(stream.map((e) => e.event_id)).toEqual(Array.from({ length: stream.length }, (_, i) => i + 1));
           expect(await lastEventId(db, user)).toBe(stream.length);
@@ -756,26 +762,26 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         expect(recorder.published().slice(publishedBefore).sort(byUserThenId)).toEqual(fresh.sort(byUserThenId));
         await recorder.expectAllCommitted();
 
-        const carols = await readEventsForUser(db, carol, 0, 10_000);
+        const carols = await eventsOf(db, carol, 0, 10_000);
         expect(carols.every((e) => ("chat" in e ? e.chat.id : e.chat_id) === c2.id)).toBe(true);
         // chat_created + 7 of her own sends + 7 of bob's in c2.
         expect(carols).toHaveLength(15);
 
         // after and limit page through the same sequence.
-        const bobs = await readEventsForUser(db, bob, 0, 10_000);
+        const bobs = await eventsOf(db, bob, 0, 10_000);
         const cursor = bobs[4]!.event_id;
-        expect(await readEventsForUser(db, bob, cursor, 3)).toEqual(bobs.slice(5, 8));
+        expect(await eventsOf(db, bob, cursor, 3)).toEqual(bobs.slice(5, 8));
         const paged: ChatEvent[] = [];
         for (let after = 0; ; ) {
-          const page = await readEventsForUser(db, bob, after, 4);
+          const page = await eventsOf(db, bob, after, 4);
           paged.push(...page);
           if (page.length < 4) break;
           after = page.at(-1)!.event_id;
         }
         expect(paged).toEqual(bobs);
-        expect(await readEventsForUser(db, bob, bobs.at(-1)!.event_id, 10)).toEqual([]);
-        expect(await readEventsForUser(db, newId(), 0, 10)).toEqual([]);
-        expect(await readEventRange(db, bob, bobs.length, bobs.length + 10)).toEqual([]);
+        expect(await eventsOf(db, bob, bobs.at(-1)!.event_id, 10)).toEqual([]);
+        expect(await eventsOf(db, newId(), 0, 10)).toEqual([]);
+        expect(await readEventRange(db, bob, bobs.length, bobs.length + 10)).toEqual({ events: [], more: false });
       },
     );
 
@@ -788,7 +794,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       );
       expect(stored?.n).toBe(1);
       for (const user of [buyer, seller]) {
-        const stream = await readEventsForUser(db, user, 0, 100);
+        const stream = await eventsOf(db, user, 0, 100);
         expect(stream.filter((e) => e.type === "new_message" && e.message.id === message.id)).toHaveLength(1);
       }
     });
@@ -833,7 +839,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       ] as const) {
         const mine = created.map((o) => o.events.find((e) => e.userId === user)!.event);
         expect(mine.map((e) => e.event_id)).toEqual([after + 1, after + 2, after + 3]);
-        expect(await readEventsForUser(db, user, after, 100)).toEqual(mine);
+        expect(await eventsOf(db, user, after, 100)).toEqual(mine);
         expect(await lastEventId(db, user)).toBe(after + 3);
       }
       const page = await messages.page(buyer, chat.id, undefined, 10);
@@ -1160,7 +1166,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         const stored = await ownDb.select().from(schema.messages).where(eq(schema.messages.chatId, chat.id));
         expect(stored).toHaveLength(1);
         expect(await lastEventId(ownDb, buyer)).toBe(before + 1);
-        const log = await readEventRange(ownDb, buyer, before, before + 1);
+        const { events: log } = await readEventRange(ownDb, buyer, before, before + 1);
         expect(log.map((e) => e.event.type)).toEqual(["new_message"]);
         expect(ownRecorder.publish.mock.calls.length - publishedBefore).toBe(1);
         await ownRecorder.expectAllCommitted();

@@ -16,7 +16,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { createChatService } from "../src/chats/service.ts";
 import { type Database, migrationsFolder } from "../src/db/client.ts";
 import * as schema from "../src/db/schema.ts";
-import { lastEventId, readEventsForUser } from "../src/events/log.ts";
+import { lastEventId, readStreamPage } from "../src/events/log.ts";
 import { createSendLimiter } from "../src/limits/send-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
 import { databaseTargets } from "./support/databases.ts";
@@ -84,7 +84,7 @@ describe.each(databaseTargets())("the migration to per-user streams on $name", (
     await migrate(migrationsFolder);
 
     const messageIds = async (userId: number) =>
-      (await readEventsForUser(db, userId, 0, 100)).map((e) => [
+      (await readStreamPage(db, userId, 0, { maxEvents: 100 })).events.map((e) => [
         e.event_id,
         e.type === "message_read" ? e.message_id : 0,
       ]);
@@ -112,8 +112,8 @@ describe.each(databaseTargets())("the migration to per-user streams on $name", (
     // Writing goes on from there, and the change itself gets an id after the old ones.
     const messages = createMessageService({ db, publish: () => {}, sendLimiter: createSendLimiter() });
     const { message } = await messages.send(3, chatB, "after the migration", null);
-    expect((await readEventsForUser(db, 3, 3, 10)).map((e) => e.event_id)).toEqual([4]);
-    expect((await readEventsForUser(db, 2, 6, 10)).map((e) => e.event_id)).toEqual([7]);
+    expect((await readStreamPage(db, 3, 3, { maxEvents: 10 })).events.map((e) => e.event_id)).toEqual([4]);
+    expect((await readStreamPage(db, 2, 6, { maxEvents: 10 })).events.map((e) => e.event_id)).toEqual([7]);
     const result = await db.execute(sql`select id::int as id from chat_events where message_id = ${message.id}`);
     const [row] = (result as unknown as { rows: Array<{ id: number }> }).rows;
     expect(row?.id).toBe(7);

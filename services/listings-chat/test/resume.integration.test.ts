@@ -18,7 +18,10 @@ describe.each(databaseTargets())("resume on $name", (target) => {
     const db = await target.create();
     drop = db.drop;
     // Tiny pages make the replay span many reads, so live events arrive in the middle of it.
-    chat = await startTestChat({ database: db.options, overrides: { replayPageSize: 5, sendsPerMinute: 10_000 } });
+    chat = await startTestChat({
+      database: db.options,
+      overrides: { replayPage: { maxEvents: 5 }, sendsPerMinute: 10_000 },
+    });
     const opened = await chat.api(buyer, "POST", "/api/v1/chats", { listing_id: 1, seller_id: seller });
     chatId = opened.body.id;
   });

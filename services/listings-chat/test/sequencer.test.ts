@@ -21,7 +21,7 @@ const GAP_MS = 200;
 /** A sequencer whose deliveries, fetches and errors are recorded. */
 function setup(overrides: Partial<SequencerOptions> = {}) {
   const delivered: AddressedEvent[] = [];
-  const fetchRange = vi.fn<SequencerOptions["fetchRange"]>(async () => []);
+  const fetchRange = vi.fn<SequencerOptions["fetchRange"]>(async () => ({ events: [], more: false }));
   const onError = vi.fn<SequencerOptions["onError"]>();
   const sequencer = createEventSequencer({
     startAfter: 0,
@@ -121,7 +121,7 @@ describe("createEventSequencer", () => {
     fetchRange.mockImplementation(async (after, upTo) => {
       const out: AddressedEvent[] = [];
       for (let id = upTo; id > after; id--) out.push(ev(id)); // newest first: the sequencer must still order them
-      return out;
+      return { events: out, more: false };
     });
     sequencer.accept(ev(11));
     sequencer.accept(ev(14));
@@ -144,11 +144,32 @@ describe("createEventSequencer", () => {
     sequencer.stop();
   });
 
+  it("reads a long gap a bounded page at a time, delivering each page before reading the next", async () => {
+    const { sequencer, ids, fetchRange } = setup({ startAfter: 0 });
+    const deliveredAtRead: number[] = [];
+    fetchRange.mockImplementation(async (after, upTo) => {
+      deliveredAtRead.push(sequencer.delivered());
+      const last = Math.min(upTo, after + 4);
+      return { events: Array.from({ length: last - after }, (_, i) => ev(after + 1 + i)), more: last < upTo };
+    });
+    sequencer.accept(ev(11));
+    await vi.advanceTimersByTimeAsync(GAP_MS);
+    expect(fetchRange.mock.calls).toEqual([
+      [0, 10],
+      [4, 10],
+      [8, 10],
+    ]);
+    expect(deliveredAtRead).toEqual([0, 4, 8]);
+    expect(ids()).toEqual(Array.from({ length: 11 }, (_, i) => i + 1));
+    sequencer.stop();
+  });
+
   it("fills several gaps one after another, each with its own bounds", async () => {
     const { sequencer, ids, fetchRange } = setup({ startAfter: 0 });
-    fetchRange.mockImplementation(async (after, upTo) =>
-      Array.from({ length: upTo - after }, (_, i) => ev(after + 1 + i)),
-    );
+    fetchRange.mockImplementation(async (after, upTo) => ({
+      events: Array.from({ length: upTo - after }, (_, i) => ev(after + 1 + i)),
+      more: false,
+    }));
     sequencer.accept(ev(3));
     sequencer.accept(ev(7));
     await vi.advanceTimersByTimeAsync(GAP_MS);
@@ -169,7 +190,8 @@ describe("createEventSequencer", () => {
     fetchRange.mockImplementation(
       (after, upTo) =>
         new Promise((resolve) => {
-          release = () => resolve(Array.from({ length: upTo - after }, (_, i) => ev(after + 1 + i)));
+          release = () =>
+            resolve({ events: Array.from({ length: upTo - after }, (_, i) => ev(after + 1 + i)), more: false });
         }),
     );
     sequencer.accept(ev(3));
@@ -189,7 +211,7 @@ describe("createEventSequencer", () => {
   it("reports a failed log read to onError and retries it later", async () => {
     const { sequencer, ids, fetchRange, onError } = setup({ startAfter: 0 });
     const failure = new Error("database down");
-    fetchRange.mockRejectedValueOnce(failure).mockImplementation(async () => [ev(1)]);
+    fetchRange.mockRejectedValueOnce(failure).mockImplementation(async () => ({ events: [ev(1)], more: false }));
 
     sequencer.accept(ev(2));
     await vi.advanceTimersByTimeAsync(GAP_MS);
@@ -214,9 +236,9 @@ describe("createEventSequencer", () => {
   it("keeps retrying a log read that returns nothing until the missing event can be read", async () => {
     const { sequencer, ids, fetchRange } = setup({ startAfter: 0 });
     fetchRange
-      .mockResolvedValueOnce([])
-      .mockResolvedValueOnce([])
-      .mockResolvedValue([ev(1)]);
+      .mockResolvedValueOnce({ events: [], more: false })
+      .mockResolvedValueOnce({ events: [], more: false })
+      .mockResolvedValue({ events: [ev(1)], more: false });
     sequencer.accept(ev(2));
     await vi.advanceTimersByTimeAsync(GAP_MS * 2);
     expect(fetchRange).toHaveBeenCalledTimes(2);

@@ -228,6 +228,15 @@ describe("fallback to polling", () => {
     await advance(5_000);
     expect(h.polls().map((p) => p.query.after)).toEqual(["1", "501", "1001", "1204"]);
   });
+
+  it("reads on at once after a page the server cut short by bytes (has_more), not 5 s later", async () => {
+    const h = harness({ lastEventId: 1 });
+    h.server.eventsPageCut = 100;
+    for (let i = 0; i < 250; i++) h.server.post(h.chat.id, OTHER, `long ${i}`); // events 2..251
+    await startPolling(h);
+    expect(h.polls().map((p) => p.query.after)).toEqual(["1", "101", "201"]);
+    expect(h.ids()).toEqual(Array.from({ length: 250 }, (_, i) => i + 2));
+  });
 });
 
 describe("WebSocket retry while polling", () => {

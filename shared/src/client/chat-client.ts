@@ -595,8 +595,10 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         // Fix: checking the mode alone let a poll that hung through live → polling again start a second loop.
         if (this.state !== "polling" || run !== this.pollRun) return;
         for (const event of page.events) this.deliver(event);
-        // The server's cursor is safe to adopt: it never passes an event it did not return.
-        if (page.events.length < 500) {
+        // The server's cursor is safe to adopt: it never passes an event it did not return. A page cut short
+        // (by count, or by bytes: long messages) is followed at once by the next (a server that predates
+        // `has_more` cuts by count only).
+        if (!(page.has_more ?? page.events.length >= 500)) {
           this.resyncIfBehind(page.last_event_id);
           this.cursor = Math.max(this.cursor ?? 0, page.last_event_id);
           break;

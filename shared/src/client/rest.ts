@@ -66,7 +66,10 @@ export class ChatApi {
   }
   events(after: number | undefined, limit = 500) {
     const query = after === undefined ? "" : `?after=${after}&limit=${limit}`;
-    return this.request<{ events: ChatEvent[]; last_event_id: number }>("GET", `/api/v1/events${query}`);
+    return this.request<{ events: ChatEvent[]; last_event_id: number; has_more?: boolean }>(
+      "GET",
+      `/api/v1/events${query}`,
+    );
   }
   listChats() {
     return this.request<{ chats: ChatSummary[] }>("GET", "/api/v1/chats").then((r) => r.chats);

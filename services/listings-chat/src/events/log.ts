@@ -1,7 +1,7 @@
 import type { ChatEvent, ChatEventDraft } from "@listings-chat/shared";
-import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
+import { eq, inArray, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
-import { chatEvents, userEvents, userStreams } from "../db/schema.ts";
+import { userStreams } from "../db/schema.ts";
 
 /** One event as one user sees it (with that user's `event_id`): what the bus carries between instances. */
 export interface AddressedEvent {
@@ -55,45 +55,59 @@ export async function lastEventIds(db: Database, userIds: readonly number[]): Pr
   return new Map(rows.map((row) => [row.userId, row.id]));
 }
 
-const eventColumns = { id: userEvents.eventId, type: chatEvents.type, payload: chatEvents.payload };
+/**
+ * How much of a stream one read brings: enough events to be cheap per event, few enough bytes that a page
+ * of long messages stays well under the slow-consumer limit (CONTRACT §5: 1 MiB) when written to a socket.
+ */
+export const STREAM_PAGE_EVENTS = 500;
+export const STREAM_PAGE_BYTES = 256 * 1024;
 
-function toEvent(row: { id: number; type: string; payload: unknown }): ChatEvent {
-  return { type: row.type, ...(row.payload as object), event_id: row.id } as ChatEvent;
+export interface StreamPage {
+  events: ChatEvent[];
+  /** The page was cut (by count or by bytes): more events may follow the last one. */
+  more: boolean;
 }
 
-/** `userId`'s events after `after`, oldest first, at most `limit`: a range scan of the stream's key. */
-export async function readEventsForUser(
+interface PageRow {
+  event_id: string | number;
+  /** NULL on the row that says the bytes cut the page short (drizzle/0005_page_reads.sql). */
+  type: string | null;
+  payload: object | null;
+}
+
+/**
+ * A page of `userId`'s stream after `after` (and up to `upTo` when given), oldest first: at most
+ * `maxEvents` events and about `maxBytes` of payload (always at least one event). A range scan of the
+ * stream's key that stops at the page's end (`lc_stream_page`).
+ */
+export async function readStreamPage(
   db: Database,
   userId: number,
   after: number,
-  limit: number,
-): Promise<ChatEvent[]> {
-  return (await eventsAfter(db, userId, after, limit)).map(toEvent);
+  {
+    upTo,
+    maxEvents = STREAM_PAGE_EVENTS,
+    maxBytes = STREAM_PAGE_BYTES,
+  }: { upTo?: number; maxEvents?: number; maxBytes?: number } = {},
+): Promise<StreamPage> {
+  const rows = rowsOf<PageRow>(
+    await db.execute(
+      sql`select * from lc_stream_page(${userId}, ${after}, ${upTo ?? null}, ${maxEvents}, ${maxBytes})`,
+    ),
+  );
+  const cutByBytes = rows.at(-1)?.type === null;
+  if (cutByBytes) rows.pop();
+  const events = rows.map((row) => ({ type: row.type, ...row.payload, event_id: Number(row.event_id) }) as ChatEvent);
+  return { events, more: cutByBytes || events.length === maxEvents };
 }
 
-/** The query of `readEventsForUser` (the plan tests read its plan). */
-export function eventsAfter(db: Database, userId: number, after: number, limit: number) {
-  return db
-    .select(eventColumns)
-    .from(userEvents)
-    .innerJoin(chatEvents, eq(chatEvents.id, userEvents.chatEventId))
-    .where(and(eq(userEvents.userId, userId), gt(userEvents.eventId, after)))
-    .orderBy(asc(userEvents.eventId))
-    .limit(limit);
-}
-
-/** `userId`'s events with `after < event_id <= upTo`: how a hub fills a gap in what the bus brought. */
+/** `userId`'s events with `after < event_id <= upTo`, a page at a time: how a hub fills a gap the bus left. */
 export async function readEventRange(
   db: Database,
   userId: number,
   after: number,
   upTo: number,
-): Promise<AddressedEvent[]> {
-  const rows = await db
-    .select(eventColumns)
-    .from(userEvents)
-    .innerJoin(chatEvents, eq(chatEvents.id, userEvents.chatEventId))
-    .where(and(eq(userEvents.userId, userId), gt(userEvents.eventId, after), lte(userEvents.eventId, upTo)))
-    .orderBy(asc(userEvents.eventId));
-  return rows.map((row) => ({ userId, event: toEvent(row) }));
+): Promise<{ events: AddressedEvent[]; more: boolean }> {
+  const page = await readStreamPage(db, userId, after, { upTo });
+  return { events: page.events.map((event) => ({ userId, event })), more: page.more };
 }

@@ -11,7 +11,7 @@ import { type Context, Hono } from "hono";
 import type { ChatService } from "../chats/service.ts";
 import type { Database } from "../db/client.ts";
 import { ChatError, storing } from "../errors.ts";
-import { lastEventId, readEventsForUser } from "../events/log.ts";
+import { lastEventId, readStreamPage } from "../events/log.ts";
 import type { MessageService } from "../messages/service.ts";
 import { jsonBody, optionalInt, pageLimit, positiveInt } from "./validation.ts";
 
@@ -90,14 +90,15 @@ export function createApiRoutes({ db, chats, messages }: ApiDeps) {
         // The end of the caller's stream is read first: an event committed after this read has a larger
         // id, so a cursor no further than it can never step over an event we did not return.
         const end = await lastEventId(db, userId);
-        if (after === undefined) return { events: [], last_event_id: end };
-        const events = await readEventsForUser(db, userId, after, limit);
+        if (after === undefined) return { events: [], last_event_id: end, has_more: false };
+        const { events, more } = await readStreamPage(db, userId, after, { maxEvents: limit });
         const last = events.at(-1)?.event_id;
-        // A full page: more may follow, so the cursor is the last event returned. Otherwise the end of the
-        // stream, even when it is below `after`: a cursor from beyond the stream (another numbering, a
-        // restored database) is told where the stream really ends instead of being echoed back.
-        const cursor = events.length === limit && last !== undefined ? last : Math.max(end, last ?? 0);
-        return { events, last_event_id: cursor };
+        // A page cut short (by `limit`, or by bytes: STREAM_PAGE_BYTES): more may follow, so the cursor is the
+        // last event returned. Otherwise the end of the stream, even when it is below `after`: a cursor from
+        // beyond the stream (another numbering, a restored database) is told where the stream really ends
+        // instead of being echoed back.
+        const cursor = more && last !== undefined ? last : Math.max(end, last ?? 0);
+        return { events, last_event_id: cursor, has_more: more };
       }),
     );
   });

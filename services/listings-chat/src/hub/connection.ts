@@ -13,6 +13,7 @@ import WebSocket from "ws";
 import type { ChatService } from "../chats/service.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { ChatError, RateLimitedError, storing } from "../errors.ts";
+import type { StreamPage } from "../events/log.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
 
@@ -25,15 +26,14 @@ export interface ConnectionContext {
   stats: Stats;
   log: Logger;
   slowConsumerBytes: number;
-  replayPageSize: number;
   relayTyping(userId: number, chat: ChatRow, isTyping: boolean): Promise<void>;
 }
 
 export interface EventReader {
   /** The end of `userId`'s stream. */
   lastEventId(userId: number): Promise<number>;
-  /** The events of `userId`'s chats after `after`, oldest first, at most `limit`. */
-  readForUser(userId: number, after: number, limit: number): Promise<ChatEvent[]>;
+  /** A page of `userId`'s stream after `after`, oldest first, bounded in events and in bytes. */
+  readPage(userId: number, after: number): Promise<StreamPage>;
   /** The chat when `userId` takes part in it; a 404 ChatError otherwise. */
   participantChat(chatId: number, userId: number): Promise<ChatRow>;
 }
@@ -171,22 +171,25 @@ export class Connection {
 
   /**
    * Sends the user's stream from `after` on, holding back live events meanwhile; then sends what was held
-   * back and is newer than the replay, and goes live. Read page by page, each page flushed to the
-   * socket before the next is read, so a long absence does not trip the slow-consumer limit.
+   * back and is newer than the replay, and goes live. Read page by page (each bounded in bytes well under
+   * the slow-consumer limit), and each page written and drained to the socket before the next is read, so
+   * a long absence full of long messages never trips that limit nor holds more than a page in memory.
    */
   private async replayFrom(after: number): Promise<void> {
     this.heldBack ??= [];
     this.lastSent = after;
     try {
       for (;;) {
-        const page = await this.ctx.events.readForUser(this.userId, this.lastSent, this.ctx.replayPageSize);
+        const page = await this.ctx.events.readPage(this.userId, this.lastSent);
         let written = Promise.resolve();
-        for (const event of page) {
+        for (const event of page.events) {
           this.lastSent = event.event_id;
+          // Resolves once ws has handed the bytes to the OS: for a client that reads slowly, only when its
+          // socket has drained that far.
           written = new Promise((resolve) => this.write(JSON.stringify(event), resolve));
         }
         await written;
-        if (page.length < this.ctx.replayPageSize || this.closing) break;
+        if (!page.more || this.closing) break;
       }
     } catch (error) {
       // Going live with a hole would break the promise of every event once: close, and let the client resume.

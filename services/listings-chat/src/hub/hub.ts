@@ -6,7 +6,7 @@ import { recentContactsOf, requireParticipant } from "../chats/repository.ts";
 import type { ChatService } from "../chats/service.ts";
 import type { Database } from "../db/client.ts";
 import type { ChatRow } from "../db/rows.ts";
-import { type AddressedEvent, lastEventId, lastEventIds, readEventRange, readEventsForUser } from "../events/log.ts";
+import { type AddressedEvent, lastEventId, lastEventIds, readEventRange, readStreamPage } from "../events/log.ts";
 import { type BusMessage, publishFrame as publishFrameTo } from "../events/publisher.ts";
 import type { TypingGate } from "../limits/typing-gate.ts";
 import type { MessageService } from "../messages/service.ts";
@@ -35,7 +35,8 @@ export interface HubOptions {
   /** Decides whether a typing frame is relayed (at most once per 2 s per user and chat). */
   typingGate: TypingGate;
   slowConsumerBytes: number;
-  replayPageSize?: number;
+  /** The bounds of a replay page (events/log.ts's defaults when not given). */
+  replayPage?: { maxEvents?: number; maxBytes?: number };
   /** How often the ends of the followed streams are compared with what was delivered (default 2 s). */
   tailCheckIntervalMs?: number;
 }
@@ -78,7 +79,7 @@ export function createHub(options: HubOptions) {
   const context = {
     events: {
       lastEventId: (userId: number) => lastEventId(db, userId),
-      readForUser: (userId: number, after: number, limit: number) => readEventsForUser(reads, userId, after, limit),
+      readPage: (userId: number, after: number) => readStreamPage(reads, userId, after, options.replayPage),
       participantChat: (chatId: number, userId: number) => requireParticipant(db, chatId, userId),
     },
     chats: options.chats,
@@ -86,7 +87,6 @@ export function createHub(options: HubOptions) {
     stats,
     log,
     slowConsumerBytes: options.slowConsumerBytes,
-    replayPageSize: options.replayPageSize ?? 500,
     relayTyping,
   };
 

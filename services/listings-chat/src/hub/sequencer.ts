@@ -3,8 +3,11 @@ import type { AddressedEvent } from "../events/log.ts";
 export interface SequencerOptions {
   /** Events up to this id are history: dropped when the bus brings them. */
   startAfter: number;
-  /** Reads `after < id <= upTo` from the stream, to fill a gap the bus left. */
-  fetchRange: (after: number, upTo: number) => Promise<AddressedEvent[]>;
+  /**
+   * Reads a page of `after < id <= upTo` from the stream, to fill a gap the bus left; `more` when the page
+   * stopped before `upTo` (pages are bounded, so a long gap is read, and delivered, a page at a time).
+   */
+  fetchRange: (after: number, upTo: number) => Promise<{ events: AddressedEvent[]; more: boolean }>;
   deliver: (addressed: AddressedEvent) => void;
   onError: (error: unknown) => void;
   /** How long an out-of-order event waits for the ones before it before they are read from the stream. */
@@ -38,15 +41,27 @@ export function createEventSequencer(options: SequencerOptions) {
     }
   }
 
-  async function fillGap() {
-    gapTimer = undefined;
-    if (waiting.size === 0) return;
-    const upTo = Math.min(...waiting.keys()) - 1;
+  /** Reads the stream from what was delivered up to `upTo`, page by page, delivering as it goes. */
+  async function readUpTo(upTo: number) {
     try {
-      for (const item of await options.fetchRange(next - 1, upTo)) accept(item);
+      while (!stopped && next <= upTo) {
+        const from = next;
+        const { events, more } = await options.fetchRange(next - 1, upTo);
+        for (const item of events) accept(item);
+        // A page that moved nothing on would be read again for ever.
+        if (!more || next === from) break;
+      }
     } catch (error) {
       options.onError(error);
     }
+  }
+
+  async function fillGap() {
+    gapTimer = undefined;
+    if (waiting.size === 0) return;
+    let first = Number.POSITIVE_INFINITY;
+    for (const id of waiting.keys()) first = Math.min(first, id);
+    await readUpTo(first - 1);
     drain();
   }
 
@@ -62,11 +77,7 @@ export function createEventSequencer(options: SequencerOptions) {
     /** Reads from the stream every event up to `end` not delivered yet (a lost publish at the tail has no later event to reveal it). */
     async catchUp(end: number) {
       if (stopped || end < next) return;
-      try {
-        for (const item of await options.fetchRange(next - 1, end)) accept(item);
-      } catch (error) {
-        options.onError(error);
-      }
+      await readUpTo(end);
     },
     /** The last event id handed on: everything up to it has been delivered, in order. */
     delivered: () => next - 1,

@@ -77,6 +77,8 @@ export class FakeChatServer {
   /** Every fetch fails as a network error (a `TypeError`, as browsers reject). */
   failFetches = false;
   sendAnswer: SendAnswer = "ack";
+  /** Cuts `/events` pages at this many events with `has_more`, as the real server cuts a page of long messages by bytes. */
+  eventsPageCut: number | undefined;
 
   // ── what happened ──────────────────────────────────────────────────────────────────────────
   readonly requests: RecordedRequest[] = [];
@@ -249,16 +251,17 @@ export class FakeChatServer {
       const limitParam = url.searchParams.get("limit");
       const limit = Math.min(Limits.eventsPageMax, limitParam ? Number(limitParam) : Limits.eventsPageDefault);
       const end = this.lastEventId;
-      if (afterParam === null) return [200, { events: [], last_event_id: end }];
+      if (afterParam === null) return [200, { events: [], last_event_id: end, has_more: false }];
       const after = Number(afterParam);
       const events = this.eventsFor(userId)
         .filter((e) => e.event_id > after)
-        .slice(0, limit);
+        .slice(0, Math.min(limit, this.eventsPageCut ?? limit));
       const last = events.at(-1)?.event_id;
       // Same rule as the real server: a full page → its last id; otherwise the end of the stream, even
       // below `after` (a cursor from beyond the stream is told where it ends).
-      const cursor = events.length === limit && last !== undefined ? last : Math.max(end, last ?? 0);
-      return [200, { events, last_event_id: cursor }];
+      const full = events.length === Math.min(limit, this.eventsPageCut ?? limit);
+      const cursor = full && last !== undefined ? last : Math.max(end, last ?? 0);
+      return [200, { events, last_event_id: cursor, has_more: full }];
     }
     if (method === "GET" && path === "/api/v1/chats/unread") return [200, this.unread(userId)];
     const chatRoute = /^\/api\/v1\/chats\/(\d+)\/(messages|read)$/.exec(path);
