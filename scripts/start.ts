@@ -170,7 +170,7 @@ if (!stopping) {
     "",
     ...(devAuth
       ? [
-          paint(1, "Try it") + " (paste into a shell at the repo root; dev tokens stand in for the monolith's):",
+          `${paint(1, "Try it")} (paste into a shell at the repo root; dev tokens stand in for the monolith's):`,
           "",
           "  # 1. access tokens for a buyer (user 1) and a seller (user 7)",
           `  BUYER=${devToken(1)}; SELLER=${devToken(7)}`,

@@ -51,14 +51,6 @@ describe.runIf(postgres)("a big account on PostgreSQL: plans and answers that co
     await drop();
   });
 
-  async function planOf(query: { toSQL(): { sql: string; params: unknown[] } }): Promise<PlanNode[]> {
-    const { sql, params } = query.toSQL();
-    const pool = (handle.db as unknown as { $client: import("pg").Pool }).$client;
-    const result = await pool.query(`explain (format json) ${sql}`, params);
-    const [{ Plan }] = result.rows[0]["QUERY PLAN"] as [{ Plan: PlanNode }];
-    return nodesOf(Plan);
-  }
-
   const bigTables = ["messages", "chat_events", "user_events", "chat_participants", "chats"];
 
   /**
