@@ -74,7 +74,7 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
     "uses PostgreSQL for DATABASE_URL=%s",
     (url) => {
       const config = loadChatConfig({ DATABASE_URL: url });
-      expect(config.database).toEqual({ url, poolSize: 10, readPool: { size: 5, statementMs: 5_000 } });
+      expect(config.database).toEqual({ url, poolSize: 10, readPool: { size: 2, statementMs: 5_000 } });
     },
   );
 
@@ -82,7 +82,7 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
     expect(loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATABASE_POOL_SIZE: "30" }).database).toEqual({
       url: "postgres://db/chat",
       poolSize: 30,
-      readPool: { size: 5, statementMs: 5_000 },
+      readPool: { size: 2, statementMs: 5_000 },
     });
     for (const bad of ["0", "501", "ten", ""]) {
       expect(() => loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATABASE_POOL_SIZE: bad })).toThrow(
@@ -121,7 +121,7 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
     expect(config.database).toEqual({
       url: "postgres://db/chat",
       poolSize: 10,
-      readPool: { size: 5, statementMs: 5_000 },
+      readPool: { size: 2, statementMs: 5_000 },
     });
   });
 
@@ -203,7 +203,7 @@ describe("loadChatConfig: production", () => {
     expect(config.database).toEqual({
       url: productionBase.DATABASE_URL,
       poolSize: 10,
-      readPool: { size: 5, statementMs: 5_000 },
+      readPool: { size: 2, statementMs: 5_000 },
     });
     expect(config.internalToken).toBe(strongToken);
     expect(config.warnings).toEqual([]);

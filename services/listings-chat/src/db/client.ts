@@ -61,7 +61,7 @@ export interface ReadPoolOptions {
   statementMs: number;
 }
 
-export const defaultReadPool: ReadPoolOptions = { size: 5, statementMs: 5_000 };
+export const defaultReadPool: ReadPoolOptions = { size: 2, statementMs: 5_000 };
 
 export type DatabaseOptions =
   | { url: string; poolSize?: number; timeouts?: Partial<PostgresTimeouts>; readPool?: Partial<ReadPoolOptions> }
