@@ -101,7 +101,12 @@ async function sendsWhileReading(port: number, chatId: number, readers: number, 
 }
 
 const result = await withDatabase(async (url) => {
-  const { port, child } = await startChat(url, `lc-bench-big:${process.pid}:`, "bench-big", process.env.BENCH_READ_POOL_SIZE ? { DATABASE_READ_POOL_SIZE: process.env.BENCH_READ_POOL_SIZE } : {});
+  const { port, child } = await startChat(
+    url,
+    `lc-bench-big:${process.pid}:`,
+    "bench-big",
+    process.env.BENCH_READ_POOL_SIZE ? { DATABASE_READ_POOL_SIZE: process.env.BENCH_READ_POOL_SIZE } : {},
+  );
   try {
     const client = new pg.Client({ connectionString: url, statement_timeout: 0 });
     await client.connect();

@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createChatService } from "../src/chats/service.ts";
-import { type DatabaseHandle, openDatabase } from "../src/db/client.ts";
+import { type DatabaseHandle, defaultReadPool, openDatabase } from "../src/db/client.ts";
 import { userStreams } from "../src/db/schema.ts";
 import { createSendLimiter } from "../src/limits/send-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
@@ -65,9 +65,9 @@ describe.runIf(postgres)("PostgreSQL timeouts on every session", () => {
       sendLimiter: createSendLimiter({ perMinute: 1_000 }),
     });
     const { chat } = await chats.open(9_201, 77, 9_202);
-    // Twice the read pool's 5 connections, each busy for 1.5 s: reads queue behind them.
+    // Twice the read pool's connections, each busy for 1.5 s: reads queue behind them.
     // (then() starts them: drizzle's queries run only once they are awaited.)
-    const slowReads = Array.from({ length: 10 }, () =>
+    const slowReads = Array.from({ length: 2 * defaultReadPool.size }, () =>
       healthy.reads.execute(sql`select pg_sleep(1.5)`).then(() => undefined),
     );
     await new Promise((r) => setTimeout(r, 100));
