@@ -130,7 +130,7 @@ const result = await withDatabase(async (url) => {
     const otherChat = await open(otherSender, otherReceiver);
     const pid = child.pid ?? 0;
     const of = async (userId: number) => ({
-      connect: await connects(port, pid, userId, 10),
+      connect: await connects(port, pid, userId, 30),
       chatList: await reads(port, userId, "/api/v1/chats", 300),
       unread: await reads(port, userId, "/api/v1/chats/unread", 300),
     });
