@@ -171,7 +171,7 @@ async function soak(url: string) {
       for (let after = 0; ; ) {
         const page = await user.client.api.events(after, 500);
         events.push(...page.events);
-        if (page.events.length < 500) break;
+        if (!(page.has_more ?? page.events.length >= 500)) break;
         after = page.last_event_id;
       }
       stored.set(user.id, events);

@@ -87,9 +87,10 @@ async function storedStream(instance: ServiceProcess, userId: number) {
     const page = (await api(instance, userId, "GET", `/api/v1/events?after=${after}&limit=500`)).body as {
       events: ChatEvent[];
       last_event_id: number;
+      has_more: boolean;
     };
     events.push(...page.events);
-    if (page.events.length < 500) return { events, last_event_id: page.last_event_id };
+    if (!page.has_more) return { events, last_event_id: page.last_event_id };
     after = page.last_event_id;
   }
 }

@@ -69,7 +69,7 @@ function controlledLog(last: number) {
   return { events, reads };
 }
 
-function connectionWith(events: ConnectionContext["events"]) {
+function connectionWith(events: ConnectionContext["events"], overrides: Partial<ConnectionContext> = {}) {
   const socket = new FakeSocket();
   const ctx: ConnectionContext = {
     events,
@@ -79,6 +79,7 @@ function connectionWith(events: ConnectionContext["events"]) {
     log: pino({ level: "silent" }),
     slowConsumerBytes: 1024 * 1024,
     relayTyping: async () => {},
+    ...overrides,
   };
   const connection = new Connection(socket as unknown as WebSocket, 2, ctx);
   return { socket, connection, ctx };
@@ -135,6 +136,36 @@ describe("Connection replay and live hand-over", () => {
     reads[1]?.release(range(6, 8));
     await opened;
     expect(socket.eventIds()).toEqual(range(1, 8).map((e) => e.event_id));
+  });
+
+  it("lets held-back live events go past the slow-consumer limit, and reads them from the stream instead", async () => {
+    const { events, reads } = controlledLog(3);
+    const { socket, connection } = connectionWith(events, { slowConsumerBytes: 300 });
+    const opened = connection.open(0);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    // A slow replay, and a busy chat meanwhile: ~90 bytes each, far more than 300 bytes of them.
+    for (let id = 4; id <= 12; id++) deliver(connection, id);
+    reads[0]?.release(range(1, 3));
+    // The page was the end of the stream when it was read, but live events were let go: read on.
+    await vi.waitFor(() => expect(reads).toHaveLength(2));
+    expect(reads[1]?.after).toBe(3);
+    reads[1]?.release(range(4, 12));
+    await opened;
+    expect(socket.eventIds()).toEqual(range(1, 12).map((e) => e.event_id));
+    deliver(connection, 13);
+    expect(socket.eventIds()).toEqual(range(1, 13).map((e) => e.event_id));
+  });
+
+  it("stops replaying when the client has gone", async () => {
+    const { events, reads } = controlledLog(20);
+    const { socket, connection } = connectionWith(events);
+    const opened = connection.open(0);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    socket.readyState = 3;
+    reads[0]?.release(range(1, 5)); // a full page: more would follow
+    await opened;
+    await new Promise((r) => setTimeout(r, 20));
+    expect(reads).toHaveLength(1);
   });
 
   it("sends nothing live until the replay is done", async () => {

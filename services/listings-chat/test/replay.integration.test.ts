@@ -94,15 +94,14 @@ describe.each(databaseTargets())("replay of ~5 MB of long messages on $name", (t
       ws.once("error", reject);
     });
     // Stop reading: the kernel's buffers fill, then the server's.
-    const tcp = (ws as unknown as { _socket: import("node:net").Socket })._socket;
-    tcp.pause();
+    ws.pause();
     await new Promise((r) => setTimeout(r, 1_500));
     const stats = await fetch(`${chat.baseUrl}/internal/chat/ws/stats`, {
       headers: { "x-internal-token": chat.internalToken },
     }).then((r) => r.json() as Promise<{ slow_consumer_disconnects_total: number }>);
     expect(stats.slow_consumer_disconnects_total).toBe(0);
     expect(closed).toBeUndefined();
-    tcp.resume();
+    ws.resume();
     for (let waited = 0; ids.length < end && waited < 20_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
     expect(ids).toEqual(Array.from({ length: end }, (_, i) => i + 1));
     expect(closed).toBeUndefined();

@@ -37,7 +37,7 @@ describe.each(databaseTargets())("resume on $name", (target) => {
     for (let cursor = after; ; ) {
       const page = await chat.api(userId, "GET", `/api/v1/events?after=${cursor}&limit=500`);
       ids.push(...page.body.events.map((e: { event_id: number }) => e.event_id));
-      if (page.body.events.length < 500) return ids;
+      if (!page.body.has_more) return ids;
       cursor = page.body.last_event_id;
     }
   }

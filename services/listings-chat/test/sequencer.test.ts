@@ -208,6 +208,35 @@ describe("createEventSequencer", () => {
     sequencer.stop();
   });
 
+  it("runs one log read at a time: a slow one is not joined by another every gapTimeoutMs", async () => {
+    const { sequencer, ids, fetchRange } = setup({ startAfter: 0 });
+    fetchRange.mockImplementation(
+      (after, upTo) =>
+        new Promise((resolve) =>
+          setTimeout(
+            () => resolve({ events: Array.from({ length: upTo - after }, (_, i) => ev(after + 1 + i)), more: false }),
+            GAP_MS * 5,
+          ),
+        ),
+    );
+    sequencer.accept(ev(3));
+    await vi.advanceTimersByTimeAsync(GAP_MS);
+    expect(fetchRange).toHaveBeenCalledTimes(1);
+    // Meanwhile the bus brings more, with another hole; and the tail check asks for a catch-up.
+    sequencer.accept(ev(6));
+    void sequencer.catchUp(6);
+    await vi.advanceTimersByTimeAsync(GAP_MS * 4);
+    expect(fetchRange).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(GAP_MS);
+    expect(ids()).toEqual([1, 2, 3]);
+    // The first read is over: the hole before 6 is read next, by one reader.
+    await vi.advanceTimersByTimeAsync(GAP_MS * 6);
+    expect(fetchRange).toHaveBeenCalledTimes(2);
+    expect(fetchRange).toHaveBeenLastCalledWith(3, 5);
+    expect(ids()).toEqual([1, 2, 3, 4, 5, 6]);
+    sequencer.stop();
+  });
+
   it("reports a failed log read to onError and retries it later", async () => {
     const { sequencer, ids, fetchRange, onError } = setup({ startAfter: 0 });
     const failure = new Error("database down");

@@ -1,4 +1,4 @@
-import type { Chat, Message } from "@listings-chat/shared";
+import type { Message } from "@listings-chat/shared";
 import type { chats, messages } from "./schema.ts";
 
 export type ChatRow = typeof chats.$inferSelect;
@@ -17,16 +17,5 @@ export function toMessage(row: MessageRow): Message {
     created_at: row.createdAt.toISOString(),
     edited_at: iso(row.editedAt),
     deleted_at: iso(row.deletedAt),
-  };
-}
-
-export function toChat(row: ChatRow): Chat {
-  return {
-    id: row.id,
-    listing_id: row.listingId,
-    buyer_id: row.buyerId,
-    seller_id: row.sellerId,
-    created_at: row.createdAt.toISOString(),
-    last_activity_at: row.lastActivityAt.toISOString(),
   };
 }

@@ -89,8 +89,9 @@ export const messages = pgTable(
 );
 
 /**
- * Every stored change, once, whoever sees it (its payload is what the API shows). Which users see it, and
- * under which `event_id` of theirs, is in `user_events`.
+ * Every stored change, once, whoever sees it. Its payload is what the API shows, except for the message of
+ * a message event, read from `messages` as it is now (lc_stream_page; not copied here since 0006). Which
+ * users see it, and under which `event_id` of theirs, is in `user_events`.
  */
 export const chatEvents = pgTable(
   "chat_events",

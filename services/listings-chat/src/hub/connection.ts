@@ -52,6 +52,12 @@ export class Connection {
   private lastSent = 0;
   /** Events the hub delivered while a replay was running; undefined when live. */
   private heldBack: Array<{ id: number; data: Frame }> | undefined = [];
+  private heldBackBytes = 0;
+  /**
+   * Held-back events were let go (past the slow-consumer limit, during a long replay to a slow reader):
+   * they are in the stream, so the replay reads on until it has caught up without letting any go.
+   */
+  private heldBackDropped = false;
   private missedPongs = 0;
   private closing = false;
   /** Frames are handled one at a time, so two sends from one socket are stored in the order sent. */
@@ -108,6 +114,13 @@ export class Connection {
   /** Called by the hub for every event of this user's chats, in log order. */
   deliverEvent(id: number, data: Frame): void {
     if (this.heldBack) {
+      this.heldBackBytes += data.length;
+      if (this.heldBackBytes > this.ctx.slowConsumerBytes) {
+        this.heldBack = [];
+        this.heldBackBytes = 0;
+        this.heldBackDropped = true;
+        return;
+      }
       this.heldBack.push({ id, data });
       return;
     }
@@ -172,10 +185,12 @@ export class Connection {
    * Sends the user's stream from `after` on, holding back live events meanwhile; then sends what was held
    * back and is newer than the replay, and goes live. Read page by page (each bounded in bytes well under
    * the slow-consumer limit), and each page written and drained to the socket before the next is read, so
-   * a long absence full of long messages never trips that limit nor holds more than a page in memory.
+   * a long absence full of long messages never trips that limit. Memory: a page, and live events held back
+   * up to the slow-consumer limit (past it they are let go, and read from the stream instead).
    */
   private async replayFrom(after: number): Promise<void> {
     this.heldBack ??= [];
+    this.heldBackDropped = false;
     this.lastSent = after;
     try {
       for (;;) {
@@ -188,7 +203,12 @@ export class Connection {
           written = new Promise((resolve) => this.write(JSON.stringify(event), resolve));
         }
         await written;
-        if (!page.more || this.closing) break;
+        // A client that left (or a socket the server is closing) needs no more pages.
+        if (this.closing || this.socket.readyState !== WebSocket.OPEN) break;
+        if (!page.more) {
+          if (!this.heldBackDropped) break;
+          this.heldBackDropped = false;
+        }
       }
     } catch (error) {
       // Going live with a hole would break the promise of every event once: close, and let the client resume.
@@ -199,6 +219,7 @@ export class Connection {
     }
     const held = this.heldBack;
     this.heldBack = undefined;
+    this.heldBackBytes = 0;
     for (const { id, data } of held) this.deliverEvent(id, data);
   }
 

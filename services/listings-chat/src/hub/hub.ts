@@ -100,7 +100,9 @@ export function createHub(options: HubOptions) {
   function deliverFrame(message: Extract<BusMessage, { kind: "frame" }>) {
     stats.broadcastsTotal += 1;
     const { frame } = message;
-    for (const userId of message.userIds) {
+    // `userId` alone: a frame from an instance of the release before frames went per shard (a rolling deploy).
+    const legacy = (message as { userId?: number }).userId;
+    for (const userId of message.userIds ?? (legacy === undefined ? [] : [legacy])) {
       for (const connection of sockets.get(userId) ?? []) {
         if (frame.type === "presence" && message.version !== undefined) {
           connection.applyPresence(frame.user_id, frame.online, message.version);
@@ -109,8 +111,17 @@ export function createHub(options: HubOptions) {
     }
   }
 
+  /** What the bus brings; a message this instance cannot read is counted and logged, never thrown into the bus client. */
   function receive(raw: string) {
-    const message = JSON.parse(raw) as BusMessage;
+    try {
+      route(JSON.parse(raw) as BusMessage);
+    } catch (error) {
+      stats.errorsTotal += 1;
+      log.warn({ err: error }, "could not handle a message from the bus");
+    }
+  }
+
+  function route(message: BusMessage) {
     if (message.kind === "frame") return deliverFrame(message);
     const stream = streams.get(message.userId);
     // A user of this shard whom this instance does not serve: nothing to do.

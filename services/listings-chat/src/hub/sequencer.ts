@@ -25,6 +25,8 @@ export function createEventSequencer(options: SequencerOptions) {
   const waiting = new Map<number, AddressedEvent>();
   let gapTimer: NodeJS.Timeout | undefined;
   let stopped = false;
+  /** A read of the stream is running: one at a time (a long gap takes many pages, a busy database long). */
+  let reading = false;
 
   function drain() {
     if (stopped) return;
@@ -36,13 +38,18 @@ export function createEventSequencer(options: SequencerOptions) {
     if (waiting.size === 0 && gapTimer) {
       clearTimeout(gapTimer);
       gapTimer = undefined;
-    } else if (waiting.size > 0 && !gapTimer) {
+    } else if (waiting.size > 0 && !gapTimer && !reading) {
       gapTimer = setTimeout(fillGap, gapTimeoutMs);
     }
   }
 
-  /** Reads the stream from what was delivered up to `upTo`, page by page, delivering as it goes. */
+  /**
+   * Reads the stream from what was delivered up to `upTo`, page by page, delivering as it goes. Skipped
+   * while another read runs; the gap timer is started again (by drain) once it is over, if still needed.
+   */
   async function readUpTo(upTo: number) {
+    if (reading) return;
+    reading = true;
     try {
       while (!stopped && next <= upTo) {
         const from = next;
@@ -53,6 +60,8 @@ export function createEventSequencer(options: SequencerOptions) {
       }
     } catch (error) {
       options.onError(error);
+    } finally {
+      reading = false;
     }
   }
 
@@ -78,6 +87,7 @@ export function createEventSequencer(options: SequencerOptions) {
     async catchUp(end: number) {
       if (stopped || end < next) return;
       await readUpTo(end);
+      drain();
     },
     /** The last event id handed on: everything up to it has been delivered, in order. */
     delivered: () => next - 1,

@@ -111,7 +111,7 @@ export async function editMessage(db: Database, userId: number, messageId: numbe
   return changeOutcome(rowsOf<ChangeRow>(result), "message_edited");
 }
 
-/** Deletes the message and blanks its content in the events that carried it. */
+/** Marks the message deleted: no API shows its content again (events are read with the row, migration 0006). */
 export async function deleteMessage(db: Database, userId: number, messageId: number) {
   const result = await db.execute(sql`select * from lc_delete_message(${userId}, ${messageId})`);
   return changeOutcome(rowsOf<ChangeRow>(result), "message_deleted");

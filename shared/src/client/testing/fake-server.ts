@@ -257,8 +257,9 @@ export class FakeChatServer {
         .filter((e) => e.event_id > after)
         .slice(0, Math.min(limit, this.eventsPageCut ?? limit));
       const last = events.at(-1)?.event_id;
-      // Same rule as the real server: a full page → its last id; otherwise the end of the stream, even
-      // below `after` (a cursor from beyond the stream is told where it ends).
+      // Same rule as the real server: a page cut short (by `limit`, or by `eventsPageCut` as the real one
+      // cuts by bytes) → its last id and `has_more`; otherwise the end of the stream, even below `after` (a
+      // cursor from beyond the stream is told where it ends).
       const full = events.length === Math.min(limit, this.eventsPageCut ?? limit);
       const cursor = full && last !== undefined ? last : Math.max(end, last ?? 0);
       return [200, { events, last_event_id: cursor, has_more: full }];
