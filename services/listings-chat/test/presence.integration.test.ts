@@ -123,3 +123,64 @@ describe.each(setups)("presence under concurrent connects and disconnects ($name
     await watcher.close();
   });
 });
+
+/**
+ * What goes on the bus when a seller with several contacts connects: one presence message per bus shard,
+ * addressed to the contacts in that shard who are online, and nothing for those who are not.
+ */
+describe.runIf(redisSingle)("presence announcements on the bus (Redis)", () => {
+  let chat: TestChat;
+  let cleanups: Array<() => Promise<void>> = [];
+  let listener: import("ioredis").Redis;
+  let keyPrefix: string;
+
+  beforeAll(async () => {
+    const db = await databaseTargets()[0]!.create();
+    const ns = redisNamespace(redisSingle!.url);
+    keyPrefix = ns.keyPrefix;
+    cleanups = [db.drop, ns.drop];
+    chat = await startTestChat({ database: db.options, redis: { url: redisSingle!.url, keyPrefix } });
+    const { Redis } = await import("ioredis");
+    listener = new Redis(redisSingle!.url);
+  });
+
+  afterAll(async () => {
+    listener?.disconnect();
+    await chat?.stop();
+    for (const cleanup of cleanups) await cleanup();
+  });
+
+  it("publishes once per shard, to the online contacts only", async () => {
+    // Three buyers in bus shard 5 (of 64), one in shard 9; the seller in shard 2.
+    const [a, b, c] = [64 * 700 + 5, 64 * 701 + 5, 64 * 702 + 5];
+    const d = 64 * 703 + 9;
+    const seller = 64 * 704 + 2;
+    for (const buyer of [a, b, c, d]) {
+      expect((await chat.api(buyer, "POST", "/api/v1/chats", { listing_id: buyer, seller_id: seller })).status).toBe(
+        201,
+      );
+    }
+    const online = await Promise.all([a, c, d].map((user) => connect(chat, user)));
+    const heard: Array<{ channel: string; message: { kind: string; userIds: number[]; frame: { user_id: number } } }> =
+      [];
+    listener.on("smessage", (channel: string, raw: string) => heard.push({ channel, message: JSON.parse(raw) }));
+    await listener.ssubscribe(`${keyPrefix}bus:{5}`, `${keyPrefix}bus:{9}`);
+
+    const sellerSocket = await connect(chat, seller);
+    for (const socket of online) await socket.waitFor((f) => f.type === "presence" && f.user_id === seller);
+    await sleep(200);
+    const aboutSeller = heard.filter((h) => h.message.kind === "frame" && h.message.frame.user_id === seller);
+    expect(
+      aboutSeller
+        .map((h) => [h.channel.slice(keyPrefix.length), [...h.message.userIds].sort((x, y) => x - y)])
+        .sort(([x], [y]) => String(x).localeCompare(String(y))),
+    ).toEqual([
+      ["bus:{5}", [a, c]],
+      ["bus:{9}", [d]],
+    ]);
+    // The one who was offline reads the seller's state when they come.
+    const late = await connect(chat, b);
+    await late.waitFor((f) => f.type === "presence" && f.user_id === seller && f.online);
+    for (const socket of [...online, sellerSocket, late]) await socket.close();
+  });
+});
