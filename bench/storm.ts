@@ -1,0 +1,273 @@
+/**
+ * `npm run bench:storm`: a reconnect storm, as issue 14 describes it. One gateway in front of one
+ * listings-chat (production mode, PostgreSQL of DATABASE_URL in a fresh database, Redis of REDIS_URL);
+ * STORM_SOCKETS sockets (5,000) opened at STORM_RATE per second (1,000), each as a browser would: its own
+ * user, an access token, a ws-token from `POST /api/v2/ws-token`, then the upgrade. A refused attempt (503)
+ * is tried again after its `Retry-After` (1 s when absent) with a new ws-token; an attempt that has no
+ * `connected` frame within 10 s counts as a time-out and is tried again too.
+ *
+ * Prints and writes bench/results/storm.json: accepted at once, refused (by status), time-outs, connect
+ * p50/p99 (attempt to `connected`, the successful attempt), time until all are connected (from the first
+ * attempt, retries included), CPU per accepted socket and RSS per idle socket of both services; and, next
+ * to them, nginx's CPU per proxied WebSocket (Debian's nginx, one worker, in front of a bare ws server)
+ * measured in the same run with the same number of sockets. Not a test: a measurement to read.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import jwt from "jsonwebtoken";
+import WebSocket, { WebSocketServer } from "ws";
+import {
+  cpuSeconds,
+  freePort,
+  token as internalToken,
+  percentile,
+  redisUrl,
+  root,
+  startChat,
+  stopChats,
+  withDatabase,
+} from "./support.ts";
+
+const sockets = Number(process.env.STORM_SOCKETS ?? 5_000);
+const rate = Number(process.env.STORM_RATE ?? 1_000);
+const attemptTimeoutMs = 10_000;
+const jwtSecret = "bench-storm-access-token-secret-0123456789abcdef";
+const wsSecret = "bench-storm-ws-token-secret-fedcba9876543210";
+const firstUser = 80_000_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+
+async function startGateway(chatPort: number): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ["--import", "tsx", join(root, "services/gateway/src/main.ts")], {
+    cwd: root,
+    env: {
+      PATH: process.env.PATH ?? "",
+      NODE_ENV: "production",
+      GATEWAY_PORT: String(port),
+      GATEWAY_HOST: "127.0.0.1",
+      CHAT_UPSTREAMS: `http://127.0.0.1:${chatPort}`,
+      INTERNAL_TOKEN: internalToken,
+      JWT_SECRET: jwtSecret,
+      WS_TOKEN_SECRET: wsSecret,
+      REDIS_URL: redisUrl,
+      REDIS_KEY_PREFIX: `lc-bench-storm:${process.pid}:`,
+      LOG_LEVEL: "warn",
+    },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  for (let i = 0; i < 300; i++) {
+    const ready = await fetch(`http://127.0.0.1:${port}/health`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ready) return { port, child };
+    await sleep(100);
+  }
+  throw new Error("the gateway did not start");
+}
+
+type Outcome = { kind: "connected"; ws: WebSocket } | { kind: "refused"; status: number; retryAfterMs: number };
+
+/** One attempt as a browser makes it: a ws-token, then the upgrade, until `connected`. */
+async function attempt(port: number, userId: number): Promise<Outcome> {
+  const access = jwt.sign({ sub: String(userId) }, jwtSecret, { algorithm: "HS256", expiresIn: 600 });
+  const res = await fetch(`http://127.0.0.1:${port}/api/v2/ws-token`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${access}` },
+  });
+  if (!res.ok) {
+    await res.arrayBuffer();
+    return { kind: "refused", status: res.status, retryAfterMs: retryAfter(res.headers.get("retry-after")) };
+  }
+  const { token } = (await res.json()) as { token: string };
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/chat?token=${token}`, { perMessageDeflate: false });
+    const timer = setTimeout(() => {
+      ws.terminate();
+      resolve({ kind: "refused", status: 0, retryAfterMs: 0 });
+    }, attemptTimeoutMs);
+    ws.once("message", () => {
+      clearTimeout(timer);
+      resolve({ kind: "connected", ws });
+    });
+    ws.once("unexpected-response", (_req, response) => {
+      clearTimeout(timer);
+      response.resume();
+      resolve({
+        kind: "refused",
+        status: response.statusCode ?? 0,
+        retryAfterMs: retryAfter(response.headers["retry-after"]),
+      });
+      ws.terminate();
+    });
+    ws.once("error", () => {
+      clearTimeout(timer);
+      resolve({ kind: "refused", status: -1, retryAfterMs: 1_000 });
+    });
+  });
+}
+
+function retryAfter(header: string | string[] | null | undefined): number {
+  const seconds = Number(Array.isArray(header) ? header[0] : header);
+  return Number.isFinite(seconds) && seconds > 0 ? seconds * 1_000 : 1_000;
+}
+
+/** `count` clients at `perSecond`, each retrying until connected; what happened, and the open sockets. */
+async function storm(port: number, count: number, perSecond: number) {
+  const refusals = new Map<number, number>();
+  const connectMs: number[] = [];
+  const open: WebSocket[] = [];
+  let acceptedAtOnce = 0;
+  const started = performance.now();
+  let lastConnectedAt = started;
+  const clients = Array.from({ length: count }, async (_, i) => {
+    await sleep((i * 1_000) / perSecond);
+    for (let tries = 0; tries < 20; tries++) {
+      const t0 = performance.now();
+      const outcome = await attempt(port, firstUser + i);
+      if (outcome.kind === "connected") {
+        connectMs.push(performance.now() - t0);
+        if (tries === 0) acceptedAtOnce += 1;
+        lastConnectedAt = Math.max(lastConnectedAt, performance.now());
+        open.push(outcome.ws);
+        return;
+      }
+      refusals.set(outcome.status, (refusals.get(outcome.status) ?? 0) + 1);
+      await sleep(outcome.retryAfterMs);
+    }
+  });
+  await Promise.all(clients);
+  const sorted = [...connectMs].sort((a, b) => a - b);
+  return {
+    open,
+    result: {
+      sockets: count,
+      connected: open.length,
+      acceptedAtFirstAttempt: acceptedAtOnce,
+      refusedByStatus: Object.fromEntries(
+        [...refusals].map(([status, n]) => [status === 0 ? "timeout" : String(status), n]),
+      ),
+      connectP50Ms: Number(percentile(sorted, 0.5).toFixed(1)),
+      connectP99Ms: Number(percentile(sorted, 0.99).toFixed(1)),
+      allConnectedAfterMs: Math.round(lastConnectedAt - started),
+    },
+  };
+}
+
+/** nginx (one worker) in front of a bare ws server: its CPU per proxied WebSocket for `count` sockets at `perSecond`. */
+async function nginxBaseline(count: number, perSecond: number) {
+  const nginx = "/usr/sbin/nginx";
+  try {
+    execFileSync(nginx, ["-v"], { stdio: "ignore" });
+  } catch {
+    return { skipped: "Debian's nginx is not installed (apt-get install nginx)" };
+  }
+  const echo = new WebSocketServer({ host: "127.0.0.1", port: 0, perMessageDeflate: false });
+  echo.on("connection", (ws) => ws.send('{"type":"connected"}'));
+  await new Promise((r) => echo.once("listening", r));
+  const echoPort = (echo.address() as { port: number }).port;
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "lc-storm-nginx-"));
+  writeFileSync(
+    join(dir, "nginx.conf"),
+    `worker_processes 1;
+worker_rlimit_nofile 20000;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 19000; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://127.0.0.1:${echoPort};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 1h;
+    }
+  }
+}
+`,
+  );
+  const master = spawn(nginx, ["-p", dir, "-c", join(dir, "nginx.conf"), "-g", "daemon off;"], { stdio: "inherit" });
+  try {
+    await sleep(500);
+    const workers = execFileSync("pgrep", ["-P", String(master.pid)])
+      .toString()
+      .trim()
+      .split("\n")
+      .map(Number);
+    const cpu = () => workers.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+    const before = cpu();
+    const open: WebSocket[] = [];
+    await Promise.all(
+      Array.from({ length: count }, async (_, i) => {
+        await sleep((i * 1_000) / perSecond);
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/chat`, { perMessageDeflate: false });
+        await new Promise<void>((resolve) => {
+          ws.once("message", () => resolve());
+          ws.once("error", () => resolve());
+        });
+        open.push(ws);
+      }),
+    );
+    const cpuMs = (cpu() - before) * 1_000;
+    for (const ws of open) ws.terminate();
+    return { sockets: open.length, cpuMsPerSocket: Number((cpuMs / open.length).toFixed(3)) };
+  } finally {
+    master.kill("SIGQUIT");
+    echo.close();
+    await sleep(300);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const result = await withDatabase(async (url) => {
+  const chat = await startChat(url, `lc-bench-storm:${process.pid}:`, "bench-storm", { LOG_LEVEL: "warn" });
+  const gateway = await startGateway(chat.port);
+  try {
+    const pids = { chat: chat.child.pid ?? 0, gateway: gateway.child.pid ?? 0 };
+    await sleep(1_000);
+    const rssBefore = { chat: rssKiB(pids.chat), gateway: rssKiB(pids.gateway) };
+    const cpuBefore = { chat: cpuSeconds(pids.chat), gateway: cpuSeconds(pids.gateway) };
+    const { open, result: stormResult } = await storm(gateway.port, sockets, rate);
+    const cpuMs = {
+      chat: (cpuSeconds(pids.chat) - cpuBefore.chat) * 1_000,
+      gateway: (cpuSeconds(pids.gateway) - cpuBefore.gateway) * 1_000,
+    };
+    // Idle a moment, so that what the connects left behind is collected before memory is read.
+    await sleep(3_000);
+    const rss = { chat: rssKiB(pids.chat), gateway: rssKiB(pids.gateway) };
+    for (const ws of open) ws.terminate();
+    await sleep(1_000);
+    const nginx = await nginxBaseline(sockets, rate);
+    return {
+      at: new Date().toISOString(),
+      ...stormResult,
+      cpuMsPerAcceptedSocket: {
+        chat: Number((cpuMs.chat / Math.max(1, open.length)).toFixed(2)),
+        gateway: Number((cpuMs.gateway / Math.max(1, open.length)).toFixed(2)),
+      },
+      rssKiBPerSocket: {
+        chat: Number(((rss.chat - rssBefore.chat) / Math.max(1, open.length)).toFixed(1)),
+        gateway: Number(((rss.gateway - rssBefore.gateway) / Math.max(1, open.length)).toFixed(1)),
+      },
+      nginx,
+    };
+  } finally {
+    gateway.child.kill("SIGTERM");
+    await stopChats([chat.child]);
+  }
+});
+
+mkdirSync(join(root, "bench/results"), { recursive: true });
+writeFileSync(join(root, "bench/results/storm.json"), `${JSON.stringify(result, null, 2)}\n`);
+console.log(JSON.stringify(result, null, 2));
+process.exit(0);
