@@ -1,6 +1,7 @@
 import type { Chat } from "@listings-chat/shared";
 import { and, desc, eq, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
+import { preparedPerDatabase } from "../db/prepared.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { chatParticipants, chats } from "../db/schema.ts";
 import { notFound } from "../errors.ts";
@@ -8,14 +9,22 @@ import { type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 
 /** The chat, when `userId` takes part in it; otherwise the same 404 as for a chat that does not exist. */
 export async function requireParticipant(db: Database, chatId: number, userId: number): Promise<ChatRow> {
-  const [row] = await db
-    .select({ chat: chats })
-    .from(chats)
-    .innerJoin(chatParticipants, and(eq(chatParticipants.chatId, chats.id), eq(chatParticipants.userId, userId)))
-    .where(eq(chats.id, chatId));
+  const [row] = await participantChatQuery(db).execute({ chatId, userId });
   if (!row) throw notFound("chat");
   return row.chat;
 }
+
+const participantChatQuery = preparedPerDatabase((db) =>
+  db
+    .select({ chat: chats })
+    .from(chats)
+    .innerJoin(
+      chatParticipants,
+      and(eq(chatParticipants.chatId, chats.id), eq(chatParticipants.userId, sql.placeholder("userId"))),
+    )
+    .where(eq(chats.id, sql.placeholder("chatId")))
+    .prepare("lc_participant_chat"),
+);
 
 interface OpenRow extends AppendedRow {
   created: boolean;
@@ -92,13 +101,19 @@ export async function markRead(db: Database, userId: number, chatId: number, mes
  * (a range scan of `chat_participants_user_activity_idx`), not what the account holds.
  */
 export async function recentContactsOf(db: Database, userId: number, limit: number): Promise<number[]> {
+  const rows = await recentContactsQuery(db).execute({ userId, limit });
+  return [...new Set(rows.map((r) => r.userId))];
+}
+
+const recentContactsQuery = preparedPerDatabase((db) => {
+  const userId = sql.placeholder("userId");
   const other = sql<number>`case when ${chats.buyerId} = ${userId} then ${chats.sellerId} else ${chats.buyerId} end`;
-  const rows = await db
+  return db
     .select({ userId: other.mapWith(Number) })
     .from(chatParticipants)
     .innerJoin(chats, eq(chats.id, chatParticipants.chatId))
     .where(eq(chatParticipants.userId, userId))
     .orderBy(desc(chatParticipants.lastActivityAt), desc(chatParticipants.chatId))
-    .limit(limit);
-  return [...new Set(rows.map((r) => r.userId))];
-}
+    .limit(sql.placeholder("limit"))
+    .prepare("lc_recent_contacts");
+});

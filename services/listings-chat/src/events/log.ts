@@ -1,6 +1,7 @@
 import type { ChatEvent, ChatEventDraft } from "@listings-chat/shared";
 import { eq, inArray, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
+import { preparedPerDatabase } from "../db/prepared.ts";
 import { userStreams } from "../db/schema.ts";
 
 /** One event as one user sees it (with that user's `event_id`): what the bus carries between instances. */
@@ -38,12 +39,17 @@ export function addressedEvents(rows: readonly AppendedRow[], draft: ChatEventDr
 
 /** The end of `userId`'s stream: a valid cursor for them (0 before their first event). */
 export async function lastEventId(db: Database, userId: number): Promise<number> {
-  const [row] = await db
-    .select({ id: userStreams.lastEventId })
-    .from(userStreams)
-    .where(eq(userStreams.userId, userId));
+  const [row] = await lastEventIdQuery(db).execute({ userId });
   return row?.id ?? 0;
 }
+
+const lastEventIdQuery = preparedPerDatabase((db) =>
+  db
+    .select({ id: userStreams.lastEventId })
+    .from(userStreams)
+    .where(eq(userStreams.userId, sql.placeholder("userId")))
+    .prepare("lc_last_event_id"),
+);
 
 /** The ends of several users' streams, for the tail check of the users an instance serves. */
 export async function lastEventIds(db: Database, userIds: readonly number[]): Promise<Map<number, number>> {
