@@ -282,12 +282,34 @@ describe("Connection presence: one frame per change, newest report wins", () => 
 });
 
 describe("Connection frames that come before the greeting", () => {
+  it("greets with the end the hub read when it started following the stream, without reading it again", async () => {
+    let endReads = 0;
+    const events: ConnectionContext["events"] = {
+      lastEventId: async () => {
+        endReads += 1;
+        return 99;
+      },
+      readPage: async () => ({ events: [], more: false }),
+      participantChat: async () => {
+        throw new Error("not used");
+      },
+    };
+    const { socket, connection } = connectionWith(events);
+    await connection.open(undefined, Promise.resolve(7));
+    expect(socket.frames()[0]).toMatchObject({ type: "connected", last_event_id: 7 });
+    expect(endReads).toBe(0);
+    const { socket: second, connection: again } = connectionWith(events);
+    await again.open(undefined, Promise.resolve(undefined));
+    expect(second.frames()[0]).toMatchObject({ type: "connected", last_event_id: 99 });
+    expect(endReads).toBe(1);
+  });
+
   it("answers them after the greeting, in order, when the greeting waits on something", async () => {
     const { events, reads } = controlledLog(0);
     const { socket, connection } = connectionWith(events);
     let follow!: () => void;
-    const followed = new Promise<void>((resolve) => {
-      follow = resolve;
+    const followed = new Promise<undefined>((resolve) => {
+      follow = () => resolve(undefined);
     });
     const opened = connection.open(undefined, followed);
     // The client pings at once, while the hub is still following the user's stream.

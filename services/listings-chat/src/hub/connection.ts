@@ -84,20 +84,22 @@ export class Connection {
   /**
    * Greets the client, then replays from `after` (or starts from now) and goes live. Called at once when the
    * socket is attached, before any frame can arrive: the greeting is the first thing queued, so every frame
-   * waits behind it. `ready` is what the greeting must wait for (the hub following the user's stream).
+   * waits behind it. `ready` is what the greeting must wait for (the hub following the user's stream); when
+   * it resolves to a number, that is the stream's end read after the stream was followed, and the greeting
+   * uses it instead of reading the end again.
    */
-  open(after: number | undefined, ready: Promise<unknown> = Promise.resolve()): Promise<void> {
+  open(after: number | undefined, ready: Promise<number | undefined> = Promise.resolve(undefined)): Promise<void> {
     // Queued like a frame, so that a `resume` sent right away waits for this first replay to finish.
     const opened = this.inbound.then(async () => {
-      await ready;
-      await this.greetAndReplay(after);
+      const end = await ready;
+      await this.greetAndReplay(after, end);
     });
     this.inbound = opened.catch(() => {});
     return opened;
   }
 
-  private async greetAndReplay(after: number | undefined): Promise<void> {
-    const current = await this.ctx.events.lastEventId(this.userId);
+  private async greetAndReplay(after: number | undefined, end: number | undefined): Promise<void> {
+    const current = end ?? (await this.ctx.events.lastEventId(this.userId));
     this.greeted = true;
     this.sendFrame({
       type: "connected",

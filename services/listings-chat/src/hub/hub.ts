@@ -49,7 +49,8 @@ interface ShardListen {
 
 /** One user's stream as this instance follows it: positioned once the shard is heard and the end is read. */
 interface FollowedStream {
-  ready: Promise<void>;
+  /** Resolves to the stream's end as read once its shard was heard: where the sequencer starts. */
+  ready: Promise<number>;
   /** The listen to the user's shard this stream counts in. */
   shard: ShardListen;
   sequencer?: ReturnType<typeof createEventSequencer>;
@@ -203,12 +204,12 @@ export function createHub(options: HubOptions) {
    */
   function follow(userId: number): FollowedStream {
     const shard = listenTo(shardOf(userId));
-    const stream: FollowedStream = { ready: Promise.resolve(), shard, early: [], endSeen: 0 };
+    const stream: FollowedStream = { ready: Promise.resolve(0), shard, early: [], endSeen: 0 };
     streams.set(userId, stream);
     stream.ready = (async () => {
       await shard.listening;
       const start = await lastEventId(db, userId);
-      if (streams.get(userId) !== stream) return;
+      if (streams.get(userId) !== stream) return start;
       stream.sequencer = createEventSequencer({
         startAfter: start,
         fetchRange: (after, upTo) => readEventRange(db, userId, after, upTo),
@@ -219,6 +220,7 @@ export function createHub(options: HubOptions) {
         },
       });
       for (const addressed of stream.early.splice(0)) stream.sequencer.accept(addressed);
+      return start;
     })();
     // Awaited by every socket that attaches; until then a failure must not become an unhandled rejection.
     stream.ready.catch(() => {});
@@ -305,14 +307,17 @@ export function createHub(options: HubOptions) {
         sockets.set(userId, set);
       }
       set.add(connection);
-      const stream = streams.get(userId) ?? follow(userId);
+      const followed = streams.get(userId);
+      const stream = followed ?? follow(userId);
       // Started now, not after the replay, so that a quick close's `leave` is ordered after it.
       const joined = first ? presence.join(userId) : Promise.resolve(undefined);
       // Awaited below; until then a Redis failure must not become an unhandled rejection (which exits Node).
       joined.catch(() => {});
       // Opened at once, so that frames the client sends right away queue behind the greeting; the greeting
       // waits until the stream is followed, so that nothing committed after its end is missed.
-      const opened = connection.open(after, stream.ready);
+      // A stream followed for this socket has just had its end read, after its shard was heard: the greeting
+      // can take it. One followed before may have moved on since: the greeting reads the end again.
+      const opened = connection.open(after, followed ? stream.ready.then(() => undefined) : stream.ready);
       void (async () => {
         await opened;
         const join = await joined;
