@@ -19,6 +19,7 @@ import { join } from "node:path";
 import jwt from "jsonwebtoken";
 import WebSocket, { WebSocketServer } from "ws";
 import {
+  cpuProfileDir,
   cpuSeconds,
   freePort,
   token as internalToken,
@@ -43,7 +44,8 @@ const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/p
 
 async function startGateway(chatPort: number): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", join(root, "services/gateway/src/main.ts")], {
+  const profile = cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfileDir}`] : [];
+  const child = spawn(process.execPath, [...profile, "--import", "tsx", join(root, "services/gateway/src/main.ts")], {
     cwd: root,
     env: {
       PATH: process.env.PATH ?? "",
