@@ -73,7 +73,9 @@ async function startGateway(chatPort: number): Promise<{ port: number; child: Ch
   throw new Error("the gateway did not start");
 }
 
-type Outcome = { kind: "connected"; ws: WebSocket } | { kind: "refused"; status: number; retryAfterMs: number };
+type Outcome =
+  | { kind: "connected"; ws: WebSocket }
+  | { kind: "refused"; status: number; code?: string; retryAfterMs: number };
 
 /** One attempt as a browser makes it: a ws-token, then the upgrade, until `connected`. */
 async function attempt(port: number, userId: number): Promise<Outcome> {
@@ -99,13 +101,23 @@ async function attempt(port: number, userId: number): Promise<Outcome> {
     });
     ws.once("unexpected-response", (_req, response) => {
       clearTimeout(timer);
-      response.resume();
-      resolve({
-        kind: "refused",
-        status: response.statusCode ?? 0,
-        retryAfterMs: retryAfter(response.headers["retry-after"]),
+      let body = "";
+      response.on("data", (chunk) => {
+        body += chunk;
       });
-      ws.terminate();
+      response.on("end", () => {
+        let code = "";
+        try {
+          code = (JSON.parse(body) as { error?: { code?: string } }).error?.code ?? "";
+        } catch {}
+        resolve({
+          kind: "refused",
+          status: response.statusCode ?? 0,
+          code,
+          retryAfterMs: retryAfter(response.headers["retry-after"]),
+        });
+        ws.terminate();
+      });
     });
     ws.once("error", () => {
       clearTimeout(timer);
@@ -121,7 +133,7 @@ function retryAfter(header: string | string[] | null | undefined): number {
 
 /** `count` clients at `perSecond`, each retrying until connected; what happened, and the open sockets. */
 async function storm(port: number, count: number, perSecond: number) {
-  const refusals = new Map<number, number>();
+  const refusals = new Map<string, number>();
   const connectMs: number[] = [];
   const open: WebSocket[] = [];
   let acceptedAtOnce = 0;
@@ -139,7 +151,8 @@ async function storm(port: number, count: number, perSecond: number) {
         open.push(outcome.ws);
         return;
       }
-      refusals.set(outcome.status, (refusals.get(outcome.status) ?? 0) + 1);
+      const why = outcome.status === 0 ? "timeout" : `${outcome.status}${outcome.code ? ` ${outcome.code}` : ""}`;
+      refusals.set(why, (refusals.get(why) ?? 0) + 1);
       await sleep(outcome.retryAfterMs);
     }
   });
@@ -151,9 +164,7 @@ async function storm(port: number, count: number, perSecond: number) {
       sockets: count,
       connected: open.length,
       acceptedAtFirstAttempt: acceptedAtOnce,
-      refusedByStatus: Object.fromEntries(
-        [...refusals].map(([status, n]) => [status === 0 ? "timeout" : String(status), n]),
-      ),
+      refusedByStatus: Object.fromEntries(refusals),
       connectP50Ms: Number(percentile(sorted, 0.5).toFixed(1)),
       connectP99Ms: Number(percentile(sorted, 0.99).toFixed(1)),
       allConnectedAfterMs: Math.round(lastConnectedAt - started),

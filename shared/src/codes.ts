@@ -10,6 +10,8 @@ export const ErrorCode = {
   selfChat: "self_chat",
   conflict: "conflict",
   shuttingDown: "shutting_down",
+  /** An instance that is alive but has too many connections opening: retry after `Retry-After`. */
+  instanceBusy: "instance_busy",
   rateLimited: "rate_limited",
   payloadTooLarge: "payload_too_large",
   requestTimeout: "request_timeout",

@@ -1,6 +1,8 @@
 /** The gateway's own error codes, besides the shared ones (@listings-chat/shared ErrorCode). */
 export const GatewayErrorCode = {
   upstreamUnavailable: "upstream_unavailable",
+  /** Every instance tried is alive but busy opening other connections: retry after `Retry-After`. */
+  upstreamBusy: "upstream_busy",
   upstreamMisconfigured: "upstream_misconfigured",
   upstreamFailed: "upstream_failed",
   upstreamTimeout: "upstream_timeout",

@@ -413,6 +413,36 @@ describe("the gateway process in front of instances that refuse, misconfigure or
     expect(metrics.text).toMatch(/gateway_ws_upstream_failures_total\{outcome="503"\} [1-9]/);
   });
 
+  it("takes a 503 with Retry-After as busy, not down: passes it on, keeps the token, and keeps trying that instance", async () => {
+    // The tests before put the first instance at the back of the queue (503 without Retry-After: failed);
+    // that lasts 5 s.
+    await sleep(5_200);
+    // Both busy: the client hears the instance's Retry-After, and its token stays usable.
+    setModes({ answer: 503, retryAfter: "3" }, { answer: 503, retryAfter: "3" });
+    const token = await wsToken(gateway, 620);
+    const refused = await rawExchange(gateway.port, `${upgradeHead(`/ws/chat?token=${token}`)}\r\n`, "stay");
+    expect(refused.status).toBe(503);
+    expect(refused.text).toMatch(/Retry-After: 3\r\n/i);
+    expect(refused.text).toMatch(/upstream_busy/);
+    // The first busy, the second open: every upgrade still asks the first in its turn (round-robin), as it
+    // would not for the 5 s an instance that failed is put back of the queue.
+    setModes({ answer: 503, retryAfter: "1" }, { passTo: chat.port });
+    const seenBefore = first.seen.length;
+    for (let i = 0; i < 6; i++) {
+      const ws = new WebSocket(
+        `ws://127.0.0.1:${gateway.port}/ws/chat?token=${i === 0 ? token : await wsToken(gateway, 621 + i)}`,
+      );
+      await new Promise((resolve, reject) => {
+        ws.once("message", resolve);
+        ws.once("error", reject);
+      });
+      ws.close();
+    }
+    expect(first.seen.length - seenBefore).toBeGreaterThanOrEqual(3);
+    const metrics = await http(gateway.baseUrl, "GET", "/metrics", { headers: { "x-internal-token": internalToken } });
+    expect(metrics.text).toMatch(/gateway_ws_upstream_failures_total\{outcome="busy"\} [1-9]/);
+  });
+
   it("takes an instance's 4xx as its verdict on the handshake: no failover, no retry on the same token", async () => {
     setModes({ answer: 400 }, { answer: 400 });
     const before = first.seen.length + second.seen.length;

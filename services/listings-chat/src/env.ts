@@ -34,6 +34,9 @@ const schema = z.object({
   DATABASE_READ_TIMEOUT_MS: wholeNumber(100, 60_000).default(5_000),
   SEND_BATCH_WAIT_MS: wholeNumber(0, 50).default(0),
   SEND_BATCH_MAX: wholeNumber(1, 1_000).default(64),
+  // Accepted sockets waiting for their greeting (~1 ms of work each here): past this, upgrades get a quick
+  // 503 with Retry-After instead of queueing behind work the gateway would time out on.
+  CONNECT_QUEUE_MAX: wholeNumber(1, 100_000).default(256),
 });
 
 export interface ChatConfig {
@@ -50,6 +53,8 @@ export interface ChatConfig {
   sendLimitPerMinute?: number;
   /** How sends are gathered into transactions (messages/group-commit.ts). */
   groupCommit?: GroupCommitOptions;
+  /** CONNECT_QUEUE_MAX (hub/upgrade.ts); 256 when not given. */
+  connectQueueMax?: number;
   /** Sentences to print loudly at start-up (development defaults in use). */
   warnings: string[];
 }
@@ -92,6 +97,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     shutdownTimeoutMs: v.SHUTDOWN_TIMEOUT_MS,
     sendLimitPerMinute: v.SEND_LIMIT_PER_MINUTE,
     groupCommit: { maxWaitMs: v.SEND_BATCH_WAIT_MS, maxBatch: v.SEND_BATCH_MAX },
+    connectQueueMax: v.CONNECT_QUEUE_MAX,
     warnings,
   };
 }

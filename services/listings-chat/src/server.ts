@@ -135,7 +135,17 @@ export async function startChatServer(
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
     s.once("error", reject);
   });
-  server.on("upgrade", createUpgradeHandler({ wss, hub, checkInternalToken, isShuttingDown, log }));
+  server.on(
+    "upgrade",
+    createUpgradeHandler({
+      wss,
+      hub,
+      checkInternalToken,
+      isShuttingDown,
+      connectQueueMax: config.connectQueueMax ?? 256,
+      log,
+    }),
+  );
   const port = (server.address() as AddressInfo).port;
   log.info({ port, database: database.kind, bus: bus.kind, instance: config.instanceId }, "listings-chat listening");
 

@@ -5,7 +5,8 @@ import type { Socket } from "node:net";
 /** How an instance answered an upgrade: a 101 with its socket, or a plain HTTP status. */
 export type UpgradeAnswer =
   | { kind: "upgraded"; response: IncomingMessage; socket: Socket; head: Buffer }
-  | { kind: "answered"; status: number };
+  /** `retryAfter`: the instance's Retry-After, when it gave one (a 503 with it: alive, but busy). */
+  | { kind: "answered"; status: number; retryAfter?: string };
 
 export class UpgradeTimeoutError extends Error {
   override name = "UpgradeTimeoutError";
@@ -57,7 +58,8 @@ export function requestUpstreamUpgrade({
     });
     request.once("response", (response) => {
       settle();
-      resolve({ kind: "answered", status: response.statusCode ?? 0 });
+      const retryAfter = response.headers["retry-after"];
+      resolve({ kind: "answered", status: response.statusCode ?? 0, retryAfter });
       request.destroy();
     });
     request.on("error", (error) => {

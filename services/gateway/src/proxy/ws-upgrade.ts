@@ -106,6 +106,8 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
   /**
    * Tries the instances in turn; the first 101 wins. An instance's 4xx other than 401 is its verdict on the
    * handshake itself and ends the search; 401 (another INTERNAL_TOKEN), 5xx and failures try the next one.
+   * A 503 with Retry-After is an instance that is alive but busy: the next one is tried, and it is not
+   * put to the back of the queue for everyone (only no answer, or another failure, does that).
    */
   async function upgradeAtSomeInstance(
     path: string,
@@ -114,9 +116,10 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
   ): Promise<
     | { instance: Upstream; answer: Extract<UpgradeAnswer, { kind: "upgraded" }> }
     | { refusedWith: number }
-    | { misconfigured: boolean }
+    | { misconfigured: boolean; busyRetryAfter?: string }
   > {
     let misconfigured = false;
+    let busyRetryAfter: string | undefined;
     for (const instance of upstreams.order()) {
       let answer: UpgradeAnswer;
       try {
@@ -128,7 +131,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
           signal,
         });
       } catch (error) {
-        if (signal.aborted) return { misconfigured };
+        if (signal.aborted) return { misconfigured, busyRetryAfter };
         failed(instance, error instanceof UpgradeTimeoutError ? "timeout" : "unreachable", error);
         continue;
       }
@@ -141,10 +144,16 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         countFailure(String(answer.status));
         return { refusedWith: answer.status };
       }
+      if (answer.status === 503 && answer.retryAfter !== undefined) {
+        countFailure("busy");
+        // Passed on to the client: a number of seconds, or our own when the instance said something else.
+        busyRetryAfter ??= /^\d{1,4}$/.test(answer.retryAfter) ? answer.retryAfter : "2";
+        continue;
+      }
       if (answer.status === 401) misconfigured = true;
       failed(instance, String(answer.status));
     }
-    return { misconfigured };
+    return { misconfigured, busyRetryAfter };
   }
 
   /** Writes the instance's 101 to the client and joins the two sockets until either closes. */
@@ -275,6 +284,12 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       await giveTokenBack(grant);
       if (outcome.misconfigured) {
         return refuse(socket, 502, GatewayErrorCode.upstreamMisconfigured, MISCONFIGURED_MESSAGE);
+      }
+      if (outcome.busyRetryAfter !== undefined) {
+        // The token is given back: the client retries with it after the instance's Retry-After.
+        return refuse(socket, 503, GatewayErrorCode.upstreamBusy, "the chat service is busy: retry shortly", {
+          "Retry-After": outcome.busyRetryAfter,
+        });
       }
       return refuse(socket, 503, GatewayErrorCode.upstreamUnavailable, "no chat instance is reachable: retry shortly", {
         "Retry-After": "2",

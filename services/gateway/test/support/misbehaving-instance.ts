@@ -4,7 +4,7 @@ import { createServer, connect as netConnect, type Server, type Socket } from "n
  * What a stand-in chat instance does with each request: answer it with a status (a shutting-down
  * instance's 503, a rotated token's 401), never answer ("hang"), or pass the bytes to a real instance.
  */
-export type InstanceMode = { answer: number } | "hang" | { passTo: number; delayMs?: number };
+export type InstanceMode = { answer: number; retryAfter?: string } | "hang" | { passTo: number; delayMs?: number };
 
 export interface MisbehavingInstance {
   url: string;
@@ -45,8 +45,9 @@ export async function startMisbehavingInstance(mode: InstanceMode): Promise<Misb
       if (current === "hang") return;
       if ("answer" in current) {
         const body = JSON.stringify({ error: { code: "stand_in", message: `stand-in answers ${current.answer}` } });
+        const retryAfter = current.retryAfter === undefined ? "" : `Retry-After: ${current.retryAfter}\r\n`;
         socket.end(
-          `HTTP/1.1 ${current.answer} Stand-in\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+          `HTTP/1.1 ${current.answer} Stand-in\r\nContent-Type: application/json\r\n${retryAfter}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
         );
         return;
       }

@@ -74,6 +74,8 @@ export function createHub(options: HubOptions) {
   const streams = new Map<number, FollowedStream>();
   /** Shards listened to, with how many followed users are in each. */
   const shards = new Map<number, ShardListen>();
+  /** Sockets accepted whose greeting is not sent yet: the queue that admission bounds (upgrade.ts). */
+  let opening = 0;
   let heartbeat: NodeJS.Timeout | undefined;
   let tailCheck: NodeJS.Timeout | undefined;
 
@@ -318,6 +320,11 @@ export function createHub(options: HubOptions) {
       // A stream followed for this socket has just had its end read, after its shard was heard: the greeting
       // can take it. One followed before may have moved on since: the greeting reads the end again.
       const opened = connection.open(after, followed ? stream.ready.then(() => undefined) : stream.ready);
+      opening += 1;
+      const greeted = () => {
+        opening -= 1;
+      };
+      opened.then(greeted, greeted);
       void (async () => {
         await opened;
         const join = await joined;
@@ -350,6 +357,9 @@ export function createHub(options: HubOptions) {
       }
       return closed;
     },
+
+    /** How many accepted sockets are still waiting for their greeting. */
+    opening: () => opening,
 
     snapshot() {
       let connections = 0;

@@ -13,14 +13,25 @@ export interface UpgradeDeps {
   hub: Hub;
   checkInternalToken: (presented: string | undefined) => boolean;
   isShuttingDown: () => boolean;
+  /** At most this many accepted sockets waiting for their greeting; past it, upgrades are refused at once. */
+  connectQueueMax: number;
   log: Logger;
+  random?: () => number;
 }
 
 /**
  * The `upgrade` listener of the chat port: checks the internal hop (token, user, cursor) before
  * any 101, then hands the socket to the hub.
  */
-export function createUpgradeHandler({ wss, hub, checkInternalToken, isShuttingDown, log }: UpgradeDeps) {
+export function createUpgradeHandler({
+  wss,
+  hub,
+  checkInternalToken,
+  isShuttingDown,
+  connectQueueMax,
+  log,
+  random = Math.random,
+}: UpgradeDeps) {
   return (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     // First, so that a client that vanishes mid-handshake cannot crash the process.
     socket.on("error", (error) => log.debug({ err: error }, "upgrade socket error"));
@@ -40,6 +51,14 @@ export function createUpgradeHandler({ wss, hub, checkInternalToken, isShuttingD
     }
     if (isShuttingDown())
       return refuse(socket, 503, ErrorCode.shuttingDown, "this instance is shutting down: connect again");
+    if (hub.opening() >= connectQueueMax) {
+      // Alive but behind: a quick answer the client can act on, not a handshake that times out somewhere.
+      // Spread over 1–3 s, so that the refused do not all come back at once.
+      const retryAfter = String(1 + Math.floor(random() * 3));
+      return refuse(socket, 503, ErrorCode.instanceBusy, "this instance is busy opening connections: retry shortly", {
+        "Retry-After": retryAfter,
+      });
+    }
     const gatewayId = req.headers["x-gateway-id"];
     wss.handleUpgrade(req, socket, head, (ws) => {
       hub.attach(ws, userId, afterRaw === null ? undefined : Number(afterRaw), {
