@@ -160,8 +160,9 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       429: error("too many open connections for this user (`rate_limited`)"),
       503: {
         description:
-          "no chat instance reachable (`upstream_unavailable`), the gateway is shutting down (`shutting_down`), " +
-          "or the ws-token could not be checked (`token_store_unavailable`)",
+          "no chat instance reachable (`upstream_unavailable`), every instance busy opening other connections " +
+          "(`upstream_busy`: retry after `Retry-After`, the ws-token is still usable), the gateway is shutting " +
+          "down (`shutting_down`), or the ws-token could not be checked (`token_store_unavailable`)",
         headers: z.object({ "Retry-After": z.number().int().positive().optional().meta({ description: "seconds" }) }),
         content: json(errorBodySchema),
       },
