@@ -32,8 +32,6 @@ export interface GatewayAppParts {
   readyTimeoutMs?: number;
   /** True once SIGTERM arrived: `/ready` answers 503 so that balancers stop sending traffic. */
   isShuttingDown?: () => boolean;
-  /** Seconds to wait while every chat instance says it is busy (a reconnect storm), else undefined. */
-  upstreamsBusyFor?: () => number | undefined;
 }
 
 type GatewayEnv = { Variables: { userId: number } };
@@ -187,12 +185,6 @@ export function createGatewayApp(parts: GatewayAppParts) {
   };
 
   const issueWsToken = (c: Context<GatewayEnv>) => {
-    const busyFor = parts.upstreamsBusyFor?.();
-    if (busyFor !== undefined) {
-      // Told here, where a browser can read Retry-After, rather than by an upgrade it cannot read.
-      c.header("Retry-After", String(busyFor));
-      return c.json(errorBody(GatewayErrorCode.upstreamBusy, "the chat service is busy: retry shortly"), 503);
-    }
     const { token, expiresIn } = parts.wsTokens.issue(c.get("userId"));
     c.header("Cache-Control", "no-store");
     return c.json({ token, expires_in: expiresIn, ws_url: WS_PATH });

@@ -68,7 +68,6 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     redisReady: redis ? () => succeedsWithin(() => redis.ping(), 1_000) : undefined,
     verifyAccessToken: createAccessTokenVerifier(config.accessTokens),
     wsTokens,
-    upstreamsBusyFor: () => ws.busyRetryAfterSeconds(),
     forward: rest.handle,
     signDevToken:
       config.devAuth && key.kind === "secret"

@@ -184,40 +184,6 @@ describe("fallback to polling", () => {
     expect(h.seen.warnings).toEqual([POLLING_WARNING, null]);
   });
 
-  it("retries WebSocket after the Retry-After of a busy ws-token answer (a storm), instead of polling", async () => {
-    const h = harness();
-    h.server.wsTokenBusyRetryAfterS = 2;
-    const tokenRequests = () => h.server.requests.filter((r) => r.path === "/api/v2/ws-token").length;
-    h.client.start();
-    await settle();
-    expect(h.client.mode).toBe("connecting");
-    expect(tokenRequests()).toBe(1);
-    // random() = 0.5: exactly the Retry-After.
-    await advance(1_999);
-    expect(tokenRequests()).toBe(1);
-    h.server.wsTokenBusyRetryAfterS = undefined;
-    await advance(1);
-    await settle();
-    expect(tokenRequests()).toBe(2);
-    expect(h.client.mode).toBe("live");
-    expect(h.seen.modes).toEqual(["connecting", "live"]);
-    expect(h.polls()).toHaveLength(0);
-    expect(h.seen.warnings).toEqual([]);
-  });
-
-  it("polls after dropsBeforePolling busy answers in a row, and retries WebSocket from there", async () => {
-    const h = harness();
-    h.server.wsTokenBusyRetryAfterS = 1;
-    h.client.start();
-    await settle();
-    await advance(2_999); // three retries, 1 s apart
-    expect(h.client.mode).toBe("connecting");
-    await advance(1);
-    await settle();
-    expect(h.client.mode).toBe("polling");
-    expect(h.seen.warnings).toEqual([POLLING_WARNING]);
-  });
-
   it("polls when the ws-token cannot be fetched (network down), and keeps its cursor through failed polls", async () => {
     const h = harness({ wsRetryFirstMs: 30_000 });
     h.server.failFetches = true;

@@ -120,8 +120,6 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private drops = 0;
   /** Failed connect attempts since the last drop, and when that drop happened. */
   private failedReconnects = 0;
-  /** ws-tokens refused in a row because the service was busy (a storm): retried on WebSocket, up to a point. */
-  private busyRefusals = 0;
   private reconnectingSince = 0;
   /** Whether the client was live since start(): a first connect that fails means a restricted network. */
   private everLive = false;
@@ -363,7 +361,6 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     if (to === "live") {
       this.everLive = true;
       this.failedReconnects = 0;
-      this.busyRefusals = 0;
       this.retryStep = 0;
       this.setWarning(false);
       this.refreshUnreadSoon();
@@ -396,9 +393,6 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (attempt !== this.attempt || this.stopped) return;
       this.cancel("connectTimer");
       if (error instanceof ChatApiError && error.status === 401) return this.fail(error);
-      if (error instanceof ChatApiError && error.status === 503 && error.retryAfterMs !== undefined) {
-        return this.connectRefusedBusy(error.retryAfterMs);
-      }
       return this.connectFailed();
     }
     if (attempt !== this.attempt || this.stopped) return;
@@ -492,22 +486,6 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       return;
     }
     this.transition("connecting", Math.max(1, this.backoffFor(this.drops + this.failedReconnects)));
-  }
-
-  /**
-   * The service said it is busy (a reconnect storm), not that WebSocket cannot pass: try WebSocket again after
-   * its Retry-After, drawn in [0.5, 1.5) of it so that the refused do not come back together; poll only
-   * after `dropsBeforePolling` such answers in a row.
-   */
-  private connectRefusedBusy(retryAfterMs: number): void {
-    if (this.stopped || this.state !== "connecting") return;
-    this.busyRefusals += 1;
-    if (this.busyRefusals > this.settings.dropsBeforePolling) {
-      this.busyRefusals = 0;
-      this.connectFailed();
-      return;
-    }
-    this.transition("connecting", Math.max(1, Math.floor(retryAfterMs * (0.5 + this.random()))));
   }
 
   private backoffFor(step: number): number {

@@ -128,13 +128,6 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
           content: json(wsTokenResponseSchema),
         },
         401: error("no valid access token (code `unauthorized`)"),
-        503: {
-          description:
-            "every chat instance said it is busy opening connections, within its Retry-After (`upstream_busy`): " +
-            "ask again after `Retry-After` (a reconnect storm)",
-          headers: z.object({ "Retry-After": z.number().int().positive().meta({ description: "seconds" }) }),
-          content: json(errorBodySchema),
-        },
       },
     });
   }

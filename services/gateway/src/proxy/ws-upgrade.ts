@@ -68,8 +68,6 @@ interface Pipe {
  * 503 nor answer a misconfigured instance's 401 in the gateway's own words.
  */
 export function createWsUpgrade(options: WsUpgradeOptions) {
-  /** Until when (ms) the instances said they are busy (see busyRetryAfterSeconds). */
-  let busyUntil = 0;
   const { wsTokens, upstreams, log, caps } = options;
   const pipes = new Set<Pipe>();
   /** Upgrades between their first await and their pipe (or refusal): a drain waits for them too. */
@@ -288,7 +286,6 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         return refuse(socket, 502, GatewayErrorCode.upstreamMisconfigured, MISCONFIGURED_MESSAGE);
       }
       if (outcome.busyRetryAfter !== undefined) {
-        busyUntil = Math.max(busyUntil, Date.now() + Number(outcome.busyRetryAfter) * 1_000);
         // The token is given back: the client retries with it after the instance's Retry-After.
         return refuse(socket, 503, GatewayErrorCode.upstreamBusy, "the chat service is busy: retry shortly", {
           "Retry-After": outcome.busyRetryAfter,
@@ -323,15 +320,6 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
   }
 
   return {
-    /**
-     * Seconds to wait when every instance said it was busy within its own Retry-After, else undefined. The
-     * ws-token endpoint answers with it: a browser cannot read an upgrade's refusal, but it reads this.
-     */
-    busyRetryAfterSeconds(): number | undefined {
-      const left = busyUntil - Date.now();
-      return left > 0 ? Math.ceil(left / 1_000) : undefined;
-    },
-
     listener(req: IncomingMessage, socket: Duplex, head: Buffer) {
       // First, so that a client that vanishes mid-handshake cannot crash the process.
       socket.on("error", (error) => log.debug({ err: error, url: redactUrl(req.url) }, "client socket error"));

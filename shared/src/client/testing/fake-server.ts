@@ -72,8 +72,6 @@ export class FakeChatServer {
   // ── switches ───────────────────────────────────────────────────────────────────────────────
   /** `POST /api/v2/ws-token` answers 401, as for an access token the gateway refuses. */
   wsTokenUnauthorized = false;
-  /** `POST /api/v2/ws-token` answers 503 `upstream_busy` with this Retry-After (s), as a gateway in a storm. */
-  wsTokenBusyRetryAfterS: number | undefined;
   /** What happens to a new socket: accepted at once, refused at once, or left to the test. */
   upgrades: "accept" | "refuse" | "manual" = "accept";
   /** Every fetch fails as a network error (a `TypeError`, as browsers reject). */
@@ -244,9 +242,6 @@ export class FakeChatServer {
     const path = url.pathname;
     if (method === "POST" && path === "/api/v2/ws-token") {
       if (this.wsTokenUnauthorized) throw new FakeHttpError(401, ErrorCode.unauthorized, "access token refused");
-      if (this.wsTokenBusyRetryAfterS !== undefined) {
-        throw new FakeHttpError(503, "upstream_busy", "busy: retry shortly", this.wsTokenBusyRetryAfterS * 1_000);
-      }
       const token = `ticket-${this.nextTicket++}`;
       this.tickets.set(token, userId);
       return [200, { token, expires_in: 60, ws_url: "/ws/chat" }];
