@@ -85,8 +85,13 @@ async function attempt(port: number, userId: number): Promise<Outcome> {
     headers: { authorization: `Bearer ${access}` },
   });
   if (!res.ok) {
-    await res.arrayBuffer();
-    return { kind: "refused", status: res.status, retryAfterMs: retryAfter(res.headers.get("retry-after")) };
+    const body = (await res.json().catch(() => ({}))) as { error?: { code?: string } };
+    return {
+      kind: "refused",
+      status: res.status,
+      code: `ws-token ${body.error?.code ?? ""}`.trim(),
+      retryAfterMs: retryAfter(res.headers.get("retry-after")),
+    };
   }
   const { token } = (await res.json()) as { token: string };
   return new Promise((resolve) => {
