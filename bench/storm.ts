@@ -19,7 +19,6 @@ import { join } from "node:path";
 import jwt from "jsonwebtoken";
 import WebSocket, { WebSocketServer } from "ws";
 import {
-  cpuProfileDir,
   cpuSeconds,
   freePort,
   token as internalToken,
@@ -27,6 +26,7 @@ import {
   redisUrl,
   root,
   startChat,
+  startService,
   stopChats,
   withDatabase,
 } from "./support.ts";
@@ -44,33 +44,19 @@ const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/p
 
 async function startGateway(chatPort: number): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
-  const profile = cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfileDir}`] : [];
-  const child = spawn(process.execPath, [...profile, "--import", "tsx", join(root, "services/gateway/src/main.ts")], {
-    cwd: root,
-    env: {
-      PATH: process.env.PATH ?? "",
-      NODE_ENV: "production",
-      GATEWAY_PORT: String(port),
-      GATEWAY_HOST: "127.0.0.1",
-      CHAT_UPSTREAMS: `http://127.0.0.1:${chatPort}`,
-      INTERNAL_TOKEN: internalToken,
-      JWT_SECRET: jwtSecret,
-      WS_TOKEN_SECRET: wsSecret,
-      REDIS_URL: redisUrl,
-      REDIS_KEY_PREFIX: `lc-bench-storm:${process.pid}:`,
-      LOG_LEVEL: "warn",
-    },
-    stdio: ["ignore", "inherit", "inherit"],
+  const child = await startService("services/gateway/src/main.ts", port, {
+    NODE_ENV: "production",
+    GATEWAY_PORT: String(port),
+    GATEWAY_HOST: "127.0.0.1",
+    CHAT_UPSTREAMS: `http://127.0.0.1:${chatPort}`,
+    INTERNAL_TOKEN: internalToken,
+    JWT_SECRET: jwtSecret,
+    WS_TOKEN_SECRET: wsSecret,
+    REDIS_URL: redisUrl,
+    REDIS_KEY_PREFIX: `lc-bench-storm:${process.pid}:`,
+    LOG_LEVEL: "warn",
   });
-  for (let i = 0; i < 300; i++) {
-    const ready = await fetch(`http://127.0.0.1:${port}/health`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ready) return { port, child };
-    await sleep(100);
-  }
-  throw new Error("the gateway did not start");
+  return { port, child };
 }
 
 type Outcome =

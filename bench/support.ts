@@ -55,30 +55,35 @@ export async function startChat(
   extraEnv: Record<string, string>,
 ): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
+  const child = await startService("services/listings-chat/src/main.ts", port, {
+    NODE_ENV: "production",
+    CHAT_PORT: String(port),
+    CHAT_HOST: "127.0.0.1",
+    DATABASE_URL: url,
+    REDIS_URL: redisUrl,
+    REDIS_KEY_PREFIX: prefix,
+    INTERNAL_TOKEN: token,
+    INSTANCE_ID: id,
+    LOG_LEVEL: "warn",
+    SEND_LIMIT_PER_MINUTE: "1000000",
+    DATABASE_POOL_SIZE: "20",
+    ...extraEnv,
+  });
+  return { port, child };
+}
+
+/**
+ * Starts one of the services (`main`, from the repository's root) in a process of its own, with `env` and
+ * nothing else from this one but PATH (profiled under BENCH_CPU_PROF); resolves once it answers /health on
+ * `port`.
+ */
+export async function startService(main: string, port: number, env: Record<string, string>): Promise<ChildProcess> {
   const profile = cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfileDir}`] : [];
-  const child = spawn(
-    process.execPath,
-    [...profile, "--import", "tsx", join(root, "services/listings-chat/src/main.ts")],
-    {
-      cwd: root,
-      env: {
-        PATH: process.env.PATH ?? "",
-        NODE_ENV: "production",
-        CHAT_PORT: String(port),
-        CHAT_HOST: "127.0.0.1",
-        DATABASE_URL: url,
-        REDIS_URL: redisUrl,
-        REDIS_KEY_PREFIX: prefix,
-        INTERNAL_TOKEN: token,
-        INSTANCE_ID: id,
-        LOG_LEVEL: "warn",
-        SEND_LIMIT_PER_MINUTE: "1000000",
-        DATABASE_POOL_SIZE: "20",
-        ...extraEnv,
-      },
-      stdio: ["ignore", "inherit", "inherit"],
-    },
-  );
+  const child = spawn(process.execPath, [...profile, "--import", "tsx", join(root, main)], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? "", ...env },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
   for (let i = 0; i < 300; i++) {
     if (
       await fetch(`http://127.0.0.1:${port}/health`).then(
@@ -86,10 +91,11 @@ export async function startChat(
         () => false,
       )
     )
-      return { port, child };
+      return child;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error("listings-chat did not start");
+  child.kill("SIGKILL");
+  throw new Error(`${main} did not start`);
 }
 
 export function open(port: number, userId: number): Promise<WebSocket> {

@@ -19,6 +19,8 @@ export type ChatService = ReturnType<typeof createChatService>;
 
 /** Opening chats, listing them, unread counts and read receipts. */
 export function createChatService({ db, reads = db, publish }: ChatServiceDeps) {
+  const listBody = (userId: number, limit: number) => storing(() => chatListBody(reads, userId, limit));
+  const badgeBody = (userId: number) => storing(() => unreadBody(reads, userId, UNREAD_CHATS_LISTED));
   return {
     /** The chat of (listing, buyer, seller), created on first contact. */
     async open(buyerId: number, listingId: number, sellerId: number): Promise<{ chat: Chat; created: boolean }> {
@@ -29,14 +31,11 @@ export function createChatService({ db, reads = db, publish }: ChatServiceDeps) 
     },
 
     /** `GET /api/v1/chats`'s body, `{"chats": [...]}`, written by PostgreSQL and passed on as it is. */
-    listBody(userId: number, limit: number): Promise<string> {
-      return storing(() => chatListBody(reads, userId, limit));
-    },
+    listBody,
 
     /** The same, parsed (for callers in this process). */
     async list(userId: number, limit: number): Promise<ChatSummary[]> {
-      const body = await storing(() => chatListBody(reads, userId, limit));
-      return (JSON.parse(body) as { chats: ChatSummary[] }).chats;
+      return (JSON.parse(await listBody(userId, limit)) as { chats: ChatSummary[] }).chats;
     },
 
     /**
@@ -44,14 +43,11 @@ export function createChatService({ db, reads = db, publish }: ChatServiceDeps) 
      * counts of the most recently active chats with something unread (at most `UNREAD_CHATS_LISTED`), so
      * that the answer costs the same for a seller with 100,000 chats as for a buyer with one.
      */
-    unreadBody(userId: number): Promise<string> {
-      return storing(() => unreadBody(reads, userId, UNREAD_CHATS_LISTED));
-    },
+    unreadBody: badgeBody,
 
     /** The same, parsed. */
     async unread(userId: number): Promise<{ total: number; chats: Record<string, number> }> {
-      const body = await storing(() => unreadBody(reads, userId, UNREAD_CHATS_LISTED));
-      return JSON.parse(body) as { total: number; chats: Record<string, number> };
+      return JSON.parse(await badgeBody(userId)) as { total: number; chats: Record<string, number> };
     },
 
     /** Marks everything up to `messageId` read; emits `message_read` only when the marker moved. */

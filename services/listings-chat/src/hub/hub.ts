@@ -151,9 +151,6 @@ export function createHub(options: HubOptions) {
     void publishFrame({ type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping }, others);
   }
 
-  /** Whose presence a user's page is shown, and who hears about theirs (see `recentContactsOf`). */
-  const contactsOf = (userId: number) => recentContactsOf(db, userId, PRESENCE_CONTACTS);
-
   /**
    * Tells the contacts who are online that `userId`'s presence changed. An offline contact has no socket
    * to tell, and reads the state when they connect: each side changes its own state before it reads the
@@ -171,9 +168,12 @@ export function createHub(options: HubOptions) {
     await publishFrame({ type: "presence", user_id: userId, online: change.online }, online, change.version);
   }
 
-  /** The contacts of `userId` and their presence now. */
+  /**
+   * Whose presence `userId`'s page is shown, and who hears about theirs (see `recentContactsOf`), with
+   * their presence now.
+   */
   async function contactsWithStates(userId: number) {
-    const contacts = await contactsOf(userId);
+    const contacts = await recentContactsOf(db, userId, PRESENCE_CONTACTS);
     return { contacts, states: await presence.states(contacts) };
   }
 
