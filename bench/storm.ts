@@ -11,6 +11,7 @@
  * attempt, retries included), CPU per accepted socket and RSS per idle socket of both services; and, next
  * to them, nginx's CPU per proxied WebSocket (Debian's nginx, one worker, in front of a bare ws server)
  * measured in the same run with the same number of sockets. Not a test: a measurement to read.
+ * STORM_GATEWAY_ENV (a JSON object of variables) starts the gateway with other settings, to compare them.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -55,16 +56,19 @@ async function startGateway(chatPort: number): Promise<{ port: number; child: Ch
     REDIS_URL: redisUrl,
     REDIS_KEY_PREFIX: `lc-bench-storm:${process.pid}:`,
     LOG_LEVEL: "warn",
+    // Settings to try, e.g. STORM_GATEWAY_ENV='{"UPSTREAM_UPGRADES_IN_FLIGHT":"64"}'.
+    ...(process.env.STORM_GATEWAY_ENV ? JSON.parse(process.env.STORM_GATEWAY_ENV) : {}),
   });
   return { port, child };
 }
 
 type Outcome =
-  | { kind: "connected"; ws: WebSocket }
+  | { kind: "connected"; ws: WebSocket; tokenMs: number }
   | { kind: "refused"; status: number; code?: string; retryAfterMs: number };
 
 /** One attempt as a browser makes it: a ws-token, then the upgrade, until `connected`. */
 async function attempt(port: number, userId: number): Promise<Outcome> {
+  const t0 = performance.now();
   const access = jwt.sign({ sub: String(userId) }, jwtSecret, { algorithm: "HS256", expiresIn: 600 });
   const res = await fetch(`http://127.0.0.1:${port}/api/v2/ws-token`, {
     method: "POST",
@@ -80,6 +84,7 @@ async function attempt(port: number, userId: number): Promise<Outcome> {
     };
   }
   const { token } = (await res.json()) as { token: string };
+  const tokenMs = performance.now() - t0;
   return new Promise((resolve) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/chat?token=${token}`, { perMessageDeflate: false });
     const timer = setTimeout(() => {
@@ -88,7 +93,7 @@ async function attempt(port: number, userId: number): Promise<Outcome> {
     }, attemptTimeoutMs);
     ws.once("message", () => {
       clearTimeout(timer);
-      resolve({ kind: "connected", ws });
+      resolve({ kind: "connected", ws, tokenMs });
     });
     ws.once("unexpected-response", (_req, response) => {
       clearTimeout(timer);
@@ -126,6 +131,7 @@ function retryAfter(header: string | string[] | null | undefined): number {
 async function storm(port: number, count: number, perSecond: number) {
   const refusals = new Map<string, number>();
   const connectMs: number[] = [];
+  const tokenMs: number[] = [];
   const open: WebSocket[] = [];
   let acceptedAtOnce = 0;
   const started = performance.now();
@@ -137,6 +143,7 @@ async function storm(port: number, count: number, perSecond: number) {
       const outcome = await attempt(port, firstUser + i);
       if (outcome.kind === "connected") {
         connectMs.push(performance.now() - t0);
+        tokenMs.push(outcome.tokenMs);
         if (tries === 0) acceptedAtOnce += 1;
         lastConnectedAt = Math.max(lastConnectedAt, performance.now());
         open.push(outcome.ws);
@@ -149,6 +156,7 @@ async function storm(port: number, count: number, perSecond: number) {
   });
   await Promise.all(clients);
   const sorted = [...connectMs].sort((a, b) => a - b);
+  const sortedTokenMs = [...tokenMs].sort((a, b) => a - b);
   return {
     open,
     result: {
@@ -158,6 +166,9 @@ async function storm(port: number, count: number, perSecond: number) {
       refusedByStatus: Object.fromEntries(refusals),
       connectP50Ms: Number(percentile(sorted, 0.5).toFixed(1)),
       connectP99Ms: Number(percentile(sorted, 0.99).toFixed(1)),
+      // The ws-token's share of the connect time: a gateway behind on its event loop shows here first.
+      wsTokenP50Ms: Number(percentile(sortedTokenMs, 0.5).toFixed(1)),
+      wsTokenP99Ms: Number(percentile(sortedTokenMs, 0.99).toFixed(1)),
       allConnectedAfterMs: Math.round(lastConnectedAt - started),
     },
   };

@@ -1,8 +1,13 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import type { Upstream } from "./proxy/upstreams.ts";
 import type { WsCounters } from "./proxy/ws-upgrade.ts";
 
 /** The gateway's Prometheus registry (never the global one), read from the upgrade pass's counters. */
-export function createGatewayMetrics(counters: WsCounters, openPipes: () => number): Registry {
+export function createGatewayMetrics(
+  counters: WsCounters,
+  openPipes: () => number,
+  instances: readonly Upstream[],
+): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "gateway_" });
   new Gauge({
@@ -40,6 +45,33 @@ export function createGatewayMetrics(counters: WsCounters, openPipes: () => numb
     collect() {
       this.reset();
       for (const [outcome, n] of Object.entries(counters.upstreamFailures)) this.inc({ outcome }, n);
+    },
+  });
+  new Counter({
+    name: "gateway_ws_upgrade_queue_full_total",
+    help: "WebSocket upgrades refused with 503 upstream_busy because the queue for an instance's slots was full",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(counters.queueFull);
+    },
+  });
+  new Gauge({
+    name: "gateway_ws_upgrades_in_flight",
+    help: "Upgrades at a chat instance that it has not greeted yet (at most UPSTREAM_UPGRADES_IN_FLIGHT)",
+    labelNames: ["upstream"],
+    registers: [registry],
+    collect() {
+      for (const instance of instances) this.set({ upstream: instance.base }, instance.upgrades.inFlight);
+    },
+  });
+  new Gauge({
+    name: "gateway_ws_upgrades_waiting",
+    help: "Upgrades waiting for a slot at a chat instance (at most UPSTREAM_UPGRADE_QUEUE_MAX)",
+    labelNames: ["upstream"],
+    registers: [registry],
+    collect() {
+      for (const instance of instances) this.set({ upstream: instance.base }, instance.upgrades.waiting);
     },
   });
   return registry;

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { serve } from "@hono/node-server";
-import { createInternalTokenCheck, createRedisClient, succeedsWithin } from "@listings-chat/shared/node";
+import { createAdaptorServer } from "@hono/node-server";
+import { createInternalTokenCheck, createRedisClient, listen, succeedsWithin } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { createGatewayApp } from "./app.ts";
 import { createAccessTokenVerifier } from "./auth/access-token.ts";
@@ -36,6 +36,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     urls: config.chatUpstreams,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
     requestTimeoutMs: config.upstreamRequestTimeoutMs,
+    upgradeAdmission: config.upstreamUpgrades ?? { inFlightMax: 32, queueMax: 2_048, maxWaitMs: 1_000 },
   });
   let draining = false;
   const gatewayId = randomUUID();
@@ -73,7 +74,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       config.devAuth && key.kind === "secret"
         ? createDevTokenSigner({ secret: key.secret, issuer, audience })
         : undefined,
-    metrics: createGatewayMetrics(ws.counters, ws.openPipes),
+    metrics: createGatewayMetrics(ws.counters, ws.openPipes, upstreams.all),
     checkInternalToken: createInternalTokenCheck(config.internalToken),
     log,
     isShuttingDown: () => draining,
@@ -91,10 +92,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     }
     return response;
   };
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
-    s.once("error", reject);
-  });
+  const server = createAdaptorServer({ fetch }) as Server;
+  await listen(server, config.port, config.host);
   // A request head must arrive within 10 s and a whole request within 30 s (slow-loris); idle keep-alive
   // connections are kept longer than the 60 s of the nginx in front, so the gateway never closes one that
   // nginx is about to reuse (the POST 502 race).

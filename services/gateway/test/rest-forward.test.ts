@@ -28,7 +28,12 @@ beforeAll(async () => {
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 function forwarder(overrides: { requestTimeoutMs?: number; maxRequestsPerUser?: number } = {}) {
-  const upstreams = createUpstreams({ urls: [base], connectTimeoutMs: 500, requestTimeoutMs: 5_000 });
+  const upstreams = createUpstreams({
+    urls: [base],
+    connectTimeoutMs: 500,
+    requestTimeoutMs: 5_000,
+    upgradeAdmission: { inFlightMax: 1, queueMax: 0, maxWaitMs: 0 },
+  });
   return createRestForwarder({
     upstreams,
     internalToken: "internal",

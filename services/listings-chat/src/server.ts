@@ -1,8 +1,8 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { serve } from "@hono/node-server";
+import { createAdaptorServer } from "@hono/node-server";
 import { Limits } from "@listings-chat/shared";
-import { createInternalTokenCheck, createRedisClient, succeedsWithin } from "@listings-chat/shared/node";
+import { createInternalTokenCheck, createRedisClient, listen, succeedsWithin } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
 import { createApp } from "./app.ts";
@@ -131,10 +131,8 @@ export async function startChatServer(
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: Limits.maxFrameBytes, perMessageDeflate: false });
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
-    s.once("error", reject);
-  });
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  await listen(server, config.port, config.host);
   server.on(
     "upgrade",
     createUpgradeHandler({

@@ -1,4 +1,5 @@
 import { Pool } from "undici";
+import { UpgradeAdmission, type UpgradeAdmissionOptions } from "./upgrade-admission.ts";
 
 export interface Upstream {
   /** Base URL without a trailing slash, e.g. http://10.0.0.5:8086 */
@@ -7,12 +8,15 @@ export interface Upstream {
   pool: Pool;
   /** Until when a failed instance is tried last instead of in turn. */
   downUntil: number;
+  /** Slots for upgrade hops to this instance, and the queue for them. */
+  upgrades: UpgradeAdmission;
 }
 
 export interface UpstreamsOptions {
   urls: string[];
   connectTimeoutMs: number;
   requestTimeoutMs: number;
+  upgradeAdmission: UpgradeAdmissionOptions;
   /** How long a failed instance goes to the back of the queue. */
   penaltyMs?: number;
   now?: () => number;
@@ -28,6 +32,7 @@ export function createUpstreams({
   urls,
   connectTimeoutMs,
   requestTimeoutMs,
+  upgradeAdmission,
   penaltyMs = 5_000,
   now = Date.now,
 }: UpstreamsOptions) {
@@ -41,6 +46,7 @@ export function createUpstreams({
       keepAliveTimeout: 4_000,
     }),
     downUntil: 0,
+    upgrades: new UpgradeAdmission(upgradeAdmission),
   }));
   let turn = 0;
   return {
@@ -51,8 +57,10 @@ export function createUpstreams({
       const rotated = [...all.slice(start), ...all.slice(0, start)];
       return [...rotated.filter((u) => u.downUntil <= t), ...rotated.filter((u) => u.downUntil > t)];
     },
+    /** Puts a failed instance at the back of the queue; upgrades waiting for it go on to the next one. */
     markDown(upstream: Upstream) {
       upstream.downUntil = now() + penaltyMs;
+      upstream.upgrades.withdrawAll();
     },
     markUp(upstream: Upstream) {
       upstream.downUntil = 0;

@@ -40,14 +40,18 @@ export interface WsUpgradeOptions {
   connectTimeoutMs: number;
   isDraining: () => boolean;
   log: Logger;
+  /** Draws the Retry-After of a full queue; Math.random unless a test pins it. */
+  random?: () => number;
 }
 
 export interface WsCounters {
   accepted: number;
   /** Upgrades refused by the gateway, by HTTP status. */
   refused: Record<number, number>;
-  /** Attempts an instance failed: its non-101 status ("503", "401"…), "timeout" or "unreachable". */
+  /** Attempts an instance failed: its non-101 status ("503", "401"…), "busy", "timeout" or "unreachable". */
   upstreamFailures: Record<string, number>;
+  /** Upgrades refused by the gateway itself because the queue for an instance's slots was full. */
+  queueFull: number;
 }
 
 interface Pipe {
@@ -68,11 +72,11 @@ interface Pipe {
  * 503 nor answer a misconfigured instance's 401 in the gateway's own words.
  */
 export function createWsUpgrade(options: WsUpgradeOptions) {
-  const { wsTokens, upstreams, log, caps } = options;
+  const { wsTokens, upstreams, log, caps, random = Math.random } = options;
   const pipes = new Set<Pipe>();
   /** Upgrades between their first await and their pipe (or refusal): a drain waits for them too. */
   let handshakesInProgress = 0;
-  const counters: WsCounters = { accepted: 0, refused: {}, upstreamFailures: {} };
+  const counters: WsCounters = { accepted: 0, refused: {}, upstreamFailures: {}, queueFull: 0 };
 
   function refuse(socket: Duplex, status: number, code: string, message: string, headers?: Record<string, string>) {
     counters.refused[status] = (counters.refused[status] ?? 0) + 1;
@@ -104,23 +108,37 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
   }
 
   /**
-   * Tries the instances in turn; the first 101 wins. An instance's 4xx other than 401 is its verdict on the
-   * handshake itself and ends the search; 401 (another INTERNAL_TOKEN), 5xx and failures try the next one.
-   * A 503 with Retry-After is an instance that is alive but busy: the next one is tried, and it is not
-   * put to the back of the queue for everyone (only no answer, or another failure, does that).
+   * Tries the instances in turn; the first 101 wins. Each hop waits for a slot at its instance first
+   * (upgrade-admission.ts): a full queue there counts as busy. An instance's 4xx other than 401 is its
+   * verdict on the handshake itself and ends the search; 401 (another INTERNAL_TOKEN), 5xx and failures
+   * try the next one. A 503 with Retry-After is an instance that is alive but busy: the next one is tried,
+   * and it is not put to the back of the queue for everyone (only no answer, or another failure, does that).
+   * The slot of a 101 goes with it: it is given back once the instance greets the socket.
    */
   async function upgradeAtSomeInstance(
     path: string,
     headers: OutgoingHttpHeaders,
     signal: AbortSignal,
   ): Promise<
-    | { instance: Upstream; answer: Extract<UpgradeAnswer, { kind: "upgraded" }> }
+    | { instance: Upstream; answer: Extract<UpgradeAnswer, { kind: "upgraded" }>; releaseSlot: () => void }
     | { refusedWith: number }
     | { misconfigured: boolean; busyRetryAfter?: string }
   > {
     let misconfigured = false;
     let busyRetryAfter: string | undefined;
     for (const instance of upstreams.order()) {
+      const admission = await instance.upgrades.acquire(signal);
+      if (signal.aborted) {
+        if (admission.kind === "admitted") admission.release();
+        return { misconfigured, busyRetryAfter };
+      }
+      if (admission.kind === "withdrawn") continue;
+      if (admission.kind === "full") {
+        counters.queueFull += 1;
+        // Spread over 1–3 s, as an instance's own busy answer is, so that the refused do not return together.
+        busyRetryAfter ??= String(1 + Math.floor(random() * 3));
+        continue;
+      }
       let answer: UpgradeAnswer;
       try {
         answer = await requestUpstreamUpgrade({
@@ -131,14 +149,16 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
           signal,
         });
       } catch (error) {
+        admission.release();
         if (signal.aborted) return { misconfigured, busyRetryAfter };
         failed(instance, error instanceof UpgradeTimeoutError ? "timeout" : "unreachable", error);
         continue;
       }
       if (answer.kind === "upgraded") {
         upstreams.markUp(instance);
-        return { instance, answer };
+        return { instance, answer, releaseSlot: admission.release };
       }
+      admission.release();
       if (answer.status >= 400 && answer.status < 500 && answer.status !== 401) {
         // The instance refused this handshake itself (a bad subprotocol, say): another would refuse it too.
         countFailure(String(answer.status));
@@ -156,8 +176,17 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     return { misconfigured, busyRetryAfter };
   }
 
-  /** Writes the instance's 101 to the client and joins the two sockets until either closes. */
-  function pipe(client: Duplex, clientHead: Buffer, instance: Upstream, answer: UpgradeAnswer & { kind: "upgraded" }) {
+  /**
+   * Writes the instance's 101 to the client and joins the two sockets until either closes. `greeted` runs
+   * once, at the instance's first bytes (its `connected` frame) or when either side closes first.
+   */
+  function pipe(
+    client: Duplex,
+    clientHead: Buffer,
+    instance: Upstream,
+    answer: UpgradeAnswer & { kind: "upgraded" },
+    greeted: () => void,
+  ) {
     const { response, socket: upstream, head } = answer;
     const lines = ["HTTP/1.1 101 Switching Protocols"];
     for (let i = 0; i < response.rawHeaders.length; i += 2)
@@ -172,8 +201,11 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     pipes.add(entry);
     upstream.on("error", () => upstream.destroy());
     client.on("error", () => client.destroy());
+    if (head.length > 0) greeted();
+    else upstream.once("data", greeted);
     // The instance closed (its close frame may still be on the way out): let the client read it, briefly.
     upstream.once("close", () => {
+      greeted();
       if (client.destroyed) return;
       client.end();
       const timer = setTimeout(() => client.destroy(), CLIENT_FLUSH_MS);
@@ -183,6 +215,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     client.once("close", () => {
       pipes.delete(entry);
       upstream.destroy();
+      greeted();
     });
     upstream.pipe(client);
     client.pipe(upstream);
@@ -265,17 +298,19 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       if ("answer" in outcome) {
         if (socket.destroyed) {
           outcome.answer.socket.destroy();
+          outcome.releaseSlot();
           return;
         }
         if (options.isDraining()) {
           // The gateway began to drain during the hop: no new pipe now, and the token stays usable elsewhere.
           outcome.answer.socket.destroy();
+          outcome.releaseSlot();
           await giveTokenBack(grant);
           return refuseDraining(socket);
         }
         piped = true;
         socket.once("close", giveSlotBack);
-        pipe(socket, head, outcome.instance, outcome.answer);
+        pipe(socket, head, outcome.instance, outcome.answer, outcome.releaseSlot);
         return;
       }
       if ("refusedWith" in outcome) {
