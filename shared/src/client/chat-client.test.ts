@@ -69,10 +69,26 @@ function harness(options: Partial<ChatClientOptions> = {}) {
   return { server, chat, client, seen, ids, polls, sends };
 }
 
-/** Starts with every upgrade refused: the client ends up polling at fake time `Date.now()`. */
-async function startPolling(h: ReturnType<typeof harness>) {
+/**
+ * Starts with every upgrade refused: the first refusal is tried again on WebSocket after `refusedRetryMs`
+ * (2 s with random() = 0.5), the second sends the client to polling, at fake time `Date.now()`.
+ */
+async function startPolling(h: ReturnType<typeof harness>, refusedRetryDelayMs = 2_000) {
   h.server.upgrades = "refuse";
   h.client.start();
+  await settle();
+  expect(h.client.mode).toBe("connecting");
+  await advance(refusedRetryDelayMs);
+  expect(h.client.mode).toBe("polling");
+}
+
+/** With upgrades answered by hand: refuses the first connect and its retry 2 s later; the client polls. */
+async function refuseFirstConnectAndRetry(h: ReturnType<typeof harness>) {
+  h.server.sockets[0]?.refuse();
+  await settle();
+  expect(h.client.mode).toBe("connecting");
+  await advance(2_000);
+  h.server.lastSocket.refuse();
   await settle();
   expect(h.client.mode).toBe("polling");
 }
@@ -173,8 +189,10 @@ describe("fallback to polling", () => {
     expect(h.seen.modes).toEqual(["connecting", "polling"]);
     expect(h.seen.warnings).toEqual([POLLING_WARNING]);
     expect(POLLING_WARNING).toBe("Real-time updates are unavailable: refreshing every 5 seconds");
-    expect(h.server.sockets).toHaveLength(1);
+    // The refused first connect, and its one retry on WebSocket 2 s later.
+    expect(h.server.sockets).toHaveLength(2);
     expect(h.server.sockets[0]?.closed).toMatchObject({ by: "server", code: 1006 });
+    expect(h.server.sockets[1]?.closed).toMatchObject({ by: "server", code: 1006 });
     expect(h.polls()).toHaveLength(1);
 
     h.server.upgrades = "accept";
@@ -245,9 +263,9 @@ describe("WebSocket retry while polling", () => {
     await startPolling(h);
     const start = Date.now();
     await advance(120_000);
-    // random() = 0.5 here: each step exactly; the first socket is the refused first connect.
+    // random() = 0.5 here: each step exactly; the first two sockets are the refused first connect and its retry.
     expect(h.server.sockets.map((s) => s.createdAt - start)).toEqual([
-      0, 2_000, 6_000, 14_000, 30_000, 60_000, 90_000, 120_000,
+      -2_000, 0, 2_000, 6_000, 14_000, 30_000, 60_000, 90_000, 120_000,
     ]);
     expect(h.client.mode).toBe("polling");
     expect(h.polls()).toHaveLength(25); // 0, 5, …, 120 s
@@ -260,11 +278,11 @@ describe("WebSocket retry while polling", () => {
       [0.999, 2_998, 30_000],
     ] as const) {
       const h = harness({ random: () => draw });
-      await startPolling(h);
+      await startPolling(h, Math.floor(2_000 * (0.5 + draw)));
       const start = Date.now();
       await advance(200_000);
       const gaps = h.server.sockets
-        .slice(1)
+        .slice(2)
         .map((s, i, all) => s.createdAt - (i === 0 ? start : all[i - 1]!.createdAt));
       expect(gaps[0]).toBe(first);
       expect(gaps.at(-1)).toBe(later);
@@ -278,15 +296,15 @@ describe("WebSocket retry while polling", () => {
     await startPolling(h);
     h.server.upgrades = "accept";
     await advance(1_999);
-    expect(h.server.sockets).toHaveLength(1);
-    await advance(1);
     expect(h.server.sockets).toHaveLength(2);
+    await advance(1);
+    expect(h.server.sockets).toHaveLength(3);
     expect(h.client.mode).toBe("live");
     expect(h.seen.warnings).toEqual([POLLING_WARNING, null]);
     const pollsAtLive = h.polls().length;
     await advance(5 * 60_000);
     expect(h.polls()).toHaveLength(pollsAtLive);
-    expect(h.server.sockets).toHaveLength(2);
+    expect(h.server.sockets).toHaveLength(3);
   });
 
   it("schedules the next retry when an attempt starts: an upgrade that hangs does not end the retries", async () => {
@@ -294,10 +312,10 @@ describe("WebSocket retry while polling", () => {
     await startPolling(h);
     h.server.upgrades = "manual"; // every retry's upgrade hangs: no open, no close
     await advance(30_000);
-    expect(h.server.sockets).toHaveLength(2);
-    await advance(30_000);
     expect(h.server.sockets).toHaveLength(3);
-    expect(h.server.sockets[1]?.closed?.by).toBe("client"); // the hanging one was given up
+    await advance(30_000);
+    expect(h.server.sockets).toHaveLength(4);
+    expect(h.server.sockets[2]?.closed?.by).toBe("client"); // the hanging one was given up
     h.server.upgrades = "accept";
     await advance(30_000);
     expect(h.client.mode).toBe("live");
@@ -311,7 +329,7 @@ describe("WebSocket retry while polling", () => {
       await advance(1_000);
       fire();
       await settle();
-      expect(h.server.sockets).toHaveLength(i + 2);
+      expect(h.server.sockets).toHaveLength(i + 3);
       expect(h.client.mode).toBe("polling");
     }
     h.server.upgrades = "accept";
@@ -406,9 +424,7 @@ describe("exactly once, in order", () => {
     h.server.upgrades = "manual";
     h.client.start();
     await settle();
-    h.server.sockets[0]?.refuse();
-    await settle();
-    expect(h.client.mode).toBe("polling");
+    await refuseFirstConnectAndRetry(h);
     await advance(30_000); // the retry's socket is asked for with after=1 and left connecting
     const retry = h.server.lastSocket;
     expect(retry.after).toBe(1);
@@ -431,8 +447,7 @@ describe("exactly once, in order", () => {
     h.server.upgrades = "manual";
     h.client.start();
     await settle();
-    h.server.sockets[0]?.refuse();
-    await settle();
+    await refuseFirstConnectAndRetry(h);
     for (let i = 0; i < 3; i++) h.server.post(h.chat.id, OTHER); // 2, 3, 4
     await advance(5_000);
     expect(h.ids()).toEqual([2, 3, 4]);
@@ -554,7 +569,7 @@ describe("401: signed out", () => {
     const requests = h.server.requests.length;
     await advance(10 * 60_000);
     expect(h.server.requests).toHaveLength(requests);
-    expect(h.server.sockets).toHaveLength(1);
+    expect(h.server.sockets).toHaveLength(2);
     expect(vi.getTimerCount()).toBe(0);
   });
 
@@ -566,6 +581,87 @@ describe("401: signed out", () => {
     expect(h.seen.fatal).toHaveLength(1);
     await advance(10 * 60_000);
     expect(h.server.requests).toHaveLength(1);
+  });
+});
+
+describe("the client side of a reconnect storm", () => {
+  it("tries a refused first connect once more on WebSocket, 1-3 s later, and goes live without ever polling", async () => {
+    for (const [draw, delay] of [
+      [0, 1_000],
+      [0.5, 2_000],
+      [0.999, 2_998],
+    ] as const) {
+      const h = harness({ random: () => draw });
+      h.server.upgrades = "refuse"; // a busy server: the browser sees only a close before the greeting
+      h.client.start();
+      await settle();
+      expect(h.server.sockets).toHaveLength(1);
+      expect(h.client.mode).toBe("connecting");
+      h.server.upgrades = "accept";
+      await advance(delay - 1);
+      expect(h.server.sockets).toHaveLength(1);
+      await advance(1);
+      expect(h.server.sockets).toHaveLength(2);
+      expect(h.client.mode).toBe("live");
+      expect(h.polls()).toHaveLength(0);
+      expect(h.seen.warnings).toEqual([]);
+      h.client.stop();
+    }
+  });
+
+  it("honours a ws-token's Retry-After: the next try comes no sooner (drawn in [1, 1.5) of it), on WebSocket", async () => {
+    const h = harness({ random: () => 0.5 });
+    h.server.busyPaths.set("/api/v2/ws-token", 4_000);
+    h.client.start();
+    await settle();
+    expect(h.client.mode).toBe("connecting");
+    expect(h.polls()).toHaveLength(0);
+    h.server.busyPaths.clear();
+    await advance(4_999); // 4 s × 1.25
+    expect(h.server.requestsTo("POST", "/api/v2/ws-token")).toHaveLength(1);
+    await advance(1);
+    expect(h.server.requestsTo("POST", "/api/v2/ws-token")).toHaveLength(2);
+    expect(h.client.mode).toBe("live");
+    expect(h.polls()).toHaveLength(0);
+  });
+
+  it("while reconnecting, waits out a ws-token's Retry-After longer than its backoff", async () => {
+    const h = harness({ random: () => 0.5 });
+    await startLive(h);
+    h.server.busyPaths.set("/api/v2/ws-token", 3_000);
+    h.server.lastSocket.drop(); // backoff [0, 1 s): 500 ms with random() = 0.5
+    await advance(500);
+    expect(h.server.requestsTo("POST", "/api/v2/ws-token")).toHaveLength(2);
+    h.server.busyPaths.clear();
+    await advance(3_749); // 3 s × 1.25, not the 1 s of the next backoff step
+    expect(h.server.requestsTo("POST", "/api/v2/ws-token")).toHaveLength(2);
+    await advance(1);
+    expect(h.server.requestsTo("POST", "/api/v2/ws-token")).toHaveLength(3);
+    expect(h.client.mode).toBe("live");
+  });
+
+  it("still polls at once when the first connect hangs or the network is down (nothing to retry soon)", async () => {
+    const h = harness();
+    h.server.failFetches = true;
+    h.client.start();
+    await settle();
+    expect(h.client.mode).toBe("polling");
+  });
+
+  it("polls a busy server no sooner than its Retry-After", async () => {
+    const h = harness({ wsRetryFirstMs: 60_000, wsRetryIntervalMs: 60_000 });
+    await startPolling(h);
+    expect(h.polls()).toHaveLength(1);
+    h.server.busyPaths.set(EVENTS, 12_000);
+    await advance(5_000);
+    expect(h.polls()).toHaveLength(2); // answered 503, Retry-After 12 s
+    h.server.busyPaths.clear();
+    await advance(11_999);
+    expect(h.polls()).toHaveLength(2);
+    await advance(1);
+    expect(h.polls()).toHaveLength(3);
+    await advance(5_000);
+    expect(h.polls()).toHaveLength(4); // back to every 5 s
   });
 });
 

@@ -123,6 +123,8 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private reconnectingSince = 0;
   /** Whether the client was live since start(): a first connect that fails means a restricted network. */
   private everLive = false;
+  /** Refused first connects tried again on WebSocket (one, before polling). */
+  private refusedRetries = 0;
   /** The step of the WebSocket retry ladder while polling. */
   private retryStep = 0;
   private stopped = true;
@@ -181,6 +183,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       backoffMinMs: options.backoffMinMs ?? 500,
       backoffMaxMs: options.backoffMaxMs ?? 8_000,
       goingAwayJitterMs: options.goingAwayJitterMs ?? 3_000,
+      refusedRetryMs: options.refusedRetryMs ?? 2_000,
       connectTimeoutMs: options.connectTimeoutMs ?? 8_000,
       heartbeatIdleMs: options.heartbeatIdleMs ?? 20_000,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 10_000,
@@ -208,6 +211,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.stopped = false;
     this.drops = 0;
     this.everLive = false;
+    this.refusedRetries = 0;
     this.retryStep = 0;
     this.unsubscribe = [
       this.connectivity.onOnline(() => this.retryNow()),
@@ -382,7 +386,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (attempt !== this.attempt || greeted) return;
       this.attempt += 1;
       this.closeSocket(CLOSE_DEAD, "no connected frame in time");
-      this.connectFailed();
+      this.connectFailed("hung");
     }, this.settings.connectTimeoutMs);
     let url: string;
     try {
@@ -393,7 +397,9 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (attempt !== this.attempt || this.stopped) return;
       this.cancel("connectTimer");
       if (error instanceof ChatApiError && error.status === 401) return this.fail(error);
-      return this.connectFailed();
+      // 429 or 503 with Retry-After: the server is there and asks to wait; without one, it may be the network.
+      const retryAfterMs = error instanceof ChatApiError ? error.retryAfterMs : undefined;
+      return this.connectFailed(retryAfterMs === undefined ? "unreachable" : "refused", retryAfterMs);
     }
     if (attempt !== this.attempt || this.stopped) return;
     let socket: WebSocketLike;
@@ -401,7 +407,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       socket = this.webSocket(url);
     } catch {
       this.cancel("connectTimer");
-      return this.connectFailed();
+      return this.connectFailed("unreachable");
     }
     this.socket = socket;
     socket.onmessage = (message) => {
@@ -432,7 +438,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (this.stopped) return;
       if (!greeted) {
         this.cancel("connectTimer");
-        return this.connectFailed();
+        return this.connectFailed("refused");
       }
       this.dropped(event.code);
     };
@@ -469,13 +475,26 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     }, this.settings.reconnectingMaxMs);
   }
 
-  /** A connect attempt failed (refused, no network, or no greeting in time). */
-  private connectFailed(): void {
+  /**
+   * A connect attempt failed: `refused` (the socket closed before its greeting, or the ws-token was
+   * refused with a Retry-After), `unreachable` (no answer, or no WebSocket here), or `hung` (no greeting
+   * within the deadline). The next attempt never comes before a Retry-After the server gave.
+   */
+  private connectFailed(how: "refused" | "unreachable" | "hung", retryAfterMs?: number): void {
     if (this.stopped) return;
     // While polling the next try was scheduled when this one started.
     if (this.state !== "connecting") return;
-    // Never live since start: a network that does not let WebSocket through. Poll at once.
+    const notBefore = retryAfterMs === undefined ? 0 : Math.floor(retryAfterMs * (1 + this.random() / 2));
+    // Never live since start: a network that does not let WebSocket through, or a server too busy to take
+    // this socket now. A refusal gets one more try on WebSocket, spread as the server spreads its own
+    // Retry-After; then (or at once, for anything else) the client polls.
     if (!this.everLive) {
+      if (how === "refused" && this.refusedRetries < 1) {
+        this.refusedRetries += 1;
+        const spread = Math.floor(this.settings.refusedRetryMs * (0.5 + this.random()));
+        this.transition("connecting", Math.max(1, notBefore, spread));
+        return;
+      }
       this.transition("polling");
       return;
     }
@@ -485,7 +504,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       this.transition("polling");
       return;
     }
-    this.transition("connecting", Math.max(1, this.backoffFor(this.drops + this.failedReconnects)));
+    this.transition("connecting", Math.max(1, notBefore, this.backoffFor(this.drops + this.failedReconnects)));
   }
 
   private backoffFor(step: number): number {
@@ -589,6 +608,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
 
   private async poll(run: number): Promise<void> {
     const started = this.timers.now();
+    let retryAfterMs = 0;
     try {
       for (;;) {
         const page = await this.api.events(this.cursor);
@@ -606,10 +626,12 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       }
     } catch (error) {
       if (error instanceof ChatApiError && error.status === 401) return this.fail(error);
-      // A failed poll is tried again at the next tick; the cursor has not moved past anything.
+      // A failed poll is tried again at the next tick, or after the server's Retry-After when that is
+      // later (a busy server is not polled harder); the cursor has not moved past anything.
+      if (error instanceof ChatApiError && error.retryAfterMs !== undefined) retryAfterMs = error.retryAfterMs;
     }
     if (this.state !== "polling" || run !== this.pollRun) return;
-    const wait = Math.max(0, this.settings.pollIntervalMs - (this.timers.now() - started));
+    const wait = Math.max(0, this.settings.pollIntervalMs - (this.timers.now() - started), retryAfterMs);
     this.pollTimer = this.timers.setTimeout(() => {
       this.pollTimer = undefined;
       if (this.state === "polling") void this.poll(run);

@@ -51,6 +51,13 @@ export interface ChatClientOptions {
   backoffMaxMs?: number;
   /** Reconnects after a 1001 (the server going away) are spread over this long, so they do not come at once. */
   goingAwayJitterMs?: number;
+  /**
+   * A first connect that was refused (closed before the `connected` frame, or a ws-token answer with
+   * Retry-After) is tried once more on WebSocket, after a wait drawn in [0.5, 1.5) of this (or after the
+   * Retry-After, when there is one), before polling: in a reconnect storm a busy server refuses, and a
+   * browser cannot read why an upgrade was refused. 2,000 ms: the spread of the server's own Retry-After.
+   */
+  refusedRetryMs?: number;
   /** Each connect attempt must reach the `connected` frame within this, or it is closed and counts as failed. */
   connectTimeoutMs?: number;
   /** While live: a `ping` when nothing was received for this long … */

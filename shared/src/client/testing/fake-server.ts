@@ -76,6 +76,8 @@ export class FakeChatServer {
   upgrades: "accept" | "refuse" | "manual" = "accept";
   /** Every fetch fails as a network error (a `TypeError`, as browsers reject). */
   failFetches = false;
+  /** Paths answered 503 with this Retry-After (ms), as by a gateway in a reconnect storm. */
+  readonly busyPaths = new Map<string, number>();
   sendAnswer: SendAnswer = "ack";
   /** Cuts `/events` pages at this many events with `has_more`, as the real server cuts a page of long messages by bytes. */
   eventsPageCut: number | undefined;
@@ -240,6 +242,8 @@ export class FakeChatServer {
 
   private route(method: string, url: URL, userId: number, body: unknown): [number, unknown] {
     const path = url.pathname;
+    const busyFor = this.busyPaths.get(path);
+    if (busyFor !== undefined) throw new FakeHttpError(503, "upstream_busy", "busy: retry shortly", busyFor);
     if (method === "POST" && path === "/api/v2/ws-token") {
       if (this.wsTokenUnauthorized) throw new FakeHttpError(401, ErrorCode.unauthorized, "access token refused");
       const token = `ticket-${this.nextTicket++}`;
