@@ -162,6 +162,9 @@ describe("a reconnect storm through the gateway (real processes)", () => {
     const instanceBusy = count(/^gateway_ws_upstream_failures_total\{outcome="busy"\} (\d+)$/m);
     expect(queueFull).toBeGreaterThan(0);
     expect(instanceBusy).toBeGreaterThan(0);
+    // The instance counted the same refusals.
+    const chatMetrics = await http(chat.baseUrl, "GET", "/metrics", { headers: { "x-internal-token": internalToken } });
+    expect(chatMetrics.text).toMatch(new RegExp(`^listings_chat_upgrades_refused_busy_total ${instanceBusy}$`, "m"));
     expect(refused).toBeGreaterThan(0);
     expect(metrics.text).toMatch(new RegExp(`^gateway_ws_upgrades_accepted_total ${SOCKETS}$`, "m"));
 

@@ -141,6 +141,9 @@ export async function startChatServer(
       checkInternalToken,
       isShuttingDown,
       connectQueueMax: config.connectQueueMax ?? 256,
+      onBusy: () => {
+        stats.upgradesRefusedBusyTotal += 1;
+      },
       log,
     }),
   );

@@ -32,6 +32,7 @@ function recordingSocket() {
 
 function handlerWith(opening: number, random: number) {
   const upgraded: number[] = [];
+  const refusedBusy: number[] = [];
   const wss = {
     handleUpgrade: () => upgraded.push(1),
   } as unknown as WebSocketServer;
@@ -42,18 +43,20 @@ function handlerWith(opening: number, random: number) {
     checkInternalToken: (presented) => presented === "secret",
     isShuttingDown: () => false,
     connectQueueMax: 3,
+    onBusy: () => refusedBusy.push(1),
     log: pino({ level: "silent" }),
     random: () => random,
   });
-  return { handle, upgraded };
+  return { handle, upgraded, refusedBusy };
 }
 
 describe("admission of upgrades", () => {
   it("accepts while fewer sockets than the limit wait for their greeting", () => {
-    const { handle, upgraded } = handlerWith(2, 0);
+    const { handle, upgraded, refusedBusy } = handlerWith(2, 0);
     const { socket, text } = recordingSocket();
     handle(upgradeRequest(), socket, Buffer.alloc(0));
     expect(upgraded).toHaveLength(1);
+    expect(refusedBusy).toHaveLength(0);
     expect(text()).toBe("");
   });
 
@@ -62,10 +65,11 @@ describe("admission of upgrades", () => {
     [0.5, "2"],
     [0.99, "3"],
   ])("refuses at once with 503 instance_busy when the queue is full (draw %s → Retry-After %s)", (draw, retryAfter) => {
-    const { handle, upgraded } = handlerWith(3, draw);
+    const { handle, upgraded, refusedBusy } = handlerWith(3, draw);
     const { socket, text } = recordingSocket();
     handle(upgradeRequest(), socket, Buffer.alloc(0));
     expect(upgraded).toHaveLength(0);
+    expect(refusedBusy).toHaveLength(1);
     expect(text()).toMatch(/^HTTP\/1\.1 503 /);
     expect(text()).toContain(`Retry-After: ${retryAfter}\r\n`);
     expect(text()).toContain('"code":"instance_busy"');

@@ -15,6 +15,8 @@ export interface UpgradeDeps {
   isShuttingDown: () => boolean;
   /** At most this many accepted sockets waiting for their greeting; past it, upgrades are refused at once. */
   connectQueueMax: number;
+  /** Counts an admission refusal. */
+  onBusy?: () => void;
   log: Logger;
   random?: () => number;
 }
@@ -29,6 +31,7 @@ export function createUpgradeHandler({
   checkInternalToken,
   isShuttingDown,
   connectQueueMax,
+  onBusy,
   log,
   random = Math.random,
 }: UpgradeDeps) {
@@ -55,6 +58,7 @@ export function createUpgradeHandler({
       // Alive but behind: a quick answer the client can act on, not a handshake that times out somewhere.
       // Spread over 1–3 s, so that the refused do not all come back at once.
       const retryAfter = String(1 + Math.floor(random() * 3));
+      onBusy?.();
       return refuse(socket, 503, ErrorCode.instanceBusy, "this instance is busy opening connections: retry shortly", {
         "Retry-After": retryAfter,
       });

@@ -31,6 +31,7 @@ export function createMetrics(stats: Stats, snapshot: () => { connections: numbe
     ["rateLimitedTotal", "Sends refused by the rate limit"],
     ["sendLimitLocalTotal", "Sends counted by this instance alone because Redis did not answer"],
     ["slowConsumerDisconnectsTotal", "Sockets closed with 1013 for a backlog over 1 MiB"],
+    ["upgradesRefusedBusyTotal", "Upgrades refused with 503 instance_busy: CONNECT_QUEUE_MAX greetings were pending"],
   ];
   for (const [key, help] of counters) {
     const snake = key.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`).replace(/_total$/, "");

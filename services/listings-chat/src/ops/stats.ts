@@ -13,6 +13,8 @@ export interface Stats {
   /** Sends counted by this instance alone because Redis did not answer (the limit failed open to per instance). */
   sendLimitLocalTotal: number;
   slowConsumerDisconnectsTotal: number;
+  /** Upgrades refused at once with 503 `instance_busy` (admission: CONNECT_QUEUE_MAX greetings pending). */
+  upgradesRefusedBusyTotal: number;
 }
 
 export const createStats = (): Stats => ({
@@ -25,4 +27,5 @@ export const createStats = (): Stats => ({
   rateLimitedTotal: 0,
   sendLimitLocalTotal: 0,
   slowConsumerDisconnectsTotal: 0,
+  upgradesRefusedBusyTotal: 0,
 });
