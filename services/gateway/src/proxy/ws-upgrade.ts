@@ -8,6 +8,7 @@ import { AuthError } from "../auth/errors.ts";
 import type { WsTokenGrant, WsTokens } from "../auth/ws-token.ts";
 import { GatewayErrorCode, MISCONFIGURED_MESSAGE } from "../error-codes.ts";
 import { handshakeProblem } from "./handshake.ts";
+import { destroyOnError, relay } from "./relay.ts";
 import type { SocketCaps } from "./socket-caps.ts";
 import { requestUpstreamUpgrade, type UpgradeAnswer, UpgradeTimeoutError } from "./upstream-upgrade.ts";
 import type { Upstream, Upstreams } from "./upstreams.ts";
@@ -81,6 +82,10 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
   function refuse(socket: Duplex, status: number, code: string, message: string, headers?: Record<string, string>) {
     counters.refused[status] = (counters.refused[status] ?? 0) + 1;
     refuseUpgrade(socket, status, code, message, headers);
+  }
+
+  function onClientSocketError(error: Error) {
+    log.debug({ err: error }, "client socket error");
   }
 
   function countFailure(outcome: string) {
@@ -199,8 +204,8 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     counters.accepted += 1;
     const entry: Pipe = { client, upstream, instance };
     pipes.add(entry);
-    upstream.on("error", () => upstream.destroy());
-    client.on("error", () => client.destroy());
+    upstream.on("error", destroyOnError);
+    client.on("error", destroyOnError);
     if (head.length > 0) greeted();
     else upstream.once("data", greeted);
     // The instance closed (its close frame may still be on the way out): let the client read it, briefly.
@@ -217,8 +222,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       upstream.destroy();
       greeted();
     });
-    upstream.pipe(client);
-    client.pipe(upstream);
+    relay(client, upstream);
   }
 
   async function handle(req: IncomingMessage, socket: Duplex, head: Buffer) {
@@ -356,8 +360,10 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
 
   return {
     listener(req: IncomingMessage, socket: Duplex, head: Buffer) {
-      // First, so that a client that vanishes mid-handshake cannot crash the process.
-      socket.on("error", (error) => log.debug({ err: error, url: redactUrl(req.url) }, "client socket error"));
+      // First, so that a client that vanishes mid-handshake cannot crash the process. One shared listener:
+      // a closure over `req` would keep the request (its headers, and the ws-token in its URL) for as long
+      // as the pipe lives.
+      socket.on("error", onClientSocketError);
       handshakesInProgress += 1;
       handle(req, socket, head)
         .catch((error) => {
