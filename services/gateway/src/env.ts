@@ -65,7 +65,7 @@ const schema = z.object({
   UPSTREAM_REQUEST_TIMEOUT_MS: wholeNumber(100, 120_000).default(10_000),
   UPSTREAM_UPGRADES_IN_FLIGHT: wholeNumber(1, 10_000).default(32),
   UPSTREAM_UPGRADE_QUEUE_MAX: wholeNumber(0, 100_000).default(2_048),
-  UPSTREAM_UPGRADE_QUEUE_WAIT_MS: wholeNumber(0, 60_000).default(1_000),
+  UPSTREAM_UPGRADE_QUEUE_WAIT_MS: wholeNumber(0, 60_000).default(3_000),
   BODY_TIMEOUT_MS: wholeNumber(100, 60_000).default(10_000),
   MAX_REQUESTS_PER_USER: wholeNumber(1, 1000).default(16),
   // Below run-service's hard exit at 9.5 s, so that SIGTERM still ends in exit 0 within 10 s.
@@ -95,7 +95,7 @@ export interface GatewayConfig {
    * UPSTREAM_UPGRADES_IN_FLIGHT, UPSTREAM_UPGRADE_QUEUE_MAX and UPSTREAM_UPGRADE_QUEUE_WAIT_MS
    * (proxy/upgrade-admission.ts): upgrades at one instance at a time, until it greets them; upgrades
    * waiting for one of those slots; the longest expected wait still worth queueing for. 32, 2,048 and
-   * 1,000 ms when not given.
+   * 3,000 ms when not given.
    */
   upstreamUpgrades?: { inFlightMax: number; queueMax: number; maxWaitMs: number };
   /** How long a client may take to send a request body (408 after). */

@@ -36,7 +36,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     urls: config.chatUpstreams,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
     requestTimeoutMs: config.upstreamRequestTimeoutMs,
-    upgradeAdmission: config.upstreamUpgrades ?? { inFlightMax: 32, queueMax: 2_048, maxWaitMs: 1_000 },
+    upgradeAdmission: config.upstreamUpgrades ?? { inFlightMax: 32, queueMax: 2_048, maxWaitMs: 3_000 },
   });
   let draining = false;
   const gatewayId = randomUUID();

@@ -77,23 +77,29 @@ describe("UpgradeAdmission", () => {
     expect(await admission.acquire(never())).toEqual({ kind: "full" });
   });
 
-  it("refuses at once when the expected wait (the queue ahead, and how long slots are held) is too long", async () => {
+  it("refuses at once when the expected wait (the queue ahead, at the rate slots come free) is too long", async () => {
     let clock = 0;
     const admission = new UpgradeAdmission({ inFlightMax: 2, queueMax: 100, maxWaitMs: 100, now: () => clock });
-    // Slots held 40 ms each: with two slots, every two waiting add 40 ms to the wait of the next.
-    const first = admitted(await admission.acquire(never()));
-    const second = admitted(await admission.acquire(never()));
-    clock += 40;
-    first();
-    second();
-    expect(admission.expectedWaitMs).toBe(20);
-    admitted(await admission.acquire(never()));
-    admitted(await admission.acquire(never()));
-    // The fifth in the queue expects 5 × 40 / 2 = 100 ms: still worth it; the sixth's 120 ms is not.
-    for (let i = 0; i < 5; i++) void admission.acquire(never());
-    expect(admission.waiting).toBe(5);
+    const slots = [admitted(await admission.acquire(never())), admitted(await admission.acquire(never()))];
+    // Nothing measured yet: waiters are queued however many (the first of a storm are never refused on a guess).
+    const waiters = [1, 2, 3].map(() => admission.acquire(never()));
+    expect(admission.expectedWaitMs).toBe(0);
+    // Slots come free every 20 ms while upgrades wait: the queue moves one every 20 ms.
+    clock += 20;
+    slots[0]?.();
+    clock += 20;
+    slots[1]?.();
+    const third = admitted(await waiters[0]!);
+    admitted(await waiters[1]!);
+    expect(admission.waiting).toBe(1);
+    expect(admission.expectedWaitMs).toBe(40);
+    // Four more fit within 100 ms (the fifth in line expects 5 × 20); the next would wait 120 ms: refused.
+    for (let i = 0; i < 3; i++) void admission.acquire(never());
+    expect(admission.waiting).toBe(4);
+    void admission.acquire(never());
     expect(admission.expectedWaitMs).toBe(120);
     expect(await admission.acquire(never())).toEqual({ kind: "full" });
     expect(admission.waiting).toBe(5);
+    third();
   });
 });

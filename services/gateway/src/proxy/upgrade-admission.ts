@@ -39,17 +39,22 @@ export class UpgradeAdmission {
   private head = 0;
   /** Waiters in the queue that have not left (the queue also holds the holes of those that did). */
   private queued = 0;
-  /** How long a slot is held (hop and greeting), as a moving average: what the expected wait is made of. */
-  private holdMs = 0;
+  /**
+   * How often a slot comes free while upgrades wait, as a moving average: how fast the queue moves, whatever
+   * limits it (the instance, or this gateway's own event loop). Measured only while someone waits, when the
+   * release rate is the service rate; 0 until then, so the first waiters of a storm are never refused on a guess.
+   */
+  private releaseGapMs = 0;
+  private lastReleaseWhileWaiting: number | undefined;
   private readonly now: () => number;
 
   constructor(private readonly options: UpgradeAdmissionOptions) {
     this.now = options.now ?? (() => performance.now());
   }
 
-  /** How long a new arrival would wait for a slot, from the queue ahead of it and how long slots are held. */
+  /** How long a new arrival would wait for a slot: the queue ahead of it, served at the measured rate. */
   get expectedWaitMs(): number {
-    return ((this.queued + 1) * this.holdMs) / this.options.inFlightMax;
+    return (this.queued + 1) * this.releaseGapMs;
   }
 
   /** Upgrades waiting for a slot. */
@@ -101,15 +106,26 @@ export class UpgradeAdmission {
 
   private releaser(): () => void {
     let released = false;
-    const since = this.now();
     return () => {
       if (released) return;
       released = true;
-      const held = this.now() - since;
-      this.holdMs = this.holdMs === 0 ? held : this.holdMs * 0.9 + held * 0.1;
+      this.measureRelease();
       this.active -= 1;
       this.grantNext();
     };
+  }
+
+  private measureRelease(): void {
+    if (this.queued === 0) {
+      this.lastReleaseWhileWaiting = undefined;
+      return;
+    }
+    const now = this.now();
+    if (this.lastReleaseWhileWaiting !== undefined) {
+      const gap = now - this.lastReleaseWhileWaiting;
+      this.releaseGapMs = this.releaseGapMs === 0 ? gap : this.releaseGapMs * 0.9 + gap * 0.1;
+    }
+    this.lastReleaseWhileWaiting = now;
   }
 
   private grantNext(): void {
