@@ -102,4 +102,24 @@ describe("UpgradeAdmission", () => {
     expect(admission.waiting).toBe(5);
     third();
   });
+
+  it("forgets an old, slow measure once its queue is empty: the first in line is always let in", async () => {
+    let clock = 0;
+    const admission = new UpgradeAdmission({ inFlightMax: 1, queueMax: 100, maxWaitMs: 100, now: () => clock });
+    let slot = admitted(await admission.acquire(never()));
+    const waiters = [admission.acquire(never()), admission.acquire(never())];
+    // Slots came free 5 s apart (one very slow greeting) while upgrades waited.
+    clock += 5_000;
+    slot();
+    slot = admitted(await waiters[0]!);
+    clock += 5_000;
+    slot();
+    slot = admitted(await waiters[1]!);
+    expect(admission.waiting).toBe(0);
+    // The queue emptied: the next waiter is queued, not refused on the 5 s of the last storm.
+    const next = admission.acquire(never());
+    expect(admission.waiting).toBe(1);
+    slot();
+    admitted(await next);
+  });
 });

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { ChatEvent, Message } from "../protocol.ts";
 import { ChatClient, POLLING_WARNING } from "./chat-client.ts";
-import { ChatApiError } from "./rest.ts";
+import { ChatApiError, parseRetryAfter } from "./rest.ts";
 import { FAKE_BASE_URL, FakeChatServer } from "./testing/fake-server.ts";
 import type { ChatClientEvents, ChatClientMode, ChatClientOptions } from "./types.ts";
 
@@ -638,6 +638,23 @@ describe("the client side of a reconnect storm", () => {
     await advance(1);
     expect(h.server.requestsTo("POST", "/api/v2/ws-token")).toHaveLength(3);
     expect(h.client.mode).toBe("live");
+  });
+
+  it("polls at once when a first connect's ws-token asks for a long wait (the page is not left without data)", async () => {
+    const h = harness({ random: () => 0.5 });
+    h.server.busyPaths.set("/api/v2/ws-token", 30_000);
+    h.client.start();
+    await settle();
+    expect(h.client.mode).toBe("polling");
+  });
+
+  it("reads Retry-After as seconds or an HTTP date, caps it at 60 s, and ignores what it cannot read", () => {
+    expect(parseRetryAfter("3")).toBe(3_000);
+    expect(parseRetryAfter(" 0 ")).toBe(0);
+    expect(parseRetryAfter("86400")).toBe(60_000);
+    expect(parseRetryAfter(new Date(Date.now() + 5_000).toUTCString())).toBeGreaterThan(3_000);
+    expect(parseRetryAfter(new Date(Date.now() - 5_000).toUTCString())).toBe(0);
+    for (const unreadable of [null, "", "soon", "1.5", "-1"]) expect(parseRetryAfter(unreadable)).toBeUndefined();
   });
 
   it("still polls at once when the first connect hangs or the network is down (nothing to retry soon)", async () => {

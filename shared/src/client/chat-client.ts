@@ -489,7 +489,8 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     // this socket now. A refusal gets one more try on WebSocket, spread as the server spreads its own
     // Retry-After; then (or at once, for anything else) the client polls.
     if (!this.everLive) {
-      if (how === "refused" && this.refusedRetries < 1) {
+      // A long Retry-After is waited out polling, so that the page is not left without data meanwhile.
+      if (how === "refused" && this.refusedRetries < 1 && notBefore <= this.settings.reconnectingMaxMs) {
         this.refusedRetries += 1;
         const spread = Math.floor(this.settings.refusedRetryMs * (0.5 + this.random()));
         this.transition("connecting", Math.max(1, notBefore, spread));

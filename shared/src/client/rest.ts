@@ -18,6 +18,23 @@ export class ChatApiError extends Error {
   }
 }
 
+/** The longest Retry-After the client waits for: past it, its own retry rules take over. */
+const RETRY_AFTER_MAX_MS = 60_000;
+
+/**
+ * A Retry-After in ms: whole seconds, or an HTTP date; undefined when absent or unreadable (a NaN here once
+ * meant a retry scheduled for never).
+ */
+export function parseRetryAfter(header: string | null): number | undefined {
+  if (!header) return undefined;
+  const seconds = /^\s*(\d+)\s*$/.exec(header);
+  // An HTTP date always ends in GMT; Date.parse alone would read "-1" or "1.5" as dates.
+  const date = /GMT\s*$/.test(header) ? Date.parse(header) : Number.NaN;
+  const ms = seconds ? Number(seconds[1]) * 1000 : date - Date.now();
+  if (!Number.isFinite(ms)) return undefined;
+  return Math.min(Math.max(0, ms), RETRY_AFTER_MAX_MS);
+}
+
 /** The chat REST API of the gateway (CONTRACT §4), with the access token on every call. */
 export class ChatApi {
   constructor(
@@ -50,12 +67,11 @@ export class ChatApi {
     }
     if (!res.ok) {
       const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-      const retryAfter = res.headers.get("retry-after");
       throw new ChatApiError(
         res.status,
         error?.code ?? "http_error",
         error?.message ?? `HTTP ${res.status}`,
-        retryAfter ? Number(retryAfter) * 1000 : undefined,
+        parseRetryAfter(res.headers.get("retry-after")),
       );
     }
     return parsed as T;

@@ -54,7 +54,8 @@ export class UpgradeAdmission {
 
   /** How long a new arrival would wait for a slot: the queue ahead of it, served at the measured rate. */
   get expectedWaitMs(): number {
-    return (this.queued + 1) * this.releaseGapMs;
+    // The first in line is always let in: an old, slow measure must not shut the queue for good.
+    return this.queued === 0 ? 0 : (this.queued + 1) * this.releaseGapMs;
   }
 
   /** Upgrades waiting for a slot. */
@@ -101,6 +102,8 @@ export class UpgradeAdmission {
     this.queue.length = 0;
     this.head = 0;
     this.queued = 0;
+    this.lastReleaseWhileWaiting = undefined;
+    this.releaseGapMs = 0;
     for (const waiter of waiters) waiter?.settle({ kind: "withdrawn" });
   }
 
@@ -117,7 +120,9 @@ export class UpgradeAdmission {
 
   private measureRelease(): void {
     if (this.queued === 0) {
+      // The queue is empty: the next one is measured afresh.
       this.lastReleaseWhileWaiting = undefined;
+      this.releaseGapMs = 0;
       return;
     }
     const now = this.now();

@@ -132,8 +132,9 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     let misconfigured = false;
     let busyRetryAfter: string | undefined;
     for (const instance of upstreams.order()) {
+      if (options.isDraining()) return { misconfigured, busyRetryAfter };
       const admission = await instance.upgrades.acquire(signal);
-      if (signal.aborted) {
+      if (signal.aborted || options.isDraining()) {
         if (admission.kind === "admitted") admission.release();
         return { misconfigured, busyRetryAfter };
       }
@@ -154,22 +155,24 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
           signal,
         });
       } catch (error) {
+        // Marked down before its slot is given back, so that no waiter is sent on to a dead instance.
+        if (!signal.aborted) failed(instance, error instanceof UpgradeTimeoutError ? "timeout" : "unreachable", error);
         admission.release();
         if (signal.aborted) return { misconfigured, busyRetryAfter };
-        failed(instance, error instanceof UpgradeTimeoutError ? "timeout" : "unreachable", error);
         continue;
       }
       if (answer.kind === "upgraded") {
         upstreams.markUp(instance);
         return { instance, answer, releaseSlot: admission.release };
       }
-      admission.release();
       if (answer.status >= 400 && answer.status < 500 && answer.status !== 401) {
+        admission.release();
         // The instance refused this handshake itself (a bad subprotocol, say): another would refuse it too.
         countFailure(String(answer.status));
         return { refusedWith: answer.status };
       }
       if (answer.status === 503 && answer.retryAfter !== undefined) {
+        admission.release();
         countFailure("busy");
         // Passed on to the client: a number of seconds, or our own when the instance said something else.
         busyRetryAfter ??= /^\d{1,4}$/.test(answer.retryAfter) ? answer.retryAfter : "2";
@@ -177,6 +180,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       }
       if (answer.status === 401) misconfigured = true;
       failed(instance, String(answer.status));
+      admission.release();
     }
     return { misconfigured, busyRetryAfter };
   }
@@ -292,15 +296,18 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       }
       const left = new AbortController();
       const onClose = () => left.abort();
+      // A client that gives up closes its side: an upgrade socket is half-open, so that is `end`, not `close`.
       socket.once("close", onClose);
+      socket.once("end", onClose);
       const outcome = await upgradeAtSomeInstance(
         after === null ? WS_PATH : `${WS_PATH}?after=${after}`,
         headers,
         left.signal,
       );
       socket.off("close", onClose);
+      socket.off("end", onClose);
       if ("answer" in outcome) {
-        if (socket.destroyed) {
+        if (socket.destroyed || socket.readableEnded) {
           outcome.answer.socket.destroy();
           outcome.releaseSlot();
           return;
@@ -321,6 +328,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         return refuse(socket, 400, ErrorCode.validationFailed, "the chat service refused this WebSocket handshake");
       }
       await giveTokenBack(grant);
+      if (options.isDraining()) return refuseDraining(socket);
       if (outcome.misconfigured) {
         return refuse(socket, 502, GatewayErrorCode.upstreamMisconfigured, MISCONFIGURED_MESSAGE);
       }
@@ -383,6 +391,8 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
      */
     async drain(deadlineMs: number) {
       const deadline = Date.now() + deadlineMs;
+      // Upgrades still waiting for a slot open nothing now: each is refused as the gateway shuts down.
+      for (const instance of upstreams.all) instance.upgrades.withdrawAll();
       const askAt = deadline - Math.min(1_000, deadlineMs / 2);
       // Handshakes already past the draining check end within the connect timeout: in a pipe or a refusal.
       while ((pipes.size > 0 || handshakesInProgress > 0) && Date.now() < askAt) {
