@@ -26,7 +26,9 @@ import {
   percentile,
   redisUrl,
   root,
+  rssKiB,
   startChat,
+  startGateway,
   startService,
   stopChats,
   withDatabase,
@@ -40,27 +42,6 @@ const wsSecret = "bench-storm-ws-token-secret-fedcba9876543210";
 const firstUser = 80_000_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
-
-async function startGateway(chatPort: number): Promise<{ port: number; child: ChildProcess }> {
-  const port = await freePort();
-  const child = await startService("services/gateway/src/main.ts", port, {
-    NODE_ENV: "production",
-    GATEWAY_PORT: String(port),
-    GATEWAY_HOST: "127.0.0.1",
-    CHAT_UPSTREAMS: `http://127.0.0.1:${chatPort}`,
-    INTERNAL_TOKEN: internalToken,
-    JWT_SECRET: jwtSecret,
-    WS_TOKEN_SECRET: wsSecret,
-    REDIS_URL: redisUrl,
-    REDIS_KEY_PREFIX: `lc-bench-storm:${process.pid}:`,
-    LOG_LEVEL: "warn",
-    // Settings to try, e.g. STORM_GATEWAY_ENV='{"UPSTREAM_UPGRADES_IN_FLIGHT":"64"}'.
-    ...(process.env.STORM_GATEWAY_ENV ? JSON.parse(process.env.STORM_GATEWAY_ENV) : {}),
-  });
-  return { port, child };
-}
 
 type Outcome =
   | { kind: "connected"; ws: WebSocket; tokenMs: number }
@@ -246,7 +227,13 @@ http {
 
 const result = await withDatabase(async (url) => {
   const chat = await startChat(url, `lc-bench-storm:${process.pid}:`, "bench-storm", { LOG_LEVEL: "warn" });
-  const gateway = await startGateway(chat.port);
+  const gateway = await startGateway(chat.port, {
+    JWT_SECRET: jwtSecret,
+    WS_TOKEN_SECRET: wsSecret,
+    REDIS_KEY_PREFIX: `lc-bench-storm:${process.pid}:`,
+    // Settings to try, e.g. STORM_GATEWAY_ENV='{"UPSTREAM_UPGRADES_IN_FLIGHT":"64"}'.
+    ...(process.env.STORM_GATEWAY_ENV ? JSON.parse(process.env.STORM_GATEWAY_ENV) : {}),
+  });
   try {
     const pids = { chat: chat.child.pid ?? 0, gateway: gateway.child.pid ?? 0 };
     await sleep(1_000);

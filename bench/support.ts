@@ -72,6 +72,29 @@ export async function startChat(
   return { port, child };
 }
 
+/** The gateway (production mode, on REDIS_URL) in front of the chat instance on `chatPort`; `env` adds or overrides. */
+export async function startGateway(
+  chatPort: number,
+  env: Record<string, string>,
+): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const child = await startService("services/gateway/src/main.ts", port, {
+    NODE_ENV: "production",
+    GATEWAY_PORT: String(port),
+    GATEWAY_HOST: "127.0.0.1",
+    CHAT_UPSTREAMS: `http://127.0.0.1:${chatPort}`,
+    INTERNAL_TOKEN: token,
+    REDIS_URL: redisUrl,
+    LOG_LEVEL: "warn",
+    ...env,
+  });
+  return { port, child };
+}
+
+/** Resident memory of a process, in KiB. */
+export const rssKiB = (pid: number) =>
+  Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+
 /**
  * Starts one of the services (`main`, from the repository's root) in a process of its own, with `env` and
  * nothing else from this one but PATH (profiled under BENCH_CPU_PROF); resolves once it answers /health on
