@@ -13,8 +13,8 @@
  * measured in the same run with the same number of sockets. Not a test: a measurement to read.
  * STORM_GATEWAY_ENV (a JSON object of variables) starts the gateway with other settings, to compare them.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import jwt from "jsonwebtoken";
@@ -22,14 +22,11 @@ import WebSocket, { WebSocketServer } from "ws";
 import {
   cpuSeconds,
   freePort,
-  token as internalToken,
   percentile,
-  redisUrl,
   root,
   rssKiB,
   startChat,
   startGateway,
-  startService,
   stopChats,
   withDatabase,
 } from "./support.ts";
