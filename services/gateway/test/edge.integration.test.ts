@@ -9,7 +9,7 @@ import { connect as netConnect, type Socket } from "node:net";
 import jwt from "jsonwebtoken";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { freePort, http, sleep, upgradeHead } from "./support/e2e.ts";
+import { freePort, http, inWaves, sleep, upgradeHead } from "./support/e2e.ts";
 import { type MisbehavingInstance, startMisbehavingInstance } from "./support/misbehaving-instance.ts";
 import { openFilesSettle, type ServiceProcess, startChatProcess, startGatewayProcess } from "./support/processes.ts";
 
@@ -77,14 +77,6 @@ function requestText(method: string, path: string, headers: Record<string, strin
   for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
   if (body !== undefined) lines.push("Content-Type: application/json", `Content-Length: ${Buffer.byteLength(body)}`);
   return `${lines.join("\r\n")}\r\n\r\n${body ?? ""}`;
-}
-
-/** Runs `jobs` with at most `width` at a time. */
-async function inWaves<T>(jobs: Array<() => Promise<T>>, width: number): Promise<T[]> {
-  const results: T[] = [];
-  for (let i = 0; i < jobs.length; i += width)
-    results.push(...(await Promise.all(jobs.slice(i, i + width).map((job) => job()))));
-  return results;
 }
 
 async function wsToken(gateway: ServiceProcess, userId: number): Promise<string> {

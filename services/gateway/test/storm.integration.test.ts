@@ -11,7 +11,7 @@ import jwt from "jsonwebtoken";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { databaseTargets } from "../../listings-chat/test/support/databases.ts";
 import { redisNamespace, redisUrl } from "../../listings-chat/test/support/redis.ts";
-import { describeOutcome, type E2ESocket, http, pollUntil, sleep, tryUpgrade } from "./support/e2e.ts";
+import { describeOutcome, type E2ESocket, http, inWaves, pollUntil, sleep, tryUpgrade } from "./support/e2e.ts";
 import { openFilesSettle, type ServiceProcess, startChatProcess, startGatewayProcess } from "./support/processes.ts";
 
 const SOCKETS = 2_000;
@@ -22,9 +22,9 @@ const SOCKETS = 2_000;
  */
 const GATEWAY_QUEUE_MAX = 64;
 const CONNECT_QUEUE_MAX = 8;
-/** Retries a refused client may need: each waits the Retry-After it was given (1–3 s). */
 /** Every upgrade must be answered (101, or a refusal) within the browser client's connect deadline. */
 const ANSWER_WITHIN_MS = 8_000;
+/** Retries a refused client may need: each waits the Retry-After it was given (1–3 s). */
 const MAX_ATTEMPTS = 30;
 /** Open files a quiet process may differ by (a pooled connection, a timer's handle). */
 const FD_SLACK = 6;
@@ -35,14 +35,6 @@ const jwtSecret = secret();
 const bearer = (userId: number) => ({
   authorization: `Bearer ${jwt.sign({ sub: String(userId) }, jwtSecret, { algorithm: "HS256", expiresIn: 600 })}`,
 });
-
-/** Runs `jobs` with at most `width` at a time. */
-async function inWaves<T>(jobs: Array<() => Promise<T>>, width: number): Promise<T[]> {
-  const results: T[] = [];
-  for (let i = 0; i < jobs.length; i += width)
-    results.push(...(await Promise.all(jobs.slice(i, i + width).map((job) => job()))));
-  return results;
-}
 
 /** One client of the storm: its first answer, and its socket once it got in. */
 interface StormClient {

@@ -71,7 +71,7 @@ export class UpgradeAdmission {
   /** A slot now, or in turn; `withdrawn` when `signal` aborts first (the client left). */
   acquire(signal: AbortSignal): Promise<Admission> {
     if (signal.aborted) return Promise.resolve({ kind: "withdrawn" });
-    if (this.active < this.options.inFlightMax && this.waiting === 0) {
+    if (this.active < this.options.inFlightMax && this.queued === 0) {
       this.active += 1;
       return Promise.resolve({ kind: "admitted", release: this.releaser() });
     }

@@ -35,6 +35,14 @@ export async function freePort(): Promise<number> {
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Runs `jobs` with at most `width` at a time. */
+export async function inWaves<T>(jobs: Array<() => Promise<T>>, width: number): Promise<T[]> {
+  const results: T[] = [];
+  for (let i = 0; i < jobs.length; i += width)
+    results.push(...(await Promise.all(jobs.slice(i, i + width).map((job) => job()))));
+  return results;
+}
+
 /** Polls `check` until it returns true or `timeoutMs` passes; returns the last answer. */
 export async function pollUntil(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, everyMs = 25) {
   const deadline = Date.now() + timeoutMs;
