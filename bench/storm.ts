@@ -14,6 +14,7 @@
  * STORM_GATEWAY_ENV (a JSON object of variables) starts the gateway with other settings, to compare them.
  */
 import { execFileSync, spawn } from "node:child_process";
+import { createSecretKey } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +22,8 @@ import jwt from "jsonwebtoken";
 import WebSocket, { WebSocketServer } from "ws";
 import {
   cpuSeconds,
+  cpuSince,
+  cpuSnapshot,
   freePort,
   percentile,
   root,
@@ -45,9 +48,8 @@ type Outcome =
   | { kind: "refused"; status: number; code?: string; retryAfterMs: number };
 
 /** One attempt as a browser makes it: a ws-token, then the upgrade, until `connected`. */
-async function attempt(port: number, userId: number): Promise<Outcome> {
+async function attempt(port: number, access: string): Promise<Outcome> {
   const t0 = performance.now();
-  const access = jwt.sign({ sub: String(userId) }, jwtSecret, { algorithm: "HS256", expiresIn: 600 });
   const res = await fetch(`http://127.0.0.1:${port}/api/v2/ws-token`, {
     method: "POST",
     headers: { authorization: `Bearer ${access}` },
@@ -112,13 +114,19 @@ async function storm(port: number, count: number, perSecond: number) {
   const tokenMs: number[] = [];
   const open: WebSocket[] = [];
   let acceptedAtOnce = 0;
+  // A browser holds its access token before the storm: signed here beforehand, with the key made once (a
+  // string secret makes jsonwebtoken try it as a private key first, which cost this process ~2 ms a token).
+  const key = createSecretKey(Buffer.from(jwtSecret));
+  const accessTokens = Array.from({ length: count }, (_, i) =>
+    jwt.sign({ sub: String(firstUser + i) }, key, { algorithm: "HS256", expiresIn: 600 }),
+  );
   const started = performance.now();
   let lastConnectedAt = started;
   const clients = Array.from({ length: count }, async (_, i) => {
     await sleep((i * 1_000) / perSecond);
     for (let tries = 0; tries < 20; tries++) {
       const t0 = performance.now();
-      const outcome = await attempt(port, firstUser + i);
+      const outcome = await attempt(port, accessTokens[i]!);
       if (outcome.kind === "connected") {
         connectMs.push(performance.now() - t0);
         tokenMs.push(outcome.tokenMs);
@@ -236,7 +244,9 @@ const result = await withDatabase(async (url) => {
     await sleep(1_000);
     const rssBefore = { chat: rssKiB(pids.chat), gateway: rssKiB(pids.gateway) };
     const cpuBefore = { chat: cpuSeconds(pids.chat), gateway: cpuSeconds(pids.gateway) };
+    const machineBefore = cpuSnapshot([pids.chat, pids.gateway]);
     const { open, result: stormResult } = await storm(gateway.port, sockets, rate);
+    const machine = cpuSince(machineBefore);
     const cpuMs = {
       chat: (cpuSeconds(pids.chat) - cpuBefore.chat) * 1_000,
       gateway: (cpuSeconds(pids.gateway) - cpuBefore.gateway) * 1_000,
@@ -253,6 +263,13 @@ const result = await withDatabase(async (url) => {
       cpuMsPerAcceptedSocket: {
         chat: Number((cpuMs.chat / Math.max(1, open.length)).toFixed(2)),
         gateway: Number((cpuMs.gateway / Math.max(1, open.length)).toFixed(2)),
+      },
+      // Where the machine's cores went during the storm (the load generator shares them), per connected socket.
+      machineCpuMsPerSocket: {
+        busyShare: Number(machine.machineBusy.toFixed(2)),
+        loadGenerator: Number(((machine.self * 1_000) / Math.max(1, open.length)).toFixed(2)),
+        postgres: Number(((machine.postgres * 1_000) / Math.max(1, open.length)).toFixed(2)),
+        redis: Number(((machine.redis * 1_000) / Math.max(1, open.length)).toFixed(2)),
       },
       rssKiBPerSocket: {
         chat: Number(((rss.chat - rssBefore.chat) / Math.max(1, open.length)).toFixed(1)),
