@@ -1,11 +1,7 @@
-import { runService } from "@listings-chat/shared/node";
-import { loadGatewayConfig } from "./env.ts";
-import { startGateway } from "./server.ts";
+// The stop signals first, before the service's modules are even read (stop-signals.ts says why): this
+// import loads nothing else, and the service comes in by the dynamic import below.
+import { catchStopSignals } from "@listings-chat/shared/node/stop-signals";
 
-await runService({
-  name: "gateway",
-  loadConfig: () => loadGatewayConfig(process.env),
-  start: startGateway,
-  portVariable: "GATEWAY_PORT",
-  stoppingMessage: "shutting down: no new upgrades, letting pipes drain",
-});
+const signals = catchStopSignals();
+const { run } = await import("./run.ts");
+await run(signals);

@@ -1,11 +1,7 @@
-import { runService } from "@listings-chat/shared/node";
-import { loadChatConfig } from "./env.ts";
-import { startChatServer } from "./server.ts";
+// The stop signals first, before the service's modules are even read (stop-signals.ts says why): this
+// import loads nothing else, and the service comes in by the dynamic import below.
+import { catchStopSignals } from "@listings-chat/shared/node/stop-signals";
 
-await runService({
-  name: "listings-chat",
-  loadConfig: () => loadChatConfig(process.env),
-  start: startChatServer,
-  portVariable: "CHAT_PORT",
-  stoppingMessage: "shutting down: closing sockets with 1001",
-});
+const signals = catchStopSignals();
+const { run } = await import("./run.ts");
+await run(signals);

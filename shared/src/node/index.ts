@@ -6,3 +6,4 @@ export * from "./probe.ts";
 export * from "./redis-client.ts";
 export * from "./refuse-upgrade.ts";
 export * from "./run-service.ts";
+export * from "./stop-signals.ts";

@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { ConfigError } from "./config.ts";
 import { createLogger } from "./logger.ts";
+import type { StopSignals } from "./stop-signals.ts";
 
 export interface ServiceConfig {
   production: boolean;
@@ -16,10 +17,18 @@ export interface RunServiceOptions<C extends ServiceConfig> {
   stoppingMessage?: string;
   /** The variable that sets the port, named when the port is taken. */
   portVariable?: string;
+  /** SIGTERM/SIGINT, caught by main.ts before the service was loaded (stop-signals.ts). */
+  signals: StopSignals;
 }
 
 /** Hard stop if a graceful one hangs: the contract promises an exit within 10 s of SIGTERM. */
 const HARD_EXIT_MS = 9_500;
+/**
+ * How long a signal that comes during start-up waits for the start to finish (so that what it opened is
+ * closed in order) before the process exits without it: a start held up by a database that does not
+ * answer has served nothing, and the orchestrator should not wait out its grace period for it.
+ */
+const START_WAIT_MS = 2_000;
 
 /** One line for a listen error a person can act on, or undefined for anything else. */
 function listenProblem(error: unknown, portVariable: string | undefined): string | undefined {
@@ -33,12 +42,18 @@ function listenProblem(error: unknown, portVariable: string | undefined): string
 }
 
 /**
- * The body of a service's main.ts: configuration (one line and exit 1 when bad), logger, start,
- * and SIGTERM/SIGINT handled once (graceful stop, exit 0; exit 1 if it fails or hangs). The signal
- * handlers are installed before start-up work begins: a SIGTERM during start-up waits for the start to
- * finish, then stops what it started.
+ * The body of a service's main.ts, once it has caught the stop signals and loaded the service:
+ * configuration (one line and exit 1 when bad), logger, start, and the first SIGTERM/SIGINT handled once
+ * (graceful stop, exit 0; exit 1 if it fails or hangs). A signal that came while the service was loading
+ * ends it before anything starts; one during start-up waits up to START_WAIT_MS for the start to finish,
+ * then stops what it started, or exits 0 without it.
  */
 export async function runService<C extends ServiceConfig>(options: RunServiceOptions<C>): Promise<void> {
+  const { signals } = options;
+  if (signals.received) {
+    console.error(`${options.name}: ${signals.received} before start-up: exiting`);
+    process.exit(0);
+  }
   let config: C;
   try {
     config = options.loadConfig();
@@ -57,23 +72,29 @@ export async function runService<C extends ServiceConfig>(options: RunServiceOpt
     process.exit(1);
   });
 
-  let stopping = false;
-  for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    process.on(signal, () => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ signal }, options.stoppingMessage ?? "shutting down");
-      setTimeout(() => process.exit(1), HARD_EXIT_MS).unref();
-      starting
-        .then((service) => service.stop())
-        .then(
-          () => process.exit(0),
-          (error) => {
-            log.error({ err: error }, "shutdown failed");
-            process.exit(1);
-          },
-        );
-    });
-  }
+  let started = false;
+  void starting.then(() => {
+    started = true;
+  });
+  signals.onFirst((signal) => {
+    log.info({ signal }, options.stoppingMessage ?? "shutting down");
+    setTimeout(() => process.exit(1), HARD_EXIT_MS).unref();
+    if (!started) {
+      setTimeout(() => {
+        if (started) return;
+        log.warn({ signal }, `${options.name} was still starting ${START_WAIT_MS} ms after ${signal}: exiting`);
+        process.exit(0);
+      }, START_WAIT_MS).unref();
+    }
+    starting
+      .then((service) => service.stop())
+      .then(
+        () => process.exit(0),
+        (error) => {
+          log.error({ err: error }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+  });
   await starting;
 }

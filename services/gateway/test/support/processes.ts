@@ -1,6 +1,7 @@
 /**
- * The services as real processes (`node --import tsx src/main.ts`, one process each, so that the pid is
- * the server's own): for tests that count a process's open files, watch it survive, or signal it.
+ * The services as real processes (`node --import tsx src/main.ts`, or the built bundle's `main.js`; one
+ * process each, so that the pid is the server's own): for tests that count a process's open files, watch
+ * it survive, or signal it.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -34,7 +35,13 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-async function waitForHealth(baseUrl: string, child: ChildProcess, output: () => string, timeoutMs = 30_000) {
+/** How a service is started: from its TypeScript sources (the default) or from a bundle of scripts/build.ts. */
+export interface StartFrom {
+  /** The bundle's main.js, run with plain `node`. */
+  bundle?: string;
+}
+
+export async function waitForHealth(baseUrl: string, child: ChildProcess, output: () => string, timeoutMs = 30_000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`the service exited before it was healthy:\n${output()}`);
@@ -53,10 +60,12 @@ async function startService(
   portVariable: string,
   env: Record<string, string>,
   cleanup?: () => void,
+  from: StartFrom = {},
 ): Promise<ServiceProcess> {
   // A port given in `env` is kept: a process started again on it is the same upstream to a gateway.
   const port = env[portVariable] ? Number(env[portVariable]) : await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", mains[which]], {
+  const args = from.bundle ? ["--enable-source-maps", from.bundle] : ["--import", "tsx", mains[which]];
+  const child = spawn(process.execPath, args, {
     cwd: repoRoot,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env, [portVariable]: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
@@ -110,25 +119,26 @@ async function startService(
 }
 
 /** listings-chat on PGlite in a temporary directory (removed when it exits), or on `DATABASE_URL` when given. */
-export function startChatProcess(env: Record<string, string>): Promise<ServiceProcess> {
+export function startChatProcess(env: Record<string, string>, from: StartFrom = {}): Promise<ServiceProcess> {
   const dataDir = mkdtempSync(join(tmpdir(), "lc-edge-"));
   return startService(
     "chat",
     "CHAT_PORT",
     { CHAT_HOST: "127.0.0.1", DATA_DIR: dataDir, NODE_ENV: "test", LOG_LEVEL: "warn", ...env },
     () => rmSync(dataDir, { recursive: true, force: true }),
+    from,
   );
 }
 
 /** The gateway with DEV_AUTH=1 (dev tokens) in front of `CHAT_UPSTREAMS`. */
-export function startGatewayProcess(env: Record<string, string>): Promise<ServiceProcess> {
-  return startService("gateway", "GATEWAY_PORT", {
-    GATEWAY_HOST: "127.0.0.1",
-    NODE_ENV: "test",
-    LOG_LEVEL: "warn",
-    DEV_AUTH: "1",
-    ...env,
-  });
+export function startGatewayProcess(env: Record<string, string>, from: StartFrom = {}): Promise<ServiceProcess> {
+  return startService(
+    "gateway",
+    "GATEWAY_PORT",
+    { GATEWAY_HOST: "127.0.0.1", NODE_ENV: "test", LOG_LEVEL: "warn", DEV_AUTH: "1", ...env },
+    undefined,
+    from,
+  );
 }
 
 /** Polls until `process.openFiles()` is at most `limit`; returns the last count. */

@@ -29,7 +29,13 @@ export interface DatabaseHandle {
   close(): Promise<void>;
 }
 
-export const migrationsFolder = fileURLToPath(new URL("../../drizzle", import.meta.url));
+/** Set by scripts/build.ts in the bundle, which carries the migrations next to itself. */
+declare const BUNDLED_MIGRATIONS_FOLDER: string | undefined;
+
+/** The committed migrations: `drizzle/` of this package, or the bundle's copy of it. */
+export const migrationsFolder = fileURLToPath(
+  new URL(typeof BUNDLED_MIGRATIONS_FOLDER === "string" ? BUNDLED_MIGRATIONS_FOLDER : "../../drizzle", import.meta.url),
+);
 
 /** Any number that all chat instances agree on, so that only one of them migrates at a time. */
 const MIGRATION_LOCK_KEY = 8_086_001;
