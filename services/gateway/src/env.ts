@@ -6,6 +6,7 @@ import {
   redisUrlList,
   requireSecret,
   wholeNumber,
+  withSecretFiles,
 } from "@listings-chat/shared/node";
 import { z } from "zod";
 import { parsePublicKey } from "./auth/public-key.ts";
@@ -111,9 +112,18 @@ export interface GatewayConfig {
 
 export { ConfigError };
 
+/** Variables that may come from a file instead (`<NAME>_FILE`, shared/src/node/config.ts). */
+export const GATEWAY_SECRET_VARIABLES = [
+  "INTERNAL_TOKEN",
+  "JWT_SECRET",
+  "JWT_PUBLIC_KEY",
+  "WS_TOKEN_SECRET",
+  "REDIS_URL",
+] as const;
+
 /** Reads and checks the gateway's variables once; the only reader of the environment. */
 export function loadGatewayConfig(env: Record<string, string | undefined>): GatewayConfig {
-  const v = parseEnv(schema, env);
+  const v = parseEnv(schema, withSecretFiles(env, GATEWAY_SECRET_VARIABLES));
   const production = v.NODE_ENV === "production";
   const warnings: string[] = [];
   if (v.JWT_SECRET && v.JWT_PUBLIC_KEY) {

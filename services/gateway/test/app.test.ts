@@ -1,7 +1,10 @@
 import { spawn } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
 import { Registry } from "prom-client";
@@ -211,6 +214,37 @@ const p256Pem = pemOf("P-256");
 const p384Pem = pemOf("P-384");
 
 describe("gateway configuration", () => {
+  it("reads every secret from a file when <NAME>_FILE is set (mounted secrets), and refuses both at once", () => {
+    const dir = mkdtempSync(join(tmpdir(), "lc-gateway-secrets-"));
+    try {
+      const file = (name: string, content: string) => {
+        writeFileSync(join(dir, name), content);
+        return join(dir, name);
+      };
+      const strong = (c: string) => c.repeat(MIN_SECRET_LENGTH);
+      const config = loadGatewayConfig({
+        NODE_ENV: "production",
+        INTERNAL_TOKEN_FILE: file("internal", `${strong("i")}\n`),
+        JWT_PUBLIC_KEY_FILE: file("jwt.pem", p256Pem),
+        WS_TOKEN_SECRET_FILE: file("ws", strong("w")),
+        REDIS_URL_FILE: file("redis", "redis://:pw@redis.internal:6379\n"),
+      });
+      expect(config.internalToken).toBe(strong("i"));
+      expect(config.accessTokens.key).toEqual({ kind: "public-key", pem: p256Pem.replace(/\n$/, "") });
+      expect(config.wsTokens.secret).toBe(strong("w"));
+      expect(config.redis?.url).toBe("redis://:pw@redis.internal:6379");
+      expect(loadGatewayConfig({ JWT_SECRET_FILE: file("jwt", strong("j")) }).accessTokens.key).toEqual({
+        kind: "secret",
+        secret: strong("j"),
+      });
+      expect(() => loadGatewayConfig({ JWT_SECRET: strong("j"), JWT_SECRET_FILE: join(dir, "jwt") })).toThrow(
+        new ConfigError("set JWT_SECRET or JWT_SECRET_FILE, not both"),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("accepts a P-256 or RSA public key, also written with \\n escapes", () => {
     const rsaPem = generateKeyPairSync("rsa", { modulusLength: 2048 })
       .publicKey.export({ type: "spki", format: "pem" })

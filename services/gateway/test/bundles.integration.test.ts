@@ -5,7 +5,7 @@
  * with no handler is ignored), they stop on SIGTERM during start-up and once serving; and they run with a
  * read-only root filesystem.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
@@ -271,8 +271,37 @@ describe("the bundles as PID 1", () => {
 // ---------------------------------------------------------------------------------------------------
 // A basic chat
 
+/**
+ * A database and a role made by the SQL of infra/postgres/10-chat-role.sh (what compose runs), with names of
+ * this run's own: the services then connect as a role with no superuser, CREATEDB or CREATEROLE.
+ */
+function leastPrivilegedDatabase(adminUrl: string): { url: string; drop(): void } {
+  const script = readFileSync(join(repoRoot, "infra/postgres/10-chat-role.sh"), "utf8");
+  const sql = /<<'SQL'\n([\s\S]*?)\nSQL\n/.exec(script)?.[1];
+  if (!sql) throw new Error("no SQL block in infra/postgres/10-chat-role.sh");
+  const suffix = `${process.pid}_${randomBytes(3).toString("hex")}`;
+  const [role, database] = [`lc_app_${suffix}`, `lc_lp_${suffix}`];
+  const psql = (input: string, ...args: string[]) => {
+    const run = spawnSync("psql", [adminUrl, "-v", "ON_ERROR_STOP=1", "-At", ...args], { input, encoding: "utf8" });
+    if (run.status !== 0) throw new Error(`psql failed: ${run.stderr}`);
+    return run.stdout.trim();
+  };
+  psql(sql.replaceAll("chat_app", role).replaceAll("DATABASE chat ", `DATABASE ${database} `), "--set=password=unused");
+  expect(psql(`select rolsuper, rolcreatedb, rolcreaterole from pg_roles where rolname = '${role}'`)).toBe("f|f|f");
+  const url = new URL(adminUrl);
+  url.username = role;
+  url.password = "unused"; // trust authentication on the test server
+  url.pathname = `/${database}`;
+  return {
+    url: url.toString(),
+    drop: () => {
+      psql(`drop database if exists ${database} with (force); drop role if exists ${role};`);
+    },
+  };
+}
+
 describe.each(databaseTargets().map((t) => [t.name, t] as const))(
-  "the bundles serve a basic chat (%s)",
+  "the bundles serve a basic chat (%s; PostgreSQL as the least-privileged role of compose)",
   (_, target) => {
     let chat: ServiceProcess | undefined;
     let gateway: ServiceProcess | undefined;
@@ -281,10 +310,13 @@ describe.each(databaseTargets().map((t) => [t.name, t] as const))(
     const jwtSecret = secret();
 
     beforeAll(async () => {
-      const database = await target.create();
-      cleanups.push(database.drop);
       const env: Record<string, string> = { INTERNAL_TOKEN: internalToken };
-      if ("url" in database.options) Object.assign(env, { NODE_ENV: "production", DATABASE_URL: database.options.url });
+      const adminUrl = process.env.DATABASE_URL;
+      if (target.name === "postgres" && adminUrl) {
+        const database = leastPrivilegedDatabase(adminUrl);
+        cleanups.push(async () => database.drop());
+        Object.assign(env, { NODE_ENV: "production", DATABASE_URL: database.url });
+      }
       const redis = redisUrl();
       const shared: Record<string, string> = {};
       if (redis) {

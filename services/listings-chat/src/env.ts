@@ -7,6 +7,7 @@ import {
   requireSecret,
   urlWithProtocol,
   wholeNumber,
+  withSecretFiles,
 } from "@listings-chat/shared/node";
 import { z } from "zod";
 import type { DatabaseOptions } from "./db/client.ts";
@@ -63,9 +64,12 @@ import { ConfigError } from "@listings-chat/shared/node";
 
 export { ConfigError };
 
+/** Variables that may come from a file instead (`<NAME>_FILE`, shared/src/node/config.ts). */
+export const CHAT_SECRET_VARIABLES = ["INTERNAL_TOKEN", "DATABASE_URL", "REDIS_URL"] as const;
+
 /** Reads and checks the chat service's variables once; the only reader of the environment. */
 export function loadChatConfig(env: Record<string, string | undefined>): ChatConfig {
-  const v = parseEnv(schema, env);
+  const v = parseEnv(schema, withSecretFiles(env, CHAT_SECRET_VARIABLES));
   const production = v.NODE_ENV === "production";
   const warnings: string[] = [];
   if (production && !v.DATABASE_URL) {

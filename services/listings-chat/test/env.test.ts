@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { ConfigError, loadChatConfig } from "../src/env.ts";
 
 /** Runs `load` and returns the ConfigError it must throw. */
@@ -232,5 +235,43 @@ describe("loadChatConfig: production", () => {
     expect(DevDefaults.internalToken.length).toBeGreaterThanOrEqual(MIN_SECRET_LENGTH);
     const error = configError(() => loadChatConfig({ ...productionBase, INTERNAL_TOKEN: DevDefaults.internalToken }));
     expect(error.message).toMatch(/INTERNAL_TOKEN/);
+  });
+});
+
+describe("loadChatConfig: secrets from files (<NAME>_FILE)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "lc-secrets-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, content: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, content);
+    return path;
+  };
+
+  it("reads INTERNAL_TOKEN, DATABASE_URL and REDIS_URL from their files, without the final newline", () => {
+    const config = loadChatConfig({
+      NODE_ENV: "production",
+      INTERNAL_TOKEN_FILE: file("token", `${strongToken}\n`),
+      DATABASE_URL_FILE: file("database-url", "postgres://chat:from-a-file@db.internal:5432/chat\n"),
+      REDIS_URL_FILE: file("redis-url", "redis://:pw@redis.internal:6379"),
+    });
+    expect(config.internalToken).toBe(strongToken);
+    expect(config.database).toMatchObject({ url: "postgres://chat:from-a-file@db.internal:5432/chat" });
+    expect(config.redis?.url).toBe("redis://:pw@redis.internal:6379");
+  });
+
+  it("refuses a variable set both ways, a file it cannot read and an empty file, naming the variable", () => {
+    const token = file("both", strongToken);
+    expect(configError(() => loadChatConfig({ ...productionBase, INTERNAL_TOKEN_FILE: token })).message).toBe(
+      "set INTERNAL_TOKEN or INTERNAL_TOKEN_FILE, not both",
+    );
+    const missing = join(dir, "not-mounted");
+    expect(
+      configError(() =>
+        loadChatConfig({ NODE_ENV: "production", DATABASE_URL_FILE: missing, INTERNAL_TOKEN: strongToken }),
+      ).message,
+    ).toBe(`DATABASE_URL_FILE: cannot read ${missing} (ENOENT): mount the secret there, or unset DATABASE_URL_FILE`);
+    expect(configError(() => loadChatConfig({ ...productionBase, REDIS_URL_FILE: file("empty", "\n") })).message).toBe(
+      `REDIS_URL_FILE: ${join(dir, "empty")} is empty`,
+    );
   });
 });

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { MIN_SECRET_LENGTH } from "../dev.ts";
 
@@ -12,6 +13,36 @@ export function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, str
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   throw new ConfigError(`invalid ${String(issue?.path[0] ?? "variable")}: ${issue?.message ?? "bad value"}`);
+}
+
+/**
+ * The environment with each `<NAME>_FILE` of `names` read into `<NAME>`, as Docker and Kubernetes hand
+ * secrets over (a mounted file): the file's content without its final newline. Setting both `<NAME>` and
+ * `<NAME>_FILE` is refused, and so is a file that cannot be read or is empty.
+ */
+export function withSecretFiles(
+  env: Record<string, string | undefined>,
+  names: readonly string[],
+  read: (path: string) => string = (path) => readFileSync(path, "utf8"),
+): Record<string, string | undefined> {
+  const resolved = { ...env };
+  for (const name of names) {
+    const path = env[`${name}_FILE`];
+    if (!path) continue;
+    if (env[name]) throw new ConfigError(`set ${name} or ${name}_FILE, not both`);
+    let content: string;
+    try {
+      content = read(path).replace(/\r?\n$/, "");
+    } catch (error) {
+      const why = (error as NodeJS.ErrnoException).code ?? String(error);
+      throw new ConfigError(
+        `${name}_FILE: cannot read ${path} (${why}): mount the secret there, or unset ${name}_FILE`,
+      );
+    }
+    if (!content) throw new ConfigError(`${name}_FILE: ${path} is empty`);
+    resolved[name] = content;
+  }
+  return resolved;
 }
 
 /** A whole number written in digits, from `min` to `max`: `z.coerce` would read an empty value as 0. */

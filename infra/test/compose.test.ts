@@ -1,0 +1,84 @@
+/**
+ * docker-compose.yml as Debian's docker-compose reads it (`docker-compose config`; `.ci/run` installs it
+ * when missing): with the variables of `.env.example` it is valid, and it says what the code and
+ * CONTRACT.md say (ports, the services' connection as the least-privileged role, read-only containers);
+ * without a secret it refuses to run and names the variable.
+ */
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+
+/** The variables of .env.example (comments and blank lines dropped). */
+function exampleEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of readFileSync(`${root}.env.example`, "utf8").split("\n")) {
+    const match = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line.trim());
+    if (match) env[match[1]!] = match[2]!;
+  }
+  return env;
+}
+
+/** `docker-compose config` with exactly `env` (no .env file of the machine's). */
+function composeConfig(env: Record<string, string>) {
+  const result = spawnSync(
+    "docker-compose",
+    ["--project-directory", root, "-f", `${root}docker-compose.yml`, "config"],
+    {
+      cwd: root,
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
+      encoding: "utf8",
+    },
+  );
+  if (result.error) {
+    throw new Error(`docker-compose is not installed (apt-get install docker-compose): ${result.error.message}`);
+  }
+  return result;
+}
+
+describe("docker-compose.yml", () => {
+  it("is valid with .env.example's variables and matches the services' ports, role and hardening", () => {
+    const result = composeConfig(exampleEnv());
+    expect(result.status, result.stderr).toBe(0);
+    const config = parse(result.stdout) as { services: Record<string, any> };
+    const { gateway, postgres, nginx } = config.services;
+    const chats = ["listings-chat-1", "listings-chat-2"].map((name) => config.services[name]);
+    expect(gateway.environment.GATEWAY_PORT).toBe("3000");
+    expect(gateway.environment.CHAT_UPSTREAMS).toBe("http://listings-chat-1:8086,http://listings-chat-2:8086");
+    for (const chat of chats) {
+      expect(chat.environment.CHAT_PORT).toBe("8086");
+      expect(chat.environment.NODE_ENV).toBe("production");
+      // The least-privileged role of infra/postgres/10-chat-role.sh, never the superuser.
+      expect(new URL(chat.environment.DATABASE_URL).username).toBe("chat_app");
+    }
+    for (const app of [gateway, ...chats]) {
+      expect(app.read_only).toBe(true);
+      expect(app.cap_drop).toEqual(["ALL"]);
+      expect(app.build.dockerfile).toBe("infra/Dockerfile");
+    }
+    expect(readFileSync(`${root}infra/postgres/10-chat-role.sh`, "utf8")).toMatch(
+      /CREATE ROLE chat_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE/,
+    );
+    // Long or short syntax, depending on the docker-compose version: source:target[:mode].
+    const targets = postgres.volumes.map((v: { target?: string } | string) =>
+      typeof v === "string" ? v.split(":")[1] : v.target,
+    );
+    expect(targets).toContain("/docker-entrypoint-initdb.d");
+    // Only the edge is published.
+    expect(nginx.ports).toHaveLength(1);
+    expect(Object.values(config.services).filter((s: any) => s.ports)).toHaveLength(1);
+  });
+
+  it("refuses to run without a secret, and names it", () => {
+    for (const secret of ["INTERNAL_TOKEN", "WS_TOKEN_SECRET", "CHAT_DB_PASSWORD", "DATABASE_URL"]) {
+      const env = exampleEnv();
+      delete env[secret];
+      const result = composeConfig(env);
+      expect(result.status, secret).not.toBe(0);
+      expect(result.stderr).toContain(secret);
+    }
+  });
+});
