@@ -4,7 +4,7 @@
  * the rest of the service from a chunk beside it, so that nothing else is read before the handlers are in
  * place (shared/src/node/stop-signals.ts). The shared package is compiled in; npm packages stay outside,
  * installed with `npm ci --omit=dev` (PGlite and pino read files of their own at run time). listings-chat
- * gets its committed migrations in `drizzle/` beside its chunks.
+ * gets its committed migrations in `drizzle/` beside its chunks, and `migrate.js`, which applies them and exits.
  */
 import { cpSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -15,8 +15,12 @@ const root = fileURLToPath(new URL("..", import.meta.url));
 
 /** What is built, from where. */
 export const SERVICES = {
-  gateway: { entry: "services/gateway/src/main.ts" },
-  "listings-chat": { entry: "services/listings-chat/src/main.ts", migrations: "services/listings-chat/drizzle" },
+  gateway: { entries: { main: "services/gateway/src/main.ts" } },
+  "listings-chat": {
+    // migrate.js: the migrations alone, then exit (a Kubernetes init container or Job).
+    entries: { main: "services/listings-chat/src/main.ts", migrate: "services/listings-chat/src/migrate.ts" },
+    migrations: "services/listings-chat/drizzle",
+  },
 } as const;
 
 export type ServiceName = keyof typeof SERVICES;
@@ -38,7 +42,7 @@ export async function buildServices(outDir = join(root, "dist")): Promise<Record
     rmSync(dir, { recursive: true, force: true });
     await build({
       absWorkingDir: root,
-      entryPoints: { main: service.entry },
+      entryPoints: service.entries,
       outdir: dir,
       bundle: true,
       splitting: true,

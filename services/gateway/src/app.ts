@@ -14,7 +14,8 @@ import { WS_PATH } from "./proxy/ws-upgrade.ts";
 
 export interface GatewayAppParts {
   /** Base URLs of the chat instances, without a trailing slash (for `/ready`). */
-  chatUpstreams: string[];
+  /** The instances' base URLs, or a function that gives the current ones (they change with DNS). */
+  chatUpstreams: readonly string[] | (() => readonly string[]);
   verifyAccessToken: AccessTokenVerifier;
   wsTokens: WsTokens;
   /** Forwards a chat REST request as the given user; answers every failure, never throws. */
@@ -116,11 +117,12 @@ export function createGatewayApp(parts: GatewayAppParts) {
 
   app.get("/ready", async (c) => {
     if (isShuttingDown()) return c.json(errorBody(ErrorCode.shuttingDown, "the gateway is shutting down"), 503);
+    const bases = typeof parts.chatUpstreams === "function" ? parts.chatUpstreams() : parts.chatUpstreams;
     const [answers, redisReady] = await Promise.all([
-      Promise.all(parts.chatUpstreams.map((url) => instanceReadiness(url, parts.internalToken, readyTimeoutMs))),
+      Promise.all(bases.map((url) => instanceReadiness(url, parts.internalToken, readyTimeoutMs))),
       parts.redisReady ? parts.redisReady() : Promise.resolve(true),
     ]);
-    const total = parts.chatUpstreams.length;
+    const total = bases.length;
     if (!redisReady) {
       return c.json(
         errorBody(GatewayErrorCode.redisUnavailable, `Redis did not answer within ${readyTimeoutMs} ms`),

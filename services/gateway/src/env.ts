@@ -10,8 +10,12 @@ import {
 } from "@listings-chat/shared/node";
 import { z } from "zod";
 import { parsePublicKey } from "./auth/public-key.ts";
+import { parseUpstreamSource } from "./proxy/upstream-discovery.ts";
 
-/** `CHAT_UPSTREAMS`: comma-separated http(s) base URLs, at least one; trailing slashes are dropped. */
+/**
+ * `CHAT_UPSTREAMS`: comma-separated, at least one; each an http(s) base URL (trailing slashes dropped) or
+ * `dns+http(s)://<name>:<port>`, a name whose addresses are the instances (proxy/upstream-discovery.ts).
+ */
 const upstreams = z.string().transform((value, ctx) => {
   const entries = value
     .split(",")
@@ -23,17 +27,15 @@ const upstreams = z.string().transform((value, ctx) => {
   }
   const urls: string[] = [];
   for (const entry of entries) {
-    let parsed: URL | undefined;
-    try {
-      parsed = new URL(entry);
-    } catch {
-      parsed = undefined;
-    }
-    if (!parsed || !["http:", "https:"].includes(parsed.protocol) || parsed.search || parsed.hash) {
-      ctx.addIssue({ code: "custom", message: `"${entry}" is not an http:// or https:// base URL` });
+    const source = parseUpstreamSource(entry);
+    if (!source) {
+      ctx.addIssue({
+        code: "custom",
+        message: `"${entry}" is neither an http:// or https:// base URL nor dns+http://<name>:<port>`,
+      });
       return z.NEVER;
     }
-    urls.push(entry.replace(/\/+$/, ""));
+    urls.push(source.kind === "fixed" ? source.base : entry);
   }
   return urls;
 });
@@ -52,6 +54,7 @@ const schema = z.object({
   GATEWAY_PORT: portNumber.default(3000),
   GATEWAY_HOST: z.string().min(1).default("0.0.0.0"),
   CHAT_UPSTREAMS: upstreams.default(["http://127.0.0.1:8086"]),
+  CHAT_UPSTREAMS_DNS_REFRESH_MS: wholeNumber(100, 600_000).default(5_000),
   INTERNAL_TOKEN: z.string().min(1).optional(),
   JWT_SECRET: z.string().min(1).optional(),
   JWT_PUBLIC_KEY: pem.optional(),
@@ -82,8 +85,10 @@ export interface GatewayConfig {
   production: boolean;
   port: number;
   host: string;
-  /** Base URLs of the chat instances, without a trailing slash. */
+  /** The chat instances: base URLs without a trailing slash, or `dns+http(s)://<name>:<port>` to look up. */
   chatUpstreams: string[];
+  /** How often `dns+` names are looked up again (CHAT_UPSTREAMS_DNS_REFRESH_MS); 5,000 ms when not given. */
+  upstreamDnsRefreshMs?: number;
   internalToken: string;
   accessTokens: { key: AccessTokenKey; issuer?: string; audience?: string };
   wsTokens: { secret: string; ttlSeconds: number };
@@ -111,6 +116,9 @@ export interface GatewayConfig {
 }
 
 export { ConfigError };
+
+/** Every variable this service reads (deployment files are checked against it). */
+export const GATEWAY_VARIABLES: readonly string[] = Object.keys(schema.shape);
 
 /** Variables that may come from a file instead (`<NAME>_FILE`, shared/src/node/config.ts). */
 export const GATEWAY_SECRET_VARIABLES = [
@@ -156,6 +164,7 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     port: v.GATEWAY_PORT,
     host: v.GATEWAY_HOST,
     chatUpstreams: v.CHAT_UPSTREAMS,
+    upstreamDnsRefreshMs: v.CHAT_UPSTREAMS_DNS_REFRESH_MS,
     internalToken,
     accessTokens: { key, issuer: v.JWT_ISSUER, audience: v.JWT_AUDIENCE },
     wsTokens: { secret: wsSecret, ttlSeconds: v.WS_TOKEN_TTL_SECONDS },

@@ -6,7 +6,7 @@ import type { WsCounters } from "./proxy/ws-upgrade.ts";
 export function createGatewayMetrics(
   counters: WsCounters,
   openPipes: () => number,
-  instances: readonly Upstream[],
+  instances: () => readonly Upstream[],
 ): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "gateway_" });
@@ -62,7 +62,8 @@ export function createGatewayMetrics(
     labelNames: ["upstream"],
     registers: [registry],
     collect() {
-      for (const instance of instances) this.set({ upstream: instance.base }, instance.upgrades.inFlight);
+      this.reset();
+      for (const instance of instances()) this.set({ upstream: instance.base }, instance.upgrades.inFlight);
     },
   });
   new Gauge({
@@ -71,7 +72,8 @@ export function createGatewayMetrics(
     labelNames: ["upstream"],
     registers: [registry],
     collect() {
-      for (const instance of instances) this.set({ upstream: instance.base }, instance.upgrades.waiting);
+      this.reset();
+      for (const instance of instances()) this.set({ upstream: instance.base }, instance.upgrades.waiting);
     },
   });
   return registry;

@@ -13,6 +13,7 @@ import type { GatewayConfig } from "./env.ts";
 import { createGatewayMetrics } from "./metrics.ts";
 import { createRestForwarder } from "./proxy/rest-forward.ts";
 import { createMemorySocketCaps, createRedisSocketCaps } from "./proxy/socket-caps.ts";
+import { parseUpstreamSource, startUpstreamDiscovery } from "./proxy/upstream-discovery.ts";
 import { createUpstreams } from "./proxy/upstreams.ts";
 import { createWsUpgrade } from "./proxy/ws-upgrade.ts";
 
@@ -33,10 +34,24 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     redis && config.redis ? createRedisReplayStore(redis, config.redis.keyPrefix) : createMemoryReplayStore();
   const wsTokens = createWsTokens({ ...config.wsTokens, replay });
   const upstreams = createUpstreams({
-    urls: config.chatUpstreams,
+    urls: [],
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
     requestTimeoutMs: config.upstreamRequestTimeoutMs,
     upgradeAdmission: config.upstreamUpgrades ?? { inFlightMax: 32, queueMax: 2_048, maxWaitMs: 3_000 },
+  });
+  // The instances: the fixed URLs, and the addresses of dns+ names, looked up again while the gateway runs.
+  const discovery = await startUpstreamDiscovery({
+    sources: config.chatUpstreams.map((entry) => {
+      const source = parseUpstreamSource(entry);
+      if (!source) throw new Error(`not a chat upstream: ${entry}`);
+      return source;
+    }),
+    refreshMs: config.upstreamDnsRefreshMs ?? 5_000,
+    onChange: (bases) => {
+      upstreams.replace(bases);
+      log.info({ upstreams: bases }, "chat instances");
+    },
+    log,
   });
   let draining = false;
   const gatewayId = randomUUID();
@@ -64,7 +79,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     maxRequestsPerUser: config.maxRequestsPerUser,
   });
   const app = createGatewayApp({
-    chatUpstreams: config.chatUpstreams,
+    chatUpstreams: discovery.current,
     internalToken: config.internalToken,
     redisReady: redis ? () => succeedsWithin(() => redis.ping(), 1_000) : undefined,
     verifyAccessToken: createAccessTokenVerifier(config.accessTokens),
@@ -74,7 +89,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       config.devAuth && key.kind === "secret"
         ? createDevTokenSigner({ secret: key.secret, issuer, audience })
         : undefined,
-    metrics: createGatewayMetrics(ws.counters, ws.openPipes, upstreams.all),
+    metrics: createGatewayMetrics(ws.counters, ws.openPipes, () => upstreams.all),
     checkInternalToken: createInternalTokenCheck(config.internalToken),
     log,
     isShuttingDown: () => draining,
@@ -130,6 +145,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       while (requestsInFlight > 0 && Date.now() < answeredBy) await new Promise((r) => setTimeout(r, 10));
       server.closeAllConnections();
       await closed;
+      discovery.stop();
       await upstreams.close();
       await redis?.quit().catch(() => {});
     },

@@ -316,6 +316,14 @@ describe.each(databaseTargets().map((t) => [t.name, t] as const))(
         const database = leastPrivilegedDatabase(adminUrl);
         cleanups.push(async () => database.drop());
         Object.assign(env, { NODE_ENV: "production", DATABASE_URL: database.url });
+        // What the Kubernetes init container runs: the migrations alone, then exit 0.
+        const migrate = spawnSync(process.execPath, [join(bundles["listings-chat"], "../migrate.js")], {
+          env: { PATH: process.env.PATH ?? "", ...env },
+          encoding: "utf8",
+          timeout: 60_000,
+        });
+        expect(migrate.status, migrate.stderr).toBe(0);
+        expect(migrate.stdout).toContain("migrations applied");
       }
       const redis = redisUrl();
       const shared: Record<string, string> = {};

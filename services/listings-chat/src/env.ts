@@ -64,6 +64,9 @@ import { ConfigError } from "@listings-chat/shared/node";
 
 export { ConfigError };
 
+/** Every variable this service reads (deployment files are checked against it). */
+export const CHAT_VARIABLES: readonly string[] = Object.keys(schema.shape);
+
 /** Variables that may come from a file instead (`<NAME>_FILE`, shared/src/node/config.ts). */
 export const CHAT_SECRET_VARIABLES = ["INTERNAL_TOKEN", "DATABASE_URL", "REDIS_URL"] as const;
 

@@ -13,6 +13,7 @@ export interface Upstream {
 }
 
 export interface UpstreamsOptions {
+  /** The instances at first; `replace` changes them (upstream-discovery.ts). */
   urls: string[];
   connectTimeoutMs: number;
   requestTimeoutMs: number;
@@ -36,7 +37,7 @@ export function createUpstreams({
   penaltyMs = 5_000,
   now = Date.now,
 }: UpstreamsOptions) {
-  const all: Upstream[] = urls.map((base) => ({
+  const make = (base: string): Upstream => ({
     base,
     pool: new Pool(base, {
       connections: 64,
@@ -47,15 +48,33 @@ export function createUpstreams({
     }),
     downUntil: 0,
     upgrades: new UpgradeAdmission(upgradeAdmission),
-  }));
+  });
+  let all: Upstream[] = urls.map(make);
   let turn = 0;
   return {
-    all,
+    get all(): readonly Upstream[] {
+      return all;
+    },
     order(): Upstream[] {
+      if (all.length === 0) return [];
       const t = now();
       const start = turn++ % all.length;
       const rotated = [...all.slice(start), ...all.slice(0, start)];
       return [...rotated.filter((u) => u.downUntil <= t), ...rotated.filter((u) => u.downUntil > t)];
+    },
+    /**
+     * Makes `bases` the instances, in that order. One that is kept keeps its state; a new one starts fresh;
+     * one that is gone takes no new work: upgrades waiting for it go on to the next instance, its REST
+     * connections close once their requests are answered, and pipes already open through it stay open.
+     */
+    replace(bases: string[]) {
+      const byBase = new Map(all.map((u) => [u.base, u]));
+      const next = bases.map((base) => byBase.get(base) ?? make(base));
+      for (const gone of all.filter((u) => !bases.includes(u.base))) {
+        gone.upgrades.withdrawAll();
+        void gone.pool.close().catch(() => {});
+      }
+      all = next;
     },
     /** Puts a failed instance at the back of the queue; upgrades waiting for it go on to the next one. */
     markDown(upstream: Upstream) {
