@@ -1,5 +1,5 @@
 import { ErrorCode, errorBody } from "@listings-chat/shared";
-import { presentedInternalToken } from "@listings-chat/shared/node";
+import { presentedInternalToken, type RequestScopeOptions, requestScope } from "@listings-chat/shared/node";
 import { type Context, Hono } from "hono";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -13,9 +13,10 @@ import { GatewayErrorCode } from "./error-codes.ts";
 import { WS_PATH } from "./proxy/ws-upgrade.ts";
 
 export interface GatewayAppParts {
-  /** Base URLs of the chat instances, without a trailing slash (for `/ready`). */
-  /** The instances' base URLs, or a function that gives the current ones (they change with DNS). */
+  /** The instances' base URLs (for `/ready`), or a function that gives the current ones (they change with DNS). */
   chatUpstreams: readonly string[] | (() => readonly string[]);
+  /** Told of every answered request (REST latency per route, metrics.ts). */
+  observeRequest?: RequestScopeOptions["observe"];
   verifyAccessToken: AccessTokenVerifier;
   wsTokens: WsTokens;
   /** Forwards a chat REST request as the given user; answers every failure, never throws. */
@@ -97,15 +98,7 @@ export function createGatewayApp(parts: GatewayAppParts) {
   const { log, readyTimeoutMs = 1_000, isShuttingDown = () => false } = parts;
   const app = new Hono<GatewayEnv>();
 
-  app.use(async (c, next) => {
-    const started = performance.now();
-    await next();
-    // c.req.path has no query string, so no token is ever logged.
-    log?.debug(
-      { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) },
-      "request",
-    );
-  });
+  app.use(requestScope({ log, observe: parts.observeRequest }));
 
   // Ops endpoints live on the chat port only; the public entry never exposes them.
   app.use(async (c, next) => {

@@ -4,13 +4,14 @@ import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import { createInternalTokenCheck, createRedisClient, listen, succeedsWithin } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
+import { Registry } from "prom-client";
 import { createGatewayApp } from "./app.ts";
 import { createAccessTokenVerifier } from "./auth/access-token.ts";
 import { createMemoryReplayStore, createRedisReplayStore } from "./auth/replay-store.ts";
 import { createWsTokens } from "./auth/ws-token.ts";
 import { createDevTokenSigner } from "./dev/dev-token.ts";
 import type { GatewayConfig } from "./env.ts";
-import { createGatewayMetrics } from "./metrics.ts";
+import { createGatewayMetrics, createGatewayTelemetry } from "./metrics.ts";
 import { createRestForwarder } from "./proxy/rest-forward.ts";
 import { createMemorySocketCaps, createRedisSocketCaps } from "./proxy/socket-caps.ts";
 import { parseUpstreamSource, startUpstreamDiscovery } from "./proxy/upstream-discovery.ts";
@@ -55,6 +56,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   });
   let draining = false;
   const gatewayId = randomUUID();
+  const registry = new Registry();
+  const telemetry = createGatewayTelemetry(registry);
   const ws = createWsUpgrade({
     wsTokens,
     upstreams,
@@ -67,6 +70,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     maxSocketsPerUser: config.maxSocketsPerUser,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
     isDraining: () => draining,
+    observeUpgrade: telemetry.observeUpgrade,
     log,
   });
   const { key, issuer, audience } = config.accessTokens;
@@ -77,6 +81,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     requestTimeoutMs: config.upstreamRequestTimeoutMs,
     bodyTimeoutMs: config.bodyTimeoutMs,
     maxRequestsPerUser: config.maxRequestsPerUser,
+    onUpstreamFailure: telemetry.countRestFailure,
   });
   const app = createGatewayApp({
     chatUpstreams: discovery.current,
@@ -89,7 +94,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       config.devAuth && key.kind === "secret"
         ? createDevTokenSigner({ secret: key.secret, issuer, audience })
         : undefined,
-    metrics: createGatewayMetrics(ws.counters, ws.openPipes, () => upstreams.all),
+    metrics: createGatewayMetrics(registry, ws.counters, ws.openPipes, () => upstreams.all),
+    observeRequest: telemetry.observeRequest,
     checkInternalToken: createInternalTokenCheck(config.internalToken),
     log,
     isShuttingDown: () => draining,

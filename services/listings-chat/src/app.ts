@@ -1,5 +1,5 @@
 import { ErrorCode, errorBody, Limits } from "@listings-chat/shared";
-import { presentedInternalToken } from "@listings-chat/shared/node";
+import { presentedInternalToken, type RequestScopeOptions, requestScope } from "@listings-chat/shared/node";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "pino";
@@ -14,21 +14,15 @@ export interface AppParts {
   ops: Hono;
   api: Hono<any>;
   onRateLimited: () => void;
+  /** Told of every answered request (REST latency per route, ops/metrics.ts). */
+  observeRequest?: RequestScopeOptions["observe"];
 }
 
 /** Routes of the chat port, wired from their parts, with one place that turns errors into answers. */
-export function createApp({ log, checkInternalToken, probes, ops, api, onRateLimited }: AppParts) {
+export function createApp({ log, checkInternalToken, probes, ops, api, onRateLimited, observeRequest }: AppParts) {
   const app = new Hono();
 
-  app.use(async (c, next) => {
-    const started = performance.now();
-    await next();
-    // c.req.path carries no query string: nothing secret reaches the log.
-    log.debug(
-      { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) },
-      "request",
-    );
-  });
+  app.use(requestScope({ log, observe: observeRequest }));
   app.route("/", probes);
   app.use(async (c, next) => {
     const presented = presentedInternalToken({

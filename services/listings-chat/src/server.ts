@@ -22,6 +22,7 @@ import { createMessageService } from "./messages/service.ts";
 import { createMetrics } from "./ops/metrics.ts";
 import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
+import { createTelemetry } from "./ops/telemetry.ts";
 import { createMemoryPresence, createRedisPresence } from "./presence/presence.ts";
 
 export interface ChatServer {
@@ -47,7 +48,10 @@ export async function startChatServer(
   overrides: ChatServerOverrides = {},
 ): Promise<ChatServer> {
   const startedAt = Date.now();
-  const database = await openDatabase(config.database);
+  const telemetry = createTelemetry();
+  const database = await openDatabase(config.database, (operation, seconds) =>
+    telemetry.dbQuerySeconds.observe({ operation }, seconds),
+  );
   const redis = config.redis ? createRedisClient(config.redis.url) : undefined;
   redis?.on("error", (error) => log.warn({ err: error }, "redis connection error"));
   const bus: Bus = config.redis
@@ -101,6 +105,7 @@ export async function startChatServer(
         : createMemoryTypingGate(Limits.typingIntervalMs),
     slowConsumerBytes: overrides.slowConsumerBytes ?? Limits.slowConsumerBytes,
     replayPage: overrides.replayPage,
+    telemetry,
   });
   await hub.start();
 
@@ -119,7 +124,7 @@ export async function startChatServer(
       snapshot: hub.snapshot,
       bus,
       database,
-      metrics: createMetrics(stats, hub.snapshot),
+      metrics: createMetrics(telemetry.registry, stats, hub.snapshot),
       isShuttingDown,
       redisReady,
       closeGatewaySockets: hub.closeGatewaySockets,
@@ -128,6 +133,7 @@ export async function startChatServer(
     onRateLimited: () => {
       stats.rateLimitedTotal += 1;
     },
+    observeRequest: telemetry.observeRequest,
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: Limits.maxFrameBytes, perMessageDeflate: false });

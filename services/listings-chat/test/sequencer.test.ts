@@ -117,7 +117,8 @@ describe("createEventSequencer", () => {
   });
 
   it("reads a gap the bus never fills from the log after gapTimeoutMs, with the exact bounds", async () => {
-    const { sequencer, ids, fetchRange, onError } = setup({ startAfter: 10 });
+    const onGapFill = vi.fn();
+    const { sequencer, ids, fetchRange, onError } = setup({ startAfter: 10, onGapFill });
     fetchRange.mockImplementation(async (after, upTo) => {
       const out: AddressedEvent[] = [];
       for (let id = upTo; id > after; id--) out.push(ev(id)); // newest first: the sequencer must still order them
@@ -135,6 +136,7 @@ describe("createEventSequencer", () => {
     expect(fetchRange).toHaveBeenCalledTimes(1);
     // Everything after the last delivered id (11) up to just before the oldest waiting one (14).
     expect(fetchRange).toHaveBeenCalledWith(11, 13);
+    expect(onGapFill).toHaveBeenCalledTimes(1); // counted: listings_chat_sequencer_gap_fills_total
     expect(ids()).toEqual([11, 12, 13, 14]);
     expect(sequencer.delivered()).toBe(14);
     expect(onError).not.toHaveBeenCalled();

@@ -1,4 +1,5 @@
 import { ErrorCode, errorBody, Limits } from "@listings-chat/shared";
+import { currentRequestId, REQUEST_ID_HEADER, requestIdFrom } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { errors as undiciErrors } from "undici";
 import { GatewayErrorCode, MISCONFIGURED_MESSAGE } from "../error-codes.ts";
@@ -7,7 +8,7 @@ import type { Upstreams } from "./upstreams.ts";
 import { createUserConcurrency } from "./user-concurrency.ts";
 
 /** Request headers worth passing to the chat service; identity and cookies never are. */
-const FORWARDED_REQUEST_HEADERS = ["content-type", "accept", "accept-language", "x-request-id"];
+const FORWARDED_REQUEST_HEADERS = ["content-type", "accept", "accept-language"];
 /** Hop-by-hop headers of the instance's answer, which belong to that connection only (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set([
   "connection",
@@ -57,7 +58,12 @@ export interface RestForwardOptions {
   bodyTimeoutMs: number;
   /** Requests in flight per user at this gateway (429 over it). */
   maxRequestsPerUser: number;
+  /** Told of each way an instance failed a forwarded request (metrics.ts counts them). */
+  onUpstreamFailure?: (outcome: RestUpstreamFailure) => void;
 }
+
+/** How an instance failed a forwarded request: no answer in time, unreachable, a broken or oversized answer, another INTERNAL_TOKEN. */
+export type RestUpstreamFailure = "timeout" | "unreachable" | "failed" | "too_large" | "misconfigured";
 
 export type RestForwarder = ReturnType<typeof createRestForwarder>;
 
@@ -82,6 +88,7 @@ function bodyRefused(error: BodyRejected): Response {
  */
 export function createRestForwarder(options: RestForwardOptions) {
   const { upstreams, internalToken, log } = options;
+  const failed = (outcome: RestUpstreamFailure) => options.onUpstreamFailure?.(outcome);
   const concurrency = createUserConcurrency(options.maxRequestsPerUser);
 
   async function forward(request: Request, userId: number, body: Buffer | undefined): Promise<Response> {
@@ -91,6 +98,8 @@ export function createRestForwarder(options: RestForwardOptions) {
       const value = request.headers.get(name);
       if (value !== null) headers[name] = value;
     }
+    // The id this gateway gave the request (the client's when it was sane), so that both logs tell one story.
+    headers[REQUEST_ID_HEADER] = currentRequestId() ?? requestIdFrom(request.headers.get(REQUEST_ID_HEADER));
     const deadline = AbortSignal.timeout(options.requestTimeoutMs);
     const signal = AbortSignal.any([request.signal, deadline]);
     const timedOut = () =>
@@ -118,6 +127,7 @@ export function createRestForwarder(options: RestForwardOptions) {
           if (size > MAX_RESPONSE_BYTES) {
             answer.body.destroy();
             log.error({ upstream: upstream.base, path: url.pathname }, "chat instance answered more than 16 MiB");
+            failed("too_large");
             return errorResponse(502, GatewayErrorCode.upstreamFailed, "the chat service's answer was too large");
           }
           chunks.push(chunk);
@@ -127,6 +137,7 @@ export function createRestForwarder(options: RestForwardOptions) {
             { upstream: upstream.base, path: url.pathname },
             "chat instance refused the internal token: INTERNAL_TOKEN differs between gateway and chat",
           );
+          failed("misconfigured");
           return errorResponse(502, GatewayErrorCode.upstreamMisconfigured, MISCONFIGURED_MESSAGE);
         }
         const responseHeaders = new Headers();
@@ -150,10 +161,12 @@ export function createRestForwarder(options: RestForwardOptions) {
         }
         if (deadline.aborted) {
           log.warn({ upstream: upstream.base, path: url.pathname }, "forwarded request timed out");
+          failed("timeout");
           return timedOut();
         }
         if (failedBeforeSending(error)) {
           upstreams.markDown(upstream);
+          failed("unreachable");
           continue;
         }
         log.warn(
@@ -161,8 +174,10 @@ export function createRestForwarder(options: RestForwardOptions) {
           "chat instance failed a forwarded request",
         );
         if (error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError) {
+          failed("timeout");
           return timedOut();
         }
+        failed("failed");
         return errorResponse(502, GatewayErrorCode.upstreamFailed, "the chat service failed to answer: retry");
       }
     }

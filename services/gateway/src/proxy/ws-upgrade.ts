@@ -2,7 +2,14 @@ import type { IncomingMessage, OutgoingHttpHeaders } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { ErrorCode } from "@listings-chat/shared";
-import { redactUrl, refuseUpgrade } from "@listings-chat/shared/node";
+import {
+  currentRequestId,
+  REQUEST_ID_HEADER,
+  redactUrl,
+  refuseUpgrade,
+  requestIdFrom,
+  withRequestId,
+} from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { AuthError } from "../auth/errors.ts";
 import type { WsTokenGrant, WsTokens } from "../auth/ws-token.ts";
@@ -23,7 +30,6 @@ const FORWARDED_HANDSHAKE_HEADERS = [
   "sec-websocket-extensions",
   "origin",
   "user-agent",
-  "x-request-id",
 ];
 
 /** How long the client of a pipe whose instance has closed may take to read what is left. */
@@ -40,6 +46,8 @@ export interface WsUpgradeOptions {
   maxSocketsPerUser: number;
   connectTimeoutMs: number;
   isDraining: () => boolean;
+  /** Told how long each accepted upgrade took, from its request to its pipe. */
+  observeUpgrade?: (seconds: number) => void;
   log: Logger;
   /** Draws the Retry-After of a full queue; Math.random unless a test pins it. */
   random?: () => number;
@@ -229,7 +237,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
     relay(client, upstream);
   }
 
-  async function handle(req: IncomingMessage, socket: Duplex, head: Buffer) {
+  async function handle(req: IncomingMessage, socket: Duplex, head: Buffer, started: number) {
     const url = new URL(req.url ?? "/", "http://gateway.invalid");
     if (url.pathname !== WS_PATH)
       return refuse(socket, 404, ErrorCode.notFound, `no WebSocket endpoint here: use ${WS_PATH}`);
@@ -294,6 +302,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         const value = req.headers[name];
         if (value !== undefined) headers[name] = value;
       }
+      headers[REQUEST_ID_HEADER] = currentRequestId();
       const left = new AbortController();
       const onClose = () => left.abort();
       // A client that gives up closes its side: an upgrade socket is half-open, so that is `end`, not `close`.
@@ -320,6 +329,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
           return refuseDraining(socket);
         }
         piped = true;
+        options.observeUpgrade?.((performance.now() - started) / 1_000);
         socket.once("close", giveSlotBack);
         pipe(socket, head, outcome.instance, outcome.answer, outcome.releaseSlot);
         return;
@@ -373,7 +383,9 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       // as the pipe lives.
       socket.on("error", onClientSocketError);
       handshakesInProgress += 1;
-      handle(req, socket, head)
+      // Every line logged for this upgrade carries its id, which goes on to the instance too.
+      const started = performance.now();
+      withRequestId(requestIdFrom(req.headers[REQUEST_ID_HEADER]), () => handle(req, socket, head, started))
         .catch((error) => {
           log.error({ err: error, url: redactUrl(req.url) }, "upgrade failed");
           socket.destroy();

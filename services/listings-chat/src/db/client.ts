@@ -8,6 +8,7 @@ import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
+import { type QueryObserver, timeQueries } from "./query-timing.ts";
 import * as schema from "./schema.ts";
 
 export type Schema = typeof schema;
@@ -78,13 +79,14 @@ export type DatabaseOptions =
  * Opens PostgreSQL (with `url`) or embedded PGlite (in `dataDir`, or in memory for tests)
  * and applies the committed migrations before returning.
  */
-export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
+export async function openDatabase(options: DatabaseOptions, onQuery?: QueryObserver): Promise<DatabaseHandle> {
   if ("url" in options) {
     return openPostgres(
       options.url,
       options.poolSize ?? 10,
       { ...defaultPostgresTimeouts, ...options.timeouts },
       { ...defaultReadPool, ...options.readPool },
+      onQuery,
     );
   }
   if ("dataDir" in options) mkdirSync(options.dataDir, { recursive: true });
@@ -103,7 +105,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
 }
 
 /** A pool whose every session carries the limits of `timeouts`. */
-function createPool(url: string, max: number, timeouts: PostgresTimeouts): pg.Pool {
+function createPool(url: string, max: number, timeouts: PostgresTimeouts, onQuery?: QueryObserver): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
     max,
@@ -120,7 +122,10 @@ function createPool(url: string, max: number, timeouts: PostgresTimeouts): pg.Po
   pool.on("error", () => {});
   // While a client is checked out the pool stops listening to it: a connection lost mid-query would
   // otherwise emit an unhandled 'error'. The query itself still fails and is reported by its caller.
-  pool.on("connect", (client) => client.on("error", () => {}));
+  pool.on("connect", (client) => {
+    client.on("error", () => {});
+    if (onQuery) timeQueries(client, onQuery);
+  });
   return pool;
 }
 
@@ -129,9 +134,10 @@ async function openPostgres(
   max: number,
   timeouts: PostgresTimeouts,
   readPool: ReadPoolOptions,
+  onQuery?: QueryObserver,
 ): Promise<DatabaseHandle> {
-  const pool = createPool(url, max, timeouts);
-  const readsPool = createPool(url, readPool.size, { ...timeouts, statementMs: readPool.statementMs });
+  const pool = createPool(url, max, timeouts, onQuery);
+  const readsPool = createPool(url, readPool.size, { ...timeouts, statementMs: readPool.statementMs }, onQuery);
   const migrationClient = await pool.connect();
   try {
     const migrationDb = drizzleNodePg(migrationClient, { schema });

@@ -26,6 +26,8 @@ export interface ConnectionContext {
   log: Logger;
   slowConsumerBytes: number;
   relayTyping(userId: number, chat: ChatRow, isTyping: boolean): Promise<void>;
+  /** Told how long each replay took, from its first page read to live. */
+  observeReplay?: (seconds: number) => void;
 }
 
 export interface EventReader {
@@ -191,6 +193,7 @@ export class Connection {
    * up to the slow-consumer limit (past it they are let go, and read from the stream instead).
    */
   private async replayFrom(after: number): Promise<void> {
+    const started = performance.now();
     this.heldBack ??= [];
     this.heldBackDropped = false;
     this.lastSent = after;
@@ -223,6 +226,7 @@ export class Connection {
     this.heldBack = undefined;
     this.heldBackBytes = 0;
     for (const { id, data } of held) this.deliverEvent(id, data);
+    this.ctx.observeReplay?.((performance.now() - started) / 1_000);
   }
 
   /** Writes one frame; `written` runs once ws has handed its bytes to the OS, or at once when nothing was sent. */

@@ -11,6 +11,7 @@ import { type BusMessage, publishFrame as publishFrameTo } from "../events/publi
 import type { TypingGate } from "../limits/typing-gate.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
+import type { HubTelemetry } from "../ops/telemetry.ts";
 import type { Presence, PresenceState } from "../presence/presence.ts";
 import { Connection } from "./connection.ts";
 import { createEventSequencer } from "./sequencer.ts";
@@ -39,6 +40,8 @@ export interface HubOptions {
   replayPage?: { maxEvents?: number; maxBytes?: number };
   /** How often the ends of the followed streams are compared with what was delivered (default 2 s). */
   tailCheckIntervalMs?: number;
+  /** Histograms and counters the hub feeds (ops/telemetry.ts); none in tests that do not look. */
+  telemetry?: HubTelemetry;
 }
 
 interface ShardListen {
@@ -67,7 +70,7 @@ export type Hub = ReturnType<typeof createHub>;
  * Knows sockets and events, not SQL: reading the streams goes through events/log.ts.
  */
 export function createHub(options: HubOptions) {
-  const { db, bus, presence, stats, log } = options;
+  const { db, bus, presence, stats, log, telemetry } = options;
   const reads = options.reads ?? db;
   const sockets = new Map<number, Set<Connection>>();
   /** The streams of the users with sockets here: the only ones this instance listens to and delivers. */
@@ -91,12 +94,19 @@ export function createHub(options: HubOptions) {
     log,
     slowConsumerBytes: options.slowConsumerBytes,
     relayTyping,
+    observeReplay: (seconds: number) => telemetry?.replaySeconds.observe(seconds),
   };
 
   function dispatch({ userId, event }: AddressedEvent) {
     // Encoded once, written to every socket of the user as is.
     const data = Buffer.from(JSON.stringify(event));
     stats.broadcastsTotal += 1;
+    // A message's commit to its fan-out here: the bus, this instance's sequencer and its event loop.
+    if (telemetry && event.type === "new_message" && sockets.has(userId)) {
+      const committedAt = Date.parse(event.message.created_at);
+      if (Number.isFinite(committedAt))
+        telemetry.deliverySeconds.observe(Math.max(0, Date.now() - committedAt) / 1_000);
+    }
     for (const connection of sockets.get(userId) ?? []) connection.deliverEvent(event.event_id, data);
   }
 
@@ -216,6 +226,7 @@ export function createHub(options: HubOptions) {
         startAfter: start,
         fetchRange: (after, upTo) => readEventRange(db, userId, after, upTo),
         deliver: dispatch,
+        onGapFill: () => telemetry?.gapFills.inc(),
         onError: (error) => {
           stats.errorsTotal += 1;
           log.error({ err: error, user: userId }, "could not read missing events from a stream; will retry");
@@ -301,7 +312,10 @@ export function createHub(options: HubOptions) {
         stats.errorsTotal += 1;
         log.debug({ err: error, connection: connection.id }, "socket error");
       });
-      socket.on("close", () => detach(connection));
+      socket.on("close", (code) => {
+        telemetry?.closes.inc({ code: String(code) });
+        detach(connection);
+      });
       let set = sockets.get(userId);
       const first = !set;
       if (!set) {
@@ -321,10 +335,14 @@ export function createHub(options: HubOptions) {
       // can take it. One followed before may have moved on since: the greeting reads the end again.
       const opened = connection.open(after, followed ? stream.ready.then(() => undefined) : stream.ready);
       opening += 1;
+      const acceptedAt = performance.now();
       const greeted = () => {
         opening -= 1;
       };
-      opened.then(greeted, greeted);
+      opened.then(() => {
+        greeted();
+        telemetry?.upgradeSeconds.observe((performance.now() - acceptedAt) / 1_000);
+      }, greeted);
       void (async () => {
         await opened;
         const join = await joined;

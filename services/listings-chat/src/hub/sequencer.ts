@@ -10,6 +10,8 @@ export interface SequencerOptions {
   fetchRange: (after: number, upTo: number) => Promise<{ events: AddressedEvent[]; more: boolean }>;
   deliver: (addressed: AddressedEvent) => void;
   onError: (error: unknown) => void;
+  /** Told each time a gap is read from the stream (the bus lost or delayed an event past gapTimeoutMs). */
+  onGapFill?: () => void;
   /** How long an out-of-order event waits for the ones before it before they are read from the stream. */
   gapTimeoutMs?: number;
 }
@@ -108,6 +110,7 @@ export class EventSequencer {
     if (!this.waiting || this.waiting.size === 0) return;
     let first = Number.POSITIVE_INFINITY;
     for (const id of this.waiting.keys()) first = Math.min(first, id);
+    this.options.onGapFill?.();
     await this.readUpTo(first - 1);
     this.drain();
   }

@@ -1,7 +1,14 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { ErrorCode, parseUserId } from "@listings-chat/shared";
-import { presentedInternalToken, redactUrl, refuseUpgrade as refuse } from "@listings-chat/shared/node";
+import {
+  presentedInternalToken,
+  REQUEST_ID_HEADER,
+  redactUrl,
+  refuseUpgrade as refuse,
+  requestIdFrom,
+  withRequestId,
+} from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import type { WebSocketServer } from "ws";
 import type { Hub } from "./hub.ts";
@@ -35,7 +42,11 @@ export function createUpgradeHandler({
   log,
   random = Math.random,
 }: UpgradeDeps) {
-  return (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  return (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+    // The gateway's id for this upgrade, in every line logged while it is handled.
+    withRequestId(requestIdFrom(req.headers[REQUEST_ID_HEADER]), () => handleUpgrade(req, socket, head));
+
+  function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
     // First, so that a client that vanishes mid-handshake cannot crash the process.
     socket.on("error", (error) => log.debug({ err: error }, "upgrade socket error"));
     const url = new URL(req.url ?? "/", "http://chat.internal");
@@ -69,5 +80,5 @@ export function createUpgradeHandler({
         gatewayId: typeof gatewayId === "string" ? gatewayId : undefined,
       });
     });
-  };
+  }
 }

@@ -1,9 +1,15 @@
-import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, type Registry } from "prom-client";
 import type { Stats } from "./stats.ts";
 
-/** A Prometheus registry of this instance (never the global one), read from the same counters as the stats. */
-export function createMetrics(stats: Stats, snapshot: () => { connections: number; usersOnline: number }): Registry {
-  const registry = new Registry();
+/**
+ * The instance's Prometheus registry (never the global one; telemetry.ts made it, with the histograms):
+ * gauges and counters read from the same counters as the stats, and the process's own metrics.
+ */
+export function createMetrics(
+  registry: Registry,
+  stats: Stats,
+  snapshot: () => { connections: number; usersOnline: number },
+): Registry {
   collectDefaultMetrics({ register: registry, prefix: "listings_chat_" });
   new Gauge({
     name: "listings_chat_ws_connections",

@@ -1,0 +1,49 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { matchedRoutes } from "hono/route";
+import type { Logger } from "pino";
+import { REQUEST_ID_HEADER, requestIdFrom, withRequestId } from "./request-id.ts";
+
+export interface RequestScopeOptions {
+  log?: Logger;
+  /**
+   * Called once a request is answered, with its route's pattern (`/api/v1/chats/:id/messages`, never the
+   * path itself, so that metrics keep a bounded set of labels), method, status and duration.
+   */
+  observe?: (answered: { route: string; method: string; status: number; seconds: number }) => void;
+}
+
+/** The pattern of the route that answered (the last one matched that is not a catch-all middleware). */
+function routePattern(c: Context): string {
+  const routes = matchedRoutes(c);
+  for (let i = routes.length - 1; i >= 0; i--) {
+    const path = routes[i]?.path;
+    if (path && path !== "/*" && path !== "*") return path;
+  }
+  return "unmatched";
+}
+
+/**
+ * The first middleware of both services' apps: the request's id (taken or made, answered in
+ * `X-Request-Id`, and in every log line written while it is handled), its duration, and a debug line.
+ */
+export function requestScope({ log, observe }: RequestScopeOptions): MiddlewareHandler {
+  return async (c, next) => {
+    const id = requestIdFrom(c.req.header(REQUEST_ID_HEADER));
+    const started = performance.now();
+    await withRequestId(id, next);
+    try {
+      c.res.headers.set("X-Request-Id", id);
+    } catch {
+      // An immutable Response (a redirect): it goes out without the header.
+    }
+    const seconds = (performance.now() - started) / 1_000;
+    observe?.({ route: routePattern(c), method: c.req.method, status: c.res.status, seconds });
+    // c.req.path carries no query string: nothing secret reaches the log.
+    withRequestId(id, () =>
+      log?.debug(
+        { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1_000) },
+        "request",
+      ),
+    );
+  };
+}
