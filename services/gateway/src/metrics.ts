@@ -10,20 +10,20 @@ const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 /** The histograms and failure counters the gateway's parts feed as they go. */
 export function createGatewayTelemetry(registry: Registry) {
   const httpSeconds = new Histogram({
-    name: "gateway_http_request_duration_seconds",
+    name: "listings_chat_gateway_http_request_duration_seconds",
     help: "REST requests, from arrival to answer (forwarding included), by route pattern, method and status",
     labelNames: ["route", "method", "status"],
     buckets: SECONDS,
     registers: [registry],
   });
   const upgradeSeconds = new Histogram({
-    name: "gateway_ws_upgrade_duration_seconds",
+    name: "listings_chat_gateway_ws_upgrade_duration_seconds",
     help: "Accepted upgrades, from the request to the pipe (token, cap, queue and the instance's 101)",
     buckets: SECONDS,
     registers: [registry],
   });
   const restFailures = new Counter({
-    name: "gateway_rest_upstream_failures_total",
+    name: "listings_chat_gateway_rest_upstream_failures_total",
     help: "Forwarded REST requests an instance failed, by kind (timeout, unreachable, failed, too_large, misconfigured)",
     labelNames: ["outcome"],
     registers: [registry],
@@ -44,9 +44,9 @@ export function createGatewayMetrics(
   openPipes: () => number,
   instances: () => readonly Upstream[],
 ): Registry {
-  collectDefaultMetrics({ register: registry, prefix: "gateway_" });
+  collectDefaultMetrics({ register: registry, prefix: "listings_chat_gateway_" });
   new Gauge({
-    name: "gateway_ws_pipes",
+    name: "listings_chat_gateway_ws_pipes",
     help: "Open WebSocket pipes to chat instances",
     registers: [registry],
     collect() {
@@ -54,7 +54,7 @@ export function createGatewayMetrics(
     },
   });
   new Counter({
-    name: "gateway_ws_upgrades_accepted_total",
+    name: "listings_chat_gateway_ws_upgrades_accepted_total",
     help: "WebSocket upgrades accepted and piped",
     registers: [registry],
     collect() {
@@ -63,7 +63,7 @@ export function createGatewayMetrics(
     },
   });
   new Counter({
-    name: "gateway_ws_upgrades_refused_total",
+    name: "listings_chat_gateway_ws_upgrades_refused_total",
     help: "WebSocket upgrades refused before any 101, by HTTP status",
     labelNames: ["status"],
     registers: [registry],
@@ -73,7 +73,7 @@ export function createGatewayMetrics(
     },
   });
   new Counter({
-    name: "gateway_ws_upstream_failures_total",
+    name: "listings_chat_gateway_ws_upstream_failures_total",
     help: "Upgrade attempts a chat instance failed: its non-101 status, timeout or unreachable",
     labelNames: ["outcome"],
     registers: [registry],
@@ -83,7 +83,7 @@ export function createGatewayMetrics(
     },
   });
   new Counter({
-    name: "gateway_ws_upgrade_queue_full_total",
+    name: "listings_chat_gateway_ws_upgrade_queue_full_total",
     help: "WebSocket upgrades refused with 503 upstream_busy because the queue for an instance's slots was full",
     registers: [registry],
     collect() {
@@ -92,7 +92,7 @@ export function createGatewayMetrics(
     },
   });
   new Gauge({
-    name: "gateway_ws_upgrades_in_flight",
+    name: "listings_chat_gateway_ws_upgrades_in_flight",
     help: "Upgrades at a chat instance that it has not greeted yet (at most UPSTREAM_UPGRADES_IN_FLIGHT)",
     labelNames: ["upstream"],
     registers: [registry],
@@ -102,7 +102,7 @@ export function createGatewayMetrics(
     },
   });
   new Gauge({
-    name: "gateway_ws_upgrades_waiting",
+    name: "listings_chat_gateway_ws_upgrades_waiting",
     help: "Upgrades waiting for a slot at a chat instance (at most UPSTREAM_UPGRADE_QUEUE_MAX)",
     labelNames: ["upstream"],
     registers: [registry],

@@ -402,7 +402,7 @@ describe("the gateway process in front of instances that refuse, misconfigure or
       ws.close();
     }
     const metrics = await http(gateway.baseUrl, "GET", "/metrics", { headers: { "x-internal-token": internalToken } });
-    expect(metrics.text).toMatch(/gateway_ws_upstream_failures_total\{outcome="503"\} [1-9]/);
+    expect(metrics.text).toMatch(/listings_chat_gateway_ws_upstream_failures_total\{outcome="503"\} [1-9]/);
   });
 
   it("takes a 503 with Retry-After as busy, not down: passes it on, keeps the token, and keeps trying that instance", async () => {
@@ -432,7 +432,7 @@ describe("the gateway process in front of instances that refuse, misconfigure or
     }
     expect(first.seen.length - seenBefore).toBeGreaterThanOrEqual(3);
     const metrics = await http(gateway.baseUrl, "GET", "/metrics", { headers: { "x-internal-token": internalToken } });
-    expect(metrics.text).toMatch(/gateway_ws_upstream_failures_total\{outcome="busy"\} [1-9]/);
+    expect(metrics.text).toMatch(/listings_chat_gateway_ws_upstream_failures_total\{outcome="busy"\} [1-9]/);
   });
 
   it("takes an instance's 4xx as its verdict on the handshake: no failover, no retry on the same token", async () => {

@@ -82,14 +82,19 @@ describe("metrics after traffic", () => {
 
     // The gateway: REST latency per route pattern, upgrade latency, upstream failures by kind.
     expect(
-      sample(gatewayText, "gateway_http_request_duration_seconds_count", { method: "GET", status: "200" }),
+      sample(gatewayText, "listings_chat_gateway_http_request_duration_seconds_count", {
+        method: "GET",
+        status: "200",
+      }),
     ).toBeGreaterThanOrEqual(3);
-    expect(gatewayText).toMatch(/gateway_http_request_duration_seconds_bucket\{[^}]*route="\/api\/v1\/chats\/\*"/);
-    expect(sample(gatewayText, "gateway_ws_upgrade_duration_seconds_count")).toBe(3);
+    expect(gatewayText).toMatch(
+      /listings_chat_gateway_http_request_duration_seconds_bucket\{[^}]*route="\/api\/v1\/chats\/\*"/,
+    );
+    expect(sample(gatewayText, "listings_chat_gateway_ws_upgrade_duration_seconds_count")).toBe(3);
     expect(
-      sample(gatewayText, "gateway_rest_upstream_failures_total", { outcome: "unreachable" }),
+      sample(gatewayText, "listings_chat_gateway_rest_upstream_failures_total", { outcome: "unreachable" }),
     ).toBeGreaterThanOrEqual(1);
-    expect(sample(gatewayText, "gateway_ws_upgrades_accepted_total")).toBe(3);
+    expect(sample(gatewayText, "listings_chat_gateway_ws_upgrades_accepted_total")).toBe(3);
 
     // listings-chat: REST by route pattern, upgrades to their greeting, the delivery, the replay, closes.
     expect(chatText).toMatch(
@@ -115,7 +120,7 @@ describe("metrics after traffic", () => {
     if (!promtool.error) {
       const problems = `${promtool.stdout}${promtool.stderr}`.split("\n").filter(Boolean);
       const ours = problems.filter(
-        (p) => !/^(gateway|listings_chat)_nodejs_active_\w+_total non-counter metrics/.test(p),
+        (p) => !/^(listings_chat_gateway|listings_chat)_nodejs_active_\w+_total non-counter metrics/.test(p),
       );
       expect(ours).toEqual([]);
     }

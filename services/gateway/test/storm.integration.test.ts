@@ -151,19 +151,21 @@ describe("a reconnect storm through the gateway (real processes)", () => {
 
     // Never a failure that marks the instance down (a time-out, no answer, a 5xx without Retry-After).
     const metrics = await http(gateway.baseUrl, "GET", "/metrics", { headers: { "x-internal-token": internalToken } });
-    const failures = [...metrics.text.matchAll(/^gateway_ws_upstream_failures_total\{outcome="([^"]+)"\} (\d+)/gm)];
+    const failures = [
+      ...metrics.text.matchAll(/^listings_chat_gateway_ws_upstream_failures_total\{outcome="([^"]+)"\} (\d+)/gm),
+    ];
     expect(failures.filter(([, outcome]) => outcome !== "busy").map(([line]) => line)).toEqual([]);
     // Both refusals were taken, not merely allowed: the gateway's full queue and the instance's busy answer.
     const count = (pattern: RegExp) => Number(pattern.exec(metrics.text)?.[1] ?? 0);
-    const queueFull = count(/^gateway_ws_upgrade_queue_full_total (\d+)$/m);
-    const instanceBusy = count(/^gateway_ws_upstream_failures_total\{outcome="busy"\} (\d+)$/m);
+    const queueFull = count(/^listings_chat_gateway_ws_upgrade_queue_full_total (\d+)$/m);
+    const instanceBusy = count(/^listings_chat_gateway_ws_upstream_failures_total\{outcome="busy"\} (\d+)$/m);
     expect(queueFull).toBeGreaterThan(0);
     expect(instanceBusy).toBeGreaterThan(0);
     // The instance counted the same refusals.
     const chatMetrics = await http(chat.baseUrl, "GET", "/metrics", { headers: { "x-internal-token": internalToken } });
     expect(chatMetrics.text).toMatch(new RegExp(`^listings_chat_upgrades_refused_busy_total ${instanceBusy}$`, "m"));
     expect(refused).toBeGreaterThan(0);
-    expect(metrics.text).toMatch(new RegExp(`^gateway_ws_upgrades_accepted_total ${SOCKETS}$`, "m"));
+    expect(metrics.text).toMatch(new RegExp(`^listings_chat_gateway_ws_upgrades_accepted_total ${SOCKETS}$`, "m"));
 
     // Refusals hold nothing: with every client in, the gateway holds two files per pipe and the instance one.
     const gatewayOpen = await openFilesSettle(gateway, openFilesBefore.gateway + 2 * SOCKETS + FD_SLACK);

@@ -50,7 +50,7 @@ async function upgradeAs(gw: E2EGateway, userId: number) {
 
 async function waiting(gw: E2EGateway): Promise<number> {
   const metrics = await http(gw.baseUrl, "GET", "/metrics", { headers: { "x-internal-token": internalToken } });
-  return Number(/^gateway_ws_upgrades_waiting\{[^}]*\} (\d+)$/m.exec(metrics.text)?.[1] ?? Number.NaN);
+  return Number(/^listings_chat_gateway_ws_upgrades_waiting\{[^}]*\} (\d+)$/m.exec(metrics.text)?.[1] ?? Number.NaN);
 }
 
 const upgradesSeen = (stand: MisbehavingInstance) =>
