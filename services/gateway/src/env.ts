@@ -5,6 +5,8 @@ import {
   portNumber,
   redisUrlList,
   requireSecret,
+  type TracingOptions,
+  urlWithProtocol,
   wholeNumber,
   withSecretFiles,
 } from "@listings-chat/shared/node";
@@ -76,6 +78,9 @@ const schema = z.object({
   SHUTDOWN_DRAIN_MS: wholeNumber(0, 9_000).default(8_000),
   DEV_AUTH: z.enum(["0", "1"]).default("0"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  // OpenTelemetry's own variable names: tracing is off without an endpoint (shared/src/node/tracing.ts).
+  OTEL_EXPORTER_OTLP_ENDPOINT: urlWithProtocol(["http:", "https:"]).optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).default("gateway"),
 });
 
 /** How access tokens from the monolith are verified: exactly one of a shared secret or a public key. */
@@ -111,6 +116,8 @@ export interface GatewayConfig {
   shutdownDrainMs: number;
   devAuth: boolean;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
+  /** OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_SERVICE_NAME; tracing is off without an endpoint. */
+  tracing?: TracingOptions;
   /** Sentences to print loudly at start-up (development defaults in use). */
   warnings: string[];
 }
@@ -182,6 +189,7 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     shutdownDrainMs: v.SHUTDOWN_DRAIN_MS,
     devAuth: v.DEV_AUTH === "1",
     logLevel: v.LOG_LEVEL,
+    tracing: { endpoint: v.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: v.OTEL_SERVICE_NAME },
     warnings,
   };
 }

@@ -5,6 +5,7 @@ import {
   portNumber,
   redisUrlList,
   requireSecret,
+  type TracingOptions,
   urlWithProtocol,
   wholeNumber,
   withSecretFiles,
@@ -23,6 +24,9 @@ const schema = z.object({
   REDIS_KEY_PREFIX: z.string().default("listings-chat:"),
   INTERNAL_TOKEN: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  // OpenTelemetry's own variable names: tracing is off without an endpoint (shared/src/node/tracing.ts).
+  OTEL_EXPORTER_OTLP_ENDPOINT: urlWithProtocol(["http:", "https:"]).optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).default("listings-chat"),
   INSTANCE_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
   // Below run-service's hard exit at 9.5 s, so that SIGTERM still ends in exit 0 within 10 s.
   SHUTDOWN_TIMEOUT_MS: wholeNumber(0, 9_000).default(8_000),
@@ -48,6 +52,8 @@ export interface ChatConfig {
   redis?: { url: string; keyPrefix: string };
   internalToken: string;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
+  /** OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_SERVICE_NAME; tracing is off without an endpoint. */
+  tracing?: TracingOptions;
   instanceId: string;
   shutdownTimeoutMs: number;
   /** Messages a user may send per minute, REST and WS together (CONTRACT §1; raised by benchmarks and tests). */
@@ -100,6 +106,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     redis: v.REDIS_URL ? { url: v.REDIS_URL, keyPrefix: v.REDIS_KEY_PREFIX } : undefined,
     internalToken,
     logLevel: v.LOG_LEVEL,
+    tracing: { endpoint: v.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: v.OTEL_SERVICE_NAME },
     instanceId: v.INSTANCE_ID,
     shutdownTimeoutMs: v.SHUTDOWN_TIMEOUT_MS,
     sendLimitPerMinute: v.SEND_LIMIT_PER_MINUTE,

@@ -9,3 +9,4 @@ export * from "./request-id.ts";
 export * from "./request-scope.ts";
 export * from "./run-service.ts";
 export * from "./stop-signals.ts";
+export * from "./tracing.ts";

@@ -2,6 +2,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
 import type { Logger } from "pino";
 import { REQUEST_ID_HEADER, requestIdFrom, withRequestId } from "./request-id.ts";
+import { inSpan, SpanKind } from "./tracing.ts";
 
 export interface RequestScopeOptions {
   log?: Logger;
@@ -30,7 +31,23 @@ export function requestScope({ log, observe }: RequestScopeOptions): MiddlewareH
   return async (c, next) => {
     const id = requestIdFrom(c.req.header(REQUEST_ID_HEADER));
     const started = performance.now();
-    await withRequestId(id, next);
+    // A server span, the child of the caller's (the gateway's traceparent) when there is one.
+    const headers: Record<string, string> = {};
+    c.req.raw.headers.forEach((value, name) => {
+      headers[name] = value;
+    });
+    await withRequestId(id, () =>
+      inSpan(
+        c.req.method,
+        { kind: SpanKind.SERVER, headers, attributes: { "http.request.method": c.req.method } },
+        async (span) => {
+          await next();
+          const route = routePattern(c);
+          span.updateName(`${c.req.method} ${route}`);
+          span.setAttributes({ "http.route": route, "http.response.status_code": c.res.status, "request.id": id });
+        },
+      ),
+    );
     try {
       c.res.headers.set("X-Request-Id", id);
     } catch {

@@ -2,11 +2,14 @@ import type { Logger } from "pino";
 import { ConfigError } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import type { StopSignals } from "./stop-signals.ts";
+import { startTracing, type TracingOptions } from "./tracing.ts";
 
 export interface ServiceConfig {
   production: boolean;
   logLevel: string;
   warnings: string[];
+  /** OpenTelemetry tracing; off without an endpoint. */
+  tracing?: TracingOptions;
 }
 
 export interface RunServiceOptions<C extends ServiceConfig> {
@@ -65,6 +68,8 @@ export async function runService<C extends ServiceConfig>(options: RunServiceOpt
   const log = createLogger({ name: options.name, level: config.logLevel, pretty: !config.production });
   for (const warning of config.warnings) log.warn(`⚠ ${warning}`);
 
+  // Before the service starts, so that its first requests are traced; flushed after it stops.
+  const tracing = config.tracing ? startTracing(config.tracing) : undefined;
   const starting = options.start(config, log).catch((error: unknown) => {
     const problem = listenProblem(error, options.portVariable);
     if (problem) console.error(`${options.name}: ${problem}`);
@@ -88,6 +93,7 @@ export async function runService<C extends ServiceConfig>(options: RunServiceOpt
     }
     starting
       .then((service) => service.stop())
+      .then(() => tracing?.shutdown())
       .then(
         () => process.exit(0),
         (error) => {

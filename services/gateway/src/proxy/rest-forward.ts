@@ -1,5 +1,5 @@
 import { ErrorCode, errorBody, Limits } from "@listings-chat/shared";
-import { currentRequestId, REQUEST_ID_HEADER, requestIdFrom } from "@listings-chat/shared/node";
+import { currentRequestId, injectTraceContext, REQUEST_ID_HEADER, requestIdFrom } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { errors as undiciErrors } from "undici";
 import { GatewayErrorCode, MISCONFIGURED_MESSAGE } from "../error-codes.ts";
@@ -100,6 +100,7 @@ export function createRestForwarder(options: RestForwardOptions) {
     }
     // The id this gateway gave the request (the client's when it was sane), so that both logs tell one story.
     headers[REQUEST_ID_HEADER] = currentRequestId() ?? requestIdFrom(request.headers.get(REQUEST_ID_HEADER));
+    injectTraceContext(headers);
     const deadline = AbortSignal.timeout(options.requestTimeoutMs);
     const signal = AbortSignal.any([request.signal, deadline]);
     const timedOut = () =>

@@ -4,10 +4,14 @@ import type { Duplex } from "node:stream";
 import { ErrorCode } from "@listings-chat/shared";
 import {
   currentRequestId,
+  flatHeaders,
+  injectTraceContext,
+  inSpan,
   REQUEST_ID_HEADER,
   redactUrl,
   refuseUpgrade,
   requestIdFrom,
+  SpanKind,
   withRequestId,
 } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
@@ -303,6 +307,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         if (value !== undefined) headers[name] = value;
       }
       headers[REQUEST_ID_HEADER] = currentRequestId();
+      injectTraceContext(headers);
       const left = new AbortController();
       const onClose = () => left.abort();
       // A client that gives up closes its side: an upgrade socket is half-open, so that is `end`, not `close`.
@@ -385,7 +390,14 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       handshakesInProgress += 1;
       // Every line logged for this upgrade carries its id, which goes on to the instance too.
       const started = performance.now();
-      withRequestId(requestIdFrom(req.headers[REQUEST_ID_HEADER]), () => handle(req, socket, head, started))
+      const id = requestIdFrom(req.headers[REQUEST_ID_HEADER]);
+      withRequestId(id, () =>
+        inSpan(
+          "WS upgrade",
+          { kind: SpanKind.SERVER, headers: flatHeaders(req), attributes: { "request.id": id } },
+          () => handle(req, socket, head, started),
+        ),
+      )
         .catch((error) => {
           log.error({ err: error, url: redactUrl(req.url) }, "upgrade failed");
           socket.destroy();

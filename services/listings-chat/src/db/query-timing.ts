@@ -1,3 +1,4 @@
+import { startChildSpan } from "@listings-chat/shared/node";
 import type pg from "pg";
 
 /** Told of every query a pool's clients ran: its first keyword (`select`, `insert`, `begin`…) and duration. */
@@ -20,7 +21,12 @@ export function timeQueries(client: pg.PoolClient, observe: QueryObserver): void
   const timed = function (this: pg.PoolClient, ...args: unknown[]) {
     const started = performance.now();
     const operation = operationOf(args[0]);
-    const done = () => observe(operation, (performance.now() - started) / 1_000);
+    // A child of the request's span when tracing is on (a no-op span otherwise).
+    const span = startChildSpan(`pg ${operation}`, { "db.system.name": "postgresql", "db.operation.name": operation });
+    const done = () => {
+      span.end();
+      observe(operation, (performance.now() - started) / 1_000);
+    };
     const last = args.at(-1);
     if (typeof last === "function") {
       args[args.length - 1] = (...result: unknown[]) => {
