@@ -5,6 +5,7 @@
  * package, when installed) finds nothing wrong with them.
  */
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { databaseTargets } from "../../listings-chat/test/support/databases.ts";
 import {
@@ -115,6 +116,23 @@ describe("metrics after traffic", () => {
       input: `${gatewayText}${chatText}`,
       encoding: "utf8",
     });
+    // Every series the Grafana dashboard (infra/grafana/listings-chat.json) queries is one these services expose.
+    const dashboard = JSON.parse(
+      readFileSync(new URL("../../../infra/grafana/listings-chat.json", import.meta.url), "utf8"),
+    );
+    const exprs: string[] = dashboard.panels.flatMap((p: { targets?: Array<{ expr: string }> }) =>
+      (p.targets ?? []).map((t) => t.expr),
+    );
+    const queried = new Set(exprs.flatMap((expr) => expr.match(/\blistings_chat_[a-z0-9_]+/g) ?? []));
+    // What the services declare (# TYPE), with a histogram's series; a labelled counter has no sample until it counts.
+    const exposed = new Set<string>();
+    for (const [, name, type] of `${gatewayText}\n${chatText}`.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+      exposed.add(name!);
+      if (type === "histogram") for (const suffix of ["_bucket", "_count", "_sum"]) exposed.add(`${name}${suffix}`);
+    }
+    expect(queried.size).toBeGreaterThan(15);
+    expect([...queried].filter((name) => !exposed.has(name))).toEqual([]);
+
     // prom-client's own process metrics name three gauges `…_total` (nodejs_active_handles_total and its
     // kin), which promtool reports; nothing else may be reported.
     if (!promtool.error) {
