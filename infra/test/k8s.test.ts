@@ -150,7 +150,8 @@ describe.each(["infra/k8s/base", "infra/k8s/overlays/production"])("%s", (dir) =
 
     // The init container migrates with the chat service's own configuration, with a file the build makes.
     const migrate = chat.spec.template.spec.initContainers[0];
-    expect(migrate.command).toEqual(["node", "dist/listings-chat/migrate.js"]);
+    expect(migrate.command).toBeUndefined(); // the image's entrypoint (tini) stays PID 1
+    expect(migrate.args).toEqual(["node", "dist/listings-chat/migrate.js"]);
     expect(Object.keys(SERVICES["listings-chat"].entries)).toContain("migrate");
     expect(loadChatConfig(containerEnv(manifests, migrate)).database).toMatchObject({ url: expect.any(String) });
     expect(migrate.image).toBe(chatContainer.image);

@@ -13,6 +13,9 @@ export interface RequestScopeOptions {
   observe?: (answered: { route: string; method: string; status: number; seconds: number }) => void;
 }
 
+/** Asked every few seconds by probes and Prometheus: their lines are debug. */
+const QUIET_PATHS = new Set(["/health", "/ready", "/metrics", "/internal/chat/ready"]);
+
 /** The pattern of the route that answered (the last one matched that is not a catch-all middleware). */
 function routePattern(c: Context): string {
   const routes = matchedRoutes(c);
@@ -25,7 +28,7 @@ function routePattern(c: Context): string {
 
 /**
  * The first middleware of both services' apps: the request's id (taken or made, answered in
- * `X-Request-Id`, and in every log line written while it is handled), its duration, and a debug line.
+ * `X-Request-Id`, and in every log line written while it is handled), its duration, and its log line.
  */
 export function requestScope({ log, observe }: RequestScopeOptions): MiddlewareHandler {
   return async (c, next) => {
@@ -55,9 +58,11 @@ export function requestScope({ log, observe }: RequestScopeOptions): MiddlewareH
     }
     const seconds = (performance.now() - started) / 1_000;
     observe?.({ route: routePattern(c), method: c.req.method, status: c.res.status, seconds });
+    // An access log line per request, at info; probes and scrapes at debug, or they would drown it.
     // c.req.path carries no query string: nothing secret reaches the log.
+    const level = QUIET_PATHS.has(c.req.path) ? "debug" : "info";
     withRequestId(id, () =>
-      log?.debug(
+      log?.[level](
         { method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1_000) },
         "request",
       ),
