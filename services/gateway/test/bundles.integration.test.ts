@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -397,3 +397,78 @@ describe.each(databaseTargets().map((t) => [t.name, t] as const))(
     });
   },
 );
+
+// ---------------------------------------------------------------------------------------------------
+// The production install
+
+describe("the bundles on production dependencies alone (npm ci --omit=dev, as the image installs them)", () => {
+  let runtime: string;
+
+  beforeAll(() => {
+    // Outside the repository, so that nothing resolves from its node_modules: the image's /app, in small.
+    runtime = mkdtempSync(join(tmpdir(), "lc-runtime-"));
+    for (const file of [
+      "package.json",
+      "package-lock.json",
+      "shared/package.json",
+      "services/gateway/package.json",
+      "services/listings-chat/package.json",
+    ]) {
+      mkdirSync(join(runtime, file, ".."), { recursive: true });
+      cpSync(join(repoRoot, file), join(runtime, file));
+    }
+    const install = spawnSync("npm", ["ci", "--omit=dev", "--no-audit", "--no-fund"], {
+      cwd: runtime,
+      encoding: "utf8",
+      timeout: 240_000,
+    });
+    expect(install.status, `${install.stdout}${install.stderr}`).toBe(0);
+    expect(install.stderr).not.toMatch(/EBADENGINE/);
+    cpSync(join(outDir), join(runtime, "dist"), { recursive: true });
+  }, 300_000);
+
+  afterAll(() => {
+    rmSync(runtime, { recursive: true, force: true });
+  });
+
+  it("has none of the development tools, and both services start and are ready on it", async () => {
+    for (const tool of ["tsx", "vitest", "@biomejs/biome", "turbo", "esbuild", "playwright-core", "drizzle-kit"]) {
+      expect(existsSync(join(runtime, "node_modules", tool)), tool).toBe(false);
+    }
+    const internalToken = secret();
+    const chatPort = await freePort();
+    const postgres = databaseTargets().find((t) => t.name === "postgres");
+    const database = await postgres?.create();
+    const dataDir = mkdtempSync(join(tmpdir(), "lc-runtime-data-"));
+    const started: ChildProcess[] = [];
+    try {
+      const start = (service: ServiceName, env: Record<string, string>) => {
+        const child = spawn(process.execPath, [join(runtime, "dist", service, "main.js")], {
+          cwd: runtime,
+          env: { PATH: process.env.PATH ?? "", ...env },
+          stdio: "ignore",
+        });
+        started.push(child);
+      };
+      start("listings-chat", {
+        CHAT_HOST: "127.0.0.1",
+        CHAT_PORT: String(chatPort),
+        INTERNAL_TOKEN: internalToken,
+        ...(database && "url" in database.options
+          ? { NODE_ENV: "production", DATABASE_URL: database.options.url }
+          : { NODE_ENV: "test", DATA_DIR: dataDir }),
+      });
+      expect(await healthy(`http://127.0.0.1:${chatPort}`)).toBe(true);
+      const port = await freePort();
+      start("gateway", gatewayEnv(port, chatPort, internalToken));
+      const baseUrl = `http://127.0.0.1:${port}`;
+      expect(await healthy(baseUrl)).toBe(true);
+      expect(await pollUntil(async () => (await http(baseUrl, "GET", "/ready")).status === 200, 20_000)).toBe(true);
+    } finally {
+      for (const child of started) child.kill("SIGTERM");
+      await Promise.all(started.map((child) => new Promise((resolve) => child.once("exit", resolve))));
+      await database?.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
