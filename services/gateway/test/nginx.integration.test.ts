@@ -120,6 +120,13 @@ describe.runIf(existsSync(NGINX))("nginx/nginx.conf in front of the gateway (Deb
     await Promise.all([aliceSocket.close(), bobSocket.close()]);
   });
 
+  it("names every request: nginx's id replaces the client's, the gateway answers it, the access log has it", async () => {
+    const res = await http(base, "GET", "/api/v1/chats", { headers: { "x-request-id": "from-the-client" } });
+    const id = res.headers["x-request-id"];
+    expect(id).toMatch(/^[0-9a-f]{32}$/);
+    expect(await pollUntil(() => accessLog().includes(`req_id=${id}`), 5_000)).toBe(true);
+  });
+
   it("refuses /metrics and every spelling of /internal, in JSON", async () => {
     for (const path of [
       "/metrics",
