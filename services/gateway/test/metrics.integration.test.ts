@@ -13,6 +13,7 @@ import {
   type E2EGateway,
   freePort,
   http,
+  pollUntil,
   randomSecret,
   startE2EChat,
   startE2EGateway,
@@ -71,7 +72,16 @@ describe("metrics after traffic", () => {
     await resumed.waitFor((f) => f.type === "new_message");
     resumed.close();
     buyerSocket.close();
-    await new Promise((r) => setTimeout(r, 200));
+    // The chat counts a close when its socket closes: wait for all three.
+    const closes = async () => {
+      const res = await http(chat.baseUrl, "GET", "/metrics", {
+        headers: { authorization: `Bearer ${internalToken}` },
+      });
+      return /^listings_chat_ws_closes_total\{code="\d+"\} (\d+)$/m.test(res.text)
+        ? sample(res.text, "listings_chat_ws_closes_total")
+        : 0;
+    };
+    expect(await pollUntil(async () => (await closes()) === 3, 10_000, 50)).toBe(true);
 
     const scrape = async (base: string) => {
       const res = await http(base, "GET", "/metrics", { headers: { authorization: `Bearer ${internalToken}` } });
