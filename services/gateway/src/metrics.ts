@@ -1,25 +1,15 @@
-import type { RequestScopeOptions } from "@listings-chat/shared/node";
+import { LATENCY_BUCKETS_SECONDS, requestDurationHistogram } from "@listings-chat/shared/node";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
 import type { RestUpstreamFailure } from "./proxy/rest-forward.ts";
 import type { Upstream } from "./proxy/upstreams.ts";
 import type { WsCounters } from "./proxy/ws-upgrade.ts";
 
-/** Latency buckets, in seconds: from a quick answer (1 ms) to a request at its deadline (10 s). */
-const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-
 /** The histograms and failure counters the gateway's parts feed as they go. */
 export function createGatewayTelemetry(registry: Registry) {
-  const httpSeconds = new Histogram({
-    name: "listings_chat_gateway_http_request_duration_seconds",
-    help: "REST requests, from arrival to answer (forwarding included), by route pattern, method and status",
-    labelNames: ["route", "method", "status"],
-    buckets: SECONDS,
-    registers: [registry],
-  });
   const upgradeSeconds = new Histogram({
     name: "listings_chat_gateway_ws_upgrade_duration_seconds",
     help: "Accepted upgrades, from the request to the pipe (token, cap, queue and the instance's 101)",
-    buckets: SECONDS,
+    buckets: LATENCY_BUCKETS_SECONDS,
     registers: [registry],
   });
   const restFailures = new Counter({
@@ -29,9 +19,11 @@ export function createGatewayTelemetry(registry: Registry) {
     registers: [registry],
   });
   return {
-    observeRequest: (({ route, method, status, seconds }) => {
-      httpSeconds.observe({ route, method, status: String(status) }, seconds);
-    }) satisfies RequestScopeOptions["observe"],
+    observeRequest: requestDurationHistogram(
+      registry,
+      "listings_chat_gateway_http_request_duration_seconds",
+      "REST requests, from arrival to answer (forwarding included), by route pattern, method and status",
+    ),
     observeUpgrade: (seconds: number) => upgradeSeconds.observe(seconds),
     countRestFailure: (outcome: RestUpstreamFailure) => restFailures.inc({ outcome }),
   };

@@ -6,6 +6,7 @@ export * from "./probe.ts";
 export * from "./redis-client.ts";
 export * from "./refuse-upgrade.ts";
 export * from "./request-id.ts";
+export * from "./request-metrics.ts";
 export * from "./request-scope.ts";
 export * from "./run-service.ts";
 export * from "./stop-signals.ts";

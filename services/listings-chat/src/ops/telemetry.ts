@@ -1,8 +1,5 @@
-import type { RequestScopeOptions } from "@listings-chat/shared/node";
+import { LATENCY_BUCKETS_SECONDS, requestDurationHistogram } from "@listings-chat/shared/node";
 import { Counter, Histogram, Registry } from "prom-client";
-
-/** Latency buckets, in seconds: from a fast query (1 ms) to a request at its deadline (10 s). */
-const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
  * The histograms and event counters of one instance (the counters of stats.ts are mirrored by metrics.ts
@@ -11,42 +8,37 @@ const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
  */
 export function createTelemetry() {
   const registry = new Registry();
-  const httpSeconds = new Histogram({
-    name: "listings_chat_http_request_duration_seconds",
-    help: "REST and ops requests, from arrival to answer, by route pattern, method and status",
-    labelNames: ["route", "method", "status"],
-    buckets: SECONDS,
-    registers: [registry],
-  });
   return {
     registry,
-    observeRequest: (({ route, method, status, seconds }) => {
-      httpSeconds.observe({ route, method, status: String(status) }, seconds);
-    }) satisfies RequestScopeOptions["observe"],
+    observeRequest: requestDurationHistogram(
+      registry,
+      "listings_chat_http_request_duration_seconds",
+      "REST and ops requests, from arrival to answer, by route pattern, method and status",
+    ),
     /** From the upgrade's acceptance to the `connected` frame (the stream's end read, the greeting written). */
     upgradeSeconds: new Histogram({
       name: "listings_chat_ws_upgrade_duration_seconds",
       help: "From an accepted upgrade to its connected frame",
-      buckets: SECONDS,
+      buckets: LATENCY_BUCKETS_SECONDS,
       registers: [registry],
     }),
     replaySeconds: new Histogram({
       name: "listings_chat_replay_duration_seconds",
       help: "A replay from a cursor, from the first page read to live",
-      buckets: SECONDS,
+      buckets: LATENCY_BUCKETS_SECONDS,
       registers: [registry],
     }),
     dbQuerySeconds: new Histogram({
       name: "listings_chat_db_query_duration_seconds",
       help: "PostgreSQL queries, from the call to the answer, by first keyword (select, insert, begin…)",
       labelNames: ["operation"],
-      buckets: SECONDS,
+      buckets: LATENCY_BUCKETS_SECONDS,
       registers: [registry],
     }),
     deliverySeconds: new Histogram({
       name: "listings_chat_send_to_delivery_seconds",
       help: "From a message's commit (its created_at) to its event written to the recipients' sockets here",
-      buckets: SECONDS,
+      buckets: LATENCY_BUCKETS_SECONDS,
       registers: [registry],
     }),
     gapFills: new Counter({
