@@ -1,8 +1,9 @@
+import type { IncomingMessage } from "node:http";
 import type { Context, MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
 import type { Logger } from "pino";
 import { REQUEST_ID_HEADER, requestIdFrom, withRequestId } from "./request-id.ts";
-import { inSpan, SpanKind } from "./tracing.ts";
+import { flatHeaders, inSpan, SpanKind } from "./tracing.ts";
 
 export interface RequestScopeOptions {
   log?: Logger;
@@ -68,4 +69,18 @@ export function requestScope({ log, observe }: RequestScopeOptions): MiddlewareH
       ),
     );
   };
+}
+
+/**
+ * What `requestScope` is to a request, for an upgrade (not seen by the app): `work` runs with the
+ * upgrade's id (taken or made, in every log line written meanwhile) and in a server span, the child of the
+ * caller's `traceparent` when there is one.
+ */
+export function upgradeScope<T>(req: IncomingMessage, work: (id: string) => Promise<T>): Promise<T> {
+  const id = requestIdFrom(req.headers[REQUEST_ID_HEADER]);
+  return withRequestId(id, () =>
+    inSpan("WS upgrade", { kind: SpanKind.SERVER, headers: flatHeaders(req), attributes: { "request.id": id } }, () =>
+      work(id),
+    ),
+  );
 }

@@ -4,15 +4,11 @@ import type { Duplex } from "node:stream";
 import { ErrorCode } from "@listings-chat/shared";
 import {
   currentRequestId,
-  flatHeaders,
   injectTraceContext,
-  inSpan,
   REQUEST_ID_HEADER,
   redactUrl,
   refuseUpgrade,
-  requestIdFrom,
-  SpanKind,
-  withRequestId,
+  upgradeScope,
 } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { AuthError } from "../auth/errors.ts";
@@ -390,14 +386,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
       handshakesInProgress += 1;
       // Every line logged for this upgrade carries its id, which goes on to the instance too.
       const started = performance.now();
-      const id = requestIdFrom(req.headers[REQUEST_ID_HEADER]);
-      withRequestId(id, () =>
-        inSpan(
-          "WS upgrade",
-          { kind: SpanKind.SERVER, headers: flatHeaders(req), attributes: { "request.id": id } },
-          () => handle(req, socket, head, started),
-        ),
-      )
+      upgradeScope(req, () => handle(req, socket, head, started))
         .catch((error) => {
           log.error({ err: error, url: redactUrl(req.url) }, "upgrade failed");
           socket.destroy();

@@ -1,17 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { ErrorCode, parseUserId } from "@listings-chat/shared";
-import {
-  flatHeaders,
-  inSpan,
-  presentedInternalToken,
-  REQUEST_ID_HEADER,
-  redactUrl,
-  refuseUpgrade as refuse,
-  requestIdFrom,
-  SpanKind,
-  withRequestId,
-} from "@listings-chat/shared/node";
+import { presentedInternalToken, redactUrl, refuseUpgrade as refuse, upgradeScope } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import type { WebSocketServer } from "ws";
 import type { Hub } from "./hub.ts";
@@ -47,11 +37,7 @@ export function createUpgradeHandler({
 }: UpgradeDeps) {
   return (req: IncomingMessage, socket: Duplex, head: Buffer) =>
     // The gateway's id for this upgrade, in every line logged while it is handled.
-    withRequestId(requestIdFrom(req.headers[REQUEST_ID_HEADER]), () =>
-      inSpan("WS upgrade", { kind: SpanKind.SERVER, headers: flatHeaders(req) }, async () =>
-        handleUpgrade(req, socket, head),
-      ),
-    );
+    upgradeScope(req, async () => handleUpgrade(req, socket, head));
 
   function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
     // First, so that a client that vanishes mid-handshake cannot crash the process.
