@@ -56,13 +56,19 @@ export class RawHttpPool {
     private readonly host = "127.0.0.1",
   ) {}
 
-  request(method: string, path: string, headers: Record<string, string>): Promise<RawAnswer> {
+  /** Rejects when no complete answer came within `timeoutMs`, so that a bench never waits forever. */
+  request(method: string, path: string, headers: Record<string, string>, timeoutMs = 10_000): Promise<RawAnswer> {
     const socket = this.idle.pop() ?? connect({ port: this.port, host: this.host, noDelay: true });
     const head = [`${method} ${path} HTTP/1.1`, `Host: ${this.host}:${this.port}`, "Content-Length: 0"];
     for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
     return new Promise((resolve, reject) => {
       let buffer: Buffer = Buffer.alloc(0);
+      const timer = setTimeout(
+        () => done(new Error(`no answer to ${method} ${path} within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       const done = (error?: Error, answer?: RawAnswer) => {
+        clearTimeout(timer);
         socket.off("data", onData);
         socket.off("error", onError);
         socket.off("close", onClose);
@@ -102,18 +108,31 @@ export type RawUpgrade =
   | { kind: "timeout" }
   | { kind: "error"; error: Error };
 
-/** A masked pong with the ping's payload (payloads under 126 bytes, as servers' pings are). */
-function pongFor(payload: Buffer): Buffer {
-  const frame = Buffer.alloc(6 + payload.length);
-  frame[0] = 0x8a;
-  frame[1] = 0x80 | payload.length;
-  // A zero mask: masking is required of clients, any key will do.
-  payload.copy(frame, 6);
+/** A masked client frame (a zero mask: masking is required of clients, any key will do). */
+function clientFrame(opcode: number, payload: Buffer): Buffer {
+  const extended = payload.length < 126 ? 0 : payload.length < 65_536 ? 2 : 8;
+  const frame = Buffer.alloc(2 + extended + 4 + payload.length);
+  frame[0] = 0x80 | opcode;
+  if (extended === 0) frame[1] = 0x80 | payload.length;
+  else if (extended === 2) {
+    frame[1] = 0x80 | 126;
+    frame.writeUInt16BE(payload.length, 2);
+  } else {
+    frame[1] = 0x80 | 127;
+    frame.writeBigUInt64BE(BigInt(payload.length), 2);
+  }
+  payload.copy(frame, 2 + extended + 4);
   return frame;
 }
 
-/** Answers pings on an open socket; the other frames are read past and dropped. */
-function answerPings(socket: Socket, first: Buffer) {
+/** A client's text frame, ready to write (build it once and write it as often as needed). */
+export const clientTextFrame = (text: string) => clientFrame(0x1, Buffer.from(text));
+
+/**
+ * Reads server frames off an open socket: answers pings, hands each text frame's payload to `onText`, and
+ * drops the rest. Unfragmented frames only, as the services send.
+ */
+function readFrames(socket: Socket, first: Buffer, onText?: (payload: Buffer) => void) {
   let pending: Buffer = first;
   const read = (chunk: Buffer) => {
     pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
@@ -131,7 +150,9 @@ function answerPings(socket: Socket, first: Buffer) {
         offset = 10;
       }
       if (pending.length < offset + length) return;
-      if (opcode === 0x9 && length < 126) socket.write(pongFor(pending.subarray(offset, offset + length)));
+      const payload = pending.subarray(offset, offset + length);
+      if (opcode === 0x9) socket.write(clientFrame(0xa, payload));
+      else if (opcode === 0x1) onText?.(payload);
       pending = pending.subarray(offset + length);
     }
   };
@@ -139,11 +160,24 @@ function answerPings(socket: Socket, first: Buffer) {
   socket.on("data", read);
 }
 
+export interface RawUpgradeOptions {
+  host?: string;
+  /** Sent with the handshake (the internal hop's X-User-Id and X-Internal-Token, when a bench connects there). */
+  headers?: Record<string, string>;
+  /** Each text frame after the greeting (which resolves the upgrade), as it arrives. */
+  onText?: (payload: Buffer) => void;
+}
+
 /**
  * Opens a WebSocket to `path` and waits for the 101 and the server's first frame (the `connected` greeting),
- * a refusal (its status, headers and body), or `timeoutMs`.
+ * a refusal (its status, headers and body), or `timeoutMs`. The open socket answers pings until closed.
  */
-export function rawUpgrade(port: number, path: string, timeoutMs: number, host = "127.0.0.1"): Promise<RawUpgrade> {
+export function rawUpgrade(
+  port: number,
+  path: string,
+  timeoutMs: number,
+  { host = "127.0.0.1", headers = {}, onText }: RawUpgradeOptions = {},
+): Promise<RawUpgrade> {
   return new Promise((resolve) => {
     const socket = connect({ port, host, noDelay: true });
     let buffer: Buffer = Buffer.alloc(0);
@@ -163,9 +197,14 @@ export function rawUpgrade(port: number, path: string, timeoutMs: number, host =
       if (!parsed) return;
       const rest = buffer.subarray(parsed.headLength);
       if (parsed.status === 101) {
-        if (rest.length === 0) return;
+        if (rest.length < 2) return;
         settle({ kind: "open", socket });
-        answerPings(socket, rest);
+        // The greeting is the first frame: what follows it goes to onText.
+        let greeted = false;
+        readFrames(socket, rest, (payload) => {
+          if (greeted) onText?.(payload);
+          greeted = true;
+        });
         return;
       }
       const body = completeBody(parsed.headers, rest);
@@ -176,9 +215,11 @@ export function rawUpgrade(port: number, path: string, timeoutMs: number, host =
     socket.on("error", (error) => settle({ kind: "error", error }));
     socket.on("close", () => settle({ kind: "error", error: new Error("closed before the greeting") }));
     const key = Buffer.from(Array.from({ length: 16 }, () => Math.floor(Math.random() * 256))).toString("base64");
+    let extra = "";
+    for (const [name, value] of Object.entries(headers)) extra += `${name}: ${value}\r\n`;
     socket.write(
       `GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-        `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`,
+        `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n${extra}\r\n`,
     );
   });
 }

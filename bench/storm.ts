@@ -15,87 +15,21 @@
  * measured in the same run with the same number of sockets. Not a test: a measurement to read.
  * STORM_GATEWAY_ENV (a JSON object of variables) starts the gateway with other settings, to compare them.
  */
-import { execFile, execFileSync, spawn } from "node:child_process";
-import { createSecretKey } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import type { Socket } from "node:net";
-import { tmpdir } from "node:os";
+import { execFile } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { monitorEventLoopDelay } from "node:perf_hooks";
-import jwt from "jsonwebtoken";
 import { WebSocketServer } from "ws";
-import { type RawAnswer, RawHttpPool, rawUpgrade } from "./raw-client.ts";
-import {
-  cpuSeconds,
-  cpuSince,
-  cpuSnapshot,
-  freePort,
-  percentile,
-  root,
-  rssKiB,
-  startChat,
-  startGateway,
-  stopChats,
-  withDatabase,
-} from "./support.ts";
+import { connectAll } from "./connect-all.ts";
+import { startNginx } from "./nginx.ts";
+import { rawUpgrade } from "./raw-client.ts";
+import { startStack } from "./stack.ts";
+import { cpuSeconds, cpuSince, cpuSnapshot, root, rssKiB, withDatabase } from "./support.ts";
 
 const sockets = Number(process.env.STORM_SOCKETS ?? 5_000);
 const rate = Number(process.env.STORM_RATE ?? 1_000);
-const attemptTimeoutMs = 10_000;
-const jwtSecret = "bench-storm-access-token-secret-0123456789abcdef";
-const wsSecret = "bench-storm-ws-token-secret-fedcba9876543210";
 const firstUser = 80_000_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-type Outcome =
-  | { kind: "connected"; socket: Socket; tokenMs: number }
-  | { kind: "refused"; status: number; code?: string; retryAfterMs: number };
-
-/** The `error.code` of a JSON error body, or "". */
-function errorCode(body: string): string {
-  try {
-    return (JSON.parse(body) as { error?: { code?: string } }).error?.code ?? "";
-  } catch {
-    return "";
-  }
-}
-
-/** One attempt as a browser makes it: a ws-token, then the upgrade, until `connected`. */
-async function attempt(port: number, pool: RawHttpPool, access: string): Promise<Outcome> {
-  const t0 = performance.now();
-  let answer: RawAnswer;
-  try {
-    answer = await pool.request("POST", "/api/v2/ws-token", { Authorization: `Bearer ${access}` });
-  } catch {
-    return { kind: "refused", status: -1, code: "ws-token", retryAfterMs: 1_000 };
-  }
-  if (answer.status !== 200) {
-    return {
-      kind: "refused",
-      status: answer.status,
-      code: `ws-token ${errorCode(answer.body)}`.trim(),
-      retryAfterMs: retryAfter(answer.headers.get("retry-after")),
-    };
-  }
-  const { token } = JSON.parse(answer.body) as { token: string };
-  const tokenMs = performance.now() - t0;
-  const upgrade = await rawUpgrade(port, `/ws/chat?token=${token}`, attemptTimeoutMs);
-  if (upgrade.kind === "open") return { kind: "connected", socket: upgrade.socket, tokenMs };
-  if (upgrade.kind === "timeout") return { kind: "refused", status: 0, retryAfterMs: 0 };
-  if (upgrade.kind === "error") return { kind: "refused", status: -1, retryAfterMs: 1_000 };
-  return {
-    kind: "refused",
-    status: upgrade.answer.status,
-    code: errorCode(upgrade.answer.body),
-    retryAfterMs: retryAfter(upgrade.answer.headers.get("retry-after")),
-  };
-}
-
-function retryAfter(header: string | undefined): number {
-  const seconds = Number(header);
-  return Number.isFinite(seconds) && seconds > 0 ? seconds * 1_000 : 1_000;
-}
 
 /**
  * The deepest accept queue seen on each listening port while `work` runs, sampled with `ss` every 250 ms:
@@ -130,144 +64,36 @@ async function deepestAcceptQueues<T>(ports: Record<string, number>, work: () =>
   }
 }
 
-/** `count` clients at `perSecond`, each retrying until connected; what happened, and the open sockets. */
-async function storm(port: number, count: number, perSecond: number) {
-  const refusals = new Map<string, number>();
-  const connectMs: number[] = [];
-  const tokenMs: number[] = [];
-  const open: Socket[] = [];
-  let acceptedAtOnce = 0;
-  // Keep-alive connections for the ws-token requests, as browsers keep theirs.
-  const pool = new RawHttpPool(port);
-  // The generator's own lag: when it falls behind, what it measures is late too.
-  const lag = monitorEventLoopDelay({ resolution: 10 });
-  lag.enable();
-  // A browser holds its access token before the storm: signed here beforehand, with the key made once (a
-  // string secret makes jsonwebtoken try it as a private key first, which cost this process ~2 ms a token).
-  const key = createSecretKey(Buffer.from(jwtSecret));
-  const accessTokens = Array.from({ length: count }, (_, i) =>
-    jwt.sign({ sub: String(firstUser + i) }, key, { algorithm: "HS256", expiresIn: 600 }),
-  );
-  const started = performance.now();
-  let lastConnectedAt = started;
-  const clients = Array.from({ length: count }, async (_, i) => {
-    await sleep((i * 1_000) / perSecond);
-    for (let tries = 0; tries < 20; tries++) {
-      const t0 = performance.now();
-      const outcome = await attempt(port, pool, accessTokens[i]!);
-      if (outcome.kind === "connected") {
-        connectMs.push(performance.now() - t0);
-        tokenMs.push(outcome.tokenMs);
-        if (tries === 0) acceptedAtOnce += 1;
-        lastConnectedAt = Math.max(lastConnectedAt, performance.now());
-        open.push(outcome.socket);
-        return;
-      }
-      const why = outcome.status === 0 ? "timeout" : `${outcome.status}${outcome.code ? ` ${outcome.code}` : ""}`;
-      refusals.set(why, (refusals.get(why) ?? 0) + 1);
-      await sleep(outcome.retryAfterMs);
-    }
-  });
-  await Promise.all(clients);
-  lag.disable();
-  pool.close();
-  const sorted = [...connectMs].sort((a, b) => a - b);
-  const sortedTokenMs = [...tokenMs].sort((a, b) => a - b);
-  return {
-    open,
-    result: {
-      sockets: count,
-      connected: open.length,
-      acceptedAtFirstAttempt: acceptedAtOnce,
-      refusedByStatus: Object.fromEntries(refusals),
-      connectP50Ms: Number(percentile(sorted, 0.5).toFixed(1)),
-      connectP99Ms: Number(percentile(sorted, 0.99).toFixed(1)),
-      // The ws-token's share of the connect time: a gateway behind on its event loop shows here first.
-      wsTokenP50Ms: Number(percentile(sortedTokenMs, 0.5).toFixed(1)),
-      wsTokenP99Ms: Number(percentile(sortedTokenMs, 0.99).toFixed(1)),
-      allConnectedAfterMs: Math.round(lastConnectedAt - started),
-      loadGeneratorLoopDelayMaxMs: Math.round(lag.max / 1e6),
-    },
-  };
-}
-
 /** nginx (one worker) in front of a bare ws server: its CPU per proxied WebSocket for `count` sockets at `perSecond`. */
 async function nginxBaseline(count: number, perSecond: number) {
-  const nginx = "/usr/sbin/nginx";
-  try {
-    execFileSync(nginx, ["-v"], { stdio: "ignore" });
-  } catch {
-    return { skipped: "Debian's nginx is not installed (apt-get install nginx)" };
-  }
   const echo = new WebSocketServer({ host: "127.0.0.1", port: 0, perMessageDeflate: false });
   echo.on("connection", (ws) => ws.send('{"type":"connected"}'));
   await new Promise((r) => echo.once("listening", r));
-  const echoPort = (echo.address() as { port: number }).port;
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), "lc-storm-nginx-"));
-  writeFileSync(
-    join(dir, "nginx.conf"),
-    `worker_processes 1;
-worker_rlimit_nofile 20000;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 19000; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://127.0.0.1:${echoPort};
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection "upgrade";
-      proxy_read_timeout 1h;
-    }
-  }
-}
-`,
-  );
-  const master = spawn(nginx, ["-p", dir, "-c", join(dir, "nginx.conf"), "-g", "daemon off;"], { stdio: "inherit" });
+  const nginx = await startNginx((echo.address() as { port: number }).port);
   try {
-    await sleep(500);
-    const workers = execFileSync("pgrep", ["-P", String(master.pid)])
-      .toString()
-      .trim()
-      .split("\n")
-      .map(Number);
-    const cpu = () => workers.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
-    const before = cpu();
-    const open: Socket[] = [];
-    await Promise.all(
-      Array.from({ length: count }, async (_, i) => {
-        await sleep((i * 1_000) / perSecond);
-        const upgrade = await rawUpgrade(port, "/ws/chat", attemptTimeoutMs);
-        if (upgrade.kind === "open") open.push(upgrade.socket);
-      }),
-    );
-    const cpuMs = (cpu() - before) * 1_000;
+    const before = nginx.cpuSeconds();
+    const { open } = await connectAll(count, perSecond, async () => {
+      const upgrade = await rawUpgrade(nginx.port, "/ws/chat", 10_000);
+      return upgrade.kind === "open"
+        ? { kind: "connected", socket: upgrade.socket }
+        : { kind: "refused", why: upgrade.kind, retryAfterMs: 1_000 };
+    });
+    const cpuMs = (nginx.cpuSeconds() - before) * 1_000;
     for (const socket of open) socket.destroy();
     return { sockets: open.length, cpuMsPerSocket: Number((cpuMs / open.length).toFixed(3)) };
   } finally {
-    master.kill("SIGQUIT");
+    await nginx.stop();
     echo.close();
-    await sleep(300);
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 
 const result = await withDatabase(async (url) => {
-  const chat = await startChat(url, `lc-bench-storm:${process.pid}:`, "bench-storm", { LOG_LEVEL: "warn" });
-  const gateway = await startGateway(chat.port, {
-    JWT_SECRET: jwtSecret,
-    WS_TOKEN_SECRET: wsSecret,
-    REDIS_KEY_PREFIX: `lc-bench-storm:${process.pid}:`,
-    // Settings to try, e.g. STORM_GATEWAY_ENV='{"UPSTREAM_UPGRADES_IN_FLIGHT":"64"}'.
-    ...(process.env.STORM_GATEWAY_ENV ? JSON.parse(process.env.STORM_GATEWAY_ENV) : {}),
-  });
+  // Settings to try, e.g. STORM_GATEWAY_ENV='{"UPSTREAM_UPGRADES_IN_FLIGHT":"64"}'.
+  const stack = await startStack(url, process.env.STORM_GATEWAY_ENV ? JSON.parse(process.env.STORM_GATEWAY_ENV) : {});
   try {
-    const pids = { chat: chat.child.pid ?? 0, gateway: gateway.child.pid ?? 0 };
+    const pids = { chat: stack.chat.pid, gateway: stack.gateway.pid };
+    // Each client's access token is signed before the storm, as a browser holds its own.
+    for (let i = 0; i < sockets; i++) stack.accessToken(firstUser + i);
     await sleep(1_000);
     const rssBefore = { chat: rssKiB(pids.chat), gateway: rssKiB(pids.gateway) };
     const cpuBefore = { chat: cpuSeconds(pids.chat), gateway: cpuSeconds(pids.gateway) };
@@ -275,7 +101,9 @@ const result = await withDatabase(async (url) => {
     const {
       result: { open, result: stormResult },
       deepest: acceptQueueMax,
-    } = await deepestAcceptQueues({ gateway: gateway.port, chat: chat.port }, () => storm(gateway.port, sockets, rate));
+    } = await deepestAcceptQueues({ gateway: stack.gateway.port, chat: stack.chat.port }, () =>
+      connectAll(sockets, rate, (i) => stack.attempt("gateway", firstUser + i)),
+    );
     const machine = cpuSince(machineBefore);
     const cpuMs = {
       chat: (cpuSeconds(pids.chat) - cpuBefore.chat) * 1_000,
@@ -309,8 +137,7 @@ const result = await withDatabase(async (url) => {
       nginx,
     };
   } finally {
-    gateway.child.kill("SIGTERM");
-    await stopChats([chat.child]);
+    await stack.stop();
   }
 });
 
