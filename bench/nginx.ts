@@ -7,7 +7,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cpuSeconds, freePort, rssKiB } from "./support.ts";
+import { cpuSeconds, freePort, rssKiB, trackChild } from "./support.ts";
 
 const NGINX = "/usr/sbin/nginx";
 
@@ -67,7 +67,11 @@ http {
 }
 `,
   );
-  const master = spawn(nginx, ["-p", dir, "-c", join(dir, "nginx.conf"), "-g", "daemon off;"], { stdio: "inherit" });
+  const master = trackChild(
+    spawn(nginx, ["-p", dir, "-c", join(dir, "nginx.conf"), "-g", "daemon off;"], { stdio: "inherit" }),
+    // Its workers go with a fast shutdown; a killed master would leave them behind.
+    "SIGTERM",
+  );
   let workers: number[] = [];
   for (let i = 0; i < 50 && workers.length === 0; i++) {
     await new Promise((r) => setTimeout(r, 100));

@@ -9,6 +9,7 @@
  * minute of the machine falls on every path alike; the report takes each path's median round.
  */
 import type { Socket } from "node:net";
+import { bareRelayBench } from "./bare-relay.ts";
 import { type ProfileShares, withPerfProfile } from "./perf-profile.ts";
 import { clientTextFrame } from "./raw-client.ts";
 import { mustOpen, PATHS, type PathName, type Stack } from "./stack.ts";
@@ -225,5 +226,7 @@ export async function pipeBench(stack: Stack, settings: PipeSettings, firstUser:
       profiles[path] = { ...profiled.shares, cpuUsPerMessage: profiled.result.cpuUsPerMessage.proxy };
   }
   for (const clients of clientsBy.values()) for (const { socket } of clients) socket.destroy();
-  return { settings, rounds, median: medianRounds(rounds), profiles };
+  // The floor under the gateway's figures: its relay alone against nginx alone, around a bare echo server.
+  const bare = await bareRelayBench(Math.min(3, settings.rounds), settings.seconds);
+  return { settings, rounds, median: medianRounds(rounds), profiles, bare };
 }

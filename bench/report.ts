@@ -216,6 +216,24 @@ export function markdownReport(r: BenchResults, charts: { open?: string; closed?
       "",
       `Every round: ${rounds.map((x) => `${x.mode} ${x.path} ${n0(x.messagesPerSecond)} msg/s p99 ${x.latency.p99Ms} ms`).join("; ")}.`,
     );
+    const bare = r.pipe.bare ?? [];
+    if (bare.length > 0) {
+      const medianOf = (proxy: string) => {
+        const of = bare.filter((b) => b.proxy === proxy).sort((a, b) => a.cpuUsPerMessage - b.cpuUsPerMessage);
+        return of[Math.floor((of.length - 1) / 2)];
+      };
+      const node = medianOf("node relay");
+      const nginx = medianOf("nginx");
+      if (node && nginx) {
+        lines.push(
+          "",
+          "The floor under these figures (`bench/bare-relay.ts`): the gateway's relay alone in a process of its own, and nginx",
+          "alone, each between 50 upgraded sockets and a bare echo server, 32-byte messages in a closed loop (no frames, no",
+          `instance): the relay ${n0(node.messagesPerSecond)} msg/s at ${node.cpuUsPerMessage} µs of its CPU per message, nginx`,
+          `${n0(nginx.messagesPerSecond)} msg/s at ${nginx.cpuUsPerMessage} µs (${ratio(node.cpuUsPerMessage, nginx.cpuUsPerMessage)} nginx's CPU per message; median of ${bare.length / 2} rounds).`,
+        );
+      }
+    }
     const profiled = Object.entries(r.pipe.profiles ?? {});
     if (profiled.length > 0) {
       lines.push(
@@ -259,7 +277,7 @@ export function markdownReport(r: BenchResults, charts: { open?: string; closed?
             ? [
                 path,
                 n0(m.accepted),
-                `${m.connectP50Ms} / ${m.connectP99Ms}`,
+                `${m.connectP50Ms} / ${m.connectP99Ms}${m.wsTokenP99Ms === undefined ? "" : ` (ws-token ${m.wsTokenP50Ms} / ${m.wsTokenP99Ms})`}`,
                 m.cpuMsPerUpgrade.proxy ?? "–",
                 m.cpuMsPerUpgrade.chat,
               ]
@@ -294,7 +312,10 @@ export function markdownReport(r: BenchResults, charts: { open?: string; closed?
         `client's jitter after a 1001), each with a ws-token and an upgrade and retrying after a refusal's Retry-After: ${n0(storm.connected)}`,
         `in after ${(storm.allConnectedAfterMs / 1_000).toFixed(1)} s, ${n0(storm.acceptedAtFirstAttempt)} at the first attempt, connect p50 / p99`,
         `${storm.connectP50Ms} / ${storm.connectP99Ms} ms, refusals ${JSON.stringify(storm.refusedByStatus)}; CPU per accepted socket:`,
-        `chat ${storm.cpuMsPerAcceptedSocket.chat} ms, gateway ${storm.cpuMsPerAcceptedSocket.gateway} ms.`,
+        `chat ${storm.cpuMsPerAcceptedSocket.chat} ms, gateway ${storm.cpuMsPerAcceptedSocket.gateway} ms` +
+          (storm.cpuMsPerAcceptedSocket.postgres === undefined
+            ? "."
+            : `, and on the same cores the load generator ${storm.cpuMsPerAcceptedSocket.loadGenerator} ms, PostgreSQL ${storm.cpuMsPerAcceptedSocket.postgres} ms, Redis ${storm.cpuMsPerAcceptedSocket.redis} ms; the machine was ${Math.round((storm.machineBusyShare ?? 0) * 100)} % busy.`),
       );
     }
   }

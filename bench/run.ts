@@ -6,7 +6,7 @@
  * fanout,sockets picks sections; the other BENCH_* variables are in the README's Performance section.
  * Not a test: a measurement to read, in ratios to the baselines measured in the same run.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { fanoutBench } from "./fanout.ts";
@@ -15,6 +15,14 @@ import { type BenchResults, writeReport } from "./report.ts";
 import { heldSockets, upgradeCost } from "./sockets.ts";
 import { startStack } from "./stack.ts";
 import { root, withDatabase } from "./support.ts";
+
+// `npm run bench -- --report`: the report again from the last run's latest.json (after changing report.ts).
+if (process.argv.includes("--report")) {
+  const dir = process.env.BENCH_RESULTS_DIR ?? join(root, "bench/results");
+  writeReport(JSON.parse(readFileSync(join(dir, "latest.json"), "utf8")) as BenchResults, dir);
+  console.error(`bench: wrote ${join(dir, "latest.md")} from ${join(dir, "latest.json")}`);
+  process.exit(0);
+}
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
 const list = (name: string, fallback: string) => (process.env[name] ?? fallback).split(",").map(Number);

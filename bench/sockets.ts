@@ -12,7 +12,7 @@
 import type { Socket } from "node:net";
 import { type ConnectResult, connectAll } from "./connect-all.ts";
 import { PATHS, type PathName, type Stack } from "./stack.ts";
-import { percentile, token } from "./support.ts";
+import { cpuSince, cpuSnapshot, percentile, token } from "./support.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -178,8 +178,10 @@ export async function heldSockets(stack: Stack, settings: HeldSocketsSettings, f
   for (const socket of held.splice(0)) socket.destroy();
   await waitForConnections(stack, 0);
   const cpu = { chat: stack.chat.cpuSeconds(), gateway: stack.gateway.cpuSeconds() };
+  const machineBefore = cpuSnapshot([stack.chat.pid, stack.gateway.pid]);
   const perSecond = Math.round((settings.stormSockets * 1_000) / settings.stormSpreadMs);
   const back = await connectAll(settings.stormSockets, perSecond, (j) => stack.attempt("gateway", firstUser + j));
+  const machine = cpuSince(machineBefore);
   const perAccepted = (seconds: number) => Number(((seconds * 1_000) / Math.max(1, back.open.length)).toFixed(2));
   const storm = {
     ...back.result,
@@ -187,7 +189,12 @@ export async function heldSockets(stack: Stack, settings: HeldSocketsSettings, f
     cpuMsPerAcceptedSocket: {
       chat: perAccepted(stack.chat.cpuSeconds() - cpu.chat),
       gateway: perAccepted(stack.gateway.cpuSeconds() - cpu.gateway),
+      // The rest of the machine, which shares the cores: the load generator, PostgreSQL and Redis.
+      loadGenerator: perAccepted(machine.self),
+      postgres: perAccepted(machine.postgres),
+      redis: perAccepted(machine.redis),
     },
+    machineBusyShare: Number(machine.machineBusy.toFixed(2)),
   };
   console.error(`storm: ${back.open.length} back after ${back.result.allConnectedAfterMs} ms`);
   for (const socket of back.open) socket.destroy();

@@ -26,6 +26,16 @@ export const freePort = () =>
     });
   });
 
+/** Every process a bench started and that still runs: stopped with it when it is interrupted. */
+const children = new Map<ChildProcess, NodeJS.Signals>();
+
+/** Counts `child` among the processes to stop, with `signal`, if the bench is interrupted. */
+export function trackChild(child: ChildProcess, signal: NodeJS.Signals = "SIGKILL"): ChildProcess {
+  children.set(child, signal);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
 /** A fresh database on DATABASE_URL's server, named `<prefix>_<pid>_<random>`, dropped after `work`. */
 export async function withDatabase<T>(
   work: (url: string, name: string) => Promise<T>,
@@ -38,13 +48,26 @@ export async function withDatabase<T>(
   await admin.end();
   const url = new URL(databaseUrl);
   url.pathname = `/${name}`;
-  try {
-    return await work(url.toString(), name);
-  } finally {
+  const drop = async () => {
     const dropper = new pg.Client({ connectionString: databaseUrl });
     await dropper.connect();
     await dropper.query(`drop database if exists ${name} with (force)`);
     await dropper.end();
+  };
+  // A bench stopped with Ctrl-C or SIGTERM stops what it started and drops its database.
+  const interrupted = (signal: NodeJS.Signals) => {
+    console.error(`bench: ${signal}: stopping ${children.size} processes, dropping ${name}`);
+    for (const [child, signal] of children) child.kill(signal);
+    drop().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
+  try {
+    return await work(url.toString(), name);
+  } finally {
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+    await drop();
   }
 }
 
@@ -102,11 +125,13 @@ export const rssKiB = (pid: number) =>
  */
 export async function startService(main: string, port: number, env: Record<string, string>): Promise<ChildProcess> {
   const profile = cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfileDir}`] : [];
-  const child = spawn(process.execPath, [...profile, "--import", "tsx", join(root, main)], {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? "", ...env },
-    stdio: ["ignore", "inherit", "inherit"],
-  });
+  const child = trackChild(
+    spawn(process.execPath, [...profile, "--import", "tsx", join(root, main)], {
+      cwd: root,
+      env: { PATH: process.env.PATH ?? "", ...env },
+      stdio: ["ignore", "inherit", "inherit"],
+    }),
+  );
   for (let i = 0; i < 300; i++) {
     if (
       await fetch(`http://127.0.0.1:${port}/health`).then(

@@ -105,4 +105,36 @@ describe.skipIf(!ready)("npm run bench (small)", () => {
     const alive = execFileSync("ps", ["-eo", "pid="]).toString().split("\n").map(Number);
     for (const pid of started!.slice(1).map(Number)) expect(alive).not.toContain(pid);
   }, 180_000);
+
+  it("stopped with SIGTERM midway, stops what it started and drops its database", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts"], {
+      cwd: root,
+      env: { ...process.env, BENCH_RESULTS_DIR: dir, BENCH_ONLY: "pipe", BENCH_PIPE_SECONDS: "30" },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    const pids = await new Promise<number[]>((resolve, reject) => {
+      child.stderr.on("data", (chunk) => {
+        stderr += chunk;
+        const started = /started: chat (\d+), gateway (\d+), nginx (\d+)/.exec(stderr);
+        if (started) resolve(started.slice(1).map(Number));
+      });
+      child.once("exit", () => reject(new Error(`the bench ended before it was interrupted: ${stderr}`)));
+    });
+    // Interrupted while the pipe's sockets are open and pinging.
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(child.exitCode).toBeNull();
+    expect(await benchDatabases(child.pid!)).toHaveLength(1);
+    child.kill("SIGTERM");
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    expect(code, stderr).toBe(130);
+    expect(await benchDatabases(child.pid!)).toEqual([]);
+    // nginx's worker too: it goes with its master's fast shutdown.
+    await new Promise((r) => setTimeout(r, 500));
+    const alive = execFileSync("ps", ["-eo", "pid=,ppid="])
+      .toString()
+      .split("\n")
+      .map((line) => line.trim().split(/\s+/).map(Number));
+    for (const pid of pids) expect(alive.some(([p, parent]) => p === pid || parent === pid)).toBe(false);
+  }, 120_000);
 });

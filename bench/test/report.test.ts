@@ -73,6 +73,10 @@ function results(figures: {
       rounds: Object.values(median),
       median,
       profiles: {},
+      bare: [
+        { proxy: "node relay", messagesPerSecond: 80_000, cpuUsPerMessage: 11.5 },
+        { proxy: "nginx", messagesPerSecond: 100_000, cpuUsPerMessage: 6 },
+      ],
     },
     upgrades: {
       settings: { sockets: 100, perSecond: 200, rounds: 1 },
@@ -93,7 +97,8 @@ function results(figures: {
       storm: {
         ...connect(5_000, figures.storm.connected, figures.storm.afterMs),
         spreadMs: 3_000,
-        cpuMsPerAcceptedSocket: { chat: 1, gateway: 2 },
+        cpuMsPerAcceptedSocket: { chat: 1, gateway: 2, loadGenerator: 1, postgres: 0.5, redis: 0.2 },
+        machineBusyShare: 0.9,
       },
     },
     fanout: {
@@ -162,6 +167,8 @@ describe("markdownReport and latencyChart", () => {
     for (const heading of ["## 1. The pipe", "## 2. Upgrades and sockets", "## 3. Fan-out", "Reconnect storm"])
       expect(markdown).toContain(heading);
     expect(markdown).toContain("![open-loop latency by percentile](latency-open.svg)");
+    expect(markdown).toContain("the relay 80,000 msg/s at 11.5 µs of its CPU per message, nginx");
+    expect(markdown).toContain("100,000 msg/s at 6 µs (1.92× nginx's CPU per message; median of 1 rounds).");
   });
 
   it("draws one line per path inside the plot, on log scales", () => {
