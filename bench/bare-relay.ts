@@ -31,8 +31,16 @@ async function closedLoop(port: number, seconds: number, cpu: () => number): Pro
           const socket = connect({ port, host: "127.0.0.1", noDelay: true }, () =>
             socket.write("GET / HTTP/1.1\r\nHost: bench\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
           );
-          socket.once("error", reject);
+          const timer = setTimeout(() => {
+            socket.destroy();
+            reject(new Error("no answer to the upgrade within 10 s"));
+          }, 10_000);
+          socket.on("error", (error) => {
+            clearTimeout(timer);
+            reject(error);
+          });
           socket.once("data", () => {
+            clearTimeout(timer);
             resolve(socket);
             socket.on("data", () => {
               count += 1;
@@ -73,9 +81,17 @@ export async function bareRelayBench(rounds: number, seconds: number): Promise<B
     }),
   );
   const relayPort = Number(
-    await new Promise<string>((resolve) => child.stdout!.once("data", (d) => resolve(String(d)))),
+    await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("the relay process did not start within 30 s")), 30_000);
+      child.once("exit", (code) => reject(new Error(`the relay process exited (${code}) before it listened`)));
+      child.stdout!.once("data", (data) => {
+        clearTimeout(timer);
+        resolve(String(data));
+      });
+    }),
   );
   const nginx = await startNginx(echoPort);
+  console.error(`bench: bare relay started: relay ${child.pid}, nginx ${nginx.pid}, worker ${nginx.workerPid}`);
   const out: BareRound[] = [];
   try {
     for (let round = 0; round < rounds; round++) {

@@ -96,7 +96,8 @@ http {
     cpuSeconds: () => workers.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
     rssKiB: () => workers.reduce((sum, pid) => sum + rssKiB(pid), 0),
     async stop() {
-      const exited = new Promise((resolve) => master.once("exit", resolve));
+      const gone = master.exitCode !== null || master.signalCode !== null;
+      const exited = gone ? Promise.resolve() : new Promise((resolve) => master.once("exit", resolve));
       // Fast shutdown: a graceful one would wait for every proxied WebSocket to close.
       master.kill("SIGTERM");
       const kill = setTimeout(() => master.kill("SIGKILL"), 3_000);

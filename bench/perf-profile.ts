@@ -29,9 +29,11 @@ export async function withPerfProfile<T>(
   try {
     const result = await work();
     if (!started) return { result };
-    const stopped = new Promise((resolve) => recorder.once("exit", resolve));
-    recorder.kill("SIGINT");
-    await stopped;
+    if (recorder.exitCode === null && recorder.signalCode === null) {
+      const stopped = new Promise((resolve) => recorder.once("exit", resolve));
+      recorder.kill("SIGINT");
+      await stopped;
+    }
     const report = await new Promise<string>((resolve) =>
       execFile("perf", ["report", "-i", file, "--no-children", "--sort", "dso", "--stdio"], (error, stdout) =>
         resolve(error ? "" : stdout),

@@ -49,8 +49,8 @@ export interface PipeRound {
 
 export function summarize(latencies: number[]): { summary: LatencySummary; curve: [number, number][] } {
   const sorted = Float64Array.from(latencies).sort();
-  const at = (p: number) =>
-    Number((sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0).toFixed(3));
+  // Nearest rank: the smallest latency that at least p of them do not exceed.
+  const at = (p: number) => Number((sorted[Math.max(0, Math.ceil(sorted.length * p) - 1)] ?? 0).toFixed(3));
   // 0, 50, 75, 87.5 … percentiles, halving what is left each step, as latency distributions are drawn.
   const curve: [number, number][] = [];
   for (let left = 1; left >= 1 / sorted.length && left > 1e-5; left /= 2) curve.push([1 - left, at(1 - left)]);

@@ -58,7 +58,10 @@ export class RawHttpPool {
 
   /** Rejects when no complete answer came within `timeoutMs`, so that a bench never waits forever. */
   request(method: string, path: string, headers: Record<string, string>, timeoutMs = 10_000): Promise<RawAnswer> {
-    const socket = this.idle.pop() ?? connect({ port: this.port, host: this.host, noDelay: true });
+    // A kept connection the server has closed meanwhile is dropped, not written to.
+    let socket = this.idle.pop();
+    while (socket?.destroyed || socket?.readableEnded) socket = this.idle.pop();
+    socket ??= connect({ port: this.port, host: this.host, noDelay: true });
     const head = [`${method} ${path} HTTP/1.1`, `Host: ${this.host}:${this.port}`, "Content-Length: 0"];
     for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
     return new Promise((resolve, reject) => {
@@ -77,7 +80,11 @@ export class RawHttpPool {
           return reject(error);
         }
         if (answer!.headers.get("connection")?.toLowerCase() === "close") socket.destroy();
-        else this.idle.push(socket);
+        else {
+          // While idle, an error (the server resetting it) closes it; it is skipped when next taken.
+          if (socket.listenerCount("error") === 0) socket.on("error", () => socket.destroy());
+          this.idle.push(socket);
+        }
         resolve(answer!);
       };
       const onData = (chunk: Buffer) => {

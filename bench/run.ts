@@ -81,7 +81,7 @@ const results = await withDatabase(async (url): Promise<BenchResults> => {
   }
   if (only.has("sockets")) {
     // On fresh processes: what the sockets hold, not what the parts before left in the heaps.
-    const fresh = await startStack(url);
+    const fresh = await startStack(url, {}, { inspect: true });
     try {
       out.sockets = await heldSockets(
         fresh,

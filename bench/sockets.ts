@@ -4,19 +4,21 @@
  *   path keeps up with) by each path, in interleaved rounds, each socket a user of its own: the CPU each
  *   process spends per accepted upgrade, and connect p50/p99. Through the gateway the ws-tokens are part of
  *   the connect (as a browser does it), and their CPU is measured apart, before the upgrades, too.
- * - `heldSockets`: sockets held open through one gateway, 5,000 then 9,500 (the open-files limit is 20,000
- *   per process and a pipe holds two), opened at BENCH_OPEN_RATE_SOCKETS (500 a second): resident memory per
- *   idle socket of each service; and between the two, a reconnect storm: all 5,000 dropped at once, all
- *   back at STORM_RATE (1,000 a second, as browsers spread their reconnects): how long until all are in.
+ * - `heldSockets`: on processes of their own, sockets held open through one gateway, 5,000 then 9,500 (the
+ *   open-files limit is 20,000 per process and a pipe holds two), opened at BENCH_HELD_RATE (500 a second):
+ *   memory per idle socket of each service after a full garbage collection; then a reconnect storm: every
+ *   socket dropped at once, and BENCH_STORM_SOCKETS (5,000) back over BENCH_STORM_SPREAD_MS (3 s, the browser
+ *   client's jitter after a 1001): how long until all are in.
  */
 import type { Socket } from "node:net";
 import { type ConnectResult, connectAll } from "./connect-all.ts";
+import type { MemoryUsage } from "./inspector.ts";
 import { PATHS, type PathName, type Stack } from "./stack.ts";
 import { cpuSince, cpuSnapshot, percentile, token } from "./support.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Waits until the instance holds `count` sockets (closes are seen by it a moment after the client's), at most 20 s. */
+/** Waits until the instance holds `count` sockets (it sees closes a moment after the client); throws after 20 s. */
 export async function waitForConnections(stack: Stack, count: number): Promise<number> {
   let connections = -1;
   for (let i = 0; i < 200; i++) {
@@ -27,7 +29,7 @@ export async function waitForConnections(stack: Stack, count: number): Promise<n
     if (connections === count) return connections;
     await sleep(100);
   }
-  return connections;
+  throw new Error(`the instance still holds ${connections} sockets after 20 s, not ${count}`);
 }
 
 export interface UpgradeSettings {
@@ -108,12 +110,29 @@ export async function upgradeCost(stack: Stack, settings: UpgradeSettings, first
     gatewayCpuMsPerToken: Number((((stack.gateway.cpuSeconds() - gatewayBefore) * 1_000) / tokens).toFixed(3)),
     p50Ms: Number(percentile(tokenMs, 0.5).toFixed(2)),
   };
+  // Each figure's own median over the rounds (not one round's figures: a round slow in one is not in all).
   const median: Record<string, UpgradeRound> = {};
+  const mid = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)] ?? 0;
   for (const path of PATHS) {
     const of = rounds.filter((r) => r.path === path);
-    const cost = (r: UpgradeRound) => (r.cpuMsPerUpgrade.proxy ?? 0) + r.cpuMsPerUpgrade.chat;
-    const sorted = [...of].sort((a, b) => cost(a) - cost(b));
-    median[path] = sorted[Math.floor((sorted.length - 1) / 2)]!;
+    const tokens = of.flatMap((r) => (r.wsTokenP99Ms === undefined ? [] : [r]));
+    median[path] = {
+      path,
+      accepted: mid(of.map((r) => r.accepted)),
+      refused: Object.assign({}, ...of.map((r) => r.refused)),
+      connectP50Ms: mid(of.map((r) => r.connectP50Ms)),
+      connectP99Ms: mid(of.map((r) => r.connectP99Ms)),
+      ...(tokens.length > 0
+        ? {
+            wsTokenP50Ms: mid(tokens.map((r) => r.wsTokenP50Ms ?? 0)),
+            wsTokenP99Ms: mid(tokens.map((r) => r.wsTokenP99Ms ?? 0)),
+          }
+        : {}),
+      cpuMsPerUpgrade: {
+        ...(path === "direct" ? {} : { proxy: mid(of.map((r) => r.cpuMsPerUpgrade.proxy ?? 0)) }),
+        chat: mid(of.map((r) => r.cpuMsPerUpgrade.chat)),
+      },
+    };
   }
   return { settings, rounds, median, wsToken };
 }
@@ -135,44 +154,65 @@ export interface HeldSocketsSettings {
  */
 export async function heldSockets(stack: Stack, settings: HeldSocketsSettings, firstUser: number) {
   /**
-   * Each service's least resident memory over 5 s of idling, sampled every 250 ms: garbage the connects
-   * left is collected at some point in between, and the least is what the sockets and the process hold.
+   * Each service's memory once what the connects left is collected: a full garbage collection in both
+   * (through their inspectors), then the least resident memory over the next 2 s, and the JS heap
+   * (used and external) as V8 counts it, in KiB.
    */
-  const idleRss = async () => {
-    const least = { chat: Number.POSITIVE_INFINITY, gateway: Number.POSITIVE_INFINITY };
-    for (let i = 0; i < 20; i++) {
+  const settled = async () => {
+    await sleep(1_000);
+    const memory = await stack.collectGarbage();
+    const rss = { chat: Number.POSITIVE_INFINITY, gateway: Number.POSITIVE_INFINITY };
+    for (let i = 0; i < 8; i++) {
       await sleep(250);
-      least.chat = Math.min(least.chat, stack.chat.rssKiB());
-      least.gateway = Math.min(least.gateway, stack.gateway.rssKiB());
+      rss.chat = Math.min(rss.chat, stack.chat.rssKiB());
+      rss.gateway = Math.min(rss.gateway, stack.gateway.rssKiB());
     }
-    return least;
+    const heap = (m: MemoryUsage) => (m.heapUsed + m.external) / 1_024;
+    return { rss, heap: { chat: heap(memory.chat), gateway: heap(memory.gateway) } };
   };
   // A warm-up first (200 sockets opened and closed), so that what any process takes once (compiled code,
   // the database pool's connections) is in the baseline, not counted against the sockets.
   const warm = await connectAll(200, settings.openPerSecond, (j) => stack.attempt("gateway", firstUser - 1_000 + j));
   for (const socket of warm.open) socket.destroy();
   await waitForConnections(stack, 0);
-  const rssBefore = await idleRss();
+  const before = await settled();
   const held: Socket[] = [];
-  const levels: Array<{ sockets: number; rssKiBPerSocket: { chat: number; gateway: number }; open: ConnectResult }> =
-    [];
+  const levels: Array<{
+    sockets: number;
+    /** Per socket held, against the processes before the first. */
+    rssKiBPerSocket: { chat: number; gateway: number };
+    heapKiBPerSocket: { chat: number; gateway: number };
+    /** Per socket added since the level before (the first level: since none). */
+    rssKiBPerAddedSocket: { chat: number; gateway: number };
+    open: ConnectResult;
+  }> = [];
+  let previous = { sockets: 0, rss: before.rss };
   for (const count of settings.counts) {
     const users = firstUser + held.length;
     const { open, result } = await connectAll(count - held.length, settings.openPerSecond, (j) =>
       stack.attempt("gateway", users + j),
     );
     held.push(...open);
-    const rss = await idleRss();
-    const perSocket = (now: number, was: number) => Number(((now - was) / Math.max(1, held.length)).toFixed(1));
+    const now = await settled();
+    const per = (grown: number, sockets: number) => Number((grown / Math.max(1, sockets)).toFixed(1));
     levels.push({
       sockets: held.length,
       rssKiBPerSocket: {
-        chat: perSocket(rss.chat, rssBefore.chat),
-        gateway: perSocket(rss.gateway, rssBefore.gateway),
+        chat: per(now.rss.chat - before.rss.chat, held.length),
+        gateway: per(now.rss.gateway - before.rss.gateway, held.length),
+      },
+      heapKiBPerSocket: {
+        chat: per(now.heap.chat - before.heap.chat, held.length),
+        gateway: per(now.heap.gateway - before.heap.gateway, held.length),
+      },
+      rssKiBPerAddedSocket: {
+        chat: per(now.rss.chat - previous.rss.chat, held.length - previous.sockets),
+        gateway: per(now.rss.gateway - previous.rss.gateway, held.length - previous.sockets),
       },
       open: result,
     });
-    console.error(`held ${held.length} sockets: RSS KiB per socket ${JSON.stringify(levels.at(-1)!.rssKiBPerSocket)}`);
+    previous = { sockets: held.length, rss: now.rss };
+    console.error(`held ${held.length} sockets: ${JSON.stringify(levels.at(-1))}`);
   }
   // The storm: every socket dropped at once, and the clients back.
   for (const socket of held.splice(0)) socket.destroy();
@@ -199,5 +239,5 @@ export async function heldSockets(stack: Stack, settings: HeldSocketsSettings, f
   console.error(`storm: ${back.open.length} back after ${back.result.allConnectedAfterMs} ms`);
   for (const socket of back.open) socket.destroy();
   await waitForConnections(stack, 0);
-  return { settings, rssKiBBefore: rssBefore, levels, storm };
+  return { settings, before, levels, storm };
 }

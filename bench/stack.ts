@@ -11,9 +11,10 @@ import { createSecretKey, type KeyObject } from "node:crypto";
 import type { Socket } from "node:net";
 import jwt from "jsonwebtoken";
 import type { Attempt } from "./connect-all.ts";
+import { collectGarbage, inspectorEnv, type MemoryUsage } from "./inspector.ts";
 import { type Nginx, startNginx } from "./nginx.ts";
 import { type RawAnswer, RawHttpPool, type RawUpgrade, rawUpgrade } from "./raw-client.ts";
-import { cpuSeconds, rssKiB, startChat, startGateway, stopChats, token } from "./support.ts";
+import { cpuSeconds, freePort, rssKiB, startChat, startGateway, stopChats, token } from "./support.ts";
 
 export type PathName = "direct" | "gateway" | "nginx";
 export const PATHS: readonly PathName[] = ["direct", "gateway", "nginx"];
@@ -44,6 +45,8 @@ export interface Stack {
   attempt(path: PathName, userId: number, onText?: (payload: Buffer) => void): Promise<Attempt>;
   /** The process that proxies on `path` (none for `direct`). */
   proxyPid(path: PathName): number | undefined;
+  /** A full garbage collection in both services, then their memory (needs `inspect`). */
+  collectGarbage(): Promise<{ chat: MemoryUsage; gateway: MemoryUsage }>;
   /** CPU seconds of the process that proxies on `path` (none for `direct`). */
   proxyCpuSeconds(path: PathName): number | undefined;
   stop(): Promise<void>;
@@ -83,18 +86,29 @@ function outcomeOf(upgrade: RawUpgrade): Attempt {
   return refusal(upgrade.answer);
 }
 
-/** Starts the three on the database at `databaseUrl`; `gatewayEnv` adds or overrides the gateway's variables. */
-export async function startStack(databaseUrl: string, gatewayEnv: Record<string, string> = {}): Promise<Stack> {
+/**
+ * Starts the three on the database at `databaseUrl`; `gatewayEnv` adds or overrides the gateway's variables.
+ * `inspect` opens both services' inspectors on loopback, for `collectGarbage` (the memory measurements).
+ */
+export async function startStack(
+  databaseUrl: string,
+  gatewayEnv: Record<string, string> = {},
+  { inspect = false } = {},
+): Promise<Stack> {
   const prefix = `lc-bench:${process.pid}:`;
-  const chat = await startChat(databaseUrl, prefix, "bench", {});
+  const inspectors = inspect ? { chat: await freePort(), gateway: await freePort() } : undefined;
+  const chat = await startChat(databaseUrl, prefix, "bench", inspectors ? inspectorEnv(inspectors.chat) : {});
   const gateway = await startGateway(chat.port, {
     JWT_SECRET: jwtSecret,
     WS_TOKEN_SECRET: wsTokenSecret,
     REDIS_KEY_PREFIX: prefix,
+    ...(inspectors ? inspectorEnv(inspectors.gateway) : {}),
     ...gatewayEnv,
   });
   const nginx = await startNginx(chat.port);
-  console.error(`bench: started: chat ${chat.child.pid}, gateway ${gateway.child.pid}, nginx ${nginx.pid}`);
+  console.error(
+    `bench: started: chat ${chat.child.pid}, gateway ${gateway.child.pid}, nginx ${nginx.pid}, worker ${nginx.workerPid}`,
+  );
   // A string secret makes jsonwebtoken try it as a private key first (~2 ms a token): a key made once.
   const key: KeyObject = createSecretKey(Buffer.from(jwtSecret));
   const pool = new RawHttpPool(gateway.port);
@@ -137,6 +151,14 @@ export async function startStack(databaseUrl: string, gatewayEnv: Record<string,
         await rawUpgrade(gateway.port, `/ws/chat?token=${wsToken}`, connectTimeoutMs, { onText }),
       );
       return outcome.kind === "connected" ? { ...outcome, tokenMs } : outcome;
+    },
+    async collectGarbage() {
+      if (!inspectors) throw new Error("the stack was started without inspect");
+      const [chatMemory, gatewayMemory] = await Promise.all([
+        collectGarbage(inspectors.chat),
+        collectGarbage(inspectors.gateway),
+      ]);
+      return { chat: chatMemory, gateway: gatewayMemory };
     },
     proxyPid(path) {
       if (path === "gateway") return stack.gateway.pid;

@@ -157,8 +157,8 @@ export function open(port: number, userId: number): Promise<WebSocket> {
   });
 }
 
-export const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;
+/** The nearest-rank percentile of ascending `sorted`: the smallest value that at least `p` of them do not exceed. */
+export const percentile = (sorted: number[], p: number) => sorted[Math.max(0, Math.ceil(sorted.length * p) - 1)] ?? 0;
 
 /** User + system CPU of a process so far, in seconds (0 once it is gone). */
 export function cpuSeconds(pid: number): number {
@@ -228,7 +228,7 @@ export async function stopChats(children: ChildProcess[]): Promise<void> {
     children.map(
       (child) =>
         new Promise<void>((resolve) => {
-          if (child.exitCode !== null) return resolve();
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
           const kill = setTimeout(() => child.kill("SIGKILL"), 10_000);
           child.once("exit", () => {
             clearTimeout(kill);
