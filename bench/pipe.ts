@@ -13,7 +13,7 @@ import { bareRelayBench } from "./bare-relay.ts";
 import { type ProfileShares, withPerfProfile } from "./perf-profile.ts";
 import { clientTextFrame } from "./raw-client.ts";
 import { mustOpen, PATHS, type PathName, type Stack } from "./stack.ts";
-import { cpuSeconds } from "./support.ts";
+import { cpuSeconds, medianBy } from "./support.ts";
 
 const PING = clientTextFrame('{"type":"ping"}');
 const PONG = Buffer.from('"pong"');
@@ -177,9 +177,7 @@ export function medianRounds(rounds: PipeRound[]): Record<string, PipeRound> {
   for (const mode of ["closed", "open"] as const) {
     for (const path of PATHS) {
       const of = rounds.filter((r) => r.path === path && r.mode === mode);
-      const key = (r: PipeRound) => (mode === "closed" ? r.messagesPerSecond : r.latency.p99Ms);
-      const sorted = [...of].sort((a, b) => key(a) - key(b));
-      const median = sorted[Math.floor((sorted.length - 1) / 2)];
+      const median = medianBy(of, (r) => (mode === "closed" ? r.messagesPerSecond : r.latency.p99Ms));
       if (median) out[`${mode}/${path}`] = median;
     }
   }

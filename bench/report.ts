@@ -8,7 +8,8 @@ import { join } from "node:path";
 import type { fanoutBench } from "./fanout.ts";
 import type { PipeRound, pipeBench } from "./pipe.ts";
 import type { heldSockets, upgradeCost } from "./sockets.ts";
-import type { PathName } from "./stack.ts";
+import { PATHS, type PathName } from "./stack.ts";
+import { medianBy } from "./support.ts";
 
 export interface BenchResults {
   at: string;
@@ -221,17 +222,18 @@ export function markdownReport(r: BenchResults, charts: { open?: string; closed?
           "open p50 / p99 / max ms",
           "open CPU µs/msg: proxy, chat",
         ],
-        (["direct", "gateway", "nginx"] as const).map(row),
+        PATHS.map(row),
       ),
       "",
       `Every round: ${rounds.map((x) => `${x.mode} ${x.path} ${n0(x.messagesPerSecond)} msg/s p99 ${x.latency.p99Ms} ms`).join("; ")}.`,
     );
     const bare = r.pipe.bare ?? [];
     if (bare.length > 0) {
-      const medianOf = (proxy: string) => {
-        const of = bare.filter((b) => b.proxy === proxy).sort((a, b) => a.cpuUsPerMessage - b.cpuUsPerMessage);
-        return of[Math.floor((of.length - 1) / 2)];
-      };
+      const medianOf = (proxy: string) =>
+        medianBy(
+          bare.filter((b) => b.proxy === proxy),
+          (b) => b.cpuUsPerMessage,
+        );
       const node = medianOf("node relay");
       const nginx = medianOf("nginx");
       if (node && nginx) {
@@ -281,7 +283,7 @@ export function markdownReport(r: BenchResults, charts: { open?: string; closed?
       "",
       table(
         ["path", "accepted", "connect p50 / p99 ms", "CPU ms per upgrade: proxy", "chat"],
-        (["direct", "gateway", "nginx"] as const).map((path) => {
+        PATHS.map((path) => {
           const m = median[path];
           return m
             ? [
@@ -375,7 +377,7 @@ export function writeReport(r: BenchResults, dir: string): void {
   const charts: { open?: string; closed?: string } = {};
   if (r.pipe) {
     for (const mode of ["open", "closed"] as const) {
-      const series: Series[] = (["direct", "gateway", "nginx"] as const).flatMap((name) => {
+      const series: Series[] = PATHS.flatMap((name) => {
         const round = r.pipe!.median[`${mode}/${name}`];
         return round ? [{ name, points: round.curve }] : [];
       });

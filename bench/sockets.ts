@@ -14,7 +14,7 @@ import type { Socket } from "node:net";
 import { type ConnectResult, connectAll } from "./connect-all.ts";
 import type { MemoryUsage } from "./inspector.ts";
 import { PATHS, type PathName, type Stack } from "./stack.ts";
-import { cpuSince, cpuSnapshot, percentile, token } from "./support.ts";
+import { cpuSince, cpuSnapshot, medianBy, percentile, token } from "./support.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -112,14 +112,18 @@ export async function upgradeCost(stack: Stack, settings: UpgradeSettings, first
   };
   // Each figure's own median over the rounds (not one round's figures: a round slow in one is not in all).
   const median: Record<string, UpgradeRound> = {};
-  const mid = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)] ?? 0;
+  const mid = (values: number[]) => medianBy(values, (value) => value) ?? 0;
   for (const path of PATHS) {
     const of = rounds.filter((r) => r.path === path);
     const tokens = of.flatMap((r) => (r.wsTokenP99Ms === undefined ? [] : [r]));
     median[path] = {
       path,
       accepted: mid(of.map((r) => r.accepted)),
-      refused: Object.assign({}, ...of.map((r) => r.refused)),
+      // Refusals are counts: summed over the rounds.
+      refused: of.reduce<Record<string, number>>((sum, r) => {
+        for (const [why, count] of Object.entries(r.refused)) sum[why] = (sum[why] ?? 0) + count;
+        return sum;
+      }, {}),
       connectP50Ms: mid(of.map((r) => r.connectP50Ms)),
       connectP99Ms: mid(of.map((r) => r.connectP99Ms)),
       ...(tokens.length > 0

@@ -123,14 +123,16 @@ export async function startStack(
     }
     return signed;
   };
+  /** A browser's ws-token request, on the pool's keep-alive connections. */
+  const requestWsToken = (userId: number) =>
+    pool.request("POST", "/api/v2/ws-token", { Authorization: `Bearer ${accessToken(userId)}` });
   const stack: Stack = {
     chat: service(chat.port, chat.child.pid ?? 0),
     gateway: service(gateway.port, gateway.child.pid ?? 0),
     nginx,
     accessToken,
     async wsToken(userId) {
-      return (await pool.request("POST", "/api/v2/ws-token", { Authorization: `Bearer ${accessToken(userId)}` }))
-        .status;
+      return (await requestWsToken(userId)).status;
     },
     async attempt(path, userId, onText) {
       if (path !== "gateway") {
@@ -140,7 +142,7 @@ export async function startStack(
       const t0 = performance.now();
       let answer: RawAnswer;
       try {
-        answer = await pool.request("POST", "/api/v2/ws-token", { Authorization: `Bearer ${accessToken(userId)}` });
+        answer = await requestWsToken(userId);
       } catch (error) {
         return { kind: "refused", why: `ws-token ${(error as Error).message}`, retryAfterMs: 1_000 };
       }

@@ -157,6 +157,14 @@ export function open(port: number, userId: number): Promise<WebSocket> {
   });
 }
 
+/**
+ * The median of `items` by `key` (the lower middle one of an even count, so that it is always an item that
+ * was measured), or undefined when there are none.
+ */
+export function medianBy<T>(items: readonly T[], key: (item: T) => number): T | undefined {
+  return [...items].sort((a, b) => key(a) - key(b))[Math.floor((items.length - 1) / 2)];
+}
+
 /** The nearest-rank percentile of ascending `sorted`: the smallest value that at least `p` of them do not exceed. */
 export const percentile = (sorted: number[], p: number) => sorted[Math.max(0, Math.ceil(sorted.length * p) - 1)] ?? 0;
 
