@@ -13,6 +13,10 @@ export const ErrorCode = {
   /** An instance that is alive but has too many connections opening: retry after `Retry-After`. */
   instanceBusy: "instance_busy",
   rateLimited: "rate_limited",
+  /** Either of two users blocks the other: no sends, no new chats between them (CONTRACT §10). */
+  blocked: "blocked",
+  /** A content rule with the action `reject` matched (CONTRACT §10); the message names the rule. */
+  contentRejected: "content_rejected",
   payloadTooLarge: "payload_too_large",
   requestTimeout: "request_timeout",
   storageUnavailable: "storage_unavailable",
@@ -28,6 +32,8 @@ export const CloseCode = {
   messageTooBig: 1009,
   internalError: 1011,
   tryAgainLater: 1013,
+  /** The platform suspended the user (CONTRACT §8). */
+  suspended: 4003,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
@@ -38,6 +44,17 @@ export const Limits = {
   maxRequestBodyBytes: 64 * 1024,
   maxContentChars: 4000,
   sendsPerMinute: 60,
+  /** Edits and deletes together, per user (CONTRACT §10). */
+  editsPerMinute: 30,
+  chatOpensPerHour: 20,
+  reportsPerHour: 10,
+  uploadsPerHour: 30,
+  /** Frames of one socket waiting to be handled; past it the socket is not read (CONTRACT §10). */
+  inboundQueueFrames: 32,
+  /** A replay page the socket does not take within this closes it with 1013 (CONTRACT §10). */
+  replayPageTimeoutMs: 30_000,
+  /** `resume` at most once per this per socket; the upgrade's `after=` counts as the first (CONTRACT §10). */
+  resumeIntervalMs: 10_000,
   typingIntervalMs: 2000,
   heartbeatIntervalMs: 25_000,
   slowConsumerBytes: 1024 * 1024,

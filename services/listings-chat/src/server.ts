@@ -39,6 +39,8 @@ export interface ChatServerOverrides {
   sendsPerMinute?: number;
   /** Smaller replay pages (events, bytes), so that a replay spans many reads. */
   replayPage?: { maxEvents?: number; maxBytes?: number };
+  /** A shorter replay-page timeout, resume interval or inbound queue (hub/connection.ts). */
+  socketLimits?: { inboundQueueFrames?: number; replayPageTimeoutMs?: number; resumeIntervalMs?: number };
 }
 
 /** Builds the whole chat instance from its configuration and starts listening. */
@@ -105,6 +107,7 @@ export async function startChatServer(
         : createMemoryTypingGate(Limits.typingIntervalMs),
     slowConsumerBytes: overrides.slowConsumerBytes ?? Limits.slowConsumerBytes,
     replayPage: overrides.replayPage,
+    socketLimits: overrides.socketLimits,
     telemetry,
   });
   await hub.start();

@@ -16,17 +16,33 @@ class FakeSocket extends EventEmitter {
   closedWith: number | undefined;
   /** When set, a client that does not read: write callbacks wait here until the test runs them. */
   unflushed: Array<() => void> | undefined;
+  /** Whether the connection stopped reading the socket, and how often it flipped. */
+  paused = false;
+  pauses = 0;
+  /** The payloads of the pings the server sent. */
+  pings: Buffer[] = [];
+  terminated = false;
   send(data: string | Buffer, _options: { binary: boolean }, cb?: () => void) {
     this.sent.push(data.toString());
     if (this.unflushed && cb) this.unflushed.push(cb);
     else cb?.();
   }
-  ping() {}
+  pause() {
+    this.paused = true;
+    this.pauses += 1;
+  }
+  resume() {
+    this.paused = false;
+  }
+  ping(payload: Buffer) {
+    this.pings.push(payload);
+  }
   close(code: number) {
     this.closedWith = code;
     this.readyState = 3;
   }
   terminate() {
+    this.terminated = true;
     this.readyState = 3;
   }
   frames() {
@@ -184,7 +200,8 @@ describe("Connection replay and live hand-over", () => {
   it("queues a resume frame behind the opening replay and restarts the stream at its cursor", async () => {
     const { events, reads } = controlledLog(6);
     const { socket, connection } = connectionWith(events);
-    const opened = connection.open(6);
+    // Opened without `after=` (it would count as the first replay and the resume would be refused).
+    const opened = connection.open(undefined);
     await vi.waitFor(() => expect(reads).toHaveLength(1));
     socket.emit("message", Buffer.from(JSON.stringify({ type: "resume", after: 2 })), false);
     deliver(connection, 7);
@@ -343,5 +360,114 @@ describe("Connection frames that come before the greeting", () => {
     socket.emit("message", Buffer.from(JSON.stringify({ type: "ping" })), false);
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(socket.frames()).toEqual([]);
+  });
+});
+
+const frame = (body: unknown) => Buffer.from(JSON.stringify(body));
+
+describe("Connection bounds against one socket (CONTRACT §10)", () => {
+  it("stops reading the socket while 32 frames wait, and reads again once half of them are handled", async () => {
+    const { events, reads } = controlledLog(0);
+    const stored: Array<() => void> = [];
+    const messages = {
+      // A database that is slow to answer: each send waits until the test lets it finish.
+      send: (_u: number, _c: number, content: string) =>
+        new Promise((resolve) => stored.push(() => resolve({ message: { id: 1, content }, created: true }))),
+    } as unknown as ConnectionContext["messages"];
+    const { socket, connection } = connectionWith(events, { messages });
+    const opened = connection.open(undefined);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    reads[0]?.release([]);
+    await opened;
+    await new Promise((resolve) => setImmediate(resolve)); // the greeting has left the queue
+    const send = (i: number) =>
+      socket.emit(
+        "message",
+        frame({ type: "send_message", chat_id: 1, content: `m${i}`, client_msg_id: `c${i}` }),
+        false,
+      );
+    for (let i = 0; i < 32; i++) send(i);
+    // One is being stored, 31 wait: not yet full.
+    expect(connection.queued()).toBe(31);
+    expect(socket.paused).toBe(false);
+    send(32);
+    expect(connection.queued()).toBe(32);
+    expect(socket.paused).toBe(true);
+    // Frames of the read in progress still arrive (ws hands over the rest of one socket read).
+    send(33);
+    expect(connection.queued()).toBe(33);
+    // Handled one by one: reading resumes once half the queue is free, not at the first free slot.
+    for (let handled = 0; connection.queued() > 16; handled++) {
+      await vi.waitFor(() => expect(stored.length).toBeGreaterThan(handled));
+      stored[handled]?.();
+      await vi.waitFor(() => expect(connection.queued()).toBe(33 - handled - 1));
+      expect(socket.paused).toBe(connection.queued() > 16);
+    }
+    expect(socket.paused).toBe(false);
+    expect(socket.pauses).toBe(1);
+    // Every frame is still handled, in order.
+    await vi.waitFor(() => {
+      for (const release of stored) release();
+      expect(socket.frames().filter((f) => f.type === "ack")).toHaveLength(34);
+    });
+    const acked = socket.frames().flatMap((f) => (f.type === "ack" ? [(f as { ref?: string }).ref] : []));
+    expect(acked).toEqual(Array.from({ length: 34 }, (_, i) => `c${i}`));
+  });
+
+  it("closes with 1013 a socket that does not take a replay page in time, freeing its queue", async () => {
+    const { events, reads } = controlledLog(5);
+    const { socket, connection, ctx } = connectionWith(events, { replayPageTimeoutMs: 50 });
+    socket.unflushed = []; // the client stopped reading: no write completes
+    const opened = connection.open(0);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    reads[0]?.release(range(1, 3));
+    await opened;
+    expect(socket.closedWith).toBe(1013);
+    expect(ctx.stats.slowConsumerDisconnectsTotal).toBe(1);
+    // Only the page that was written: nothing further was read for a client that does not take it.
+    expect(reads).toHaveLength(1);
+  });
+
+  it("replays at most once per 10 s per socket, the upgrade's after= counting as the first", async () => {
+    let clock = 1_000_000;
+    const { events, reads } = controlledLog(4);
+    const { socket, connection, ctx } = connectionWith(events, { now: () => clock });
+    const opened = connection.open(2);
+    await vi.waitFor(() => expect(reads).toHaveLength(1));
+    reads[0]?.release(range(3, 4));
+    await opened;
+    clock += 9_999;
+    socket.emit("message", frame({ type: "resume", after: 0 }), false);
+    const refused = socket.frames().at(-1) as { type: string; code?: string; retry_after_ms?: number };
+    expect(refused).toMatchObject({ type: "error", code: "rate_limited", retry_after_ms: 1 });
+    expect(ctx.stats.rateLimitedTotal).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(reads).toHaveLength(1); // nothing replayed
+    clock += 1;
+    socket.emit("message", frame({ type: "resume", after: 0 }), false);
+    // A second one right behind the accepted one is refused even before the first has started.
+    socket.emit("message", frame({ type: "resume", after: 0 }), false);
+    await vi.waitFor(() => expect(reads).toHaveLength(2));
+    expect(reads[1]?.after).toBe(0);
+    expect(ctx.stats.rateLimitedTotal).toBe(2);
+  });
+
+  it("counts as alive only a pong that echoes one of the server's own pings", () => {
+    const { socket, connection } = connectionWith(controlledLog(0).events);
+    // A client that stopped reading but sends an unsolicited pong between every two pings.
+    for (let beat = 0; beat < 3; beat++) {
+      connection.heartbeat();
+      socket.emit("pong", Buffer.from("still here"));
+      socket.emit("pong", Buffer.alloc(0));
+    }
+    expect(socket.terminated).toBe(true);
+
+    const { socket: honest, connection: alive } = connectionWith(controlledLog(0).events);
+    for (let beat = 0; beat < 10; beat++) {
+      alive.heartbeat();
+      // A late pong, answering the ping before the latest, counts too.
+      if (beat % 2 === 1) honest.emit("pong", honest.pings.at(-2));
+    }
+    expect(honest.terminated).toBe(false);
   });
 });

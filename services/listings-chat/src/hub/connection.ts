@@ -1,10 +1,11 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import {
   type ClientFrame,
   CloseCode,
   clientFrameSchema,
   clientFrameTypes,
   ErrorCode,
+  Limits,
   type ServerControlFrame,
 } from "@listings-chat/shared";
 import type { Logger } from "pino";
@@ -28,6 +29,14 @@ export interface ConnectionContext {
   relayTyping(userId: number, chat: ChatRow, isTyping: boolean): Promise<void>;
   /** Told how long each replay took, from its first page read to live. */
   observeReplay?: (seconds: number) => void;
+  /** Frames waiting to be handled before the socket stops being read (Limits.inboundQueueFrames). */
+  inboundQueueFrames?: number;
+  /** How long a replay page may wait for the client to take it (Limits.replayPageTimeoutMs). */
+  replayPageTimeoutMs?: number;
+  /** The least time between two replays of one socket (Limits.resumeIntervalMs). */
+  resumeIntervalMs?: number;
+  /** Milliseconds since the epoch; Date.now unless a test injects its own clock. */
+  now?: () => number;
 }
 
 export interface EventReader {
@@ -43,6 +52,12 @@ export interface EventReader {
 export type Frame = string | Buffer;
 
 const SLOW_CONSUMER_GRACE_MS = 5_000;
+
+/** Pings the server sent that a pong may still answer: the latest two (a late pong to the one before counts). */
+const PINGS_REMEMBERED = 2;
+
+/** A replay page the client did not take in time: the socket is closed instead of waiting on it. */
+class ReplayStalled extends Error {}
 
 /**
  * Owns one socket: parses and validates what the client sends, writes what the hub delivers,
@@ -61,9 +76,20 @@ export class Connection {
    */
   private heldBackDropped = false;
   private missedPongs = 0;
+  /** The payloads of the server's latest pings: only a pong that echoes one of them counts as alive. */
+  private readonly pingsSent: Buffer[] = [];
   private closing = false;
-  /** Frames are handled one at a time, so two sends from one socket are stored in the order sent. */
-  private inbound: Promise<void> = Promise.resolve();
+  /**
+   * Work waiting its turn: the greeting, then frames, handled one at a time so that two sends from one
+   * socket are stored in the order sent. Bounded: at `inboundQueueFrames` the socket is paused (not read),
+   * so a client that sends faster than it is served is held back by TCP instead of by this process's
+   * memory. (ws still hands over the frames of the read in progress, at most one socket read, 64 KiB.)
+   */
+  private readonly inbound: Array<() => Promise<void>> = [];
+  private handling = false;
+  private paused = false;
+  /** When the latest replay started (the upgrade's `after=` counts): `resume` is limited from it. */
+  private lastReplayAt = Number.NEGATIVE_INFINITY;
   private readonly knownChats = new Map<number, ChatRow>();
   private greeted = false;
   /** The newest presence known of each contact, and whether the client has been told about presence yet. */
@@ -77,8 +103,12 @@ export class Connection {
     /** The gateway the socket came through, when it said. */
     readonly gatewayId?: string,
   ) {
-    socket.on("pong", () => {
+    socket.on("pong", (data) => {
+      // An unsolicited pong (RFC 6455 allows them) proves nothing: a client that stopped reading could
+      // keep its socket alive with them for ever.
+      if (!this.pingsSent.some((sent) => sent.equals(data))) return;
       this.missedPongs = 0;
+      this.pingsSent.length = 0;
     });
     socket.on("message", (data, isBinary) => this.receive(data, isBinary));
   }
@@ -91,13 +121,51 @@ export class Connection {
    * uses it instead of reading the end again.
    */
   open(after: number | undefined, ready: Promise<number | undefined> = Promise.resolve(undefined)): Promise<void> {
+    if (after !== undefined) this.lastReplayAt = this.now();
     // Queued like a frame, so that a `resume` sent right away waits for this first replay to finish.
-    const opened = this.inbound.then(async () => {
-      const end = await ready;
-      await this.greetAndReplay(after, end);
+    return new Promise((resolve, reject) => {
+      this.enqueue(async () => {
+        try {
+          await this.greetAndReplay(after, await ready);
+          resolve();
+        } catch (error) {
+          reject(error);
+        }
+      });
     });
-    this.inbound = opened.catch(() => {});
-    return opened;
+  }
+
+  private now(): number {
+    return (this.ctx.now ?? Date.now)();
+  }
+
+  /** Queues work behind what is waiting; pauses the socket once the queue is full. */
+  private enqueue(work: () => Promise<void>): void {
+    this.inbound.push(work);
+    if (!this.paused && this.inbound.length >= (this.ctx.inboundQueueFrames ?? Limits.inboundQueueFrames)) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    if (!this.handling) void this.handleQueued();
+  }
+
+  private async handleQueued(): Promise<void> {
+    this.handling = true;
+    const limit = this.ctx.inboundQueueFrames ?? Limits.inboundQueueFrames;
+    for (let work = this.inbound.shift(); work; work = this.inbound.shift()) {
+      // Read again once half the queue is free, not at the first free slot: fewer pause/resume flips.
+      if (this.paused && this.inbound.length <= limit / 2) {
+        this.paused = false;
+        if (!this.closing) this.socket.resume();
+      }
+      await work();
+    }
+    this.handling = false;
+  }
+
+  /** Frames waiting to be handled (the greeting counts while it is waiting). */
+  queued(): number {
+    return this.inbound.length;
   }
 
   private async greetAndReplay(after: number | undefined, end: number | undefined): Promise<void> {
@@ -177,7 +245,11 @@ export class Connection {
       return;
     }
     this.missedPongs += 1;
-    if (this.socket.readyState === WebSocket.OPEN) this.socket.ping();
+    if (this.socket.readyState !== WebSocket.OPEN) return;
+    const payload = randomBytes(8);
+    this.pingsSent.push(payload);
+    if (this.pingsSent.length > PINGS_REMEMBERED) this.pingsSent.shift();
+    this.socket.ping(payload);
   }
 
   close(code: number, reason: string): void {
@@ -207,7 +279,7 @@ export class Connection {
           // socket has drained that far.
           written = new Promise((resolve) => this.write(JSON.stringify(event), resolve));
         }
-        await written;
+        await this.taken(written);
         // A client that left (or a socket the server is closing) needs no more pages.
         if (this.closing || this.socket.readyState !== WebSocket.OPEN) break;
         if (!page.more) {
@@ -216,6 +288,13 @@ export class Connection {
         }
       }
     } catch (error) {
+      if (error instanceof ReplayStalled) {
+        // A client that stopped reading would hold this socket's queue (and its memory) for ever.
+        this.ctx.stats.slowConsumerDisconnectsTotal += 1;
+        this.ctx.log.info({ connection: this.id, user: this.userId }, "replay page not taken: closing with 1013");
+        this.closeSlowConsumer("replay not taken in time");
+        return;
+      }
       // Going live with a hole would break the promise of every event once: close, and let the client resume.
       this.ctx.log.warn({ err: error, connection: this.id }, "replay failed: closing so the client resumes");
       this.ctx.stats.errorsTotal += 1;
@@ -229,6 +308,25 @@ export class Connection {
     this.ctx.observeReplay?.((performance.now() - started) / 1_000);
   }
 
+  /** Resolves when `written` does; throws ReplayStalled when the client has not taken the page in time. */
+  private async taken(written: Promise<void>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ReplayStalled()), this.ctx.replayPageTimeoutMs ?? Limits.replayPageTimeoutMs);
+    });
+    try {
+      await Promise.race([written, stalled]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Closes with 1013, and drops the socket if the close handshake cannot get through the backlog. */
+  private closeSlowConsumer(reason: string): void {
+    this.close(CloseCode.tryAgainLater, reason);
+    setTimeout(() => this.socket.terminate(), SLOW_CONSUMER_GRACE_MS).unref();
+  }
+
   /** Writes one frame; `written` runs once ws has handed its bytes to the OS, or at once when nothing was sent. */
   private write(data: Frame, written?: () => void): void {
     if (this.closing || this.socket.readyState !== WebSocket.OPEN) {
@@ -239,8 +337,7 @@ export class Connection {
       written?.();
       this.ctx.stats.slowConsumerDisconnectsTotal += 1;
       this.ctx.log.info({ connection: this.id, user: this.userId }, "slow consumer: closing with 1013");
-      this.close(CloseCode.tryAgainLater, "slow consumer");
-      setTimeout(() => this.socket.terminate(), SLOW_CONSUMER_GRACE_MS).unref();
+      this.closeSlowConsumer("slow consumer");
       return;
     }
     this.socket.send(data, { binary: false }, written && (() => written()));
@@ -256,8 +353,8 @@ export class Connection {
     if (!this.greeted && !this.closing) {
       // `connected` is the first frame a client gets: answers to early frames wait for the greeting, which
       // is queued first. Queued once: if the greeting failed (the socket is closing with 1011) the frame is
-      // dropped, never queued again (re-queuing on a settled chain would spin the event loop for ever).
-      this.inbound = this.inbound.then(() => {
+      // dropped, never queued again (re-queuing after a failed greeting would spin the event loop for ever).
+      this.enqueue(async () => {
         if (this.greeted) this.receive(data, isBinary);
       });
       return;
@@ -292,7 +389,20 @@ export class Connection {
       this.sendFrame({ type: "pong", timestamp: new Date().toISOString() });
       return;
     }
-    this.inbound = this.inbound.then(() => this.handle(frame).catch((error) => this.failed(error, ref)));
+    if (frame.type === "resume") {
+      // Checked as it arrives: a flood of resumes is refused at once and takes no place in the queue.
+      const wait = this.lastReplayAt + (this.ctx.resumeIntervalMs ?? Limits.resumeIntervalMs) - this.now();
+      if (wait > 0) {
+        this.ctx.stats.rateLimitedTotal += 1;
+        this.sendError(ErrorCode.rateLimited, `too many resumes: try again in ${Math.ceil(wait / 1000)} s`, ref, {
+          retry_after_ms: Math.ceil(wait),
+        });
+        return;
+      }
+      // Counted from now, so a second one right behind it is refused even before this one starts.
+      this.lastReplayAt = this.now();
+    }
+    this.enqueue(() => this.handle(frame).catch((error) => this.failed(error, ref)));
   }
 
   private async handle(frame: Exclude<ClientFrame, { type: "ping" }>): Promise<void> {

@@ -13,7 +13,7 @@ import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
 import type { HubTelemetry } from "../ops/telemetry.ts";
 import type { Presence, PresenceState } from "../presence/presence.ts";
-import { Connection } from "./connection.ts";
+import { Connection, type ConnectionContext } from "./connection.ts";
 import { createEventSequencer } from "./sequencer.ts";
 
 /**
@@ -36,6 +36,8 @@ export interface HubOptions {
   /** Decides whether a typing frame is relayed (at most once per 2 s per user and chat). */
   typingGate: TypingGate;
   slowConsumerBytes: number;
+  /** Tests shorten the per-socket bounds (hub/connection.ts; the contract's values otherwise). */
+  socketLimits?: Pick<ConnectionContext, "inboundQueueFrames" | "replayPageTimeoutMs" | "resumeIntervalMs">;
   /** The bounds of a replay page (events/log.ts's defaults when not given). */
   replayPage?: { maxEvents?: number; maxBytes?: number };
   /** How often the ends of the followed streams are compared with what was delivered (default 2 s). */
@@ -95,6 +97,7 @@ export function createHub(options: HubOptions) {
     slowConsumerBytes: options.slowConsumerBytes,
     relayTyping,
     observeReplay: (seconds: number) => telemetry?.replaySeconds.observe(seconds),
+    ...options.socketLimits,
   };
 
   function dispatch({ userId, event }: AddressedEvent) {
