@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import jwt from "jsonwebtoken";
 import WebSocket from "ws";
-import { root, startChat, startGateway, stopChats, withDatabase } from "./support.ts";
+import { jwtAudience, root, startChat, startGateway, stopChats, withDatabase } from "./support.ts";
 
 const sockets = Number(process.env.BENCH_MEMORY_SOCKETS ?? 1_000);
 const jwtSecret = "bench-memory-access-token-secret-0123456789abcdef";
@@ -60,7 +60,11 @@ async function snapshot(child: ChildProcess, dir: string): Promise<number> {
 }
 
 async function connect(port: number, userId: number): Promise<WebSocket> {
-  const access = jwt.sign({ sub: String(userId) }, jwtSecret, { algorithm: "HS256", expiresIn: 600 });
+  const access = jwt.sign({ sub: String(userId) }, jwtSecret, {
+    algorithm: "HS256",
+    expiresIn: 600,
+    audience: jwtAudience,
+  });
   const res = await fetch(`http://127.0.0.1:${port}/api/v2/ws-token`, {
     method: "POST",
     headers: { authorization: `Bearer ${access}` },

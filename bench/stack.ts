@@ -14,7 +14,7 @@ import type { Attempt } from "./connect-all.ts";
 import { collectGarbage, inspectorEnv, type MemoryUsage } from "./inspector.ts";
 import { type Nginx, startNginx } from "./nginx.ts";
 import { type RawAnswer, RawHttpPool, type RawUpgrade, rawUpgrade } from "./raw-client.ts";
-import { cpuSeconds, freePort, rssKiB, startChat, startGateway, stopChats, token } from "./support.ts";
+import { cpuSeconds, freePort, jwtAudience, rssKiB, startChat, startGateway, stopChats, token } from "./support.ts";
 
 export type PathName = "direct" | "gateway" | "nginx";
 export const PATHS: readonly PathName[] = ["direct", "gateway", "nginx"];
@@ -118,7 +118,7 @@ export async function startStack(
   const accessToken = (userId: number) => {
     let signed = accessTokens.get(userId);
     if (signed === undefined) {
-      signed = jwt.sign({ sub: String(userId) }, key, { algorithm: "HS256", expiresIn: 3_600 });
+      signed = jwt.sign({ sub: String(userId) }, key, { algorithm: "HS256", expiresIn: 3_600, audience: jwtAudience });
       accessTokens.set(userId, signed);
     }
     return signed;

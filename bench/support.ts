@@ -95,6 +95,9 @@ export async function startChat(
   return { port, child };
 }
 
+/** The `aud` of the benchmarks' access tokens: a production gateway needs JWT_AUDIENCE or JWT_ISSUER. */
+export const jwtAudience = "listings-chat-bench";
+
 /** The gateway (production mode, on REDIS_URL) in front of the chat instance on `chatPort`; `env` adds or overrides. */
 export async function startGateway(
   chatPort: number,
@@ -108,6 +111,7 @@ export async function startGateway(
     CHAT_UPSTREAMS: `http://127.0.0.1:${chatPort}`,
     INTERNAL_TOKEN: token,
     REDIS_URL: redisUrl,
+    JWT_AUDIENCE: jwtAudience,
     LOG_LEVEL: "warn",
     ...env,
   });

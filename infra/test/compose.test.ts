@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { loadGatewayConfig } from "../../services/gateway/src/env.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -48,6 +49,13 @@ describe("docker-compose.yml", () => {
     const chats = ["listings-chat-1", "listings-chat-2"].map((name) => config.services[name]);
     expect(gateway.environment.GATEWAY_PORT).toBe("3000");
     expect(gateway.environment.CHAT_UPSTREAMS).toBe("http://listings-chat-1:8086,http://listings-chat-2:8086");
+    // The gateway's environment as compose gives it loads in production: JWT_AUDIENCE (or JWT_ISSUER) included.
+    const variables = Object.fromEntries(
+      Object.entries(gateway.environment as Record<string, string | null>).filter(([, v]) => v !== null),
+    ) as Record<string, string>;
+    const gatewayConfig = loadGatewayConfig(variables);
+    expect(gatewayConfig.production).toBe(true);
+    expect(gatewayConfig.accessTokens).toMatchObject({ audience: "listings-chat", maxAgeSeconds: 86_400 });
     for (const chat of chats) {
       expect(chat.environment.CHAT_PORT).toBe("8086");
       expect(chat.environment.NODE_ENV).toBe("production");

@@ -80,6 +80,17 @@ export const chatCreatedEventSchema = z
   .object({ type: z.literal("chat_created"), event_id: id, chat: chatSchema })
   .meta({ id: "ChatCreatedEvent" });
 
+export const userBlockedEventSchema = z
+  .object({ type: z.literal("user_blocked"), event_id: id, user_id: id.meta({ description: "whom you block" }) })
+  .meta({ id: "UserBlockedEvent", description: "Only on the blocker's own devices." });
+export const userUnblockedEventSchema = z
+  .object({
+    type: z.literal("user_unblocked"),
+    event_id: id,
+    user_id: id.meta({ description: "whom you no longer block" }),
+  })
+  .meta({ id: "UserUnblockedEvent", description: "Only on the blocker's own devices." });
+
 export const chatEventSchema = z
   .discriminatedUnion("type", [
     newMessageEventSchema,
@@ -87,6 +98,8 @@ export const chatEventSchema = z
     messageDeletedEventSchema,
     messageReadEventSchema,
     chatCreatedEventSchema,
+    userBlockedEventSchema,
+    userUnblockedEventSchema,
   ])
   .meta({
     id: "ChatEvent",
@@ -152,6 +165,18 @@ export const readResultSchema = z
   .object({ chat_id: id, message_id: id, unread_count: count })
   .meta({ id: "ReadResult" });
 
+export const blocksListSchema = z
+  .object({
+    blocks: z
+      .array(z.object({ user_id: id, created_at: isoTime }).meta({ id: "Block" }))
+      .meta({ description: "the users you block, the most recently blocked first" }),
+  })
+  .meta({ id: "BlocksList" });
+
+export const reportCreatedSchema = z
+  .object({ id: id.meta({ description: "the report's id; the same again for a repeated report of one target" }) })
+  .meta({ id: "ReportCreated" });
+
 export type WsTokenResponse = z.infer<typeof wsTokenResponseSchema>;
 export type DevTokenRequest = z.infer<typeof devTokenRequestSchema>;
 export type DevTokenResponse = z.infer<typeof devTokenResponseSchema>;
@@ -160,6 +185,8 @@ export type MessagesPage = z.infer<typeof messagesPageSchema>;
 export type ChatsList = z.infer<typeof chatsListSchema>;
 export type EventsPage = z.infer<typeof eventsPageSchema>;
 export type ReadResult = z.infer<typeof readResultSchema>;
+export type BlocksList = z.infer<typeof blocksListSchema>;
+export type ReportCreated = z.infer<typeof reportCreatedSchema>;
 
 // Compile-time agreement with the hand-written types: exact equality, not mere assignability.
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;

@@ -48,7 +48,14 @@ export const Limits = {
   editsPerMinute: 30,
   chatOpensPerHour: 20,
   reportsPerHour: 10,
+  /** The longest note of a report, in characters (code points). */
+  reportNoteChars: 1000,
   uploadsPerHour: 30,
+  /**
+   * Blocks and unblocks together, per user: not a variable of the contract (which is silent), but each
+   * toggle is a stored change and an event, and one the platform hears (§9), so it is bounded too.
+   */
+  blocksPerHour: 30,
   /** Frames of one socket waiting to be handled; past it the socket is not read (CONTRACT §10). */
   inboundQueueFrames: 32,
   /** A replay page the socket does not take within this closes it with 1013 (CONTRACT §10). */

@@ -42,7 +42,10 @@ export type ChatEvent =
       read_by: number;
       read_at: string;
     }
-  | { type: "chat_created"; event_id: number; chat: Chat };
+  | { type: "chat_created"; event_id: number; chat: Chat }
+  /** Only on the blocker's own devices (CONTRACT §10): `user_id` is whom they block, or no longer block. */
+  | { type: "user_blocked"; event_id: number; user_id: number }
+  | { type: "user_unblocked"; event_id: number; user_id: number };
 
 export type ChatEventType = ChatEvent["type"];
 
@@ -101,3 +104,32 @@ export const createChatBody = z.object({ listing_id: id, seller_id: id });
 export const sendMessageBody = z.object({ content: messageContent, client_msg_id: clientMsgId.optional() });
 export const editMessageBody = z.object({ content: messageContent });
 export const markReadBody = z.object({ message_id: id });
+
+/** Why a report is made (CONTRACT §10). */
+export const reportReasons = ["spam", "scam", "harassment", "inappropriate", "other"] as const;
+export type ReportReason = (typeof reportReasons)[number];
+
+/**
+ * `POST /api/v1/reports` (CONTRACT §10): a reason, an optional note of at most `Limits.reportNoteChars`
+ * characters, and exactly one target.
+ */
+export const reportBody = z
+  .object({
+    reason: z.enum(reportReasons),
+    note: z
+      .string()
+      .refine(storableText, "note must not contain NUL characters or unpaired surrogates")
+      .refine(
+        (s) => [...s].length <= Limits.reportNoteChars,
+        `note must be at most ${Limits.reportNoteChars} characters`,
+      )
+      .nullish(),
+    message_id: id.optional(),
+    chat_id: id.optional(),
+    user_id: id.optional(),
+  })
+  .refine(
+    (body) => [body.message_id, body.chat_id, body.user_id].filter((target) => target !== undefined).length === 1,
+    "name exactly one of message_id, chat_id and user_id: what you report",
+  );
+export type ReportBody = z.infer<typeof reportBody>;

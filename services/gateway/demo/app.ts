@@ -7,9 +7,22 @@
  *
  * `window.chatDemo` exposes what the page received (every event id, in order, and any anomaly it saw) so
  * that tests and curious developers can check the client's "exactly once, in order" from the outside.
+ *
+ * Safety (CONTRACT §10): a chat can be reported, and so can the other person and each of their messages
+ * (inline forms, no dialogs); the other person can be blocked and unblocked. Whom this user blocks comes
+ * from `GET /api/v1/blocks` at sign-in, then from the `user_blocked` / `user_unblocked` events that every
+ * device of this user hears. A user who is blocked is told nothing until a send is refused `blocked`.
  */
-import type { Chat, ChatEvent, ChatSummary, Message } from "@listings-chat/shared";
-import { ChatClient, type ChatClientMode } from "@listings-chat/shared/client";
+import {
+  type Chat,
+  type ChatEvent,
+  type ChatSummary,
+  ErrorCode,
+  type Message,
+  type ReportReason,
+  reportReasons,
+} from "@listings-chat/shared";
+import { ChatApiError, ChatClient, type ChatClientMode, type ReportRequest } from "@listings-chat/shared/client";
 
 const PAGE_SIZE = 20;
 /** A typing indicator disappears this long after the last `typing` frame that said so. */
@@ -49,12 +62,18 @@ const ui = {
   chatView: element("chat-view"),
   chatPlaceholder: element("chat-placeholder"),
   chatTitle: element("chat-title"),
+  reportChat: element<HTMLButtonElement>("report-chat"),
+  reportUser: element<HTMLButtonElement>("report-user"),
+  blockUser: element<HTMLButtonElement>("block-user"),
+  reportPanel: element("report-panel"),
+  chatNotice: element("chat-notice"),
   scroller: element("message-scroller"),
   historyStatus: element("history-status"),
   messageList: element<HTMLOListElement>("message-list"),
   typing: element("typing-indicator"),
   sendForm: element<HTMLFormElement>("send-form"),
   sendInput: element<HTMLTextAreaElement>("send-input"),
+  sendSubmit: element<HTMLButtonElement>("send-submit"),
 };
 
 /** `<tag class=…>` with its text set as text. */
@@ -77,7 +96,8 @@ const describe = (error: unknown) => (error instanceof Error ? error.message : S
 
 interface DemoDebug {
   /** Every `event` the client handed to the page, in the order it did. */
-  events: { event_id: number; type: ChatEvent["type"]; chat_id: number; message_id?: number }[];
+  /** `chat_id` is absent on an event of the user's own (`user_blocked`, `user_unblocked`). */
+  events: { event_id: number; type: ChatEvent["type"]; chat_id?: number; message_id?: number }[];
   /** Anything the page saw that the client promised not to do (an event twice or out of order). */
   anomalies: string[];
   /** Every mode change, with the time it happened. */
@@ -93,9 +113,9 @@ function record(event: ChatEvent) {
     debug.anomalies.push(anomaly);
     console.error(`chat demo: ${anomaly}: the client promised every event once, in order`);
   }
-  const chatId = event.type === "chat_created" ? event.chat.id : event.chat_id;
+  const chatId = event.type === "chat_created" ? event.chat.id : "chat_id" in event ? event.chat_id : undefined;
   const messageId =
-    event.type === "message_read" ? event.message_id : event.type === "chat_created" ? undefined : event.message.id;
+    event.type === "message_read" ? event.message_id : "message" in event ? event.message.id : undefined;
   debug.events.push({ event_id: event.event_id, type: event.type, chat_id: chatId, message_id: messageId });
 }
 
@@ -109,6 +129,8 @@ interface OpenChatView {
   hasMore: boolean;
   loadingOlder: boolean;
   loaded: boolean;
+  /** Report forms open on messages (by id): kept across a re-render of the message, with what was typed. */
+  reportForms: Map<number, HTMLFormElement>;
 }
 
 interface Session {
@@ -122,6 +144,21 @@ interface Session {
   typingTimers: Map<number, ReturnType<typeof setTimeout>>;
   /** Who of the people this user chats with is online (presence frames). */
   online: Set<number>;
+  /** Whom this user blocks: `GET /api/v1/blocks`, then the `user_blocked` / `user_unblocked` events. */
+  blocked: Set<number>;
+  /**
+   * Blocks and unblocks heard while `GET /api/v1/blocks` is on its way: applied over its answer, which may
+   * be older than they are.
+   */
+  blockChangesWhileLoading: Map<number, boolean> | undefined;
+  /**
+   * People a send to whom was refused `blocked` although this user does not block them: they block this
+   * user. Known only from a refusal (nobody is told they are blocked), forgotten when a send to them is
+   * stored or a message from them arrives (they unblocked).
+   */
+  refusedBy: Set<number>;
+  /** What this user reported since sign-in (`message:12`, `chat:3`, `user:7`): shown as "Reported". */
+  reported: Set<string>;
   off: (() => void)[];
 }
 
@@ -199,7 +236,16 @@ function renderChatList(s: Session) {
     button.dataset.chatId = String(chat.id);
     button.setAttribute("aria-current", String(s.view?.chat.id === chat.id));
     const title = make("span", "title");
-    title.append(presenceDot(s, otherParticipant(chat, s.userId)), chatInWords(chat, s.userId));
+    const other = otherParticipant(chat, s.userId);
+    title.append(presenceDot(s, other), chatInWords(chat, s.userId));
+    const blocked = s.blocked.has(other);
+    button.dataset.blocked = String(blocked);
+    if (blocked) {
+      const tag = make("span", "blocked-tag", "blocked");
+      tag.dataset.testid = "chat-blocked";
+      tag.title = `You blocked User ${other}`;
+      title.append(" ", tag);
+    }
     const unread = s.client.unread.chats[String(chat.id)] ?? 0;
     const badge = make("span", "badge", String(unread));
     badge.dataset.testid = "chat-unread";
@@ -262,8 +308,41 @@ function fillMessageItem(s: Session, li: HTMLLIElement, message: Message) {
     tick.title = state === "read" ? "read" : "sent";
     meta.append(" ", tick);
   }
+  const reported = s.reported.has(reportKey({ message_id: message.id }));
+  if (reported) {
+    const confirmation = make("span", "reported", "Reported");
+    confirmation.dataset.testid = "message-reported";
+    meta.append(" · ", confirmation);
+  }
   li.replaceChildren(content, meta);
   if (mine && !message.deleted_at) li.append(messageActions(s, message));
+  if (!mine && !message.deleted_at && !reported) {
+    const form = s.view?.reportForms.get(message.id);
+    li.append(form ?? reportAction(s, message));
+  }
+}
+
+/** "report" on someone else's message: opens the report form inside the message. */
+function reportAction(s: Session, message: Message): HTMLSpanElement {
+  const actions = make("span", "actions");
+  const report = make("button", "link", "report");
+  report.type = "button";
+  report.dataset.testid = "message-report";
+  report.addEventListener("click", () => {
+    const view = s.view;
+    const li = view?.items.get(message.id);
+    if (!view || !li) return;
+    const refill = () => fillMessageItem(s, li, view.messages.get(message.id) ?? message);
+    const form = reportForm(s, { message_id: message.id }, "this message", () => {
+      view.reportForms.delete(message.id);
+      refill();
+    });
+    view.reportForms.set(message.id, form);
+    refill();
+    form.querySelector("select")?.focus();
+  });
+  actions.append(report);
+  return actions;
 }
 
 /** Edit and delete, on the user's own messages: inline, no dialogs. */
@@ -409,14 +488,18 @@ async function selectChat(s: Session, chat: Chat) {
     hasMore: true,
     loadingOlder: true,
     loaded: false,
+    reportForms: new Map(),
   };
   s.view = view;
   clearTyping(s);
   ui.messageList.replaceChildren();
+  ui.reportPanel.replaceChildren();
+  ui.reportPanel.hidden = true;
   ui.chatView.hidden = false;
   ui.chatView.dataset.chatId = String(chat.id);
   ui.chatPlaceholder.hidden = true;
   renderTitle(s, chat);
+  renderChatState(s);
   renderChatList(s);
   showHistoryStatus(view);
   try {
@@ -434,7 +517,7 @@ async function selectChat(s: Session, chat: Chat) {
     view.loadingOlder = false;
     showError(`could not load the messages of chat ${chat.id}: ${describe(error)}`);
   }
-  ui.sendInput.focus();
+  if (!ui.sendInput.disabled) ui.sendInput.focus();
 }
 
 /** Loads the page of messages before the oldest one shown, keeping what is on screen where it is. */
@@ -476,6 +559,202 @@ function markReadUpToNewest(s: Session, view: OpenChatView) {
     showError(`could not mark chat ${view.chat.id} read: ${describe(error)}`);
   });
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Safety: reports and blocks (CONTRACT §10)
+
+type ReportTarget = { message_id: number } | { chat_id: number } | { user_id: number };
+
+const reportKey = (target: ReportTarget) =>
+  "message_id" in target
+    ? `message:${target.message_id}`
+    : "chat_id" in target
+      ? `chat:${target.chat_id}`
+      : `user:${target.user_id}`;
+
+const REASON_LABELS: Record<ReportReason, string> = {
+  spam: "Spam",
+  scam: "Scam or fraud",
+  harassment: "Harassment",
+  inappropriate: "Inappropriate content",
+  other: "Something else",
+};
+
+/**
+ * An inline report form: a reason (to choose: none is preselected), an optional note, "Report" and
+ * "cancel". `onClose(true)` once the report is stored, `onClose(false)` on cancel; a refusal (a limit, the
+ * network) is shown in the form, which stays open to try again.
+ */
+function reportForm(
+  s: Session,
+  target: ReportTarget,
+  what: string,
+  onClose: (reported: boolean) => void,
+): HTMLFormElement {
+  const form = make("form", "report");
+  form.dataset.testid = "report-form";
+  const reason = make("select");
+  reason.dataset.testid = "report-reason";
+  reason.required = true;
+  reason.setAttribute("aria-label", `Why you report ${what}`);
+  const choose = make("option", undefined, `Report ${what}: why?`);
+  choose.value = "";
+  choose.disabled = true;
+  choose.selected = true;
+  reason.append(choose);
+  for (const value of reportReasons) {
+    const option = make("option", undefined, REASON_LABELS[value]);
+    option.value = value;
+    reason.append(option);
+  }
+  const note = make("input");
+  note.dataset.testid = "report-note";
+  note.placeholder = "A note for the moderators (optional)";
+  note.maxLength = 1_000;
+  const submit = make("button", "small", "Report");
+  submit.type = "submit";
+  submit.dataset.testid = "report-submit";
+  const cancel = make("button", "link", "cancel");
+  cancel.type = "button";
+  cancel.dataset.testid = "report-cancel";
+  cancel.addEventListener("click", () => onClose(false));
+  const failure = make("span", "report-error");
+  failure.dataset.testid = "report-error";
+  failure.hidden = true;
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (!reason.value) return;
+    submit.disabled = true;
+    failure.hidden = true;
+    const text = note.value.trim();
+    const request = { reason: reason.value as ReportReason, ...(text ? { note: text } : {}), ...target };
+    s.client.report(request as ReportRequest).then(
+      () => {
+        s.reported.add(reportKey(target));
+        onClose(true);
+      },
+      (error: unknown) => {
+        submit.disabled = false;
+        failure.textContent = `not reported: ${describe(error)}`;
+        failure.hidden = false;
+      },
+    );
+  });
+  form.append(reason, note, submit, cancel, failure);
+  return form;
+}
+
+/** "Report chat" / "Report user": the form under the chat's header, then "Reported" in its place. */
+function openReportPanel(s: Session, target: ReportTarget, what: string) {
+  const view = s.view;
+  if (!view) return;
+  const form = reportForm(s, target, what, (reported) => {
+    if (s.view !== view) return;
+    if (!reported) {
+      ui.reportPanel.hidden = true;
+      ui.reportPanel.replaceChildren();
+      return;
+    }
+    const done = make("span", "reported", "Reported");
+    done.dataset.testid = "report-done";
+    const close = make("button", "link", "close");
+    close.type = "button";
+    close.addEventListener("click", () => {
+      ui.reportPanel.hidden = true;
+      ui.reportPanel.replaceChildren();
+    });
+    ui.reportPanel.replaceChildren(done, ` ${what}: thank you, the platform will look at it. `, close);
+  });
+  ui.reportPanel.replaceChildren(form);
+  ui.reportPanel.hidden = false;
+  form.querySelector("select")?.focus();
+}
+
+/**
+ * What the open chat allows: Block (or nothing, while blocked: the notice holds Unblock), the notice of a
+ * block or of a refused send, and the send form (disabled while this user blocks the other).
+ */
+function renderChatState(s: Session) {
+  const view = s.view;
+  if (!view) return;
+  const other = otherParticipant(view.chat, s.userId);
+  const iBlock = s.blocked.has(other);
+  ui.reportUser.textContent = `Report User ${other}`;
+  ui.blockUser.textContent = `Block User ${other}`;
+  ui.blockUser.hidden = iBlock;
+  ui.chatView.dataset.blocked = iBlock ? "by-me" : s.refusedBy.has(other) ? "refused" : "no";
+  ui.sendInput.disabled = iBlock;
+  ui.sendSubmit.disabled = iBlock;
+  ui.sendInput.placeholder = iBlock
+    ? "You blocked this user: unblock them to write"
+    : "Write a message: Enter sends, Shift+Enter starts a new line";
+  if (iBlock) {
+    const unblock = make("button", "small", "Unblock");
+    unblock.type = "button";
+    unblock.dataset.testid = "unblock-user";
+    unblock.addEventListener("click", () => void setBlocked(s, other, false, unblock));
+    const text = make("span", undefined, "You blocked this user");
+    text.dataset.testid = "chat-notice-text";
+    ui.chatNotice.replaceChildren(text, " ", unblock);
+    ui.chatNotice.dataset.state = "blocked";
+    ui.chatNotice.hidden = false;
+  } else if (s.refusedBy.has(other)) {
+    const text = make("span", undefined, "You can't send messages in this chat");
+    text.dataset.testid = "chat-notice-text";
+    ui.chatNotice.replaceChildren(text);
+    ui.chatNotice.dataset.state = "refused";
+    ui.chatNotice.hidden = false;
+  } else {
+    ui.chatNotice.replaceChildren();
+    delete ui.chatNotice.dataset.state;
+    ui.chatNotice.hidden = true;
+  }
+}
+
+/** Whom this user blocks changed (here, on another device, or read at sign-in): the list and the chat show it. */
+function applyBlock(s: Session, userId: number, blocked: boolean) {
+  s.blockChangesWhileLoading?.set(userId, blocked);
+  if (blocked) s.blocked.add(userId);
+  else s.blocked.delete(userId);
+  renderChatList(s);
+  renderChatState(s);
+}
+
+/** Block or Unblock pressed: the button waits for the answer; the event the server sends changes nothing more. */
+async function setBlocked(s: Session, userId: number, blocked: boolean, button: HTMLButtonElement) {
+  button.disabled = true;
+  try {
+    await (blocked ? s.client.block(userId) : s.client.unblock(userId));
+    if (session !== s) return;
+    showError(null);
+    applyBlock(s, userId, blocked);
+  } catch (error) {
+    showError(`could not ${blocked ? "block" : "unblock"} User ${userId}: ${describe(error)}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function refreshBlocks(s: Session) {
+  const changes = new Map<number, boolean>();
+  s.blockChangesWhileLoading = changes;
+  try {
+    const blocks = await s.client.blocks();
+    // Signed out, or a newer read started (after a resync): that one has the last word.
+    if (session !== s || s.blockChangesWhileLoading !== changes) return;
+    s.blocked = new Set(blocks.map((b) => b.user_id));
+    for (const [userId, blocked] of changes) {
+      if (blocked) s.blocked.add(userId);
+      else s.blocked.delete(userId);
+    }
+    renderChatList(s);
+    renderChatState(s);
+  } finally {
+    if (s.blockChangesWhileLoading === changes) s.blockChangesWhileLoading = undefined;
+  }
+}
+
+const isBlockedError = (error: unknown) => error instanceof ChatApiError && error.code === ErrorCode.blocked;
 
 // ---------------------------------------------------------------------------------------------------
 // Typing
@@ -544,8 +823,15 @@ function onEvent(s: Session, event: ChatEvent) {
         }
         if (follow) scrollToBottom();
       }
+      // Someone who blocks this user cannot write to them: a message from them means the block is gone.
+      if (event.type === "new_message" && s.refusedBy.delete(message.sender_id)) renderChatState(s);
       return;
     }
+    // This user's own blocks, from whichever of their devices (no chat_id: a block is of a person).
+    case "user_blocked":
+    case "user_unblocked":
+      applyBlock(s, event.user_id, event.type === "user_blocked");
+      return;
     case "message_read": {
       if (event.read_by === s.userId) return;
       const before = s.theirReadUpTo.get(event.chat_id) ?? 0;
@@ -586,14 +872,32 @@ async function send(
   pending.replaceChildren(make("span", "content", content), make("span", "meta", "sending…"));
   if (!bubble) ui.messageList.append(pending);
   scrollToBottom();
+  const other = otherParticipant(view.chat, s.userId);
   try {
     const message = await s.client.send(view.chat.id, content, { clientMsgId });
     pending.remove();
+    // Stored: whoever blocked this user has unblocked them.
+    if (s.refusedBy.delete(other)) renderChatState(s);
     if (s.view === view) {
       upsertMessage(s, view, message);
       scrollToBottom();
     }
   } catch (error) {
+    if (isBlockedError(error)) {
+      // Refused for good while the block lasts: no "retry" (it would be refused again), only "discard".
+      // No longer pending, so that messages stored later are shown after it, in the order they happened.
+      pending.classList.remove("pending");
+      pending.classList.add("failed", "refused");
+      pending.dataset.testid = "message-refused";
+      const discard = make("button", "link", "discard");
+      discard.type = "button";
+      discard.dataset.testid = "send-discard";
+      discard.addEventListener("click", () => pending.remove());
+      pending.lastElementChild?.replaceChildren("not sent: you can't send messages in this chat · ", discard);
+      if (!s.blocked.has(other)) s.refusedBy.add(other);
+      renderChatState(s);
+      return;
+    }
     pending.classList.add("failed");
     const retry = make("button", "link", "retry");
     retry.type = "button";
@@ -645,6 +949,10 @@ function startSession(userId: number, token: string) {
     view: undefined,
     typingTimers: new Map(),
     online: new Set(),
+    blocked: new Set(),
+    blockChangesWhileLoading: undefined,
+    refusedBy: new Set(),
+    reported: new Set(),
     off: [],
   };
   session = s;
@@ -679,6 +987,7 @@ function startSession(userId: number, token: string) {
     // The server's stream was renumbered or restored: what the page shows may have missed events.
     client.on("resync", () => {
       refreshChats(s).catch((error: unknown) => showError(`could not list the chats: ${describe(error)}`));
+      refreshBlocks(s).catch((error: unknown) => showError(`could not read whom you block: ${describe(error)}`));
     }),
     client.on("fatal", ({ message }) => {
       signOut();
@@ -696,6 +1005,7 @@ function startSession(userId: number, token: string) {
   client.start();
   showMode(client.mode);
   refreshChats(s).catch((error: unknown) => showError(`could not list the chats: ${describe(error)}`));
+  refreshBlocks(s).catch((error: unknown) => showError(`could not read whom you block: ${describe(error)}`));
 }
 
 function signOut() {
@@ -717,6 +1027,9 @@ function signOut() {
   ui.signIn.hidden = false;
   ui.chatList.replaceChildren();
   ui.messageList.replaceChildren();
+  ui.reportPanel.replaceChildren();
+  ui.reportPanel.hidden = true;
+  ui.chatNotice.hidden = true;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -749,8 +1062,30 @@ ui.openChatForm.addEventListener("submit", (e) => {
       renderChatList(s);
       void selectChat(s, chat);
     },
-    (error: unknown) => showError(`could not open the chat: ${describe(error)}`),
+    (error: unknown) => {
+      if (!isBlockedError(error)) return showError(`could not open the chat: ${describe(error)}`);
+      showError(
+        s.blocked.has(sellerId)
+          ? `You blocked User ${sellerId}: unblock them (in your chat with them) to contact them`
+          : `You can't contact User ${sellerId}`,
+      );
+    },
   );
+});
+
+ui.reportChat.addEventListener("click", () => {
+  const s = session;
+  if (s?.view) openReportPanel(s, { chat_id: s.view.chat.id }, "this chat");
+});
+ui.reportUser.addEventListener("click", () => {
+  const s = session;
+  if (!s?.view) return;
+  const other = otherParticipant(s.view.chat, s.userId);
+  openReportPanel(s, { user_id: other }, `User ${other}`);
+});
+ui.blockUser.addEventListener("click", () => {
+  const s = session;
+  if (s?.view) void setBlocked(s, otherParticipant(s.view.chat, s.userId), true, ui.blockUser);
 });
 
 ui.sendForm.addEventListener("submit", (e) => {
@@ -759,6 +1094,7 @@ ui.sendForm.addEventListener("submit", (e) => {
   const view = s?.view;
   const content = ui.sendInput.value;
   if (!s || !view || content.trim() === "") return;
+  if (s.blocked.has(otherParticipant(view.chat, s.userId))) return;
   ui.sendInput.value = "";
   clearTimeout(stoppedTyping);
   s.client.typing(view.chat.id, false);

@@ -100,6 +100,15 @@ export function createGatewayApp(parts: GatewayAppParts) {
 
   app.use(requestScope({ log, observe: parts.observeRequest }));
 
+  // Every API answer (errors and the instances' answers too) is private and typed: no cache keeps it, and no
+  // browser sniffs it into something it is not (CONTRACT §10).
+  app.use(async (c, next) => {
+    await next();
+    if (!c.req.path.startsWith("/api/")) return;
+    c.header("X-Content-Type-Options", "nosniff");
+    c.header("Cache-Control", "no-store");
+  });
+
   // Ops endpoints live on the chat port only; the public entry never exposes them.
   app.use(async (c, next) => {
     if (isInternalPath(c.req.path)) return c.json(errorBody(ErrorCode.notFound, "not found"), 404);
@@ -188,7 +197,16 @@ export function createGatewayApp(parts: GatewayAppParts) {
   app.get("/api/v2/ws-token", authenticated, issueWsToken);
 
   const forward = (c: Context<GatewayEnv>) => parts.forward(c.req.raw, c.get("userId"));
-  for (const path of ["/api/v1/chats", "/api/v1/chats/*", "/api/v1/messages/*", "/api/v1/events"]) {
+  for (const path of [
+    "/api/v1/chats",
+    "/api/v1/chats/*",
+    "/api/v1/messages/*",
+    "/api/v1/events",
+    // Blocks and reports (CONTRACT §10).
+    "/api/v1/users/:id/block",
+    "/api/v1/blocks",
+    "/api/v1/reports",
+  ]) {
     app.all(path, authenticated, forward);
   }
 

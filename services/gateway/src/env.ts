@@ -54,7 +54,8 @@ const pem = z
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
   GATEWAY_PORT: portNumber.default(3000),
-  GATEWAY_HOST: z.string().min(1).default("0.0.0.0"),
+  // No default here: with DEV_AUTH=1 it is 127.0.0.1, else 0.0.0.0 (loadGatewayConfig).
+  GATEWAY_HOST: z.string().min(1).optional(),
   CHAT_UPSTREAMS: upstreams.default(["http://127.0.0.1:8086"]),
   CHAT_UPSTREAMS_DNS_REFRESH_MS: wholeNumber(100, 600_000).default(5_000),
   INTERNAL_TOKEN: z.string().min(1).optional(),
@@ -62,6 +63,8 @@ const schema = z.object({
   JWT_PUBLIC_KEY: pem.optional(),
   JWT_ISSUER: z.string().min(1).optional(),
   JWT_AUDIENCE: z.string().min(1).optional(),
+  // 30 days at most: a token meant to live longer is a refresh token, which the gateway never sees.
+  JWT_MAX_AGE_SECONDS: wholeNumber(60, 2_592_000).default(86_400),
   WS_TOKEN_SECRET: z.string().min(1).optional(),
   WS_TOKEN_TTL_SECONDS: wholeNumber(5, 3600).default(60),
   REDIS_URL: redisUrlList.optional(),
@@ -95,7 +98,11 @@ export interface GatewayConfig {
   /** How often `dns+` names are looked up again (CHAT_UPSTREAMS_DNS_REFRESH_MS); 5,000 ms when not given. */
   upstreamDnsRefreshMs?: number;
   internalToken: string;
-  accessTokens: { key: AccessTokenKey; issuer?: string; audience?: string };
+  /**
+   * How the monolith's access tokens are checked: the key, `iss`/`aud` when set (one of them is required in
+   * production), and the oldest token accepted, counted from its `iat` (JWT_MAX_AGE_SECONDS).
+   */
+  accessTokens: { key: AccessTokenKey; issuer?: string; audience?: string; maxAgeSeconds: number };
   wsTokens: { secret: string; ttlSeconds: number };
   redis?: { url: string; keyPrefix: string };
   maxSocketsPerUser: number;
@@ -151,6 +158,13 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
   if (production && !v.JWT_SECRET && !v.JWT_PUBLIC_KEY) {
     throw new ConfigError("JWT_SECRET or JWT_PUBLIC_KEY is required in production");
   }
+  // Without either, any token the monolith signs with the same key (a password reset, an e-mail check)
+  // would pass for an access token.
+  if (production && !v.JWT_AUDIENCE && !v.JWT_ISSUER) {
+    throw new ConfigError(
+      "JWT_AUDIENCE or JWT_ISSUER is required in production: set it to the aud or iss the monolith puts in its access tokens",
+    );
+  }
   const jwtSecret = v.JWT_PUBLIC_KEY ? undefined : secret("JWT_SECRET", v.JWT_SECRET, DevDefaults.jwtSecret);
   const wsSecret = secret("WS_TOKEN_SECRET", v.WS_TOKEN_SECRET, DevDefaults.wsTokenSecret);
   const key: AccessTokenKey = v.JWT_PUBLIC_KEY
@@ -169,11 +183,12 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
   return {
     production,
     port: v.GATEWAY_PORT,
-    host: v.GATEWAY_HOST,
+    // Dev tokens sign in as anyone: a gateway that hands them out is reachable from this machine only, unless told.
+    host: v.GATEWAY_HOST ?? (v.DEV_AUTH === "1" ? "127.0.0.1" : "0.0.0.0"),
     chatUpstreams: v.CHAT_UPSTREAMS,
     upstreamDnsRefreshMs: v.CHAT_UPSTREAMS_DNS_REFRESH_MS,
     internalToken,
-    accessTokens: { key, issuer: v.JWT_ISSUER, audience: v.JWT_AUDIENCE },
+    accessTokens: { key, issuer: v.JWT_ISSUER, audience: v.JWT_AUDIENCE, maxAgeSeconds: v.JWT_MAX_AGE_SECONDS },
     wsTokens: { secret: wsSecret, ttlSeconds: v.WS_TOKEN_TTL_SECONDS },
     redis: v.REDIS_URL ? { url: v.REDIS_URL, keyPrefix: v.REDIS_KEY_PREFIX } : undefined,
     maxSocketsPerUser: v.MAX_SOCKETS_PER_USER,

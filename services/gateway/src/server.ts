@@ -92,7 +92,13 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     forward: rest.handle,
     signDevToken:
       config.devAuth && key.kind === "secret"
-        ? createDevTokenSigner({ secret: key.secret, issuer, audience })
+        ? createDevTokenSigner({
+            secret: key.secret,
+            issuer,
+            audience,
+            // Never longer than the gateway accepts a token for.
+            ttlSeconds: Math.min(12 * 3600, config.accessTokens.maxAgeSeconds),
+          })
         : undefined,
     metrics: createGatewayMetrics(registry, ws.counters, ws.openPipes, () => upstreams.all),
     observeRequest: telemetry.observeRequest,
@@ -131,7 +137,10 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   });
   server.on("upgrade", ws.listener);
   const port = (server.address() as AddressInfo).port;
-  log.info({ port, upstreams: config.chatUpstreams, replay: redis ? "redis" : "memory" }, "gateway listening");
+  log.info(
+    { host: config.host, port, upstreams: config.chatUpstreams, replay: redis ? "redis" : "memory" },
+    "gateway listening",
+  );
 
   return {
     port,

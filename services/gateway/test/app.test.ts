@@ -6,6 +6,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { stripVTControlCharacters } from "node:util";
 import { DevDefaults, MIN_SECRET_LENGTH } from "@listings-chat/shared";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -189,6 +190,10 @@ describe("gateway routes without credentials", () => {
     ["POST", "/api/v2/ws-token"],
     ["GET", "/api/v2/ws-token"],
     ["GET", "/api/v1/events"],
+    ["POST", "/api/v1/users/5/block"],
+    ["DELETE", "/api/v1/users/5/block"],
+    ["GET", "/api/v1/blocks"],
+    ["POST", "/api/v1/reports"],
   ])("%s %s without an access token is 401", async (method, path) => {
     const res = await app.request(path, { method });
     expect(res.status).toBe(401);
@@ -224,6 +229,7 @@ describe("gateway configuration", () => {
       const strong = (c: string) => c.repeat(MIN_SECRET_LENGTH);
       const config = loadGatewayConfig({
         NODE_ENV: "production",
+        JWT_AUDIENCE: "listings-chat",
         INTERNAL_TOKEN_FILE: file("internal", `${strong("i")}\n`),
         JWT_PUBLIC_KEY_FILE: file("jwt.pem", p256Pem),
         WS_TOKEN_SECRET_FILE: file("ws", strong("w")),
@@ -271,9 +277,18 @@ describe("gateway configuration", () => {
       devAuth: false,
       logLevel: "info",
     });
+    expect(config.accessTokens.maxAgeSeconds).toBe(86_400);
     expect(config.warnings.join(" ")).toMatch(/INTERNAL_TOKEN/);
     expect(config.warnings.join(" ")).toMatch(/JWT_SECRET/);
     expect(config.warnings.join(" ")).toMatch(/WS_TOKEN_SECRET/);
+  });
+
+  it("listens on 127.0.0.1 with DEV_AUTH=1 (dev tokens sign in as anyone) unless GATEWAY_HOST says otherwise", () => {
+    expect(loadGatewayConfig({}).host).toBe("0.0.0.0");
+    expect(loadGatewayConfig({ DEV_AUTH: "0" }).host).toBe("0.0.0.0");
+    expect(loadGatewayConfig({ DEV_AUTH: "1" }).host).toBe("127.0.0.1");
+    expect(loadGatewayConfig({ DEV_AUTH: "1", GATEWAY_HOST: "0.0.0.0" }).host).toBe("0.0.0.0");
+    expect(loadGatewayConfig({ GATEWAY_HOST: "10.0.0.5" }).host).toBe("10.0.0.5");
   });
 
   it.each(["0", "1", "65535", " 8080 "])("accepts GATEWAY_PORT=%j", (value) => {
@@ -289,6 +304,7 @@ describe("gateway configuration", () => {
       JWT_SECRET: "j".repeat(40),
       JWT_ISSUER: "monolith",
       JWT_AUDIENCE: "chat",
+      JWT_MAX_AGE_SECONDS: "3600",
       WS_TOKEN_SECRET: "w".repeat(40),
       WS_TOKEN_TTL_SECONDS: "30",
       REDIS_URL: "redis://127.0.0.1:6379",
@@ -304,7 +320,12 @@ describe("gateway configuration", () => {
       internalToken: "t".repeat(40),
       devAuth: true,
       logLevel: "debug",
-      accessTokens: { key: { kind: "secret", secret: "j".repeat(40) }, issuer: "monolith", audience: "chat" },
+      accessTokens: {
+        key: { kind: "secret", secret: "j".repeat(40) },
+        issuer: "monolith",
+        audience: "chat",
+        maxAgeSeconds: 3_600,
+      },
       wsTokens: { secret: "w".repeat(40), ttlSeconds: 30 },
       redis: { url: "redis://127.0.0.1:6379", keyPrefix: "listings-chat:" },
       maxSocketsPerUser: 4,
@@ -332,6 +353,10 @@ describe("gateway configuration", () => {
     [{ WS_TOKEN_TTL_SECONDS: "0" }, "WS_TOKEN_TTL_SECONDS"],
     [{ WS_TOKEN_TTL_SECONDS: "" }, "WS_TOKEN_TTL_SECONDS"],
     [{ MAX_SOCKETS_PER_USER: "0" }, "MAX_SOCKETS_PER_USER"],
+    [{ JWT_MAX_AGE_SECONDS: "0" }, "JWT_MAX_AGE_SECONDS"],
+    [{ JWT_MAX_AGE_SECONDS: "59" }, "JWT_MAX_AGE_SECONDS"],
+    [{ JWT_MAX_AGE_SECONDS: "2592001" }, "JWT_MAX_AGE_SECONDS"],
+    [{ JWT_MAX_AGE_SECONDS: "1d" }, "JWT_MAX_AGE_SECONDS"],
     [{ JWT_PUBLIC_KEY: "not a pem" }, "JWT_PUBLIC_KEY"],
     [{ REDIS_URL: "http://redis" }, "REDIS_URL"],
     [{ JWT_SECRET: "a".repeat(40), JWT_PUBLIC_KEY: "-----BEGIN PUBLIC KEY-----x" }, "JWT_PUBLIC_KEY"],
@@ -354,7 +379,12 @@ describe("gateway configuration", () => {
 
   describe("in production", () => {
     const strong = "s".repeat(MIN_SECRET_LENGTH);
-    const secrets = { INTERNAL_TOKEN: strong, JWT_SECRET: "j".repeat(40), WS_TOKEN_SECRET: "w".repeat(40) };
+    const secrets = {
+      INTERNAL_TOKEN: strong,
+      JWT_SECRET: "j".repeat(40),
+      WS_TOKEN_SECRET: "w".repeat(40),
+      JWT_AUDIENCE: "listings-chat",
+    };
 
     it("requires INTERNAL_TOKEN", () => {
       expect(() => loadGatewayConfig({ NODE_ENV: "production" })).toThrow(/INTERNAL_TOKEN is required/);
@@ -381,6 +411,27 @@ describe("gateway configuration", () => {
       expect(() =>
         loadGatewayConfig({ ...secrets, NODE_ENV: "production", WS_TOKEN_SECRET: DevDefaults.wsTokenSecret }),
       ).toThrow(/WS_TOKEN_SECRET is too weak/);
+    });
+
+    it("requires JWT_AUDIENCE or JWT_ISSUER, so that no other token the monolith signs passes for an access token", () => {
+      const { JWT_AUDIENCE: _aud, ...neither } = secrets;
+      let caught: unknown;
+      try {
+        loadGatewayConfig({ ...neither, NODE_ENV: "production" });
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toBeInstanceOf(ConfigError);
+      expect((caught as Error).message).toMatch(/^JWT_AUDIENCE or JWT_ISSUER is required in production: /);
+      expect((caught as Error).message).not.toContain("\n");
+      expect(
+        loadGatewayConfig({ ...neither, NODE_ENV: "production", JWT_ISSUER: "monolith" }).accessTokens,
+      ).toMatchObject({ issuer: "monolith", audience: undefined });
+      expect(loadGatewayConfig({ ...secrets, NODE_ENV: "production" }).accessTokens).toMatchObject({
+        audience: "listings-chat",
+      });
+      // Outside production neither is required.
+      expect(loadGatewayConfig({ ...neither, NODE_ENV: "test" }).accessTokens.audience).toBeUndefined();
     });
 
     it("refuses DEV_AUTH=1", () => {
@@ -428,6 +479,7 @@ describe("gateway process (src/main.ts)", () => {
       NODE_ENV: "production",
       INTERNAL_TOKEN: "p".repeat(MIN_SECRET_LENGTH),
       JWT_SECRET: "j".repeat(MIN_SECRET_LENGTH),
+      JWT_ISSUER: "monolith",
       WS_TOKEN_SECRET: "w".repeat(MIN_SECRET_LENGTH),
       GATEWAY_PORT: "0",
       GATEWAY_HOST: "127.0.0.1",
@@ -443,6 +495,46 @@ describe("gateway process (src/main.ts)", () => {
     expect(port, output()).toBeDefined();
     const res = await fetch(`http://127.0.0.1:${port}/health`);
     expect(await res.json()).toEqual({ status: "ok" });
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  });
+
+  it("stops in production without JWT_AUDIENCE or JWT_ISSUER, with one line naming both", async () => {
+    const { exited, output } = run({
+      NODE_ENV: "production",
+      INTERNAL_TOKEN: "p".repeat(MIN_SECRET_LENGTH),
+      JWT_SECRET: "j".repeat(MIN_SECRET_LENGTH),
+      WS_TOKEN_SECRET: "w".repeat(MIN_SECRET_LENGTH),
+      GATEWAY_PORT: "0",
+    });
+    expect(await exited).toBe(1);
+    expect(output().trim()).toMatch(/^gateway: JWT_AUDIENCE or JWT_ISSUER is required in production: /);
+    expect(output().trim().split("\n")).toHaveLength(1);
+  });
+
+  it("listens on 127.0.0.1 with DEV_AUTH=1 and no GATEWAY_HOST", async () => {
+    const { child, exited, output } = run({ DEV_AUTH: "1", GATEWAY_PORT: "0", CHAT_UPSTREAMS: "http://127.0.0.1:9" });
+    const deadline = Date.now() + 20_000;
+    let listening: { host: string; port: number } | undefined;
+    while (listening === undefined && Date.now() < deadline) {
+      // The development log is pretty and coloured: its colours dropped, the listening line's fields read.
+      const plain = stripVTControlCharacters(output());
+      const match = /gateway listening\s+host: "([^"]+)"\s+port: (\d+)/.exec(plain);
+      if (match) listening = { host: match[1]!, port: Number(match[2]) };
+      else await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(listening, output()).toMatchObject({ host: "127.0.0.1" });
+    const res = await fetch(`http://127.0.0.1:${listening?.port}/health`);
+    expect(res.status).toBe(200);
+    // Bound to loopback only: every other address of this machine refuses the connection.
+    const { networkInterfaces } = await import("node:os");
+    const others = Object.values(networkInterfaces())
+      .flat()
+      .filter((a) => a && a.family === "IPv4" && !a.internal)
+      .map((a) => a!.address);
+    for (const address of others) {
+      await expect(fetch(`http://${address}:${listening?.port}/health`)).rejects.toThrow();
+    }
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
   });

@@ -9,7 +9,10 @@ import { createWsTokens, WS_TOKEN_AUDIENCE, WS_TOKEN_ISSUER } from "../src/auth/
 
 const secret = "a-test-secret-that-is-long-enough-for-hs256";
 const wsSecret = "another-secret-only-for-ws-tokens-0123456789";
-const inAMinute = () => Math.floor(Date.now() / 1000) + 60;
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+const inAMinute = () => nowSeconds() + 60;
+/** JWT_MAX_AGE_SECONDS's default. */
+const maxAgeSeconds = 86_400;
 const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
 
 function refusal(run: () => unknown): string {
@@ -23,7 +26,7 @@ function refusal(run: () => unknown): string {
 }
 
 describe("access tokens", () => {
-  const verify = createAccessTokenVerifier({ key: { kind: "secret", secret } });
+  const verify = createAccessTokenVerifier({ key: { kind: "secret", secret }, maxAgeSeconds });
 
   it("accepts HS256 with exp and returns the user id from sub (number or digits)", () => {
     expect(verify(jwt.sign({ sub: "42", exp: inAMinute() }, secret))).toBe(42);
@@ -39,6 +42,34 @@ describe("access tokens", () => {
     refusal(() => verify(jwt.sign({ sub: "1", exp: inAMinute() }, "some-other-secret-of-enough-length!!")));
   });
 
+  it("refuses a token older than JWT_MAX_AGE_SECONDS from its iat, even with exp 100 years out", () => {
+    const now = nowSeconds();
+    const centuryExp = now + 100 * 365 * 86_400;
+    // A day and a minute old, valid for a century: refused by its age alone.
+    const old = jwt.sign({ sub: "21", iat: now - maxAgeSeconds - 60, exp: centuryExp }, secret);
+    expect(refusal(() => verify(old))).toBe(
+      "the access token is older than 86400 s (JWT_MAX_AGE_SECONDS, counted from iat): sign in again",
+    );
+    // Just under the age, the same century of exp passes: the age is what decides, not the exp.
+    expect(verify(jwt.sign({ sub: "21", iat: now - maxAgeSeconds + 60, exp: centuryExp }, secret))).toBe(21);
+    // The age is the verifier's own: a short one refuses what the default accepts.
+    const hourly = createAccessTokenVerifier({ key: { kind: "secret", secret }, maxAgeSeconds: 3_600 });
+    expect(refusal(() => hourly(jwt.sign({ sub: "21", iat: now - 3_700, exp: now + 600 }, secret)))).toMatch(
+      /older than 3600 s/,
+    );
+  });
+
+  it("refuses a token without iat, or issued in the future (which would make any age look young)", () => {
+    const now = nowSeconds();
+    const noIat = jwt.sign({ sub: "22", exp: now + 600 }, secret, { noTimestamp: true });
+    expect(jwt.decode(noIat)).not.toHaveProperty("iat");
+    expect(refusal(() => verify(noIat))).toBe("the access token has no issue time (iat): the monolith must set one");
+    const future = jwt.sign({ sub: "22", iat: now + 3_600, exp: now + 100 * 365 * 86_400 }, secret);
+    expect(refusal(() => verify(future))).toMatch(/issued in the future/);
+    // Within the 5 s of clock tolerance, a monolith a little ahead is not refused.
+    expect(verify(jwt.sign({ sub: "22", iat: now + 3, exp: now + 600 }, secret))).toBe(22);
+  });
+
   it('refuses alg "none" and algorithms other than the pinned one', () => {
     const none = `${b64({ alg: "none", typ: "JWT" })}.${b64({ sub: "1", exp: inAMinute() })}.`;
     refusal(() => verify(none));
@@ -46,17 +77,26 @@ describe("access tokens", () => {
   });
 
   it("checks iss and aud when configured", () => {
-    const strict = createAccessTokenVerifier({ key: { kind: "secret", secret }, issuer: "monolith", audience: "chat" });
+    const strict = createAccessTokenVerifier({
+      key: { kind: "secret", secret },
+      issuer: "monolith",
+      audience: "chat",
+      maxAgeSeconds,
+    });
     expect(strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "monolith", aud: "chat" }, secret))).toBe(5);
-    refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "elsewhere", aud: "chat" }, secret)));
-    refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "monolith", aud: "other" }, secret)));
+    expect(refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "elsewhere", aud: "chat" }, secret)))).toBe(
+      "the token's iss (JWT_ISSUER) is not that of an access token for this service",
+    );
+    expect(refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "monolith", aud: "other" }, secret)))).toBe(
+      "the token's aud (JWT_AUDIENCE) is not that of an access token for this service",
+    );
     refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute() }, secret)));
   });
 
   it("verifies RS256 and ES256 with a public key, and refuses the HS256-with-public-key confusion", () => {
     const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
     const rsaPem = rsa.publicKey.export({ type: "spki", format: "pem" }).toString();
-    const rs = createAccessTokenVerifier({ key: { kind: "public-key", pem: rsaPem } });
+    const rs = createAccessTokenVerifier({ key: { kind: "public-key", pem: rsaPem }, maxAgeSeconds });
     expect(rs(jwt.sign({ sub: "7", exp: inAMinute() }, rsa.privateKey, { algorithm: "RS256" }))).toBe(7);
     // The classic attack: an HS256 token "signed" with the public key as the secret.
     const confused = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: "7", exp: inAMinute() })}`;
@@ -66,6 +106,7 @@ describe("access tokens", () => {
     const ec = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const es = createAccessTokenVerifier({
       key: { kind: "public-key", pem: ec.publicKey.export({ type: "spki", format: "pem" }).toString() },
+      maxAgeSeconds,
     });
     expect(es(jwt.sign({ sub: "8", exp: inAMinute() }, ec.privateKey, { algorithm: "ES256" }))).toBe(8);
     refusal(() => es(jwt.sign({ sub: "8", exp: inAMinute() }, rsa.privateKey, { algorithm: "RS256" })));
@@ -108,7 +149,7 @@ describe("ws-tokens", () => {
     const tokens = fresh();
     const { token } = tokens.issue(3);
     // Even a verifier that (wrongly) shared the ws secret refuses a ws-token as an access token.
-    const sharing = createAccessTokenVerifier({ key: { kind: "secret", secret: wsSecret } });
+    const sharing = createAccessTokenVerifier({ key: { kind: "secret", secret: wsSecret }, maxAgeSeconds });
     expect(refusal(() => sharing(token))).toMatch(/ws-token/);
     const access = jwt.sign({ sub: "3", exp: inAMinute() }, wsSecret);
     await expect(tokens.redeem(access)).rejects.toBeInstanceOf(AuthError);

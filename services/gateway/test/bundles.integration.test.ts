@@ -182,6 +182,7 @@ function gatewayEnv(port: number, chatPort: number, internalToken: string): Reco
     CHAT_UPSTREAMS: `http://127.0.0.1:${chatPort}`,
     INTERNAL_TOKEN: internalToken,
     JWT_SECRET: secret(),
+    JWT_AUDIENCE: "listings-chat",
     WS_TOKEN_SECRET: secret(),
     LOG_LEVEL: "info",
   };
@@ -342,6 +343,7 @@ describe.each(databaseTargets().map((t) => [t.name, t] as const))(
           DEV_AUTH: "0",
           INTERNAL_TOKEN: internalToken,
           JWT_SECRET: jwtSecret,
+          JWT_AUDIENCE: "listings-chat",
           WS_TOKEN_SECRET: secret(),
           CHAT_UPSTREAMS: chat.baseUrl,
         },
@@ -358,7 +360,7 @@ describe.each(databaseTargets().map((t) => [t.name, t] as const))(
 
     it("ws-tokens, sockets, a chat, a message sent on one socket and received on the other, and its history", async () => {
       const bearer = (userId: number) => ({
-        authorization: `Bearer ${jwt.sign({ sub: String(userId) }, jwtSecret, { algorithm: "HS256", expiresIn: 600 })}`,
+        authorization: `Bearer ${jwt.sign({ sub: String(userId) }, jwtSecret, { algorithm: "HS256", expiresIn: 600, audience: "listings-chat" })}`,
       });
       const base = gateway!.baseUrl;
       const connect = async (userId: number) => {

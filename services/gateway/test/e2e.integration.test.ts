@@ -145,6 +145,29 @@ describe("gateway end to end (PGlite)", () => {
 
       await Promise.all([aliceSocket.close(), resumed.close()]);
     });
+
+    it("blocks and reports through the gateway (CONTRACT §10)", async () => {
+      const [buyer, seller] = [111, 112];
+      const buyerAccess = await gw.devToken(buyer);
+      const sellerAccess = await gw.devToken(seller);
+      const created = await gw.api(buyerAccess, "POST", "/api/v1/chats", { listing_id: 43, seller_id: seller });
+      const chatId: number = created.body.id;
+      const sent = await gw.api(sellerAccess, "POST", `/api/v1/chats/${chatId}/messages`, { content: "pay outside" });
+      expect(sent.status).toBe(201);
+
+      const report = await gw.api(buyerAccess, "POST", "/api/v1/reports", { reason: "scam", message_id: sent.body.id });
+      expect([report.status, report.body]).toEqual([201, { id: expect.any(Number) }]);
+      const blocked = await gw.api(buyerAccess, "POST", `/api/v1/users/${seller}/block`);
+      expect(blocked.status).toBe(204);
+      expect((await gw.api(buyerAccess, "GET", "/api/v1/blocks")).body).toEqual({
+        blocks: [{ user_id: seller, created_at: expect.any(String) }],
+      });
+      const refused = await gw.api(sellerAccess, "POST", `/api/v1/chats/${chatId}/messages`, { content: "hello?" });
+      expect([refused.status, refused.body.error.code]).toEqual([403, "blocked"]);
+      expect((await gw.api(buyerAccess, "DELETE", `/api/v1/users/${seller}/block`)).status).toBe(204);
+      const again = await gw.api(sellerAccess, "POST", `/api/v1/chats/${chatId}/messages`, { content: "hello!" });
+      expect(again.status).toBe(201);
+    });
   });
 
   describe("refusals before the upgrade", () => {

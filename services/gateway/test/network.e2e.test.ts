@@ -112,6 +112,9 @@ describe.skipIf(!hasChromium)("demo page in Chromium on failing networks (TCP re
     await sendFromPage(alice, "hanging upgrades: from Alice");
     took.pollDeliveryMs = (await waitForText(bob, "hanging upgrades: from Alice", ONE_POLL_MS + 1_000)) - sentAt;
     expect(took.pollDeliveryMs).toBeLessThan(ONE_POLL_MS);
+    // Bob answers (by polling too): now both have written, so they share presence (CONTRACT §10).
+    await sendFromPage(bob, "hanging upgrades: from Bob");
+    await waitForText(alice, "hanging upgrades: from Bob", ONE_POLL_MS + 1_000);
 
     // ---- 2. Upgrades pass again: live within 35 s, the banner gone.
     relay.upgrades = "pass";
@@ -235,7 +238,8 @@ describe.skipIf(!hasChromium)("demo page in Chromium on failing networks (TCP re
     await sendFromPage(bob, "the end: from Bob");
     await Promise.all([waitForText(alice, "the end: from Bob", 5_000), waitForText(bob, "the end: from Bob", 5_000)]);
     const final = await messagesInDatabase(gw, aliceToken, chatId);
-    expect(final).toHaveLength(1 + 1 + 5 + 1 + 1);
+    // Alice and Bob while upgrades hang, the black hole, five typed offline, the retried one, the end.
+    expect(final).toHaveLength(2 + 1 + 5 + 1 + 1);
     expect(final.some((m) => m.content === "never sent: from Bob")).toBe(false);
     for (const user of users) {
       await scrollToBeginning(user);

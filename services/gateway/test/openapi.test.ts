@@ -1,5 +1,5 @@
 import SwaggerParser from "@apidevtools/swagger-parser";
-import { devTokenRequestSchema, Limits, sendMessageBody } from "@listings-chat/shared";
+import { devTokenRequestSchema, Limits, reportBody, sendMessageBody } from "@listings-chat/shared";
 import { describe, expect, it } from "vitest";
 import { devTokenBody } from "../src/dev/dev-token.ts";
 import { buildOpenApiDocument, createDocsRoutes } from "../src/docs/openapi.ts";
@@ -37,6 +37,11 @@ const contractOperations: [string, string][] = [
   ["/api/v1/chats/{id}/read", "post"],
   ["/api/v1/chats/unread", "get"],
   ["/api/v1/events", "get"],
+  // CONTRACT §10.
+  ["/api/v1/users/{id}/block", "post"],
+  ["/api/v1/users/{id}/block", "delete"],
+  ["/api/v1/blocks", "get"],
+  ["/api/v1/reports", "post"],
   ["/health", "get"],
   ["/ready", "get"],
 ];
@@ -149,6 +154,38 @@ describe("OpenAPI document of the gateway", () => {
       const documented = [...text].length >= content.minLength && [...text].length <= content.maxLength;
       expect(documented && notBlank.test(text), JSON.stringify(text.slice(0, 8))).toBe(accepted);
     }
+  });
+
+  it("POST /api/v1/reports documents what its validator (reportBody) accepts: one target, a bounded note", () => {
+    const d = doc(false);
+    const op = d.paths["/api/v1/reports"].post;
+    const body = deref(d, op.requestBody.content["application/json"].schema);
+    expect(body.required).toEqual(["reason"]);
+    expect(body.properties.reason.enum).toEqual(["spam", "scam", "harassment", "inappropriate", "other"]);
+    expect(body.properties.note.type).toEqual(["string", "null"]);
+    const noteLimit = body.properties.note.maxLength;
+    expect(noteLimit).toBe(Limits.reportNoteChars);
+    const targets = ["message_id", "chat_id", "user_id"];
+    /** What the document says of a body: one target exactly (oneOf), a known reason, a note not too long. */
+    const documented = (b: Json) =>
+      (body.oneOf as Json[]).filter((one) => (one.required as string[]).every((k) => k in b)).length === 1 &&
+      body.properties.reason.enum.includes(b.reason) &&
+      (b.note === undefined || b.note === null || [...b.note].length <= noteLimit) &&
+      targets.every((k) => b[k] === undefined || (Number.isInteger(b[k]) && b[k] > 0));
+    for (const b of [
+      { reason: "spam", chat_id: 1 },
+      { reason: "scam", message_id: 2, note: "é".repeat(Limits.reportNoteChars) },
+      { reason: "other", user_id: 3, note: null },
+      { reason: "spam" },
+      { reason: "spam", chat_id: 1, user_id: 3 },
+      { reason: "spam", message_id: 1, chat_id: 1, user_id: 3 },
+      { reason: "boring", chat_id: 1 },
+      { reason: "spam", chat_id: 0 },
+      { reason: "spam", chat_id: 1, note: "x".repeat(Limits.reportNoteChars + 1) },
+    ]) {
+      expect(documented(b), JSON.stringify(b).slice(0, 80)).toBe(reportBody.safeParse(b).success);
+    }
+    expect(Object.keys(op.responses).sort()).toEqual(["200", "201", "400", "401", "404", "429", "502", "503", "504"]);
   });
 
   it("PATCH /api/v1/messages/{id} documents the same content constraint", () => {
@@ -279,6 +316,8 @@ describe("OpenAPI document of the gateway", () => {
       "message_edited",
       "message_read",
       "new_message",
+      "user_blocked",
+      "user_unblocked",
     ]);
     const sendAnswers = d.paths["/api/v1/chats/{id}/messages"].post.responses;
     expect(sendAnswers["201"].content["application/json"].schema).toEqual({ $ref: "#/components/schemas/Message" });

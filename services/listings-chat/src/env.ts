@@ -13,6 +13,9 @@ import {
 import { z } from "zod";
 import type { DatabaseOptions } from "./db/client.ts";
 import type { GroupCommitOptions } from "./messages/group-commit.ts";
+import { isPhoneRegion, normalizeSiteDomain } from "./safety/content-detectors.ts";
+import type { ContentRulesOptions } from "./safety/content-rules.ts";
+import { loadContentRulesFile } from "./safety/content-rules-file.ts";
 
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
@@ -31,6 +34,11 @@ const schema = z.object({
   // Below run-service's hard exit at 9.5 s, so that SIGTERM still ends in exit 0 within 10 s.
   SHUTDOWN_TIMEOUT_MS: wholeNumber(0, 9_000).default(8_000),
   SEND_LIMIT_PER_MINUTE: wholeNumber(1, 1_000_000).default(60),
+  // The other writes' limits per user (CONTRACT §10); raised only by benchmarks and tests.
+  EDIT_LIMIT_PER_MINUTE: wholeNumber(1, 1_000_000).default(30),
+  CHAT_OPEN_LIMIT_PER_HOUR: wholeNumber(1, 1_000_000).default(20),
+  REPORT_LIMIT_PER_HOUR: wholeNumber(1, 1_000_000).default(10),
+  UPLOAD_LIMIT_PER_HOUR: wholeNumber(1, 1_000_000).default(30),
   DATABASE_POOL_SIZE: wholeNumber(1, 500).default(10),
   // Page reads are short and CPU-bound: a few connections keep PostgreSQL's cores busy, and more only make
   // the sends' backends wait behind them (bench:big, 2 cores: a send under 20 parallel reads p99 43 ms
@@ -42,6 +50,34 @@ const schema = z.object({
   // Accepted sockets waiting for their greeting (~1 ms of work each here): past this, upgrades get a quick
   // 503 with Retry-After instead of queueing behind work the gateway would time out on.
   CONNECT_QUEUE_MAX: wholeNumber(1, 100_000).default(256),
+  // Content rules (CONTRACT §10, safety/content-rules.ts): the rules file (read and checked below), the
+  // country whose national form of phone numbers the `phone` rule knows, and our own site's hosts.
+  CONTENT_RULES_FILE: z.string().min(1).optional(),
+  DEFAULT_PHONE_REGION: z
+    .string()
+    .transform((region) => region.trim().toUpperCase())
+    .refine(isPhoneRegion, "must be a country code that libphonenumber knows (ISO 3166-1 alpha-2: US, GB, DE)")
+    .default("US"),
+  // No default site: the service cannot guess the platform's domain, and a flag is never shown to users, so
+  // until it is set every link is flagged rather than none.
+  SITE_DOMAINS: z
+    .string()
+    .default("")
+    .transform((list, ctx) => {
+      const domains: string[] = [];
+      for (const entry of list.split(",").filter((e) => e.trim())) {
+        const domain = normalizeSiteDomain(entry);
+        if (!domain) {
+          ctx.addIssue({
+            code: "custom",
+            message: `${JSON.stringify(entry.trim())} is not a host name (e.g. example.com)`,
+          });
+          return z.NEVER;
+        }
+        domains.push(domain);
+      }
+      return domains;
+    }),
 });
 
 export interface ChatConfig {
@@ -58,10 +94,14 @@ export interface ChatConfig {
   shutdownTimeoutMs: number;
   /** Messages a user may send per minute, REST and WS together (CONTRACT §1; raised by benchmarks and tests). */
   sendLimitPerMinute?: number;
+  /** EDIT_LIMIT_PER_MINUTE and the other writes' limits (limits/rate-limiter.ts); the contract's when not given. */
+  writeLimits?: { editsPerMinute: number; chatOpensPerHour: number; reportsPerHour: number; uploadsPerHour: number };
   /** How sends are gathered into transactions (messages/group-commit.ts). */
   groupCommit?: GroupCommitOptions;
   /** CONNECT_QUEUE_MAX (hub/upgrade.ts); 256 when not given. */
   connectQueueMax?: number;
+  /** CONTENT_RULES_FILE (read and checked), DEFAULT_PHONE_REGION, SITE_DOMAINS; the shipped rules when not given. */
+  contentRules?: ContentRulesOptions;
   /** Sentences to print loudly at start-up (development defaults in use). */
   warnings: string[];
 }
@@ -110,8 +150,19 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     instanceId: v.INSTANCE_ID,
     shutdownTimeoutMs: v.SHUTDOWN_TIMEOUT_MS,
     sendLimitPerMinute: v.SEND_LIMIT_PER_MINUTE,
+    writeLimits: {
+      editsPerMinute: v.EDIT_LIMIT_PER_MINUTE,
+      chatOpensPerHour: v.CHAT_OPEN_LIMIT_PER_HOUR,
+      reportsPerHour: v.REPORT_LIMIT_PER_HOUR,
+      uploadsPerHour: v.UPLOAD_LIMIT_PER_HOUR,
+    },
     groupCommit: { maxWaitMs: v.SEND_BATCH_WAIT_MS, maxBatch: v.SEND_BATCH_MAX },
     connectQueueMax: v.CONNECT_QUEUE_MAX,
+    contentRules: {
+      rules: loadContentRulesFile(v.CONTENT_RULES_FILE),
+      phoneRegion: v.DEFAULT_PHONE_REGION as ContentRulesOptions["phoneRegion"],
+      siteDomains: v.SITE_DOMAINS,
+    },
     warnings,
   };
 }

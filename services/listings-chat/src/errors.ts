@@ -4,7 +4,7 @@ import { ErrorCode } from "@listings-chat/shared";
 export class ChatError extends Error {
   constructor(
     readonly code: ErrorCode,
-    readonly status: 400 | 401 | 403 | 404 | 409 | 429 | 503,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 422 | 429 | 503,
     message: string,
     options?: ErrorOptions,
   ) {
@@ -15,9 +15,17 @@ export class ChatError extends Error {
 
 export const notFound = (what: string) => new ChatError(ErrorCode.notFound, 404, `${what} not found`);
 
+/** Either of two users blocks the other (CONTRACT §10): no sends, edits or new chats between them. */
+export const blockedError = () =>
+  new ChatError(ErrorCode.blocked, 403, "you cannot write to this user: one of you has blocked the other");
+
+/** Past a per-user limit; `what` names it ("edits and deletes (30 a minute)"), so the answer says which. */
 export class RateLimitedError extends ChatError {
-  constructor(readonly retryAfterMs: number) {
-    super(ErrorCode.rateLimited, 429, `too many messages: try again in ${Math.ceil(retryAfterMs / 1000)} s`);
+  constructor(
+    readonly retryAfterMs: number,
+    what = "messages",
+  ) {
+    super(ErrorCode.rateLimited, 429, `too many ${what}: try again in ${Math.ceil(retryAfterMs / 1000)} s`);
   }
 }
 

@@ -16,7 +16,7 @@ import { createBusPublisher } from "./events/publisher.ts";
 import { createApiRoutes } from "./http/api-routes.ts";
 import { createHub } from "./hub/hub.ts";
 import { createUpgradeHandler } from "./hub/upgrade.ts";
-import { createSendLimiter } from "./limits/send-limiter.ts";
+import { createRateLimiter } from "./limits/rate-limiter.ts";
 import { createMemoryTypingGate, createRedisTypingGate } from "./limits/typing-gate.ts";
 import { createMessageService } from "./messages/service.ts";
 import { createMetrics } from "./ops/metrics.ts";
@@ -24,6 +24,8 @@ import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
 import { createTelemetry } from "./ops/telemetry.ts";
 import { createMemoryPresence, createRedisPresence } from "./presence/presence.ts";
+import { createContentRules, defaultContentRulesOptions } from "./safety/content-rules.ts";
+import { createSafetyService } from "./safety/service.ts";
 
 export interface ChatServer {
   port: number;
@@ -37,6 +39,10 @@ export interface ChatServerOverrides {
   heartbeatIntervalMs?: number;
   slowConsumerBytes?: number;
   sendsPerMinute?: number;
+  /** A shorter typing interval than the contract's 2 s (a property test that types often). */
+  typingIntervalMs?: number;
+  /** A shorter (or no) grace before "offline" is announced (hub.ts, PRESENCE_LEAVE_GRACE_MS). */
+  presenceLeaveGraceMs?: number;
   /** Smaller replay pages (events, bytes), so that a replay spans many reads. */
   replayPage?: { maxEvents?: number; maxBytes?: number };
   /** A shorter replay-page timeout, resume interval or inbound queue (hub/connection.ts). */
@@ -71,25 +77,35 @@ export async function startChatServer(
   const stats = createStats();
   const publish = createBusPublisher(bus, stats, log);
   let lastLimitWarning = 0;
-  const sendLimiter = createSendLimiter({
-    perMinute: overrides.sendsPerMinute ?? config.sendLimitPerMinute,
+  const limits = createRateLimiter({
+    limits: {
+      send: overrides.sendsPerMinute ?? config.sendLimitPerMinute,
+      edit: config.writeLimits?.editsPerMinute,
+      chat_open: config.writeLimits?.chatOpensPerHour,
+      report: config.writeLimits?.reportsPerHour,
+      upload: config.writeLimits?.uploadsPerHour,
+    },
     redis,
     keyPrefix: config.redis?.keyPrefix,
     onRedisUnavailable: (error) => {
       stats.sendLimitLocalTotal += 1;
-      // Once per 10 s, not once per send.
+      // Once per 10 s, not once per write.
       if (Date.now() - lastLimitWarning < 10_000) return;
       lastLimitWarning = Date.now();
-      log.warn({ err: error }, "Redis did not answer the send limit: sends are counted per instance meanwhile");
+      log.warn({ err: error }, "Redis did not answer the rate limits: writes are counted per instance meanwhile");
     },
   });
-  const chats = createChatService({ db: database.db, reads: database.reads, publish });
+  const chats = createChatService({ db: database.db, reads: database.reads, publish, limits });
   const messages = createMessageService({
     db: database.db,
     reads: database.reads,
     publish,
-    sendLimiter,
+    limits,
+    // Compiled once here: every send and edit then runs them without parsing anything.
+    contentRules: createContentRules(config.contentRules ?? defaultContentRulesOptions),
     groupCommit: config.groupCommit,
+    // The hub exists by the time a send is stored (it is made below, before the port listens).
+    onContacts: (userA, userB) => void hub.contactsChanged(userA, userB, true),
   });
   const hub = createHub({
     db: database.db,
@@ -103,10 +119,11 @@ export async function startChatServer(
     heartbeatIntervalMs: overrides.heartbeatIntervalMs ?? Limits.heartbeatIntervalMs,
     typingGate:
       redis && config.redis
-        ? createRedisTypingGate(redis, config.redis.keyPrefix, Limits.typingIntervalMs)
-        : createMemoryTypingGate(Limits.typingIntervalMs),
+        ? createRedisTypingGate(redis, config.redis.keyPrefix, overrides.typingIntervalMs ?? Limits.typingIntervalMs)
+        : createMemoryTypingGate(overrides.typingIntervalMs ?? Limits.typingIntervalMs),
     slowConsumerBytes: overrides.slowConsumerBytes ?? Limits.slowConsumerBytes,
     replayPage: overrides.replayPage,
+    presenceLeaveGraceMs: overrides.presenceLeaveGraceMs,
     socketLimits: overrides.socketLimits,
     telemetry,
   });
@@ -132,7 +149,23 @@ export async function startChatServer(
       redisReady,
       closeGatewaySockets: hub.closeGatewaySockets,
     }),
-    api: createApiRoutes({ db: database.reads, chats, messages }),
+    api: createApiRoutes({
+      db: database.reads,
+      chats,
+      messages,
+      safety: createSafetyService({
+        db: database.db,
+        reads: database.reads,
+        publish,
+        limits,
+        onBlockChanged: (blockerId, blockedId, blocked) => {
+          const changed = blocked
+            ? hub.contactsChanged(blockerId, blockedId, false)
+            : hub.contactsRestored(blockerId, blockedId);
+          changed.catch((error) => log.warn({ err: error }, "could not tell the hub of a block"));
+        },
+      }),
+    }),
     onRateLimited: () => {
       stats.rateLimitedTotal += 1;
     },

@@ -4,10 +4,11 @@
  * messages, the events or the participants sequentially, and the ordered ones must come in index order (no
  * sort): their cost is the page's, not the account's. Then the answers themselves, against recounts.
  */
+import { drizzle } from "drizzle-orm/node-postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { recentContactsOf } from "../src/chats/repository.ts";
+import { recentContactsOf, sharesPresence } from "../src/chats/repository.ts";
 import { createChatService, UNREAD_CHATS_LISTED } from "../src/chats/service.ts";
-import { type DatabaseHandle, openDatabase } from "../src/db/client.ts";
+import { type Database, type DatabaseHandle, openDatabase } from "../src/db/client.ts";
 import { lastEventId } from "../src/events/log.ts";
 import { PRESENCE_CONTACTS } from "../src/hub/hub.ts";
 import { type BigAccount, seedBigAccount } from "./support/big-account.ts";
@@ -40,6 +41,13 @@ describe.runIf(postgres)("a big account on PostgreSQL: plans and answers that co
     try {
       await client.query("set statement_timeout = 0");
       account = await seedBigAccount(client, { sellerId: 50_000_000, chats: 20_000, messagesPerChat: 3 });
+      // Blocks and reports of other people, so that the planner knows those tables are not small.
+      await client.query(
+        `insert into blocks (blocker_id, blocked_id) select i, i + 1 from generate_series(1, 20000) as i;
+         insert into reports (reporter_id, reason, target_type, target_id)
+           select i, 'spam', 'user', i + 1 from generate_series(1, 20000) as i;
+         analyze blocks; analyze reports;`,
+      );
     } finally {
       await client.query("reset statement_timeout");
       client.release();
@@ -51,7 +59,7 @@ describe.runIf(postgres)("a big account on PostgreSQL: plans and answers that co
     await drop();
   });
 
-  const bigTables = ["messages", "chat_events", "user_events", "chat_participants", "chats"];
+  const bigTables = ["messages", "chat_events", "user_events", "chat_participants", "chats", "blocks", "reports"];
 
   /**
    * The plans of every statement `run` makes PostgreSQL execute, nested ones (inside functions) included:
@@ -151,7 +159,34 @@ describe.runIf(postgres)("a big account on PostgreSQL: plans and answers that co
     expect(read.unread_count).toBe(0);
     expect((await chats.unread(account.sellerId)).total).toBe(account.chats * 2 - 2);
   });
-  it("writes (send, read, edit, delete, open) with no sequential scan inside the write functions", async () => {
+  it.each(["plan_cache_mode = auto", "plan_cache_mode = force_generic_plan"])(
+    "who shares presence (recent contacts, one pair) with no sequential scan, no sort (%s)",
+    async (mode) => {
+      const buyer = account.firstBuyerId + 11;
+      const pool = (handle.db as unknown as { $client: import("pg").Pool }).$client;
+      const chatId = Number((await pool.query("select id from chats where buyer_id = $1", [buyer])).rows[0].id);
+      const plans = await nestedPlansOf(
+        async (client) => {
+          const onClient = drizzle(client) as unknown as Database;
+          // Prepared statements: PostgreSQL plans a generic plan only after five custom ones.
+          for (let i = 0; i < 6; i++) {
+            expect(await recentContactsOf(onClient, account.sellerId, PRESENCE_CONTACTS)).toHaveLength(
+              PRESENCE_CONTACTS,
+            );
+            expect(await sharesPresence(onClient, chatId, account.sellerId, buyer)).toBe(true);
+          }
+        },
+        [mode],
+      );
+      expect(plans.some((plan) => plan.text.includes("lc_blocked"))).toBe(true);
+      for (const { nodes } of plans) {
+        expect(seqScansOf(nodes), JSON.stringify(nodes.map((n) => [n["Node Type"], n["Relation Name"]]))).toEqual([]);
+        expect(sortsOf(nodes)).toEqual([]);
+      }
+    },
+  );
+
+  it("writes (send, read, edit, delete, open, block, report) with no sequential scan inside the write functions", async () => {
     const seller = account.sellerId;
     const buyer = account.firstBuyerId + 7;
     const pool = (handle.db as unknown as { $client: import("pg").Pool }).$client;
@@ -165,9 +200,34 @@ describe.runIf(postgres)("a big account on PostgreSQL: plans and answers that co
       ]);
       const [question, answer] = [sent.rows[0].message.id, sent.rows.at(-1).message.id] as [number, number];
       await client.query("select * from lc_mark_read($1, $2, $3)", [seller, chatId, question]);
-      await client.query("select * from lc_edit_message($1, $2, $3)", [seller, answer, "a better answer"]);
+      await client.query("select * from lc_edit_message($1, $2, $3, $4)", [seller, answer, "a better answer", []]);
       await client.query("select * from lc_delete_message($1, $2)", [buyer, question]);
-      await client.query("select * from lc_open_chat($1, $2, $3)", [999_999, account.firstBuyerId, seller]);
+      const opened = await client.query("select * from lc_open_chat($1, $2, $3)", [
+        999_999,
+        account.firstBuyerId,
+        seller,
+      ]);
+      // A chat's first messages (who has written is read under the chat's lock), with the rules' flags.
+      const fresh = Number(opened.rows[0].chat.id);
+      await client.query("select * from lc_send_messages($1::jsonb)", [
+        JSON.stringify([
+          [account.firstBuyerId, fresh, "first", null, ["phone"]],
+          [seller, fresh, "first reply", null, null],
+        ]),
+      ]);
+      // A block, a send it refuses, the unblock, and a report of each kind.
+      await client.query("select * from lc_block_user($1, $2, 1000)", [seller, buyer]);
+      await client.query("select * from lc_send_messages($1::jsonb)", [
+        JSON.stringify([[buyer, chatId, "hello?", null]]),
+      ]);
+      await client.query("select * from lc_unblock_user($1, $2)", [seller, buyer]);
+      for (const [type, id] of [
+        ["message", answer],
+        ["chat", chatId],
+        ["user", seller],
+      ] as const) {
+        await client.query("select * from lc_report($1, 'spam', null, $2, $3, true)", [buyer, type, id]);
+      }
     });
     expect(plans.length).toBeGreaterThan(20);
     const scans = plans.filter((plan) => seqScansOf(plan.nodes).length > 0);

@@ -19,7 +19,7 @@ import * as schema from "../src/db/schema.ts";
 import { ChatError, RateLimitedError } from "../src/errors.ts";
 import { type AddressedEvent, lastEventId, readEventRange, readStreamPage } from "../src/events/log.ts";
 import type { PublishEvent } from "../src/events/publisher.ts";
-import { createSendLimiter } from "../src/limits/send-limiter.ts";
+import { createRateLimiter } from "../src/limits/rate-limiter.ts";
 import { storeMessages } from "../src/messages/repository.ts";
 import { createMessageService, type MessageService } from "../src/messages/service.ts";
 import { databaseTargets } from "./support/databases.ts";
@@ -40,6 +40,9 @@ const tables = {
   chat_events: schema.chatEvents,
   user_events: schema.userEvents,
   user_streams: schema.userStreams,
+  blocks: schema.blocks,
+  reports: schema.reports,
+  safety_events: schema.safetyEvents,
 };
 
 /** Raw SQL rows, the same on PGlite and node-postgres (cast bigints in SQL: drivers differ on them). */
@@ -140,7 +143,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     handle = await openDatabase(options);
     db = handle.db;
     chats = createChatService({ db, publish });
-    messages = createMessageService({ db, publish, sendLimiter: createSendLimiter({ perMinute: 100_000 }) });
+    messages = createMessageService({ db, publish, limits: createRateLimiter({ limits: { send: 100_000 } }) });
   });
 
   afterAll(async () => {
@@ -234,7 +237,9 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         expect(config.name).toBe(name);
         const columns = await rows<{ name: string; type: string; nullable: string }>(
           db,
-          sql`select column_name::text as name, data_type::text as type, is_nullable::text as nullable
+          // An array's data_type is "ARRAY"; its element type is its udt_name without the leading "_".
+          sql`select column_name::text as name, is_nullable::text as nullable,
+                case when data_type = 'ARRAY' then substr(udt_name::text, 2) || '[]' else data_type::text end as type
               from information_schema.columns where table_schema = 'public' and table_name = ${name}`,
         );
         const actual = Object.fromEntries(columns.map((c) => [c.name, { type: c.type, notNull: c.nullable === "NO" }]));
@@ -256,9 +261,11 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         "chat_events_chat_id_idx",
         "chat_participants_user_activity_idx",
         "chat_participants_user_unread_idx",
+        "chats_buyer_seller_idx",
         "chats_listing_buyer_seller_key",
         "messages_chat_id_idx",
         "messages_sender_client_msg_id_key",
+        "reports_reporter_target_key",
         "user_events_chat_event_idx",
       ]);
       for (const index of expected) {
@@ -709,7 +716,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         const sender = createMessageService({
           db,
           publish,
-          sendLimiter: createSendLimiter({ perMinute: 100_000 }),
+          limits: createRateLimiter({ limits: { send: 100_000 } }),
           groupCommit,
         });
         const alice = newId();
@@ -776,7 +783,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         await recorder.expectAllCommitted();
 
         const carols = await eventsOf(db, carol, 0, 10_000);
-        expect(carols.every((e) => ("chat" in e ? e.chat.id : e.chat_id) === c2.id)).toBe(true);
+        expect(carols.every((e) => ("chat" in e ? e.chat.id : "chat_id" in e && e.chat_id) === c2.id)).toBe(true);
         // chat_created + 7 of her own sends + 7 of bob's in c2.
         expect(carols).toHaveLength(15);
 
@@ -864,7 +871,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       const batched = createMessageService({
         db,
         publish,
-        sendLimiter: createSendLimiter({ perMinute: 100_000 }),
+        limits: createRateLimiter({ limits: { send: 100_000 } }),
         groupCommit: { maxWaitMs: 5, maxBatch: 64 },
       });
       const publishedBefore = recorder.published().length;
@@ -1068,7 +1075,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
 
   describe("rate limiting through the service", () => {
     it("refuses the 4th send of 3 a minute with 429 and stores nothing; repeats are free", async () => {
-      const limited = createMessageService({ db, publish, sendLimiter: createSendLimiter({ perMinute: 3 }) });
+      const limited = createMessageService({ db, publish, limits: createRateLimiter({ limits: { send: 3 } }) });
       const { chat, buyer, seller } = await newChat();
       const firstId = randomUUID();
       await expectEvents(["new_message", "new_message"], async () => {
@@ -1100,7 +1107,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     });
 
     it("refused sends (404, 409) do not use the allowance", async () => {
-      const limited = createMessageService({ db, publish, sendLimiter: createSendLimiter({ perMinute: 1 }) });
+      const limited = createMessageService({ db, publish, limits: createRateLimiter({ limits: { send: 1 } }) });
       const buyer = newId();
       const { chat: first } = await chats.open(buyer, newId(), newId());
       const { chat: second } = await chats.open(buyer, newId(), newId());
@@ -1159,7 +1166,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         const ownMessages = createMessageService({
           db: ownDb,
           publish: ownRecorder.publish,
-          sendLimiter: createSendLimiter({ perMinute: 10 }),
+          limits: createRateLimiter({ limits: { send: 10 } }),
           groupCommit,
         });
         const buyer = newId();

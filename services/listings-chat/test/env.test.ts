@@ -119,6 +119,31 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
     expect(() => loadChatConfig({ SEND_LIMIT_PER_MINUTE: "0" })).toThrow(/SEND_LIMIT_PER_MINUTE/);
   });
 
+  it("reads the other writes' limits (CONTRACT §10's values by default) and refuses a bad one by name", () => {
+    expect(loadChatConfig({}).writeLimits).toEqual({
+      editsPerMinute: 30,
+      chatOpensPerHour: 20,
+      reportsPerHour: 10,
+      uploadsPerHour: 30,
+    });
+    expect(
+      loadChatConfig({
+        EDIT_LIMIT_PER_MINUTE: "31",
+        CHAT_OPEN_LIMIT_PER_HOUR: "21",
+        REPORT_LIMIT_PER_HOUR: "11",
+        UPLOAD_LIMIT_PER_HOUR: "1000000",
+      }).writeLimits,
+    ).toEqual({ editsPerMinute: 31, chatOpensPerHour: 21, reportsPerHour: 11, uploadsPerHour: 1_000_000 });
+    for (const name of [
+      "EDIT_LIMIT_PER_MINUTE",
+      "CHAT_OPEN_LIMIT_PER_HOUR",
+      "REPORT_LIMIT_PER_HOUR",
+      "UPLOAD_LIMIT_PER_HOUR",
+    ])
+      for (const bad of ["0", "-1", "2.5", "many", "1000001"])
+        expect(() => loadChatConfig({ [name]: bad }), `${name}=${bad}`).toThrow(new RegExp(name));
+  });
+
   it("ignores DATA_DIR when DATABASE_URL is set", () => {
     const config = loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATA_DIR: "/tmp/unused" });
     expect(config.database).toEqual({

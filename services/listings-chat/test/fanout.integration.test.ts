@@ -3,10 +3,10 @@ import type { ServerFrame } from "@listings-chat/shared";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BUS_SHARDS, shardOf } from "../src/bus/bus.ts";
-import { createSendLimiter } from "../src/limits/send-limiter.ts";
+import { createRateLimiter } from "../src/limits/rate-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
 import { databaseTargets } from "./support/databases.ts";
-import { connect, startTestChat, type TestChat } from "./support/harness.ts";
+import { connect, openAsContacts, startTestChat, type TestChat } from "./support/harness.ts";
 import { redisNamespace, redisTargets } from "./support/redis.ts";
 
 type NewMessage = Extract<ServerFrame, { type: "new_message" }>;
@@ -32,6 +32,8 @@ describe.runIf(postgres).each(redisTargets())("fan-out across instances through 
       database: db.options,
       redis: { url: redis, keyPrefix: ns.keyPrefix },
       internalToken: randomUUID(),
+      // "Offline" after a short grace (hub.ts): the shutdown below must still announce it at once.
+      overrides: { presenceLeaveGraceMs: 200 },
     };
     one = await startTestChat({ ...shared, instanceId: "one" });
     two = await startTestChat({ ...shared, instanceId: "two" });
@@ -89,7 +91,7 @@ describe.runIf(postgres).each(redisTargets())("fan-out across instances through 
     const silent = createMessageService({
       db: one.server.database.db,
       publish: () => {},
-      sendLimiter: createSendLimiter(),
+      limits: createRateLimiter(),
     });
     const lost = await silent.send(buyer, chatId, "never published", randomUUID());
     await one.api(buyer, "POST", `/api/v1/chats/${chatId}/messages`, {
@@ -114,7 +116,7 @@ describe.runIf(postgres).each(redisTargets())("fan-out across instances through 
     const silent = createMessageService({
       db: one.server.database.db,
       publish: () => {},
-      sendLimiter: createSendLimiter(),
+      limits: createRateLimiter(),
     });
     const lost = await silent.send(buyer, chatId, "last word, never published", randomUUID());
     // The tail check runs every 2 s and reads what it saw one check earlier: at most about 4 s.
@@ -129,11 +131,12 @@ describe.runIf(postgres).each(redisTargets())("fan-out across instances through 
 
   it("shares the send limit and presence between instances", async () => {
     const [a, b] = [7101, 7102];
-    const id = (await one.api(a, "POST", "/api/v1/chats", { listing_id: 6, seller_id: b })).body.id;
+    // Contacts (both wrote), so that presence passes: a's "hello" is the first of its 60 sends.
+    const id = await openAsContacts(one, a, b, 6);
     const watcher = await connect(one, b);
     const onTwo = await connect(two, a);
     await watcher.waitFor((f) => f.type === "presence" && f.user_id === a && f.online);
-    for (let i = 0; i < 60; i++) {
+    for (let i = 0; i < 59; i++) {
       const instance = i % 2 ? one : two;
       const res = await instance.api(a, "POST", `/api/v1/chats/${id}/messages`, {
         content: `m${i}`,
@@ -156,7 +159,7 @@ describe.runIf(postgres).each(redisTargets())("fan-out across instances through 
 
   it("tells contacts 'offline' for the users of an instance that shuts down", async () => {
     const [a, b] = [7201, 7202];
-    await one.api(a, "POST", "/api/v1/chats", { listing_id: 7, seller_id: b });
+    await openAsContacts(one, a, b, 7);
     const three = await startTestChat({ ...shared, instanceId: "three" });
     const watcher = await connect(one, b);
     await connect(three, a);

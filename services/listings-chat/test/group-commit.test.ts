@@ -18,6 +18,7 @@ const answer = (s: SendRequest): SendOutcome => ({
     deleted_at: null,
   },
   events: [],
+  becameMutual: false,
 });
 
 /** A store that records each batch it is given and answers once `release` is called. */

@@ -3,7 +3,7 @@ import type { ServerFrame } from "@listings-chat/shared";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { databaseTargets } from "./support/databases.ts";
-import { connect, startTestChat, type TestChat, TestSocket } from "./support/harness.ts";
+import { connect, openAsContacts, startTestChat, type TestChat, TestSocket } from "./support/harness.ts";
 
 type NewMessage = Extract<ServerFrame, { type: "new_message" }>;
 const isMessage =
@@ -24,7 +24,11 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
   beforeAll(async () => {
     const db = await target.create();
     drop = db.drop;
-    chat = await startTestChat({ database: db.options, overrides: { heartbeatIntervalMs: 150 } });
+    // "Offline" after a short grace (hub.ts), so that the tests of presence do not wait the real one.
+    chat = await startTestChat({
+      database: db.options,
+      overrides: { heartbeatIntervalMs: 150, presenceLeaveGraceMs: 200 },
+    });
   });
 
   afterAll(async () => {
@@ -213,7 +217,8 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
 
   it("relays 'typing' to the other participant at most once per 2 s per chat, and 'stopped' at once, once", async () => {
     const [buyer, seller, outsider] = users();
-    const chatId = await openChat(buyer, seller);
+    // Typing passes between contacts only: two people who have both written in the chat (CONTRACT §10).
+    const chatId = await openAsContacts(chat, buyer, seller);
     const typist = await connect(chat, buyer);
     const reader = await connect(chat, seller);
     const stranger = await connect(chat, outsider);
@@ -273,7 +278,7 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
 
   it("tells contacts when a user comes online and goes offline, and no one else", async () => {
     const [buyer, seller, outsider] = users();
-    await openChat(buyer, seller);
+    await openAsContacts(chat, buyer, seller);
     const watcher = await connect(chat, buyer);
     const stranger = await connect(chat, outsider);
     const first = await connect(chat, seller);

@@ -1,6 +1,7 @@
 /**
- * The migration to per-user streams on a database that already has events under the old global log:
- * each user's existing events get 1, 2, 3 … in their old order, and writing goes on from there.
+ * Migrations on a database already in use. To per-user streams (0002), on events under the old global log:
+ * each user's existing events get 1, 2, 3 … in their old order, and writing goes on from there. To safety
+ * (0008), on chats with messages: who had written is backfilled, and presence follows from it.
  */
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,11 +14,12 @@ import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import { recentContactsOf, sharesPresence } from "../src/chats/repository.ts";
 import { createChatService } from "../src/chats/service.ts";
 import { type Database, migrationsFolder } from "../src/db/client.ts";
 import * as schema from "../src/db/schema.ts";
 import { lastEventId, readStreamPage } from "../src/events/log.ts";
-import { createSendLimiter } from "../src/limits/send-limiter.ts";
+import { createRateLimiter } from "../src/limits/rate-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
 import { databaseTargets } from "./support/databases.ts";
 
@@ -32,33 +34,45 @@ function firstMigrations(count: number): string {
   return dir;
 }
 
-describe.each(databaseTargets())("the migration to per-user streams on $name", (target) => {
+describe.each(databaseTargets())("migrations of a database in use on $name", (target) => {
   const cleanups: Array<() => Promise<void> | void> = [];
   afterAll(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   });
 
-  it("numbers each user's existing events in their old order, and new events follow", async () => {
-    const old = firstMigrations(2);
-    cleanups.push(() => rmSync(old, { recursive: true, force: true }));
-    let db: Database;
-    let migrate: (folder: string) => Promise<void>;
+  /** An empty database of this target, and how to run a migrations folder on it. */
+  async function emptyDatabase(): Promise<{ db: Database; migrate: (folder: string) => Promise<void> }> {
     if (target.name === "pglite") {
       const client = new PGlite();
       cleanups.push(() => client.close());
       const pgliteDb = drizzlePglite(client, { schema });
-      db = pgliteDb as unknown as Database;
-      migrate = (folder) => migratePglite(pgliteDb, { migrationsFolder: folder });
-    } else {
-      const created = await target.create();
-      cleanups.push(created.drop);
-      if (!("url" in created.options)) throw new Error("the PostgreSQL target has a URL");
-      const pool = new pg.Pool({ connectionString: created.options.url, max: 2 });
-      cleanups.push(() => pool.end());
-      const nodeDb = drizzleNodePg(pool, { schema });
-      db = nodeDb as unknown as Database;
-      migrate = (folder) => migrateNodePg(nodeDb, { migrationsFolder: folder });
+      return {
+        db: pgliteDb as unknown as Database,
+        migrate: (folder) => migratePglite(pgliteDb, { migrationsFolder: folder }),
+      };
     }
+    const created = await target.create();
+    cleanups.push(created.drop);
+    if (!("url" in created.options)) throw new Error("the PostgreSQL target has a URL");
+    const pool = new pg.Pool({ connectionString: created.options.url, max: 2 });
+    cleanups.push(() => pool.end());
+    const nodeDb = drizzleNodePg(pool, { schema });
+    return {
+      db: nodeDb as unknown as Database,
+      migrate: (folder) => migrateNodePg(nodeDb, { migrationsFolder: folder }),
+    };
+  }
+
+  /** The first `count` migrations, in a folder removed after the suite. */
+  function oldMigrations(count: number): string {
+    const old = firstMigrations(count);
+    cleanups.push(() => rmSync(old, { recursive: true, force: true }));
+    return old;
+  }
+
+  it("numbers each user's existing events in their old order, and new events follow", async () => {
+    const old = oldMigrations(2);
+    const { db, migrate } = await emptyDatabase();
 
     // The old world: one global counter; users 1↔2 in chat A and 2↔3 in chat B, events interleaved.
     await migrate(old);
@@ -110,7 +124,7 @@ describe.each(databaseTargets())("the migration to per-user streams on $name", (
     expect(await lastEventId(db, 3)).toBe(3);
 
     // Writing goes on from there, and the change itself gets an id after the old ones.
-    const messages = createMessageService({ db, publish: () => {}, sendLimiter: createSendLimiter() });
+    const messages = createMessageService({ db, publish: () => {}, limits: createRateLimiter() });
     const { message } = await messages.send(3, chatB, "after the migration", null);
     expect((await readStreamPage(db, 3, 3, { maxEvents: 10 })).events.map((e) => e.event_id)).toEqual([4]);
     expect((await readStreamPage(db, 2, 6, { maxEvents: 10 })).events.map((e) => e.event_id)).toEqual([7]);
@@ -120,5 +134,37 @@ describe.each(databaseTargets())("the migration to per-user streams on $name", (
     const created = await createChatService({ db, publish: () => {} }).open(4, 12, 1);
     expect(created.created).toBe(true);
     expect(await lastEventId(db, 1)).toBe(4);
+  });
+
+  it("0008 marks who had written in each chat: presence is shared where both had, and a reply makes it so", async () => {
+    const old = oldMigrations(8);
+    const { db, migrate } = await emptyDatabase();
+    await migrate(old);
+    // Before 0008: chat 1 where both wrote, chat 2 where only the buyer did, chat 3 where no one did.
+    await db.execute(
+      sql`insert into chats (listing_id, buyer_id, seller_id) values (1, 11, 21), (2, 12, 22), (3, 13, 23)`,
+    );
+    await db.execute(sql`insert into chat_participants (chat_id, user_id, role)
+      select id, buyer_id, 'buyer' from chats union all select id, seller_id, 'seller' from chats`);
+    await db.execute(sql`insert into messages (chat_id, sender_id, content) values
+      (1, 11, 'hi'), (1, 21, 'hello'), (2, 12, 'anyone?')`);
+    await db.execute(sql`update chats c set last_message_id = (select max(id) from messages m where m.chat_id = c.id)`);
+
+    await migrate(migrationsFolder);
+
+    const flags = await db.execute(sql`select id::int as id, buyer_wrote, seller_wrote from chats order by id`);
+    expect((flags as unknown as { rows: unknown[] }).rows).toEqual([
+      { id: 1, buyer_wrote: true, seller_wrote: true },
+      { id: 2, buyer_wrote: true, seller_wrote: false },
+      { id: 3, buyer_wrote: false, seller_wrote: false },
+    ]);
+    expect(await sharesPresence(db, 1, 11, 21)).toBe(true);
+    expect(await sharesPresence(db, 2, 12, 22)).toBe(false);
+    const messages = createMessageService({ db, publish: () => {}, limits: createRateLimiter() });
+    expect((await messages.send(22, 2, "yes, here", null)).becameMutual).toBe(true);
+    expect((await messages.send(21, 1, "still here", null)).becameMutual).toBe(false);
+    expect(await sharesPresence(db, 2, 12, 22)).toBe(true);
+    expect(await recentContactsOf(db, 13, 100)).toEqual([]);
+    expect(await recentContactsOf(db, 22, 100)).toEqual([12]);
   });
 });

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { databaseTargets } from "./support/databases.ts";
-import { connect, startTestChat, type TestChat, type TestSocket } from "./support/harness.ts";
+import { connect, openAsContacts, startTestChat, type TestChat, type TestSocket } from "./support/harness.ts";
 import { redisNamespace, redisTargets } from "./support/redis.ts";
 
 const redisSingle = redisTargets().find((t) => t.name === "redis");
@@ -55,6 +55,8 @@ describe.each(setups)("presence under concurrent connects and disconnects ($name
     const shared = {
       database: db.options,
       internalToken: randomUUID(),
+      // A short grace before "offline" (hub.ts): the sockets that drop and come back within it stay online.
+      overrides: { presenceLeaveGraceMs: 200 },
       ...(ns && setup.redis ? { redis: { url: setup.redis, keyPrefix: ns.keyPrefix } } : {}),
     };
     for (let i = 0; i < setup.instances; i++) instances.push(await startTestChat({ ...shared, instanceId: `p${i}` }));
@@ -74,7 +76,7 @@ describe.each(setups)("presence under concurrent connects and disconnects ($name
     for (let round = 0; round < rounds; round++) {
       nextUser += 2;
       const [buyer, seller] = [nextUser, nextUser + 1];
-      await on(0).api(buyer, "POST", "/api/v1/chats", { listing_id: 1, seller_id: seller });
+      await openAsContacts(on(0), buyer, seller, 1);
       // Both participants connect at once, a few sockets each, spread over the instances.
       const [buyers, sellers] = await Promise.all([
         Promise.all([0, 1].map((i) => connect(on(round + i), buyer))),
@@ -107,7 +109,7 @@ describe.each(setups)("presence under concurrent connects and disconnects ($name
   it("never shows a contact who has left as online, when both flap at once", async () => {
     nextUser += 2;
     const [a, b] = [nextUser, nextUser + 1];
-    await on(0).api(a, "POST", "/api/v1/chats", { listing_id: 2, seller_id: b });
+    await openAsContacts(on(0), a, b, 2);
     const watcher = await connect(on(1), a);
     for (let round = 0; round < 15; round++) {
       // b comes and goes while a opens another socket that takes its snapshot in the middle of it.
@@ -156,9 +158,7 @@ describe.runIf(redisSingle)("presence announcements on the bus (Redis)", () => {
     const d = 64 * 703 + 9;
     const seller = 64 * 704 + 2;
     for (const buyer of [a, b, c, d]) {
-      expect((await chat.api(buyer, "POST", "/api/v1/chats", { listing_id: buyer, seller_id: seller })).status).toBe(
-        201,
-      );
+      await openAsContacts(chat, buyer, seller, buyer);
     }
     const online = await Promise.all([a, c, d].map((user) => connect(chat, user)));
     const heard: Array<{ channel: string; message: { kind: string; userIds: number[]; frame: { user_id: number } } }> =

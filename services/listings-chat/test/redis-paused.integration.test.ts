@@ -1,7 +1,7 @@
 /**
- * A Redis that stops answering (paused, partitioned) costs a send at most the command timeout, once: the
- * send limit then counts in this instance alone for a few seconds, so that sends go on (Redis is not a hard
- * dependency of sending), and asks Redis again afterwards.
+ * A Redis that stops answering (paused, partitioned) costs a write at most the command timeout, once: the
+ * rate limits (every bucket) then count in this instance alone for a few seconds, so that writes go on
+ * (Redis is not a hard dependency of writing), and ask Redis again afterwards.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
@@ -9,7 +9,7 @@ import { createRedisClient, redisCommandOptions } from "@listings-chat/shared/no
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RateLimitedError } from "../src/errors.ts";
-import { createSendLimiter } from "../src/limits/send-limiter.ts";
+import { createRateLimiter, type LimitedWrite } from "../src/limits/rate-limiter.ts";
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -59,12 +59,17 @@ describe("a paused Redis", () => {
 
   it("counts sends in this instance alone while Redis does not answer, so that sends go on; then Redis again", async () => {
     const unavailable: unknown[] = [];
-    const limiter = createSendLimiter({
-      perMinute: 3,
+    const writes: LimitedWrite[] = [];
+    const limits = createRateLimiter({
+      limits: { send: 3, edit: 2, chat_open: 2 },
       redis,
       keyPrefix: `paused-test:${Date.now()}:`,
-      onRedisUnavailable: (error) => unavailable.push(error),
+      onRedisUnavailable: (error, write) => {
+        unavailable.push(error);
+        writes.push(write);
+      },
     });
+    const limiter = { consume: (userId: number) => limits.consume("send", userId) };
     await limiter.consume(1); // in Redis: 1 of 3
     server.kill("SIGSTOP");
     try {
@@ -83,6 +88,30 @@ describe("a paused Redis", () => {
       expect(Date.now() - quick).toBeLessThan(100);
       await expect(limiter.consume(1)).rejects.toBeInstanceOf(RateLimitedError);
       expect(unavailable).toHaveLength(4);
+      // The other buckets fail open the same way, at once, each with its own limit, and refund locally.
+      const other = Date.now();
+      await limits.consume("edit", 1);
+      await limits.consume("edit", 1);
+      await expect(limits.consume("edit", 1)).rejects.toThrow(/too many edits and deletes/);
+      await limits.consume("chat_open", 1);
+      await limits.refund("chat_open", 1);
+      await limits.consume("chat_open", 1);
+      await limits.consume("chat_open", 1);
+      await expect(limits.consume("chat_open", 1)).rejects.toThrow(/too many new chats/);
+      expect(Date.now() - other).toBeLessThan(100);
+      expect(writes).toEqual([
+        "send",
+        "send",
+        "send",
+        "send",
+        "edit",
+        "edit",
+        "edit",
+        "chat_open",
+        "chat_open",
+        "chat_open",
+        "chat_open",
+      ]);
     } finally {
       server.kill("SIGCONT");
     }
@@ -103,6 +132,6 @@ describe("a paused Redis", () => {
     }
     expect(allowed).toBeGreaterThanOrEqual(1);
     expect(allowed).toBeLessThanOrEqual(2);
-    expect(unavailable).toHaveLength(4);
+    expect(unavailable).toHaveLength(11);
   }, 30_000);
 });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createChatService } from "../src/chats/service.ts";
 import { type DatabaseHandle, defaultReadPool, openDatabase } from "../src/db/client.ts";
 import { userStreams } from "../src/db/schema.ts";
-import { createSendLimiter } from "../src/limits/send-limiter.ts";
+import { createRateLimiter } from "../src/limits/rate-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
 import { databaseTargets } from "./support/databases.ts";
 
@@ -62,7 +62,7 @@ describe.runIf(postgres)("PostgreSQL timeouts on every session", () => {
       db: healthy.db,
       reads: healthy.reads,
       publish: () => {},
-      sendLimiter: createSendLimiter({ perMinute: 1_000 }),
+      limits: createRateLimiter({ limits: { send: 1_000 } }),
     });
     const { chat } = await chats.open(9_201, 77, 9_202);
     // Twice the read pool's connections, each busy for 1.5 s: reads queue behind them.
@@ -87,7 +87,7 @@ describe.runIf(postgres)("PostgreSQL timeouts on every session", () => {
     const messages = createMessageService({
       db: healthy.db,
       publish: async () => {},
-      sendLimiter: createSendLimiter({ perMinute: 1_000 }),
+      limits: createRateLimiter({ limits: { send: 1_000 } }),
     });
     const { chat } = await chats.open(9_101, 9_102, 1);
 

@@ -877,6 +877,36 @@ describe("send", () => {
     expect(h.client.mode).toBe("live");
   });
 
+  it("rejects a send refused `blocked` at once with 403 (WebSocket and REST), never retried; the next send goes", async () => {
+    const h = harness({ dropsBeforePolling: 1 });
+    await startLive(h);
+    h.server.refuseNextSends({ code: "blocked", message: "one of you has blocked the other" });
+    const overSocket = watch(h.client.send(h.chat.id, "are you there?", "cm-b1"));
+    const after = watch(h.client.send(h.chat.id, "after the unblock", "cm-b2"));
+    await settle();
+    // The same status as REST answers, so that a page tells "blocked" from a bad request either way.
+    expect(overSocket.error).toBeInstanceOf(ChatApiError);
+    expect(overSocket.error).toMatchObject({ status: 403, code: "blocked", retryable: false });
+    // The refusal does not hold the outbox: the send made after it is stored.
+    expect(after.value).toMatchObject({ client_msg_id: "cm-b2" });
+
+    h.server.upgrades = "refuse";
+    h.server.lastSocket.drop();
+    await settle();
+    expect(h.client.mode).toBe("polling");
+    h.server.refuseNextSends({ code: "blocked" });
+    const overRest = watch(h.client.send(h.chat.id, "still there?", "cm-b3"));
+    await settle();
+    expect(overRest.error).toMatchObject({ status: 403, code: "blocked" });
+    await advance(60_000);
+    // Tried once each: nothing retries a block.
+    expect(h.server.sockets[0]?.sentOfType("send_message").map((f) => f.client_msg_id)).toEqual(["cm-b1", "cm-b2"]);
+    expect(h.sends().map((r) => [r.status, (r.body as { client_msg_id: string }).client_msg_id])).toEqual([
+      [403, "cm-b3"],
+    ]);
+    expect(h.server.messagesIn(h.chat.id).map((m) => m.client_msg_id)).toEqual(["cm-b2"]);
+  });
+
   it("waits retry_after_ms after rate_limited over the socket, then sends again", async () => {
     const h = harness();
     await startLive(h);

@@ -2,7 +2,7 @@ import { Limits } from "../codes.ts";
 import type { ChatEvent, Message, ServerFrame } from "../protocol.ts";
 import { backoff, randomId } from "./backoff.ts";
 import { Emitter } from "./emitter.ts";
-import { ChatApi, ChatApiError } from "./rest.ts";
+import { ChatApi, ChatApiError, type ReportRequest } from "./rest.ts";
 import type {
   ChatClientEvents,
   ChatClientMode,
@@ -26,6 +26,8 @@ const CLOSE_DEAD = 4000;
  * Fix: internal_error ("could not handle this frame: retry") and shutting_down were mapped to 400 and rejected.
  */
 const SEND_ERROR_STATUS: Record<string, number> = {
+  // One of the two blocks the other (CONTRACT §10): the page tells it apart from a bad request.
+  blocked: 403,
   rate_limited: 429,
   storage_unavailable: 503,
   shutting_down: 503,
@@ -315,6 +317,28 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     if (result.unread_count > 0) chats[String(chatId)] = result.unread_count;
     else delete chats[String(chatId)];
     this.setUnread({ total: this.unreadCounts.total - before + result.unread_count, chats });
+  }
+
+  /**
+   * Blocks `userId` (CONTRACT §10): neither can send to the other or open a chat with the other, and
+   * their presence and typing stop both ways. This user's devices hear `user_blocked` as an event.
+   */
+  block(userId: number): Promise<void> {
+    return this.api.block(userId);
+  }
+
+  unblock(userId: number): Promise<void> {
+    return this.api.unblock(userId);
+  }
+
+  /** Whom this user blocks, the most recently blocked first. */
+  blocks(): Promise<{ user_id: number; created_at: string }[]> {
+    return this.api.blocks();
+  }
+
+  /** Reports a message, a chat or a user to the platform; the same report again answers the same id. */
+  report(report: ReportRequest): Promise<{ id: number }> {
+    return this.api.report(report);
   }
 
   /** The one place where the mode changes, and with it the timers and sockets that belong to each mode. */

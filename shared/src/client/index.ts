@@ -1,3 +1,3 @@
 export { ChatClient, POLLING_WARNING } from "./chat-client.ts";
-export { ChatApi, ChatApiError } from "./rest.ts";
+export { ChatApi, ChatApiError, type ReportRequest } from "./rest.ts";
 export type * from "./types.ts";

@@ -1,4 +1,11 @@
-import type { Chat, ChatEvent, ChatSummary, Message } from "../protocol.ts";
+import type { Chat, ChatEvent, ChatSummary, Message, ReportReason } from "../protocol.ts";
+
+/** What `report` names: exactly one message, chat or user, with a reason and an optional note (CONTRACT §10). */
+export type ReportRequest = { reason: ReportReason; note?: string } & (
+  | { message_id: number }
+  | { chat_id: number }
+  | { user_id: number }
+);
 
 /** An answer the server gave with an error body; `status` 0 means the request never got an answer. */
 export class ChatApiError extends Error {
@@ -118,5 +125,22 @@ export class ChatApi {
   }
   unread() {
     return this.request<{ total: number; chats: Record<string, number> }>("GET", "/api/v1/chats/unread");
+  }
+  /** Neither can send to the other or open a chat with the other; their presence and typing stop both ways. */
+  block(userId: number) {
+    return this.request<void>("POST", `/api/v1/users/${userId}/block`);
+  }
+  unblock(userId: number) {
+    return this.request<void>("DELETE", `/api/v1/users/${userId}/block`);
+  }
+  /** Whom this user blocks, the most recently blocked first. */
+  blocks() {
+    return this.request<{ blocks: { user_id: number; created_at: string }[] }>("GET", "/api/v1/blocks").then(
+      (r) => r.blocks,
+    );
+  }
+  /** The same report of the same target again answers the same id. */
+  report(report: ReportRequest) {
+    return this.request<{ id: number }>("POST", "/api/v1/reports", report);
   }
 }

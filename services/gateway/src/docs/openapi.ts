@@ -8,6 +8,7 @@
  */
 import { OpenAPIRegistry, OpenApiGeneratorV31, type ResponseConfig } from "@asteasolutions/zod-to-openapi";
 import {
+  blocksListSchema,
   chatSchema,
   chatsListSchema,
   createChatBody,
@@ -22,6 +23,8 @@ import {
   messageSchema,
   messagesPageSchema,
   readResultSchema,
+  reportCreatedSchema,
+  reportReasons,
   sendMessageBody,
   unreadSchema,
   wsTokenResponseSchema,
@@ -60,6 +63,28 @@ const sendMessageRequest = sendMessageBody
   .meta({ id: "SendMessageBody", description: "`client_msg_id` (1–64 characters) makes a retry safe." });
 const editMessageRequest = editMessageBody.extend({ content: documentedContent }).meta({ id: "EditMessageBody" });
 const markReadRequest = markReadBody.meta({ id: "MarkReadBody" });
+/**
+ * `reportBody` (shared/src/protocol.ts) checks its note and its single target with refinements; the same
+ * rules as keywords: a note of at most `Limits.reportNoteChars` code points, and exactly one target (`oneOf`
+ * of the three `required`: a body with two targets matches two of them and fails).
+ */
+const reportRequest = z
+  .object({
+    reason: z.enum(reportReasons),
+    note: z
+      .string()
+      .max(Limits.reportNoteChars)
+      .nullish()
+      .meta({ description: `optional, at most ${Limits.reportNoteChars} characters (code points)` }),
+    message_id: z.number().int().positive().optional().meta({ description: "a message of a chat you take part in" }),
+    chat_id: z.number().int().positive().optional().meta({ description: "a chat you take part in" }),
+    user_id: z.number().int().positive().optional().meta({ description: "a user you share a chat with" }),
+  })
+  .meta({
+    id: "ReportBody",
+    description: "Exactly one of `message_id`, `chat_id` and `user_id`: what you report.",
+    oneOf: [{ required: ["message_id"] }, { required: ["chat_id"] }, { required: ["user_id"] }],
+  });
 
 const healthSchema = z.object({ status: z.literal("ok") }).meta({ id: "Health" });
 const readySchema = z
@@ -93,6 +118,7 @@ const forwardedErrors: Record<string, ResponseConfig> = {
 const badRequest = error("validation failed (`validation_failed`, `bad_json`)");
 const notParticipant = error("not found, or the caller is not a participant (the two are not told apart)");
 const storageUnavailable = error("the message store is unavailable (`storage_unavailable`); retry shortly");
+const blocked = error("either of the two users blocks the other (`blocked`)");
 
 /** Either credential of CONTRACT §2 will do. */
 const accessTokenSecurity: Record<string, string[]>[] = [{ bearerAuth: [] }, { cookieAuth: [] }];
@@ -181,6 +207,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       200: ok("the existing chat", chatSchema),
       201: ok("a new chat", chatSchema),
       400: error("validation failed, or chatting with oneself (`self_chat`)"),
+      403: blocked,
       ...forwardedErrors,
       503: storageUnavailable,
     },
@@ -254,6 +281,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       200: ok("a repeated client_msg_id of the same sender: the same message again", messageSchema),
       201: ok("the stored message", messageSchema),
       400: error(`empty, only white space, or over ${Limits.maxContentChars} characters; or another bad field`),
+      403: blocked,
       404: notParticipant,
       409: error("client_msg_id already used in another chat (`conflict`)"),
       429: {
@@ -294,7 +322,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     responses: {
       200: ok("the edited message", messageSchema),
       400: badRequest,
-      403: error("the other participant's message (`forbidden`)"),
+      403: error("the other participant's message (`forbidden`), or either participant blocks the other (`blocked`)"),
       404: notParticipant,
       409: error("the message is deleted (`conflict`)"),
       ...forwardedErrors,
@@ -337,6 +365,78 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     responses: {
       200: ok("the events after `after`, and the cursor for the next call", eventsPageSchema),
       400: badRequest,
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  for (const [method, summary, description] of [
+    [
+      "post",
+      "Block a user",
+      "While either of two users blocks the other, neither can send to the other, edit a message in their " +
+        "chats or open a chat with the other (403 `blocked`), nor see the other's typing and presence; their chats " +
+        "stay readable. The blocker's own devices hear `user_blocked`; the blocked user is told nothing until they " +
+        "send. Blocking a user one blocks already changes nothing.",
+    ],
+    ["delete", "Unblock a user", "The blocker's own devices hear `user_unblocked`. Unblocking twice changes nothing."],
+  ] as const) {
+    registry.registerPath({
+      method,
+      path: "/api/v1/users/{id}/block",
+      operationId: method === "post" ? "blockUser" : "unblockUser",
+      tags: ["safety"],
+      summary,
+      description,
+      security: accessTokenSecurity,
+      request: { params: idParams("user") },
+      responses: {
+        204: { description: "done (or nothing to do)" },
+        400: error("a bad id, or yourself (`validation_failed`)"),
+        ...(method === "post"
+          ? { 409: error("you block too many users already: unblock one first (`conflict`)") }
+          : {}),
+        ...forwardedErrors,
+        503: storageUnavailable,
+      },
+    });
+  }
+
+  registry.registerPath({
+    method: "get",
+    path: "/api/v1/blocks",
+    operationId: "listBlocks",
+    tags: ["safety"],
+    summary: "Whom I block",
+    security: accessTokenSecurity,
+    responses: {
+      200: ok("the users I block", blocksListSchema),
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "post",
+    path: "/api/v1/reports",
+    operationId: "report",
+    tags: ["safety"],
+    summary: "Report a message, a chat or a user to the platform",
+    description:
+      "The report keeps the reported message as it was when reported. Reports are limited per user per hour; " +
+      "a repeated report of the same target answers 200 and does not count.",
+    security: accessTokenSecurity,
+    request: { body: { required: true, content: json(reportRequest) } },
+    responses: {
+      200: ok("you reported this target before: that report", reportCreatedSchema),
+      201: ok("the new report", reportCreatedSchema),
+      400: error("validation failed, or your own message or yourself (`validation_failed`, `bad_json`)"),
+      404: error("a message or chat you take no part in, or a user who shares no chat with you"),
+      429: {
+        description: "too many reports (`rate_limited`)",
+        headers: z.object({ "Retry-After": z.number().int().positive().meta({ description: "seconds" }) }),
+        content: json(errorBodySchema),
+      },
       ...forwardedErrors,
       503: storageUnavailable,
     },
@@ -401,7 +501,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       title: "listings-chat gateway",
       version: gatewayPackage.version,
       description:
-        "The public HTTP API of the gateway (CONTRACT §2–§4). `/api/v1` is forwarded to a chat instance once " +
+        "The public HTTP API of the gateway (CONTRACT §2–§4, §10). `/api/v1` is forwarded to a chat instance once " +
         'the access token is verified. Every error has the body `{"error": {"code", "message"}}`. ' +
         `\`/internal/…\` always answers 404. WebSocket frames: ${WS_FRAMES_DOC}.`,
     },
@@ -410,6 +510,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       { name: "chats" },
       { name: "messages" },
       { name: "events" },
+      { name: "safety", description: "blocks and reports (CONTRACT §10)" },
       { name: "ops" },
       ...(options.devAuth ? [{ name: "development", description: "only with DEV_AUTH=1" }] : []),
     ],

@@ -32,6 +32,9 @@ const FORWARDED_HANDSHAKE_HEADERS = [
   "user-agent",
 ];
 
+/** The instance's answer to a ws-token it has already seen (another gateway opened a socket with it). */
+const TOKEN_USED_MESSAGE = "the ws-token was already used: fetch a new one from /api/v2/ws-token";
+
 /** How long the client of a pipe whose instance has closed may take to read what is left. */
 const CLIENT_FLUSH_MS = 5_000;
 
@@ -123,9 +126,10 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
   /**
    * Tries the instances in turn; the first 101 wins. Each hop waits for a slot at its instance first
    * (upgrade-admission.ts): a full queue there counts as busy. An instance's 4xx other than 401 is its
-   * verdict on the handshake itself and ends the search; 401 (another INTERNAL_TOKEN), 5xx and failures
-   * try the next one. A 503 with Retry-After is an instance that is alive but busy: the next one is tried,
-   * and it is not put to the back of the queue for everyone (only no answer, or another failure, does that).
+   * verdict on the handshake itself (409: the ws-token was already used) and ends the search; 401 (another
+   * INTERNAL_TOKEN), 5xx and failures try the next one. A 503 with Retry-After is an instance that is alive
+   * but busy: the next one is tried, and it is not put to the back of the queue for everyone (only no answer,
+   * or another failure, does that).
    * The slot of a 101 goes with it: it is given back once the instance greets the socket.
    */
   async function upgradeAtSomeInstance(
@@ -297,6 +301,10 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         "x-user-id": String(grant.userId),
         "x-internal-token": options.internalToken,
         "x-gateway-id": options.gatewayId,
+        // The instance refuses a second upgrade with the same token (409): without Redis, each gateway's replay
+        // store knows only its own upgrades, and the one instance (CONTRACT §1) sees them all.
+        "x-ws-token-id": grant.tokenId,
+        "x-ws-token-expires": String(Math.ceil(grant.expiresAt / 1_000)),
       };
       for (const name of FORWARDED_HANDSHAKE_HEADERS) {
         const value = req.headers[name];
@@ -336,6 +344,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
         return;
       }
       if ("refusedWith" in outcome) {
+        if (outcome.refusedWith === 409) return refuse(socket, 401, ErrorCode.unauthorized, TOKEN_USED_MESSAGE);
         return refuse(socket, 400, ErrorCode.validationFailed, "the chat service refused this WebSocket handshake");
       }
       await giveTokenBack(grant);

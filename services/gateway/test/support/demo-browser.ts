@@ -50,7 +50,8 @@ export function requireChromium(file: string): void {
 }
 
 export interface DemoDebug {
-  events: { event_id: number; type: string; chat_id: number; message_id?: number }[];
+  /** `chat_id` is absent on `user_blocked` / `user_unblocked` (a block is of a person, not of a chat). */
+  events: { event_id: number; type: string; chat_id?: number; message_id?: number }[];
   anomalies: string[];
   modes: { to: string; at: number }[];
 }

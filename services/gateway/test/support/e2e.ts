@@ -201,7 +201,7 @@ export async function startE2EGateway(options: E2EGatewayOptions): Promise<E2EGa
     host: "127.0.0.1",
     chatUpstreams: options.chatUpstreams,
     internalToken: options.internalToken,
-    accessTokens: { key: { kind: "secret", secret: jwtSecret } },
+    accessTokens: { key: { kind: "secret", secret: jwtSecret }, maxAgeSeconds: 86_400 },
     wsTokens: { secret: randomSecret(), ttlSeconds: 60 },
     maxSocketsPerUser: 10,
     upstreamConnectTimeoutMs: 500,

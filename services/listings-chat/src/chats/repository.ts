@@ -1,10 +1,10 @@
 import type { Chat } from "@listings-chat/shared";
-import { and, desc, eq, sql } from "drizzle-orm";
+import { and, desc, eq, or, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { preparedPerDatabase } from "../db/prepared.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { chatParticipants, chats } from "../db/schema.ts";
-import { notFound } from "../errors.ts";
+import { blockedError, notFound } from "../errors.ts";
 import { type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 
 /** The chat, when `userId` takes part in it; otherwise the same 404 as for a chat that does not exist. */
@@ -28,14 +28,20 @@ const participantChatQuery = preparedPerDatabase((db) =>
 
 interface OpenRow extends AppendedRow {
   created: boolean;
-  chat: Chat;
+  chat: Chat | null;
+  /** Either of the two blocks the other: no chat, new or existing, is opened (403 `blocked`). */
+  blocked: boolean;
 }
 
-/** The chat of (listing, buyer, seller), created with its participants and its event on first contact. */
+/**
+ * The chat of (listing, buyer, seller), created with its participants and its event on first contact.
+ * Throws the 403 `blocked` while either of the two blocks the other.
+ */
 export async function openChat(db: Database, listingId: number, buyerId: number, sellerId: number) {
   const rows = rowsOf<OpenRow>(
     await db.execute(sql`select * from lc_open_chat(${listingId}, ${buyerId}, ${sellerId})`),
   );
+  if (rows[0]?.blocked) throw blockedError();
   const chat = rows[0]?.chat;
   if (!chat) throw new Error("lc_open_chat returned no row");
   return { chat, created: rows[0]!.created, events: addressedEvents(rows, { type: "chat_created", chat }) };
@@ -95,10 +101,16 @@ export async function markRead(db: Database, userId: number, chatId: number, mes
   return { unread: Number(first.unread_count), events };
 }
 
+/** Both participants of the chat have written in it (CONTRACT §10: presence and typing pass between them). */
+const mutual = and(eq(chats.buyerWrote, true), eq(chats.sellerWrote, true));
+
 /**
- * The other participants of `userId`'s `limit` most recently active chats: whose presence their page is
- * shown, and who hears about theirs. Bounded, so that a seller with 100,000 chats costs what a page shows
- * (a range scan of `chat_participants_user_activity_idx`), not what the account holds.
+ * Of `userId`'s `limit` most recently active chats, the other participants with whom presence is shared
+ * (CONTRACT §10): both wrote in that chat and neither blocks the other. Whose presence their page is shown,
+ * and who hears about theirs. Bounded, so that a seller with 100,000 chats costs what a page shows: a range
+ * scan of `chat_participants_user_activity_idx` that stops at `limit`, then a key lookup of each chat and
+ * two probes of the blocks' key. The filter comes after the limit, so chats where only one side wrote take
+ * places in the window rather than making the scan longer.
  */
 export async function recentContactsOf(db: Database, userId: number, limit: number): Promise<number[]> {
   const rows = await recentContactsQuery(db).execute({ userId, limit });
@@ -107,13 +119,62 @@ export async function recentContactsOf(db: Database, userId: number, limit: numb
 
 const recentContactsQuery = preparedPerDatabase((db) => {
   const userId = sql.placeholder("userId");
-  const other = sql<number>`case when ${chats.buyerId} = ${userId} then ${chats.sellerId} else ${chats.buyerId} end`;
-  return db
-    .select({ userId: other.mapWith(Number) })
+  const recent = db
+    .select({ chatId: chatParticipants.chatId, lastActivityAt: chatParticipants.lastActivityAt })
     .from(chatParticipants)
-    .innerJoin(chats, eq(chats.id, chatParticipants.chatId))
     .where(eq(chatParticipants.userId, userId))
     .orderBy(desc(chatParticipants.lastActivityAt), desc(chatParticipants.chatId))
     .limit(sql.placeholder("limit"))
+    .as("recent");
+  const other = sql<number>`case when ${chats.buyerId} = ${userId} then ${chats.sellerId} else ${chats.buyerId} end`;
+  return db
+    .select({ userId: other.mapWith(Number) })
+    .from(recent)
+    .innerJoin(chats, eq(chats.id, recent.chatId))
+    .where(and(mutual, sql`not lc_blocked(${chats.buyerId}, ${chats.sellerId})`))
+    .orderBy(desc(recent.lastActivityAt), desc(recent.chatId))
     .prepare("lc_recent_contacts");
 });
+
+/**
+ * Whether typing and presence may pass between `userA` and `userB` in `chatId` (CONTRACT §10): they are its
+ * two participants, both have written in it, and neither blocks the other. One key lookup of the chat and
+ * two probes of the blocks' key.
+ */
+export async function sharesPresence(db: Database, chatId: number, userA: number, userB: number): Promise<boolean> {
+  const rows = await sharesPresenceQuery(db).execute({ chatId, userA, userB });
+  return rows.length > 0;
+}
+
+const sharesPresenceQuery = preparedPerDatabase((db) => {
+  const a = sql.placeholder("userA");
+  const b = sql.placeholder("userB");
+  return db
+    .select({ id: chats.id })
+    .from(chats)
+    .where(
+      and(
+        eq(chats.id, sql.placeholder("chatId")),
+        or(and(eq(chats.buyerId, a), eq(chats.sellerId, b)), and(eq(chats.buyerId, b), eq(chats.sellerId, a))),
+        mutual,
+        sql`not lc_blocked(${chats.buyerId}, ${chats.sellerId})`,
+      ),
+    )
+    .prepare("lc_shares_presence");
+});
+
+/** The chat of (listing, buyer, seller) when it exists, in the same shape `openChat` answers with. */
+export async function findChat(
+  db: Database,
+  listingId: number,
+  buyerId: number,
+  sellerId: number,
+): Promise<Chat | undefined> {
+  const rows = rowsOf<{ chat: Chat }>(
+    await db.execute(
+      sql`select lc_chat_json(c) as chat from chats c
+          where c.listing_id = ${listingId} and c.buyer_id = ${buyerId} and c.seller_id = ${sellerId}`,
+    ),
+  );
+  return rows[0]?.chat;
+}

@@ -1,9 +1,12 @@
 import type { Chat, ChatSummary } from "@listings-chat/shared";
 import { ErrorCode } from "@listings-chat/shared";
 import type { Database } from "../db/client.ts";
-import { ChatError, storing } from "../errors.ts";
+import { blockedError, ChatError, notFound, RateLimitedError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
-import { chatListBody, markRead, openChat, unreadBody } from "./repository.ts";
+import { createRateLimiter, type RateLimiter } from "../limits/rate-limiter.ts";
+import { eitherBlocks } from "../safety/blocks.ts";
+import { createReadCoalescing } from "./read-coalescing.ts";
+import { chatListBody, findChat, markRead, openChat, unreadBody } from "./repository.ts";
 
 /** How many chats the badge answer lists by name (the total counts them all): the chat list's first page. */
 export const UNREAD_CHATS_LISTED = 100;
@@ -13,20 +16,65 @@ export interface ChatServiceDeps {
   /** The pool of page reads (lists, badges); `db` when there is one pool. */
   reads?: Database;
   publish: PublishEvent;
+  /** Chat opens per user; the contract's limits, counted in this process, when not given. */
+  limits?: RateLimiter;
+  /** How far apart one user's read markers in one chat are stored (CONTRACT §10: 1 s). */
+  readWindowMs?: number;
 }
+
+/** Of a user's read markers in one chat, at most one is stored per this; the others are merged into it. */
+export const READ_WINDOW_MS = 1_000;
+
+const unknownMessage = notFound("message").message;
 
 export type ChatService = ReturnType<typeof createChatService>;
 
 /** Opening chats, listing them, unread counts and read receipts. */
-export function createChatService({ db, reads = db, publish }: ChatServiceDeps) {
+export function createChatService({
+  db,
+  reads = db,
+  publish,
+  limits = createRateLimiter(),
+  readWindowMs = READ_WINDOW_MS,
+}: ChatServiceDeps) {
+  const reading = createReadCoalescing({
+    windowMs: readWindowMs,
+    async store(userId, chatId, messageId) {
+      const { unread, events } = await storing(() => markRead(db, userId, chatId, messageId));
+      if (events.length > 0) publish(events);
+      return { chat_id: chatId, message_id: messageId, unread_count: unread };
+    },
+    // A message id of another chat (or none) fails only the callers who named it.
+    refusesTheId: (error) => error instanceof ChatError && error.message === unknownMessage,
+  });
   const listBody = (userId: number, limit: number) => storing(() => chatListBody(reads, userId, limit));
   const badgeBody = (userId: number) => storing(() => unreadBody(reads, userId, UNREAD_CHATS_LISTED));
   return {
-    /** The chat of (listing, buyer, seller), created on first contact. */
+    /**
+     * The chat of (listing, buyer, seller), created on first contact. A new chat counts in the buyer's
+     * CHAT_OPEN_LIMIT_PER_HOUR; opening one that exists does not, and is answered past the limit too.
+     */
     async open(buyerId: number, listingId: number, sellerId: number): Promise<{ chat: Chat; created: boolean }> {
       if (buyerId === sellerId) throw new ChatError(ErrorCode.selfChat, 400, "you cannot open a chat with yourself");
-      const { chat, created, events } = await storing(() => openChat(db, listingId, buyerId, sellerId));
+      try {
+        await storing(() => limits.consume("chat_open", buyerId));
+      } catch (error) {
+        if (!(error instanceof RateLimitedError)) throw error;
+        const existing = await storing(() => findChat(db, listingId, buyerId, sellerId));
+        // Answered as it would be under the limit: a blocked pair is refused, not shown the chat again.
+        if (existing && (await storing(() => eitherBlocks(db, buyerId, sellerId)))) throw blockedError();
+        if (existing) return { chat: existing, created: false };
+        throw error;
+      }
+      const { chat, created, events } = await storing(() => openChat(db, listingId, buyerId, sellerId)).catch(
+        async (error: unknown) => {
+          await limits.refund("chat_open", buyerId);
+          throw error;
+        },
+      );
       if (created) publish(events);
+      // The same chat as before: nothing new, so it does not count.
+      else await limits.refund("chat_open", buyerId);
       return { chat, created };
     },
 
@@ -50,11 +98,12 @@ export function createChatService({ db, reads = db, publish }: ChatServiceDeps) 
       return JSON.parse(await badgeBody(userId)) as { total: number; chats: Record<string, number> };
     },
 
-    /** Marks everything up to `messageId` read; emits `message_read` only when the marker moved. */
-    async markRead(userId: number, chatId: number, messageId: number) {
-      const { unread, events } = await storing(() => markRead(db, userId, chatId, messageId));
-      if (events.length > 0) publish(events);
-      return { chat_id: chatId, message_id: messageId, unread_count: unread };
-    },
+    /**
+     * Marks everything up to `messageId` read; emits `message_read` only when the marker moved. Never
+     * refused, but coalesced (read-coalescing.ts): a marker within `readWindowMs` of the chat's previous one
+     * waits for the window's end and is stored with the others of that window as their highest, and the
+     * answer says what was stored (`message_id` may be higher than the one asked for).
+     */
+    markRead: (userId: number, chatId: number, messageId: number) => reading.markRead(userId, chatId, messageId),
   };
 }

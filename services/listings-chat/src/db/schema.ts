@@ -1,6 +1,7 @@
 import { sql } from "drizzle-orm";
 import {
   bigint,
+  boolean,
   check,
   index,
   integer,
@@ -26,9 +27,20 @@ export const chats = pgTable(
     lastActivityAt: timestamp("last_activity_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
     /** The newest message, kept by the send: "the last message of each listed chat" is one key lookup each. */
     lastMessageId: bigint("last_message_id", { mode: "number" }),
+    /**
+     * Whether the buyer, and the seller, have sent a message here: presence and typing pass only between two
+     * people who both wrote (CONTRACT §10). Kept by the send in the update of the chat it makes anyway, so
+     * they cost no row version; on the chat, not the participants, so that "my recent contacts who wrote
+     * back" reads the row the contacts query joins already.
+     */
+    buyerWrote: boolean("buyer_wrote").notNull().default(false),
+    sellerWrote: boolean("seller_wrote").notNull().default(false),
   },
   (t) => [
     uniqueIndex("chats_listing_buyer_seller_key").on(t.listingId, t.buyerId, t.sellerId),
+    // "Do these two share a chat?" (a report of a user): two probes, one per role. Written only when a chat
+    // is created: the columns never change, so the send's update of the chat stays HOT.
+    index("chats_buyer_seller_idx").on(t.buyerId, t.sellerId),
     check("chats_buyer_is_not_seller", sql`${t.buyerId} <> ${t.sellerId}`),
   ],
 );
@@ -81,6 +93,8 @@ export const messages = pgTable(
     createdAt: createdAt(),
     editedAt: timestamp("edited_at", { withTimezone: true, mode: "date" }),
     deletedAt: timestamp("deleted_at", { withTimezone: true, mode: "date" }),
+    /** Ids of the content rules that flagged the message (CONTRACT §10): for the platform, never shown to users. */
+    flags: text("flags").array().notNull().default(sql`'{}'::text[]`),
   },
   (t) => [
     index("messages_chat_id_idx").on(t.chatId, t.id.desc()),
@@ -91,15 +105,14 @@ export const messages = pgTable(
 /**
  * Every stored change, once, whoever sees it. Its payload is what the API shows, except for the message of
  * a message event, read from `messages` as it is now (lc_stream_page; not copied here since 0006). Which
- * users see it, and under which `event_id` of theirs, is in `user_events`.
+ * users see it, and under which `event_id` of theirs, is in `user_events`. `chat_id` is null for an event
+ * of one user's own that belongs to no chat (`user_blocked`, `user_unblocked`: lc_append_user_event).
  */
 export const chatEvents = pgTable(
   "chat_events",
   {
     id: bigint("id", { mode: "number" }).primaryKey().generatedByDefaultAsIdentity(),
-    chatId: bigint("chat_id", { mode: "number" })
-      .notNull()
-      .references(() => chats.id, { onDelete: "cascade" }),
+    chatId: bigint("chat_id", { mode: "number" }).references(() => chats.id, { onDelete: "cascade" }),
     type: text("type").notNull(),
     messageId: bigint("message_id", { mode: "number" }),
     payload: jsonb("payload").notNull(),
@@ -137,4 +150,61 @@ export const userStreams = pgTable("user_streams", {
   lastEventId: bigint("last_event_id", { mode: "number" }).notNull(),
   /** The sum of the user's `unread_count`s, kept with them: the badge's total without reading every chat. */
   unreadTotal: bigint("unread_total", { mode: "number" }).notNull().default(0),
+});
+
+/**
+ * Who blocks whom (CONTRACT §10). While either of two users blocks the other, neither can send to the other,
+ * edit a message in their chats or open a chat with the other (lc_send_messages, lc_edit_message,
+ * lc_open_chat). Every check asks for one pair in both directions: two probes of the key, so no index on
+ * `blocked_id` is needed.
+ */
+export const blocks = pgTable(
+  "blocks",
+  {
+    blockerId: bigint("blocker_id", { mode: "number" }).notNull(),
+    blockedId: bigint("blocked_id", { mode: "number" }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.blockerId, t.blockedId] }),
+    check("blocks_not_self", sql`${t.blockerId} <> ${t.blockedId}`),
+  ],
+);
+
+export const reportReasons = ["spam", "scam", "harassment", "inappropriate", "other"] as const;
+export const reportTargets = ["message", "chat", "user"] as const;
+
+/**
+ * A user's report of a message, a chat or a user (CONTRACT §10): one per reporter and target. `message` is
+ * the reported message as the API showed it when it was reported, kept whatever happens to it later.
+ */
+export const reports = pgTable(
+  "reports",
+  {
+    id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+    reporterId: bigint("reporter_id", { mode: "number" }).notNull(),
+    reason: text("reason", { enum: reportReasons }).notNull(),
+    note: text("note"),
+    targetType: text("target_type", { enum: reportTargets }).notNull(),
+    targetId: bigint("target_id", { mode: "number" }).notNull(),
+    message: jsonb("message"),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex("reports_reporter_target_key").on(t.reporterId, t.targetType, t.targetId),
+    check("reports_reason_known", sql`${t.reason} in ('spam', 'scam', 'harassment', 'inappropriate', 'other')`),
+    check("reports_target_known", sql`${t.targetType} in ('message', 'chat', 'user')`),
+  ],
+);
+
+/**
+ * What the platform is to hear about safety (CONTRACT §9: `report.created`, `user.blocked`,
+ * `user.unblocked`), written in the transaction of the change, `data` exactly the webhook's: the outbox the
+ * webhook sender will drain (until it exists, they wait here, in `id` order).
+ */
+export const safetyEvents = pgTable("safety_events", {
+  id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+  type: text("type", { enum: ["report.created", "user.blocked", "user.unblocked"] }).notNull(),
+  data: jsonb("data").notNull(),
+  createdAt: createdAt(),
 });

@@ -8,7 +8,7 @@ import type { AddressedEvent } from "./log.ts";
  * What travels on the bus: a stored event for one user, or a frame that is not stored (typing, presence)
  * for the users of one shard.
  */
-export type BusMessage = EventMessage | FrameMessage;
+export type BusMessage = EventMessage | FrameMessage | ContactMessage;
 
 interface EventMessage {
   kind: "event";
@@ -23,6 +23,23 @@ interface FrameMessage {
   frame: ServerControlFrame;
   /** Orders reports about one user's presence (see presence/presence.ts). */
   version?: number;
+}
+
+/**
+ * Whether `userId`'s sockets may show `contact`'s presence (CONTRACT §10: both wrote in a chat they share and
+ * neither blocks the other), sent when that changes: a first reply, a block, an unblock. Not stored: a socket
+ * that connects later reads its contacts from the database.
+ */
+export interface ContactMessage {
+  kind: "contact";
+  userId: number;
+  contact: number;
+  shared: boolean;
+}
+
+/** Puts a contact change on the shard of the user it is for. */
+export function publishContact(bus: Bus, message: ContactMessage): Promise<void> {
+  return bus.publish(shardOf(message.userId), JSON.stringify(message));
 }
 
 /** Puts an event on the shard of the user it is for. */

@@ -13,6 +13,8 @@ import type { Database } from "../db/client.ts";
 import { ChatError, storing } from "../errors.ts";
 import { lastEventId, readStreamPage } from "../events/log.ts";
 import type { MessageService } from "../messages/service.ts";
+import { createSafetyRoutes } from "../safety/routes.ts";
+import type { SafetyService } from "../safety/service.ts";
 import { jsonBody, optionalInt, pageLimit, positiveInt } from "./validation.ts";
 
 export type ApiEnv = { Variables: { userId: number } };
@@ -22,10 +24,12 @@ export interface ApiDeps {
   db: Database;
   chats: ChatService;
   messages: MessageService;
+  /** Blocks and reports (CONTRACT §10). */
+  safety: SafetyService;
 }
 
 /** The chat REST API of CONTRACT §4, for the user the gateway names in `X-User-Id`. */
-export function createApiRoutes({ db, chats, messages }: ApiDeps) {
+export function createApiRoutes({ db, chats, messages, safety }: ApiDeps) {
   const api = new Hono<ApiEnv>();
 
   api.use(async (c, next) => {
@@ -102,6 +106,8 @@ export function createApiRoutes({ db, chats, messages }: ApiDeps) {
       }),
     );
   });
+
+  api.route("/", createSafetyRoutes(safety));
 
   return api;
 }

@@ -56,6 +56,9 @@ const SLOW_CONSUMER_GRACE_MS = 5_000;
 /** Pings the server sent that a pong may still answer: the latest two (a late pong to the one before counts). */
 const PINGS_REMEMBERED = 2;
 
+/** Chats whose `mark_read` a socket may have being stored at once before its queue waits for one. */
+const MARKS_IN_FLIGHT = 8;
+
 /** A replay page the client did not take in time: the socket is closed instead of waiting on it. */
 class ReplayStalled extends Error {}
 
@@ -88,6 +91,8 @@ export class Connection {
   private readonly inbound: Array<() => Promise<void>> = [];
   private handling = false;
   private paused = false;
+  /** Per chat, the `mark_read` being stored for this socket and the highest id asked for since. */
+  private readonly marks = new Map<number, { latest: number }>();
   /** When the latest replay started (the upgrade's `after=` counts): `resume` is limited from it. */
   private lastReplayAt = Number.NEGATIVE_INFINITY;
   private readonly knownChats = new Map<number, ChatRow>();
@@ -95,6 +100,8 @@ export class Connection {
   /** The newest presence known of each contact, and whether the client has been told about presence yet. */
   private readonly presence = new Map<number, { online: boolean; version: number; shown: boolean }>();
   private presenceShown = false;
+  /** Users this socket may no longer show (a block): shown offline, whatever reports still arrive. */
+  private readonly presenceHidden = new Set<number>();
 
   constructor(
     readonly socket: WebSocket,
@@ -232,9 +239,24 @@ export class Connection {
   private showPresenceOf(userId: number): void {
     const state = this.presence.get(userId);
     // A contact the client was never told about is offline to it.
-    if (!state || state.online === state.shown) return;
-    state.shown = state.online;
-    this.sendFrame({ type: "presence", user_id: userId, online: state.online });
+    if (!state) return;
+    const online = state.online && !this.presenceHidden.has(userId);
+    if (online === state.shown) return;
+    state.shown = online;
+    this.sendFrame({ type: "presence", user_id: userId, online });
+  }
+
+  /** `userId` became a contact of this user (CONTRACT §10): their presence now, and every change from now. */
+  sharePresenceOf(userId: number, state: { online: boolean; version: number }): void {
+    this.presenceHidden.delete(userId);
+    this.applyPresence(userId, state.online, state.version);
+    if (this.presenceShown) this.showPresenceOf(userId);
+  }
+
+  /** `userId` may no longer be shown (a block): offline to this socket, and reports about them ignored. */
+  hidePresenceOf(userId: number): void {
+    this.presenceHidden.add(userId);
+    if (this.presenceShown) this.showPresenceOf(userId);
   }
 
   /** Called by the hub's heartbeat: pings, and drops a peer that missed two pongs in a row. */
@@ -418,7 +440,7 @@ export class Connection {
         return;
       }
       case "mark_read":
-        await this.ctx.chats.markRead(this.userId, frame.chat_id, frame.message_id);
+        await this.markReadSoon(frame.chat_id, frame.message_id);
         return;
       case "typing":
         await this.ctx.relayTyping(this.userId, await this.chat(frame.chat_id), frame.is_typing);
@@ -427,6 +449,34 @@ export class Connection {
         await this.replayFrom(Math.min(frame.after, await this.ctx.events.lastEventId(this.userId)));
         return;
     }
+  }
+
+  /**
+   * Stores a read marker without holding up the frames behind it: the store of a chat's marker may wait up
+   * to 1 s for its coalescing window (chats/read-coalescing.ts). A marker asked for while that chat's store
+   * is on its way only raises the id stored next, so a burst costs one entry per chat, and the highest id
+   * is stored last (CONTRACT §10: never refused, the highest stored). Past MARKS_IN_FLIGHT chats at once,
+   * the queue waits (and so the socket), which bounds what a flood over many chats can hold.
+   */
+  private async markReadSoon(chatId: number, messageId: number): Promise<void> {
+    const pending = this.marks.get(chatId);
+    if (pending) {
+      pending.latest = Math.max(pending.latest, messageId);
+      return;
+    }
+    if (this.marks.size >= MARKS_IN_FLIGHT) {
+      await this.ctx.chats.markRead(this.userId, chatId, messageId);
+      return;
+    }
+    const mark = { latest: messageId };
+    this.marks.set(chatId, mark);
+    void (async () => {
+      for (let stored = 0; mark.latest > stored; ) {
+        stored = mark.latest;
+        await this.ctx.chats.markRead(this.userId, chatId, stored).catch((error) => this.failed(error, undefined));
+      }
+      this.marks.delete(chatId);
+    })();
   }
 
   private async chat(chatId: number): Promise<ChatRow> {

@@ -2,12 +2,17 @@ import { CloseCode, type ServerControlFrame } from "@listings-chat/shared";
 import type { Logger } from "pino";
 import type WebSocket from "ws";
 import { type Bus, shardOf } from "../bus/bus.ts";
-import { recentContactsOf, requireParticipant } from "../chats/repository.ts";
+import { recentContactsOf, requireParticipant, sharesPresence } from "../chats/repository.ts";
 import type { ChatService } from "../chats/service.ts";
 import type { Database } from "../db/client.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { type AddressedEvent, lastEventId, lastEventIds, readEventRange, readStreamPage } from "../events/log.ts";
-import { type BusMessage, publishFrame as publishFrameTo } from "../events/publisher.ts";
+import {
+  type BusMessage,
+  type ContactMessage,
+  publishContact,
+  publishFrame as publishFrameTo,
+} from "../events/publisher.ts";
 import type { TypingGate } from "../limits/typing-gate.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
@@ -21,6 +26,15 @@ import { createEventSequencer } from "./sequencer.ts";
  * what a page shows (its chat list's first page), so a connect costs the same for every account.
  */
 export const PRESENCE_CONTACTS = 100;
+
+/**
+ * How long after a user's last socket here closes their "offline" waits (CONTRACT §10: "offline" only after
+ * a short grace). A socket of theirs back within it cancels it, so a dropped connection that the client
+ * reconnects (its first backoff step is under 1 s, the second under 2 s, a page reload takes a second or two)
+ * and a user who connects and closes in a loop send their contacts nothing. Longer would show a user
+ * who has left as online for longer; a shutdown announces at once instead of waiting.
+ */
+export const PRESENCE_LEAVE_GRACE_MS = 3_000;
 
 export interface HubOptions {
   db: Database;
@@ -40,6 +54,8 @@ export interface HubOptions {
   socketLimits?: Pick<ConnectionContext, "inboundQueueFrames" | "replayPageTimeoutMs" | "resumeIntervalMs">;
   /** The bounds of a replay page (events/log.ts's defaults when not given). */
   replayPage?: { maxEvents?: number; maxBytes?: number };
+  /** PRESENCE_LEAVE_GRACE_MS unless a test shortens it (0: "offline" at once). */
+  presenceLeaveGraceMs?: number;
   /** How often the ends of the followed streams are compared with what was delivered (default 2 s). */
   tailCheckIntervalMs?: number;
   /** Histograms and counters the hub feeds (ops/telemetry.ts); none in tests that do not look. */
@@ -139,6 +155,7 @@ export function createHub(options: HubOptions) {
 
   function route(message: BusMessage) {
     if (message.kind === "frame") return deliverFrame(message);
+    if (message.kind === "contact") return void applyContact(message);
     const stream = streams.get(message.userId);
     // A user of this shard whom this instance does not serve: nothing to do.
     if (!stream) return;
@@ -158,10 +175,47 @@ export function createHub(options: HubOptions) {
     );
   }
 
+  /**
+   * Relays typing to the other participant when the gate lets it through (at most once per 2 s) and the two
+   * share presence (CONTRACT §10: both wrote in the chat, neither blocks the other). The gate is asked
+   * first, so a flood of typing frames costs Redis, not a query each.
+   */
   async function relayTyping(userId: number, chat: ChatRow, isTyping: boolean) {
     if (!(await options.typingGate(userId, chat.id, isTyping))) return;
-    const others = [chat.buyerId, chat.sellerId].filter((id) => id !== userId);
-    void publishFrame({ type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping }, others);
+    const other = chat.buyerId === userId ? chat.sellerId : chat.buyerId;
+    if (!(await sharesPresence(db, chat.id, userId, other))) return;
+    void publishFrame({ type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping }, [other]);
+  }
+
+  /**
+   * A change of whom a user's sockets may show (a first reply made two people contacts; a block or an
+   * unblock), heard from the bus on the instance that holds the user's sockets: a new contact's presence is
+   * read and shown at once (no reconnect needed), a lost one is shown offline and ignored from then on.
+   */
+  async function applyContact({ userId, contact, shared }: ContactMessage) {
+    const set = sockets.get(userId);
+    if (!set) return;
+    if (!shared) {
+      for (const connection of set) connection.hidePresenceOf(contact);
+      return;
+    }
+    const [state] = await presence.states([contact]);
+    for (const connection of sockets.get(userId) ?? []) if (state) connection.sharePresenceOf(contact, state);
+  }
+
+  /** Tells both users' instances that the two may (or may no longer) see each other's presence. */
+  function contactsChanged(userA: number, userB: number, shared: boolean): Promise<unknown> {
+    return Promise.all(
+      [
+        { userId: userA, contact: userB },
+        { userId: userB, contact: userA },
+      ].map((pair) =>
+        publishContact(bus, { kind: "contact", shared, ...pair }).catch((error) => {
+          stats.errorsTotal += 1;
+          log.warn({ err: error }, "could not publish a change of contacts; presence is read again on connect");
+        }),
+      ),
+    );
   }
 
   /**
@@ -276,6 +330,11 @@ export function createHub(options: HubOptions) {
 
   /** Leaves being announced; a shutdown waits for them, so contacts hear "offline" before the bus closes. */
   const leaving = new Set<Promise<unknown>>();
+  /** Users whose last socket here closed within the grace: their leave waits, and a socket of theirs cancels it. */
+  const leavesInGrace = new Map<number, NodeJS.Timeout>();
+  const leaveGraceMs = options.presenceLeaveGraceMs ?? PRESENCE_LEAVE_GRACE_MS;
+  /** Set by `shutdown`: from then on, leaves are announced at once. */
+  let shuttingDown = false;
 
   function detach(connection: Connection) {
     stats.disconnectionsTotal += 1;
@@ -283,16 +342,37 @@ export function createHub(options: HubOptions) {
     if (!set?.delete(connection) || set.size > 0) return;
     sockets.delete(connection.userId);
     unfollow(connection.userId);
+    if (shuttingDown || leaveGraceMs <= 0) return leave(connection.userId);
+    const userId = connection.userId;
+    const timer = setTimeout(() => {
+      leavesInGrace.delete(userId);
+      leave(userId);
+    }, leaveGraceMs);
+    // A process that ends without a shutdown loses its claims by expiry anyway (presence.ts).
+    timer.unref();
+    leavesInGrace.set(userId, timer);
+  }
+
+  /** The user's last socket here is gone (and stayed gone through the grace): tells their contacts if they are offline now. */
+  function leave(userId: number) {
     const left = presence
-      .leave(connection.userId)
+      .leave(userId)
       .then(async (change) => {
         if (!change.changed) return;
-        const { contacts, states } = await contactsWithStates(connection.userId);
-        await announcePresence(connection.userId, change, contacts, states);
+        const { contacts, states } = await contactsWithStates(userId);
+        await announcePresence(userId, change, contacts, states);
       })
       .catch((error) => log.warn({ err: error }, "presence update failed"))
       .finally(() => leaving.delete(left));
     leaving.add(left);
+  }
+
+  /** A user back within the grace never left: no leave, and their join changes nothing (so announces nothing). */
+  function cancelLeave(userId: number) {
+    const timer = leavesInGrace.get(userId);
+    if (!timer) return;
+    clearTimeout(timer);
+    leavesInGrace.delete(userId);
   }
 
   return {
@@ -328,6 +408,7 @@ export function createHub(options: HubOptions) {
       set.add(connection);
       const followed = streams.get(userId);
       const stream = followed ?? follow(userId);
+      if (first) cancelLeave(userId);
       // Started now, not after the replay, so that a quick close's `leave` is ordered after it.
       const joined = first ? presence.join(userId) : Promise.resolve(undefined);
       // Awaited below; until then a Redis failure must not become an unhandled rejection (which exits Node).
@@ -382,6 +463,20 @@ export function createHub(options: HubOptions) {
     /** How many accepted sockets are still waiting for their greeting. */
     opening: () => opening,
 
+    contactsChanged,
+
+    /**
+     * After an unblock: the two see each other's presence again when they are contacts (one is in the
+     * other's recent chats where both wrote), as a connect would find.
+     */
+    async contactsRestored(userA: number, userB: number) {
+      const [ofA, ofB] = await Promise.all([
+        recentContactsOf(db, userA, PRESENCE_CONTACTS),
+        recentContactsOf(db, userB, PRESENCE_CONTACTS),
+      ]);
+      if (ofA.includes(userB) || ofB.includes(userA)) await contactsChanged(userA, userB, true);
+    },
+
     snapshot() {
       let connections = 0;
       for (const set of sockets.values()) connections += set.size;
@@ -390,6 +485,12 @@ export function createHub(options: HubOptions) {
 
     /** Closes every socket with 1001 and waits for them to go, at most `deadlineMs`. */
     async shutdown(deadlineMs: number) {
+      // Contacts hear "offline" now, not after a grace that would outlive the bus.
+      shuttingDown = true;
+      for (const userId of [...leavesInGrace.keys()]) {
+        cancelLeave(userId);
+        leave(userId);
+      }
       if (heartbeat) clearInterval(heartbeat);
       if (tailCheck) clearInterval(tailCheck);
       for (const stream of streams.values()) stream.sequencer?.stop();

@@ -5,6 +5,7 @@ import { presentedInternalToken, redactUrl, refuseUpgrade as refuse, upgradeScop
 import type { Logger } from "pino";
 import type { WebSocketServer } from "ws";
 import type { Hub } from "./hub.ts";
+import { createUsedWsTokens, type UsedWsTokens } from "./used-ws-tokens.ts";
 
 export const WS_PATH = "/ws/chat";
 
@@ -19,7 +20,12 @@ export interface UpgradeDeps {
   onBusy?: () => void;
   log: Logger;
   random?: () => number;
+  /** The ws-tokens sockets were opened with (the gateway's `X-Ws-Token-Id`); one of its own when not given. */
+  usedWsTokens?: UsedWsTokens;
 }
+
+/** A ws-token's id as the gateway makes it (a UUID), with room to spare. */
+const TOKEN_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 /**
  * The `upgrade` listener of the chat port: checks the internal hop (token, user, cursor) before
@@ -34,6 +40,7 @@ export function createUpgradeHandler({
   onBusy,
   log,
   random = Math.random,
+  usedWsTokens = createUsedWsTokens(),
 }: UpgradeDeps) {
   return (req: IncomingMessage, socket: Duplex, head: Buffer) =>
     // The gateway's id for this upgrade, in every line logged while it is handled.
@@ -56,6 +63,18 @@ export function createUpgradeHandler({
     if (afterRaw !== null && !/^\d{1,16}$/.test(afterRaw)) {
       return refuse(socket, 400, ErrorCode.validationFailed, "after must be a non-negative integer event id");
     }
+    // The ws-token the gateway opens this socket with (absent on other internal callers): its id, and its
+    // expiry in epoch seconds.
+    const tokenId = req.headers["x-ws-token-id"];
+    const tokenExpires = req.headers["x-ws-token-expires"];
+    if (tokenId !== undefined || tokenExpires !== undefined) {
+      if (typeof tokenId !== "string" || !TOKEN_ID.test(tokenId)) {
+        return refuse(socket, 400, ErrorCode.validationFailed, "X-Ws-Token-Id must be the ws-token's id (jti)");
+      }
+      if (typeof tokenExpires !== "string" || !/^\d{1,12}$/.test(tokenExpires)) {
+        return refuse(socket, 400, ErrorCode.validationFailed, "X-Ws-Token-Expires must be the ws-token's exp");
+      }
+    }
     if (isShuttingDown())
       return refuse(socket, 503, ErrorCode.shuttingDown, "this instance is shutting down: connect again");
     if (hub.opening() >= connectQueueMax) {
@@ -66,6 +85,11 @@ export function createUpgradeHandler({
       return refuse(socket, 503, ErrorCode.instanceBusy, "this instance is busy opening connections: retry shortly", {
         "Retry-After": retryAfter,
       });
+    }
+    // Claimed last, when nothing else refuses: a refusal the client may retry (503) leaves the token usable.
+    if (typeof tokenId === "string" && !usedWsTokens.claim(tokenId, Number(tokenExpires) * 1_000)) {
+      // 409, not 401 (which a gateway takes for another INTERNAL_TOKEN): the gateway answers its client 401.
+      return refuse(socket, 409, ErrorCode.conflict, "this ws-token was already used: a ws-token opens one socket");
     }
     const gatewayId = req.headers["x-gateway-id"];
     wss.handleUpgrade(req, socket, head, (ws) => {

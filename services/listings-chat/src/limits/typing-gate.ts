@@ -1,10 +1,12 @@
 import type { Redis } from "ioredis";
 
 /**
- * Decides which typing frames are relayed. "Typing" is throttled to one per interval per user and chat
- * (CONTRACT §5: 2 s), since a keyboard repeats it; "stopped typing" is a change of state and always goes
- * out, once, after a "typing" that went out (so a peer's indicator goes away at once, and a flood of
- * "stopped" frames relays nothing). After a "stopped", the next "typing" goes out at once.
+ * Decides which typing frames are relayed. "Typing" is relayed at most once per interval per user and chat
+ * (CONTRACT §5 and §10: 2 s) whatever came in between: a "stopped" does not reset the interval, or typing
+ * alternating true/false would pass every frame. "Stopped typing" is a change of state and goes out at
+ * once, once, after a "typing" that went out (so a peer's indicator goes away at once, and a flood of
+ * "stopped" frames relays nothing). So in any span of `n` intervals at most `n + 1` "typing" frames and as
+ * many "stopped" frames go out per user and chat.
  */
 export type TypingGate = (userId: number, chatId: number, isTyping: boolean) => Promise<boolean>;
 
@@ -13,25 +15,33 @@ const TYPING_STATE_MS = 30_000;
 
 /** Per instance: enough with one chat instance. */
 export function createMemoryTypingGate(intervalMs: number, now: () => number = Date.now): TypingGate {
-  /** When "typing" last went out, per user and chat; deleted by the "stopped" that follows it. */
-  const typingSince = new Map<string, number>();
+  /** When "typing" last went out, per user and chat: the throttle, which a "stopped" leaves alone. */
+  const lastTyping = new Map<string, number>();
+  /** The user and chats whose latest relayed frame is a "typing" (deleted by the "stopped" that follows it). */
+  const typing = new Set<string>();
   return async (userId, chatId, isTyping) => {
     const t = now();
     // Forget stale entries in passing, so the map holds only the recent typists.
-    if (typingSince.size > 1_000)
-      for (const [key, at] of typingSince) if (t - at >= TYPING_STATE_MS) typingSince.delete(key);
+    if (lastTyping.size > 1_000)
+      for (const [key, at] of lastTyping)
+        if (t - at >= TYPING_STATE_MS) {
+          lastTyping.delete(key);
+          typing.delete(key);
+        }
     const key = `${userId}:${chatId}`;
-    const last = typingSince.get(key);
-    if (!isTyping) return typingSince.delete(key) && t - last! < TYPING_STATE_MS;
+    const last = lastTyping.get(key);
+    if (!isTyping) return typing.delete(key) && t - last! < TYPING_STATE_MS;
     if (last !== undefined && t - last < intervalMs) return false;
-    typingSince.set(key, t);
+    lastTyping.set(key, t);
+    typing.add(key);
     return true;
   };
 }
 
 /**
- * KEYS[1]: the throttle of "typing" (expires after the interval); KEYS[2]: "a typing went out" (expires after
- * TYPING_STATE_MS). Both in one hash slot. Returns 1 when the frame is relayed.
+ * KEYS[1]: the throttle of "typing" (expires after the interval; a "stopped" leaves it); KEYS[2]: "a typing
+ * went out" (expires after TYPING_STATE_MS; a "stopped" takes it). Both in one hash slot. Returns 1 when the
+ * frame is relayed.
  */
 const GATE = `
 if ARGV[1] == '1' then
@@ -41,7 +51,6 @@ if ARGV[1] == '1' then
   end
   return 0
 end
-redis.call('DEL', KEYS[1])
 return redis.call('DEL', KEYS[2])
 `;
 

@@ -27,22 +27,33 @@ export interface SendRequest {
   chatId: number;
   content: string;
   clientMsgId: string | null;
+  /** Ids of the content rules that flagged it (stored, never shown to users); none when absent. */
+  flags?: readonly string[];
 }
 
 /** What became of one send of a batch (see `lc_send_messages`). */
 export type SendOutcome =
-  | { status: "created"; message: Message; events: AddressedEvent[] }
+  | {
+      status: "created";
+      message: Message;
+      events: AddressedEvent[];
+      /** This send made both participants writers for the first time: presence and typing may pass now. */
+      becameMutual: boolean;
+    }
   /** The sender stored this `client_msg_id` in this chat before: the message stored then. */
   | { status: "repeat"; message: Message }
   /** The sender used this `client_msg_id` in another chat. */
   | { status: "conflict" }
   /** No such chat, or the sender does not take part in it. */
-  | { status: "not_found" };
+  | { status: "not_found" }
+  /** Either participant blocks the other (CONTRACT §10): nothing stored. */
+  | { status: "blocked" };
 
 interface SendRow extends AppendedRow {
   ord: string | number;
   status: SendOutcome["status"];
   message: Message | null;
+  became_mutual: boolean | null;
 }
 
 /**
@@ -50,7 +61,7 @@ interface SendRow extends AppendedRow {
  * The outcomes are in the order of `sends`.
  */
 export async function storeMessages(db: Database, sends: readonly SendRequest[]): Promise<SendOutcome[]> {
-  const batch = JSON.stringify(sends.map((s) => [s.senderId, s.chatId, s.content, s.clientMsgId]));
+  const batch = JSON.stringify(sends.map((s) => [s.senderId, s.chatId, s.content, s.clientMsgId, s.flags ?? []]));
   const rows = rowsOf<SendRow>(await db.execute(sql`select * from lc_send_messages(${batch}::jsonb)`));
   const byOrd = new Map<number, SendRow[]>();
   for (const row of rows) {
@@ -68,6 +79,7 @@ export async function storeMessages(db: Database, sends: readonly SendRequest[])
           status: "created",
           message,
           events: addressedEvents(mine, { type: "new_message", chat_id: send.chatId, message }),
+          becameMutual: first.became_mutual === true,
         };
       }
       case "repeat":
@@ -88,10 +100,12 @@ export type ChangeOutcome =
   /** Only the sender can change a message. */
   | { status: "forbidden" }
   /** A deleted message cannot be edited. */
-  | { status: "already_deleted" };
+  | { status: "already_deleted" }
+  /** An edit while either participant blocks the other (CONTRACT §10). */
+  | { status: "blocked" };
 
 interface ChangeRow extends AppendedRow {
-  status: "edited" | "deleted" | "unchanged" | "not_found" | "forbidden" | "already_deleted";
+  status: "edited" | "deleted" | "unchanged" | "not_found" | "forbidden" | "already_deleted" | "blocked";
   message: Message | null;
 }
 
@@ -106,8 +120,18 @@ function changeOutcome(rows: ChangeRow[], type: "message_edited" | "message_dele
   return { status: first.status };
 }
 
-export async function editMessage(db: Database, userId: number, messageId: number, content: string) {
-  const result = await db.execute(sql`select * from lc_edit_message(${userId}, ${messageId}, ${content})`);
+/** Edits the message; `flags` replaces the content rules' flags of the old content. */
+export async function editMessage(
+  db: Database,
+  userId: number,
+  messageId: number,
+  content: string,
+  flags: readonly string[] = [],
+) {
+  const result = await db.execute(
+    // sql.param: one text[] parameter (drizzle would spread a bare array into a list of parameters).
+    sql`select * from lc_edit_message(${userId}, ${messageId}, ${content}, ${sql.param([...flags])}::text[])`,
+  );
   return changeOutcome(rowsOf<ChangeRow>(result), "message_edited");
 }
 

@@ -3,9 +3,10 @@ import { ErrorCode } from "@listings-chat/shared";
 import { requireParticipant } from "../chats/repository.ts";
 import type { Database } from "../db/client.ts";
 import { toMessage } from "../db/rows.ts";
-import { ChatError, notFound, RateLimitedError, storing } from "../errors.ts";
+import { blockedError, ChatError, notFound, RateLimitedError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
-import type { SendLimiter } from "../limits/send-limiter.ts";
+import { createRateLimiter, type LimitedWrite, type RateLimiter } from "../limits/rate-limiter.ts";
+import { type ContentRules, createContentRules, defaultContentRulesOptions } from "../safety/content-rules.ts";
 import { createGroupCommit, defaultGroupCommit, type GroupCommitOptions } from "./group-commit.ts";
 import {
   type ChangeOutcome,
@@ -21,14 +22,24 @@ export interface MessageServiceDeps {
   /** The pool of page reads (message pages); `db` when there is one pool. */
   reads?: Database;
   publish: PublishEvent;
-  sendLimiter: SendLimiter;
+  /** Sends, and edits and deletes, per user; the contract's limits, counted in this process, when not given. */
+  limits?: RateLimiter;
+  /** Applied to every send and edit before it is stored (CONTRACT §10); the shipped rules when not given. */
+  contentRules?: ContentRules;
   groupCommit?: GroupCommitOptions;
+  /**
+   * Told after the commit of a send that made its chat's two participants contacts (both have written):
+   * from then on they share presence and typing (CONTRACT §10), without a reconnect.
+   */
+  onContacts?: (userA: number, userB: number) => void;
 }
 
 export interface SendResult {
   message: Message;
   /** False when this `client_msg_id` was already stored: the same message is returned again. */
   created: boolean;
+  /** This send made both participants writers for the first time (CONTRACT §10: presence and typing from now). */
+  becameMutual?: boolean;
 }
 
 export type MessageService = ReturnType<typeof createMessageService>;
@@ -47,11 +58,37 @@ function unchanged(outcome: Exclude<ChangeOutcome, { status: "changed" }>): Mess
       throw new ChatError(ErrorCode.forbidden, 403, "only the sender can change a message");
     case "already_deleted":
       throw new ChatError(ErrorCode.conflict, 409, "a deleted message cannot be edited");
+    case "blocked":
+      throw blockedError();
   }
 }
 
+/**
+ * The content rules' verdict on a text: what to store and its flags, or 422 `content_rejected` naming the
+ * rule. A rejected text is refused before any limit counts it, as a text too long is.
+ */
+function screened(rules: ContentRules, text: string): { content: string; flags: string[] } {
+  const { content, flags, rejectedBy } = rules.evaluate(text);
+  if (rejectedBy !== undefined) {
+    throw new ChatError(
+      ErrorCode.contentRejected,
+      422,
+      `the message breaks the content rule "${rejectedBy}": change it and send it again`,
+    );
+  }
+  return { content, flags };
+}
+
 /** Sending, editing, deleting and paging messages. REST and WebSocket both come through here. */
-export function createMessageService({ db, reads = db, publish, sendLimiter, groupCommit }: MessageServiceDeps) {
+export function createMessageService({
+  db,
+  reads = db,
+  publish,
+  limits = createRateLimiter(),
+  contentRules = createContentRules(defaultContentRulesOptions),
+  groupCommit,
+  onContacts,
+}: MessageServiceDeps) {
   const batches = createGroupCommit((sends) => storeMessages(db, sends), groupCommit ?? defaultGroupCommit);
 
   /**
@@ -66,44 +103,64 @@ export function createMessageService({ db, reads = db, publish, sendLimiter, gro
     return existing;
   }
 
+  /**
+   * A change counted in `write`'s bucket before it is stored; given back when it changed nothing (a delete
+   * of a deleted message, a refusal) or could not be stored, as a send that stores nothing is.
+   */
+  async function counted(write: LimitedWrite, userId: number, change: () => Promise<ChangeOutcome>) {
+    await storing(() => limits.consume(write, userId));
+    const outcome = await storing(change).catch(async (error: unknown) => {
+      await limits.refund(write, userId);
+      throw error;
+    });
+    if (outcome.status !== "changed") await limits.refund(write, userId);
+    return outcome;
+  }
+
   return {
     /** Stored (in one round trip, maybe with other sends) before it is answered; then published. */
-    async send(senderId: number, chatId: number, content: string, clientMsgId: string | null): Promise<SendResult> {
+    async send(senderId: number, chatId: number, text: string, clientMsgId: string | null): Promise<SendResult> {
+      const { content, flags } = screened(contentRules, text);
       try {
-        await storing(() => sendLimiter.consume(senderId));
+        await storing(() => limits.consume("send", senderId));
       } catch (error) {
         if (!(error instanceof RateLimitedError)) throw error;
         const repeat = await storing(() => answerWithoutStoring(senderId, chatId, clientMsgId));
         if (repeat) return { message: toMessage(repeat), created: false };
         throw error;
       }
-      const outcome = await storing(() => batches.submit({ senderId, chatId, content, clientMsgId })).catch(
+      const outcome = await storing(() => batches.submit({ senderId, chatId, content, clientMsgId, flags })).catch(
         async (error: unknown) => {
-          await sendLimiter.refund(senderId);
+          await limits.refund("send", senderId);
           throw error;
         },
       );
       if (outcome.status === "created") {
         publish(outcome.events);
-        return { message: outcome.message, created: true };
+        const [userA, userB] = outcome.events.map((e) => e.userId);
+        if (outcome.becameMutual && userA !== undefined && userB !== undefined) onContacts?.(userA, userB);
+        return { message: outcome.message, created: true, becameMutual: outcome.becameMutual };
       }
       // Nothing was stored: the send does not count.
-      await sendLimiter.refund(senderId);
+      await limits.refund("send", senderId);
       if (outcome.status === "repeat") return { message: outcome.message, created: false };
       if (outcome.status === "conflict") throw usedInAnotherChat();
+      if (outcome.status === "blocked") throw blockedError();
       throw notFound("chat");
     },
 
-    async edit(userId: number, messageId: number, content: string): Promise<Message> {
-      const outcome = await storing(() => editMessage(db, userId, messageId, content));
+    /** Counted with deletes (EDIT_LIMIT_PER_MINUTE). */
+    async edit(userId: number, messageId: number, text: string): Promise<Message> {
+      const { content, flags } = screened(contentRules, text);
+      const outcome = await counted("edit", userId, () => editMessage(db, userId, messageId, content, flags));
       if (outcome.status !== "changed") return unchanged(outcome);
       publish(outcome.events);
       return outcome.message;
     },
 
-    /** Deleting a deleted message answers it again (deleting is idempotent). */
+    /** Deleting a deleted message answers it again (deleting is idempotent), and does not count. */
     async remove(userId: number, messageId: number): Promise<Message> {
-      const outcome = await storing(() => deleteMessage(db, userId, messageId));
+      const outcome = await counted("edit", userId, () => deleteMessage(db, userId, messageId));
       if (outcome.status !== "changed") return unchanged(outcome);
       publish(outcome.events);
       return outcome.message;

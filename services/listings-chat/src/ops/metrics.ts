@@ -34,8 +34,8 @@ export function createMetrics(
     ["messagesSentTotal", "Frames written to clients"],
     ["broadcastsTotal", "Events and ephemeral frames fanned out"],
     ["errorsTotal", "Errors (error frames, socket and bus failures)"],
-    ["rateLimitedTotal", "Sends refused by the rate limit"],
-    ["sendLimitLocalTotal", "Sends counted by this instance alone because Redis did not answer"],
+    ["rateLimitedTotal", "Writes refused by a per-user rate limit (sends, edits, chat opens, resumes…)"],
+    ["sendLimitLocalTotal", "Writes counted by this instance alone because Redis did not answer the rate limits"],
     ["slowConsumerDisconnectsTotal", "Sockets closed with 1013 for a backlog over 1 MiB"],
     ["upgradesRefusedBusyTotal", "Upgrades refused with 503 instance_busy: CONNECT_QUEUE_MAX greetings were pending"],
   ];

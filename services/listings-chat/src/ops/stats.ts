@@ -10,7 +10,7 @@ export interface Stats {
   broadcastsTotal: number;
   errorsTotal: number;
   rateLimitedTotal: number;
-  /** Sends counted by this instance alone because Redis did not answer (the limit failed open to per instance). */
+  /** Writes (any bucket) counted by this instance alone because Redis did not answer (the limits failed open to per instance). */
   sendLimitLocalTotal: number;
   slowConsumerDisconnectsTotal: number;
   /** Upgrades refused at once with 503 `instance_busy` (admission: CONNECT_QUEUE_MAX greetings pending). */

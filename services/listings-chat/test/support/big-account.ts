@@ -70,11 +70,14 @@ export async function seedBigAccount(
        cross join lateral (values (s.buyer_id), (s.seller_id)) as u(user_id)
        left join user_streams us on us.user_id = u.user_id`,
     );
-    // Kept values: the newest message, unread counts (buyers read everything, the seller nothing), totals.
+    // Kept values: the newest message, who has written, unread counts (buyers read everything, the seller
+    // nothing), totals.
     await client.query(
-      `update chats c set last_message_id = m.last_id, last_activity_at = m.last_at
-       from (select m.chat_id, max(m.id) as last_id, max(m.created_at) as last_at from messages m
-             join seeded s on s.id = m.chat_id group by m.chat_id) m
+      `update chats c set last_message_id = m.last_id, last_activity_at = m.last_at,
+         buyer_wrote = m.buyer_wrote, seller_wrote = m.seller_wrote
+       from (select m.chat_id, max(m.id) as last_id, max(m.created_at) as last_at,
+               bool_or(m.sender_id = s.buyer_id) as buyer_wrote, bool_or(m.sender_id = s.seller_id) as seller_wrote
+             from messages m join seeded s on s.id = m.chat_id group by m.chat_id) m
        where c.id = m.chat_id`,
     );
     await client.query(

@@ -4,6 +4,7 @@ import { pino } from "pino";
 import WebSocket from "ws";
 import type { DatabaseOptions } from "../../src/db/client.ts";
 import type { ChatConfig } from "../../src/env.ts";
+import type { ContentRulesOptions } from "../../src/safety/content-rules.ts";
 import { type ChatServer, type ChatServerOverrides, startChatServer } from "../../src/server.ts";
 
 export interface TestChat {
@@ -27,6 +28,8 @@ export interface TestChatOptions {
   internalToken?: string;
   instanceId?: string;
   overrides?: ChatServerOverrides;
+  /** Content rules of the test's own; the shipped ones when not given. */
+  contentRules?: ContentRulesOptions;
 }
 
 /** A real chat instance on 127.0.0.1, port 0. */
@@ -42,6 +45,7 @@ export async function startTestChat(options: TestChatOptions): Promise<TestChat>
     logLevel: "silent",
     instanceId: options.instanceId ?? `test-${randomBytes(3).toString("hex")}`,
     shutdownTimeoutMs: 2_000,
+    contentRules: options.contentRules,
     warnings: [],
   };
   const server = await startChatServer(
@@ -83,4 +87,22 @@ export async function connect(chat: TestChat, userId: number, after?: number): P
   await socket.opened;
   await socket.waitFor((f) => f.type === "connected");
   return socket;
+}
+
+/**
+ * Opens the chat of (listing, buyer, seller) and has both write in it, so that they are contacts: presence
+ * and typing pass only between two people who have both written in a chat they share (CONTRACT §10).
+ */
+export async function openAsContacts(chat: TestChat, buyer: number, seller: number, listingId = 1): Promise<number> {
+  const opened = await chat.api(buyer, "POST", "/api/v1/chats", { listing_id: listingId, seller_id: seller });
+  if (opened.status !== 201 && opened.status !== 200) throw new Error(`could not open the chat: ${opened.status}`);
+  const chatId = opened.body.id as number;
+  for (const [sender, content] of [
+    [buyer, "hello"],
+    [seller, "hi"],
+  ] as const) {
+    const sent = await chat.api(sender, "POST", `/api/v1/chats/${chatId}/messages`, { content });
+    if (sent.status !== 201) throw new Error(`could not write in chat ${chatId}: ${sent.status}`);
+  }
+  return chatId;
 }

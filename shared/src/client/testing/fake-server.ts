@@ -55,6 +55,7 @@ const FakeHttpError = ChatApiError;
 
 const statusOf: Record<string, number> = {
   [ErrorCode.rateLimited]: 429,
+  [ErrorCode.blocked]: 403,
   [ErrorCode.validationFailed]: 400,
   [ErrorCode.notFound]: 404,
   [ErrorCode.storageUnavailable]: 503,
