@@ -112,12 +112,18 @@ describe.skipIf(!hasChromium)("demo page in Chromium: report, block, refused sen
         expect(await user.page.textContent(byTestId("block-user"))).toBe(`Block User ${otherId(user)}`);
       }
 
-      // ---- They chat.
+      // ---- They chat. All live, yet nobody sees the other online: nobody has written (CONTRACT §10).
+      const presenceShown = (online: boolean) =>
+        `${byTestId("chat-title")} ${byTestId("presence")}[data-online="${online}"]`;
+      for (const user of users) expect(await user.page.$(presenceShown(false))).not.toBeNull();
       const sellers = [seller, sellerTab];
       await sendFromPage(buyer, "Hi, is the bike still for sale?");
       await Promise.all(sellers.map((user) => waitForText(user, "Hi, is the bike still for sale?", LIVE_MS)));
       await sendFromPage(seller, "Yes, come and see it on Saturday");
       await waitForText(buyer, "Yes, come and see it on Saturday", LIVE_MS);
+      // The seller's reply made them contacts: each screen shows the other online, without a reload (before,
+      // a first conversation showed "offline" on both sides until the page was loaded again).
+      for (const user of users) await user.page.waitForSelector(presenceShown(true), { timeout: LIVE_MS });
       const scam = "I can't come: pay a deposit by wire to my cousin and I'll send a courier";
       await sendFromPage(buyer, scam);
       await Promise.all(sellers.map((user) => waitForText(user, scam, LIVE_MS)));
