@@ -187,6 +187,10 @@ export function createHub(options: HubOptions) {
     void publishFrame({ type: "typing", chat_id: chat.id, user_id: userId, is_typing: isTyping }, [other]);
   }
 
+  /** The latest contact change being applied per "user:contact": an older share still reading is dropped. */
+  const contactChanges = new Map<string, number>();
+  let contactChangeCount = 0;
+
   /**
    * A change of whom a user's sockets may show (a first reply made two people contacts; a block or an
    * unblock), heard from the bus on the instance that holds the user's sockets: a new contact's presence is
@@ -195,12 +199,28 @@ export function createHub(options: HubOptions) {
   async function applyContact({ userId, contact, shared }: ContactMessage) {
     const set = sockets.get(userId);
     if (!set) return;
-    if (!shared) {
-      for (const connection of set) connection.hidePresenceOf(contact);
-      return;
+    const key = `${userId}:${contact}`;
+    const change = ++contactChangeCount;
+    contactChanges.set(key, change);
+    try {
+      if (!shared) {
+        for (const connection of set) connection.hidePresenceOf(contact);
+        return;
+      }
+      // A share can lose a race with a block: it was decided before the block committed and reaches the bus
+      // after the block's hide, or a hide arrives while the state is being read. So it is checked again here,
+      // against the database as it is now (a hide heard before this read comes after its block's commit),
+      // and dropped when a newer change came meanwhile.
+      const [[state], contacts] = await Promise.all([
+        presence.states([contact]),
+        recentContactsOf(db, userId, PRESENCE_CONTACTS),
+      ]);
+      if (contactChanges.get(key) !== change || !contacts.includes(contact) || !state) return;
+      for (const connection of sockets.get(userId) ?? []) connection.sharePresenceOf(contact, state);
+    } finally {
+      // Only changes in flight are kept: the map stays as small as the races it settles.
+      if (contactChanges.get(key) === change) contactChanges.delete(key);
     }
-    const [state] = await presence.states([contact]);
-    for (const connection of sockets.get(userId) ?? []) if (state) connection.sharePresenceOf(contact, state);
   }
 
   /** Tells both users' instances that the two may (or may no longer) see each other's presence. */
