@@ -17,6 +17,15 @@ export const ErrorCode = {
   blocked: "blocked",
   /** A content rule with the action `reject` matched (CONTRACT §10); the message names the rule. */
   contentRejected: "content_rejected",
+  /**
+   * With LISTINGS_REQUIRED=1, a chat on a listing the platform never registered, or with another seller than
+   * the listing's (CONTRACT §8).
+   */
+  listingNotFound: "listing_not_found",
+  /** The listing is registered as `removed`: no new chats on it, no new messages in its chats (CONTRACT §8). */
+  listingClosed: "listing_closed",
+  /** The platform's PUT of a listing names another seller than its chats have (CONTRACT §8). */
+  sellerMismatch: "seller_mismatch",
   payloadTooLarge: "payload_too_large",
   requestTimeout: "request_timeout",
   storageUnavailable: "storage_unavailable",

@@ -169,6 +169,8 @@ describe("gateway routes without credentials", () => {
     ["GET", "/internal/chat/ws/stats"],
     ["GET", "/internal"],
     ["POST", "/internal/anything"],
+    // The platform's voice (CONTRACT §8): registering a listing is for the monolith, on the chat port only.
+    ["PUT", "/internal/chat/listings/1"],
     ["GET", "/%69nternal/chat/ws/stats"],
     ["GET", "//internal/chat/ws/stats"],
     ["GET", "/INTERNAL/chat/ws/stats"],

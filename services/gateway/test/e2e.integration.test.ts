@@ -488,6 +488,31 @@ describe("gateway end to end (PGlite)", () => {
       expect(encoded.status).toBe(200);
       const noToken = await http(chat.baseUrl, "GET", "/internal/chat/ws/stats");
       expect(noToken.status).toBe(401);
+
+      // The platform's voice (CONTRACT §8): a listing is registered on the chat port, never through the gateway.
+      const listing = {
+        seller_id: 7,
+        title: "Lamp",
+        price_minor: 1_500,
+        currency: "EUR",
+        image_url: null,
+        url: "https://marketplace.example/listings/4242",
+        status: "active",
+      };
+      for (const path of ["/internal/chat/listings/4242", "/%69nternal/chat/listings/4242"]) {
+        const viaGateway = await http(gw.baseUrl, "PUT", path, {
+          headers: { ...withToken, "content-type": "application/json" },
+          body: listing,
+        });
+        expect(viaGateway.status, path).toBe(404);
+        expect(viaGateway.body, path).toEqual({ error: { code: "not_found", message: expect.any(String) } });
+      }
+      const registered = await http(chat.baseUrl, "PUT", "/internal/chat/listings/4242", {
+        headers: { "x-internal-token": internalToken, "content-type": "application/json" },
+        body: listing,
+      });
+      expect(registered.status).toBe(200);
+      expect(registered.body).toMatchObject({ id: 4242, ...listing });
     });
   });
 

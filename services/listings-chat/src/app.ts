@@ -12,6 +12,8 @@ export interface AppParts {
   probes: Hono;
   /** Behind the internal token. */
   ops: Hono;
+  /** The platform's /internal routes (CONTRACT §8), behind the internal token. */
+  platform: Hono;
   api: Hono<any>;
   onRateLimited: () => void;
   /** Told of every answered request (REST latency per route, ops/metrics.ts). */
@@ -19,7 +21,16 @@ export interface AppParts {
 }
 
 /** Routes of the chat port, wired from their parts, with one place that turns errors into answers. */
-export function createApp({ log, checkInternalToken, probes, ops, api, onRateLimited, observeRequest }: AppParts) {
+export function createApp({
+  log,
+  checkInternalToken,
+  probes,
+  ops,
+  platform,
+  api,
+  onRateLimited,
+  observeRequest,
+}: AppParts) {
   const app = new Hono();
 
   app.use(requestScope({ log, observe: observeRequest }));
@@ -36,17 +47,14 @@ export function createApp({ log, checkInternalToken, probes, ops, api, onRateLim
   });
   app.route("/", ops);
   // The gateway refuses big bodies first; this keeps the instance safe from anything else on its port.
-  app.use(
-    "/api/v1/*",
-    bodyLimit({
-      maxSize: Limits.maxRequestBodyBytes,
-      onError: (c) =>
-        c.json(
-          errorBody(ErrorCode.payloadTooLarge, `the request body is over ${Limits.maxRequestBodyBytes} bytes`),
-          413,
-        ),
-    }),
-  );
+  const limitBody = bodyLimit({
+    maxSize: Limits.maxRequestBodyBytes,
+    onError: (c) =>
+      c.json(errorBody(ErrorCode.payloadTooLarge, `the request body is over ${Limits.maxRequestBodyBytes} bytes`), 413),
+  });
+  app.use("/internal/chat/*", limitBody);
+  app.route("/", platform);
+  app.use("/api/v1/*", limitBody);
   app.route("/api/v1", api);
 
   app.notFound((c) => c.json(errorBody(ErrorCode.notFound, `no route for ${c.req.method} ${c.req.path}`), 404));

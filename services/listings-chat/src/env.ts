@@ -50,6 +50,8 @@ const schema = z.object({
   // Accepted sockets waiting for their greeting (~1 ms of work each here): past this, upgrades get a quick
   // 503 with Retry-After instead of queueing behind work the gateway would time out on.
   CONNECT_QUEUE_MAX: wholeNumber(1, 100_000).default(256),
+  // CONTRACT §8: chats only on listings the platform registered; by default on in production, off elsewhere.
+  LISTINGS_REQUIRED: z.enum(["0", "1"], { error: "must be 0 or 1" }).optional(),
   // Content rules (CONTRACT §10, safety/content-rules.ts): the rules file (read and checked below), the
   // country whose national form of phone numbers the `phone` rule knows, and our own site's hosts.
   CONTENT_RULES_FILE: z.string().min(1).optional(),
@@ -100,6 +102,11 @@ export interface ChatConfig {
   groupCommit?: GroupCommitOptions;
   /** CONNECT_QUEUE_MAX (hub/upgrade.ts); 256 when not given. */
   connectQueueMax?: number;
+  /**
+   * LISTINGS_REQUIRED (CONTRACT §8): a chat may be opened only on a listing the platform registered, with its
+   * seller. Off when not given (development); `1` by default in production.
+   */
+  listingsRequired?: boolean;
   /** CONTENT_RULES_FILE (read and checked), DEFAULT_PHONE_REGION, SITE_DOMAINS; the shipped rules when not given. */
   contentRules?: ContentRulesOptions;
   /** Sentences to print loudly at start-up (development defaults in use). */
@@ -158,6 +165,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     },
     groupCommit: { maxWaitMs: v.SEND_BATCH_WAIT_MS, maxBatch: v.SEND_BATCH_MAX },
     connectQueueMax: v.CONNECT_QUEUE_MAX,
+    listingsRequired: (v.LISTINGS_REQUIRED ?? (production ? "1" : "0")) === "1",
     contentRules: {
       rules: loadContentRulesFile(v.CONTENT_RULES_FILE),
       phoneRegion: v.DEFAULT_PHONE_REGION as ContentRulesOptions["phoneRegion"],

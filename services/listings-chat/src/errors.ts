@@ -19,6 +19,18 @@ export const notFound = (what: string) => new ChatError(ErrorCode.notFound, 404,
 export const blockedError = () =>
   new ChatError(ErrorCode.blocked, 403, "you cannot write to this user: one of you has blocked the other");
 
+/** With LISTINGS_REQUIRED=1, an unregistered listing; whatever the setting, a registered one's wrong seller. */
+export const listingNotFoundError = () =>
+  new ChatError(
+    ErrorCode.listingNotFound,
+    404,
+    "listing not found: the platform has not registered this listing, or it is sold by another seller",
+  );
+
+/** The platform registered the listing as `removed` (CONTRACT §8): its chats are read-only. */
+export const listingClosedError = () =>
+  new ChatError(ErrorCode.listingClosed, 409, "this listing was removed: its chats can be read but not written to");
+
 /** Past a per-user limit; `what` names it ("edits and deletes (30 a minute)"), so the answer says which. */
 export class RateLimitedError extends ChatError {
   constructor(

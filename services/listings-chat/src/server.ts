@@ -23,6 +23,7 @@ import { createMetrics } from "./ops/metrics.ts";
 import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
 import { createTelemetry } from "./ops/telemetry.ts";
+import { createPlatformRoutes } from "./platform/routes.ts";
 import { createMemoryPresence, createRedisPresence } from "./presence/presence.ts";
 import { createContentRules, defaultContentRulesOptions } from "./safety/content-rules.ts";
 import { createSafetyService } from "./safety/service.ts";
@@ -95,7 +96,13 @@ export async function startChatServer(
       log.warn({ err: error }, "Redis did not answer the rate limits: writes are counted per instance meanwhile");
     },
   });
-  const chats = createChatService({ db: database.db, reads: database.reads, publish, limits });
+  const chats = createChatService({
+    db: database.db,
+    reads: database.reads,
+    publish,
+    limits,
+    listingsRequired: config.listingsRequired,
+  });
   const messages = createMessageService({
     db: database.db,
     reads: database.reads,
@@ -149,6 +156,7 @@ export async function startChatServer(
       redisReady,
       closeGatewaySockets: hub.closeGatewaySockets,
     }),
+    platform: createPlatformRoutes({ db: database.db }),
     api: createApiRoutes({
       db: database.reads,
       chats,

@@ -43,6 +43,7 @@ const tables = {
   blocks: schema.blocks,
   reports: schema.reports,
   safety_events: schema.safetyEvents,
+  listings: schema.listings,
 };
 
 /** Raw SQL rows, the same on PGlite and node-postgres (cast bigints in SQL: drivers differ on them). */

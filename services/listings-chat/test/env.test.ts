@@ -300,3 +300,21 @@ describe("loadChatConfig: secrets from files (<NAME>_FILE)", () => {
     );
   });
 });
+
+describe("loadChatConfig: LISTINGS_REQUIRED", () => {
+  it("is on by default in production and off in development and test", () => {
+    expect(loadChatConfig(productionBase).listingsRequired).toBe(true);
+    expect(loadChatConfig({}).listingsRequired).toBe(false);
+    expect(loadChatConfig({ NODE_ENV: "test" }).listingsRequired).toBe(false);
+  });
+
+  it("takes 0 or 1 in any mode", () => {
+    expect(loadChatConfig({ ...productionBase, LISTINGS_REQUIRED: "0" }).listingsRequired).toBe(false);
+    expect(loadChatConfig({ LISTINGS_REQUIRED: "1" }).listingsRequired).toBe(true);
+  });
+
+  it.each(["", "true", "yes", "2", " 1"])("refuses LISTINGS_REQUIRED=%j and names the variable", (value) => {
+    const error = configError(() => loadChatConfig({ LISTINGS_REQUIRED: value }));
+    expect(error.message).toMatch(/LISTINGS_REQUIRED: must be 0 or 1/);
+  });
+});

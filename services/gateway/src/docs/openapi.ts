@@ -208,6 +208,10 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       201: ok("a new chat", chatSchema),
       400: error("validation failed, or chatting with oneself (`self_chat`)"),
       403: blocked,
+      404: error(
+        "the listing is sold by another seller, or (LISTINGS_REQUIRED=1) the platform never registered it (`listing_not_found`)",
+      ),
+      409: error("the listing was removed: no new chats on it (`listing_closed`)"),
       ...forwardedErrors,
       503: storageUnavailable,
     },
@@ -283,7 +287,9 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       400: error(`empty, only white space, or over ${Limits.maxContentChars} characters; or another bad field`),
       403: blocked,
       404: notParticipant,
-      409: error("client_msg_id already used in another chat (`conflict`)"),
+      409: error(
+        "client_msg_id already used in another chat (`conflict`), or the chat's listing was removed (`listing_closed`)",
+      ),
       429: {
         description: "too many messages (`rate_limited`)",
         headers: z.object({ "Retry-After": z.number().int().positive().meta({ description: "seconds" }) }),

@@ -4,7 +4,7 @@ import type { Database } from "../db/client.ts";
 import { preparedPerDatabase } from "../db/prepared.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { chatParticipants, chats } from "../db/schema.ts";
-import { blockedError, notFound } from "../errors.ts";
+import { blockedError, listingClosedError, listingNotFoundError, notFound } from "../errors.ts";
 import { type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 
 /** The chat, when `userId` takes part in it; otherwise the same 404 as for a chat that does not exist. */
@@ -27,24 +27,51 @@ const participantChatQuery = preparedPerDatabase((db) =>
 );
 
 interface OpenRow extends AppendedRow {
-  created: boolean;
+  status: "created" | "existing" | "absent" | "blocked" | "listing_not_found" | "listing_closed";
   chat: Chat | null;
-  /** Either of the two blocks the other: no chat, new or existing, is opened (403 `blocked`). */
-  blocked: boolean;
+}
+
+export interface OpenOptions {
+  /** LISTINGS_REQUIRED: a listing the platform never registered gets 404 `listing_not_found`. */
+  listingsRequired: boolean;
+  /** False: only answer an existing chat (after the same checks); `undefined` when there is none. */
+  create: boolean;
 }
 
 /**
- * The chat of (listing, buyer, seller), created with its participants and its event on first contact.
- * Throws the 403 `blocked` while either of the two blocks the other.
+ * The chat of (listing, buyer, seller), created with its participants and its event on first contact (with
+ * `create`). Throws 404 `listing_not_found` for a registered listing's wrong seller (or, with
+ * `listingsRequired`, an unregistered listing), 409 `listing_closed` for a removed one, and 403 `blocked`
+ * while either of the two blocks the other.
  */
-export async function openChat(db: Database, listingId: number, buyerId: number, sellerId: number) {
+export async function openChat(
+  db: Database,
+  listingId: number,
+  buyerId: number,
+  sellerId: number,
+  { listingsRequired, create }: OpenOptions,
+) {
   const rows = rowsOf<OpenRow>(
-    await db.execute(sql`select * from lc_open_chat(${listingId}, ${buyerId}, ${sellerId})`),
+    await db.execute(
+      sql`select * from lc_open_chat(${listingId}, ${buyerId}, ${sellerId}, ${listingsRequired}, ${create})`,
+    ),
   );
-  if (rows[0]?.blocked) throw blockedError();
-  const chat = rows[0]?.chat;
-  if (!chat) throw new Error("lc_open_chat returned no row");
-  return { chat, created: rows[0]!.created, events: addressedEvents(rows, { type: "chat_created", chat }) };
+  const first = rows[0];
+  if (!first) throw new Error("lc_open_chat returned no row");
+  switch (first.status) {
+    case "blocked":
+      throw blockedError();
+    case "listing_not_found":
+      throw listingNotFoundError();
+    case "listing_closed":
+      throw listingClosedError();
+    case "absent":
+      return undefined;
+  }
+  const chat = first.chat;
+  if (!chat) throw new Error(`lc_open_chat answered ${first.status} without the chat`);
+  const created = first.status === "created";
+  return { chat, created, events: created ? addressedEvents(rows, { type: "chat_created", chat }) : [] };
 }
 
 /**
@@ -162,19 +189,3 @@ const sharesPresenceQuery = preparedPerDatabase((db) => {
     )
     .prepare("lc_shares_presence");
 });
-
-/** The chat of (listing, buyer, seller) when it exists, in the same shape `openChat` answers with. */
-export async function findChat(
-  db: Database,
-  listingId: number,
-  buyerId: number,
-  sellerId: number,
-): Promise<Chat | undefined> {
-  const rows = rowsOf<{ chat: Chat }>(
-    await db.execute(
-      sql`select lc_chat_json(c) as chat from chats c
-          where c.listing_id = ${listingId} and c.buyer_id = ${buyerId} and c.seller_id = ${sellerId}`,
-    ),
-  );
-  return rows[0]?.chat;
-}

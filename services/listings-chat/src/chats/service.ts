@@ -1,12 +1,11 @@
 import type { Chat, ChatSummary } from "@listings-chat/shared";
 import { ErrorCode } from "@listings-chat/shared";
 import type { Database } from "../db/client.ts";
-import { blockedError, ChatError, notFound, RateLimitedError, storing } from "../errors.ts";
+import { ChatError, notFound, RateLimitedError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
 import { createRateLimiter, type RateLimiter } from "../limits/rate-limiter.ts";
-import { eitherBlocks } from "../safety/blocks.ts";
 import { createReadCoalescing } from "./read-coalescing.ts";
-import { chatListBody, findChat, markRead, openChat, unreadBody } from "./repository.ts";
+import { chatListBody, markRead, openChat, unreadBody } from "./repository.ts";
 
 /** How many chats the badge answer lists by name (the total counts them all): the chat list's first page. */
 export const UNREAD_CHATS_LISTED = 100;
@@ -20,6 +19,11 @@ export interface ChatServiceDeps {
   limits?: RateLimiter;
   /** How far apart one user's read markers in one chat are stored (CONTRACT §10: 1 s). */
   readWindowMs?: number;
+  /**
+   * LISTINGS_REQUIRED (CONTRACT §8): chats only on listings the platform registered. Off when not given (the
+   * development default; env.ts turns it on in production).
+   */
+  listingsRequired?: boolean;
 }
 
 /** Of a user's read markers in one chat, at most one is stored per this; the others are merged into it. */
@@ -36,6 +40,7 @@ export function createChatService({
   publish,
   limits = createRateLimiter(),
   readWindowMs = READ_WINDOW_MS,
+  listingsRequired = false,
 }: ChatServiceDeps) {
   const reading = createReadCoalescing({
     windowMs: readWindowMs,
@@ -52,7 +57,9 @@ export function createChatService({
   return {
     /**
      * The chat of (listing, buyer, seller), created on first contact. A new chat counts in the buyer's
-     * CHAT_OPEN_LIMIT_PER_HOUR; opening one that exists does not, and is answered past the limit too.
+     * CHAT_OPEN_LIMIT_PER_HOUR; opening one that exists does not, and is answered past the limit too. Refused
+     * for a blocked pair (403), a removed listing (409 `listing_closed`), a registered listing's other seller
+     * or, with `listingsRequired`, an unregistered listing (404 `listing_not_found`): under the limit or not.
      */
     async open(buyerId: number, listingId: number, sellerId: number): Promise<{ chat: Chat; created: boolean }> {
       if (buyerId === sellerId) throw new ChatError(ErrorCode.selfChat, 400, "you cannot open a chat with yourself");
@@ -60,18 +67,22 @@ export function createChatService({
         await storing(() => limits.consume("chat_open", buyerId));
       } catch (error) {
         if (!(error instanceof RateLimitedError)) throw error;
-        const existing = await storing(() => findChat(db, listingId, buyerId, sellerId));
-        // Answered as it would be under the limit: a blocked pair is refused, not shown the chat again.
-        if (existing && (await storing(() => eitherBlocks(db, buyerId, sellerId)))) throw blockedError();
-        if (existing) return { chat: existing, created: false };
+        // Answered as it would be under the limit, by the same checks: a blocked pair, a removed listing or
+        // one the platform does not know is refused, not shown the chat again.
+        const existing = await storing(() =>
+          openChat(db, listingId, buyerId, sellerId, { listingsRequired, create: false }),
+        );
+        if (existing) return { chat: existing.chat, created: false };
         throw error;
       }
-      const { chat, created, events } = await storing(() => openChat(db, listingId, buyerId, sellerId)).catch(
-        async (error: unknown) => {
-          await limits.refund("chat_open", buyerId);
-          throw error;
-        },
-      );
+      const opened = await storing(() =>
+        openChat(db, listingId, buyerId, sellerId, { listingsRequired, create: true }),
+      ).catch(async (error: unknown) => {
+        await limits.refund("chat_open", buyerId);
+        throw error;
+      });
+      if (!opened) throw new Error("lc_open_chat answered absent to an open that creates");
+      const { chat, created, events } = opened;
       if (created) publish(events);
       // The same chat as before: nothing new, so it does not count.
       else await limits.refund("chat_open", buyerId);

@@ -208,3 +208,34 @@ export const safetyEvents = pgTable("safety_events", {
   data: jsonb("data").notNull(),
   createdAt: createdAt(),
 });
+
+export const listingStatuses = ["active", "reserved", "sold", "removed"] as const;
+export type ListingStatus = (typeof listingStatuses)[number];
+
+/**
+ * The listings the platform registered (CONTRACT §8, `PUT /internal/chat/listings/:id`), under the platform's
+ * own id. `removed` refuses new chats and new messages in its chats (lc_open_chat, lc_send_messages: one key
+ * lookup); `reserved` and `sold` are shown, not enforced. Once registered, its seller is the only one a chat
+ * on it can have, whatever LISTINGS_REQUIRED says (so a change of seller is refused while it has chats).
+ */
+export const listings = pgTable(
+  "listings",
+  {
+    id: bigint("id", { mode: "number" }).primaryKey(),
+    sellerId: bigint("seller_id", { mode: "number" }).notNull(),
+    title: text("title").notNull(),
+    priceMinor: bigint("price_minor", { mode: "number" }).notNull(),
+    currency: text("currency").notNull(),
+    /** A listing may have no photo. */
+    imageUrl: text("image_url"),
+    url: text("url").notNull(),
+    status: text("status", { enum: listingStatuses }).notNull(),
+    createdAt: createdAt(),
+    /** Moved only by a PUT that changed something: a repeated PUT answers the listing as it was. */
+    updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+  },
+  (t) => [
+    check("listings_status_known", sql`${t.status} in ('active', 'reserved', 'sold', 'removed')`),
+    check("listings_price_not_negative", sql`${t.priceMinor} >= 0`),
+  ],
+);

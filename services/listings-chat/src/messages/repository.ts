@@ -47,7 +47,9 @@ export type SendOutcome =
   /** No such chat, or the sender does not take part in it. */
   | { status: "not_found" }
   /** Either participant blocks the other (CONTRACT §10): nothing stored. */
-  | { status: "blocked" };
+  | { status: "blocked" }
+  /** The chat's listing is registered as `removed` (CONTRACT §8): nothing stored. */
+  | { status: "listing_closed" };
 
 interface SendRow extends AppendedRow {
   ord: string | number;

@@ -3,7 +3,7 @@ import { ErrorCode } from "@listings-chat/shared";
 import { requireParticipant } from "../chats/repository.ts";
 import type { Database } from "../db/client.ts";
 import { toMessage } from "../db/rows.ts";
-import { blockedError, ChatError, notFound, RateLimitedError, storing } from "../errors.ts";
+import { blockedError, ChatError, listingClosedError, notFound, RateLimitedError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
 import { createRateLimiter, type LimitedWrite, type RateLimiter } from "../limits/rate-limiter.ts";
 import { type ContentRules, createContentRules, defaultContentRulesOptions } from "../safety/content-rules.ts";
@@ -146,6 +146,7 @@ export function createMessageService({
       if (outcome.status === "repeat") return { message: outcome.message, created: false };
       if (outcome.status === "conflict") throw usedInAnotherChat();
       if (outcome.status === "blocked") throw blockedError();
+      if (outcome.status === "listing_closed") throw listingClosedError();
       throw notFound("chat");
     },
 

@@ -62,9 +62,3 @@ export async function blocksOf(db: Database, userId: number): Promise<{ user_id:
     .orderBy(desc(blocks.createdAt), desc(blocks.blockedId));
   return rows.map((row) => ({ user_id: row.userId, created_at: row.createdAt.toISOString() }));
 }
-
-/** Whether either of two users blocks the other (`lc_blocked`: two probes of the blocks' key). */
-export async function eitherBlocks(db: Database, userA: number, userB: number): Promise<boolean> {
-  const [row] = rowsOf<{ blocked: boolean }>(await db.execute(sql`select lc_blocked(${userA}, ${userB}) as blocked`));
-  return row?.blocked === true;
-}

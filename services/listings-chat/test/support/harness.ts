@@ -30,6 +30,8 @@ export interface TestChatOptions {
   overrides?: ChatServerOverrides;
   /** Content rules of the test's own; the shipped ones when not given. */
   contentRules?: ContentRulesOptions;
+  /** LISTINGS_REQUIRED=1 (CONTRACT §8); off, as in development, when not given. */
+  listingsRequired?: boolean;
 }
 
 /** A real chat instance on 127.0.0.1, port 0. */
@@ -46,6 +48,7 @@ export async function startTestChat(options: TestChatOptions): Promise<TestChat>
     instanceId: options.instanceId ?? `test-${randomBytes(3).toString("hex")}`,
     shutdownTimeoutMs: 2_000,
     contentRules: options.contentRules,
+    listingsRequired: options.listingsRequired,
     warnings: [],
   };
   const server = await startChatServer(
