@@ -228,7 +228,10 @@ BEGIN
       created_json := created_json || lc_message_json(m);
       created_recipients := created_recipients || v_recipient;
       created_senders := created_senders || x.sender_id;
-      IF NOT (c.buyer_wrote AND c.seller_wrote) AND NOT x.chat_id = ANY(unsettled) THEN
+      -- Only the first message of someone who had not written can make a chat mutual ("wrote" never goes
+      -- back): a send by one who had (a buyer writing on to a seller who never answers) needs no second look.
+      IF NOT (CASE WHEN x.sender_id = c.buyer_id THEN c.buyer_wrote ELSE c.seller_wrote END)
+        AND NOT x.chat_id = ANY(unsettled) THEN
         unsettled := unsettled || x.chat_id;
       END IF;
       CONTINUE;

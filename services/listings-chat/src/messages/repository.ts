@@ -63,7 +63,10 @@ interface SendRow extends AppendedRow {
  * The outcomes are in the order of `sends`.
  */
 export async function storeMessages(db: Database, sends: readonly SendRequest[]): Promise<SendOutcome[]> {
-  const batch = JSON.stringify(sends.map((s) => [s.senderId, s.chatId, s.content, s.clientMsgId, s.flags ?? []]));
+  // No flags as null, not []: the function then builds no array for the (usual) send without flags.
+  const batch = JSON.stringify(
+    sends.map((s) => [s.senderId, s.chatId, s.content, s.clientMsgId, s.flags?.length ? s.flags : null]),
+  );
   const rows = rowsOf<SendRow>(await db.execute(sql`select * from lc_send_messages(${batch}::jsonb)`));
   const byOrd = new Map<number, SendRow[]>();
   for (const row of rows) {
