@@ -375,6 +375,20 @@ describe.each(databaseTargets().map((t) => [t.name, t] as const))(
       const buyerSocket = await connect(buyer);
       const sellerSocket = await connect(seller);
 
+      // The platform registers the listing first: production requires it (LISTINGS_REQUIRED, CONTRACT §8).
+      const registered = await http(chat!.baseUrl, "PUT", "/internal/chat/listings/77", {
+        headers: { "x-internal-token": internalToken },
+        body: {
+          seller_id: seller,
+          title: "A bike",
+          price_minor: 12_000,
+          currency: "EUR",
+          image_url: null,
+          url: "https://marketplace.example/listings/77",
+          status: "active",
+        },
+      });
+      expect(registered.status, registered.text).toBe(200);
       const created = await http(base, "POST", "/api/v1/chats", {
         headers: bearer(buyer),
         body: { listing_id: 77, seller_id: seller },
