@@ -898,6 +898,20 @@ async function send(
       renderChatState(s);
       return;
     }
+    if (error instanceof ChatApiError && error.code === "content_rejected") {
+      // The platform's content rules refuse this text (CONTRACT §10): sending it again would be refused again.
+      // The text goes back into the form, to be changed; the refused copy can be discarded.
+      pending.classList.remove("pending");
+      pending.classList.add("failed", "refused");
+      pending.dataset.testid = "message-rejected";
+      const discard = make("button", "link", "discard");
+      discard.type = "button";
+      discard.dataset.testid = "send-discard";
+      discard.addEventListener("click", () => pending.remove());
+      pending.lastElementChild?.replaceChildren(`not sent: ${error.message} · `, discard);
+      if (!ui.sendInput.value) ui.sendInput.value = content;
+      return;
+    }
     pending.classList.add("failed");
     const retry = make("button", "link", "retry");
     retry.type = "button";

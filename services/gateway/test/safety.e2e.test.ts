@@ -292,4 +292,92 @@ describe.skipIf(!hasChromium)("demo page in Chromium: report, block, refused sen
       expect((await gw.api(sellerToken, "GET", "/api/v1/blocks")).body.blocks).toEqual([]);
     });
   });
+
+  describe("content rules", () => {
+    const internalToken = randomSecret();
+    const SELLER = 601;
+    const BUYER = 602;
+    /** PostgreSQL in CI, PGlite elsewhere: what is checked here is the page, not the database. */
+    const target = databaseTargets().at(-1)!;
+    let database: Awaited<ReturnType<typeof target.create>>;
+    let chat: E2EChat;
+    let gw: E2EGateway;
+    const users: UserPage[] = [];
+
+    beforeAll(async () => {
+      if (!hasChromium) return;
+      database = await target.create();
+      chat = await startE2EChat({
+        database: database.options,
+        internalToken,
+        // As a platform would write CONTENT_RULES_FILE: phone numbers masked, one phrase refused, links flagged.
+        contentRules: {
+          rules: [
+            { id: "phone", match: "phone", action: "mask" },
+            { id: "wire", match: { words: ["western union"] }, action: "reject" },
+            { id: "url", match: "url", action: "flag" },
+          ],
+          phoneRegion: "US",
+          siteDomains: ["marketplace.example"],
+        },
+      });
+      gw = await startE2EGateway({ chatUpstreams: [chat.baseUrl], internalToken });
+    });
+
+    afterAll(async () => {
+      for (const user of users) await user.context.close().catch(() => {});
+      await gw?.stop();
+      await chat?.stop();
+      await database?.drop();
+    });
+
+    it("masks a phone number on both screens, refuses a rejected phrase in words and gives the text back", {
+      timeout: 60_000,
+    }, async () => {
+      const buyerToken = await gw.devToken(BUYER);
+      const opened = await gw.api(buyerToken, "POST", "/api/v1/chats", { listing_id: 88, seller_id: SELLER });
+      expect(opened.status).toBe(201);
+      const chatId: number = opened.body.id;
+      const buyer = await openUserPage(browser, gw.baseUrl, BUYER);
+      const seller = await openUserPage(browser, gw.baseUrl, SELLER);
+      users.push(buyer, seller);
+      for (const user of users) {
+        await waitForMode(user, "live", 15_000);
+        await user.page.click(`${byTestId("chat-item")}[data-chat-id="${chatId}"]`);
+        await user.page.waitForSelector(`${byTestId("chat-view")}[data-chat-id="${chatId}"]`);
+      }
+
+      // Masked: stored as •••, so both screens show it so (the sender's too, from the stored message).
+      await sendFromPage(buyer, "call me on (415) 555-2671 tonight");
+      await Promise.all(users.map((user) => waitForText(user, "call me on ••• tonight", LIVE_MS)));
+
+      // Refused: the sender is told which rule and why, with the text back in the form; nothing is stored.
+      await sendFromPage(buyer, "I can pay by Western Union");
+      const rejected = await buyer.page.waitForSelector(byTestId("message-rejected"), { timeout: LIVE_MS });
+      expect(await rejected.textContent()).toContain('not sent: the message breaks the content rule "wire"');
+      expect(await buyer.page.inputValue(byTestId("send-input"))).toBe("I can pay by Western Union");
+      expect(await buyer.page.$(byTestId("send-retry"))).toBeNull();
+      await buyer.page.screenshot({ path: `${SCREENSHOTS}safety-content-rejected-buyer.png` });
+
+      // Flagged: shown as written; the flag is the platform's and no answer carries it.
+      await buyer.page.fill(byTestId("send-input"), "");
+      await sendFromPage(buyer, "photos at https://elsewhere.example/bike and https://marketplace.example/l/88");
+      await Promise.all(
+        users.map((user) =>
+          waitForText(user, "photos at https://elsewhere.example/bike and https://marketplace.example/l/88", LIVE_MS),
+        ),
+      );
+      const stored = await messagesInDatabase(gw, buyerToken, chatId);
+      expect(stored.map((m) => m.content)).toEqual([
+        "call me on ••• tonight",
+        "photos at https://elsewhere.example/bike and https://marketplace.example/l/88",
+      ]);
+      const page = await gw.api(buyerToken, "GET", `/api/v1/chats/${chatId}/messages`);
+      expect(page.text).not.toContain("flags");
+      for (const user of users) {
+        expect(await shownTexts(user)).toEqual(stored.map((m) => [m.id, m.content]));
+        expect(user.pageErrors).toEqual([]);
+      }
+    });
+  });
 });

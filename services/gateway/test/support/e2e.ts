@@ -120,6 +120,8 @@ export interface E2EChatOptions {
   port?: number;
   shutdownTimeoutMs?: number;
   overrides?: ChatServerOverrides;
+  /** CONTENT_RULES_FILE's rules (the shipped ones when not given). */
+  contentRules?: ChatConfig["contentRules"];
 }
 
 /** A real listings-chat instance on 127.0.0.1. */
@@ -133,6 +135,7 @@ export async function startE2EChat(options: E2EChatOptions): Promise<E2EChat> {
     logLevel: "silent",
     instanceId: `e2e-${randomBytes(3).toString("hex")}`,
     shutdownTimeoutMs: options.shutdownTimeoutMs ?? 2_000,
+    contentRules: options.contentRules,
     warnings: [],
   };
   const server = await startChatServer(config, testLog(), options.overrides);
