@@ -166,12 +166,8 @@ export async function startChatServer(
         reads: database.reads,
         publish,
         limits,
-        onBlockChanged: (blockerId, blockedId, blocked) => {
-          const changed = blocked
-            ? hub.contactsChanged(blockerId, blockedId, false)
-            : hub.contactsRestored(blockerId, blockedId);
-          changed.catch((error) => log.warn({ err: error }, "could not tell the hub of a block"));
-        },
+        // contactsChanged logs its own failures and never rejects.
+        onBlockChanged: (blockerId, blockedId, blocked) => void hub.contactsChanged(blockerId, blockedId, !blocked),
       }),
     }),
     onRateLimited: () => {

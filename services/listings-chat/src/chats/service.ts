@@ -3,7 +3,7 @@ import { ErrorCode } from "@listings-chat/shared";
 import type { Database } from "../db/client.ts";
 import { ChatError, notFound, RateLimitedError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
-import { createRateLimiter, type RateLimiter } from "../limits/rate-limiter.ts";
+import { createRateLimiter, keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
 import { createReadCoalescing } from "./read-coalescing.ts";
 import { chatListBody, markRead, openChat, unreadBody } from "./repository.ts";
 
@@ -75,17 +75,17 @@ export function createChatService({
         if (existing) return { chat: existing.chat, created: false };
         throw error;
       }
-      const opened = await storing(() =>
-        openChat(db, listingId, buyerId, sellerId, { listingsRequired, create: true }),
-      ).catch(async (error: unknown) => {
-        await limits.refund("chat_open", buyerId);
-        throw error;
-      });
+      // The same chat as before (or a refusal): nothing new, so it does not count.
+      const opened = await keptIfStored(
+        limits,
+        "chat_open",
+        buyerId,
+        () => storing(() => openChat(db, listingId, buyerId, sellerId, { listingsRequired, create: true })),
+        (outcome) => outcome?.created === true,
+      );
       if (!opened) throw new Error("lc_open_chat answered absent to an open that creates");
       const { chat, created, events } = opened;
       if (created) publish(events);
-      // The same chat as before: nothing new, so it does not count.
-      else await limits.refund("chat_open", buyerId);
       return { chat, created };
     },
 

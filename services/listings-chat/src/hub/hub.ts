@@ -483,19 +483,12 @@ export function createHub(options: HubOptions) {
     /** How many accepted sockets are still waiting for their greeting. */
     opening: () => opening,
 
-    contactsChanged,
-
     /**
-     * After an unblock: the two see each other's presence again when they are contacts (one is in the
-     * other's recent chats where both wrote), as a connect would find.
+     * The two may (or may no longer) see each other's presence: a first reply, a block, an unblock. A share
+     * is checked against each side's contacts where it is applied (`applyContact`), so after an unblock each
+     * sees the other again exactly when a connect would find them.
      */
-    async contactsRestored(userA: number, userB: number) {
-      const [ofA, ofB] = await Promise.all([
-        recentContactsOf(db, userA, PRESENCE_CONTACTS),
-        recentContactsOf(db, userB, PRESENCE_CONTACTS),
-      ]);
-      if (ofA.includes(userB) || ofB.includes(userA)) await contactsChanged(userA, userB, true);
-    },
+    contactsChanged,
 
     snapshot() {
       let connections = 0;

@@ -37,6 +37,29 @@ export interface RateLimiter {
   refund(write: LimitedWrite, userId: number): Promise<void>;
 }
 
+/**
+ * Runs a write already counted in `write`'s bucket, and gives the count back when the write throws or
+ * `stored` says it stored nothing (a repeat, a refusal, a change that changed nothing): only writes that
+ * changed something use the allowance. The one place every counted write settles its count.
+ */
+export async function keptIfStored<T>(
+  limits: RateLimiter,
+  write: LimitedWrite,
+  userId: number,
+  run: () => Promise<T>,
+  stored: (outcome: T) => boolean,
+): Promise<T> {
+  let outcome: T;
+  try {
+    outcome = await run();
+  } catch (error) {
+    await limits.refund(write, userId);
+    throw error;
+  }
+  if (!stored(outcome)) await limits.refund(write, userId);
+  return outcome;
+}
+
 export interface RateLimiterOptions {
   /** Per bucket: writes allowed per window (CONTRACT §10's limits where not given). */
   limits?: Partial<Record<LimitedWrite, number>>;

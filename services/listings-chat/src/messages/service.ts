@@ -5,7 +5,7 @@ import type { Database } from "../db/client.ts";
 import { toMessage } from "../db/rows.ts";
 import { blockedError, ChatError, listingClosedError, notFound, RateLimitedError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
-import { createRateLimiter, type LimitedWrite, type RateLimiter } from "../limits/rate-limiter.ts";
+import { createRateLimiter, keptIfStored, type LimitedWrite, type RateLimiter } from "../limits/rate-limiter.ts";
 import { type ContentRules, createContentRules, defaultContentRulesOptions } from "../safety/content-rules.ts";
 import { createGroupCommit, defaultGroupCommit, type GroupCommitOptions } from "./group-commit.ts";
 import {
@@ -109,12 +109,13 @@ export function createMessageService({
    */
   async function counted(write: LimitedWrite, userId: number, change: () => Promise<ChangeOutcome>) {
     await storing(() => limits.consume(write, userId));
-    const outcome = await storing(change).catch(async (error: unknown) => {
-      await limits.refund(write, userId);
-      throw error;
-    });
-    if (outcome.status !== "changed") await limits.refund(write, userId);
-    return outcome;
+    return keptIfStored(
+      limits,
+      write,
+      userId,
+      () => storing(change),
+      (outcome) => outcome.status === "changed",
+    );
   }
 
   return {
@@ -129,11 +130,13 @@ export function createMessageService({
         if (repeat) return { message: toMessage(repeat), created: false };
         throw error;
       }
-      const outcome = await storing(() => batches.submit({ senderId, chatId, content, clientMsgId, flags })).catch(
-        async (error: unknown) => {
-          await limits.refund("send", senderId);
-          throw error;
-        },
+      // Nothing stored (a repeat, a refusal, a failure): the send does not count.
+      const outcome = await keptIfStored(
+        limits,
+        "send",
+        senderId,
+        () => storing(() => batches.submit({ senderId, chatId, content, clientMsgId, flags })),
+        (stored) => stored.status === "created",
       );
       if (outcome.status === "created") {
         publish(outcome.events);
@@ -141,8 +144,6 @@ export function createMessageService({
         if (outcome.becameMutual && userA !== undefined && userB !== undefined) onContacts?.(userA, userB);
         return { message: outcome.message, created: true, becameMutual: outcome.becameMutual };
       }
-      // Nothing was stored: the send does not count.
-      await limits.refund("send", senderId);
       if (outcome.status === "repeat") return { message: outcome.message, created: false };
       if (outcome.status === "conflict") throw usedInAnotherChat();
       if (outcome.status === "blocked") throw blockedError();

@@ -2,7 +2,7 @@ import { ErrorCode, type ReportBody } from "@listings-chat/shared";
 import type { Database } from "../db/client.ts";
 import { ChatError, notFound, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
-import { createRateLimiter, type RateLimiter } from "../limits/rate-limiter.ts";
+import { createRateLimiter, keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
 import { type BlockChange, blocksOf, blockUser, MAX_BLOCKS_PER_USER, unblockUser } from "./blocks.ts";
 import { fileReport, type Report, type ReportOutcome } from "./reports.ts";
 
@@ -80,14 +80,15 @@ export function createSafetyService({
    */
   async function counted(userId: number, change: () => Promise<BlockChange>): Promise<boolean> {
     await storing(() => limits.consume("block", userId));
-    try {
-      const changed = settle(await storing(change));
-      if (!changed) await limits.refund("block", userId);
-      return changed;
-    } catch (error) {
-      await limits.refund("block", userId);
-      throw error;
-    }
+    return settle(
+      await keptIfStored(
+        limits,
+        "block",
+        userId,
+        () => storing(change),
+        (c) => c.status === "changed",
+      ),
+    );
   }
 
   return {
@@ -120,12 +121,14 @@ export function createSafetyService({
       const before = answered(await storing(() => fileReport(db, report, false)), target);
       if (before) return before;
       await storing(() => limits.consume("report", reporterId));
-      const filed = await storing(() => fileReport(db, report, true)).catch(async (error: unknown) => {
-        await limits.refund("report", reporterId);
-        throw error;
-      });
-      // A concurrent request filed it first: that one counted.
-      if (filed.status !== "created") await limits.refund("report", reporterId);
+      // A concurrent request that filed it first is the one that counts.
+      const filed = await keptIfStored(
+        limits,
+        "report",
+        reporterId,
+        () => storing(() => fileReport(db, report, true)),
+        (outcome) => outcome.status === "created",
+      );
       const answer = answered(filed, target);
       if (!answer) throw new Error("lc_report answered `new` to a report it was asked to store");
       return answer;
