@@ -2,7 +2,13 @@ import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
-import { createInternalTokenCheck, createRedisClient, listen, succeedsWithin } from "@listings-chat/shared/node";
+import {
+  createInternalTokenCheck,
+  createRedisClient,
+  createStartup,
+  listen,
+  succeedsWithin,
+} from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { Registry } from "prom-client";
 import { createGatewayApp } from "./app.ts";
@@ -27,10 +33,15 @@ export interface Gateway {
   stop(): Promise<void>;
 }
 
-/** Builds the gateway from its configuration and starts listening. */
-export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+/**
+ * Builds the gateway from its configuration and starts listening. `signal` (a stop signal during start-up)
+ * stops it between or during its steps, closes what they opened, and the port stays shut.
+ */
+export async function startGateway(config: GatewayConfig, log: Logger, signal?: AbortSignal): Promise<Gateway> {
+  const startup = createStartup(signal);
   const redis = config.redis ? createRedisClient(config.redis.url) : undefined;
   redis?.on("error", (error) => log.warn({ err: error }, "redis connection error"));
+  if (redis) startup.opened(() => redis.disconnect());
   const replay =
     redis && config.redis ? createRedisReplayStore(redis, config.redis.keyPrefix) : createMemoryReplayStore();
   const wsTokens = createWsTokens({ ...config.wsTokens, replay });
@@ -40,20 +51,25 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     requestTimeoutMs: config.upstreamRequestTimeoutMs,
     upgradeAdmission: config.upstreamUpgrades ?? { inFlightMax: 32, queueMax: 2_048, maxWaitMs: 3_000 },
   });
+  startup.opened(() => upstreams.close());
   // The instances: the fixed URLs, and the addresses of dns+ names, looked up again while the gateway runs.
-  const discovery = await startUpstreamDiscovery({
-    sources: config.chatUpstreams.map((entry) => {
-      const source = parseUpstreamSource(entry);
-      if (!source) throw new Error(`not a chat upstream: ${entry}`);
-      return source;
+  const discovery = await startup.step(
+    "upstream discovery",
+    startUpstreamDiscovery({
+      sources: config.chatUpstreams.map((entry) => {
+        const source = parseUpstreamSource(entry);
+        if (!source) throw new Error(`not a chat upstream: ${entry}`);
+        return source;
+      }),
+      refreshMs: config.upstreamDnsRefreshMs ?? 5_000,
+      onChange: (bases) => {
+        upstreams.replace(bases);
+        log.info({ upstreams: bases }, "chat instances");
+      },
+      log,
     }),
-    refreshMs: config.upstreamDnsRefreshMs ?? 5_000,
-    onChange: (bases) => {
-      upstreams.replace(bases);
-      log.info({ upstreams: bases }, "chat instances");
-    },
-    log,
-  });
+    (started) => started.stop(),
+  );
   let draining = false;
   const gatewayId = randomUUID();
   const registry = new Registry();
@@ -120,7 +136,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     return response;
   };
   const server = createAdaptorServer({ fetch }) as Server;
+  await startup.beforeListen();
   await listen(server, config.port, config.host);
+  startup.done();
   // A request head must arrive within 10 s and a whole request within 30 s (slow-loris); idle keep-alive
   // connections are kept longer than the 60 s of the nginx in front, so the gateway never closes one that
   // nginx is about to reuse (the POST 502 race).

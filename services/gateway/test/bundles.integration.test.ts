@@ -1,275 +1,25 @@
 /**
  * The compiled bundles (scripts/build.ts), the files the image runs: built into a temporary folder, started
  * with plain `node` (on PostgreSQL and Redis when they are given, as in CI; on PGlite otherwise), they serve
- * a basic chat. Started as PID 1 of a PID namespace, as in a container without an init (where a signal
- * with no handler is ignored), they stop on SIGTERM during start-up and once serving; and they run with a
- * read-only root filesystem.
+ * a basic chat, and they run on production dependencies alone. How they stop on signals, as PID 1, is
+ * stop-signals.integration.test.ts.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import jwt from "jsonwebtoken";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildServices, type ServiceName } from "../../../scripts/build.ts";
+import type { ServiceName } from "../../../scripts/build.ts";
 import { databaseTargets } from "../../listings-chat/test/support/databases.ts";
 import { redisNamespace, redisUrl } from "../../listings-chat/test/support/redis.ts";
+import { gatewayEnv, healthy, repoRoot, useBundles } from "./support/bundle-processes.ts";
 import { describeOutcome, freePort, http, pollUntil, tryUpgrade } from "./support/e2e.ts";
 import { type ServiceProcess, startChatProcess, startGatewayProcess } from "./support/processes.ts";
 
-const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const secret = () => randomBytes(24).toString("hex");
-/** SIGTERM must end a service within this (CONTRACT §6: 10 s). */
-const EXIT_WITHIN_MS = 10_000;
-
-let outDir: string;
-let bundles: Record<ServiceName, string>;
-
-beforeAll(async () => {
-  // Inside the repository (dist/ is ignored by git), so that the bundles find node_modules as in the image.
-  mkdirSync(join(repoRoot, "dist"), { recursive: true });
-  outDir = mkdtempSync(join(repoRoot, "dist", "test-"));
-  bundles = await buildServices(outDir);
-}, 60_000);
-
-afterAll(() => {
-  rmSync(outDir, { recursive: true, force: true });
-});
-
-// ---------------------------------------------------------------------------------------------------
-// PID 1
-
-interface Pid1Process {
-  /** `unshare`, which waits for the namespace's PID 1 and exits with its code. */
-  outer: ChildProcess;
-  /** The service's pid as seen from here (1 inside its namespace). */
-  pid: number;
-  output(): string;
-  exited: Promise<number | null>;
-}
-
-/** The pid `unshare` forked (the namespace's PID 1), once it runs node. */
-async function namespaceInit(outer: ChildProcess): Promise<number> {
-  let pid = 0;
-  const found = await pollUntil(
-    () => {
-      try {
-        pid = Number(readFileSync(`/proc/${outer.pid}/task/${outer.pid}/children`, "utf8").trim().split(" ")[0]);
-        return pid > 0 && readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "node";
-      } catch {
-        return false;
-      }
-    },
-    10_000,
-    2,
-  );
-  if (!found) throw new Error("unshare did not start node");
-  return pid;
-}
-
-/**
- * Runs a bundle as PID 1 of a new PID namespace (`unshare --pid --fork`), with only `env`; with
- * `readOnlyRoot`, in a mount namespace whose root filesystem is remounted read-only first.
- */
-async function startAsPid1(
-  bundle: string,
-  env: Record<string, string>,
-  options: { readOnlyRoot?: boolean } = {},
-): Promise<Pid1Process> {
-  const readOnly = options.readOnlyRoot ? "mount --make-rprivate / && mount -o remount,bind,ro / && " : "";
-  const outer = spawn(
-    "unshare",
-    [
-      "--pid",
-      "--fork",
-      "--kill-child",
-      "--mount",
-      "sh",
-      "-c",
-      `${readOnly}exec "$@"`,
-      "sh",
-      process.execPath,
-      "--enable-source-maps",
-      bundle,
-    ],
-    { env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let printed = "";
-  outer.stdout?.on("data", (d) => {
-    printed += d;
-  });
-  outer.stderr?.on("data", (d) => {
-    printed += d;
-  });
-  const exited = new Promise<number | null>((resolve) => outer.once("exit", (code) => resolve(code)));
-  const pid = await namespaceInit(outer);
-  expect(readFileSync(`/proc/${pid}/status`, "utf8")).toMatch(/^NSpid:\s+\d+\s+1$/m);
-  return { outer, pid, output: () => printed, exited };
-}
-
-/** Sends SIGTERM to the namespace's PID 1; its exit code and how long it took (SIGKILL after 15 s). */
-async function sigterm(service: Pid1Process): Promise<{ code: number | null; ms: number }> {
-  const sentAt = Date.now();
-  process.kill(service.pid, "SIGTERM");
-  const killer = setTimeout(() => service.outer.kill("SIGKILL"), 15_000);
-  const code = await service.exited;
-  clearTimeout(killer);
-  return { code, ms: Date.now() - sentAt };
-}
-
-async function healthy(baseUrl: string, timeoutMs = 30_000) {
-  return pollUntil(
-    () =>
-      fetch(`${baseUrl}/health`).then(
-        (r) => r.ok,
-        () => false,
-      ),
-    timeoutMs,
-    50,
-  );
-}
-
-/**
- * SIGTERM to the namespace's PID 1 every 10 ms from now until it exits (or 10 s): the signals that come
- * before it has a handler are ignored, as PID 1's are; the first one after lands. Sent by a shell loop of
- * its own, not from this process, whose event loop other test files may keep busy for longer than the
- * service takes to load.
- */
-async function sigtermUntilExit(service: Pid1Process): Promise<number | null> {
-  const sender = spawn(
-    "sh",
-    [
-      "-c",
-      `end=$(($(date +%s) + ${EXIT_WITHIN_MS / 1_000})); while kill -TERM ${service.pid} 2>/dev/null && [ $(date +%s) -lt $end ]; do sleep 0.01; done`,
-    ],
-    { stdio: "ignore" },
-  );
-  const killer = setTimeout(() => service.outer.kill("SIGKILL"), EXIT_WITHIN_MS + 2_000);
-  const code = await service.exited;
-  clearTimeout(killer);
-  sender.kill("SIGKILL");
-  return code;
-}
-
-/** A PostgreSQL that accepts connections and never answers, as a frozen server does. */
-async function frozenPostgres(): Promise<{ url: string; connections(): number; close(): Promise<void> }> {
-  const held = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    held.add(socket);
-    socket.on("error", () => {});
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  return {
-    url: `postgres://chat@127.0.0.1:${port}/chat`,
-    connections: () => held.size,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of held) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-function gatewayEnv(port: number, chatPort: number, internalToken: string): Record<string, string> {
-  return {
-    NODE_ENV: "production",
-    GATEWAY_HOST: "127.0.0.1",
-    GATEWAY_PORT: String(port),
-    CHAT_UPSTREAMS: `http://127.0.0.1:${chatPort}`,
-    INTERNAL_TOKEN: internalToken,
-    JWT_SECRET: secret(),
-    JWT_AUDIENCE: "listings-chat",
-    WS_TOKEN_SECRET: secret(),
-    LOG_LEVEL: "info",
-  };
-}
-
-describe("the bundles as PID 1", () => {
-  it.each([
-    ["gateway", false],
-    ["listings-chat", true],
-  ] as const)(
-    "%s catches SIGTERM before it loads the service: one that comes while it loads ends it, exit 0",
-    async (name, isChat) => {
-      const port = await freePort();
-      const env = isChat
-        ? { NODE_ENV: "test", CHAT_HOST: "127.0.0.1", CHAT_PORT: String(port), LOG_LEVEL: "info" }
-        : gatewayEnv(port, await freePort(), secret());
-      const service = await startAsPid1(bundles[name], env);
-      const code = await sigtermUntilExit(service);
-      expect({ code, output: service.output() }).toMatchObject({ code: 0 });
-      // The first signal that landed came while the service's modules were still loading, not after its start.
-      expect(service.output()).toContain(`${name}: SIGTERM before start-up: exiting`);
-    },
-  );
-
-  it("listings-chat stops on SIGTERM while its start-up waits for a PostgreSQL that does not answer", async () => {
-    const database = await frozenPostgres();
-    try {
-      const port = await freePort();
-      const chat = await startAsPid1(bundles["listings-chat"], {
-        NODE_ENV: "production",
-        CHAT_HOST: "127.0.0.1",
-        CHAT_PORT: String(port),
-        DATABASE_URL: database.url,
-        INTERNAL_TOKEN: secret(),
-        LOG_LEVEL: "info",
-      });
-      // Loaded, started, and waiting for a database that never answers.
-      expect(await pollUntil(() => database.connections() > 0, 15_000), chat.output()).toBe(true);
-      const { code, ms } = await sigterm(chat);
-      expect({ code, output: chat.output() }).toMatchObject({ code: 0 });
-      expect(chat.output()).toMatch(/still starting 2000 ms after SIGTERM: exiting/);
-      expect(ms).toBeLessThan(5_000);
-    } finally {
-      await database.close();
-    }
-  });
-
-  it("both stop with exit 0 on SIGTERM once serving, on a read-only root filesystem", async () => {
-    const postgres = databaseTargets().find((t) => t.name === "postgres");
-    const database = await postgres?.create();
-    const internalToken = secret();
-    try {
-      const chatPort = await freePort();
-      const chatEnv: Record<string, string> = {
-        CHAT_HOST: "127.0.0.1",
-        CHAT_PORT: String(chatPort),
-        INTERNAL_TOKEN: internalToken,
-        LOG_LEVEL: "info",
-      };
-      // Production needs PostgreSQL; PGlite (development) writes its data, so it gets a folder and no read-only root.
-      const dataDir = mkdtempSync(join(tmpdir(), "lc-bundle-chat-"));
-      if (database && "url" in database.options) {
-        Object.assign(chatEnv, { NODE_ENV: "production", DATABASE_URL: database.options.url });
-      } else Object.assign(chatEnv, { NODE_ENV: "test", DATA_DIR: dataDir });
-      const chat = await startAsPid1(bundles["listings-chat"], chatEnv, { readOnlyRoot: Boolean(database) });
-      expect(await healthy(`http://127.0.0.1:${chatPort}`), chat.output()).toBe(true);
-
-      const port = await freePort();
-      const gateway = await startAsPid1(bundles.gateway, gatewayEnv(port, chatPort, internalToken), {
-        readOnlyRoot: true,
-      });
-      const baseUrl = `http://127.0.0.1:${port}`;
-      expect(await healthy(baseUrl), gateway.output()).toBe(true);
-      expect(await pollUntil(async () => (await http(baseUrl, "GET", "/ready")).status === 200, 15_000)).toBe(true);
-
-      const stoppedGateway = await sigterm(gateway);
-      expect({ code: stoppedGateway.code, output: gateway.output() }).toMatchObject({ code: 0 });
-      expect(stoppedGateway.ms).toBeLessThan(EXIT_WITHIN_MS);
-      const stoppedChat = await sigterm(chat);
-      expect({ code: stoppedChat.code, output: chat.output() }).toMatchObject({ code: 0 });
-      expect(stoppedChat.ms).toBeLessThan(EXIT_WITHIN_MS);
-      rmSync(dataDir, { recursive: true, force: true });
-    } finally {
-      await database?.drop();
-    }
-  }, 60_000);
-});
+const built = useBundles();
 
 // ---------------------------------------------------------------------------------------------------
 // A basic chat
@@ -320,7 +70,7 @@ describe.each(databaseTargets().map((t) => [t.name, t] as const))(
         cleanups.push(async () => database.drop());
         Object.assign(env, { NODE_ENV: "production", DATABASE_URL: database.url });
         // What the Kubernetes init container runs: the migrations alone, then exit 0.
-        const migrate = spawnSync(process.execPath, [join(bundles["listings-chat"], "../migrate.js")], {
+        const migrate = spawnSync(process.execPath, [join(built.paths()["listings-chat"], "../migrate.js")], {
           env: { PATH: process.env.PATH ?? "", ...env },
           encoding: "utf8",
           timeout: 60_000,
@@ -335,7 +85,7 @@ describe.each(databaseTargets().map((t) => [t.name, t] as const))(
         cleanups.push(namespace.drop);
         Object.assign(shared, { REDIS_URL: redis, REDIS_KEY_PREFIX: namespace.keyPrefix });
       }
-      chat = await startChatProcess({ ...env, ...shared }, { bundle: bundles["listings-chat"] });
+      chat = await startChatProcess({ ...env, ...shared }, { bundle: built.paths()["listings-chat"] });
       gateway = await startGatewayProcess(
         {
           ...shared,
@@ -347,7 +97,7 @@ describe.each(databaseTargets().map((t) => [t.name, t] as const))(
           WS_TOKEN_SECRET: secret(),
           CHAT_UPSTREAMS: chat.baseUrl,
         },
-        { bundle: bundles.gateway },
+        { bundle: built.paths().gateway },
       );
     }, 60_000);
 
@@ -442,7 +192,7 @@ describe("the bundles on production dependencies alone (npm ci --omit=dev, as th
     });
     expect(install.status, `${install.stdout}${install.stderr}`).toBe(0);
     expect(install.stderr).not.toMatch(/EBADENGINE/);
-    cpSync(join(outDir), join(runtime, "dist"), { recursive: true });
+    cpSync(built.outDir(), join(runtime, "dist"), { recursive: true });
   }, 300_000);
 
   afterAll(() => {
@@ -450,7 +200,16 @@ describe("the bundles on production dependencies alone (npm ci --omit=dev, as th
   });
 
   it("has none of the development tools, and both services start and are ready on it", async () => {
-    for (const tool of ["tsx", "vitest", "@biomejs/biome", "turbo", "esbuild", "playwright-core", "drizzle-kit"]) {
+    for (const tool of [
+      "node",
+      "tsx",
+      "vitest",
+      "@biomejs/biome",
+      "turbo",
+      "esbuild",
+      "playwright-core",
+      "drizzle-kit",
+    ]) {
       expect(existsSync(join(runtime, "node_modules", tool)), tool).toBe(false);
     }
     const internalToken = secret();

@@ -47,7 +47,7 @@ function rawExchange(
     const socket: Socket = netConnect({ port, host: "127.0.0.1" });
     const chunks: Buffer[] = [];
     let leftByUs = false;
-    socket.on("data", (chunk) => chunks.push(chunk));
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
     socket.on("error", () => {});
     const giveUp = setTimeout(() => {
       leftByUs = true;
@@ -243,7 +243,7 @@ describe("the gateway process against hostile and clumsy clients", () => {
           const socket = netConnect({ port: gateway.port, host: "127.0.0.1" });
           const chunks: Buffer[] = [];
           socket.on("error", () => {});
-          socket.on("data", (c) => chunks.push(c));
+          socket.on("data", (c: Buffer) => chunks.push(c));
           const drip = setInterval(() => socket.write("x"), 300);
           const done = () => {
             clearInterval(drip);
@@ -276,7 +276,7 @@ describe("the gateway process against hostile and clumsy clients", () => {
           let sent = 0;
           let answered = false;
           socket.on("error", () => {});
-          socket.on("data", (c) => {
+          socket.on("data", (c: Buffer) => {
             chunks.push(c);
             answered = true;
           });
@@ -503,7 +503,7 @@ describe("the gateway process in front of instances that refuse, misconfigure or
     const socket = netConnect({ port: gateway.port, host: "127.0.0.1" });
     const answer = new Promise<string>((resolve) => {
       const chunks: Buffer[] = [];
-      socket.on("data", (c) => chunks.push(c));
+      socket.on("data", (c: Buffer) => chunks.push(c));
       socket.on("error", () => {});
       socket.once("close", () => resolve(Buffer.concat(chunks).toString()));
     });

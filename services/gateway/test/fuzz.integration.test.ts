@@ -21,7 +21,7 @@ function exchange(port: number, request: Buffer, ms = 3_000): Promise<string> {
   return new Promise((resolve) => {
     const socket = netConnect({ port, host: "127.0.0.1" });
     const chunks: Buffer[] = [];
-    socket.on("data", (c) => chunks.push(c));
+    socket.on("data", (c: Buffer) => chunks.push(c));
     socket.on("error", () => {});
     const timer = setTimeout(() => socket.destroy(), ms);
     socket.once("close", () => {

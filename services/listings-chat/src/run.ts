@@ -7,7 +7,7 @@ export function run(signals: StopSignals): Promise<void> {
   return runService({
     name: "listings-chat",
     loadConfig: () => loadChatConfig(process.env),
-    start: startChatServer,
+    start: (config, log, signal) => startChatServer(config, log, {}, signal),
     portVariable: "CHAT_PORT",
     stoppingMessage: "shutting down: closing sockets with 1001",
     signals,

@@ -2,7 +2,13 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import { Limits } from "@listings-chat/shared";
-import { createInternalTokenCheck, createRedisClient, listen, succeedsWithin } from "@listings-chat/shared/node";
+import {
+  createInternalTokenCheck,
+  createRedisClient,
+  createStartup,
+  listen,
+  succeedsWithin,
+} from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
 import { createApp } from "./app.ts";
@@ -50,21 +56,33 @@ export interface ChatServerOverrides {
   socketLimits?: { inboundQueueFrames?: number; replayPageTimeoutMs?: number; resumeIntervalMs?: number };
 }
 
-/** Builds the whole chat instance from its configuration and starts listening. */
+/**
+ * Builds the whole chat instance from its configuration and starts listening. `signal` (a stop signal
+ * during start-up) stops it between or during its steps, closes what they opened, and the port stays shut.
+ */
 export async function startChatServer(
   config: ChatConfig,
   log: Logger,
   overrides: ChatServerOverrides = {},
+  signal?: AbortSignal,
 ): Promise<ChatServer> {
   const startedAt = Date.now();
+  const startup = createStartup(signal);
   const telemetry = createTelemetry();
-  const database = await openDatabase(config.database, (operation, seconds) =>
-    telemetry.dbQuerySeconds.observe({ operation }, seconds),
+  const database = await startup.step(
+    "database",
+    openDatabase(config.database, (operation, seconds) => telemetry.dbQuerySeconds.observe({ operation }, seconds)),
+    (opened) => opened.close(),
   );
   const redis = config.redis ? createRedisClient(config.redis.url) : undefined;
   redis?.on("error", (error) => log.warn({ err: error }, "redis connection error"));
+  if (redis) startup.opened(() => redis.disconnect());
   const bus: Bus = config.redis
-    ? await createRedisBus({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, log })
+    ? await startup.step(
+        "redis",
+        createRedisBus({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, log }),
+        (opened) => opened.close(),
+      )
     : createMemoryBus();
   const presence =
     redis && config.redis
@@ -134,7 +152,8 @@ export async function startChatServer(
     socketLimits: overrides.socketLimits,
     telemetry,
   });
-  await hub.start();
+  await startup.step("hub", hub.start());
+  startup.opened(() => hub.shutdown(0));
 
   const redisReady = redis ? () => succeedsWithin(() => redis.ping(), 1_000) : undefined;
   let shuttingDown = false;
@@ -178,7 +197,9 @@ export async function startChatServer(
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: Limits.maxFrameBytes, perMessageDeflate: false });
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  await startup.beforeListen();
   await listen(server, config.port, config.host);
+  startup.done();
   server.on(
     "upgrade",
     createUpgradeHandler({

@@ -9,5 +9,6 @@ export * from "./request-id.ts";
 export * from "./request-metrics.ts";
 export * from "./request-scope.ts";
 export * from "./run-service.ts";
+export * from "./startup.ts";
 export * from "./stop-signals.ts";
 export * from "./tracing.ts";

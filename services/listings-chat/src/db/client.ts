@@ -39,7 +39,7 @@ export const migrationsFolder = fileURLToPath(
 );
 
 /** Any number that all chat instances agree on, so that only one of them migrates at a time. */
-const MIGRATION_LOCK_KEY = 8_086_001;
+export const MIGRATION_LOCK_KEY = 8_086_001;
 
 /**
  * How long PostgreSQL work may take before it is given up, so that nothing waits forever: a statement that
@@ -144,6 +144,10 @@ async function openPostgres(
     // A migration may take long, and so may another instance's that this one waits for: no limits here.
     await migrationDb.execute(sql`set statement_timeout = 0`);
     await migrationDb.execute(sql`set lock_timeout = 0`);
+    // A backend waiting for a lock does not notice that its client has gone: an instance stopped while it waits
+    // for another's migrations would leave a session that takes the lock later, for nobody. This makes the
+    // server look for the client every second while it waits (PostgreSQL 14+).
+    await migrationDb.execute(sql`set client_connection_check_interval = 1000`);
     await migrationDb.execute(sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`);
     try {
       await migrateNodePg(migrationDb, { migrationsFolder });
@@ -151,6 +155,7 @@ async function openPostgres(
       await migrationDb.execute(sql`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`);
       await migrationDb.execute(sql`reset statement_timeout`);
       await migrationDb.execute(sql`reset lock_timeout`);
+      await migrationDb.execute(sql`reset client_connection_check_interval`);
     }
   } finally {
     migrationClient.release();
