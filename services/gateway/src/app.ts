@@ -2,7 +2,6 @@ import { ErrorCode, errorBody } from "@listings-chat/shared";
 import { presentedInternalToken, type RequestScopeOptions, requestScope } from "@listings-chat/shared/node";
 import { type Context, Hono } from "hono";
 import type { Logger } from "pino";
-import type { Registry } from "prom-client";
 import { type AccessTokenVerifier, presentedAccessToken } from "./auth/access-token.ts";
 import { AuthError } from "./auth/errors.ts";
 import type { WsTokens } from "./auth/ws-token.ts";
@@ -10,6 +9,7 @@ import { createDemoPageRoutes } from "./dev/demo-page.ts";
 import { devTokenBody } from "./dev/dev-token.ts";
 import { createDocsRoutes } from "./docs/openapi.ts";
 import { GatewayErrorCode } from "./error-codes.ts";
+import type { MetricsSource } from "./metrics.ts";
 import { WS_PATH } from "./proxy/ws-upgrade.ts";
 
 export interface GatewayAppParts {
@@ -27,7 +27,8 @@ export interface GatewayAppParts {
   redisReady?: () => Promise<boolean>;
   /** Present only with DEV_AUTH=1. */
   signDevToken?: (userId: number) => string;
-  metrics: Registry;
+  /** What `/metrics` answers (all workers' sum in a worker, metrics.ts). */
+  metrics: MetricsSource;
   checkInternalToken: (presented: string | undefined) => boolean;
   log?: Logger;
   /** How long `/ready` waits for an instance's readiness and Redis (default 1 s). */

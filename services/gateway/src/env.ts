@@ -51,9 +51,14 @@ const pem = z
     "must be a PEM public key (-----BEGIN PUBLIC KEY-----) of an RSA key (RS256) or a P-256 EC key (ES256)",
   );
 
+/** More workers than this is a typo: a host runs one event loop per core (GATEWAY_WORKERS). */
+export const MAX_GATEWAY_WORKERS = 256;
+
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
   GATEWAY_PORT: portNumber.default(3000),
+  // Processes serving GATEWAY_PORT together (workers/supervisor.ts); 1: this process serves it alone.
+  GATEWAY_WORKERS: wholeNumber(1, MAX_GATEWAY_WORKERS).default(1),
   // No default here: with DEV_AUTH=1 it is 127.0.0.1, else 0.0.0.0 (loadGatewayConfig).
   GATEWAY_HOST: z.string().min(1).optional(),
   CHAT_UPSTREAMS: upstreams.default(["http://127.0.0.1:8086"]),
@@ -93,6 +98,11 @@ export interface GatewayConfig {
   production: boolean;
   port: number;
   host: string;
+  /**
+   * GATEWAY_WORKERS: processes serving `port` together, each listening with SO_REUSEPORT when more than 1
+   * (workers/supervisor.ts starts them); 1 when not given.
+   */
+  workers?: number;
   /** The chat instances: base URLs without a trailing slash, or `dns+http(s)://<name>:<port>` to look up. */
   chatUpstreams: string[];
   /** How often `dns+` names are looked up again (CHAT_UPSTREAMS_DNS_REFRESH_MS); 5,000 ms when not given. */
@@ -113,12 +123,13 @@ export interface GatewayConfig {
    * UPSTREAM_UPGRADES_IN_FLIGHT, UPSTREAM_UPGRADE_QUEUE_MAX and UPSTREAM_UPGRADE_QUEUE_WAIT_MS
    * (proxy/upgrade-admission.ts): upgrades at one instance at a time, until it greets them; upgrades
    * waiting for one of those slots; the longest expected wait still worth queueing for. 32, 2,048 and
-   * 3,000 ms when not given.
+   * 3,000 ms when not given. With several workers, each has its share of the first two (the instance
+   * sees the same number of upgrades at once as from one process).
    */
   upstreamUpgrades?: { inFlightMax: number; queueMax: number; maxWaitMs: number };
   /** How long a client may take to send a request body (408 after). */
   bodyTimeoutMs: number;
-  /** REST requests in flight per user at one gateway (429 over it). */
+  /** REST requests in flight per user at one gateway process (a worker; 429 over it). */
   maxRequestsPerUser: number;
   shutdownDrainMs: number;
   devAuth: boolean;
@@ -166,6 +177,13 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     );
   }
   const jwtSecret = v.JWT_PUBLIC_KEY ? undefined : secret("JWT_SECRET", v.JWT_SECRET, DevDefaults.jwtSecret);
+  const workers = v.GATEWAY_WORKERS;
+  // In memory, each worker would count only its own sockets: a user could open workers × the cap.
+  if (workers > 1 && !v.REDIS_URL) {
+    throw new ConfigError(
+      `GATEWAY_WORKERS=${workers} needs REDIS_URL: the workers share each user's socket cap (MAX_SOCKETS_PER_USER) and the used ws-tokens through Redis; set REDIS_URL, or GATEWAY_WORKERS=1`,
+    );
+  }
   const wsSecret = secret("WS_TOKEN_SECRET", v.WS_TOKEN_SECRET, DevDefaults.wsTokenSecret);
   const key: AccessTokenKey = v.JWT_PUBLIC_KEY
     ? { kind: "public-key", pem: v.JWT_PUBLIC_KEY }
@@ -183,6 +201,7 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
   return {
     production,
     port: v.GATEWAY_PORT,
+    workers,
     // Dev tokens sign in as anyone: a gateway that hands them out is reachable from this machine only, unless told.
     host: v.GATEWAY_HOST ?? (v.DEV_AUTH === "1" ? "127.0.0.1" : "0.0.0.0"),
     chatUpstreams: v.CHAT_UPSTREAMS,
@@ -194,9 +213,11 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     maxSocketsPerUser: v.MAX_SOCKETS_PER_USER,
     upstreamConnectTimeoutMs: v.UPSTREAM_CONNECT_TIMEOUT_MS,
     upstreamRequestTimeoutMs: v.UPSTREAM_REQUEST_TIMEOUT_MS,
+    // The kernel spreads connections evenly over the workers; each admits its share, so an instance is not
+    // sent workers × UPSTREAM_UPGRADES_IN_FLIGHT upgrades at once.
     upstreamUpgrades: {
-      inFlightMax: v.UPSTREAM_UPGRADES_IN_FLIGHT,
-      queueMax: v.UPSTREAM_UPGRADE_QUEUE_MAX,
+      inFlightMax: Math.ceil(v.UPSTREAM_UPGRADES_IN_FLIGHT / workers),
+      queueMax: Math.ceil(v.UPSTREAM_UPGRADE_QUEUE_MAX / workers),
       maxWaitMs: v.UPSTREAM_UPGRADE_QUEUE_WAIT_MS,
     },
     bodyTimeoutMs: v.BODY_TIMEOUT_MS,

@@ -3,6 +3,10 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from 
 import type { RestUpstreamFailure } from "./proxy/rest-forward.ts";
 import type { Upstream } from "./proxy/upstreams.ts";
 import type { WsCounters } from "./proxy/ws-upgrade.ts";
+import type { SupervisorLink } from "./workers/worker.ts";
+
+/** What `/metrics` answers with: a registry, or the sum of every worker's (GATEWAY_WORKERS). */
+export type MetricsSource = Pick<Registry, "contentType" | "metrics">;
 
 /** The histograms and failure counters the gateway's parts feed as they go. */
 export function createGatewayTelemetry(registry: Registry) {
@@ -29,13 +33,19 @@ export function createGatewayTelemetry(registry: Registry) {
   };
 }
 
-/** The gateway's Prometheus registry (never the global one), read from the upgrade pass's counters. */
+/**
+ * The gateway's Prometheus registry (never the global one), read from the upgrade pass's counters. In a
+ * worker of several (GATEWAY_WORKERS), a scrape answers the sum of all of them, which the supervisor
+ * collects: Prometheus reaches whichever worker the kernel picks, and must see the whole gateway.
+ */
 export function createGatewayMetrics(
   registry: Registry,
   counters: WsCounters,
   openPipes: () => number,
   instances: () => readonly Upstream[],
-): Registry {
+  /** The supervisor of this worker (GATEWAY_WORKERS > 1); none when the gateway serves alone. */
+  supervisor?: SupervisorLink,
+): MetricsSource {
   collectDefaultMetrics({ register: registry, prefix: "listings_chat_gateway_" });
   new Gauge({
     name: "listings_chat_gateway_ws_pipes",
@@ -103,5 +113,7 @@ export function createGatewayMetrics(
       for (const instance of instances()) this.set({ upstream: instance.base }, instance.upgrades.waiting);
     },
   });
-  return registry;
+  if (!supervisor) return registry;
+  supervisor.shareMetrics(registry);
+  return { contentType: registry.contentType, metrics: () => supervisor.metricsOfAllWorkers() };
 }

@@ -23,6 +23,7 @@ import { createMemorySocketCaps, createRedisSocketCaps } from "./proxy/socket-ca
 import { parseUpstreamSource, startUpstreamDiscovery } from "./proxy/upstream-discovery.ts";
 import { createUpstreams } from "./proxy/upstreams.ts";
 import { createWsUpgrade } from "./proxy/ws-upgrade.ts";
+import type { SupervisorLink } from "./workers/worker.ts";
 
 export interface Gateway {
   port: number;
@@ -37,7 +38,13 @@ export interface Gateway {
  * Builds the gateway from its configuration and starts listening. `signal` (a stop signal during start-up)
  * stops it between or during its steps, closes what they opened, and the port stays shut.
  */
-export async function startGateway(config: GatewayConfig, log: Logger, signal?: AbortSignal): Promise<Gateway> {
+export async function startGateway(
+  config: GatewayConfig,
+  log: Logger,
+  signal?: AbortSignal,
+  /** The supervisor, when this process is one of GATEWAY_WORKERS: /metrics then answers for all of them. */
+  supervisor?: SupervisorLink,
+): Promise<Gateway> {
   const startup = createStartup(signal);
   const redis = config.redis ? createRedisClient(config.redis.url) : undefined;
   redis?.on("error", (error) => log.warn({ err: error }, "redis connection error"));
@@ -116,7 +123,7 @@ export async function startGateway(config: GatewayConfig, log: Logger, signal?: 
             ttlSeconds: Math.min(12 * 3600, config.accessTokens.maxAgeSeconds),
           })
         : undefined,
-    metrics: createGatewayMetrics(registry, ws.counters, ws.openPipes, () => upstreams.all),
+    metrics: createGatewayMetrics(registry, ws.counters, ws.openPipes, () => upstreams.all, supervisor),
     observeRequest: telemetry.observeRequest,
     checkInternalToken: createInternalTokenCheck(config.internalToken),
     log,
@@ -137,7 +144,7 @@ export async function startGateway(config: GatewayConfig, log: Logger, signal?: 
   };
   const server = createAdaptorServer({ fetch }) as Server;
   await startup.beforeListen();
-  await listen(server, config.port, config.host);
+  await listen(server, config.port, config.host, { reusePort: (config.workers ?? 1) > 1 });
   startup.done();
   // A request head must arrive within 10 s and a whole request within 30 s (slow-loris); idle keep-alive
   // connections are kept longer than the 60 s of the nginx in front, so the gateway never closes one that

@@ -8,11 +8,20 @@ import type { Server } from "node:http";
  */
 export const LISTEN_BACKLOG = 4096;
 
+export interface ListenOptions {
+  /**
+   * SO_REUSEPORT (Linux): several processes listen on the same host:port, each with its own accept queue,
+   * and the kernel spreads new connections over them (the gateway's workers, GATEWAY_WORKERS).
+   */
+  reusePort?: boolean;
+}
+
 /** Starts `server` listening on `host:port` with the storm-sized accept queue; rejects on a listen error. */
-export function listen(server: Server, port: number, host: string): Promise<void> {
+export function listen(server: Server, port: number, host: string, options: ListenOptions = {}): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
+    const reusePort = options.reusePort ? { reusePort: true } : {};
+    server.listen({ port, host, backlog: LISTEN_BACKLOG, ...reusePort }, () => {
       server.off("error", reject);
       resolve();
     });
