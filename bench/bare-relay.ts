@@ -10,7 +10,7 @@ import { createServer } from "node:http";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { startNginx } from "./nginx.ts";
-import { cpuSeconds, root, trackChild } from "./support.ts";
+import { cpuSeconds, root, trackChild, typeScriptLoader } from "./support.ts";
 
 export interface BareRound {
   proxy: "node relay" | "nginx";
@@ -75,7 +75,7 @@ export async function bareRelayBench(rounds: number, seconds: number): Promise<B
   await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
   const echoPort = (echo.address() as { port: number }).port;
   const child = trackChild(
-    spawn(process.execPath, ["--import", "tsx", join(root, "bench/relay-child.ts"), String(echoPort)], {
+    spawn(process.execPath, [...typeScriptLoader, join(root, "bench/relay-child.ts"), String(echoPort)], {
       cwd: root,
       stdio: ["ignore", "pipe", "inherit"],
     }),

@@ -185,8 +185,10 @@ const only = process.env.BENCH_RUNS?.split(",").map(Number);
 const chat = [];
 for (const [i, spec] of runs.entries()) if (!only || only.includes(i + 1)) chat.push(await run(spec));
 const results = { at: new Date().toISOString(), pgbench: pgbenchInserts(), chat };
-mkdirSync(join(root, "bench/results"), { recursive: true });
-writeFileSync(join(root, "bench/results/chat-write.json"), `${JSON.stringify(results, null, 2)}\n`);
+// BENCH_RESULTS_DIR: elsewhere than bench/results (bench:runtimes keeps each runtime's apart).
+const resultsDir = process.env.BENCH_RESULTS_DIR ?? join(root, "bench/results");
+mkdirSync(resultsDir, { recursive: true });
+writeFileSync(join(resultsDir, "chat-write.json"), `${JSON.stringify(results, null, 2)}\n`);
 console.log(
   `pgbench raw INSERT: ${results.pgbench.map((r) => `${r.insertsPerSecond}/s with ${r.clients} client(s)`).join(", ")}`,
 );

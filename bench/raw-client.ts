@@ -50,11 +50,13 @@ function completeBody(headers: Map<string, string>, rest: Buffer): string | unde
 /** Keep-alive connections to one server, each carrying one request at a time, as a browser's pool does. */
 export class RawHttpPool {
   private readonly idle: Socket[] = [];
+  private readonly port: number;
+  private readonly host: string;
 
-  constructor(
-    private readonly port: number,
-    private readonly host = "127.0.0.1",
-  ) {}
+  constructor(port: number, host = "127.0.0.1") {
+    this.port = port;
+    this.host = host;
+  }
 
   /** Rejects when no complete answer came within `timeoutMs`, so that a bench never waits forever. */
   request(method: string, path: string, headers: Record<string, string>, timeoutMs = 10_000): Promise<RawAnswer> {

@@ -14,7 +14,16 @@ import type { Attempt } from "./connect-all.ts";
 import { collectGarbage, inspectorEnv, type MemoryUsage } from "./inspector.ts";
 import { type Nginx, startNginx } from "./nginx.ts";
 import { type RawAnswer, RawHttpPool, type RawUpgrade, rawUpgrade } from "./raw-client.ts";
-import { cpuSeconds, freePort, jwtAudience, rssKiB, startChat, startGateway, stopChats, token } from "./support.ts";
+import {
+  freePort,
+  jwtAudience,
+  serviceCpuSeconds,
+  serviceRssKiB,
+  startChat,
+  startGateway,
+  stopChats,
+  token,
+} from "./support.ts";
 
 export type PathName = "direct" | "gateway" | "nginx";
 export const PATHS: readonly PathName[] = ["direct", "gateway", "nginx"];
@@ -53,7 +62,8 @@ export interface Stack {
 }
 
 function service(port: number, pid: number): Service {
-  return { port, pid, cpuSeconds: () => cpuSeconds(pid), rssKiB: () => rssKiB(pid) };
+  // With the processes it started: a gateway with GATEWAY_WORKERS is a supervisor and its workers.
+  return { port, pid, cpuSeconds: () => serviceCpuSeconds(pid), rssKiB: () => serviceRssKiB(pid) };
 }
 
 function retryAfterMs(header: string | undefined): number {

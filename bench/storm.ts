@@ -23,7 +23,7 @@ import { connectAll } from "./connect-all.ts";
 import { startNginx } from "./nginx.ts";
 import { rawUpgrade } from "./raw-client.ts";
 import { startStack } from "./stack.ts";
-import { cpuSeconds, cpuSince, cpuSnapshot, root, rssKiB, withDatabase } from "./support.ts";
+import { cpuSince, cpuSnapshot, root, serviceCpuSeconds, serviceRssKiB, withDatabase } from "./support.ts";
 
 const sockets = Number(process.env.STORM_SOCKETS ?? 5_000);
 const rate = Number(process.env.STORM_RATE ?? 1_000);
@@ -95,8 +95,9 @@ const result = await withDatabase(async (url) => {
     // Each client's access token is signed before the storm, as a browser holds its own.
     for (let i = 0; i < sockets; i++) stack.accessToken(firstUser + i);
     await sleep(1_000);
-    const rssBefore = { chat: rssKiB(pids.chat), gateway: rssKiB(pids.gateway) };
-    const cpuBefore = { chat: cpuSeconds(pids.chat), gateway: cpuSeconds(pids.gateway) };
+    // Each service with the processes it started: a gateway with GATEWAY_WORKERS is a supervisor and its workers.
+    const rssBefore = { chat: serviceRssKiB(pids.chat), gateway: serviceRssKiB(pids.gateway) };
+    const cpuBefore = { chat: serviceCpuSeconds(pids.chat), gateway: serviceCpuSeconds(pids.gateway) };
     const machineBefore = cpuSnapshot([pids.chat, pids.gateway]);
     const {
       result: { open, result: stormResult },
@@ -106,12 +107,12 @@ const result = await withDatabase(async (url) => {
     );
     const machine = cpuSince(machineBefore);
     const cpuMs = {
-      chat: (cpuSeconds(pids.chat) - cpuBefore.chat) * 1_000,
-      gateway: (cpuSeconds(pids.gateway) - cpuBefore.gateway) * 1_000,
+      chat: (serviceCpuSeconds(pids.chat) - cpuBefore.chat) * 1_000,
+      gateway: (serviceCpuSeconds(pids.gateway) - cpuBefore.gateway) * 1_000,
     };
     // Idle a moment, so that what the connects left behind is collected before memory is read.
     await sleep(3_000);
-    const rss = { chat: rssKiB(pids.chat), gateway: rssKiB(pids.gateway) };
+    const rss = { chat: serviceRssKiB(pids.chat), gateway: serviceRssKiB(pids.gateway) };
     for (const socket of open) socket.destroy();
     await sleep(1_000);
     const nginx = await nginxBaseline(sockets, rate);
@@ -141,7 +142,9 @@ const result = await withDatabase(async (url) => {
   }
 });
 
-mkdirSync(join(root, "bench/results"), { recursive: true });
-writeFileSync(join(root, "bench/results/storm.json"), `${JSON.stringify(result, null, 2)}\n`);
+// BENCH_RESULTS_DIR: elsewhere than bench/results (bench:runtimes keeps each runtime's apart).
+const resultsDir = process.env.BENCH_RESULTS_DIR ?? join(root, "bench/results");
+mkdirSync(resultsDir, { recursive: true });
+writeFileSync(join(resultsDir, "storm.json"), `${JSON.stringify(result, null, 2)}\n`);
 console.log(JSON.stringify(result, null, 2));
 process.exit(0);

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import WebSocket from "ws";
+import { processTree } from "../services/gateway/test/support/process-tree.ts";
 
 export const root = fileURLToPath(new URL("..", import.meta.url));
 export const databaseUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
@@ -117,7 +118,25 @@ export async function startGateway(
     LOG_LEVEL: "warn",
     ...env,
   });
+  await allWorkersListening(port, Number(env.GATEWAY_WORKERS ?? 1));
   return { port, child };
+}
+
+/**
+ * With GATEWAY_WORKERS, /health answers once the first worker listens and the others start after it: waits
+ * until the gateway's /metrics sums all `workers` (listings_chat_gateway_workers_reporting).
+ */
+async function allWorkersListening(port: number, workers: number): Promise<void> {
+  if (workers <= 1) return;
+  for (let i = 0; i < 300; i++) {
+    const text = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { "x-internal-token": token } }).then(
+      (r) => r.text(),
+      () => "",
+    );
+    if (new RegExp(`^listings_chat_gateway_workers_reporting ${workers}$`, "m").test(text)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the gateway's ${workers} workers did not all listen within 30 s`);
 }
 
 /** Resident memory of a process, in KiB. */
@@ -129,10 +148,16 @@ export const rssKiB = (pid: number) =>
  * nothing else from this one but PATH (profiled under BENCH_CPU_PROF); resolves once it answers /health on
  * `port`.
  */
+/**
+ * How `node` runs a .ts file here: by itself on the pinned Node (it strips the types), through tsx on an older
+ * Node run on purpose (bench:runtimes runs the benchmarks on the machine's Node 20 as well).
+ */
+export const typeScriptLoader: string[] = process.features.typescript ? [] : ["--import", "tsx"];
+
 export async function startService(main: string, port: number, env: Record<string, string>): Promise<ChildProcess> {
   const profile = cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfileDir}`] : [];
   const child = trackChild(
-    spawn(process.execPath, [...profile, "--import", "tsx", join(root, main)], {
+    spawn(process.execPath, [...profile, ...typeScriptLoader, join(root, main)], {
       cwd: root,
       env: { PATH: process.env.PATH ?? "", ...env },
       stdio: ["ignore", "inherit", "inherit"],
@@ -197,6 +222,22 @@ export function pidsNamed(name: string): number[] {
     })
     .map(Number);
 }
+
+/**
+ * CPU seconds of a service: its process and every process it started, so that a gateway with
+ * GATEWAY_WORKERS counts its supervisor and workers together (a worker that exited is no longer counted).
+ */
+export const serviceCpuSeconds = (pid: number) => processTree(pid).reduce((sum, one) => sum + cpuSeconds(one), 0);
+
+/** Resident memory of a service in KiB: its process and every process it started (see serviceCpuSeconds). */
+export const serviceRssKiB = (pid: number) =>
+  processTree(pid).reduce((sum, one) => {
+    try {
+      return sum + rssKiB(one);
+    } catch {
+      return sum; // gone since the tree was read
+    }
+  }, 0);
 
 /** Busy and total jiffies of the whole machine. */
 export function machineJiffies(): { busy: number; total: number } {

@@ -11,8 +11,6 @@ import { fileURLToPath } from "node:url";
 import { DevDefaults } from "@listings-chat/shared";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-/** tsx as a loader: one node process per service, so signals and exit codes are the service's own. */
-const tsxLoader = import.meta.resolve("tsx");
 
 const env = process.env;
 const chatPort = env.CHAT_PORT ?? "8086";
@@ -40,7 +38,9 @@ function startService(
   prefixColor: number,
   extraEnv: Record<string, string>,
 ): Service {
-  const child = spawn(process.execPath, ["--import", tsxLoader, entry], {
+  // This same node runs the service's TypeScript as it is (its types stripped): one process per service, so
+  // signals and exit codes are the service's own.
+  const child = spawn(process.execPath, [entry], {
     cwd: root, // so that PGlite's ./.data is the repo's
     env: { ...env, ...extraEnv },
     stdio: ["ignore", "pipe", "pipe"],

@@ -36,7 +36,7 @@ async function benchDatabases(pid: number): Promise<string[]> {
 
 describe.skipIf(!ready)("npm run bench (small)", () => {
   it("runs every part, writes the report and its charts, and cleans up after itself", async () => {
-    const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts"], {
+    const child = spawn(process.execPath, ["bench/run.ts"], {
       cwd: root,
       env: {
         ...process.env,
@@ -113,7 +113,7 @@ describe.skipIf(!ready)("npm run bench (small)", () => {
   }, 180_000);
 
   it("stopped with SIGTERM midway, stops what it started and drops its database", async () => {
-    const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts"], {
+    const child = spawn(process.execPath, ["bench/run.ts"], {
       cwd: root,
       env: { ...process.env, BENCH_RESULTS_DIR: dir, BENCH_ONLY: "pipe", BENCH_PIPE_SECONDS: "30" },
       stdio: ["ignore", "ignore", "pipe"],

@@ -449,11 +449,10 @@ describe("gateway configuration", () => {
 });
 
 describe("gateway process (src/main.ts)", () => {
-  const tsxCli = fileURLToPath(import.meta.resolve("tsx/cli"));
   const mainTs = fileURLToPath(new URL("../src/main.ts", import.meta.url));
 
   function run(env: Record<string, string>) {
-    const child = spawn(process.execPath, [tsxCli, mainTs], {
+    const child = spawn(process.execPath, [mainTs], {
       env: { PATH: process.env.PATH ?? "", NODE_ENV: "test", LOG_LEVEL: "info", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -1,10 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { ChatClient, type ChatClientMode, type ChatEvent, type WebSocketLike } from "@listings-chat/shared/client";
+import { ChatClient, type ChatClientMode, type ChatEvent } from "@listings-chat/shared/client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import WebSocket from "ws";
 import { type E2EChat, type E2EGateway, startE2EChat, startE2EGateway } from "./support/e2e.ts";
 
-/** The shared ChatClient against a real gateway and a real listings-chat, over real sockets (Node's `ws`). */
+/**
+ * The shared ChatClient against a real gateway and a real listings-chat, over real sockets: on Node's global
+ * WebSocket, the same WHATWG API as the browser's, found the way the browser build finds it (no `webSocket` option).
+ */
 describe("ChatClient against the real services", () => {
   let chat: E2EChat;
   let gw: E2EGateway;
@@ -27,7 +29,6 @@ describe("ChatClient against the real services", () => {
     const client = new ChatClient({
       baseUrl: gw.baseUrl,
       getAccessToken: () => token,
-      webSocket: (url) => new WebSocket(url) as unknown as WebSocketLike,
     });
     const events: ChatEvent[] = [];
     const modes: ChatClientMode[] = [];

@@ -26,11 +26,13 @@ class Follower {
   readonly anomalies: string[] = [];
   private socket: WebSocket | undefined;
   private stopped = false;
+  readonly userId: number;
+  private readonly pick: () => ServiceProcess;
 
-  constructor(
-    readonly userId: number,
-    private readonly pick: () => ServiceProcess,
-  ) {}
+  constructor(userId: number, pick: () => ServiceProcess) {
+    this.userId = userId;
+    this.pick = pick;
+  }
 
   get last(): number {
     return this.events.at(-1)?.event_id ?? 0;

@@ -2,14 +2,13 @@ import { ErrorCode } from "@listings-chat/shared";
 
 /** An error the caller can act on: a machine code, an HTTP status, and a sentence that says what to do. */
 export class ChatError extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    readonly status: 400 | 401 | 403 | 404 | 409 | 422 | 429 | 503,
-    message: string,
-    options?: ErrorOptions,
-  ) {
+  readonly code: ErrorCode;
+  readonly status: 400 | 401 | 403 | 404 | 409 | 422 | 429 | 503;
+  constructor(code: ErrorCode, status: ChatError["status"], message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "ChatError";
+    this.code = code;
+    this.status = status;
   }
 }
 
@@ -33,11 +32,10 @@ export const listingClosedError = () =>
 
 /** Past a per-user limit; `what` names it ("edits and deletes (30 a minute)"), so the answer says which. */
 export class RateLimitedError extends ChatError {
-  constructor(
-    readonly retryAfterMs: number,
-    what = "messages",
-  ) {
+  readonly retryAfterMs: number;
+  constructor(retryAfterMs: number, what = "messages") {
     super(ErrorCode.rateLimited, 429, `too many ${what}: try again in ${Math.ceil(retryAfterMs / 1000)} s`);
+    this.retryAfterMs = retryAfterMs;
   }
 }
 

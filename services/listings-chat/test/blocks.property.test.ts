@@ -351,12 +351,12 @@ class Run {
   /** Sockets the current action closed: their last frames are checked too. */
   private closed: LiveSocket[] = [];
   readonly done: string[] = [];
+  private readonly chat: TestChat;
+  private readonly stats: Coverage;
 
-  constructor(
-    private readonly chat: TestChat,
-    runIndex: number,
-    private readonly stats: Coverage,
-  ) {
+  constructor(chat: TestChat, runIndex: number, stats: Coverage) {
+    this.chat = chat;
+    this.stats = stats;
     const base = 800_000 + runIndex * 3;
     this.ids = [base, base + 1, base + 2];
     this.listingBase = 9_000_000 + runIndex * 10;

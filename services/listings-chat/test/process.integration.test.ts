@@ -9,7 +9,6 @@ import WebSocket from "ws";
 
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const main = join(repoRoot, "services/listings-chat/src/main.ts");
-const tsx = join(repoRoot, "node_modules/.bin/tsx");
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -21,7 +20,7 @@ async function freePort(): Promise<number> {
 }
 
 function run(env: Record<string, string>) {
-  const child = spawn(tsx, [main], {
+  const child = spawn(process.execPath, [main], {
     cwd: repoRoot,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],

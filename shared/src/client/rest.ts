@@ -9,14 +9,15 @@ export type ReportRequest = { reason: ReportReason; note?: string } & (
 
 /** An answer the server gave with an error body; `status` 0 means the request never got an answer. */
 export class ChatApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly retryAfterMs?: number,
-  ) {
+  readonly status: number;
+  readonly code: string;
+  readonly retryAfterMs: number | undefined;
+  constructor(status: number, code: string, message: string, retryAfterMs?: number) {
     super(message);
     this.name = "ChatApiError";
+    this.status = status;
+    this.code = code;
+    this.retryAfterMs = retryAfterMs;
   }
 
   /** Worth sending again (same client_msg_id): the network, the server, or the rate limit. */
@@ -44,11 +45,14 @@ export function parseRetryAfter(header: string | null): number | undefined {
 
 /** The chat REST API of the gateway (CONTRACT §4), with the access token on every call. */
 export class ChatApi {
-  constructor(
-    private readonly baseUrl: string,
-    private readonly getAccessToken: () => string | Promise<string>,
-    private readonly fetchImpl: typeof fetch,
-  ) {}
+  private readonly baseUrl: string;
+  private readonly getAccessToken: () => string | Promise<string>;
+  private readonly fetchImpl: typeof fetch;
+  constructor(baseUrl: string, getAccessToken: () => string | Promise<string>, fetchImpl: typeof fetch) {
+    this.baseUrl = baseUrl;
+    this.getAccessToken = getAccessToken;
+    this.fetchImpl = fetchImpl;
+  }
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const token = await this.getAccessToken();

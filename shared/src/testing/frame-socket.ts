@@ -11,8 +11,10 @@ export class FrameSocket {
   readonly opened: Promise<void>;
   closeInfo: { code: number; reason: string } | undefined;
   private waiters: Array<() => void> = [];
+  readonly ws: WebSocket;
 
-  constructor(readonly ws: WebSocket) {
+  constructor(ws: WebSocket) {
+    this.ws = ws;
     ws.on("message", (data, isBinary) => {
       const buffer = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
       let parsed: ServerFrame | undefined;

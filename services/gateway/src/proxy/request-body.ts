@@ -1,11 +1,10 @@
 /** Why a request body was not read: too big (413) or too slow (408). */
 export class BodyRejected extends Error {
   override name = "BodyRejected";
-  constructor(
-    readonly status: 408 | 413,
-    message: string,
-  ) {
+  readonly status: 408 | 413;
+  constructor(status: 408 | 413, message: string) {
     super(message);
+    this.status = status;
   }
 }
 

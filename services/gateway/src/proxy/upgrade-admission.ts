@@ -47,8 +47,10 @@ export class UpgradeAdmission {
   private releaseGapMs = 0;
   private lastReleaseWhileWaiting: number | undefined;
   private readonly now: () => number;
+  private readonly options: UpgradeAdmissionOptions;
 
-  constructor(private readonly options: UpgradeAdmissionOptions) {
+  constructor(options: UpgradeAdmissionOptions) {
+    this.options = options;
     this.now = options.now ?? (() => performance.now());
   }
 

@@ -1,5 +1,5 @@
 /**
- * The services as real processes (`node --import tsx src/main.ts`, or the built bundle's `main.js`; one
+ * The services as real processes (`node src/main.ts`, types stripped by node, or the built bundle's `main.js`; one
  * process each, so that the pid is the server's own): for tests that count a process's open files, watch
  * it survive, or signal it.
  */
@@ -64,7 +64,7 @@ async function startService(
 ): Promise<ServiceProcess> {
   // A port given in `env` is kept: a process started again on it is the same upstream to a gateway.
   const port = env[portVariable] ? Number(env[portVariable]) : await freePort();
-  const args = from.bundle ? ["--enable-source-maps", from.bundle] : ["--import", "tsx", mains[which]];
+  const args = from.bundle ? ["--enable-source-maps", from.bundle] : [mains[which]];
   const child = spawn(process.execPath, args, {
     cwd: repoRoot,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env, [portVariable]: String(port) },

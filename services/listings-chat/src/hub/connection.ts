@@ -102,14 +102,17 @@ export class Connection {
   private presenceShown = false;
   /** Users this socket may no longer show (a block): shown offline, whatever reports still arrive. */
   private readonly presenceHidden = new Set<number>();
+  readonly socket: WebSocket;
+  readonly userId: number;
+  private readonly ctx: ConnectionContext;
+  /** The gateway the socket came through, when it said. */
+  readonly gatewayId: string | undefined;
 
-  constructor(
-    readonly socket: WebSocket,
-    readonly userId: number,
-    private readonly ctx: ConnectionContext,
-    /** The gateway the socket came through, when it said. */
-    readonly gatewayId?: string,
-  ) {
+  constructor(socket: WebSocket, userId: number, ctx: ConnectionContext, gatewayId?: string) {
+    this.socket = socket;
+    this.userId = userId;
+    this.ctx = ctx;
+    this.gatewayId = gatewayId;
     socket.on("pong", (data) => {
       // An unsolicited pong (RFC 6455 allows them) proves nothing: a client that stopped reading could
       // keep its socket alive with them for ever.

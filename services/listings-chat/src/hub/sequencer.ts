@@ -34,8 +34,10 @@ export class EventSequencer {
   /** A read of the stream is running: one at a time (a long gap takes many pages, a busy database long). */
   private reading = false;
   private readonly gapTimeoutMs: number;
+  private readonly options: SequencerOptions;
 
-  constructor(private readonly options: SequencerOptions) {
+  constructor(options: SequencerOptions) {
+    this.options = options;
     this.gapTimeoutMs = options.gapTimeoutMs ?? 200;
     this.next = options.startAfter + 1;
   }

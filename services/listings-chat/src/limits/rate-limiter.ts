@@ -128,8 +128,11 @@ interface Counted {
  */
 class RecentWrites {
   private readonly users = new Map<number, Counted[]>();
+  private readonly windowMs: number;
 
-  constructor(private readonly windowMs: number) {}
+  constructor(windowMs: number) {
+    this.windowMs = windowMs;
+  }
 
   /** The user's writes still in the window at `at`, oldest first (the log itself, not a copy). */
   inWindow(userId: number, at: number): Counted[] {

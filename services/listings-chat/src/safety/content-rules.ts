@@ -56,10 +56,12 @@ export const MASK = "•••";
 class Scan {
   #links?: FoundLinks;
   #phones?: Span[];
-  constructor(
-    readonly text: string,
-    private readonly findPhones: (text: string) => Span[],
-  ) {}
+  readonly text: string;
+  private readonly findPhones: (text: string) => Span[];
+  constructor(text: string, findPhones: (text: string) => Span[]) {
+    this.text = text;
+    this.findPhones = findPhones;
+  }
   get links(): FoundLinks {
     this.#links ??= findLinks(this.text);
     return this.#links;

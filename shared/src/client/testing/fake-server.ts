@@ -470,15 +470,19 @@ export class FakeSocket implements WebSocketLike {
   private greeted = false;
   private lastSent = 0;
   private blackHoled = false;
+  private readonly server: FakeChatServer;
+  readonly url: string;
+  /** The user its ws-token belonged to; undefined for a bad or reused token (refused). */
+  readonly userId: number | undefined;
+  /** The `after` the client asked to resume from. */
+  readonly after: number | undefined;
 
-  constructor(
-    private readonly server: FakeChatServer,
-    readonly url: string,
-    /** The user its ws-token belonged to; undefined for a bad or reused token (refused). */
-    readonly userId: number | undefined,
-    /** The `after` the client asked to resume from. */
-    readonly after: number | undefined,
-  ) {}
+  constructor(server: FakeChatServer, url: string, userId: number | undefined, after: number | undefined) {
+    this.server = server;
+    this.url = url;
+    this.userId = userId;
+    this.after = after;
+  }
 
   /** Accepted and not closed by either side: the server pushes events to it. */
   get isLive(): boolean {
