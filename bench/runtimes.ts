@@ -142,11 +142,17 @@ function rows(results: Json[]): Row[] {
       return r.bench?.fanout?.levels?.[level]?.chatCpuUsPerDelivery;
     });
   }
+  // PostgreSQL alone, measured at the start of each bench:chat: how fast the machine's database was during it.
+  add("bench:chat baseline: pgbench raw INSERTs/s, 1 client", false, (r) => r.chat?.pgbench?.[0]?.insertsPerSecond);
+  add("bench:chat baseline: pgbench raw INSERTs/s, 10 clients", false, (r) => r.chat?.pgbench?.[1]?.insertsPerSecond);
   const chatRuns = new Set<string>();
   for (const r of results) for (const run of r.chat?.chat ?? []) chatRuns.add(run.label);
   for (const label of chatRuns) {
     const run = (r: Json) => (r.chat?.chat ?? []).find((c: Json) => c.label === label);
     add(`bench:chat, ${label}: messages/s`, false, (r) => run(r)?.messagesPerSecond);
+    add(`bench:chat, ${label}: messages/s per pgbench INSERT/s (10 clients)`, false, (r) => {
+      return run(r)?.messagesPerSecond / r.chat?.pgbench?.[1]?.insertsPerSecond;
+    });
     add(`bench:chat, ${label}: p99 ms`, true, (r) => run(r)?.p99Ms);
     add(`bench:chat, ${label}: CPU ms per message, listings-chat`, true, (r) => run(r)?.cpuMsPerMessage?.chat);
   }
@@ -212,10 +218,12 @@ if (process.argv.includes("--report")) {
   const pinned = runtimeOf(join(root, "node_modules/.bin/node"));
   if (other.version === pinned.version) throw new Error(`both runtimes are ${pinned.version}: set BENCH_OTHER_NODE`);
   const only = (process.env.BENCH_RUNTIMES_ONLY ?? "bench,chat,storm").split(",") as BenchName[];
-  // One benchmark on both runtimes, then the next, so that a noisy stretch of the machine falls on both alike.
+  // One benchmark on both runtimes, then the next, so that a noisy stretch of the machine falls on both alike;
+  // BENCH_RUNTIMES_REVERSE=1 runs the pinned one first (a second go, to see what the order did).
+  const order = process.env.BENCH_RUNTIMES_REVERSE === "1" ? [pinned, other] : [other, pinned];
   for (const name of only) {
     if (!(name in benches)) throw new Error(`BENCH_RUNTIMES_ONLY: no benchmark ${name} (bench, chat, storm)`);
-    for (const runtime of [other, pinned]) runBench(runtime, name);
+    for (const runtime of order) runBench(runtime, name);
   }
   writeComparison([other.label, pinned.label].sort(byVersion));
 }
