@@ -5,6 +5,8 @@
  * processes; and pgbench's raw single-row INSERT rate on the same server in the same run, as the baseline.
  * Runs with group commit off and on (SEND_BATCH_MAX, SEND_BATCH_WAIT_MS), and reports the CPU each part
  * spends per message: the chat instances, PostgreSQL's backends, Redis and the load generator itself.
+ * Also what each message costs PostgreSQL: WAL bytes, full-page images, index entries and row versions per
+ * table (write-cost.ts; run it on a quiet server, WAL is the server's).
  * `BENCH_RUNS=1,3` picks runs. Prints a table and writes bench/results/chat-write.json. Not a test: it
  * asserts nothing.
  */
@@ -25,6 +27,7 @@ import {
   token,
   withDatabase,
 } from "./support.ts";
+import { measureWriteCost } from "./write-cost.ts";
 
 const pairs = Number(process.env.BENCH_PAIRS ?? 100);
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
@@ -76,6 +79,7 @@ async function run(spec: RunSpec) {
     const chats = await Promise.all(
       Array.from({ length: instances }, (_, i) => startChat(url, prefix, `bench-${i}`, spec.env)),
     );
+    const writeCost = await measureWriteCost(url);
     try {
       const ports = chats.map((c) => c.port);
       const base = 500_000 + Math.floor(Math.random() * 1000) * 1000;
@@ -116,6 +120,7 @@ async function run(spec: RunSpec) {
         })(),
       );
       await new Promise((r) => setTimeout(r, 2_000));
+      await writeCost.windowStarts();
       measuring = true;
       const before = cpuSnapshot(chats.map((c) => c.child.pid ?? 0));
       const t0 = performance.now();
@@ -123,6 +128,7 @@ async function run(spec: RunSpec) {
       measuring = false;
       const elapsed = (performance.now() - t0) / 1000;
       const cpu = cpuSince(before);
+      await writeCost.windowEnds();
       stop = true;
       await Promise.all(loops);
       for (const { buyer, seller } of sockets) {
@@ -148,6 +154,8 @@ async function run(spec: RunSpec) {
         },
         /** Of the machine's cores, how busy they were on average (1.0: all of them). */
         machineBusy: Number(cpu.machineBusy.toFixed(2)),
+        /** WAL, full-page images, index entries and row versions per message (write-cost.ts). */
+        postgres: await writeCost.finish(),
       };
     } finally {
       await stopChats(chats.map((c) => c.child));
@@ -193,12 +201,20 @@ console.log(
   `pgbench raw INSERT: ${results.pgbench.map((r) => `${r.insertsPerSecond}/s with ${r.clients} client(s)`).join(", ")}`,
 );
 console.log(
-  "run | pairs | stored+delivered msg/s | p50 ms | p99 ms | CPU ms/msg: chat, postgres, redis, load generator | machine busy",
+  "run | pairs | stored+delivered msg/s | p50 ms | p99 ms | CPU ms/msg: chat, postgres, redis, load generator | machine busy | per msg: WAL bytes, full-page images, index entries",
 );
 for (const r of results.chat) {
   const c = r.cpuMsPerMessage;
+  const w = r.postgres;
   console.log(
-    `${r.label} | ${r.pairs} | ${r.messagesPerSecond} | ${r.p50Ms} | ${r.p99Ms} | ${c.chat}, ${c.postgres}, ${c.redis}, ${c.loadGenerator} | ${r.machineBusy}`,
+    `${r.label} | ${r.pairs} | ${r.messagesPerSecond} | ${r.p50Ms} | ${r.p99Ms} | ${c.chat}, ${c.postgres}, ${c.redis}, ${c.loadGenerator} | ${r.machineBusy} | ${w.walBytesPerMessage}, ${w.fullPageImagesPerMessage}, ${w.indexEntriesPerMessage}`,
   );
+}
+console.log("row versions per message (HOT share of updates):");
+for (const r of results.chat) {
+  const tables = Object.entries(r.postgres.tables)
+    .map(([name, t]) => `${name} ${t.rowVersionsPerMessage}${t.hotShare === null ? "" : ` (${t.hotShare})`}`)
+    .join(", ");
+  console.log(`${r.label}: ${tables}`);
 }
 process.exit(0);
