@@ -22,6 +22,9 @@ const schema = z.object({
   CHAT_PORT: portNumber.default(8086),
   CHAT_HOST: z.string().min(1).optional(),
   DATABASE_URL: urlWithProtocol(["postgres:", "postgresql:"]).optional(),
+  // Where migrations run, when not DATABASE_URL: a session-mode connection (straight to PostgreSQL, or a
+  // pooler in session mode), never a transaction pooler, which breaks the advisory lock and session settings.
+  MIGRATION_DATABASE_URL: urlWithProtocol(["postgres:", "postgresql:"]).optional(),
   DATA_DIR: z.string().min(1).default("./.data"),
   REDIS_URL: redisUrlList.optional(),
   REDIS_KEY_PREFIX: z.string().default("listings-chat:"),
@@ -121,7 +124,7 @@ export { ConfigError };
 export const CHAT_VARIABLES: readonly string[] = Object.keys(schema.shape);
 
 /** Variables that may come from a file instead (`<NAME>_FILE`, shared/src/node/config.ts). */
-export const CHAT_SECRET_VARIABLES = ["INTERNAL_TOKEN", "DATABASE_URL", "REDIS_URL"] as const;
+export const CHAT_SECRET_VARIABLES = ["INTERNAL_TOKEN", "DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL"] as const;
 
 /** Reads and checks the chat service's variables once; the only reader of the environment. */
 export function loadChatConfig(env: Record<string, string | undefined>): ChatConfig {
@@ -130,6 +133,11 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
   const warnings: string[] = [];
   if (production && !v.DATABASE_URL) {
     throw new ConfigError("DATABASE_URL is required in production (PGlite serves development only)");
+  }
+  if (v.MIGRATION_DATABASE_URL && !v.DATABASE_URL) {
+    throw new ConfigError(
+      "MIGRATION_DATABASE_URL is set without DATABASE_URL: set DATABASE_URL too, or unset MIGRATION_DATABASE_URL (PGlite migrates itself)",
+    );
   }
   const internalToken = requireSecret({
     name: "INTERNAL_TOKEN",
@@ -146,6 +154,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     database: v.DATABASE_URL
       ? {
           url: v.DATABASE_URL,
+          ...(v.MIGRATION_DATABASE_URL ? { migrationUrl: v.MIGRATION_DATABASE_URL } : {}),
           poolSize: v.DATABASE_POOL_SIZE,
           readPool: { size: v.DATABASE_READ_POOL_SIZE, statementMs: v.DATABASE_READ_TIMEOUT_MS },
         }

@@ -3,6 +3,7 @@
 // under the same advisory lock, so running this first only moves the wait out of the instances' start-up.
 import { ConfigError } from "@listings-chat/shared/node";
 import { openDatabase } from "./db/client.ts";
+import { MigrationError } from "./db/migrator.ts";
 import { loadChatConfig } from "./env.ts";
 
 try {
@@ -13,9 +14,10 @@ try {
   const started = Date.now();
   const database = await openDatabase(config.database);
   await database.close();
-  console.log(JSON.stringify({ msg: "migrations applied", ms: Date.now() - started }));
+  const { applied, adopted } = database.migrations;
+  console.log(JSON.stringify({ msg: "migrations applied", ms: Date.now() - started, applied, adopted }));
 } catch (error) {
-  if (!(error instanceof ConfigError)) throw error;
+  if (!(error instanceof ConfigError || error instanceof MigrationError)) throw error;
   console.error(`listings-chat migrate: ${error.message}`);
   process.exit(1);
 }

@@ -301,7 +301,10 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     });
 
     it("record every committed migration", async () => {
-      const [applied] = await rows<{ n: number }>(db, sql`select count(*)::int as n from drizzle.__drizzle_migrations`);
+      const [applied] = await rows<{ n: number }>(
+        db,
+        sql`select count(*)::int as n from lc_migrations.schema_migrations`,
+      );
       expect(committedMigrations).toBeGreaterThan(0);
       expect(applied?.n).toBe(committedMigrations);
     });
@@ -336,7 +339,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         try {
           const [applied] = await rows<{ n: number }>(
             second.db,
-            sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
+            sql`select count(*)::int as n from lc_migrations.schema_migrations`,
           );
           expect(applied?.n).toBe(committedMigrations);
           expect(await lastEventId(second.db, chat.buyer_id)).toBe(counter);
@@ -362,7 +365,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         try {
           const [applied] = await rows<{ n: number }>(
             handles[0]!.db,
-            sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
+            sql`select count(*)::int as n from lc_migrations.schema_migrations`,
           );
           expect(applied?.n).toBe(committedMigrations);
           expect(await handles[1]!.db.select().from(schema.userStreams)).toEqual([]);

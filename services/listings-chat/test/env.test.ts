@@ -94,6 +94,21 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
     }
   });
 
+  it("reads MIGRATION_DATABASE_URL as the URL migrations run on, refuses a bad one and one without DATABASE_URL", () => {
+    const env = { DATABASE_URL: "postgres://pgbouncer:6432/chat", MIGRATION_DATABASE_URL: "postgres://db:5432/chat" };
+    expect(loadChatConfig(env).database).toMatchObject({
+      url: "postgres://pgbouncer:6432/chat",
+      migrationUrl: "postgres://db:5432/chat",
+    });
+    expect(loadChatConfig({ DATABASE_URL: "postgres://db/chat" }).database).not.toHaveProperty("migrationUrl");
+    expect(() => loadChatConfig({ ...env, MIGRATION_DATABASE_URL: "http://db/chat" })).toThrow(
+      /MIGRATION_DATABASE_URL/,
+    );
+    expect(() => loadChatConfig({ MIGRATION_DATABASE_URL: "postgres://db:5432/chat" })).toThrow(
+      /MIGRATION_DATABASE_URL is set without DATABASE_URL/,
+    );
+  });
+
   it("reads the page reads' pool size and statement timeout, and refuses bad ones", () => {
     const env = { DATABASE_URL: "postgres://db/chat", DATABASE_READ_POOL_SIZE: "3", DATABASE_READ_TIMEOUT_MS: "2500" };
     expect(loadChatConfig(env).database).toMatchObject({ readPool: { size: 3, statementMs: 2_500 } });

@@ -134,6 +134,20 @@ describe("group commit", () => {
     expect(store.mock.calls.map(([sends]) => sends.length)).toEqual([3, 1, 1, 1]);
   });
 
+  it("when the batch times out (a lock or statement time-out, a server out of resources), fails its sends without splitting it", async () => {
+    for (const code of ["55P03", "57014", "53300"]) {
+      const store = vi.fn<StoreBatch>(async () => {
+        throw sqlError(code);
+      });
+      const commit = createGroupCommit(store, { maxWaitMs: 0, maxBatch: 64 });
+      const outcomes = Promise.allSettled([1, 2, 3, 4].map((n) => commit.submit(send(n))));
+      await vi.runAllTimersAsync();
+      expect((await outcomes).map((o) => o.status)).toEqual(["rejected", "rejected", "rejected", "rejected"]);
+      // Once, whole: not four more calls queueing for the same lock.
+      expect(store.mock.calls.map(([sends]) => sends.length)).toEqual([4]);
+    }
+  });
+
   it("when the connection is lost (the commit may have happened), fails the batch without storing it again", async () => {
     for (const lost of [new Error("Connection terminated unexpectedly"), sqlError("57P01"), sqlError("08006")]) {
       const store = vi.fn<StoreBatch>(async () => {

@@ -2,6 +2,7 @@ import type { Chat } from "@listings-chat/shared";
 import { and, desc, eq, or, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { preparedPerDatabase } from "../db/prepared.ts";
+import { executeWrite } from "../db/retry.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { chatParticipants, chats } from "../db/schema.ts";
 import { blockedError, listingClosedError, listingNotFoundError, notFound } from "../errors.ts";
@@ -52,7 +53,8 @@ export async function openChat(
   { listingsRequired, create }: OpenOptions,
 ) {
   const rows = rowsOf<OpenRow>(
-    await db.execute(
+    await executeWrite(
+      db,
       sql`select * from lc_open_chat(${listingId}, ${buyerId}, ${sellerId}, ${listingsRequired}, ${create})`,
     ),
   );
@@ -110,7 +112,9 @@ interface ReadRow extends AppendedRow {
  * back) and counts what is left unread; `events` is empty when the marker did not move.
  */
 export async function markRead(db: Database, userId: number, chatId: number, messageId: number) {
-  const rows = rowsOf<ReadRow>(await db.execute(sql`select * from lc_mark_read(${userId}, ${chatId}, ${messageId})`));
+  const rows = rowsOf<ReadRow>(
+    await executeWrite(db, sql`select * from lc_mark_read(${userId}, ${chatId}, ${messageId})`),
+  );
   const first = rows[0];
   if (!first) throw new Error("lc_mark_read returned no row");
   if (first.status === "chat_not_found") throw notFound("chat");

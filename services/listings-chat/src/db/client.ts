@@ -1,13 +1,11 @@
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
-import { sql } from "drizzle-orm";
 import { drizzle as drizzleNodePg } from "drizzle-orm/node-postgres";
-import { migrate as migrateNodePg } from "drizzle-orm/node-postgres/migrator";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
-import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
+import { type MigrationReport, pgliteMigrationConnection, pgMigrationConnection, runMigrations } from "./migrator.ts";
 import { type QueryObserver, timeQueries } from "./query-timing.ts";
 import * as schema from "./schema.ts";
 
@@ -25,6 +23,8 @@ export interface DatabaseHandle {
    */
   reads: Database;
   kind: "pglite" | "postgres";
+  /** What opening it migrated. */
+  migrations: MigrationReport;
   /** Throws when the database cannot answer; used by `/ready`. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -38,8 +38,7 @@ export const migrationsFolder = fileURLToPath(
   new URL(typeof BUNDLED_MIGRATIONS_FOLDER === "string" ? BUNDLED_MIGRATIONS_FOLDER : "../../drizzle", import.meta.url),
 );
 
-/** Any number that all chat instances agree on, so that only one of them migrates at a time. */
-export const MIGRATION_LOCK_KEY = 8_086_001;
+export { MIGRATION_LOCK_KEY } from "./migrator.ts";
 
 /**
  * How long PostgreSQL work may take before it is given up, so that nothing waits forever: a statement that
@@ -71,7 +70,17 @@ export interface ReadPoolOptions {
 export const defaultReadPool: ReadPoolOptions = { size: 2, statementMs: 5_000 };
 
 export type DatabaseOptions =
-  | { url: string; poolSize?: number; timeouts?: Partial<PostgresTimeouts>; readPool?: Partial<ReadPoolOptions> }
+  | {
+      url: string;
+      /**
+       * MIGRATION_DATABASE_URL: where migrations run when set, e.g. straight to PostgreSQL while `url` goes
+       * through a transaction pooler (the advisory lock and the session settings need a session of their own).
+       */
+      migrationUrl?: string;
+      poolSize?: number;
+      timeouts?: Partial<PostgresTimeouts>;
+      readPool?: Partial<ReadPoolOptions>;
+    }
   | { dataDir: string }
   | { inMemory: true };
 
@@ -83,6 +92,7 @@ export async function openDatabase(options: DatabaseOptions, onQuery?: QueryObse
   if ("url" in options) {
     return openPostgres(
       options.url,
+      options.migrationUrl ?? options.url,
       options.poolSize ?? 10,
       { ...defaultPostgresTimeouts, ...options.timeouts },
       { ...defaultReadPool, ...options.readPool },
@@ -91,12 +101,16 @@ export async function openDatabase(options: DatabaseOptions, onQuery?: QueryObse
   }
   if ("dataDir" in options) mkdirSync(options.dataDir, { recursive: true });
   const client = new PGlite("dataDir" in options ? options.dataDir : undefined);
+  const migrations = await runMigrations(pgliteMigrationConnection(client), migrationsFolder).catch(async (error) => {
+    await client.close();
+    throw error;
+  });
   const db = drizzlePglite(client, { schema });
-  await migratePglite(db, { migrationsFolder });
   return {
     db: db as unknown as Database,
     reads: db as unknown as Database,
     kind: "pglite",
+    migrations,
     ping: async () => {
       await client.query("select 1");
     },
@@ -104,10 +118,30 @@ export async function openDatabase(options: DatabaseOptions, onQuery?: QueryObse
   };
 }
 
-/** A pool whose every session carries the limits of `timeouts`. */
+/**
+ * The isolation every transaction of the service is written for. The write functions rely on READ COMMITTED
+ * (each statement sees what committed before it, row locks wait for and then read the newest version): under
+ * REPEATABLE READ most concurrent sends would fail with 40001. A server, role or database default is not
+ * trusted to be that.
+ */
+export const TRANSACTION_ISOLATION = "read committed";
+
+/**
+ * `url` with `default_transaction_isolation` pinned in its startup `options` (kept with any the URL has):
+ * node-postgres lets the URL's `options` replace the pool's, so they are joined here.
+ */
+export function withPinnedIsolation(url: string): string {
+  const parsed = new URL(url);
+  const pinned = `-c default_transaction_isolation=${TRANSACTION_ISOLATION.replace(/ /g, "\\ ")}`;
+  const given = parsed.searchParams.get("options");
+  parsed.searchParams.set("options", given ? `${given} ${pinned}` : pinned);
+  return parsed.toString();
+}
+
+/** A pool whose every session carries the limits of `timeouts`, and READ COMMITTED as its isolation. */
 function createPool(url: string, max: number, timeouts: PostgresTimeouts, onQuery?: QueryObserver): pg.Pool {
   const pool = new pg.Pool({
-    connectionString: url,
+    connectionString: withPinnedIsolation(url),
     max,
     connectionTimeoutMillis: timeouts.connectMs,
     // Set by the server on every session of the pool.
@@ -131,40 +165,37 @@ function createPool(url: string, max: number, timeouts: PostgresTimeouts, onQuer
 
 async function openPostgres(
   url: string,
+  migrationUrl: string,
   max: number,
   timeouts: PostgresTimeouts,
   readPool: ReadPoolOptions,
   onQuery?: QueryObserver,
 ): Promise<DatabaseHandle> {
+  // Migrated on a session of its own, not one of the pool's: the advisory lock and the session settings
+  // belong to it, and it may be a different URL (never a transaction pooler's).
+  const migrationClient = new pg.Client({
+    connectionString: withPinnedIsolation(migrationUrl),
+    connectionTimeoutMillis: timeouts.connectMs,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+  });
+  // A connection lost mid-migration fails the query in progress; without a handler it would crash the process.
+  migrationClient.on("error", () => {});
+  await migrationClient.connect();
+  let migrations: MigrationReport;
+  try {
+    migrations = await runMigrations(pgMigrationConnection(migrationClient), migrationsFolder);
+  } finally {
+    await migrationClient.end().catch(() => {});
+  }
   const pool = createPool(url, max, timeouts, onQuery);
   const readsPool = createPool(url, readPool.size, { ...timeouts, statementMs: readPool.statementMs }, onQuery);
-  const migrationClient = await pool.connect();
-  try {
-    const migrationDb = drizzleNodePg(migrationClient, { schema });
-    // A migration may take long, and so may another instance's that this one waits for: no limits here.
-    await migrationDb.execute(sql`set statement_timeout = 0`);
-    await migrationDb.execute(sql`set lock_timeout = 0`);
-    // A backend waiting for a lock does not notice that its client has gone: an instance stopped while it waits
-    // for another's migrations would leave a session that takes the lock later, for nobody. This makes the
-    // server look for the client every second while it waits (PostgreSQL 14+).
-    await migrationDb.execute(sql`set client_connection_check_interval = 1000`);
-    await migrationDb.execute(sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`);
-    try {
-      await migrateNodePg(migrationDb, { migrationsFolder });
-    } finally {
-      await migrationDb.execute(sql`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`);
-      await migrationDb.execute(sql`reset statement_timeout`);
-      await migrationDb.execute(sql`reset lock_timeout`);
-      await migrationDb.execute(sql`reset client_connection_check_interval`);
-    }
-  } finally {
-    migrationClient.release();
-  }
   const db = drizzleNodePg(pool, { schema });
   return {
     db: db as unknown as Database,
     reads: drizzleNodePg(readsPool, { schema }) as unknown as Database,
     kind: "postgres",
+    migrations,
     ping: async () => {
       await pool.query("select 1");
     },

@@ -1,5 +1,5 @@
 import type { ChatEvent, ChatEventDraft } from "@listings-chat/shared";
-import { eq, inArray, sql } from "drizzle-orm";
+import { eq, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { preparedPerDatabase } from "../db/prepared.ts";
 import { userStreams } from "../db/schema.ts";
@@ -51,15 +51,24 @@ const lastEventIdQuery = preparedPerDatabase((db) =>
     .prepare("lc_last_event_id"),
 );
 
-/** The ends of several users' streams, for the tail check of the users an instance serves. */
+/**
+ * The ends of several users' streams, for the tail check of the users an instance serves. The ids go as one
+ * array parameter, one statement prepared once per connection: a list of parameters (`IN ($1, …, $n)`) is a
+ * new statement for every number of users, parsed and planned each time, and cannot pass 65,535 of them.
+ */
 export async function lastEventIds(db: Database, userIds: readonly number[]): Promise<Map<number, number>> {
   if (userIds.length === 0) return new Map();
-  const rows = await db
-    .select({ userId: userStreams.userId, id: userStreams.lastEventId })
-    .from(userStreams)
-    .where(inArray(userStreams.userId, [...userIds]));
+  const rows = await lastEventIdsQuery(db).execute({ userIds: [...userIds] });
   return new Map(rows.map((row) => [row.userId, row.id]));
 }
+
+const lastEventIdsQuery = preparedPerDatabase((db) =>
+  db
+    .select({ userId: userStreams.userId, id: userStreams.lastEventId })
+    .from(userStreams)
+    .where(sql`${userStreams.userId} = any(${sql.placeholder("userIds")}::bigint[])`)
+    .prepare("lc_last_event_ids"),
+);
 
 /**
  * How much of a stream one read brings: enough events to be cheap per event, few enough bytes that a page

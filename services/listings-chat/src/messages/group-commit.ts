@@ -1,3 +1,4 @@
+import { sqlStateOf, timedOut } from "../db/retry.ts";
 import type { SendOutcome, SendRequest } from "./repository.ts";
 
 /**
@@ -24,14 +25,19 @@ interface Waiting {
   reject: (error: unknown) => void;
 }
 
-/** True when PostgreSQL refused the statement and rolled it back, so storing the sends again is safe. */
-function rolledBack(error: unknown): boolean {
-  // drizzle wraps the driver's error; the SQLSTATE is on the driver's.
-  const cause = (error as { cause?: unknown })?.cause ?? error;
-  const code = (cause as { code?: unknown })?.code;
+/**
+ * True when one bad send may have failed the batch, so that storing its sends one by one is both safe and
+ * useful: PostgreSQL refused the statement and rolled it back, for a reason that is not the database being
+ * busy.
+ */
+function worthStoringAlone(error: unknown): boolean {
+  const code = sqlStateOf(error);
   // Without a SQLSTATE (a lost connection) or with 08xxx/57Pxx the commit may have happened: a retry could
   // store a message twice.
-  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith("08") && !code.startsWith("57P");
+  if (code === undefined || code.startsWith("08") || code.startsWith("57P")) return false;
+  // A lock or statement time-out (or a server out of resources, 53xxx) says nothing about any one send: split
+  // into 64 calls on a pool of 10, the batch would only wait 64 times as long in the same queue.
+  return !timedOut(error) && !code.startsWith("53");
 }
 
 function schedule(work: () => void, delayMs: number): () => void {
@@ -64,11 +70,12 @@ export function createGroupCommit(store: StoreBatch, options: GroupCommitOptions
       const outcomes = await store(batch.map((w) => w.send));
       for (const [i, w] of batch.entries()) w.resolve(outcomes[i]!);
     } catch (error) {
-      if (!rolledBack(error)) {
+      if (!worthStoringAlone(error)) {
         for (const w of batch) w.reject(error);
         return;
       }
-      // A bad send (or a deadlock between two batches on one client_msg_id) must not fail the others.
+      // A bad send (or a deadlock between two batches on one client_msg_id, left after the store's own retry)
+      // must not fail the others.
       await Promise.all(batch.map(storeAlone));
     }
   }

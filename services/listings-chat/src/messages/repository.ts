@@ -1,6 +1,7 @@
 import type { Message } from "@listings-chat/shared";
 import { and, desc, eq, lt, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
+import { executeWrite } from "../db/retry.ts";
 import { messages } from "../db/schema.ts";
 import { type AddressedEvent, type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 
@@ -67,7 +68,7 @@ export async function storeMessages(db: Database, sends: readonly SendRequest[])
   const batch = JSON.stringify(
     sends.map((s) => [s.senderId, s.chatId, s.content, s.clientMsgId, s.flags?.length ? s.flags : null]),
   );
-  const rows = rowsOf<SendRow>(await db.execute(sql`select * from lc_send_messages(${batch}::jsonb)`));
+  const rows = rowsOf<SendRow>(await executeWrite(db, sql`select * from lc_send_messages(${batch}::jsonb)`));
   const byOrd = new Map<number, SendRow[]>();
   for (const row of rows) {
     const ord = Number(row.ord);
@@ -133,7 +134,8 @@ export async function editMessage(
   content: string,
   flags: readonly string[] = [],
 ) {
-  const result = await db.execute(
+  const result = await executeWrite(
+    db,
     // sql.param: one text[] parameter (drizzle would spread a bare array into a list of parameters).
     sql`select * from lc_edit_message(${userId}, ${messageId}, ${content}, ${sql.param([...flags])}::text[])`,
   );
@@ -142,6 +144,6 @@ export async function editMessage(
 
 /** Marks the message deleted: no API shows its content again (events are read with the row, migration 0006). */
 export async function deleteMessage(db: Database, userId: number, messageId: number) {
-  const result = await db.execute(sql`select * from lc_delete_message(${userId}, ${messageId})`);
+  const result = await executeWrite(db, sql`select * from lc_delete_message(${userId}, ${messageId})`);
   return changeOutcome(rowsOf<ChangeRow>(result), "message_deleted");
 }

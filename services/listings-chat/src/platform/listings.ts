@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
+import { executeWrite } from "../db/retry.ts";
 import type { ListingStatus } from "../db/schema.ts";
 import { rowsOf } from "../events/log.ts";
 
@@ -35,7 +36,8 @@ interface PutRow {
 /** Registers or changes the listing `id` in one statement (`lc_put_listing`, under the listing's lock). */
 export async function putListing(db: Database, id: number, fields: ListingFields): Promise<PutListingOutcome> {
   const rows = rowsOf<PutRow>(
-    await db.execute(
+    await executeWrite(
+      db,
       sql`select * from lc_put_listing(${id}, ${fields.seller_id}, ${fields.title}, ${fields.price_minor},
             ${fields.currency}, ${fields.image_url}, ${fields.url}, ${fields.status})`,
     ),

@@ -1,5 +1,6 @@
 import { desc, eq, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
+import { executeWrite } from "../db/retry.ts";
 import { blocks } from "../db/schema.ts";
 import { type AddressedEvent, addressedEvents, rowsOf } from "../events/log.ts";
 
@@ -43,13 +44,15 @@ export async function blockUser(
   blockedId: number,
   max = MAX_BLOCKS_PER_USER,
 ): Promise<BlockChange> {
-  const rows = rowsOf<BlockRow>(await db.execute(sql`select * from lc_block_user(${blockerId}, ${blockedId}, ${max})`));
+  const rows = rowsOf<BlockRow>(
+    await executeWrite(db, sql`select * from lc_block_user(${blockerId}, ${blockedId}, ${max})`),
+  );
   return blockChange(rows, blockerId, "user_blocked", blockedId);
 }
 
 /** `blockerId` no longer blocks `blockedId` (a block by `blockedId`, if any, stands). */
 export async function unblockUser(db: Database, blockerId: number, blockedId: number): Promise<BlockChange> {
-  const rows = rowsOf<BlockRow>(await db.execute(sql`select * from lc_unblock_user(${blockerId}, ${blockedId})`));
+  const rows = rowsOf<BlockRow>(await executeWrite(db, sql`select * from lc_unblock_user(${blockerId}, ${blockedId})`));
   return blockChange(rows, blockerId, "user_unblocked", blockedId);
 }
 

@@ -1,6 +1,7 @@
 import type { ReportReason } from "@listings-chat/shared";
 import { sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
+import { executeWrite } from "../db/retry.ts";
 import type { reportTargets } from "../db/schema.ts";
 import { rowsOf } from "../events/log.ts";
 
@@ -36,7 +37,8 @@ interface ReportRow {
 export async function fileReport(db: Database, report: Report, store: boolean): Promise<ReportOutcome> {
   const { reporterId, reason, note, target } = report;
   const rows = rowsOf<ReportRow>(
-    await db.execute(
+    await executeWrite(
+      db,
       sql`select * from lc_report(${reporterId}, ${reason}, ${note}, ${target.type}, ${target.id}, ${store})`,
     ),
   );

@@ -1,0 +1,286 @@
+/**
+ * The migration runner (src/db/migrator.ts) on folders of its own: each file in its own transaction, files
+ * outside any transaction, checksums, adopting a database that drizzle's migrator brought up, and on
+ * PostgreSQL the lock timeout with its retries and the advisory lock between runners.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { drizzle as drizzleNodePg } from "drizzle-orm/node-postgres";
+import { migrate as migrateNodePg } from "drizzle-orm/node-postgres/migrator";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { migrationsFolder } from "../src/db/client.ts";
+import {
+  MIGRATION_LOCK_KEY,
+  MIGRATIONS_TABLE,
+  type MigrationConnection,
+  NO_TRANSACTION_MARK,
+  pgliteMigrationConnection,
+  pgMigrationConnection,
+  readMigrationFiles,
+  runMigrations,
+} from "../src/db/migrator.ts";
+import { databaseTargets } from "./support/databases.ts";
+
+/** A migrations folder as drizzle-kit writes one: `<tag>.sql` files and meta/_journal.json listing them. */
+function writeFolder(dir: string, files: Array<[tag: string, sql: string]>): string {
+  mkdirSync(join(dir, "meta"), { recursive: true });
+  for (const [tag, sql] of files) writeFileSync(join(dir, `${tag}.sql`), sql);
+  const entries = files.map(([tag], idx) => ({
+    idx,
+    version: "7",
+    when: 1_700_000_000_000 + idx,
+    tag,
+    breakpoints: true,
+  }));
+  writeFileSync(join(dir, "meta", "_journal.json"), JSON.stringify({ version: "7", dialect: "postgresql", entries }));
+  return dir;
+}
+
+const breakpoint = "--> statement-breakpoint\n";
+
+describe.each(databaseTargets())("the migration runner on $name", (target) => {
+  const cleanups: Array<() => Promise<unknown> | unknown> = [];
+  afterAll(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  });
+
+  function folder(files: Array<[tag: string, sql: string]>): string {
+    const dir = mkdtempSync(join(tmpdir(), "lc-migrator-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    return writeFolder(dir, files);
+  }
+
+  interface Session {
+    connection: MigrationConnection;
+    /** drizzle's own migrator on the same database, as the service used to run it. */
+    drizzleMigrate(folder: string): Promise<void>;
+    url?: string;
+  }
+
+  /** A fresh empty database of this target and a session on it. */
+  async function emptyDatabase(): Promise<Session> {
+    if (target.name === "pglite") {
+      const client = new PGlite();
+      cleanups.push(() => client.close());
+      return {
+        connection: pgliteMigrationConnection(client),
+        drizzleMigrate: (dir) => migratePglite(drizzlePglite(client), { migrationsFolder: dir }),
+      };
+    }
+    const created = await target.create();
+    cleanups.push(created.drop);
+    if (!("url" in created.options)) throw new Error("the PostgreSQL target has a URL");
+    const url = created.options.url;
+    const client = await connect(url);
+    return {
+      connection: pgMigrationConnection(client),
+      drizzleMigrate: (dir) => migrateNodePg(drizzleNodePg(client), { migrationsFolder: dir }),
+      url,
+    };
+  }
+
+  async function connect(url: string, applicationName?: string): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString: url, application_name: applicationName });
+    client.on("error", () => {});
+    await client.connect();
+    cleanups.push(() => client.end().catch(() => {}));
+    return client;
+  }
+
+  const recorded = async (connection: MigrationConnection) =>
+    (await connection.rows<{ name: string }>(`select name from ${MIGRATIONS_TABLE} order by name`)).map((r) => r.name);
+
+  const tableExists = async (connection: MigrationConnection, name: string) =>
+    (await connection.rows<{ found: boolean }>("select to_regclass($1) is not null as found", [name]))[0]?.found;
+
+  it("applies each file in its own transaction: a failing second file leaves the first applied", async () => {
+    const { connection } = await emptyDatabase();
+    const dir = folder([
+      ["0000_first", "create table first_table (id int);"],
+      ["0001_second", `create table second_table (id int);\n${breakpoint}select 1 / 0;`],
+    ]);
+    await expect(runMigrations(connection, dir)).rejects.toThrow(/migration 0001_second\.sql failed: division by zero/);
+    expect(await tableExists(connection, "first_table")).toBe(true);
+    expect(await tableExists(connection, "second_table")).toBe(false);
+    expect(await recorded(connection)).toEqual(["0000_first"]);
+
+    // Fixed (never applied, so it may still change), it runs on the next start, alone.
+    writeFolder(dir, [
+      ["0000_first", "create table first_table (id int);"],
+      ["0001_second", "create table second_table (id int);"],
+    ]);
+    const report = await runMigrations(connection, dir);
+    expect(report.applied.map((a) => a.name)).toEqual(["0001_second"]);
+    expect(await recorded(connection)).toEqual(["0000_first", "0001_second"]);
+  });
+
+  it("runs a no-transaction file statement by statement: CREATE INDEX CONCURRENTLY", async () => {
+    const { connection } = await emptyDatabase();
+    const files: Array<[string, string]> = [
+      ["0000_table", "create table items (id int);\ninsert into items select generate_series(1, 1000);"],
+      [
+        "0001_index",
+        `${NO_TRANSACTION_MARK}\n-- Again from the start if interrupted: an invalid index left behind is dropped first.\n` +
+          `drop index concurrently if exists items_id_idx;\n${breakpoint}create index concurrently items_id_idx on items (id);`,
+      ],
+    ];
+    const dir = folder(files);
+    expect(readMigrationFiles(dir).map((f) => f.noTransaction)).toEqual([false, true]);
+    const report = await runMigrations(connection, dir);
+    expect(report.applied.map((a) => a.name)).toEqual(["0000_table", "0001_index"]);
+    const [index] = await connection.rows<{ valid: boolean }>(
+      "select indisvalid as valid from pg_index where indexrelid = 'items_id_idx'::regclass",
+    );
+    expect(index?.valid).toBe(true);
+
+    // The same statement without the mark is refused by PostgreSQL inside the file's transaction.
+    writeFolder(dir, [...files, ["0002_other_index", "create index concurrently other_idx on items (id);"]]);
+    await expect(runMigrations(connection, dir)).rejects.toThrow(
+      /migration 0002_other_index\.sql failed: .*cannot run inside a transaction block/,
+    );
+  });
+
+  it("refuses to start when an applied file changed or left the folder, and names it", async () => {
+    const { connection } = await emptyDatabase();
+    const files: Array<[string, string]> = [
+      ["0000_a", "create table a (id int);"],
+      ["0001_b", "create table b (id int);"],
+    ];
+    const dir = folder(files);
+    await runMigrations(connection, dir);
+
+    writeFolder(dir, [files[0]!, ["0001_b", "create table b (id bigint);"]]);
+    await expect(runMigrations(connection, dir)).rejects.toThrow(
+      /migration 0001_b\.sql changed after it was applied to this database .*add a new migration instead/,
+    );
+
+    const shorter = folder([files[0]!]);
+    await expect(runMigrations(connection, shorter)).rejects.toThrow(
+      /migration 0001_b\.sql was applied to this database but is not in .* any more/,
+    );
+    // Line endings alone are not a change.
+    writeFolder(dir, [files[0]!, ["0001_b", "create table b (id int);".replace(/\n/g, "\r\n")]]);
+    await expect(runMigrations(connection, dir)).resolves.toMatchObject({ applied: [] });
+  });
+
+  it("adopts a database that drizzle's migrator brought up: nothing runs again, every file is recorded", async () => {
+    const { connection, drizzleMigrate } = await emptyDatabase();
+    // Each file appends to a log: a file run twice would show in it.
+    const files: Array<[string, string]> = [
+      ["0000_log", `create table applied_log (n int);\n${breakpoint}insert into applied_log values (0);`],
+      ["0001_one", "insert into applied_log values (1);"],
+      ["0002_two", "insert into applied_log values (2);"],
+    ];
+    const dir = folder(files.slice(0, 2));
+    await drizzleMigrate(dir);
+
+    writeFolder(dir, files);
+    const report = await runMigrations(connection, dir);
+    expect(report.adopted).toEqual(["0000_log", "0001_one"]);
+    expect(report.applied.map((a) => a.name)).toEqual(["0002_two"]);
+    const log = await connection.rows<{ n: number }>("select n from applied_log order by n");
+    expect(log.map((r) => r.n)).toEqual([0, 1, 2]);
+    expect(await recorded(connection)).toEqual(["0000_log", "0001_one", "0002_two"]);
+    // Once adopted, drizzle's table is not read again.
+    await expect(runMigrations(connection, dir)).resolves.toEqual({ applied: [], adopted: [] });
+  });
+
+  it("adopts a database that drizzle's migrator brought to the committed migrations", { timeout: 60_000 }, async () => {
+    const { connection, drizzleMigrate } = await emptyDatabase();
+    await drizzleMigrate(migrationsFolder);
+    const committed = readMigrationFiles(migrationsFolder).map((f) => f.name);
+    const report = await runMigrations(connection, migrationsFolder);
+    expect(report).toEqual({ applied: [], adopted: committed });
+    expect(await recorded(connection)).toEqual(committed);
+  });
+
+  describe.runIf(target.name === "postgres")("with other sessions (PostgreSQL)", () => {
+    const tableAndColumn = (): Array<[string, string]> => [
+      ["0000_table", "create table busy (id int);"],
+      ["0001_column", "alter table busy add column note text;"],
+    ];
+
+    /** A session that holds ACCESS EXCLUSIVE on `busy` until `release()`. */
+    async function holdBusyTable(url: string) {
+      const holder = await connect(url, "lock-holder-under-test");
+      await holder.query("begin");
+      await holder.query("lock table busy in access exclusive mode");
+      return { release: () => holder.query("commit") };
+    }
+
+    it("retries a file whose lock is held past its lock timeout, and applies it once the lock is free", async () => {
+      const { connection, url } = await emptyDatabase();
+      const dir = folder(tableAndColumn());
+      await runMigrations(connection, folder(tableAndColumn().slice(0, 1)));
+      const holder = await holdBusyTable(url!);
+      const released = new Promise((resolve) => setTimeout(resolve, 3_000)).then(() => holder.release());
+
+      const started = performance.now();
+      const report = await runMigrations(connection, dir, { lockTimeoutMs: 2_000, attempts: 5, backoffMs: 1_000 });
+      await released;
+      expect(report.applied).toEqual([{ name: "0001_column", ms: expect.any(Number), attempts: 2 }]);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(2_900);
+      const columns = await connection.rows<{ name: string }>(
+        "select column_name::text as name from information_schema.columns where table_name = 'busy' order by 1",
+      );
+      expect(columns.map((c) => c.name)).toEqual(["id", "note"]);
+    }, 20_000);
+
+    it("fails naming the file and the session that held the lock when it is held through every try", async () => {
+      const { connection, url } = await emptyDatabase();
+      const dir = folder(tableAndColumn());
+      await runMigrations(connection, folder(tableAndColumn().slice(0, 1)));
+      const holder = await holdBusyTable(url!);
+      try {
+        await expect(
+          runMigrations(connection, dir, { lockTimeoutMs: 200, attempts: 3, backoffMs: 50 }),
+        ).rejects.toThrow(
+          /migration 0001_column\.sql could not take its locks within 200 ms, 3 times: held by pid \d+ \(AccessExclusiveLock on busy, idle in transaction .*application "lock-holder-under-test"/,
+        );
+      } finally {
+        await holder.release();
+      }
+      expect(await recorded(connection)).toEqual(["0000_table"]);
+      // The runner let go of its advisory lock and session settings.
+      const [settings] = await connection.rows<{ lock: string; held: number }>(
+        "select current_setting('lock_timeout') as lock, (select count(*)::int from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()) as held",
+      );
+      expect(settings).toEqual({ lock: "0", held: 0 });
+    });
+
+    it("lets one runner migrate at a time: the other waits for the advisory lock, then finds nothing to do", async () => {
+      const { connection, url } = await emptyDatabase();
+      const dir = folder(tableAndColumn());
+      const other = await connect(url!);
+      const observer = await connect(url!);
+
+      // While a test session holds the lock, a runner waits for it.
+      await observer.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
+      const first = runMigrations(connection, dir);
+      const waiting = async () =>
+        (
+          await observer.query<{ n: number }>(
+            "select count(*)::int as n from pg_locks where locktype = 'advisory' and objid = $1 and not granted",
+            [MIGRATION_LOCK_KEY],
+          )
+        ).rows[0]!.n;
+      // Nothing to await but the server's lock table: look at it until the runner shows up in it.
+      const deadline = Date.now() + 5_000;
+      while ((await waiting()) === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(await waiting()).toBe(1);
+      expect(await tableExists(pgMigrationConnection(observer), "busy")).toBe(false);
+
+      // Two runners at once once it is free: one applies everything, the other nothing.
+      const second = runMigrations(pgMigrationConnection(other), dir);
+      await observer.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]);
+      const reports = await Promise.all([first, second]);
+      expect(reports.map((r) => r.applied.length).sort()).toEqual([0, 2]);
+      expect(await recorded(connection)).toEqual(["0000_table", "0001_column"]);
+    });
+  });
+});
