@@ -46,21 +46,6 @@ export function hasExited(pid: number): boolean {
 /** `pid` and its descendants. */
 export const processTree = (pid: number): number[] => [pid, ...descendants(pid)];
 
-/** User + system CPU of one process so far, in seconds (0 once it is gone). */
-export function processCpuSeconds(pid: number): number {
-  const fields = statFields(pid);
-  return fields ? (Number(fields[11]) + Number(fields[12])) / 100 : 0;
-}
-
-/** Resident memory of one process, in KiB (0 once it is gone). */
-export function processRssKiB(pid: number): number {
-  try {
-    return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
-  } catch {
-    return 0;
-  }
-}
-
 /** The command line of a process, its arguments joined by spaces ("" once it is gone). */
 export function commandLine(pid: number): string {
   try {

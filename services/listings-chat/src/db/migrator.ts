@@ -23,6 +23,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { PGlite } from "@electric-sql/pglite";
 import type pg from "pg";
+import { sqlStateOf } from "./retry.ts";
 
 /** Any number that all chat instances agree on, so that only one of them migrates at a time. */
 export const MIGRATION_LOCK_KEY = 8_086_001;
@@ -234,7 +235,7 @@ async function applyWithRetries(
       await applyFile(connection, file, settings.lockTimeoutMs, () => Math.round(performance.now() - started));
       return { name: file.name, ms: Math.round(performance.now() - started), attempts: attempt };
     } catch (error) {
-      if (errorCode(error) !== lockNotAvailable) {
+      if (sqlStateOf(error) !== lockNotAvailable) {
         if (error instanceof MigrationError) throw error;
         throw new MigrationError(`migration ${file.name}.sql failed: ${messageOf(error)}`, { cause: error });
       }
@@ -310,10 +311,6 @@ async function lockHolders(connection: MigrationConnection): Promise<string[]> {
       `${h.seconds == null ? "" : ` in a transaction for ${h.seconds} s`}` +
       `${h.application ? `, application "${h.application}"` : ""}${h.query ? `, last query "${h.query}"` : ""})`,
   );
-}
-
-function errorCode(error: unknown): string | undefined {
-  return typeof error === "object" && error !== null && "code" in error ? String(error.code) : undefined;
 }
 
 function messageOf(error: unknown): string {
