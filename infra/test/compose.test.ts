@@ -1,8 +1,9 @@
 /**
  * docker-compose.yml as Debian's docker-compose reads it (`docker-compose config`; `.ci/run` installs it
  * when missing): with the variables of `.env.example` it is valid, and it says what the code and
- * CONTRACT.md say (ports, the services' connection as the least-privileged role, read-only containers);
- * without a secret it refuses to run and names the variable.
+ * CONTRACT.md say (ports, the services' connection as the least-privileged role, read-only containers,
+ * a PostgreSQL max_connections that the chat instances' pools fit in); without a secret it refuses to run and
+ * names the variable.
  */
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -10,6 +11,8 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { loadGatewayConfig } from "../../services/gateway/src/env.ts";
+import { loadChatConfig } from "../../services/listings-chat/src/env.ts";
+import { postgresSetting, sessionsPerChatInstance } from "./postgres-sessions.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -78,6 +81,34 @@ describe("docker-compose.yml", () => {
     // Only the edge is published.
     expect(nginx.ports).toHaveLength(1);
     expect(Object.values(config.services).filter((s: any) => s.ports)).toHaveLength(1);
+  });
+
+  it("gives PostgreSQL a max_connections that every chat instance's sessions fit in", () => {
+    const result = composeConfig(exampleEnv());
+    expect(result.status, result.stderr).toBe(0);
+    const { services } = parse(result.stdout) as { services: Record<string, any> };
+    // `command` as a list, or as one string (split as the shell would, without quotes).
+    const command = services.postgres.command ?? [];
+    const maxConnections = postgresSetting(
+      typeof command === "string" ? command.trim().split(/\s+/) : command,
+      "max_connections",
+    );
+    const reserved = Number(services.postgres.labels?.["listings-chat.postgres-reserved-connections"]);
+    expect(maxConnections, "postgres's command sets -c max_connections=N").toBeDefined();
+    expect(reserved).toBeGreaterThanOrEqual(3); // superuser_reserved_connections' default at least
+    const chats = Object.keys(services).filter((name) => name.startsWith("listings-chat-"));
+    expect(chats).toHaveLength(2);
+    let needed = reserved;
+    for (const name of chats) {
+      // The instance's own reading of its environment, defaults included.
+      const sessions = sessionsPerChatInstance(loadChatConfig(services[name].environment));
+      expect(sessions.pools).toBe(
+        Number(services[name].environment.DATABASE_POOL_SIZE) +
+          Number(services[name].environment.DATABASE_READ_POOL_SIZE),
+      );
+      needed += sessions.pools + sessions.migration;
+    }
+    expect(needed).toBeLessThanOrEqual(maxConnections!);
   });
 
   it("refuses to run without a secret, and names it", () => {

@@ -5,12 +5,13 @@
  * its container loads in production, ports and probe paths are the services', the grace period covers
  * preStop and the stop, secrets are files from the Secret, the gateway finds the chat pods through the
  * headless Service, only the gateway (and Prometheus) may reach them, and the migration init container runs
- * a file the build makes.
+ * a file the build makes. The PgBouncer option (overlays/production-pgbouncer) too, and on every rendering
+ * the connection arithmetic: what the pods (and PgBouncer) may open fits the max_connections declared.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
@@ -19,11 +20,14 @@ import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPol
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Service } from "kubernetes-models/v1/Service";
+import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { SERVICES } from "../../scripts/build.ts";
 import { GATEWAY_SECRET_VARIABLES, GATEWAY_VARIABLES, loadGatewayConfig } from "../../services/gateway/src/env.ts";
+import { defaultPostgresTimeouts, withPinnedIsolation } from "../../services/listings-chat/src/db/client.ts";
 import { CHAT_SECRET_VARIABLES, CHAT_VARIABLES, loadChatConfig } from "../../services/listings-chat/src/env.ts";
+import { sessionsPerChatInstance } from "./postgres-sessions.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 /** What the services promise for SIGTERM (CONTRACT §6). */
@@ -33,7 +37,7 @@ const STOP_WITHIN_S = 10;
 type Manifest = {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
   [k: string]: any;
 };
 
@@ -70,37 +74,120 @@ const byKind = (manifests: Manifest[], kind: string, name: string) => {
 const secretsDir = mkdtempSync(join(tmpdir(), "lc-k8s-secrets-"));
 afterAll(() => rmSync(secretsDir, { recursive: true, force: true }));
 
+/** PostgreSQL itself (the Secret's DATABASE_URL), and PgBouncer's Service (PGBOUNCER_DATABASE_URL). */
+const POSTGRES_URL = "postgres://chat_app:secret@postgres:5432/chat";
+const PGBOUNCER_URL = "postgres://chat_app:secret@listings-chat-pgbouncer:6432/chat";
+
 /**
  * The environment a container gets: its ConfigMaps, its own variables (field references filled in), and
- * every `<NAME>_FILE` pointed at a file with a value good enough for production, as the mounted Secret would be.
+ * every `<NAME>_FILE` pointed at a file with a value good enough for production, as the mounted Secret's key
+ * (the file's name) would be.
  */
 function containerEnv(manifests: Manifest[], container: any): Record<string, string> {
   const env: Record<string, string> = {};
   for (const source of container.envFrom ?? [])
     Object.assign(env, byKind(manifests, "ConfigMap", source.configMapRef.name).data);
   const values: Record<string, string> = {
-    DATABASE_URL: "postgres://chat_app:secret@postgres:5432/chat",
+    DATABASE_URL: POSTGRES_URL,
+    PGBOUNCER_DATABASE_URL: PGBOUNCER_URL,
     REDIS_URL: "redis://redis:6379",
     JWT_SECRET: "j".repeat(40),
   };
   for (const variable of container.env ?? []) {
     if (variable.valueFrom?.fieldRef) env[variable.name] = "listings-chat-7c9f-abcde";
     else if (variable.name.endsWith("_FILE")) {
-      const name = variable.name.slice(0, -"_FILE".length);
-      const file = join(secretsDir, `${container.name}-${name}`);
-      writeFileSync(file, `${values[name] ?? `${name.toLowerCase()}-`.padEnd(48, "x")}\n`);
+      const key = basename(variable.value);
+      const file = join(secretsDir, `${container.name}-${key}`);
+      writeFileSync(file, `${values[key] ?? `${key.toLowerCase()}-`.padEnd(48, "x")}\n`);
       env[variable.name] = file;
     } else env[variable.name] = variable.value;
   }
   return env;
 }
 
-describe.each(["infra/k8s/base", "infra/k8s/overlays/production"])("%s", (dir) => {
+/** pgbouncer.ini as sections of settings (`;` comments, `[section]`, `key = value`). */
+function parseIni(text: string): Record<string, Record<string, string>> {
+  const sections: Record<string, Record<string, string>> = {};
+  let section: Record<string, string> | undefined;
+  for (const line of text.split("\n").map((l) => l.trim())) {
+    if (!line || line.startsWith(";") || line.startsWith("#")) continue;
+    const header = /^\[(\w+)\]$/.exec(line);
+    if (header) sections[header[1]!] = section = {};
+    else {
+      const at = line.indexOf("=");
+      if (!section || at < 0) throw new Error(`pgbouncer.ini: cannot read ${JSON.stringify(line)}`);
+      section[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    }
+  }
+  return sections;
+}
+
+/**
+ * The pods a rolling update adds to `replicas`: its surge (maxSurge: a number, or a percentage of `replicas`,
+ * rounded up), and as many old pods still stopping, which the Deployment no longer counts but whose pools
+ * stay open until their process ends.
+ */
+function rolloutExtra(deployment: Manifest, replicas: number): number {
+  const maxSurge = deployment.spec.strategy?.rollingUpdate?.maxSurge ?? "25%";
+  const surge = typeof maxSurge === "number" ? maxSurge : Math.ceil((replicas * Number.parseInt(maxSurge, 10)) / 100);
+  return 2 * surge;
+}
+
+/** The PgBouncer of the rendering, if any: its Deployment and its pgbouncer.ini. */
+function pgbouncerOf(manifests: Manifest[]) {
+  const deployment = manifests.find((m) => m.kind === "Deployment" && m.metadata.name === "listings-chat-pgbouncer");
+  if (!deployment) return undefined;
+  const config = deployment.spec.template.spec.volumes.find((v: { name: string }) => v.name === "config");
+  const ini = parseIni(byKind(manifests, "ConfigMap", config.configMap.name).data["pgbouncer.ini"]);
+  return { deployment, ini, settings: ini.pgbouncer ?? {} };
+}
+
+/**
+ * The PostgreSQL sessions a rendering lets the chat service open at most, against the max_connections its
+ * chat Deployment declares. Straight to PostgreSQL: every pod the autoscaler may run plus a rollout's extra
+ * pods, times (write pool + read pool + one migration session). Through PgBouncer: PgBouncer's pods (plus its
+ * rollout's) times its cap per pod (max_db_connections), plus the chat pods' migration sessions, which bypass
+ * it. Both plus the reserve (superuser_reserved_connections and the other clients) the Deployment declares.
+ */
+function postgresConnections(manifests: Manifest[]) {
+  const chat = byKind(manifests, "Deployment", "listings-chat");
+  const annotation = (name: string) => {
+    const value = chat.metadata.annotations?.[`listings-chat/${name}`];
+    if (!/^\d+$/.test(value ?? "")) throw new Error(`the listings-chat Deployment declares no listings-chat/${name}`);
+    return Number(value);
+  };
+  const maxConnections = annotation("postgres-max-connections");
+  const reserved = annotation("postgres-reserved-connections");
+  const maxReplicas = byKind(manifests, "HorizontalPodAutoscaler", "listings-chat").spec.maxReplicas;
+  const chatPods = maxReplicas + rolloutExtra(chat, maxReplicas);
+  const perPod = sessionsPerChatInstance(
+    loadChatConfig(containerEnv(manifests, chat.spec.template.spec.containers[0])),
+  );
+  const bouncer = pgbouncerOf(manifests);
+  if (!bouncer) {
+    return { maxConnections, chatPods, perPod, needed: chatPods * (perPod.pools + perPod.migration) + reserved };
+  }
+  const { replicas } = bouncer.deployment.spec;
+  const perBouncer = Number(bouncer.settings.max_db_connections);
+  const bouncerPods = replicas + rolloutExtra(bouncer.deployment, replicas);
+  return {
+    maxConnections,
+    chatPods,
+    perPod,
+    needed: bouncerPods * perBouncer + chatPods * perPod.migration + reserved,
+    clients: chatPods * perPod.pools,
+  };
+}
+
+const RENDERINGS = ["infra/k8s/base", "infra/k8s/overlays/production", "infra/k8s/overlays/production-pgbouncer"];
+
+describe.each(RENDERINGS)("%s", (dir) => {
   const manifests = render(dir);
   const chat = byKind(manifests, "Deployment", "listings-chat");
   const gateway = byKind(manifests, "Deployment", "gateway");
   const chatContainer = chat.spec.template.spec.containers[0];
   const gatewayContainer = gateway.spec.template.spec.containers[0];
+  const bouncer = pgbouncerOf(manifests);
 
   it("is valid against the Kubernetes (and Prometheus Operator) schemas", () => {
     expect(manifests.map((m) => m.kind).sort()).toEqual(
@@ -117,6 +204,10 @@ describe.each(["infra/k8s/base", "infra/k8s/overlays/production"])("%s", (dir) =
         "Service",
         "Service",
         "ServiceMonitor",
+        // PgBouncer: its settings, Deployment, Service, the ExternalName of PostgreSQL, PDB and NetworkPolicy.
+        ...(dir.endsWith("-pgbouncer")
+          ? ["ConfigMap", "Deployment", "Service", "Service", "PodDisruptionBudget", "NetworkPolicy"]
+          : []),
       ].sort(),
     );
     for (const manifest of manifests) validate(manifest);
@@ -135,7 +226,14 @@ describe.each(["infra/k8s/base", "infra/k8s/overlays/production"])("%s", (dir) =
     expect(Object.keys(gatewayEnv).filter((n) => !known(GATEWAY_VARIABLES, GATEWAY_SECRET_VARIABLES, n))).toEqual([]);
     // Secrets never in the environment itself: only their files.
     for (const env of [chatEnv, gatewayEnv]) {
-      for (const secret of ["INTERNAL_TOKEN", "WS_TOKEN_SECRET", "JWT_SECRET", "DATABASE_URL", "REDIS_URL"]) {
+      for (const secret of [
+        "INTERNAL_TOKEN",
+        "WS_TOKEN_SECRET",
+        "JWT_SECRET",
+        "DATABASE_URL",
+        "MIGRATION_DATABASE_URL",
+        "REDIS_URL",
+      ]) {
         expect(env[secret], secret).toBeUndefined();
       }
     }
@@ -143,7 +241,14 @@ describe.each(["infra/k8s/base", "infra/k8s/overlays/production"])("%s", (dir) =
     const chatConfig = loadChatConfig(chatEnv);
     const gatewayConfig = loadGatewayConfig(gatewayEnv);
     expect(chatConfig.production && gatewayConfig.production).toBe(true);
-    expect(chatConfig.database).toMatchObject({ url: "postgres://chat_app:secret@postgres:5432/chat" });
+    // The pools straight to PostgreSQL, or through PgBouncer's Service; the migrations straight to PostgreSQL.
+    if (bouncer) {
+      const service = byKind(manifests, "Service", "listings-chat-pgbouncer");
+      expect(new URL(PGBOUNCER_URL).host).toBe(`${service.metadata.name}:${service.spec.ports[0].port}`);
+    }
+    expect(chatConfig.database).toEqual(
+      expect.objectContaining({ url: bouncer ? PGBOUNCER_URL : POSTGRES_URL, migrationUrl: POSTGRES_URL }),
+    );
     expect(chatConfig.redis?.url).toBe("redis://redis:6379");
     expect(gatewayConfig.redis?.url).toBe("redis://redis:6379");
     expect(chatConfig.instanceId).toBe("listings-chat-7c9f-abcde");
@@ -153,7 +258,9 @@ describe.each(["infra/k8s/base", "infra/k8s/overlays/production"])("%s", (dir) =
     expect(migrate.command).toBeUndefined(); // the image's entrypoint (tini) stays PID 1
     expect(migrate.args).toEqual(["node", "dist/listings-chat/migrate.js"]);
     expect(Object.keys(SERVICES["listings-chat"].entries)).toContain("migrate");
-    expect(loadChatConfig(containerEnv(manifests, migrate)).database).toMatchObject({ url: expect.any(String) });
+    expect(loadChatConfig(containerEnv(manifests, migrate)).database).toEqual(
+      expect.objectContaining({ url: bouncer ? PGBOUNCER_URL : POSTGRES_URL, migrationUrl: POSTGRES_URL }),
+    );
     expect(migrate.image).toBe(chatContainer.image);
 
     // Every secret file is mounted from the Secret's key of the same name.
@@ -255,6 +362,128 @@ describe.each(["infra/k8s/base", "infra/k8s/overlays/production"])("%s", (dir) =
     expect(selected.map((s) => s.metadata.name).sort()).toEqual(["gateway", "listings-chat-headless"]);
     for (const service of selected) expect(service.spec.ports.map((p: { name: string }) => p.name)).toContain("http");
   });
+
+  it("declares a max_connections that every session the release may open fits in", () => {
+    const budget = postgresConnections(manifests);
+    expect(budget.perPod.pools).toBe(
+      Number(byKind(manifests, "ConfigMap", "listings-chat-config").data.DATABASE_POOL_SIZE) +
+        Number(byKind(manifests, "ConfigMap", "listings-chat-config").data.DATABASE_READ_POOL_SIZE),
+    );
+    expect(budget.needed).toBeLessThanOrEqual(budget.maxConnections);
+    if (bouncer) {
+      // Every chat pod's pools may land on one PgBouncer pod.
+      expect(Number(bouncer.settings.max_client_conn)).toBeGreaterThanOrEqual(budget.clients!);
+    }
+
+    // The sum follows the manifests: one more pod, or one more connection in a pool, needs more sessions.
+    const more = structuredClone(manifests);
+    byKind(more, "HorizontalPodAutoscaler", "listings-chat").spec.maxReplicas += 1;
+    byKind(more, "ConfigMap", "listings-chat-config").data.DATABASE_POOL_SIZE = String(budget.perPod.pools);
+    const grown = postgresConnections(more);
+    expect(grown.chatPods).toBe(budget.chatPods + 1);
+    expect(grown.perPod.pools).toBeGreaterThan(budget.perPod.pools);
+    if (bouncer) expect(grown.clients).toBeGreaterThan(budget.clients!);
+    else expect(grown.needed).toBeGreaterThan(budget.needed);
+  });
+
+  if (bouncer) {
+    const { deployment, ini, settings } = bouncer;
+    const container = deployment.spec.template.spec.containers[0];
+
+    it("runs PgBouncer in transaction mode with what the chat service's sessions need", () => {
+      expect(settings.pool_mode).toBe("transaction");
+      // One upstream database, capped per PgBouncer pod: the cap is what the arithmetic counts.
+      expect(Object.keys(ini.databases ?? {})).toEqual([new URL(PGBOUNCER_URL).pathname.slice(1)]);
+      expect(Number(settings.max_db_connections)).toBeGreaterThan(0);
+      expect(Number(settings.max_db_connections)).toBe(
+        Number(settings.default_pool_size) + Number(settings.reserve_pool_size),
+      );
+      // Named prepared statements (src/db/prepared.ts, drizzle's .prepare()) need PgBouncer to track them.
+      expect(Number(settings.max_prepared_statements)).toBeGreaterThan(0);
+
+      // What node-postgres puts in the startup packet for the service's pools: PgBouncer refuses a parameter it
+      // neither tracks by default nor ignores, and cannot pass on one PostgreSQL does not report: each is
+      // ignored, and the database's connect_query sets it on every server session instead.
+      const startup: Record<string, string> = (
+        new pg.Client({
+          connectionString: withPinnedIsolation(POSTGRES_URL),
+          statement_timeout: defaultPostgresTimeouts.statementMs,
+          lock_timeout: defaultPostgresTimeouts.lockMs,
+          idle_in_transaction_session_timeout: defaultPostgresTimeouts.idleInTransactionMs,
+        }) as unknown as { getStartupConf(): Record<string, string> }
+      ).getStartupConf();
+      const inOptions = Object.fromEntries(
+        [...(startup.options ?? "").matchAll(/-c\s*(\w+)=((?:\\.|\S)+)/g)].map((m) => [
+          m[1]!,
+          m[2]!.replace(/\\(.)/g, "$1"),
+        ]),
+      );
+      const sent: Record<string, string> = { ...startup, ...inOptions };
+      for (const key of ["user", "database", "options"]) delete sent[key];
+      // PgBouncer's own tracked parameters pass; every other one must be ignored, and set by connect_query.
+      // (The write pool's values: the read pool's 5 s statement time-out is 10 s behind PgBouncer, README.)
+      const tracked = ["client_encoding", "datestyle", "timezone", "standard_conforming_strings", "application_name"];
+      const untracked = Object.keys(sent).filter((name) => !tracked.includes(name.toLowerCase()));
+      expect(untracked).toContain("default_transaction_isolation");
+      expect(untracked).toContain("statement_timeout");
+      const ignored = settings.ignore_startup_parameters?.split(/\s*,\s*/) ?? [];
+      expect(ignored.sort()).toEqual(untracked.sort());
+      const connectQuery = /connect_query='([^']*)'/.exec(Object.values(ini.databases!)[0]!)?.[1] ?? "";
+      for (const name of untracked) {
+        expect(connectQuery, name).toContain(
+          name === "default_transaction_isolation"
+            ? `SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL ${sent[name]!.toUpperCase()}`
+            : `SET ${name} = ${sent[name]}`,
+        );
+      }
+
+      // Its host is the ExternalName Service; its port the one the chat pods' URL names.
+      expect(Object.values(ini.databases!)[0]).toMatch(/^host=listings-chat-postgres port=5432 dbname=chat /);
+      expect(byKind(manifests, "Service", "listings-chat-postgres").spec.type).toBe("ExternalName");
+      expect(settings.listen_port).toBe(String(container.ports[0].containerPort));
+      expect(byKind(manifests, "Service", "listings-chat-pgbouncer").spec.selector).toEqual(
+        deployment.spec.selector.matchLabels,
+      );
+      // Its files: the ConfigMap at the path the command reads, auth_file from its Secret.
+      expect(container.command).toEqual(["/usr/bin/pgbouncer", "/etc/pgbouncer/pgbouncer.ini"]);
+      const mounts = Object.fromEntries(container.volumeMounts.map((m: any) => [m.name, m.mountPath]));
+      expect(mounts.config).toBe("/etc/pgbouncer");
+      expect(settings.auth_file).toBe(`${mounts.secrets}/userlist.txt`);
+      expect(settings.auth_type).toBe("scram-sha-256");
+      // A pinned PgBouncer of 1.21 or later (max_prepared_statements).
+      const [major, minor] = /:(\d+)\.(\d+)\.\d+$/.exec(container.image)!.slice(1).map(Number);
+      expect(major! > 1 || minor! >= 21, container.image).toBe(true);
+    });
+
+    it("hardens PgBouncer like the services, and lets only the chat pods reach it", () => {
+      expect(deployment.spec.template.spec.securityContext).toMatchObject({ runAsNonRoot: true });
+      expect(deployment.spec.template.spec.automountServiceAccountToken).toBe(false);
+      expect(container.securityContext).toMatchObject({
+        readOnlyRootFilesystem: true,
+        allowPrivilegeEscalation: false,
+        capabilities: { drop: ["ALL"] },
+      });
+      // Nothing written: no Unix socket, no pid or log file.
+      expect(settings.unix_socket_dir).toBe("");
+      expect(settings.pidfile ?? settings.logfile).toBeUndefined();
+      for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) {
+        expect(container[probe].tcpSocket, probe).toEqual({ port: "postgres" });
+      }
+      expect(container.resources.requests.cpu).toBeDefined();
+      expect(container.resources.limits.memory).toBeDefined();
+      expect(byKind(manifests, "PodDisruptionBudget", "listings-chat-pgbouncer").spec.selector).toEqual(
+        deployment.spec.selector,
+      );
+      const policy = byKind(manifests, "NetworkPolicy", "listings-chat-pgbouncer-from-chat-only");
+      expect(policy.spec.podSelector.matchLabels).toEqual(deployment.spec.selector.matchLabels);
+      expect(policy.spec.ingress).toEqual([
+        {
+          from: [{ podSelector: { matchLabels: chat.spec.selector.matchLabels } }],
+          ports: [{ port: Number(settings.listen_port), protocol: "TCP" }],
+        },
+      ]);
+    });
+  }
 
   if (dir.includes("production")) {
     it("runs in its namespace, with registry images and more room than the base", () => {
