@@ -9,14 +9,13 @@ import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { sql } from "drizzle-orm";
 import { drizzle as drizzleNodePg } from "drizzle-orm/node-postgres";
-import { migrate as migrateNodePg } from "drizzle-orm/node-postgres/migrator";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
-import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { recentContactsOf, sharesPresence } from "../src/chats/repository.ts";
 import { createChatService } from "../src/chats/service.ts";
 import { type Database, migrationsFolder } from "../src/db/client.ts";
+import { pgliteMigrationConnection, pgMigrationConnection, runMigrations } from "../src/db/migrator.ts";
 import * as schema from "../src/db/schema.ts";
 import { lastEventId, readStreamPage } from "../src/events/log.ts";
 import { createRateLimiter } from "../src/limits/rate-limiter.ts";
@@ -27,6 +26,8 @@ import { databaseTargets } from "./support/databases.ts";
 function firstMigrations(count: number): string {
   const dir = mkdtempSync(join(tmpdir(), "lc-migrations-"));
   cpSync(migrationsFolder, dir, { recursive: true });
+  // The functions' sources are today's: they belong to the schema of the last migration, not to this one.
+  rmSync(join(dir, "functions"), { recursive: true, force: true });
   const journalPath = join(dir, "meta", "_journal.json");
   const journal = JSON.parse(readFileSync(journalPath, "utf8")) as { entries: unknown[] };
   journal.entries = journal.entries.slice(0, count);
@@ -48,18 +49,30 @@ describe.each(databaseTargets())("migrations of a database in use on $name", (ta
       const pgliteDb = drizzlePglite(client, { schema });
       return {
         db: pgliteDb as unknown as Database,
-        migrate: (folder) => migratePglite(pgliteDb, { migrationsFolder: folder }),
+        migrate: async (folder) => {
+          await runMigrations(pgliteMigrationConnection(client), folder);
+        },
       };
     }
     const created = await target.create();
     cleanups.push(created.drop);
     if (!("url" in created.options)) throw new Error("the PostgreSQL target has a URL");
-    const pool = new pg.Pool({ connectionString: created.options.url, max: 2 });
+    const { url } = created.options;
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
     cleanups.push(() => pool.end());
     const nodeDb = drizzleNodePg(pool, { schema });
     return {
       db: nodeDb as unknown as Database,
-      migrate: (folder) => migrateNodePg(nodeDb, { migrationsFolder: folder }),
+      // As the service migrates: the runner, on a session of its own.
+      migrate: async (folder) => {
+        const client = new pg.Client({ connectionString: url });
+        await client.connect();
+        try {
+          await runMigrations(pgMigrationConnection(client), folder);
+        } finally {
+          await client.end();
+        }
+      },
     };
   }
 

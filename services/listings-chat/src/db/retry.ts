@@ -1,5 +1,6 @@
 import type { SQL } from "drizzle-orm";
 import type { Database } from "./client.ts";
+import { ensureEventPartitions, outOfEventPartitions } from "./event-partitions.ts";
 
 /** The SQLSTATE of a failed query; drizzle wraps the driver's error, which carries it. */
 export function sqlStateOf(error: unknown): string | undefined {
@@ -61,9 +62,18 @@ export async function retryingOnce<T>(work: () => Promise<T>, options: RetryOpti
 
 /**
  * One write statement (a call of an `lc_*` write function, its own transaction), retried once when it lost to
- * a concurrent write: how every write of the service reaches the database.
+ * a concurrent write: how every write of the service reaches the database. A write whose events found no
+ * partition (the ids outran the partitions made ahead of them: the maintenance did not run) makes the missing
+ * partitions and runs once more: it was rolled back whole.
  */
-export function executeWrite(db: Database, query: SQL, options?: RetryOptions) {
+export async function executeWrite(db: Database, query: SQL, options?: RetryOptions) {
   // db.execute builds a lazy query: each attempt sends it anew.
-  return retryingOnce(async () => await db.execute(query), options);
+  const write = () => retryingOnce(async () => await db.execute(query), options);
+  try {
+    return await write();
+  } catch (error) {
+    if (!outOfEventPartitions(error)) throw error;
+    await ensureEventPartitions(db);
+    return write();
+  }
 }

@@ -97,7 +97,8 @@ export const messages = pgTable(
     flags: text("flags").array().notNull().default(sql`'{}'::text[]`),
   },
   (t) => [
-    index("messages_chat_id_idx").on(t.chatId, t.id.desc()),
+    // The history page, newest first: read backwards, `(chat_id, id)` gives `ORDER BY id DESC` (NULLS FIRST).
+    index("messages_chat_history_idx").on(t.chatId, t.id),
     uniqueIndex("messages_sender_client_msg_id_key").on(t.senderId, t.clientMsgId),
   ],
 );
@@ -107,37 +108,54 @@ export const messages = pgTable(
  * a message event, read from `messages` as it is now (lc_stream_page; not copied here since 0006). Which
  * users see it, and under which `event_id` of theirs, is in `user_events`. `chat_id` is null for an event
  * of one user's own that belongs to no chat (`user_blocked`, `user_unblocked`: lc_append_user_event).
+ *
+ * Partitioned by range of `id` (migration 0020; drizzle does not describe partitions): `event_partitioning`
+ * says how, lc_ensure_event_partitions adds partitions ahead of the ids in use. No foreign keys and no index
+ * but the key: nothing deletes a chat or an event row by row, and nothing looks events up but by id.
  */
-export const chatEvents = pgTable(
-  "chat_events",
-  {
-    id: bigint("id", { mode: "number" }).primaryKey().generatedByDefaultAsIdentity(),
-    chatId: bigint("chat_id", { mode: "number" }).references(() => chats.id, { onDelete: "cascade" }),
-    type: text("type").notNull(),
-    messageId: bigint("message_id", { mode: "number" }),
-    payload: jsonb("payload").notNull(),
-    createdAt: createdAt(),
-  },
-  // No index on message_id: nothing looks events up by message since they stopped holding its content
-  // (migration 0006); deletes used to rewrite them.
-  (t) => [index("chat_events_chat_id_idx").on(t.chatId, t.id)],
-);
+export const chatEvents = pgTable("chat_events", {
+  id: bigint("id", { mode: "number" }).primaryKey().default(sql`nextval('chat_events_id_seq')`),
+  chatId: bigint("chat_id", { mode: "number" }),
+  type: text("type").notNull(),
+  messageId: bigint("message_id", { mode: "number" }),
+  payload: jsonb("payload").notNull(),
+  createdAt: createdAt(),
+});
 
 /**
  * Each user's own event stream (CONTRACT §5): `event_id` 1, 2, 3 … per user, dense and in commit order.
  * A change seen by both participants is one `chat_events` row and one row here in each of their streams.
- * The primary key makes "my events after N" a range scan however large the marketplace.
+ * Partitioned by range of `chat_event_id`, with the bounds of `chat_events` (migration 0020). Its key holds the
+ * partition key (as a partitioned table's unique index must); `(user_id, event_id)` is unique all the same,
+ * since a user's event ids are handed out under the lock of their `user_streams` row. "My events after N" is a
+ * range scan of the key's prefix in each partition, and needs nothing from the table.
  */
 export const userEvents = pgTable(
   "user_events",
   {
     userId: bigint("user_id", { mode: "number" }).notNull(),
     eventId: bigint("event_id", { mode: "number" }).notNull(),
-    chatEventId: bigint("chat_event_id", { mode: "number" })
-      .notNull()
-      .references(() => chatEvents.id, { onDelete: "cascade" }),
+    chatEventId: bigint("chat_event_id", { mode: "number" }).notNull(),
   },
-  (t) => [primaryKey({ columns: [t.userId, t.eventId] }), index("user_events_chat_event_idx").on(t.chatEventId)],
+  (t) => [uniqueIndex("user_events_user_event_key").on(t.userId, t.eventId, t.chatEventId)],
+);
+
+/**
+ * How the event tables are partitioned (one row): `width` ids per partition, `high` the upper bound of the
+ * newest. lc_ensure_event_partitions adds partitions of `width` at `high` while fewer than two widths of ids
+ * are left above the newest; change `width` to change the size of the partitions added from then on.
+ */
+export const eventPartitioning = pgTable(
+  "event_partitioning",
+  {
+    singleton: boolean("singleton").primaryKey().notNull().default(true),
+    width: bigint("width", { mode: "number" }).notNull(),
+    high: bigint("high", { mode: "number" }).notNull(),
+  },
+  (t) => [
+    check("event_partitioning_one_row", sql`${t.singleton}`),
+    check("event_partitioning_width_positive", sql`${t.width} > 0`),
+  ],
 );
 
 /**
