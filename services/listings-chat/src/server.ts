@@ -17,6 +17,8 @@ import { createMemoryBus } from "./bus/memory.ts";
 import { createRedisBus } from "./bus/redis.ts";
 import { createChatService } from "./chats/service.ts";
 import { type DatabaseHandle, openDatabase } from "./db/client.ts";
+import { ensureEventPartitions, maintainEventPartitions } from "./db/event-partitions.ts";
+import { registerInstance } from "./db/instance-registry.ts";
 import type { ChatConfig } from "./env.ts";
 import { createBusPublisher } from "./events/publisher.ts";
 import { createApiRoutes } from "./http/api-routes.ts";
@@ -73,6 +75,24 @@ export async function startChatServer(
     "database",
     openDatabase(config.database, (operation, seconds) => telemetry.dbQuerySeconds.observe({ operation }, seconds)),
     (opened) => opened.close(),
+  );
+  // Partitions of the event tables ahead of the ids in use (db/event-partitions.ts): now and every few minutes.
+  await startup.step("event partitions", ensureEventPartitions(database.db), () => {});
+  const stopPartitionMaintenance = maintainEventPartitions(database.db, (error) =>
+    log.warn({ err: error }, "could not add event partitions"),
+  );
+  startup.opened(stopPartitionMaintenance);
+  for (const { name, reason } of database.migrations.heldBack)
+    log.warn({ migration: name }, `migration held back: ${reason}`);
+  // Contract migrations wait while this instance serves (instance-registry.ts): registered until it stops.
+  const registration = await startup.step(
+    "instance registration",
+    registerInstance(database, {
+      instanceId: config.instanceId,
+      known: database.migrations.known,
+      onRefreshError: (error) => log.warn({ err: error }, "could not refresh this instance's registration"),
+    }),
+    (opened) => opened.stop(),
   );
   const redis = config.redis ? createRedisClient(config.redis.url) : undefined;
   redis?.on("error", (error) => log.warn({ err: error }, "redis connection error"));
@@ -228,6 +248,8 @@ export async function startChatServer(
       await closed;
       await bus.close();
       await redis?.quit().catch(() => {});
+      await registration.stop();
+      stopPartitionMaintenance();
       await database.close();
     },
   };

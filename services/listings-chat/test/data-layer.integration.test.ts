@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type ChatEvent, ErrorCode, type Message } from "@listings-chat/shared";
@@ -32,6 +32,8 @@ const eventsOf = async (db: Database, userId: number, after: number, limit: numb
 const committedMigrations = (
   JSON.parse(readFileSync(join(migrationsFolder, "meta", "_journal.json"), "utf8")) as { entries: unknown[] }
 ).entries.length;
+/** The function sources in drizzle/functions/, one a function name: applied after them, each recorded once. */
+const functionFiles = readdirSync(join(migrationsFolder, "functions")).filter((f) => f.endsWith(".sql")).length;
 
 const tables = {
   chats: schema.chats,
@@ -307,10 +309,16 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     it("record every committed migration", async () => {
       const [applied] = await rows<{ n: number }>(
         db,
-        sql`select count(*)::int as n from lc_migrations.schema_migrations`,
+        sql`select count(*)::int as n from lc_migrations.schema_migrations where kind = 'versioned'`,
       );
       expect(committedMigrations).toBeGreaterThan(0);
       expect(applied?.n).toBe(committedMigrations);
+      const [functions] = await rows<{ n: number }>(
+        db,
+        sql`select count(*)::int as n from lc_migrations.schema_migrations where kind = 'repeatable'`,
+      );
+      expect(functionFiles).toBeGreaterThan(0);
+      expect(functions?.n).toBe(functionFiles);
     });
 
     it("the database refuses a chat with oneself and a second row for one event of a stream", async () => {
@@ -343,7 +351,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         try {
           const [applied] = await rows<{ n: number }>(
             second.db,
-            sql`select count(*)::int as n from lc_migrations.schema_migrations`,
+            sql`select count(*)::int as n from lc_migrations.schema_migrations where kind = 'versioned'`,
           );
           expect(applied?.n).toBe(committedMigrations);
           expect(await lastEventId(second.db, chat.buyer_id)).toBe(counter);
@@ -369,7 +377,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         try {
           const [applied] = await rows<{ n: number }>(
             handles[0]!.db,
-            sql`select count(*)::int as n from lc_migrations.schema_migrations`,
+            sql`select count(*)::int as n from lc_migrations.schema_migrations where kind = 'versioned'`,
           );
           expect(applied?.n).toBe(committedMigrations);
           expect(await handles[1]!.db.select().from(schema.userStreams)).toEqual([]);

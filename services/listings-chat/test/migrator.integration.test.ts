@@ -3,7 +3,7 @@
  * outside any transaction, checksums, adopting a database that drizzle's migrator brought up, and on
  * PostgreSQL the lock timeout with its retries and the advisory lock between runners.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
@@ -24,6 +24,7 @@ import {
   readMigrationFiles,
   runMigrations,
 } from "../src/db/migrator.ts";
+import { readRepeatableFiles } from "../src/db/repeatable.ts";
 import { databaseTargets } from "./support/databases.ts";
 
 /** A migrations folder as drizzle-kit writes one: `<tag>.sql` files and meta/_journal.json listing them. */
@@ -150,21 +151,24 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
     const files: Array<[string, string]> = [
       ["0000_a", "create table a (id int);"],
       ["0001_b", "create table b (id int);"],
+      ["0002_c", "create table c (id int);"],
     ];
     const dir = folder(files);
     await runMigrations(connection, dir);
 
-    writeFolder(dir, [files[0]!, ["0001_b", "create table b (id bigint);"]]);
+    writeFolder(dir, [files[0]!, ["0001_b", "create table b (id bigint);"], files[2]!]);
     await expect(runMigrations(connection, dir)).rejects.toThrow(
       /migration 0001_b\.sql changed after it was applied to this database .*add a new migration instead/,
     );
 
-    const shorter = folder([files[0]!]);
+    // Left out between two files the folder has. (Files after the folder's last are a newer release's:
+    // contract-migrations.integration.test.ts.)
+    const shorter = folder([files[0]!, files[2]!]);
     await expect(runMigrations(connection, shorter)).rejects.toThrow(
       /migration 0001_b\.sql was applied to this database but is not in .* any more/,
     );
     // Line endings alone are not a change.
-    writeFolder(dir, [files[0]!, ["0001_b", "create table b (id int);".replace(/\n/g, "\r\n")]]);
+    writeFolder(dir, [files[0]!, ["0001_b", "create table b (id int);".replace(/\n/g, "\r\n")], files[2]!]);
     await expect(runMigrations(connection, dir)).resolves.toMatchObject({ applied: [] });
   });
 
@@ -187,16 +191,32 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
     expect(log.map((r) => r.n)).toEqual([0, 1, 2]);
     expect(await recorded(connection)).toEqual(["0000_log", "0001_one", "0002_two"]);
     // Once adopted, drizzle's table is not read again.
-    await expect(runMigrations(connection, dir)).resolves.toEqual({ applied: [], adopted: [] });
+    await expect(runMigrations(connection, dir)).resolves.toMatchObject({ applied: [], adopted: [] });
   });
 
-  it("adopts a database that drizzle's migrator brought to the committed migrations", { timeout: 60_000 }, async () => {
+  it("adopts a database that drizzle's migrator brought to the last release before this runner", {
+    timeout: 60_000,
+  }, async () => {
     const { connection, drizzleMigrate } = await emptyDatabase();
-    await drizzleMigrate(migrationsFolder);
+    // The committed migrations up to 0011, the last that drizzle's migrator applied (it cannot run a
+    // no-transaction file, which 0012 is).
     const committed = readMigrationFiles(migrationsFolder).map((f) => f.name);
+    const lastByDrizzle = committed.indexOf("0011_send_counts_once") + 1;
+    const before = mkdtempSync(join(tmpdir(), "lc-migrator-"));
+    cleanups.push(() => rmSync(before, { recursive: true, force: true }));
+    cpSync(migrationsFolder, before, { recursive: true });
+    const journalPath = join(before, "meta", "_journal.json");
+    const journal = JSON.parse(readFileSync(journalPath, "utf8")) as { entries: unknown[] };
+    writeFileSync(journalPath, JSON.stringify({ ...journal, entries: journal.entries.slice(0, lastByDrizzle) }));
+    await drizzleMigrate(before);
+
     const report = await runMigrations(connection, migrationsFolder);
-    expect(report).toEqual({ applied: [], adopted: committed });
-    expect(await recorded(connection)).toEqual(committed);
+    expect(report).toMatchObject({ adopted: committed.slice(0, lastByDrizzle), heldBack: [], ahead: [] });
+    expect(report.applied.map((a) => a.name)).toEqual(committed.slice(lastByDrizzle));
+    // drizzle's migrator knows nothing of functions/: the runner applies it after the versioned files.
+    const functions = readRepeatableFiles(migrationsFolder).map((f) => f.name);
+    expect(report.repeatable.map((a) => a.name)).toEqual(functions);
+    expect(await recorded(connection)).toEqual([...committed, ...functions].sort());
   });
 
   describe.runIf(target.name === "postgres")("with other sessions (PostgreSQL)", () => {
@@ -259,24 +279,24 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
       const other = await connect(url!);
       const observer = await connect(url!);
 
-      // While a test session holds the lock, a runner waits for it.
+      // While a test session holds the lock, a runner waits for it: it tries it, and tries again later (it does
+      // not wait inside a statement: see takeMigrationLock).
       await observer.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
-      const first = runMigrations(connection, dir);
-      const waiting = async () =>
+      const first = runMigrations(connection, dir, { lockPollMs: 20 });
+      const tried = async () =>
         (
           await observer.query<{ n: number }>(
-            "select count(*)::int as n from pg_locks where locktype = 'advisory' and objid = $1 and not granted",
-            [MIGRATION_LOCK_KEY],
+            "select count(*)::int as n from pg_stat_activity where pid <> pg_backend_pid() and datname = current_database() and query like '%pg_try_advisory_lock%'",
           )
         ).rows[0]!.n;
-      // Nothing to await but the server's lock table: look at it until the runner shows up in it.
+      // Nothing to await but the server's view of its sessions: look at it until the runner shows up in it.
       const deadline = Date.now() + 5_000;
-      while ((await waiting()) === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-      expect(await waiting()).toBe(1);
+      while ((await tried()) === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(await tried()).toBe(1);
       expect(await tableExists(pgMigrationConnection(observer), "busy")).toBe(false);
 
       // Two runners at once once it is free: one applies everything, the other nothing.
-      const second = runMigrations(pgMigrationConnection(other), dir);
+      const second = runMigrations(pgMigrationConnection(other), dir, { lockPollMs: 20 });
       await observer.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]);
       const reports = await Promise.all([first, second]);
       expect(reports.map((r) => r.applied.length).sort()).toEqual([0, 2]);

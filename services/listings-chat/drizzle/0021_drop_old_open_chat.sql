@@ -1,0 +1,13 @@
+-- migrate: contract
+-- The three-argument lc_open_chat(listing, buyer, seller) that 0008 defined and 0009 kept beside the
+-- five-argument one, for instances of the release before 0009 while they drained (README, "Changing the
+-- schema"). Only those call it. A contract file: the runner applies it only once no instance built with fewer
+-- migrations than this file is still serving (src/db/instance-registry.ts); until then it is held back and
+-- the files after it are applied.
+--
+-- drizzle/functions/lc_open_chat.sql holds only the five-argument form, so the runner does not create this one
+-- again when it applies the folder.
+--
+-- No table is touched: dropping a function takes no lock that a running query holds (calls do not lock the
+-- function), so it is instant.
+DROP FUNCTION lc_open_chat(bigint, bigint, bigint);

@@ -1,0 +1,67 @@
+-- The chat of (listing, buyer, seller), created with its two participants on first contact.
+-- created is false when it existed (or a concurrent call created it first); when true there is one row per
+-- participant, with the event ids of its chat_created event. (0003) Refusing (`blocked` true, no chat) while
+-- either of the two blocks the other, whether the chat exists or not: opening is how one contacts a seller,
+-- and the existing chat stays readable through its reads. (0008)
+--
+-- The listing is checked first, under its lock (lc_listing_key): a registered
+-- listing opens chats only with its seller and not once removed; an unregistered one only while
+-- `p_listings_required` is false. With `p_create` false nothing is created: the existing chat is answered
+-- after the same checks, or `absent` (the path of a buyer past CHAT_OPEN_LIMIT_PER_HOUR). One status instead
+-- of 0008's flags:
+--   created, existing (with the chat), absent, blocked, listing_not_found, listing_closed. (0009)
+CREATE OR REPLACE FUNCTION lc_open_chat(p_listing_id bigint, p_buyer_id bigint, p_seller_id bigint, p_listings_required boolean,
+  p_create boolean)
+RETURNS TABLE (status text, chat jsonb, user_id bigint, event_id bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  c chats;
+  l listings;
+  v_json jsonb;
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(1011, lc_listing_key(p_listing_id));
+  SELECT * INTO l FROM listings ll WHERE ll.id = p_listing_id;
+  IF FOUND THEN
+    IF l.seller_id <> p_seller_id THEN
+      status := 'listing_not_found'; RETURN NEXT; RETURN;
+    END IF;
+    IF l.status = 'removed' THEN
+      status := 'listing_closed'; RETURN NEXT; RETURN;
+    END IF;
+  ELSIF p_listings_required THEN
+    status := 'listing_not_found'; RETURN NEXT; RETURN;
+  END IF;
+  PERFORM pg_advisory_xact_lock_shared(1010, lc_pair_key(p_buyer_id, p_seller_id));
+  IF lc_blocked(p_buyer_id, p_seller_id) THEN
+    status := 'blocked'; RETURN NEXT; RETURN;
+  END IF;
+  SELECT * INTO c FROM chats cc
+  WHERE cc.listing_id = p_listing_id AND cc.buyer_id = p_buyer_id AND cc.seller_id = p_seller_id;
+  IF FOUND THEN
+    status := 'existing'; chat := lc_chat_json(c); RETURN NEXT; RETURN;
+  END IF;
+  IF NOT p_create THEN
+    status := 'absent'; RETURN NEXT; RETURN;
+  END IF;
+  INSERT INTO chats AS cc (listing_id, buyer_id, seller_id) VALUES (p_listing_id, p_buyer_id, p_seller_id)
+  ON CONFLICT DO NOTHING
+  RETURNING cc.* INTO c;
+  IF NOT FOUND THEN
+    -- A concurrent call created it between the look above and this insert (and has committed).
+    SELECT * INTO c FROM chats cc
+    WHERE cc.listing_id = p_listing_id AND cc.buyer_id = p_buyer_id AND cc.seller_id = p_seller_id;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'chat (%, %, %) neither inserted nor found', p_listing_id, p_buyer_id, p_seller_id;
+    END IF;
+    status := 'existing'; chat := lc_chat_json(c); RETURN NEXT; RETURN;
+  END IF;
+  INSERT INTO chat_participants (chat_id, user_id, role, last_activity_at)
+  VALUES (c.id, p_buyer_id, 'buyer', c.last_activity_at), (c.id, p_seller_id, 'seller', c.last_activity_at);
+  v_json := lc_chat_json(c);
+  RETURN QUERY
+  SELECT 'created'::text, v_json, a.user_id, a.event_id
+  FROM lc_append_events(ARRAY[c.id], ARRAY['chat_created'], ARRAY[NULL::bigint],
+    ARRAY[jsonb_build_object('chat', v_json)]) AS a;
+END
+$$;

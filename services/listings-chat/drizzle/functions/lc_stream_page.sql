@@ -1,0 +1,38 @@
+-- A page of `p_user_id`'s stream after `p_after` (up to `p_up_to` when given), oldest first: at most
+-- `p_max_events` events and, after the first, no more than `p_max_bytes` of payload, so that a page of long
+-- messages is as light as a page of short ones (a replay writes a page, waits for the socket to drain, reads
+-- the next). A range scan of the stream's key that stops at the page's end. When the bytes cut the page
+-- short, a last row with a NULL type says so (its event_id is the first one left out); when the count
+-- does, the caller knows from the count. A message's events carry the message as it is now (edited, or
+-- deleted: empty), read from the message itself; the events do not keep a copy (see 0006).
+CREATE OR REPLACE FUNCTION lc_stream_page(p_user_id bigint, p_after bigint, p_up_to bigint, p_max_events integer, p_max_bytes integer)
+RETURNS TABLE (event_id bigint, type text, payload jsonb) LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+  v_bytes bigint := 0;
+  v_count integer := 0;
+BEGIN
+  FOR event_id, type, payload IN
+    SELECT ue.event_id, ce.type,
+      CASE WHEN ce.type IN ('new_message', 'message_edited', 'message_deleted') AND m.id IS NOT NULL
+        THEN ce.payload || jsonb_build_object('message', lc_message_json(m))
+        ELSE ce.payload END
+    FROM user_events ue JOIN chat_events ce ON ce.id = ue.chat_event_id
+    LEFT JOIN messages m ON m.id = ce.message_id
+    WHERE ue.user_id = p_user_id AND ue.event_id > p_after
+      AND ue.event_id <= coalesce(p_up_to, 9223372036854775807)
+    ORDER BY ue.event_id
+    LIMIT p_max_events
+  LOOP
+    v_bytes := v_bytes + octet_length(payload::text);
+    IF v_count > 0 AND v_bytes > p_max_bytes THEN
+      type := NULL;
+      payload := NULL;
+      RETURN NEXT;
+      RETURN;
+    END IF;
+    v_count := v_count + 1;
+    RETURN NEXT;
+  END LOOP;
+END
+$$;
