@@ -232,7 +232,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
     it("bring a fresh database to the schema of schema.ts", async () => {
       const publicTables = await rows<{ name: string }>(
         db,
-        // The event tables' partitions (0020) are tables of their own, but not of schema.ts.
+        // The event tables' partitions (0021) are tables of their own, but not of schema.ts.
         sql`select c.relname::text as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
             where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition order by 1`,
       );

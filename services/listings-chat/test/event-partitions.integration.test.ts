@@ -1,4 +1,4 @@
-// The partitioned event tables (migrations 0015–0020): events cross partition bounds without a gap or a change of
+// The partitioned event tables (migrations 0015–0021): events cross partition bounds without a gap or a change of
 // order in anyone's stream, partitions are added ahead of the ids in use, and a write whose events outran them
 // adds them itself and is stored.
 import { sql } from "drizzle-orm";

@@ -13,6 +13,7 @@
 -- be named (others are not addressed, and their deltas would be dropped). A user with no stream row has no
 -- unread counts (lc_open_chat's chat_created gave both of a chat's participants theirs), so a negative delta
 -- only ever meets an existing row; the total is kept from going below zero, as before.
+-- The sequence is named as text and looked up when the statement runs, not when it is planned (0020).
 CREATE OR REPLACE FUNCTION lc_append_events(p_chat_ids bigint[], p_types text[], p_message_ids bigint[], p_payloads jsonb[],
   p_unread_user_ids bigint[], p_unread_deltas bigint[])
 RETURNS TABLE (ord bigint, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
@@ -20,7 +21,7 @@ RETURNS TABLE (ord bigint, user_id bigint, event_id bigint) LANGUAGE plpgsql AS 
 BEGIN
   RETURN QUERY
   WITH ev AS MATERIALIZED (
-    SELECT e.ord, nextval('chat_events_id_seq') AS id, e.chat_id, e.type, e.message_id, e.payload,
+    SELECT e.ord, nextval('chat_events_id_seq'::text::regclass) AS id, e.chat_id, e.type, e.message_id, e.payload,
       c.buyer_id, c.seller_id
     FROM unnest(p_chat_ids, p_types, p_message_ids, p_payloads) WITH ORDINALITY
       AS e(chat_id, type, message_id, payload, ord)

@@ -1,4 +1,4 @@
--- Also defined by 0020_partition_events.sql, which calls it (a versioned file runs before this folder); its
+-- Also defined by 0021_partition_events.sql, which calls it (a versioned file runs before this folder); its
 -- current definition is this one.
 -- Adds partitions of `width` ids at `high` to both event tables until at least `p_ahead` widths of ids are left
 -- above the newest id handed out; returns how many it added. Each instance calls it when it starts and every few

@@ -1,5 +1,5 @@
 /**
- * The partitions of the event tables (migration 0020: `chat_events` by id, `user_events` by chat_event_id, the
+ * The partitions of the event tables (migration 0021: `chat_events` by id, `user_events` by chat_event_id, the
  * same bounds for both). lc_ensure_event_partitions adds them ahead of the ids in use; each instance calls it
  * when it opens the database and every few minutes after, and a write that finds no partition for its events
  * calls it before its one retry, so that events are never refused for want of one.

@@ -57,6 +57,16 @@ export const CONTRACT_MARK = "-- migrate: contract";
 export const MIGRATIONS_TABLE = "lc_migrations.schema_migrations";
 
 const lockNotAvailable = "55P03";
+const deadlockDetected = "40P01";
+
+/**
+ * A try that lost on locks and is worth another: a lock not granted in time, or a deadlock with the traffic
+ * (PostgreSQL rolled the file's transaction back; a no-transaction file runs again from its start).
+ */
+function lostOnLocks(error: unknown): boolean {
+  const code = sqlStateOf(error);
+  return code === lockNotAvailable || code === deadlockDetected;
+}
 
 /** One session on the database: PostgreSQL's own connection (never a pooled one) or PGlite. */
 export interface MigrationConnection {
@@ -411,7 +421,7 @@ async function applyWithRetries(
       if (heldBack.length > 0) return { heldBack };
       return { name: step.name, ms: Math.round(performance.now() - started), attempts: attempt };
     } catch (error) {
-      if (sqlStateOf(error) !== lockNotAvailable) {
+      if (!lostOnLocks(error)) {
         if (error instanceof MigrationError) throw error;
         throw new MigrationError(`migration ${step.label} failed: ${messageOf(error)}`, { cause: error });
       }

@@ -109,7 +109,7 @@ export const messages = pgTable(
  * users see it, and under which `event_id` of theirs, is in `user_events`. `chat_id` is null for an event
  * of one user's own that belongs to no chat (`user_blocked`, `user_unblocked`: lc_append_user_event).
  *
- * Partitioned by range of `id` (migration 0020; drizzle does not describe partitions): `event_partitioning`
+ * Partitioned by range of `id` (migration 0021; drizzle does not describe partitions): `event_partitioning`
  * says how, lc_ensure_event_partitions adds partitions ahead of the ids in use. No foreign keys and no index
  * but the key: nothing deletes a chat or an event row by row, and nothing looks events up but by id.
  */
@@ -125,7 +125,7 @@ export const chatEvents = pgTable("chat_events", {
 /**
  * Each user's own event stream (CONTRACT §5): `event_id` 1, 2, 3 … per user, dense and in commit order.
  * A change seen by both participants is one `chat_events` row and one row here in each of their streams.
- * Partitioned by range of `chat_event_id`, with the bounds of `chat_events` (migration 0020). Its key holds the
+ * Partitioned by range of `chat_event_id`, with the bounds of `chat_events` (migration 0021). Its key holds the
  * partition key (as a partitioned table's unique index must); `(user_id, event_id)` is unique all the same,
  * since a user's event ids are handed out under the lock of their `user_streams` row. "My events after N" is a
  * range scan of the key's prefix in each partition, and needs nothing from the table.
