@@ -15,6 +15,7 @@ import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { migrationsFolder } from "../src/db/client.ts";
 import {
+  BATCHES_MARK,
   MIGRATION_LOCK_KEY,
   MIGRATIONS_TABLE,
   type MigrationConnection,
@@ -143,6 +144,53 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
     writeFolder(dir, [...files, ["0002_other_index", "create index concurrently other_idx on items (id);"]]);
     await expect(runMigrations(connection, dir)).rejects.toThrow(
       /migration 0002_other_index\.sql failed: .*cannot run inside a transaction block/,
+    );
+  });
+
+  it("runs a backfill file batch by batch, each batch its own transaction, until a batch changes nothing", async () => {
+    const { connection } = await emptyDatabase();
+    const backfill =
+      `${BATCHES_MARK}\n-- One batch: 500 rows not done yet.\n` +
+      "with batch as (select id from items where doubled is null order by id limit 500 for update skip locked)\n" +
+      "update items set doubled = items.id * 2 from batch where items.id = batch.id returning 1;";
+    const dir = folder([
+      [
+        "0000_table",
+        "create table items (id int primary key, doubled int);\ninsert into items select generate_series(1, 5250);",
+      ],
+      ["0001_backfill", backfill],
+      ["0002_after", "create table after_backfill (id int);"],
+    ]);
+    expect(readMigrationFiles(dir).map((f) => f.batches)).toEqual([false, true, false]);
+    const report = await runMigrations(connection, dir, { batchPauseMs: 0 });
+    expect(report.applied.map((a) => a.name)).toEqual(["0000_table", "0001_backfill", "0002_after"]);
+    const [done] = await connection.rows<{ left: number; wrong: number; transactions: number }>(
+      `select count(*) filter (where doubled is null)::int as "left",
+              count(*) filter (where doubled <> id * 2)::int as wrong,
+              count(distinct xmin::text)::int as transactions from items`,
+    );
+    // 11 batches (10 of 500 and one of 250), each committed on its own: 11 transactions wrote the rows.
+    expect(done).toEqual({ left: 0, wrong: 0, transactions: 11 });
+
+    // A backfill stopped half-way goes on where it was: the rows done stay done, the others are done next time.
+    await connection.run(
+      `update items set doubled = null where id > 3500; delete from ${MIGRATIONS_TABLE} where name = '0001_backfill'`,
+    );
+    const again = await runMigrations(connection, dir, { batchPauseMs: 0 });
+    expect(again.applied.map((a) => a.name)).toEqual(["0001_backfill"]);
+    const [resumed] = await connection.rows<{ left: number; transactions: number }>(
+      `select count(*) filter (where doubled is null)::int as "left",
+              count(distinct xmin::text) filter (where id > 3500)::int as transactions from items`,
+    );
+    expect(resumed).toEqual({ left: 0, transactions: 4 });
+
+    // One batch is one statement: a file with two is refused before anything runs.
+    writeFolder(dir, [
+      ["0000_table", "create table items (id int primary key, doubled int);"],
+      ["0001_backfill", `${BATCHES_MARK}\nselect 1;\n${breakpoint}select 2;`],
+    ]);
+    expect(() => readMigrationFiles(dir)).toThrow(
+      /0001_backfill\.sql: a "-- migrate: batches" file holds exactly one statement/,
     );
   });
 

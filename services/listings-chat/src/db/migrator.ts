@@ -16,6 +16,9 @@
  *   repeatable.ts): each applied when new or when its checksum changed, in its own transaction under the same
  *   lock timeout and retries, recorded with kind `repeatable`. A file removed from that folder is not dropped
  *   from the database: the running release may still call the function; dropping it is a contract step;
+ * - a versioned file whose top comment lines include `-- migrate: batches` is a backfill: its one statement
+ *   changes one batch of rows not done yet and returns a row for each; it runs again, each batch its own
+ *   transaction, until a batch returns nothing, so no backfill holds a table's rows or its WAL in one transaction;
  * - a versioned file whose top comment lines include `-- migrate: contract` drops what an older release uses:
  *   it is held back while an instance of an older release is still serving (instance-registry.ts), and the
  *   files after it are applied; a later run applies it once those instances have gone;
@@ -52,6 +55,13 @@ export const NO_TRANSACTION_MARK = "-- migrate: no-transaction";
 
 /** The top comment line of a versioned file that drops what an older release may still use. */
 export const CONTRACT_MARK = "-- migrate: contract";
+
+/**
+ * The top comment line of a versioned file that is a backfill: its one statement does one batch (a few
+ * thousand rows, `LIMIT`ed, only rows not done yet) and returns a row per row it changed (`RETURNING 1`); the
+ * runner runs it again, each batch its own transaction, until a batch returns nothing.
+ */
+export const BATCHES_MARK = "-- migrate: batches";
 
 /** Where applied files are recorded: a schema of its own, so that `public` holds only what schema.ts names. */
 export const MIGRATIONS_TABLE = "lc_migrations.schema_migrations";
@@ -108,6 +118,8 @@ export interface MigrationFile {
   noTransaction: boolean;
   /** Held back while an instance of an older release is serving. */
   contract: boolean;
+  /** A backfill: its one statement run batch after batch until it changes nothing. */
+  batches: boolean;
   statements: string[];
 }
 
@@ -120,6 +132,8 @@ export interface MigrationOptions {
   backoffMs?: number;
   /** An instance seen within this window still counts as serving (instance-registry.ts). */
   liveWindowMs?: number;
+  /** The pause between two batches of a backfill, so that vacuum and replicas keep up with it. */
+  batchPauseMs?: number;
   /** How often an instance tries the migration lock while another one migrates. */
   lockPollMs?: number;
 }
@@ -130,6 +144,7 @@ export const defaultMigrationOptions: Required<MigrationOptions> = {
   backoffMs: 1_000,
   liveWindowMs: INSTANCE_LIVE_WINDOW_MS,
   lockPollMs: 200,
+  batchPauseMs: 20,
 };
 
 export interface AppliedFile {
@@ -169,13 +184,22 @@ export function readMigrationFiles(folder: string): MigrationFile[] {
     // Line endings normalized: a checkout with CRLF is the same migration.
     const content = readFileSync(path, "utf8").replace(/\r\n/g, "\n");
     const marks = migrationMarks(content).map((mark) => `-- migrate: ${mark}`);
+    const statements = statementsOf(content);
+    const batches = marks.includes(BATCHES_MARK);
+    if (batches && (statements.length !== 1 || marks.includes(NO_TRANSACTION_MARK))) {
+      throw new MigrationError(
+        `${path}: a "${BATCHES_MARK}" file holds exactly one statement (one batch, run again until it returns no ` +
+          `row) and runs each batch in a transaction of its own; it has ${statements.length}`,
+      );
+    }
     return {
       name: tag,
       checksum: checksumOf(content),
       when,
       noTransaction: marks.includes(NO_TRANSACTION_MARK),
       contract: marks.includes(CONTRACT_MARK),
-      statements: statementsOf(content),
+      batches,
+      statements,
     };
   });
 }
@@ -191,6 +215,7 @@ interface Step {
   noTransaction: boolean;
   kind: "versioned" | "repeatable";
   contract: boolean;
+  batches: boolean;
 }
 
 const versionedStep = (file: MigrationFile): Step => ({
@@ -201,6 +226,7 @@ const versionedStep = (file: MigrationFile): Step => ({
   noTransaction: file.noTransaction,
   kind: "versioned",
   contract: file.contract,
+  batches: file.batches,
 });
 
 interface AppliedRow {
@@ -281,7 +307,14 @@ export async function runMigrations(
     const repeatableChecksums = new Map(rows.filter((r) => r.kind === "repeatable").map((r) => [r.name, r.checksum]));
     for (const file of repeatables) {
       if (repeatableChecksums.get(file.name) === file.checksum) continue;
-      const step: Step = { ...file, label: file.path, noTransaction: false, kind: "repeatable", contract: false };
+      const step: Step = {
+        ...file,
+        label: file.path,
+        noTransaction: false,
+        kind: "repeatable",
+        contract: false,
+        batches: false,
+      };
       const outcome = await applyWithRetries(connection, step, settings);
       if (!("heldBack" in outcome)) report.repeatable.push(outcome);
     }
@@ -415,9 +448,7 @@ async function applyWithRetries(
   for (let attempt = 1; ; attempt++) {
     const started = performance.now();
     try {
-      const heldBack = await applyFile(connection, step, settings.lockTimeoutMs, gate, () =>
-        Math.round(performance.now() - started),
-      );
+      const heldBack = await applyFile(connection, step, settings, gate, () => Math.round(performance.now() - started));
       if (heldBack.length > 0) return { heldBack };
       return { name: step.name, ms: Math.round(performance.now() - started), attempts: attempt };
     } catch (error) {
@@ -451,7 +482,7 @@ async function applyWithRetries(
 async function applyFile(
   connection: MigrationConnection,
   step: Step,
-  lockTimeoutMs: number,
+  { lockTimeoutMs, batchPauseMs }: Required<MigrationOptions>,
   gate: ContractGate | undefined,
   elapsedMs: () => number,
 ): Promise<OlderInstance[]> {
@@ -462,6 +493,24 @@ async function applyFile(
           on conflict (name) do update set checksum = excluded.checksum, ms = excluded.ms, applied_at = now()`
       : `insert into ${MIGRATIONS_TABLE} (name, checksum, ms, kind, contract) values ($1, $2, $3, $4, $5)`;
   const recordParams = () => [step.name, step.checksum, elapsedMs(), step.kind, step.contract];
+  if (step.batches) {
+    // A backfill outside any one transaction: each batch commits on its own, so its row locks and its WAL are a
+    // batch's, not the table's. Stopped half-way (a crash, a lock time-out), it goes on where it was: the
+    // statement picks only rows not done yet. Recorded once a batch finds nothing left.
+    const heldBack = gate ? await gate() : [];
+    if (heldBack.length > 0) return heldBack;
+    const [statement] = step.statements;
+    await connection.run(`set lock_timeout = ${lockTimeoutMs}`);
+    try {
+      while ((await connection.rows(statement!)).length > 0) {
+        if (batchPauseMs > 0) await new Promise((resolve) => setTimeout(resolve, batchPauseMs));
+      }
+    } finally {
+      await connection.run("set lock_timeout = 0");
+    }
+    await connection.rows(record, recordParams());
+    return [];
+  }
   if (step.noTransaction) {
     // No transaction to hold the instances' table locked in: the check alone. (A no-transaction file is for
     // CREATE/DROP INDEX CONCURRENTLY: an index dropped under an older release makes its queries slower, not wrong.)
