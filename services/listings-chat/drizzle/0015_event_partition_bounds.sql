@@ -24,12 +24,12 @@ CREATE TABLE "event_partitioning" (
 	CONSTRAINT "event_partitioning_one_row" CHECK ("event_partitioning"."singleton"),
 	CONSTRAINT "event_partitioning_width_positive" CHECK ("event_partitioning"."width" > 0)
 );--> statement-breakpoint
--- Today's tables become the partition below `high`: at least one width (10 million events) above the newest id,
+-- Today's tables become the partition below `high`: at least one width (100 million events) above the newest id,
 -- so that the events written until 0021 has run (index builds and validation take minutes on a big database)
 -- stay within the check; an insert above it would fail.
 DO $$
 DECLARE
-  v_width constant bigint := 10000000;
+  v_width constant bigint := 100000000;
   v_next bigint;
   v_high bigint;
 BEGIN

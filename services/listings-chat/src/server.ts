@@ -77,7 +77,15 @@ export async function startChatServer(
     (opened) => opened.close(),
   );
   // Partitions of the event tables ahead of the ids in use (db/event-partitions.ts): now and every few minutes.
-  await startup.step("event partitions", ensureEventPartitions(database.db), () => {});
+  // Not a reason to refuse to start: 0021 and every instance keep two widths of ids ahead, the timer below tries
+  // again, and a write that finds no partition adds it. (It waits behind an ANALYZE of the event tables, for one.)
+  await startup.step(
+    "event partitions",
+    ensureEventPartitions(database.db).catch((error: unknown) =>
+      log.warn({ err: error }, "could not add event partitions at start; the maintenance tries again"),
+    ),
+    () => {},
+  );
   const stopPartitionMaintenance = maintainEventPartitions(database.db, (error) =>
     log.warn({ err: error }, "could not add event partitions"),
   );
@@ -91,6 +99,8 @@ export async function startChatServer(
       instanceId: config.instanceId,
       known: database.migrations.known,
       onRefreshError: (error) => log.warn({ err: error }, "could not refresh this instance's registration"),
+      onRemoveError: (error) =>
+        log.warn({ err: error }, "could not remove this instance's registration: contract migrations wait 90 s more"),
     }),
     (opened) => opened.stop(),
   );

@@ -64,18 +64,18 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
     messages: createMessageService({ db: handle.db, publish: () => {}, limits: createRateLimiter() }),
   });
 
-  it("start as the old tables below a bound and one partition of 10 million ids ahead, on both tables alike", async () => {
+  it("start as the old tables below a bound and one partition of 100 million ids ahead, on both tables alike", async () => {
     const found = await partitions();
     expect(found.map((p) => [p.table, p.name, p.from])).toEqual([
       ["chat_events", "chat_events_0", null],
       ["user_events", "user_events_0", null],
-      ["chat_events", "chat_events_20000000", 20_000_000],
-      ["user_events", "user_events_20000000", 20_000_000],
+      ["chat_events", "chat_events_200000000", 200_000_000],
+      ["user_events", "user_events_200000000", 200_000_000],
     ]);
     const [setting] = await rows<{ width: number; high: number }>(
       sql`select width::int as width, high::int as high from event_partitioning`,
     );
-    expect(setting).toEqual({ width: 10_000_000, high: 30_000_000 });
+    expect(setting).toEqual({ width: 100_000_000, high: 300_000_000 });
     // Nothing to add while two widths of ids are left.
     expect(await ensureEventPartitions(handle.db)).toBe(0);
   });
@@ -87,7 +87,7 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
     const { chat } = await chats.open(buyer, newId(), seller);
     await messages.send(buyer, chat.id, "below the bound", null);
     // The next events take the last ids of the first partition, then the first of the next.
-    await handle.db.execute(sql`select setval('chat_events_id_seq', 20000000 - 3)`);
+    await handle.db.execute(sql`select setval('chat_events_id_seq', 200000000 - 3)`);
     const sent: number[] = [];
     for (let i = 0; i < 6; i++) {
       const sender = i % 2 === 0 ? seller : buyer;
@@ -97,9 +97,9 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
     await messages.edit(seller, sent[0]!, "edited, above the bound");
     await messages.remove(buyer, sent[1]!);
 
-    expect(await countIn("chat_events_20000000")).toBeGreaterThanOrEqual(5);
+    expect(await countIn("chat_events_200000000")).toBeGreaterThanOrEqual(5);
     // Each event of the chat is in both participants' streams, in the partition of its id.
-    expect(await countIn("user_events_20000000")).toBe(2 * (await countIn("chat_events_20000000")));
+    expect(await countIn("user_events_200000000")).toBe(2 * (await countIn("chat_events_200000000")));
 
     for (const user of [buyer, seller]) {
       const page = await readStreamPage(handle.db, user, 0, { maxEvents: 100 });
@@ -122,7 +122,7 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
     const { chat } = await chats.open(buyer, newId(), seller);
     // Small partitions from here on, and ids at the end of the last one: nothing is there for the next event.
     await handle.db.execute(sql`update event_partitioning set width = 100`);
-    await handle.db.execute(sql`select setval('chat_events_id_seq', 30000000 - 1)`);
+    await handle.db.execute(sql`select setval('chat_events_id_seq', 300000000 - 1)`);
 
     const { message } = await messages.send(buyer, chat.id, "past every partition", null);
 
@@ -130,17 +130,17 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
     expect(page.events.map((e) => [e.type, e.type === "new_message" ? e.message.id : null])).toEqual([
       ["new_message", message.id],
     ]);
-    const added = (await partitions()).filter((p) => (p.from ?? 0) >= 30_000_000);
+    const added = (await partitions()).filter((p) => (p.from ?? 0) >= 300_000_000);
     // Two widths of 100 ahead of the newest id, on both tables.
     expect(added.map((p) => p.name)).toEqual([
-      "chat_events_30000000",
-      "user_events_30000000",
-      "chat_events_30000100",
-      "user_events_30000100",
-      "chat_events_30000200",
-      "user_events_30000200",
+      "chat_events_300000000",
+      "user_events_300000000",
+      "chat_events_300000100",
+      "user_events_300000100",
+      "chat_events_300000200",
+      "user_events_300000200",
     ]);
-    expect(await countIn("chat_events_30000000")).toBe(1);
+    expect(await countIn("chat_events_300000000")).toBe(1);
     expect(await ensureEventPartitions(handle.db)).toBe(0);
   });
 });

@@ -281,6 +281,50 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
       return { release: () => holder.query("commit") };
     }
 
+    it("builds an index CONCURRENTLY past the lock timeout while another transaction holds a snapshot", async () => {
+      // CREATE INDEX CONCURRENTLY waits for every open transaction of the database, as a lock wait: under the
+      // files' lock timeout a backup or a report open that long cancelled it after the build, leaving an invalid
+      // index. It blocks no reads or writes, so it runs without the time-out.
+      const { connection, url } = await emptyDatabase();
+      const lockTimeoutMs = 300;
+      const files: Array<[string, string]> = [
+        [
+          "0000_tables",
+          "create table items (id int);\ninsert into items select generate_series(1, 1000);\ncreate table other (id int);",
+        ],
+        ["0001_index", `${NO_TRANSACTION_MARK}\ncreate index concurrently items_id_idx on items (id);`],
+      ];
+      await runMigrations(connection, folder(files.slice(0, 1)));
+      const reader = await connect(url!, "lc-test-long-reader");
+      await reader.query("begin isolation level repeatable read");
+      await reader.query("select count(*) from other");
+
+      const migrating = runMigrations(connection, folder(files), { lockTimeoutMs, attempts: 1 });
+      // Until the build has waited for the reader three times the lock timeout (the server's clock, read by a
+      // session outside the reader's transaction, whose clock and statistics stand still).
+      const observer = await connect(url!);
+      const waitedMs = async () =>
+        (
+          await observer.query<{ ms: number | null }>(
+            `select (extract(epoch from now() - state_change) * 1000)::int as ms from pg_stat_activity
+              where wait_event_type = 'Lock' and query ilike '%create index concurrently%' and pid <> pg_backend_pid()`,
+          )
+        ).rows[0]?.ms ?? 0;
+      const deadline = Date.now() + 10_000;
+      while ((await waitedMs()) < 3 * lockTimeoutMs && Date.now() < deadline) {
+        await observer.query("select pg_sleep(0.05)");
+      }
+      expect(await waitedMs()).toBeGreaterThanOrEqual(3 * lockTimeoutMs);
+      await reader.query("commit");
+
+      const report = await migrating;
+      expect(report.applied.map((a) => a.name)).toEqual(["0001_index"]);
+      const [index] = await connection.rows<{ valid: boolean }>(
+        "select indisvalid as valid from pg_index where indexrelid = 'items_id_idx'::regclass",
+      );
+      expect(index?.valid).toBe(true);
+    }, 20_000);
+
     it("retries a file whose lock is held past its lock timeout, and applies it once the lock is free", async () => {
       const { connection, url } = await emptyDatabase();
       const dir = folder(tableAndColumn());

@@ -2,7 +2,7 @@
 -- current definition is this one.
 -- Adds partitions of `width` ids at `high` to both event tables until at least `p_ahead` widths of ids are left
 -- above the newest id handed out; returns how many it added. Each instance calls it when it starts and every few
--- minutes: with 10 million ids per partition, one run leaves room for millions of events. A partition is made as
+-- minutes: with 100 million ids per partition, one run leaves room for at least 100 million events. A partition is made as
 -- a table of its own and then attached, which locks the partitioned table only against other DDL (CREATE TABLE …
 -- PARTITION OF would lock it against reads and writes); it is empty, so attaching it scans nothing. Runs of
 -- several instances take turns on a transaction advisory lock and the later ones find nothing to do.

@@ -18,12 +18,16 @@ export async function ensureEventPartitions(db: Database): Promise<number> {
   return Number((result.rows[0] as { added: number | string }).added);
 }
 
-/** An insert of events above the newest partition: PostgreSQL refuses the row (23514) and stores nothing. */
+/**
+ * An insert of events above the newest partition: PostgreSQL refuses the row (23514) and stores nothing. Told
+ * by the error's fields, not its message (translated under another lc_messages): the partitioned table, and no
+ * constraint (a CHECK violation names one, e.g. 0015's bound before 0021, which no partition added can cure).
+ */
 export function outOfEventPartitions(error: unknown): boolean {
   if (sqlStateOf(error) !== "23514") return false;
   for (let e = error; e && typeof e === "object"; e = (e as { cause?: unknown }).cause) {
-    const message = (e as { message?: unknown }).message;
-    if (typeof message === "string" && /no partition of relation "(chat|user)_events"/.test(message)) return true;
+    const { table, constraint } = e as { table?: unknown; constraint?: unknown };
+    if (table === "chat_events" || table === "user_events") return constraint === undefined;
   }
   return false;
 }

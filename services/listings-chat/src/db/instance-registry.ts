@@ -88,6 +88,8 @@ export interface InstanceRegistrationOptions {
   refreshMs?: number;
   /** A refresh that failed (the next one tries again; the row stays live for the window meanwhile). */
   onRefreshError?: (error: unknown) => void;
+  /** Told when the row could not be deleted at stop (it stops counting once the live window has passed). */
+  onRemoveError?: (error: unknown) => void;
 }
 
 /**
@@ -136,7 +138,7 @@ export async function registerInstance(
       stopped ??= (async () => {
         clearInterval(timer);
         await refreshing;
-        await remove().catch((error: unknown) => options.onRefreshError?.(error));
+        await remove().catch((error: unknown) => (options.onRemoveError ?? options.onRefreshError)?.(error));
       })();
       return stopped;
     },

@@ -482,7 +482,7 @@ async function applyWithRetries(
 async function applyFile(
   connection: MigrationConnection,
   step: Step,
-  { lockTimeoutMs, batchPauseMs }: Required<MigrationOptions>,
+  { lockTimeoutMs, batchPauseMs, attempts, backoffMs }: Required<MigrationOptions>,
   gate: ContractGate | undefined,
   elapsedMs: () => number,
 ): Promise<OlderInstance[]> {
@@ -502,7 +502,19 @@ async function applyFile(
     const [statement] = step.statements;
     await connection.run(`set lock_timeout = ${lockTimeoutMs}`);
     try {
-      while ((await connection.rows(statement!)).length > 0) {
+      // A batch that lost on locks is tried again after a backoff: a backfill of hours meets a few lock waits,
+      // and only `attempts` of them in a row fail the file (which then starts again where it was).
+      for (let lostInARow = 0; ; ) {
+        let changed: number;
+        try {
+          changed = (await connection.rows(statement!)).length;
+          lostInARow = 0;
+        } catch (error) {
+          if (!lostOnLocks(error) || ++lostInARow >= attempts) throw error;
+          await new Promise((resolve) => setTimeout(resolve, backoffMs * 2 ** (lostInARow - 1)));
+          continue;
+        }
+        if (changed === 0) break;
         if (batchPauseMs > 0) await new Promise((resolve) => setTimeout(resolve, batchPauseMs));
       }
     } finally {
@@ -516,9 +528,15 @@ async function applyFile(
     // CREATE/DROP INDEX CONCURRENTLY: an index dropped under an older release makes its queries slower, not wrong.)
     const heldBack = gate ? await gate() : [];
     if (heldBack.length > 0) return heldBack;
-    await connection.run(`set lock_timeout = ${lockTimeoutMs}`);
     try {
-      for (const statement of step.statements) await connection.run(statement);
+      for (const statement of step.statements) {
+        // A CONCURRENTLY statement holds and queues for nothing stronger than SHARE UPDATE EXCLUSIVE (reads and
+        // writes go on), but waits for every transaction open anywhere in the database (its snapshot): under a
+        // lock time-out, a backup or a report open 2 s would cancel it after the build, leave an invalid index
+        // behind and make the next try build it again. Only other statements are bounded.
+        await connection.run(`set lock_timeout = ${waitsOnlyForSnapshots(statement) ? 0 : lockTimeoutMs}`);
+        await connection.run(statement);
+      }
     } finally {
       await connection.run("set lock_timeout = 0");
     }
@@ -544,6 +562,11 @@ async function applyFile(
     await connection.run("rollback").catch(() => {});
     throw error;
   }
+}
+
+/** `CREATE/DROP INDEX CONCURRENTLY` (and `REINDEX … CONCURRENTLY`): comments aside, the keyword is the sign. */
+export function waitsOnlyForSnapshots(statement: string): boolean {
+  return /\bconcurrently\b/i.test(statement.replace(/--[^\n]*/g, ""));
 }
 
 /** The other sessions of this database holding table locks, oldest transaction first: what a migration waited for. */
