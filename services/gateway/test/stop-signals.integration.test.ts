@@ -158,11 +158,13 @@ describe("a signal at each moment of start-up, to the bundles as PID 1", () => {
         ...chatEnv(port),
         DATABASE_URL: databaseUrl(database),
       });
+      // The runner tries the lock every 200 ms (it never waits inside a statement: see takeMigrationLock): its
+      // session shows that try as its query while it waits.
       const waiting = async () =>
         (
           await otherInstance.query(
-            "select count(*)::int as n from pg_locks where locktype = 'advisory' and objid = $1 and not granted",
-            [MIGRATION_LOCK_KEY],
+            `select count(*)::int as n from pg_stat_activity
+              where datname = current_database() and pid <> pg_backend_pid() and query like '%pg_try_advisory_lock%'`,
           )
         ).rows[0].n as number;
       expect(await pollUntil(async () => (await waiting()) === 1, 15_000), chat.output()).toBe(true);

@@ -202,7 +202,7 @@ describe.runIf(postgres)("a big account on PostgreSQL: plans and answers that co
       await client.query("select * from lc_mark_read($1, $2, $3)", [seller, chatId, question]);
       await client.query("select * from lc_edit_message($1, $2, $3, $4)", [seller, answer, "a better answer", []]);
       await client.query("select * from lc_delete_message($1, $2)", [buyer, question]);
-      const opened = await client.query("select * from lc_open_chat($1, $2, $3)", [
+      const opened = await client.query("select * from lc_open_chat($1, $2, $3, false, true)", [
         999_999,
         account.firstBuyerId,
         seller,
