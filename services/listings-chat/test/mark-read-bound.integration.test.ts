@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrationsFolder } from "../src/db/client.ts";
 import { seedBigAccount } from "./support/big-account.ts";
 import { type DatabaseTarget, databaseTargets } from "./support/databases.ts";
-import { migrate, migrationsFolderCopy } from "./support/migration-watch.ts";
+import { migrationsFolderCopy } from "./support/migration-folders.ts";
+import { migrate } from "./support/migration-watch.ts";
 
 const postgres = databaseTargets().find((target) => target.name === "postgres");
 

@@ -3,9 +3,7 @@
  * each user's existing events get 1, 2, 3 … in their old order, and writing goes on from there. To safety
  * (0008), on chats with messages: who had written is backfilled, and presence follows from it.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { PGlite } from "@electric-sql/pglite";
 import { sql } from "drizzle-orm";
 import { drizzle as drizzleNodePg } from "drizzle-orm/node-postgres";
@@ -15,25 +13,18 @@ import { afterAll, describe, expect, it } from "vitest";
 import { recentContactsOf, sharesPresence } from "../src/chats/repository.ts";
 import { createChatService } from "../src/chats/service.ts";
 import { type Database, migrationsFolder } from "../src/db/client.ts";
-import { pgliteMigrationConnection, pgMigrationConnection, runMigrations } from "../src/db/migrator.ts";
+import {
+  pgliteMigrationConnection,
+  pgMigrationConnection,
+  readMigrationFiles,
+  runMigrations,
+} from "../src/db/migrator.ts";
 import * as schema from "../src/db/schema.ts";
 import { lastEventId, readStreamPage } from "../src/events/log.ts";
 import { createRateLimiter } from "../src/limits/rate-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
 import { databaseTargets } from "./support/databases.ts";
-
-/** A copy of the migrations folder with only the first `count` migrations in its journal. */
-function firstMigrations(count: number): string {
-  const dir = mkdtempSync(join(tmpdir(), "lc-migrations-"));
-  cpSync(migrationsFolder, dir, { recursive: true });
-  // The functions' sources are today's: they belong to the schema of the last migration, not to this one.
-  rmSync(join(dir, "functions"), { recursive: true, force: true });
-  const journalPath = join(dir, "meta", "_journal.json");
-  const journal = JSON.parse(readFileSync(journalPath, "utf8")) as { entries: unknown[] };
-  journal.entries = journal.entries.slice(0, count);
-  writeFileSync(journalPath, JSON.stringify(journal));
-  return dir;
-}
+import { migrationsFolderCopy } from "./support/migration-folders.ts";
 
 describe.each(databaseTargets())("migrations of a database in use on $name", (target) => {
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -76,9 +67,12 @@ describe.each(databaseTargets())("migrations of a database in use on $name", (ta
     };
   }
 
-  /** The first `count` migrations, in a folder removed after the suite. */
+  /**
+   * The first `count` migrations, in a folder removed after the suite (without the function sources: they are
+   * today's, written for the schema of the last migration).
+   */
   function oldMigrations(count: number): string {
-    const old = firstMigrations(count);
+    const old = migrationsFolderCopy(migrationsFolder, readMigrationFiles(migrationsFolder)[count - 1]!.name);
     cleanups.push(() => rmSync(old, { recursive: true, force: true }));
     return old;
   }

@@ -3,7 +3,7 @@
  * outside any transaction, checksums, adopting a database that drizzle's migrator brought up, and on
  * PostgreSQL the lock timeout with its retries and the advisory lock between runners.
  */
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
@@ -27,21 +27,7 @@ import {
 } from "../src/db/migrator.ts";
 import { readRepeatableFiles } from "../src/db/repeatable.ts";
 import { databaseTargets } from "./support/databases.ts";
-
-/** A migrations folder as drizzle-kit writes one: `<tag>.sql` files and meta/_journal.json listing them. */
-function writeFolder(dir: string, files: Array<[tag: string, sql: string]>): string {
-  mkdirSync(join(dir, "meta"), { recursive: true });
-  for (const [tag, sql] of files) writeFileSync(join(dir, `${tag}.sql`), sql);
-  const entries = files.map(([tag], idx) => ({
-    idx,
-    version: "7",
-    when: 1_700_000_000_000 + idx,
-    tag,
-    breakpoints: true,
-  }));
-  writeFileSync(join(dir, "meta", "_journal.json"), JSON.stringify({ version: "7", dialect: "postgresql", entries }));
-  return dir;
-}
+import { migrationsFolderCopy, writeMigrationFolder } from "./support/migration-folders.ts";
 
 const breakpoint = "--> statement-breakpoint\n";
 
@@ -54,7 +40,7 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
   function folder(files: Array<[tag: string, sql: string]>): string {
     const dir = mkdtempSync(join(tmpdir(), "lc-migrator-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    return writeFolder(dir, files);
+    return writeMigrationFolder(dir, files);
   }
 
   interface Session {
@@ -112,7 +98,7 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
     expect(await recorded(connection)).toEqual(["0000_first"]);
 
     // Fixed (never applied, so it may still change), it runs on the next start, alone.
-    writeFolder(dir, [
+    writeMigrationFolder(dir, [
       ["0000_first", "create table first_table (id int);"],
       ["0001_second", "create table second_table (id int);"],
     ]);
@@ -141,7 +127,7 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
     expect(index?.valid).toBe(true);
 
     // The same statement without the mark is refused by PostgreSQL inside the file's transaction.
-    writeFolder(dir, [...files, ["0002_other_index", "create index concurrently other_idx on items (id);"]]);
+    writeMigrationFolder(dir, [...files, ["0002_other_index", "create index concurrently other_idx on items (id);"]]);
     await expect(runMigrations(connection, dir)).rejects.toThrow(
       /migration 0002_other_index\.sql failed: .*cannot run inside a transaction block/,
     );
@@ -185,7 +171,7 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
     expect(resumed).toEqual({ left: 0, transactions: 4 });
 
     // One batch is one statement: a file with two is refused before anything runs.
-    writeFolder(dir, [
+    writeMigrationFolder(dir, [
       ["0000_table", "create table items (id int primary key, doubled int);"],
       ["0001_backfill", `${BATCHES_MARK}\nselect 1;\n${breakpoint}select 2;`],
     ]);
@@ -204,7 +190,7 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
     const dir = folder(files);
     await runMigrations(connection, dir);
 
-    writeFolder(dir, [files[0]!, ["0001_b", "create table b (id bigint);"], files[2]!]);
+    writeMigrationFolder(dir, [files[0]!, ["0001_b", "create table b (id bigint);"], files[2]!]);
     await expect(runMigrations(connection, dir)).rejects.toThrow(
       /migration 0001_b\.sql changed after it was applied to this database .*add a new migration instead/,
     );
@@ -216,7 +202,7 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
       /migration 0001_b\.sql was applied to this database but is not in .* any more/,
     );
     // Line endings alone are not a change.
-    writeFolder(dir, [files[0]!, ["0001_b", "create table b (id int);".replace(/\n/g, "\r\n")], files[2]!]);
+    writeMigrationFolder(dir, [files[0]!, ["0001_b", "create table b (id int);".replace(/\n/g, "\r\n")], files[2]!]);
     await expect(runMigrations(connection, dir)).resolves.toMatchObject({ applied: [] });
   });
 
@@ -231,7 +217,7 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
     const dir = folder(files.slice(0, 2));
     await drizzleMigrate(dir);
 
-    writeFolder(dir, files);
+    writeMigrationFolder(dir, files);
     const report = await runMigrations(connection, dir);
     expect(report.adopted).toEqual(["0000_log", "0001_one"]);
     expect(report.applied.map((a) => a.name)).toEqual(["0002_two"]);
@@ -250,12 +236,8 @@ describe.each(databaseTargets())("the migration runner on $name", (target) => {
     // no-transaction file, which 0012 is).
     const committed = readMigrationFiles(migrationsFolder).map((f) => f.name);
     const lastByDrizzle = committed.indexOf("0011_send_counts_once") + 1;
-    const before = mkdtempSync(join(tmpdir(), "lc-migrator-"));
+    const before = migrationsFolderCopy(migrationsFolder, "0011_send_counts_once");
     cleanups.push(() => rmSync(before, { recursive: true, force: true }));
-    cpSync(migrationsFolder, before, { recursive: true });
-    const journalPath = join(before, "meta", "_journal.json");
-    const journal = JSON.parse(readFileSync(journalPath, "utf8")) as { entries: unknown[] };
-    writeFileSync(journalPath, JSON.stringify({ ...journal, entries: journal.entries.slice(0, lastByDrizzle) }));
     await drizzleMigrate(before);
 
     const report = await runMigrations(connection, migrationsFolder);

@@ -12,13 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrationsFolder } from "../src/db/client.ts";
 import { databaseTargets } from "./support/databases.ts";
 import type { LockHold } from "./support/lock-monitor.ts";
-import {
-  migrate,
-  migrateWatched,
-  migrationsFolderCopy,
-  visibleHoldsOver,
-  type WatchedMigration,
-} from "./support/migration-watch.ts";
+import { migrationsFolderCopy } from "./support/migration-folders.ts";
+import { migrate, migrateWatched, visibleHoldsOver, type WatchedMigration } from "./support/migration-watch.ts";
 import { reviewSkewedSeed, type SkewedSeed, seedSkewed } from "./support/skewed-seed.ts";
 import type { ProbeChat } from "./support/traffic-probe.ts";
 

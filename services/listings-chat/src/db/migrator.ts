@@ -34,6 +34,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { PGlite } from "@electric-sql/pglite";
 import type pg from "pg";
 import {
@@ -248,7 +249,7 @@ async function takeMigrationLock(connection: MigrationConnection, pollMs: number
       MIGRATION_LOCK_KEY,
     ]);
     if (row?.locked) return;
-    await new Promise((resolve) => setTimeout(resolve, pollMs));
+    await sleep(pollMs);
   }
 }
 
@@ -436,6 +437,14 @@ function checkAppliedFiles(applied: Map<string, AppliedRow>, files: MigrationFil
   return ahead;
 }
 
+/**
+ * The wait before try number `attempt` (2, 3, …) of something that lost on locks: `backoffMs`, doubled for each
+ * try after the second, with a little jitter so that instances that failed together do not come back together.
+ */
+function backoffBefore(attempt: number, backoffMs: number): number {
+  return backoffMs * 2 ** (attempt - 2) * (0.8 + Math.random() * 0.4);
+}
+
 /** What decides whether a contract file may run now: the older instances it waits for (none: it runs). */
 type ContractGate = () => Promise<OlderInstance[]>;
 
@@ -466,9 +475,7 @@ async function applyWithRetries(
           { cause: error },
         );
       }
-      const backoff = settings.backoffMs * 2 ** (attempt - 1);
-      // A little jitter, so that instances that failed together do not come back together.
-      await new Promise((resolve) => setTimeout(resolve, backoff * (0.8 + Math.random() * 0.4)));
+      await sleep(backoffBefore(attempt + 1, settings.backoffMs));
     }
   }
 }
@@ -511,11 +518,11 @@ async function applyFile(
           lostInARow = 0;
         } catch (error) {
           if (!lostOnLocks(error) || ++lostInARow >= attempts) throw error;
-          await new Promise((resolve) => setTimeout(resolve, backoffMs * 2 ** (lostInARow - 1)));
+          await sleep(backoffBefore(lostInARow + 1, backoffMs));
           continue;
         }
         if (changed === 0) break;
-        if (batchPauseMs > 0) await new Promise((resolve) => setTimeout(resolve, batchPauseMs));
+        if (batchPauseMs > 0) await sleep(batchPauseMs);
       }
     } finally {
       await connection.run("set lock_timeout = 0");
