@@ -10,7 +10,8 @@
  */
 import { z } from "zod";
 import type { ErrorBody } from "./codes.ts";
-import type { Chat, ChatEvent, ChatSummary, Message } from "./protocol.ts";
+import type { Attachment, Chat, ChatEvent, ChatListing, ChatPeer, ChatSummary, Message } from "./protocol.ts";
+import { listingStatuses, messageKinds } from "./protocol.ts";
 
 const id = z.number().int().positive();
 const count = z.number().int().nonnegative();
@@ -19,18 +20,58 @@ const isoTime = z.iso.datetime();
 /** 0 before the first event; otherwise the id of an event. */
 const eventCursor = z.number().int().nonnegative();
 
+export const attachmentSchema = z
+  .object({
+    id: z.string(),
+    content_type: z.string().meta({ example: "image/jpeg" }),
+    width: z.number().int().positive(),
+    height: z.number().int().positive(),
+    size: count.meta({ description: "stored bytes" }),
+    url: z.string().meta({ description: "API path: 302 to the photo" }),
+    thumb_url: z.string().meta({ description: "API path: 302 to the thumbnail (at most 320 px)" }),
+  })
+  .meta({ id: "Attachment", description: "A photo of an `image` message." });
+
 export const messageSchema = z
   .object({
     id,
     chat_id: id,
-    sender_id: id,
+    sender_id: id.nullable().meta({ description: "null for a system message (the platform's voice)" }),
+    kind: z.enum(messageKinds).meta({
+      description: "`text`: a person's; `system`: the platform's, with `data`; `image`: with `attachments`",
+    }),
     content: z.string().meta({ description: "Empty once the message is deleted." }),
+    data: z
+      .record(z.string(), z.unknown())
+      .nullable()
+      .meta({ description: "what the platform attached to a system message; null otherwise" }),
+    attachments: z.array(attachmentSchema).meta({ description: "`[]` when none" }),
     client_msg_id: z.string().nullable(),
     created_at: isoTime,
     edited_at: isoTime.nullable(),
     deleted_at: isoTime.nullable(),
+    deleted_by: z
+      .enum(["sender", "platform"])
+      .nullable()
+      .meta({ description: "who deleted it: its sender, or the platform (moderation); null while not deleted" }),
   })
   .meta({ id: "Message", description: "A stored message. A deleted message keeps its id and has empty content." });
+
+export const chatListingSchema = z
+  .object({
+    id,
+    title: z.string(),
+    price_minor: count.meta({ description: "minor units (cents)" }),
+    currency: z.string().meta({ example: "EUR" }),
+    image_url: z.string().nullable(),
+    url: z.string(),
+    status: z.enum(listingStatuses),
+  })
+  .meta({ id: "ChatListing", description: "The listing as the platform registered it." });
+
+export const chatPeerSchema = z
+  .object({ id, display_name: z.string().nullable(), avatar_url: z.string().nullable() })
+  .meta({ id: "ChatPeer", description: "The other participant as the viewer sees them; unknown names are null." });
 
 export const chatSchema = z
   .object({
@@ -40,6 +81,11 @@ export const chatSchema = z
     seller_id: id,
     created_at: isoTime,
     last_activity_at: isoTime,
+    listing: z
+      .union([chatListingSchema, z.null()])
+      .meta({ description: "null while the platform has not registered it" }),
+    peer: chatPeerSchema,
+    archived: z.boolean().meta({ description: "archived by the viewer" }),
   })
   .meta({ id: "Chat" });
 
@@ -80,6 +126,13 @@ export const chatCreatedEventSchema = z
   .object({ type: z.literal("chat_created"), event_id: id, chat: chatSchema })
   .meta({ id: "ChatCreatedEvent" });
 
+export const chatUpdatedEventSchema = z
+  .object({ type: z.literal("chat_updated"), event_id: id, chat: chatSchema })
+  .meta({
+    id: "ChatUpdatedEvent",
+    description: "The chat's listing changed (both participants), or you archived or restored it (your devices only).",
+  });
+
 export const userBlockedEventSchema = z
   .object({ type: z.literal("user_blocked"), event_id: id, user_id: id.meta({ description: "whom you block" }) })
   .meta({ id: "UserBlockedEvent", description: "Only on the blocker's own devices." });
@@ -98,6 +151,7 @@ export const chatEventSchema = z
     messageDeletedEventSchema,
     messageReadEventSchema,
     chatCreatedEventSchema,
+    chatUpdatedEventSchema,
     userBlockedEventSchema,
     userUnblockedEventSchema,
   ])
@@ -193,7 +247,10 @@ type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ?
 type Expect<T extends true> = T;
 
 export type SchemaTypeChecks = [
+  Expect<Equal<z.infer<typeof attachmentSchema>, Attachment>>,
   Expect<Equal<z.infer<typeof messageSchema>, Message>>,
+  Expect<Equal<z.infer<typeof chatListingSchema>, ChatListing>>,
+  Expect<Equal<z.infer<typeof chatPeerSchema>, ChatPeer>>,
   Expect<Equal<z.infer<typeof chatSchema>, Chat>>,
   Expect<Equal<z.infer<typeof chatSummarySchema>, ChatSummary>>,
   Expect<Equal<z.infer<typeof chatEventSchema>, ChatEvent>>,

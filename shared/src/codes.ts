@@ -26,6 +26,8 @@ export const ErrorCode = {
   listingClosed: "listing_closed",
   /** The platform's PUT of a listing names another seller than its chats have (CONTRACT §8). */
   sellerMismatch: "seller_mismatch",
+  /** The platform suspended the user (CONTRACT §8): no sends, edits or chat opens until it ends. */
+  userSuspended: "user_suspended",
   payloadTooLarge: "payload_too_large",
   requestTimeout: "request_timeout",
   storageUnavailable: "storage_unavailable",

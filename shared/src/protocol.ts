@@ -1,16 +1,64 @@
 import { z } from "zod";
 import { Limits } from "./codes.ts";
 
-/** A stored message as the API returns it (CONTRACT §4). Times are ISO-8601 UTC. */
+/** What a message is (CONTRACT §8): a person's text, the platform's voice, or photos (§11). */
+export type MessageKind = "text" | "system" | "image";
+export const messageKinds = ["text", "system", "image"] as const satisfies readonly MessageKind[];
+
+/** Who deleted a message: its sender, or the platform (moderation, CONTRACT §8). */
+export type DeletedBy = "sender" | "platform";
+
+/** A photo of an `image` message (CONTRACT §11); `url` and `thumb_url` are API paths. */
+export interface Attachment {
+  id: string;
+  content_type: string;
+  width: number;
+  height: number;
+  size: number;
+  url: string;
+  thumb_url: string;
+}
+
+/** A stored message as the API returns it (CONTRACT §4, §8). Times are ISO-8601 UTC. */
 export interface Message {
   id: number;
   chat_id: number;
-  sender_id: number;
+  /** Null for a system message: the platform's voice, not a participant's. */
+  sender_id: number | null;
+  kind: MessageKind;
+  /** Empty once deleted; may be empty only for an `image` message. */
   content: string;
+  /** What the platform attached to a system message (an offer, a tracking number); null otherwise. */
+  data: Record<string, unknown> | null;
+  /** `[]` when none. */
+  attachments: Attachment[];
   client_msg_id: string | null;
   created_at: string;
   edited_at: string | null;
   deleted_at: string | null;
+  deleted_by: DeletedBy | null;
+}
+
+export const listingStatuses = ["active", "reserved", "sold", "removed"] as const;
+export type ListingStatus = (typeof listingStatuses)[number];
+
+/** The listing a chat is about, as the platform registered it (CONTRACT §8). */
+export interface ChatListing {
+  id: number;
+  title: string;
+  /** Minor units (cents). */
+  price_minor: number;
+  currency: string;
+  image_url: string | null;
+  url: string;
+  status: ListingStatus;
+}
+
+/** The other participant, as the viewer sees them; unknown names are null (CONTRACT §8). */
+export interface ChatPeer {
+  id: number;
+  display_name: string | null;
+  avatar_url: string | null;
 }
 
 export interface Chat {
@@ -20,6 +68,11 @@ export interface Chat {
   seller_id: number;
   created_at: string;
   last_activity_at: string;
+  /** Null while the platform has not registered the listing. */
+  listing: ChatListing | null;
+  peer: ChatPeer;
+  /** Archived by the viewer (hidden from their chat list until a message from the other side). */
+  archived: boolean;
 }
 
 export interface ChatSummary extends Chat {
@@ -43,6 +96,8 @@ export type ChatEvent =
       read_at: string;
     }
   | { type: "chat_created"; event_id: number; chat: Chat }
+  /** The chat's listing changed, or the viewer archived or restored it (CONTRACT §8). */
+  | { type: "chat_updated"; event_id: number; chat: Chat }
   /** Only on the blocker's own devices (CONTRACT §10): `user_id` is whom they block, or no longer block. */
   | { type: "user_blocked"; event_id: number; user_id: number }
   | { type: "user_unblocked"; event_id: number; user_id: number };
@@ -71,7 +126,7 @@ const eventCursor = z.number().int().nonnegative();
  * UTF-8 cannot encode; a driver would silently turn it into U+FFFD).
  */
 const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-const storableText = (s: string) => !s.includes("\u0000") && !loneSurrogate.test(s);
+export const storableText = (s: string) => !s.includes("\u0000") && !loneSurrogate.test(s);
 
 export const messageContent = z
   .string()

@@ -30,6 +30,14 @@ export const listingNotFoundError = () =>
 export const listingClosedError = () =>
   new ChatError(ErrorCode.listingClosed, 409, "this listing was removed: its chats can be read but not written to");
 
+/** The platform suspended the user (CONTRACT §8): no sends, edits or chat opens while it lasts. */
+export const userSuspendedError = () =>
+  new ChatError(
+    ErrorCode.userSuspended,
+    403,
+    "your account is suspended by the platform: you can read your chats but not write until it ends",
+  );
+
 /** Past a per-user limit; `what` names it ("edits and deletes (30 a minute)"), so the answer says which. */
 export class RateLimitedError extends ChatError {
   readonly retryAfterMs: number;

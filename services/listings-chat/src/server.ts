@@ -20,7 +20,7 @@ import { type DatabaseHandle, openDatabase } from "./db/client.ts";
 import { ensureEventPartitions, maintainEventPartitions } from "./db/event-partitions.ts";
 import { registerInstance } from "./db/instance-registry.ts";
 import type { ChatConfig } from "./env.ts";
-import { createBusPublisher } from "./events/publisher.ts";
+import { createBusPublisher, publishSuspended } from "./events/publisher.ts";
 import { createApiRoutes } from "./http/api-routes.ts";
 import { createHub } from "./hub/hub.ts";
 import { createUpgradeHandler } from "./hub/upgrade.ts";
@@ -31,7 +31,9 @@ import { createMetrics } from "./ops/metrics.ts";
 import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
 import { createTelemetry } from "./ops/telemetry.ts";
+import { createListingFanout } from "./platform/listing-fanout.ts";
 import { createPlatformRoutes } from "./platform/routes.ts";
+import { createPlatformService } from "./platform/service.ts";
 import { createMemoryPresence, createRedisPresence } from "./presence/presence.ts";
 import { createContentRules, defaultContentRulesOptions } from "./safety/content-rules.ts";
 import { createSafetyService } from "./safety/service.ts";
@@ -184,6 +186,10 @@ export async function startChatServer(
   });
   await startup.step("hub", hub.start());
   startup.opened(() => hub.shutdown(0));
+  // Listing changes to their chats (chat_updated), here and for fan-outs another instance left unfinished.
+  const listingFanout = createListingFanout({ db: database.db, publish, log });
+  listingFanout.start();
+  startup.opened(() => listingFanout.stop());
 
   const redisReady = redis ? () => succeedsWithin(() => redis.ping(), 1_000) : undefined;
   let shuttingDown = false;
@@ -205,7 +211,21 @@ export async function startChatServer(
       redisReady,
       closeGatewaySockets: hub.closeGatewaySockets,
     }),
-    platform: createPlatformRoutes({ db: database.db }),
+    platform: createPlatformRoutes(
+      createPlatformService({
+        db: database.db,
+        publish,
+        fanout: listingFanout,
+        onSuspended: (userId) =>
+          void publishSuspended(bus, userId).catch((error) => {
+            stats.errorsTotal += 1;
+            log.warn(
+              { err: error, user: userId },
+              "could not publish a suspension: the user's sockets stay open, their writes are refused",
+            );
+          }),
+      }),
+    ),
     api: createApiRoutes({
       db: database.reads,
       chats,
@@ -254,6 +274,7 @@ export async function startChatServer(
       shuttingDown = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await hub.shutdown(config.shutdownTimeoutMs);
+      await listingFanout.stop();
       server.closeAllConnections();
       await closed;
       await bus.close();

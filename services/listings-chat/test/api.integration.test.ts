@@ -43,8 +43,22 @@ describe.each(databaseTargets())("chat REST API on $name", (target) => {
     const first = await send(buyer, chatId, "hello", ref);
     expect(first.status).toBe(201);
     expect(Object.keys(first.body).sort()).toEqual(
-      ["id", "chat_id", "sender_id", "content", "client_msg_id", "created_at", "edited_at", "deleted_at"].sort(),
+      [
+        "id",
+        "chat_id",
+        "sender_id",
+        "kind",
+        "content",
+        "data",
+        "attachments",
+        "client_msg_id",
+        "created_at",
+        "edited_at",
+        "deleted_at",
+        "deleted_by",
+      ].sort(),
     );
+    expect(first.body).toMatchObject({ sender_id: buyer, kind: "text", data: null, attachments: [], deleted_by: null });
     expect(first.body.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     const repeat = await send(buyer, chatId, "hello", ref);
     expect(repeat.status).toBe(200);

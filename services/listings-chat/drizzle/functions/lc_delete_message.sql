@@ -4,6 +4,8 @@
 --
 -- The recipient's total moved in the append's upsert of their stream row (one row version, where it was a
 -- second UPDATE), by what their count did. (0010)
+--
+-- Stored as deleted by its sender (`deleted_by`, 0023); the platform's deletes are lc_platform_delete_message.
 CREATE OR REPLACE FUNCTION lc_delete_message(p_user_id bigint, p_message_id bigint)
 RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -24,7 +26,7 @@ BEGIN
   -- move while this decides whether the message was unread for them.
   SELECT * INTO v_recipient FROM chat_participants p
   WHERE p.chat_id = m.chat_id AND p.user_id <> p_user_id FOR UPDATE;
-  UPDATE messages mm SET deleted_at = now()
+  UPDATE messages mm SET deleted_at = now(), deleted_by = 'sender'
   WHERE mm.id = p_message_id AND mm.deleted_at IS NULL
   RETURNING mm.* INTO m;
   IF NOT FOUND THEN

@@ -4,6 +4,9 @@
 -- With the content rules' flags of the new content (they replace the old ones; null: none), and the status
 -- `blocked` while either participant blocks the other: an edit rewrites what the other side already has and
 -- tells them, so a blocked user could otherwise go on writing to the blocker through it. (0008)
+--
+-- The status `suspended` while the platform suspends the user (0023). A system message's sender is the
+-- platform's (0), so a user's edit of one is `forbidden`.
 CREATE OR REPLACE FUNCTION lc_edit_message(p_user_id bigint, p_message_id bigint, p_content text, p_flags text[])
 RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -21,6 +24,9 @@ BEGIN
   END IF;
   IF m.sender_id <> p_user_id THEN
     status := 'forbidden'; RETURN NEXT; RETURN;
+  END IF;
+  IF lc_suspended(p_user_id) THEN
+    status := 'suspended'; RETURN NEXT; RETURN;
   END IF;
   PERFORM pg_advisory_xact_lock_shared(1010, lc_pair_key(c.buyer_id, c.seller_id));
   IF lc_blocked(c.buyer_id, c.seller_id) THEN

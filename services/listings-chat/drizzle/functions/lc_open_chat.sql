@@ -10,6 +10,10 @@
 -- after the same checks, or `absent` (the path of a buyer past CHAT_OPEN_LIMIT_PER_HOUR). One status instead
 -- of 0008's flags:
 --   created, existing (with the chat), absent, blocked, listing_not_found, listing_closed. (0009)
+--
+-- `suspended` while the platform suspends the buyer (lc_suspended), checked first; and each row's chat as that
+-- row's user sees it (lc_chat_view: listing, the other's name, archived): the buyer's row first, and an
+-- `existing` chat as the buyer sees it. (0023)
 CREATE OR REPLACE FUNCTION lc_open_chat(p_listing_id bigint, p_buyer_id bigint, p_seller_id bigint, p_listings_required boolean,
   p_create boolean)
 RETURNS TABLE (status text, chat jsonb, user_id bigint, event_id bigint)
@@ -20,6 +24,9 @@ DECLARE
   l listings;
   v_json jsonb;
 BEGIN
+  IF lc_suspended(p_buyer_id) THEN
+    status := 'suspended'; RETURN NEXT; RETURN;
+  END IF;
   PERFORM pg_advisory_xact_lock_shared(1011, lc_listing_key(p_listing_id));
   SELECT * INTO l FROM listings ll WHERE ll.id = p_listing_id;
   IF FOUND THEN
@@ -39,7 +46,7 @@ BEGIN
   SELECT * INTO c FROM chats cc
   WHERE cc.listing_id = p_listing_id AND cc.buyer_id = p_buyer_id AND cc.seller_id = p_seller_id;
   IF FOUND THEN
-    status := 'existing'; chat := lc_chat_json(c); RETURN NEXT; RETURN;
+    status := 'existing'; chat := lc_chat_view(c, p_buyer_id); RETURN NEXT; RETURN;
   END IF;
   IF NOT p_create THEN
     status := 'absent'; RETURN NEXT; RETURN;
@@ -54,14 +61,17 @@ BEGIN
     IF NOT FOUND THEN
       RAISE EXCEPTION 'chat (%, %, %) neither inserted nor found', p_listing_id, p_buyer_id, p_seller_id;
     END IF;
-    status := 'existing'; chat := lc_chat_json(c); RETURN NEXT; RETURN;
+    status := 'existing'; chat := lc_chat_view(c, p_buyer_id); RETURN NEXT; RETURN;
   END IF;
   INSERT INTO chat_participants (chat_id, user_id, role, last_activity_at)
   VALUES (c.id, p_buyer_id, 'buyer', c.last_activity_at), (c.id, p_seller_id, 'seller', c.last_activity_at);
   v_json := lc_chat_json(c);
+  -- The stored payload keeps lc_chat_json's fields (what a reader of the release before shows); readers of
+  -- this one build each user's view (lc_stream_page).
   RETURN QUERY
-  SELECT 'created'::text, v_json, a.user_id, a.event_id
+  SELECT 'created'::text, lc_chat_view(c, a.user_id), a.user_id, a.event_id
   FROM lc_append_events(ARRAY[c.id], ARRAY['chat_created'], ARRAY[NULL::bigint],
-    ARRAY[jsonb_build_object('chat', v_json)]) AS a;
+    ARRAY[jsonb_build_object('chat', v_json)]) AS a
+  ORDER BY a.user_id <> p_buyer_id;
 END
 $$;

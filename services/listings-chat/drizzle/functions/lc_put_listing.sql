@@ -4,6 +4,10 @@
 -- scanned only when the seller is new to it: at its first registration (chats opened before it, while
 -- LISTINGS_REQUIRED was 0: a range scan of chats_listing_buyer_seller_key's prefix) and on a change of
 -- seller (then any chat at all is another seller's: the scan stops at the first).
+--
+-- A change, and a first registration of a listing that already has chats (opened while LISTINGS_REQUIRED was
+-- 0: they showed no listing), is to reach every participant of its chats as chat_updated: recorded here, in the
+-- transaction of the change, for lc_listing_fanout_step to tell them a batch at a time. (0023)
 CREATE OR REPLACE FUNCTION lc_put_listing(p_id bigint, p_seller_id bigint, p_title text, p_price_minor bigint, p_currency text,
   p_image_url text, p_url text, p_status text)
 RETURNS TABLE (status text, listing jsonb) LANGUAGE plpgsql AS $$
@@ -23,6 +27,7 @@ BEGIN
     INSERT INTO listings (id, seller_id, title, price_minor, currency, image_url, url, status)
     VALUES (p_id, p_seller_id, p_title, p_price_minor, p_currency, p_image_url, p_url, p_status)
     RETURNING * INTO l;
+    PERFORM lc_request_listing_fanout(p_id);
     status := 'created'; listing := lc_listing_json(l); RETURN NEXT; RETURN;
   END IF;
   UPDATE listings ll SET seller_id = p_seller_id, title = p_title, price_minor = p_price_minor,
@@ -32,6 +37,7 @@ BEGIN
       IS DISTINCT FROM (p_seller_id, p_title, p_price_minor, p_currency, p_image_url, p_url, p_status)
   RETURNING * INTO l;
   IF FOUND THEN
+    PERFORM lc_request_listing_fanout(p_id);
     status := 'updated';
   ELSE
     status := 'unchanged';

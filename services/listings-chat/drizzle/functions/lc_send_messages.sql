@@ -22,6 +22,9 @@
 -- Reads the batch's arrays once per chat: 0010 scanned the whole batch for each chat's newest id and twice for
 -- each participant's unread count (in SET and in RETURNING), which grows with the square of a group-commit
 -- batch. (0011)
+--
+-- One more status, `suspended`, while the platform suspends the sender (lc_suspended: a key probe per send);
+-- and a recipient's archived chat comes back, in the update of their row the send makes anyway. (0023)
 CREATE OR REPLACE FUNCTION lc_send_messages(p_sends jsonb)
 RETURNS TABLE (ord bigint, status text, message jsonb, user_id bigint, event_id bigint, became_mutual boolean)
 LANGUAGE plpgsql AS $$
@@ -52,6 +55,7 @@ DECLARE
   closed_chats bigint[] := '{}';
   open_chats bigint[] := '{}';
   v_closed boolean;
+  v_refusal text;
   -- What this batch added to each recipient's unread count, for their stream row's total.
   unread_users bigint[] := '{}';
   unread_deltas bigint[] := '{}';
@@ -80,26 +84,21 @@ BEGIN
       v_closed := EXISTS (SELECT FROM listings l WHERE l.id = c.listing_id AND l.status = 'removed');
       IF v_closed THEN closed_chats := closed_chats || x.chat_id; ELSE open_chats := open_chats || x.chat_id; END IF;
     END IF;
-    IF v_closed THEN
-      -- As for a block: a retry of a send stored before the removal still gets its message.
-      SELECT * INTO m FROM messages mm
-      WHERE mm.sender_id = x.sender_id AND mm.client_msg_id = x.client_msg_id AND mm.chat_id = x.chat_id;
-      IF FOUND THEN
-        status := 'repeat'; message := lc_message_json(m);
-      ELSE
-        status := 'listing_closed';
-      END IF;
-      RETURN NEXT; CONTINUE;
-    END IF;
+    -- Refused: a removed listing, a suspended sender, a block. A retry of a send stored before the refusal
+    -- began still gets its message.
+    v_refusal := CASE WHEN v_closed THEN 'listing_closed' WHEN lc_suspended(x.sender_id) THEN 'suspended' END;
     v_recipient := CASE WHEN c.buyer_id = x.sender_id THEN c.seller_id ELSE c.buyer_id END;
-    PERFORM pg_advisory_xact_lock_shared(1010, lc_pair_key(x.sender_id, v_recipient));
-    IF lc_blocked(x.sender_id, v_recipient) THEN
+    IF v_refusal IS NULL THEN
+      PERFORM pg_advisory_xact_lock_shared(1010, lc_pair_key(x.sender_id, v_recipient));
+      IF lc_blocked(x.sender_id, v_recipient) THEN v_refusal := 'blocked'; END IF;
+    END IF;
+    IF v_refusal IS NOT NULL THEN
       SELECT * INTO m FROM messages mm
       WHERE mm.sender_id = x.sender_id AND mm.client_msg_id = x.client_msg_id AND mm.chat_id = x.chat_id;
       IF FOUND THEN
         status := 'repeat'; message := lc_message_json(m);
       ELSE
-        status := 'blocked';
+        status := v_refusal;
       END IF;
       RETURN NEXT; CONTINUE;
     END IF;
@@ -179,7 +178,9 @@ BEGIN
       UPDATE chat_participants p SET last_activity_at = greatest(p.last_activity_at, now()),
         unread_count = p.unread_count +
           (SELECT count(*) FROM unnest(v_chat_msg_ids, v_chat_recipients) AS t(id, recipient)
-           WHERE t.recipient = p.user_id AND t.id > coalesce(p.last_read_message_id, 0))
+           WHERE t.recipient = p.user_id AND t.id > coalesce(p.last_read_message_id, 0)),
+        -- A message from the other side brings an archived chat back (CONTRACT §8): its new_message says so.
+        archived = p.archived AND NOT p.user_id = ANY(v_chat_recipients)
       WHERE p.chat_id = v_chat_id
       RETURNING p.user_id,
         (SELECT count(*) FROM unnest(v_chat_msg_ids, v_chat_recipients) AS t(id, recipient)

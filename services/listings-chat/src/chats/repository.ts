@@ -5,8 +5,8 @@ import { preparedPerDatabase } from "../db/prepared.ts";
 import { executeWrite } from "../db/retry.ts";
 import type { ChatRow } from "../db/rows.ts";
 import { chatParticipants, chats } from "../db/schema.ts";
-import { blockedError, listingClosedError, listingNotFoundError, notFound } from "../errors.ts";
-import { type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
+import { blockedError, listingClosedError, listingNotFoundError, notFound, userSuspendedError } from "../errors.ts";
+import { type AddressedEvent, type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 
 /** The chat, when `userId` takes part in it; otherwise the same 404 as for a chat that does not exist. */
 export async function requireParticipant(db: Database, chatId: number, userId: number): Promise<ChatRow> {
@@ -28,7 +28,8 @@ const participantChatQuery = preparedPerDatabase((db) =>
 );
 
 interface OpenRow extends AppendedRow {
-  status: "created" | "existing" | "absent" | "blocked" | "listing_not_found" | "listing_closed";
+  status: "created" | "existing" | "absent" | "blocked" | "listing_not_found" | "listing_closed" | "suspended";
+  /** As this row's user sees it (the buyer's row first; `existing`: the buyer's view). */
   chat: Chat | null;
 }
 
@@ -42,8 +43,9 @@ export interface OpenOptions {
 /**
  * The chat of (listing, buyer, seller), created with its participants and its event on first contact (with
  * `create`). Throws 404 `listing_not_found` for a registered listing's wrong seller (or, with
- * `listingsRequired`, an unregistered listing), 409 `listing_closed` for a removed one, and 403 `blocked`
- * while either of the two blocks the other.
+ * `listingsRequired`, an unregistered listing), 409 `listing_closed` for a removed one, 403 `blocked`
+ * while either of the two blocks the other, and 403 `user_suspended` while the platform suspends the buyer.
+ * The chat as the buyer sees it; each participant's `chat_created` with the chat as they see it.
  */
 export async function openChat(
   db: Database,
@@ -67,22 +69,55 @@ export async function openChat(
       throw listingNotFoundError();
     case "listing_closed":
       throw listingClosedError();
+    case "suspended":
+      throw userSuspendedError();
     case "absent":
       return undefined;
   }
   const chat = first.chat;
   if (!chat) throw new Error(`lc_open_chat answered ${first.status} without the chat`);
   const created = first.status === "created";
-  return { chat, created, events: created ? addressedEvents(rows, { type: "chat_created", chat }) : [] };
+  return { chat, created, events: created ? eachUsersChat(rows, "chat_created") : [] };
+}
+
+interface ChatViewRow extends AppendedRow {
+  /** The chat as this row's user sees it (lc_chat_view). */
+  chat: Chat | null;
+}
+
+/** A chat event for each user a row names, with the chat as that user sees it (peer, archived differ). */
+export function eachUsersChat(rows: readonly ChatViewRow[], type: "chat_created" | "chat_updated"): AddressedEvent[] {
+  return rows
+    .filter((row) => row.user_id !== null && row.chat !== null)
+    .map((row) => ({ userId: Number(row.user_id), event: { type, event_id: Number(row.event_id), chat: row.chat! } }))
+    .sort((a, b) => a.userId - b.userId);
+}
+
+interface ArchiveRow extends ChatViewRow {
+  status: "changed" | "unchanged" | "not_found";
+}
+
+/**
+ * Archives `chatId` for `userId` (or brings it back, `archived` false), for them only (CONTRACT §8);
+ * `events` is their one chat_updated, empty when it already was so.
+ */
+export async function archiveChat(db: Database, userId: number, chatId: number, archived: boolean) {
+  const rows = rowsOf<ArchiveRow>(
+    await executeWrite(db, sql`select * from lc_archive_chat(${userId}, ${chatId}, ${archived})`),
+  );
+  const first = rows[0];
+  if (!first) throw new Error("lc_archive_chat returned no row");
+  if (first.status === "not_found") throw notFound("chat");
+  return { events: first.status === "changed" ? eachUsersChat(rows, "chat_updated") : [] };
 }
 
 /**
  * The body of `GET /api/v1/chats` as PostgreSQL writes it (`lc_chat_list`): `userId`'s `limit` most recently
- * active chats, each with its newest message, their unread count and how far the other participant has
- * read. A range scan of `chat_participants_user_activity_idx` that stops at `limit`, then key lookups.
+ * active chats not archived (with `archived`: the archived ones), each with its listing, the other
+ * participant's name, its newest message, their unread count and how far the other participant has read. A range scan of `chat_participants_user_activity_idx` that stops at `limit`, then key lookups.
  */
-export async function chatListBody(db: Database, userId: number, limit: number): Promise<string> {
-  return textOf(await db.execute(sql`select lc_chat_list(${userId}, ${limit}) as body`), "lc_chat_list");
+export async function chatListBody(db: Database, userId: number, limit: number, archived = false): Promise<string> {
+  return textOf(await db.execute(sql`select lc_chat_list(${userId}, ${limit}, ${archived}) as body`), "lc_chat_list");
 }
 
 /**

@@ -5,7 +5,7 @@ import { ChatError, notFound, RateLimitedError, storing } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
 import { createRateLimiter, keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
 import { createReadCoalescing } from "./read-coalescing.ts";
-import { chatListBody, markRead, openChat, unreadBody } from "./repository.ts";
+import { archiveChat, chatListBody, markRead, openChat, unreadBody } from "./repository.ts";
 
 /** How many chats the badge answer lists by name (the total counts them all): the chat list's first page. */
 export const UNREAD_CHATS_LISTED = 100;
@@ -52,13 +52,14 @@ export function createChatService({
     // A message id of another chat (or none) fails only the callers who named it.
     refusesTheId: (error) => error instanceof ChatError && error.message === unknownMessage,
   });
-  const listBody = (userId: number, limit: number) => storing(() => chatListBody(reads, userId, limit));
+  const listBody = (userId: number, limit: number, archived = false) =>
+    storing(() => chatListBody(reads, userId, limit, archived));
   const badgeBody = (userId: number) => storing(() => unreadBody(reads, userId, UNREAD_CHATS_LISTED));
   return {
     /**
      * The chat of (listing, buyer, seller), created on first contact. A new chat counts in the buyer's
      * CHAT_OPEN_LIMIT_PER_HOUR; opening one that exists does not, and is answered past the limit too. Refused
-     * for a blocked pair (403), a removed listing (409 `listing_closed`), a registered listing's other seller
+     * for a suspended buyer (403 `user_suspended`), a blocked pair (403), a removed listing (409 `listing_closed`), a registered listing's other seller
      * or, with `listingsRequired`, an unregistered listing (404 `listing_not_found`): under the limit or not.
      */
     async open(buyerId: number, listingId: number, sellerId: number): Promise<{ chat: Chat; created: boolean }> {
@@ -89,12 +90,24 @@ export function createChatService({
       return { chat, created };
     },
 
-    /** `GET /api/v1/chats`'s body, `{"chats": [...]}`, written by PostgreSQL and passed on as it is. */
+    /**
+     * `GET /api/v1/chats`'s body, `{"chats": [...]}`, written by PostgreSQL and passed on as it is: the chats not
+     * archived, or (`archived`) those the user archived.
+     */
     listBody,
 
     /** The same, parsed (for callers in this process). */
-    async list(userId: number, limit: number): Promise<ChatSummary[]> {
-      return (JSON.parse(await listBody(userId, limit)) as { chats: ChatSummary[] }).chats;
+    async list(userId: number, limit: number, archived = false): Promise<ChatSummary[]> {
+      return (JSON.parse(await listBody(userId, limit, archived)) as { chats: ChatSummary[] }).chats;
+    },
+
+    /**
+     * Hides the chat from the user's own list (`archived` true) or brings it back (false), for them only
+     * (CONTRACT §8); their devices hear `chat_updated` when it changed. Idempotent; not counted.
+     */
+    async archive(userId: number, chatId: number, archived: boolean): Promise<void> {
+      const { events } = await storing(() => archiveChat(db, userId, chatId, archived));
+      if (events.length > 0) publish(events);
     },
 
     /**

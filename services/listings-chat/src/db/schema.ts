@@ -1,3 +1,4 @@
+import { type ListingStatus, listingStatuses, messageKinds } from "@listings-chat/shared";
 import { sql } from "drizzle-orm";
 import {
   bigint,
@@ -62,6 +63,11 @@ export const chatParticipants = pgTable(
     lastActivityAt: timestamp("last_activity_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
     /** Others' messages after `last_read_message_id`, not deleted. */
     unreadCount: integer("unread_count").notNull().default(0),
+    /**
+     * Hidden from this user's chat list (CONTRACT §8, archive) until a message from anyone else: the send
+     * clears it in the update of this row it makes anyway.
+     */
+    archived: boolean("archived").notNull().default(false),
   },
   (t) => [
     primaryKey({ columns: [t.chatId, t.userId] }),
@@ -75,10 +81,18 @@ export const chatParticipants = pgTable(
     index("chat_participants_user_unread_idx")
       .on(t.userId, t.lastActivityAt.desc().nullsFirst(), t.chatId.desc().nullsFirst())
       .where(sql`${t.unreadCount} > 0`),
+    // The archived list (`?archived=1`): few rows per user, and none of the rows a send writes (a send clears
+    // the flag), so it costs the write path nothing. Built CONCURRENTLY (migration 0024).
+    index("chat_participants_user_archived_idx")
+      .on(t.userId, t.lastActivityAt.desc().nullsFirst(), t.chatId.desc().nullsFirst())
+      .where(sql`${t.archived}`),
     // No (user_id, chat_id) index: every user-scoped read goes through the activity index, and every send
     // updates both participants' rows, so each index here costs two entries per send.
   ],
 );
+
+/** The platform's `sender_id` in `messages`: no user has it (ids are positive); the API shows null. */
+export const PLATFORM_SENDER_ID = 0;
 
 export const messages = pgTable(
   "messages",
@@ -87,12 +101,24 @@ export const messages = pgTable(
     chatId: bigint("chat_id", { mode: "number" })
       .notNull()
       .references(() => chats.id, { onDelete: "cascade" }),
+    /**
+     * `PLATFORM_SENDER_ID` (0) for a system message: then "not from this user" and "one client_msg_id per
+     * sender" hold for the platform as for anyone, with no NULL in the comparisons and the unique key.
+     */
     senderId: bigint("sender_id", { mode: "number" }).notNull(),
+    /** `text`, `system` (the platform's, with `data`) or `image` (CONTRACT §8, §11). */
+    kind: text("kind", { enum: messageKinds }).notNull().default("text"),
     content: text("content").notNull(),
+    /** A system message's object (CONTRACT §8); null for the others. */
+    data: jsonb("data"),
     clientMsgId: text("client_msg_id"),
     createdAt: createdAt(),
     editedAt: timestamp("edited_at", { withTimezone: true, mode: "date" }),
     deletedAt: timestamp("deleted_at", { withTimezone: true, mode: "date" }),
+    /** `platform` when the platform removed it; null for a sender's delete (rows deleted before 0023 have null). */
+    deletedBy: text("deleted_by", { enum: ["sender", "platform"] }),
+    /** The platform's reason for removing it: for its moderators, never shown to users. */
+    deleteReason: text("delete_reason"),
     /** Ids of the content rules that flagged the message (CONTRACT §10): for the platform, never shown to users. */
     flags: text("flags").array().notNull().default(sql`'{}'::text[]`),
   },
@@ -100,6 +126,9 @@ export const messages = pgTable(
     // The history page, newest first: read backwards, `(chat_id, id)` gives `ORDER BY id DESC` (NULLS FIRST).
     index("messages_chat_history_idx").on(t.chatId, t.id),
     uniqueIndex("messages_sender_client_msg_id_key").on(t.senderId, t.clientMsgId),
+    // Added NOT VALID and validated by a later migration (0025): no scan of messages under a strong lock.
+    check("messages_kind_known", sql`${t.kind} in ('text', 'system', 'image')`),
+    check("messages_deleted_by_known", sql`${t.deletedBy} in ('sender', 'platform')`),
   ],
 );
 
@@ -227,8 +256,7 @@ export const safetyEvents = pgTable("safety_events", {
   createdAt: createdAt(),
 });
 
-export const listingStatuses = ["active", "reserved", "sold", "removed"] as const;
-export type ListingStatus = (typeof listingStatuses)[number];
+export { type ListingStatus, listingStatuses };
 
 /**
  * The listings the platform registered (CONTRACT §8, `PUT /internal/chat/listings/:id`), under the platform's
@@ -257,3 +285,37 @@ export const listings = pgTable(
     check("listings_price_not_negative", sql`${t.priceMinor} >= 0`),
   ],
 );
+
+/**
+ * What chat lists show of a person (CONTRACT §8, `PUT /internal/chat/users/:id`), under the platform's user id.
+ * Read with the chat list, one key lookup per chat; unknown people are shown with null names.
+ */
+export const people = pgTable("people", {
+  userId: bigint("user_id", { mode: "number" }).primaryKey(),
+  displayName: text("display_name"),
+  avatarUrl: text("avatar_url"),
+  updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+});
+
+/**
+ * Users the platform suspended (CONTRACT §8): while `until` is null or ahead, their sends, edits and chat opens
+ * are refused (one key probe in the write functions) and their sockets are closed. Lifting deletes the row;
+ * one that ran out is simply no longer in force.
+ */
+export const suspensions = pgTable("suspensions", {
+  userId: bigint("user_id", { mode: "number" }).primaryKey(),
+  until: timestamp("until", { withTimezone: true, mode: "date" }),
+  reason: text("reason"),
+  createdAt: createdAt(),
+});
+
+/**
+ * Listings whose change still has to reach their chats as `chat_updated` (CONTRACT §8), written in the
+ * transaction of the change: a batch of chats at a time (`after_buyer_id` the last chat told: a registered listing's chats all have its seller, so its chats are ordered by buyer along chats_listing_buyer_seller_key), by any instance
+ * (`FOR UPDATE SKIP LOCKED`), resumed after a crash. A new change of the listing starts it over.
+ */
+export const listingFanouts = pgTable("listing_fanouts", {
+  listingId: bigint("listing_id", { mode: "number" }).primaryKey(),
+  afterBuyerId: bigint("after_buyer_id", { mode: "number" }).notNull().default(0),
+  requestedAt: timestamp("requested_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+});

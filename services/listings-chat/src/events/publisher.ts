@@ -5,10 +5,10 @@ import type { Stats } from "../ops/stats.ts";
 import type { AddressedEvent } from "./log.ts";
 
 /**
- * What travels on the bus: a stored event for one user, or a frame that is not stored (typing, presence)
- * for the users of one shard.
+ * What travels on the bus: a stored event for one user, a frame that is not stored (typing, presence) for the
+ * users of one shard, a change of contacts, or a suspension.
  */
-export type BusMessage = EventMessage | FrameMessage | ContactMessage;
+export type BusMessage = EventMessage | FrameMessage | ContactMessage | SuspendedMessage;
 
 interface EventMessage {
   kind: "event";
@@ -85,4 +85,18 @@ export function createBusPublisher(bus: Bus, stats: Stats, log: Logger): Publish
       });
     }
   };
+}
+
+/**
+ * The platform suspended `userId` (CONTRACT §8): the instances holding their sockets close them with 4003. Not
+ * stored: the write functions refuse the user's writes whatever the bus does, and a connect is checked.
+ */
+export interface SuspendedMessage {
+  kind: "suspended";
+  userId: number;
+}
+
+/** Puts a suspension on the shard of the user it is about. */
+export function publishSuspended(bus: Bus, userId: number): Promise<void> {
+  return bus.publish(shardOf(userId), JSON.stringify({ kind: "suspended", userId } satisfies SuspendedMessage));
 }

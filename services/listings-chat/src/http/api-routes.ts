@@ -15,7 +15,7 @@ import { lastEventId, readStreamPage } from "../events/log.ts";
 import type { MessageService } from "../messages/service.ts";
 import { createSafetyRoutes } from "../safety/routes.ts";
 import type { SafetyService } from "../safety/service.ts";
-import { jsonBody, optionalInt, pageLimit, positiveInt } from "./validation.ts";
+import { flag, jsonBody, optionalInt, pageLimit, positiveInt } from "./validation.ts";
 
 export type ApiEnv = { Variables: { userId: number } };
 
@@ -49,7 +49,19 @@ export function createApiRoutes({ db, chats, messages, safety }: ApiDeps) {
 
   api.get("/chats", async (c) => {
     const limit = pageLimit(c.req.query("limit"), 100, 500);
-    return jsonText(c, await chats.listBody(c.get("userId"), limit));
+    const archived = flag("archived", c.req.query("archived"));
+    return jsonText(c, await chats.listBody(c.get("userId"), limit, archived));
+  });
+
+  // Archive (CONTRACT §8): for the caller only; 204 whether it changed or already was so.
+  api.post("/chats/:id/archive", async (c) => {
+    await chats.archive(c.get("userId"), positiveInt("chat id", c.req.param("id")), true);
+    return c.body(null, 204);
+  });
+
+  api.delete("/chats/:id/archive", async (c) => {
+    await chats.archive(c.get("userId"), positiveInt("chat id", c.req.param("id")), false);
+    return c.body(null, 204);
   });
 
   api.get("/chats/unread", async (c) => jsonText(c, await chats.unreadBody(c.get("userId"))));

@@ -15,8 +15,28 @@ export async function jsonBody<S extends z.ZodType>(c: Context, schema: S): Prom
   try {
     body = await c.req.json();
   } catch {
-    throw new ChatError(ErrorCode.badJson, 400, "the body is not valid JSON: send Content-Type application/json");
+    throw badJson();
   }
+  return checked(schema, body);
+}
+
+/** As `jsonBody`, for a body the caller may leave out (a DELETE, a suspension until lifted): none is `{}`. */
+export async function optionalJsonBody<S extends z.ZodType>(c: Context, schema: S): Promise<z.infer<S>> {
+  const text = await c.req.text();
+  if (text.trim() === "") return checked(schema, {});
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw badJson();
+  }
+  return checked(schema, body);
+}
+
+const badJson = () =>
+  new ChatError(ErrorCode.badJson, 400, "the body is not valid JSON: send Content-Type application/json");
+
+function checked<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
   const result = schema.safeParse(body);
   if (!result.success) throw invalid(result.error);
   return result.data;
@@ -42,4 +62,11 @@ export function optionalInt(name: string, raw: string | undefined, min: number):
 /** `limit`: the default when absent, at most `max` (larger values are lowered to it). */
 export function pageLimit(raw: string | undefined, fallback: number, max: number): number {
   return Math.min(optionalInt("limit", raw, 1) ?? fallback, max);
+}
+
+/** A query flag: absent, `0` or `false` → false; `1` or `true` → true; anything else a clear 400. */
+export function flag(name: string, raw: string | undefined): boolean {
+  if (raw === undefined || raw === "" || raw === "0" || raw === "false") return false;
+  if (raw === "1" || raw === "true") return true;
+  throw new ChatError(ErrorCode.validationFailed, 400, `${name} must be 1 or 0`);
 }

@@ -50,7 +50,9 @@ export type SendOutcome =
   /** Either participant blocks the other (CONTRACT §10): nothing stored. */
   | { status: "blocked" }
   /** The chat's listing is registered as `removed` (CONTRACT §8): nothing stored. */
-  | { status: "listing_closed" };
+  | { status: "listing_closed" }
+  /** The platform suspended the sender (CONTRACT §8): nothing stored. */
+  | { status: "suspended" };
 
 interface SendRow extends AppendedRow {
   ord: string | number;
@@ -108,10 +110,12 @@ export type ChangeOutcome =
   /** A deleted message cannot be edited. */
   | { status: "already_deleted" }
   /** An edit while either participant blocks the other (CONTRACT §10). */
-  | { status: "blocked" };
+  | { status: "blocked" }
+  /** An edit while the platform suspends the user (CONTRACT §8). */
+  | { status: "suspended" };
 
 interface ChangeRow extends AppendedRow {
-  status: "edited" | "deleted" | "unchanged" | "not_found" | "forbidden" | "already_deleted" | "blocked";
+  status: "edited" | "deleted" | "unchanged" | "not_found" | "forbidden" | "already_deleted" | "blocked" | "suspended";
   message: Message | null;
 }
 
@@ -146,4 +150,50 @@ export async function editMessage(
 export async function deleteMessage(db: Database, userId: number, messageId: number) {
   const result = await executeWrite(db, sql`select * from lc_delete_message(${userId}, ${messageId})`);
   return changeOutcome(rowsOf<ChangeRow>(result), "message_deleted");
+}
+
+/** The platform removes the message (CONTRACT §8): `deleted_by` platform, `reason` kept for its moderators. */
+export async function deleteMessageAsPlatform(db: Database, messageId: number, reason: string | null) {
+  const result = await executeWrite(db, sql`select * from lc_platform_delete_message(${messageId}, ${reason})`);
+  return changeOutcome(rowsOf<ChangeRow>(result), "message_deleted");
+}
+
+/** What became of a system message (see `lc_post_system_message`). */
+export type SystemMessageOutcome =
+  | { status: "created"; message: Message; events: AddressedEvent[] }
+  | { status: "repeat"; message: Message }
+  | { status: "conflict" }
+  | { status: "not_found" };
+
+interface SystemMessageRow extends AppendedRow {
+  status: SystemMessageOutcome["status"];
+  message: Message | null;
+}
+
+/** The platform's message in a chat (`kind` system), told to both participants. */
+export async function storeSystemMessage(
+  db: Database,
+  chatId: number,
+  content: string,
+  data: Record<string, unknown> | null,
+  clientMsgId: string | null,
+): Promise<SystemMessageOutcome> {
+  const rows = rowsOf<SystemMessageRow>(
+    await executeWrite(
+      db,
+      sql`select * from lc_post_system_message(${chatId}, ${content}, ${data === null ? null : JSON.stringify(data)}::jsonb, ${clientMsgId})`,
+    ),
+  );
+  const first = rows[0];
+  if (!first) throw new Error("lc_post_system_message returned no row");
+  if (first.status === "created") {
+    const message = first.message!;
+    return {
+      status: "created",
+      message,
+      events: addressedEvents(rows, { type: "new_message", chat_id: chatId, message }),
+    };
+  }
+  if (first.status === "repeat") return { status: "repeat", message: first.message! };
+  return { status: first.status };
 }

@@ -3,7 +3,15 @@ import { ErrorCode } from "@listings-chat/shared";
 import { requireParticipant } from "../chats/repository.ts";
 import type { Database } from "../db/client.ts";
 import { toMessage } from "../db/rows.ts";
-import { blockedError, ChatError, listingClosedError, notFound, RateLimitedError, storing } from "../errors.ts";
+import {
+  blockedError,
+  ChatError,
+  listingClosedError,
+  notFound,
+  RateLimitedError,
+  storing,
+  userSuspendedError,
+} from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
 import { createRateLimiter, keptIfStored, type LimitedWrite, type RateLimiter } from "../limits/rate-limiter.ts";
 import { type ContentRules, createContentRules, defaultContentRulesOptions } from "../safety/content-rules.ts";
@@ -55,11 +63,17 @@ function unchanged(outcome: Exclude<ChangeOutcome, { status: "changed" }>): Mess
     case "not_found":
       throw notFound("message");
     case "forbidden":
-      throw new ChatError(ErrorCode.forbidden, 403, "only the sender can change a message");
+      throw new ChatError(
+        ErrorCode.forbidden,
+        403,
+        "only the sender can change a message (a system message is the platform's)",
+      );
     case "already_deleted":
       throw new ChatError(ErrorCode.conflict, 409, "a deleted message cannot be edited");
     case "blocked":
       throw blockedError();
+    case "suspended":
+      throw userSuspendedError();
   }
 }
 
@@ -148,6 +162,7 @@ export function createMessageService({
       if (outcome.status === "conflict") throw usedInAnotherChat();
       if (outcome.status === "blocked") throw blockedError();
       if (outcome.status === "listing_closed") throw listingClosedError();
+      if (outcome.status === "suspended") throw userSuspendedError();
       throw notFound("chat");
     },
 

@@ -1,20 +1,21 @@
-import { ErrorCode } from "@listings-chat/shared";
+import { clientMsgId, ErrorCode, listingStatuses, messageContent, storableText } from "@listings-chat/shared";
 import { Hono } from "hono";
 import { z } from "zod";
-import type { Database } from "../db/client.ts";
-import { listingStatuses } from "../db/schema.ts";
-import { ChatError, storing } from "../errors.ts";
-import { jsonBody, positiveInt } from "../http/validation.ts";
-import { putListing } from "./listings.ts";
+import { ChatError } from "../errors.ts";
+import { jsonBody, optionalJsonBody, positiveInt } from "../http/validation.ts";
+import type { PlatformService } from "./service.ts";
 
 /** The longest listing title, in characters (code points): marketplaces cap theirs at 70–100; room to spare. */
 export const LISTING_TITLE_MAX_CHARS = 200;
 /** The longest `url` or `image_url`: what browsers and CDNs reliably carry. */
 export const LISTING_URL_MAX_CHARS = 2048;
 
-/** No NUL (PostgreSQL cannot store it) and no half of a surrogate pair (UTF-8 cannot encode it). */
-const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-const storable = (s: string) => !s.includes("\u0000") && !loneSurrogate.test(s);
+/** The longest display name, in characters (code points). */
+export const DISPLAY_NAME_MAX_CHARS = 100;
+/** The largest `data` of a system message, as JSON in UTF-8 (CONTRACT §8). */
+export const SYSTEM_MESSAGE_DATA_MAX_BYTES = 4096;
+/** The longest reason of a platform delete or a suspension: for the platform's moderators. */
+export const REASON_MAX_CHARS = 1000;
 
 const isHttpUrl = (value: string) => {
   try {
@@ -36,7 +37,7 @@ export const putListingBody = z.object({
   title: z
     .string()
     .refine((s) => s.trim().length > 0, "must not be empty")
-    .refine(storable, "must not contain NUL characters or unpaired surrogates")
+    .refine(storableText, "must not contain NUL characters or unpaired surrogates")
     .refine((s) => [...s].length <= LISTING_TITLE_MAX_CHARS, `must be at most ${LISTING_TITLE_MAX_CHARS} characters`),
   // Minor units (cents) as a whole number, as the platform's payment side counts them: no float rounding.
   price_minor: z.number().int().nonnegative(),
@@ -47,19 +48,64 @@ export const putListingBody = z.object({
   status: z.enum(listingStatuses, { error: `must be one of ${listingStatuses.join(", ")}` }),
 });
 
-export interface PlatformDeps {
-  db: Database;
-}
+const userId = z.number().int().positive();
+const reason = z
+  .string()
+  .refine(storableText, "must not contain NUL characters or unpaired surrogates")
+  .refine((s) => [...s].length <= REASON_MAX_CHARS, `must be at most ${REASON_MAX_CHARS} characters`)
+  .nullish()
+  .transform((text) => text ?? null);
+
+/** `PUT /internal/chat/users/:id`: what chats show of the person; null (or absent) for none. */
+export const putPersonBody = z.object({
+  display_name: z
+    .string()
+    .refine((s) => s.trim().length > 0, "must not be empty (send null for no name)")
+    .refine(storableText, "must not contain NUL characters or unpaired surrogates")
+    .refine((s) => [...s].length <= DISPLAY_NAME_MAX_CHARS, `must be at most ${DISPLAY_NAME_MAX_CHARS} characters`)
+    .nullish()
+    .transform((name) => name ?? null),
+  avatar_url: httpUrl.nullish().transform((url) => url ?? null),
+});
+
+/** `POST /internal/chat/chats`: the seller is the listing's. */
+export const platformChatBody = z.object({ listing_id: userId, buyer_id: userId });
+
+/** `POST /internal/chat/chats/:id/messages`: a system message (CONTRACT §8). */
+export const systemMessageBody = z.object({
+  content: messageContent,
+  data: z
+    .record(z.string(), z.unknown(), { error: "must be a JSON object (or null)" })
+    .nullish()
+    .transform((data) => data ?? null)
+    .refine(
+      (data) => data === null || Buffer.byteLength(JSON.stringify(data)) <= SYSTEM_MESSAGE_DATA_MAX_BYTES,
+      `must be at most ${SYSTEM_MESSAGE_DATA_MAX_BYTES} bytes of JSON`,
+    ),
+  client_msg_id: clientMsgId.nullish().transform((id) => id ?? null),
+});
+
+/** `DELETE /internal/chat/messages/:id`: the reason is the platform's (kept, never shown). */
+export const platformDeleteBody = z.object({ reason });
+
+/** `POST /internal/chat/users/:id/suspend`: until when (absent or null: until lifted), and why. */
+export const suspendBody = z.object({
+  until: z.iso
+    .datetime({ offset: true, error: "must be an ISO-8601 time, e.g. 2026-12-31T23:59:59Z" })
+    .nullish()
+    .transform((until) => (until ? new Date(until) : null)),
+  reason,
+});
 
 /** The platform's voice (CONTRACT §8): the monolith's /internal routes, behind the internal token. */
-export function createPlatformRoutes({ db }: PlatformDeps) {
-  const platform = new Hono();
+export function createPlatformRoutes(platform: PlatformService) {
+  const routes = new Hono();
 
   // Upsert: 200 the listing whether it was created, changed or the same again (a retry is harmless).
-  platform.put("/internal/chat/listings/:id", async (c) => {
+  routes.put("/internal/chat/listings/:id", async (c) => {
     const id = positiveInt("listing id", c.req.param("id"));
     const body = await jsonBody(c, putListingBody);
-    const outcome = await storing(() => putListing(db, id, body));
+    const outcome = await platform.putListing(id, body);
     if (outcome.status === "seller_mismatch") {
       throw new ChatError(
         ErrorCode.sellerMismatch,
@@ -70,5 +116,41 @@ export function createPlatformRoutes({ db }: PlatformDeps) {
     return c.json(outcome.listing, 200);
   });
 
-  return platform;
+  routes.put("/internal/chat/users/:id", async (c) => {
+    const id = positiveInt("user id", c.req.param("id"));
+    return c.json(await platform.putPerson(id, await jsonBody(c, putPersonBody)), 200);
+  });
+
+  routes.post("/internal/chat/chats", async (c) => {
+    const body = await jsonBody(c, platformChatBody);
+    const { chat, created } = await platform.openChat(body.listing_id, body.buyer_id);
+    return c.json(chat, created ? 201 : 200);
+  });
+
+  routes.post("/internal/chat/chats/:id/messages", async (c) => {
+    const chatId = positiveInt("chat id", c.req.param("id"));
+    const body = await jsonBody(c, systemMessageBody);
+    const { message, created } = await platform.postSystemMessage(chatId, body.content, body.data, body.client_msg_id);
+    return c.json(message, created ? 201 : 200);
+  });
+
+  routes.delete("/internal/chat/messages/:id", async (c) => {
+    const messageId = positiveInt("message id", c.req.param("id"));
+    const body = await optionalJsonBody(c, platformDeleteBody);
+    return c.json(await platform.deleteMessage(messageId, body.reason), 200);
+  });
+
+  routes.post("/internal/chat/users/:id/suspend", async (c) => {
+    const id = positiveInt("user id", c.req.param("id"));
+    const body = await optionalJsonBody(c, suspendBody);
+    await platform.suspend(id, body.until, body.reason);
+    return c.body(null, 204);
+  });
+
+  routes.delete("/internal/chat/users/:id/suspend", async (c) => {
+    await platform.lift(positiveInt("user id", c.req.param("id")));
+    return c.body(null, 204);
+  });
+
+  return routes;
 }

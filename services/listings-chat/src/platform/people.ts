@@ -1,0 +1,22 @@
+import { sql } from "drizzle-orm";
+import type { Database } from "../db/client.ts";
+import { executeWrite } from "../db/retry.ts";
+import { people } from "../db/schema.ts";
+
+/** What chat lists show of a person (CONTRACT §8), as `PUT /internal/chat/users/:id` answers it. */
+export interface Person {
+  id: number;
+  display_name: string | null;
+  avatar_url: string | null;
+}
+
+/** Stores (or replaces) what chats show of user `id`; read from then on, no event (CONTRACT §8). */
+export async function putPerson(db: Database, id: number, fields: Omit<Person, "id">): Promise<Person> {
+  await executeWrite(
+    db,
+    sql`insert into ${people} (user_id, display_name, avatar_url) values (${id}, ${fields.display_name}, ${fields.avatar_url})
+        on conflict (user_id) do update
+        set display_name = excluded.display_name, avatar_url = excluded.avatar_url, updated_at = now()`,
+  );
+  return { id, ...fields };
+}
