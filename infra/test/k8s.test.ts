@@ -203,6 +203,7 @@ describe.each(RENDERINGS)("%s", (dir) => {
         "PodDisruptionBudget",
         "Service",
         "Service",
+        "Service",
         "ServiceMonitor",
         // PgBouncer: its settings, Deployment, Service, the ExternalName of PostgreSQL, PDB and NetworkPolicy.
         ...(dir.endsWith("-pgbouncer")
@@ -330,9 +331,18 @@ describe.each(RENDERINGS)("%s", (dir) => {
     const policy = byKind(manifests, "NetworkPolicy", "listings-chat-from-gateway-only");
     expect(policy.spec.podSelector.matchLabels).toEqual(chat.spec.selector.matchLabels);
     expect(policy.spec.policyTypes).toEqual(["Ingress"]);
-    const [fromGateway, fromPrometheus] = policy.spec.ingress;
+    const [fromGateway, fromPrometheus, fromPlatform] = policy.spec.ingress;
+    expect(policy.spec.ingress).toHaveLength(3);
     expect(fromGateway.from).toEqual([{ podSelector: { matchLabels: gateway.spec.selector.matchLabels } }]);
     expect(fromPrometheus.from[0].podSelector.matchLabels).toEqual({ "app.kubernetes.io/name": "prometheus" });
+    // The monolith's callers of /internal/chat/… (CONTRACT §8), through the load-balanced internal Service.
+    expect(fromPlatform.from).toEqual([
+      { namespaceSelector: {}, podSelector: { matchLabels: { "listings-chat/platform-client": "true" } } },
+    ]);
+    const internal = byKind(manifests, "Service", "listings-chat-internal");
+    expect(internal.spec.clusterIP).toBeUndefined();
+    expect(internal.spec.selector).toEqual(chat.spec.selector.matchLabels);
+    expect(internal.spec.ports[0].port).toBe(chatContainer.ports[0].containerPort);
     for (const rule of policy.spec.ingress) expect(rule.ports).toEqual([{ port: 8086, protocol: "TCP" }]);
 
     for (const name of ["listings-chat", "gateway"]) {
