@@ -52,10 +52,13 @@ const addedSinceExtraction = new Set<string>([
   "lc_chat_list(bigint,integer,boolean)",
   "lc_chat_listing_json(listings)",
   "lc_chat_view(chats,bigint)",
+  "lc_edit_message(bigint,bigint,text,text[],boolean)",
   "lc_listing_fanout_step(integer)",
+  "lc_open_chat(bigint,bigint,bigint,boolean,boolean,boolean)",
   "lc_platform_delete_message(bigint,text)",
   "lc_post_system_message(bigint,text,jsonb,text)",
   "lc_request_listing_fanout(bigint)",
+  "lc_send_messages(jsonb,boolean)",
   "lc_suspended(bigint)",
 ]);
 

@@ -20,13 +20,15 @@ BEGIN
   -- Two statements, not one with `archived = p_archived`: a plan kept for the session must see the partial
   -- index's predicate as a constant to use it.
   IF p_archived THEN
-    SELECT array_agg(p.chat_id), array_agg(p.unread_count) INTO v_chat_ids, v_unread
-    FROM (SELECT p.chat_id, p.unread_count FROM chat_participants p
+    SELECT array_agg(p.chat_id ORDER BY p.last_activity_at DESC, p.chat_id DESC),
+      array_agg(p.unread_count ORDER BY p.last_activity_at DESC, p.chat_id DESC) INTO v_chat_ids, v_unread
+    FROM (SELECT p.chat_id, p.unread_count, p.last_activity_at FROM chat_participants p
           WHERE p.user_id = p_user_id AND p.archived
           ORDER BY p.last_activity_at DESC, p.chat_id DESC LIMIT p_limit) p;
   ELSE
-    SELECT array_agg(p.chat_id), array_agg(p.unread_count) INTO v_chat_ids, v_unread
-    FROM (SELECT p.chat_id, p.unread_count FROM chat_participants p
+    SELECT array_agg(p.chat_id ORDER BY p.last_activity_at DESC, p.chat_id DESC),
+      array_agg(p.unread_count ORDER BY p.last_activity_at DESC, p.chat_id DESC) INTO v_chat_ids, v_unread
+    FROM (SELECT p.chat_id, p.unread_count, p.last_activity_at FROM chat_participants p
           WHERE p.user_id = p_user_id AND NOT p.archived
           ORDER BY p.last_activity_at DESC, p.chat_id DESC LIMIT p_limit) p;
   END IF;

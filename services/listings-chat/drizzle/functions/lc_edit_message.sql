@@ -5,9 +5,11 @@
 -- `blocked` while either participant blocks the other: an edit rewrites what the other side already has and
 -- tells them, so a blocked user could otherwise go on writing to the blocker through it. (0008)
 --
--- The status `suspended` while the platform suspends the user (0023). A system message's sender is the
--- platform's (0), so a user's edit of one is `forbidden`.
-CREATE OR REPLACE FUNCTION lc_edit_message(p_user_id bigint, p_message_id bigint, p_content text, p_flags text[])
+-- The five-argument form (0023): with `p_check_suspension`, the status `suspended` while the platform suspends
+-- the user. A system message's sender is the platform's (0), so a user's edit of one is `forbidden`. The
+-- four-argument form (the release before's callers) is this without the check.
+CREATE OR REPLACE FUNCTION lc_edit_message(p_user_id bigint, p_message_id bigint, p_content text, p_flags text[],
+  p_check_suspension boolean)
 RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -25,7 +27,7 @@ BEGIN
   IF m.sender_id <> p_user_id THEN
     status := 'forbidden'; RETURN NEXT; RETURN;
   END IF;
-  IF lc_suspended(p_user_id) THEN
+  IF p_check_suspension AND lc_suspended(p_user_id) THEN
     status := 'suspended'; RETURN NEXT; RETURN;
   END IF;
   PERFORM pg_advisory_xact_lock_shared(1010, lc_pair_key(c.buyer_id, c.seller_id));
@@ -45,4 +47,10 @@ BEGIN
   FROM lc_append_events(ARRAY[m.chat_id], ARRAY['message_edited'], ARRAY[m.id],
     ARRAY[jsonb_build_object('chat_id', m.chat_id, 'message', v_json)]) AS a;
 END
+$$;
+--> statement-breakpoint
+-- The four-argument form: as the release before 0023 called it, no suspension checked.
+CREATE OR REPLACE FUNCTION lc_edit_message(p_user_id bigint, p_message_id bigint, p_content text, p_flags text[])
+RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE sql AS $$
+  SELECT * FROM lc_edit_message(p_user_id, p_message_id, p_content, p_flags, false)
 $$;

@@ -11,11 +11,12 @@
 -- of 0008's flags:
 --   created, existing (with the chat), absent, blocked, listing_not_found, listing_closed. (0009)
 --
--- `suspended` while the platform suspends the buyer (lc_suspended), checked first; and each row's chat as that
--- row's user sees it (lc_chat_view: listing, the other's name, archived): the buyer's row first, and an
--- `existing` chat as the buyer sees it. (0023)
+-- Each row's chat as that row's user sees it (lc_chat_view: listing, the other's name, archived): the buyer's
+-- row first, and an `existing` chat as the buyer sees it. The six-argument form: with `p_check_suspension`,
+-- `suspended` while the platform suspends the buyer (lc_suspended), checked first; the five-argument form (the
+-- release before's callers, which know no `suspended`) is this without the check. (0023)
 CREATE OR REPLACE FUNCTION lc_open_chat(p_listing_id bigint, p_buyer_id bigint, p_seller_id bigint, p_listings_required boolean,
-  p_create boolean)
+  p_create boolean, p_check_suspension boolean)
 RETURNS TABLE (status text, chat jsonb, user_id bigint, event_id bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -24,7 +25,7 @@ DECLARE
   l listings;
   v_json jsonb;
 BEGIN
-  IF lc_suspended(p_buyer_id) THEN
+  IF p_check_suspension AND lc_suspended(p_buyer_id) THEN
     status := 'suspended'; RETURN NEXT; RETURN;
   END IF;
   PERFORM pg_advisory_xact_lock_shared(1011, lc_listing_key(p_listing_id));
@@ -74,4 +75,11 @@ BEGIN
     ARRAY[jsonb_build_object('chat', v_json)]) AS a
   ORDER BY a.user_id <> p_buyer_id;
 END
+$$;
+--> statement-breakpoint
+-- The five-argument form: as the release before 0023 called it, no suspension checked.
+CREATE OR REPLACE FUNCTION lc_open_chat(p_listing_id bigint, p_buyer_id bigint, p_seller_id bigint, p_listings_required boolean,
+  p_create boolean)
+RETURNS TABLE (status text, chat jsonb, user_id bigint, event_id bigint) LANGUAGE sql AS $$
+  SELECT * FROM lc_open_chat(p_listing_id, p_buyer_id, p_seller_id, p_listings_required, p_create, false)
 $$;

@@ -23,9 +23,11 @@
 -- each participant's unread count (in SET and in RETURNING), which grows with the square of a group-commit
 -- batch. (0011)
 --
--- One more status, `suspended`, while the platform suspends the sender (lc_suspended: a key probe per send);
--- and a recipient's archived chat comes back, in the update of their row the send makes anyway. (0023)
-CREATE OR REPLACE FUNCTION lc_send_messages(p_sends jsonb)
+-- The two-argument form (0023): with `p_check_suspension`, one more status, `suspended`, while the platform
+-- suspends the sender (lc_suspended: a key probe per send); and, either way, a recipient's archived chat comes
+-- back, in the update of their row the send makes anyway. The one-argument form (the release before's callers,
+-- which know no `suspended`) is this without the check.
+CREATE OR REPLACE FUNCTION lc_send_messages(p_sends jsonb, p_check_suspension boolean)
 RETURNS TABLE (ord bigint, status text, message jsonb, user_id bigint, event_id bigint, became_mutual boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -86,7 +88,7 @@ BEGIN
     END IF;
     -- Refused: a removed listing, a suspended sender, a block. A retry of a send stored before the refusal
     -- began still gets its message.
-    v_refusal := CASE WHEN v_closed THEN 'listing_closed' WHEN lc_suspended(x.sender_id) THEN 'suspended' END;
+    v_refusal := CASE WHEN v_closed THEN 'listing_closed' WHEN p_check_suspension AND lc_suspended(x.sender_id) THEN 'suspended' END;
     v_recipient := CASE WHEN c.buyer_id = x.sender_id THEN c.seller_id ELSE c.buyer_id END;
     IF v_refusal IS NULL THEN
       PERFORM pg_advisory_xact_lock_shared(1010, lc_pair_key(x.sender_id, v_recipient));
@@ -206,4 +208,11 @@ BEGIN
     unread_deltas
   ) AS a;
 END
+$$;
+--> statement-breakpoint
+-- The one-argument form: as the release before 0023 called it, no suspension checked.
+CREATE OR REPLACE FUNCTION lc_send_messages(p_sends jsonb)
+RETURNS TABLE (ord bigint, status text, message jsonb, user_id bigint, event_id bigint, became_mutual boolean)
+LANGUAGE sql AS $$
+  SELECT * FROM lc_send_messages(p_sends, false)
 $$;

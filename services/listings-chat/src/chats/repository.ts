@@ -57,7 +57,7 @@ export async function openChat(
   const rows = rowsOf<OpenRow>(
     await executeWrite(
       db,
-      sql`select * from lc_open_chat(${listingId}, ${buyerId}, ${sellerId}, ${listingsRequired}, ${create})`,
+      sql`select * from lc_open_chat(${listingId}, ${buyerId}, ${sellerId}, ${listingsRequired}, ${create}, true)`,
     ),
   );
   const first = rows[0];

@@ -70,7 +70,7 @@ export async function storeMessages(db: Database, sends: readonly SendRequest[])
   const batch = JSON.stringify(
     sends.map((s) => [s.senderId, s.chatId, s.content, s.clientMsgId, s.flags?.length ? s.flags : null]),
   );
-  const rows = rowsOf<SendRow>(await executeWrite(db, sql`select * from lc_send_messages(${batch}::jsonb)`));
+  const rows = rowsOf<SendRow>(await executeWrite(db, sql`select * from lc_send_messages(${batch}::jsonb, true)`));
   const byOrd = new Map<number, SendRow[]>();
   for (const row of rows) {
     const ord = Number(row.ord);
@@ -141,7 +141,7 @@ export async function editMessage(
   const result = await executeWrite(
     db,
     // sql.param: one text[] parameter (drizzle would spread a bare array into a list of parameters).
-    sql`select * from lc_edit_message(${userId}, ${messageId}, ${content}, ${sql.param([...flags])}::text[])`,
+    sql`select * from lc_edit_message(${userId}, ${messageId}, ${content}, ${sql.param([...flags])}::text[], true)`,
   );
   return changeOutcome(rowsOf<ChangeRow>(result), "message_edited");
 }
