@@ -3,6 +3,7 @@
  * its own buyer and `messagesPerChat` messages (buyer and seller in turn), with everything the write
  * functions would have kept: the events in both participants' streams (dense, in order), the newest message
  * on each chat, unread counts (the seller has read nothing, the buyers everything) and their totals.
+ * Where the schema has them (0023), each chat's listing and every participant's name are registered too.
  * Used by `npm run seed:big` (scripts/seed-big.ts), the plan tests and `npm run bench:big`.
  */
 import type pg from "pg";
@@ -98,6 +99,26 @@ export async function seedBigAccount(
        on conflict (user_id) do update set last_event_id = excluded.last_event_id, unread_total = excluded.unread_total`,
       params.slice(0, 3),
     );
+    // What the platform registers (CONTRACT §8, since 0023): each chat's listing and every participant's name,
+    // so that the chat list pays the lookups a marketplace's would (the listing, the other's name per chat).
+    const { rows } = await client.query<{ people: boolean }>("select to_regclass('people') is not null as people");
+    if (rows[0]?.people) {
+      await client.query(
+        `insert into listings (id, seller_id, title, price_minor, currency, image_url, url, status)
+         select s.listing_id, s.seller_id, 'Seeded listing ' || s.listing_id, 1000 + s.listing_id % 90000, 'EUR',
+                'https://img.marketplace.example/' || s.listing_id || '.jpg',
+                'https://marketplace.example/listings/' || s.listing_id, 'active'
+         from (select c.listing_id, c.seller_id from chats c join seeded sd on sd.id = c.id) s
+         on conflict (id) do nothing`,
+      );
+      await client.query(
+        `insert into people (user_id, display_name, avatar_url)
+         select u.user_id, 'Seeded user ' || u.user_id, 'https://img.marketplace.example/u/' || u.user_id || '.jpg'
+         from (select buyer_id as user_id from seeded union select $1::bigint) u
+         on conflict (user_id) do nothing`,
+        [sellerId],
+      );
+    }
     await client.query("commit");
   } catch (error) {
     await client.query("rollback");
