@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createAdaptorServer } from "@hono/node-server";
+import { getRequestListener } from "@hono/node-server";
 import {
   createInternalTokenCheck,
   createRedisClient,
@@ -15,6 +15,7 @@ import { createGatewayApp } from "./app.ts";
 import { createAccessTokenVerifier } from "./auth/access-token.ts";
 import { createMemoryReplayStore, createRedisReplayStore } from "./auth/replay-store.ts";
 import { createWsTokens } from "./auth/ws-token.ts";
+import { answerUnbuildableRequest, answerUnreadableRequestsAsJson } from "./client-errors.ts";
 import { createDevTokenSigner } from "./dev/dev-token.ts";
 import type { GatewayConfig } from "./env.ts";
 import { createGatewayMetrics, createGatewayTelemetry } from "./metrics.ts";
@@ -142,7 +143,8 @@ export async function startGateway(
     }
     return response;
   };
-  const server = createAdaptorServer({ fetch }) as Server;
+  // createAdaptorServer without its option-less error handler: what cannot become a Request is answered in JSON.
+  const server = createServer(getRequestListener(fetch, { errorHandler: answerUnbuildableRequest }));
   await startup.beforeListen();
   await listen(server, config.port, config.host, { reusePort: (config.workers ?? 1) > 1 });
   startup.done();
@@ -152,6 +154,7 @@ export async function startGateway(
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.keepAliveTimeout = 75_000;
+  answerUnreadableRequestsAsJson(server);
   // Every request is counted until its answer has been written out, so that a drain answers what it accepted.
   let requestsInFlight = 0;
   server.on("request", (_req, res) => {

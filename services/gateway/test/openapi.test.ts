@@ -3,6 +3,7 @@ import { devTokenRequestSchema, Limits, reportBody, sendMessageBody } from "@lis
 import { describe, expect, it } from "vitest";
 import { devTokenBody } from "../src/dev/dev-token.ts";
 import { buildOpenApiDocument, createDocsRoutes } from "../src/docs/openapi.ts";
+import { answerChecker } from "./support/openapi-answers.ts";
 
 type Json = Record<string, any>;
 
@@ -37,6 +38,9 @@ const contractOperations: [string, string][] = [
   ["/api/v1/chats/{id}/read", "post"],
   ["/api/v1/chats/unread", "get"],
   ["/api/v1/events", "get"],
+  // CONTRACT §8: the archive (the only public routes §8 adds).
+  ["/api/v1/chats/{id}/archive", "post"],
+  ["/api/v1/chats/{id}/archive", "delete"],
   // CONTRACT §10.
   ["/api/v1/users/{id}/block", "post"],
   ["/api/v1/users/{id}/block", "delete"],
@@ -204,7 +208,7 @@ describe("OpenAPI document of the gateway", () => {
     expect(errorBody.properties.error.properties.message.type).toBe("string");
 
     const with401 = operations(d).filter(([, , op]) => op.responses["401"]);
-    // ws-token (2), the upgrade, and the nine forwarded /api/v1 operations.
+    // ws-token (2), the upgrade, and every forwarded /api/v1 operation.
     expect(with401.map(([path, method]) => `${method} ${path}`).sort()).toEqual(
       contractOperations
         .filter(([path]) => path !== "/health" && path !== "/ready")
@@ -301,17 +305,22 @@ describe("OpenAPI document of the gateway", () => {
       "id",
       "chat_id",
       "sender_id",
+      "kind",
       "content",
+      "data",
+      "attachments",
       "client_msg_id",
       "created_at",
       "edited_at",
       "deleted_at",
+      "deleted_by",
     ]);
     expect(schemas.ChatSummary.properties.last_message).toEqual({
       anyOf: [{ $ref: "#/components/schemas/Message" }, { type: "null" }],
     });
     expect(Object.keys(schemas.ChatEvent.discriminator.mapping).sort()).toEqual([
       "chat_created",
+      "chat_updated",
       "message_deleted",
       "message_edited",
       "message_read",
@@ -341,5 +350,216 @@ describe("GET /api/docs", () => {
   it("answers nothing else", async () => {
     const res = await createDocsRoutes({ devAuth: false }).request("/api/docs/other");
     expect(res.status).toBe(404);
+  });
+});
+
+/** A message as CONTRACT §8 shapes it, to be bent into what the document must refuse. */
+const textMessage = {
+  id: 7,
+  chat_id: 3,
+  sender_id: 12,
+  kind: "text",
+  content: "is it still available?",
+  data: null,
+  attachments: [],
+  client_msg_id: "c-1",
+  created_at: "2026-12-07T03:00:00.000Z",
+  edited_at: null,
+  deleted_at: null,
+  deleted_by: null,
+};
+const systemMessage = {
+  ...textMessage,
+  id: 8,
+  sender_id: null,
+  kind: "system",
+  content: "Item sold",
+  data: { offer_id: 99, amount_minor: 1500 },
+  client_msg_id: "platform-1",
+};
+const chat = {
+  id: 3,
+  listing_id: 42,
+  buyer_id: 12,
+  seller_id: 7,
+  created_at: "2026-12-07T03:00:00.000Z",
+  last_activity_at: "2026-12-07T03:00:00.000Z",
+  listing: {
+    id: 42,
+    title: "Bike",
+    price_minor: 15000,
+    currency: "EUR",
+    image_url: null,
+    url: "https://example.com/l/42",
+    status: "sold",
+  },
+  peer: { id: 7, display_name: "Sam", avatar_url: null },
+  archived: false,
+};
+
+describe("the platform's voice (CONTRACT §8) in the document", () => {
+  it("documents the message of §8: kind, data, attachments, deleted_by, and sender_id null for the platform", () => {
+    const d = doc(false);
+    const message = d.components.schemas.Message;
+    expect(message.properties.sender_id.type).toEqual(["integer", "null"]);
+    expect(message.properties.kind.enum).toEqual(["text", "system", "image"]);
+    expect(message.properties.data.type).toEqual(["object", "null"]);
+    expect(message.properties.attachments).toMatchObject({
+      type: "array",
+      items: { $ref: "#/components/schemas/Attachment" },
+    });
+    expect(message.properties.deleted_by.enum).toEqual(["sender", "platform", null]);
+  });
+
+  it("documents the chat of §8: listing (or null), peer and archived, in every answer and event that carries one", () => {
+    const d = doc(false);
+    const schemas = d.components.schemas;
+    expect(schemas.Chat.required).toEqual(expect.arrayContaining(["listing", "peer", "archived"]));
+    expect(schemas.Chat.properties.listing).toMatchObject({
+      anyOf: [{ $ref: "#/components/schemas/ChatListing" }, { type: "null" }],
+    });
+    expect(schemas.Chat.properties.peer).toEqual({ $ref: "#/components/schemas/ChatPeer" });
+    expect(schemas.Chat.properties.archived.type).toBe("boolean");
+    expect(schemas.ChatListing.required).toEqual([
+      "id",
+      "title",
+      "price_minor",
+      "currency",
+      "image_url",
+      "url",
+      "status",
+    ]);
+    expect(schemas.ChatListing.properties.status.enum).toEqual(["active", "reserved", "sold", "removed"]);
+    expect(schemas.ChatPeer.required).toEqual(["id", "display_name", "avatar_url"]);
+    // The list's items, the open's answers and both events that carry a chat all have these fields.
+    expect(schemas.ChatSummary.required).toEqual(expect.arrayContaining(["listing", "peer", "archived"]));
+    const open = d.paths["/api/v1/chats"].post.responses;
+    for (const status of ["200", "201"]) {
+      expect(open[status].content["application/json"].schema).toEqual({ $ref: "#/components/schemas/Chat" });
+    }
+    expect(schemas.ChatCreatedEvent.properties.chat).toEqual({ $ref: "#/components/schemas/Chat" });
+    expect(schemas.ChatUpdatedEvent.properties.chat).toEqual({ $ref: "#/components/schemas/Chat" });
+    expect(schemas.ChatUpdatedEvent.properties.type.enum).toEqual(["chat_updated"]);
+    expect(schemas.ChatEvent.discriminator.mapping.chat_updated).toBe("#/components/schemas/ChatUpdatedEvent");
+  });
+
+  it("documents the archive: POST and DELETE /api/v1/chats/{id}/archive (204, 404) and GET /api/v1/chats?archived=1", () => {
+    const d = doc(false);
+    for (const method of ["post", "delete"]) {
+      const op = d.paths["/api/v1/chats/{id}/archive"][method];
+      expect(op.requestBody, method).toBeUndefined();
+      expect(op.parameters.find((p: Json) => p.in === "path")).toMatchObject({ name: "id", required: true });
+      expect(op.responses["204"].content, method).toBeUndefined();
+      expect(Object.keys(op.responses).sort(), method).toEqual(["204", "400", "401", "404", "502", "503", "504"]);
+      expect(op.description).toContain("chat_updated");
+    }
+    const archived = queryParam(d.paths["/api/v1/chats"].get, "archived");
+    expect(archived.required).toBe(false);
+    expect(archived.schema.enum).toContain("1");
+  });
+
+  it("names each refusal §8 adds, on the route and status that answers it", () => {
+    const d = doc(false);
+    const description = (path: string, method: string, status: number) =>
+      String(d.paths[path][method].responses[String(status)]?.description);
+    const refusals: [string, string, number, string][] = [
+      ["/api/v1/chats/{id}/messages", "post", 403, "`user_suspended`"],
+      ["/api/v1/messages/{id}", "patch", 403, "`user_suspended`"],
+      ["/api/v1/chats", "post", 403, "`user_suspended`"],
+      ["/api/v1/chats/{id}/messages", "post", 409, "`listing_closed`"],
+      ["/api/v1/chats", "post", 409, "`listing_closed`"],
+      ["/api/v1/chats", "post", 404, "`listing_not_found`"],
+      ["/api/v1/messages/{id}", "patch", 403, "system message (`forbidden`)"],
+      ["/api/v1/messages/{id}", "delete", 403, "system message (`forbidden`)"],
+    ];
+    for (const [path, method, status, words] of refusals) {
+      expect(description(path, method, status), `${method} ${path} ${status}`).toContain(words);
+    }
+    // Suspension leaves reads, mark-read and deleting one's own messages alone.
+    for (const [path, method] of [
+      ["/api/v1/chats", "get"],
+      ["/api/v1/chats/{id}/messages", "get"],
+      ["/api/v1/chats/{id}/read", "post"],
+      ["/api/v1/events", "get"],
+      ["/api/v1/messages/{id}", "delete"],
+    ] as const) {
+      expect(JSON.stringify(d.paths[path][method].responses), `${method} ${path}`).not.toContain("user_suspended");
+    }
+  });
+
+  it.each([false, true])(
+    "has no /internal route: the platform's API is not reachable through the gateway (devAuth %s)",
+    (devAuth) => {
+      const d = doc(devAuth);
+      const paths = Object.keys(d.paths);
+      expect(paths.filter((p) => p.toLowerCase().includes("internal"))).toEqual([]);
+      expect(JSON.stringify(d.components.securitySchemes)).not.toMatch(/internal/i);
+      expect(d.info.description).toContain("`/internal/…` always answers 404");
+    },
+  );
+});
+
+describe("the answer checker (support/openapi-answers.ts) against the document", () => {
+  const check = answerChecker(doc(false));
+  const messages = "/api/v1/chats/{id}/messages";
+
+  it("accepts the shapes of CONTRACT §8: a person's message, a system message, one the platform deleted, a chat", () => {
+    expect(check.problems(messages, "post", 201, textMessage)).toEqual([]);
+    expect(check.problems(messages, "get", 200, { messages: [systemMessage, textMessage], has_more: false })).toEqual(
+      [],
+    );
+    const deleted = { ...textMessage, content: "", deleted_at: "2026-12-07T03:01:00Z", deleted_by: "platform" };
+    expect(check.problems("/api/v1/messages/{id}", "delete", 200, deleted)).toEqual([]);
+    expect(check.problems("/api/v1/chats", "post", 201, chat)).toEqual([]);
+    expect(check.problems("/api/v1/chats", "post", 200, { ...chat, listing: null })).toEqual([]);
+    expect(check.problems("/api/v1/chats/{id}/archive", "post", 204, undefined)).toEqual([]);
+    expect(
+      check.problems("/api/v1/events", "get", 200, {
+        events: [
+          { type: "chat_updated", event_id: 4, chat: { ...chat, archived: true } },
+          { type: "new_message", event_id: 5, chat_id: 3, message: systemMessage },
+        ],
+        last_event_id: 5,
+        has_more: false,
+      }),
+    ).toEqual([]);
+    expect(
+      check.problems(messages, "post", 403, { error: { code: "user_suspended", message: "suspended until …" } }),
+    ).toEqual([]);
+  });
+
+  it("refuses what the document does not allow (so that a pass means something)", () => {
+    const { kind: _kind, ...noKind } = textMessage;
+    const { peer: _peer, ...noPeer } = chat;
+    const cases: [string, string, number, unknown, RegExp][] = [
+      [messages, "post", 201, noKind, /must have required property 'kind'/],
+      [messages, "post", 201, { ...textMessage, kind: "robot" }, /kind must be equal to one of the allowed values/],
+      [messages, "post", 201, { ...textMessage, attachments: null }, /attachments must be array/],
+      [messages, "post", 201, { ...textMessage, deleted_by: "moderator" }, /deleted_by must be equal to one of/],
+      [messages, "post", 201, { ...textMessage, data: "offer" }, /data must be object,null/],
+      [messages, "post", 201, { ...textMessage, created_at: "yesterday" }, /created_at must match format "date-time"/],
+      ["/api/v1/chats", "post", 201, noPeer, /must have required property 'peer'/],
+      ["/api/v1/chats", "post", 201, { ...chat, archived: "no" }, /archived must be boolean/],
+      ["/api/v1/chats", "post", 201, { ...chat, listing: { ...chat.listing, status: "gone" } }, /status must be/],
+      [
+        "/api/v1/events",
+        "get",
+        200,
+        { events: [{ type: "chat_updated", event_id: 4, chat: noPeer }], last_event_id: 4, has_more: false },
+        /required property 'peer'/,
+      ],
+      ["/api/v1/chats/{id}/archive", "post", 200, chat, /status not documented/],
+      ["/api/v1/chats/{id}/archive", "post", 204, chat, /the document says no body/],
+      [messages, "post", 418, { error: { code: "teapot", message: "x" } }, /status not documented/],
+      [messages, "post", 403, { error: { code: "suspended", message: "x" } }, /the code `suspended` is not named/],
+      [messages, "post", 403, { error: { code: "user_suspended" } }, /must have required property 'message'/],
+      ["/internal/chat/users/{id}/suspend", "post", 204, undefined, /is not in the document/],
+    ];
+    for (const [path, method, status, body, problem] of cases) {
+      const found = check.problems(path, method, status, body);
+      expect(found.join("\n"), `${method} ${path} ${status} ${String(JSON.stringify(body)).slice(0, 60)}`).toMatch(
+        problem,
+      );
+    }
   });
 });

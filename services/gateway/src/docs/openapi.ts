@@ -1,5 +1,6 @@
 /**
- * The OpenAPI 3.1 document of the gateway's PUBLIC HTTP API (CONTRACT §2–§4), generated from the zod
+ * The OpenAPI 3.1 document of the gateway's PUBLIC HTTP API (CONTRACT §2–§4, §10, and §8's archive and the
+ * shapes it adds; never §8's `/internal/chat/…` routes, which the gateway refuses), generated from the zod
  * schemas the code validates with (request bodies, `shared/src/protocol.ts`) and the response schemas of
  * `shared/src/api-schemas.ts`. Served as JSON at `GET /api/docs`.
  *
@@ -116,9 +117,12 @@ const forwardedErrors: Record<string, ResponseConfig> = {
   504: error("the chat instance did not answer in time (`upstream_timeout`)"),
 };
 const badRequest = error("validation failed (`validation_failed`, `bad_json`)");
-const notParticipant = error("not found, or the caller is not a participant (the two are not told apart)");
+const notParticipant = error("not found, or the caller is not a participant (`not_found`: the two are not told apart)");
 const storageUnavailable = error("the message store is unavailable (`storage_unavailable`); retry shortly");
-const blocked = error("either of the two users blocks the other (`blocked`)");
+const contentRejected = error("a content rule with the action `reject` matched (`content_rejected`, naming the rule)");
+/** CONTRACT §8: the platform's suspension refuses a user's sends, edits and chat opens (reads go on). */
+const suspended = "the platform suspended you (`user_suspended`; reads go on)";
+const blockedOrSuspended = error(`either of the two users blocks the other (\`blocked\`), or ${suspended}`);
 
 /** Either credential of CONTRACT §2 will do. */
 const accessTokenSecurity: Record<string, string[]>[] = [{ bearerAuth: [] }, { cookieAuth: [] }];
@@ -207,7 +211,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       200: ok("the existing chat", chatSchema),
       201: ok("a new chat", chatSchema),
       400: error("validation failed, or chatting with oneself (`self_chat`)"),
-      403: blocked,
+      403: blockedOrSuspended,
       404: error(
         "the listing is sold by another seller, or (LISTINGS_REQUIRED=1) the platform never registered it (`listing_not_found`)",
       ),
@@ -223,8 +227,19 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     operationId: "listChats",
     tags: ["chats"],
     summary: "My chats, newest activity first, each with last_message and unread_count",
+    description:
+      "Each chat has `listing` (null while the platform has not registered it), `peer` (the other participant) " +
+      "and `archived`. Archived chats are left out unless `archived=1`, which lists only them.",
     security: accessTokenSecurity,
-    request: { query: z.object({ limit: pageLimit(100, 500) }) },
+    request: {
+      query: z.object({
+        limit: pageLimit(100, 500),
+        archived: z
+          .enum(["0", "1", "false", "true"])
+          .optional()
+          .meta({ description: "`1` (or `true`): only the chats I archived; absent, `0` or `false`: the others" }),
+      }),
+    },
     responses: {
       200: ok("my chats", chatsListSchema),
       400: badRequest,
@@ -277,19 +292,25 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     tags: ["messages"],
     summary: "Send a message",
     description:
-      "Stored, then delivered as `new_message` to every participant's sockets. Sends are limited to " +
-      `${Limits.sendsPerMinute} a minute per user, REST and WebSocket together.`,
+      "Stored, then delivered as `new_message` to every participant's sockets (it brings the chat back from " +
+      "the other participant's archive). Sends are limited to " +
+      `${Limits.sendsPerMinute} a minute per user, REST and WebSocket together. A user's message has \`kind: "text"\`; ` +
+      '`kind: "system"` (`sender_id: null`, with `data`) comes from the platform only.',
     security: accessTokenSecurity,
     request: { params: idParams("chat"), body: { required: true, content: json(sendMessageRequest) } },
     responses: {
       200: ok("a repeated client_msg_id of the same sender: the same message again", messageSchema),
       201: ok("the stored message", messageSchema),
-      400: error(`empty, only white space, or over ${Limits.maxContentChars} characters; or another bad field`),
-      403: blocked,
+      400: error(
+        `empty, only white space, or over ${Limits.maxContentChars} characters; or another bad field ` +
+          "(`validation_failed`, `bad_json`)",
+      ),
+      403: blockedOrSuspended,
       404: notParticipant,
       409: error(
         "client_msg_id already used in another chat (`conflict`), or the chat's listing was removed (`listing_closed`)",
       ),
+      422: contentRejected,
       429: {
         description: "too many messages (`rate_limited`)",
         headers: z.object({ "Retry-After": z.number().int().positive().meta({ description: "seconds" }) }),
@@ -317,6 +338,40 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     },
   });
 
+  for (const [method, summary, description] of [
+    [
+      "post",
+      "Archive a chat (for me only)",
+      "Hides the chat from my `GET /api/v1/chats` (`archived=1` lists it) and from no one else's. A new " +
+        "message in it from anyone but me (the other participant, or the platform) brings it back: that " +
+        "`new_message` is the signal, no `chat_updated` follows. My own devices hear `chat_updated` with " +
+        "`archived: true`. Archiving an archived chat changes nothing.",
+    ],
+    [
+      "delete",
+      "Restore an archived chat",
+      "My own devices hear `chat_updated` with `archived: false`. Restoring a chat that is not archived changes nothing.",
+    ],
+  ] as const) {
+    registry.registerPath({
+      method,
+      path: "/api/v1/chats/{id}/archive",
+      operationId: method === "post" ? "archiveChat" : "unarchiveChat",
+      tags: ["chats"],
+      summary,
+      description,
+      security: accessTokenSecurity,
+      request: { params: idParams("chat") },
+      responses: {
+        204: { description: "done (or nothing to do)" },
+        400: badRequest,
+        404: notParticipant,
+        ...forwardedErrors,
+        503: storageUnavailable,
+      },
+    });
+  }
+
   registry.registerPath({
     method: "patch",
     path: "/api/v1/messages/{id}",
@@ -328,9 +383,13 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     responses: {
       200: ok("the edited message", messageSchema),
       400: badRequest,
-      403: error("the other participant's message (`forbidden`), or either participant blocks the other (`blocked`)"),
+      403: error(
+        "the other participant's message or a system message (`forbidden`), either participant blocks the other " +
+          `(\`blocked\`), or ${suspended}`,
+      ),
       404: notParticipant,
       409: error("the message is deleted (`conflict`)"),
+      422: contentRejected,
       ...forwardedErrors,
       503: storageUnavailable,
     },
@@ -347,7 +406,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     responses: {
       200: ok("the deleted message (empty content); deleting twice answers it again", messageSchema),
       400: badRequest,
-      403: error("the other participant's message (`forbidden`)"),
+      403: error("the other participant's message or a system message (`forbidden`)"),
       404: notParticipant,
       ...forwardedErrors,
       503: storageUnavailable,
@@ -509,7 +568,10 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       description:
         "The public HTTP API of the gateway (CONTRACT §2–§4, §10). `/api/v1` is forwarded to a chat instance once " +
         'the access token is verified. Every error has the body `{"error": {"code", "message"}}`. ' +
-        `\`/internal/…\` always answers 404. WebSocket frames: ${WS_FRAMES_DOC}.`,
+        "`/internal/…` always answers 404: the platform's internal API (CONTRACT §8: listings, people, " +
+        "platform-opened chats, system messages, platform deletes, suspensions) is on the chat port only, " +
+        "behind `X-Internal-Token`, and is not part of this document (README, “The platform's voice”). " +
+        `WebSocket frames: ${WS_FRAMES_DOC}.`,
     },
     tags: [
       { name: "websocket", description: "ws-tokens and the upgrade" },
