@@ -2,6 +2,9 @@
  * `npm start`: both services in the foreground, their output prefixed, and a copy-paste example once
  * both answer `/health`. SIGINT/SIGTERM go to both; when either exits, the other is stopped and this
  * script exits with the code of the one that exited first.
+ *
+ * In development (DEV_AUTH=1, NODE_ENV not production) it then seeds the demo: a few listings, people, chats
+ * and a system message through the internal API (services/gateway/src/dev/seed.ts; DEMO_SEED=0 skips it).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
@@ -161,6 +164,19 @@ if (!stopping) {
   const devToken = (user: number) =>
     `$(curl -s -X POST ${gatewayUrl}/api/dev/token ${json} -d '{"user_id":${user}}' | ${field("access_token")})`;
   const devAuth = (env.DEV_AUTH ?? "1") === "1";
+  let seeded: string[] = [];
+  if (devAuth && env.NODE_ENV !== "production" && env.DEMO_SEED !== "0") {
+    try {
+      const { seedDemo, seedSummary } = await import("../services/gateway/src/dev/seed.ts");
+      await seedDemo({ chatUrl, gatewayUrl, internalToken: env.INTERNAL_TOKEN ?? DevDefaults.internalToken });
+      seeded = [...seedSummary(gatewayUrl), ""];
+    } catch (error) {
+      seeded = [
+        `  demo seed failed (the services run on): ${error instanceof Error ? error.message : String(error)}`,
+        "",
+      ];
+    }
+  }
   const lines = [
     "",
     paint(1, "listings-chat is running"),
@@ -168,13 +184,14 @@ if (!stopping) {
     `  chat service  ${chatUrl}   internal: reached through the gateway only`,
     `  stats         curl -s ${chatUrl}/internal/chat/ws/stats ${tokenHeader}; echo`,
     "",
+    ...seeded,
     ...(devAuth
       ? [
           `${paint(1, "Try it")} (paste into a shell at the repo root; dev tokens stand in for the monolith's):`,
           "",
           "  # 1. access tokens for a buyer (user 1) and a seller (user 7)",
           `  BUYER=${devToken(1)}; SELLER=${devToken(7)}`,
-          "  # 2. the buyer opens a chat about listing 42 (201 new, 200 the existing one)",
+          "  # 2. the buyer opens a chat about listing 42 (201 new, 200 the existing one: the demo seed's)",
           `  CHAT_ID=$(curl -s -X POST ${gatewayUrl}/api/v1/chats -H "Authorization: Bearer $BUYER" ${json} -d '{"listing_id":42,"seller_id":7}' | tee /dev/stderr | ${field("id")}); echo`,
           "  # 3. the seller connects: a single-use ws-token, then the WebSocket (in the background, printing frames)",
           `  WS_TOKEN=$(curl -s -X POST ${gatewayUrl}/api/v2/ws-token -H "Authorization: Bearer $SELLER" | ${field("token")})`,

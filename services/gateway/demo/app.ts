@@ -12,12 +12,21 @@
  * (inline forms, no dialogs); the other person can be blocked and unblocked. Whom this user blocks comes
  * from `GET /api/v1/blocks` at sign-in, then from the `user_blocked` / `user_unblocked` events that every
  * device of this user hears. A user who is blocked is told nothing until a send is refused `blocked`.
+ *
+ * The platform's voice (CONTRACT §8): each chat shows its listing (photo, title, price, a sold / reserved /
+ * removed badge) and the other person's name and avatar ("User N" while the platform has not named them);
+ * system messages are drawn centred, without a bubble; a chat can be archived (the "Archived" list), and
+ * comes back by itself when someone else writes in it. A suspended user and a removed listing are said in
+ * words, and the send form is closed while they last.
  */
 import {
   type Chat,
   type ChatEvent,
+  type ChatListing,
+  type ChatPeer,
   type ChatSummary,
   ErrorCode,
+  type ListingStatus,
   type Message,
   type ReportReason,
   reportReasons,
@@ -30,6 +39,9 @@ const TYPING_EXPIRES_MS = 5_000;
 /** Older messages are loaded when the list is scrolled this close to its top. */
 const LOAD_OLDER_WITHIN_PX = 48;
 const SESSION_KEY = "listings-chat-demo";
+/** What a suspended user reads, above the list and in place of the send form (CONTRACT §8). */
+const SUSPENDED_TEXT =
+  "Your account is suspended: you can read your chats, but not send messages, edit them or start new chats.";
 
 // ---------------------------------------------------------------------------------------------------
 // Elements
@@ -59,6 +71,11 @@ const ui = {
   openChatSeller: element<HTMLInputElement>("open-chat-seller"),
   chatList: element<HTMLUListElement>("chat-list"),
   noChats: element("no-chats"),
+  chatListTitle: element("chat-list-title"),
+  archivedToggle: element<HTMLButtonElement>("archived-toggle"),
+  suspendedBanner: element("suspended-banner"),
+  archiveChat: element<HTMLButtonElement>("archive-chat"),
+  chatListing: element("chat-listing"),
   chatView: element("chat-view"),
   chatPlaceholder: element("chat-placeholder"),
   chatTitle: element("chat-title"),
@@ -113,7 +130,12 @@ function record(event: ChatEvent) {
     debug.anomalies.push(anomaly);
     console.error(`chat demo: ${anomaly}: the client promised every event once, in order`);
   }
-  const chatId = event.type === "chat_created" ? event.chat.id : "chat_id" in event ? event.chat_id : undefined;
+  const chatId =
+    event.type === "chat_created" || event.type === "chat_updated"
+      ? event.chat.id
+      : "chat_id" in event
+        ? event.chat_id
+        : undefined;
   const messageId =
     event.type === "message_read" ? event.message_id : "message" in event ? event.message.id : undefined;
   debug.events.push({ event_id: event.event_id, type: event.type, chat_id: chatId, message_id: messageId });
@@ -159,6 +181,12 @@ interface Session {
   refusedBy: Set<number>;
   /** What this user reported since sign-in (`message:12`, `chat:3`, `user:7`): shown as "Reported". */
   reported: Set<string>;
+  /** The list shows the archived chats (`GET /api/v1/chats?archived=1`) instead of the others. */
+  showArchived: boolean;
+  /** The platform suspended this user (the client's `suspended` event): reads only. */
+  suspended: boolean;
+  /** Chats whose sends were refused `listing_closed` before the page heard that their listing was removed. */
+  closedChats: Set<number>;
   off: (() => void)[];
 }
 
@@ -166,21 +194,126 @@ let session: Session | undefined;
 
 const otherParticipant = (chat: Chat, me: number) => (chat.buyer_id === me ? chat.seller_id : chat.buyer_id);
 
-/** The chat in words: which listing, which side of it this user is on, and with whom. */
+/** What the platform calls a person (CONTRACT §8), or "User N" while it has not named them. */
+const nameOf = (peer: Pick<ChatPeer, "id" | "display_name"> | undefined, userId: number) =>
+  peer?.id === userId && peer.display_name ? peer.display_name : `User ${userId}`;
+
+/** The other participant's name, as this user sees them. */
+const peerName = (chat: Chat, me: number) => nameOf(chat.peer, otherParticipant(chat, me));
+
+/** The chat in words: which side of the listing this user is on, and with whom. */
 function chatInWords(chat: Chat, me: number): string {
-  return chat.buyer_id === me
-    ? `Buying listing #${chat.listing_id} from User ${chat.seller_id}`
-    : `Selling listing #${chat.listing_id} to User ${chat.buyer_id}`;
+  const name = peerName(chat, me);
+  return chat.buyer_id === me ? `Buying from ${name}` : `Selling to ${name}`;
+}
+
+/** The person's picture, or their initials in a circle when the platform gave none (or it does not load). */
+function avatar(peer: ChatPeer | undefined, userId: number, size: "small" | "large" = "small"): HTMLSpanElement {
+  const name = nameOf(peer, userId);
+  const box = make("span", `avatar ${size}`);
+  box.dataset.testid = "avatar";
+  const initials = name
+    .split(/\s+/)
+    .filter(Boolean)
+    .slice(0, 2)
+    .map((word) => [...word][0]?.toUpperCase() ?? "")
+    .join("");
+  box.textContent = /^User \d+$/.test(name) ? "#" : initials;
+  const url = peer?.id === userId ? peer.avatar_url : null;
+  if (url) {
+    const img = make("img");
+    img.alt = "";
+    img.src = url;
+    img.addEventListener("error", () => img.remove());
+    box.append(img);
+  }
+  return box;
+}
+
+/** Digits after the decimal point of a currency (2 for EUR, 0 for JPY), as Intl knows it. */
+function minorDigits(currency: string): number {
+  try {
+    return new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits ?? 2;
+  } catch {
+    return 2;
+  }
+}
+
+/** `price_minor` (cents) in the user's own notation: 45000 EUR → "€450.00" (en-US), "450,00 €" (de-DE). */
+function formatPrice(priceMinor: number, currency: string): string {
+  const value = priceMinor / 10 ** minorDigits(currency);
+  try {
+    return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(value);
+  } catch {
+    return `${value} ${currency}`;
+  }
+}
+
+const STATUS_LABELS: Record<ListingStatus, string | null> = {
+  active: null,
+  reserved: "reserved",
+  sold: "sold",
+  removed: "removed",
+};
+
+/**
+ * The listing a chat is about: photo, title, price and a badge unless active. `compact` in the chat list;
+ * at the top of the open chat the title links to the listing on the platform. Unregistered: its number.
+ */
+function listingCard(listing: ChatListing | null, listingId: number, compact: boolean): HTMLElement {
+  const card = make("div", `listing-card${compact ? " compact" : ""}`);
+  card.dataset.testid = "listing-card";
+  card.dataset.listingId = String(listingId);
+  card.dataset.status = listing?.status ?? "unregistered";
+  const photo = make("span", "listing-photo");
+  photo.dataset.testid = "listing-photo";
+  if (listing?.image_url) {
+    const img = make("img");
+    img.alt = listing.title;
+    img.src = listing.image_url;
+    img.addEventListener("error", () => img.remove());
+    photo.append(img);
+  }
+  const text = make("span", "listing-text");
+  const titleText = listing ? listing.title : `Listing #${listingId}`;
+  let title: HTMLElement;
+  if (listing && !compact) {
+    const link = make("a", "listing-title", titleText);
+    link.href = listing.url;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    title = link;
+  } else {
+    title = make("span", "listing-title", titleText);
+  }
+  title.dataset.testid = "listing-title";
+  const line = make("span", "listing-line");
+  if (listing) {
+    const price = make("span", "listing-price", formatPrice(listing.price_minor, listing.currency));
+    price.dataset.testid = "listing-price";
+    line.append(price);
+    const label = STATUS_LABELS[listing.status];
+    if (label) {
+      const badge = make("span", `listing-badge ${listing.status}`, label);
+      badge.dataset.testid = "listing-badge";
+      line.append(" ", badge);
+    }
+  } else {
+    line.append(make("span", "muted", "not on the platform yet"));
+  }
+  text.append(title, line);
+  card.append(photo, text);
+  return card;
 }
 
 /** A dot that is green while the other person is online. */
-function presenceDot(s: Session, userId: number): HTMLSpanElement {
+function presenceDot(s: Session, userId: number, peer?: ChatPeer): HTMLSpanElement {
   const online = s.online.has(userId);
   const dot = make("span", `presence${online ? " online" : ""}`);
   dot.dataset.testid = "presence";
   dot.dataset.userId = String(userId);
   dot.dataset.online = String(online);
-  dot.title = `User ${userId} is ${online ? "online" : "offline"}`;
+  dot.title = `${nameOf(peer, userId)} is ${online ? "online" : "offline"}`;
   dot.setAttribute("aria-label", dot.title);
   return dot;
 }
@@ -225,49 +358,70 @@ function upsertChat(s: Session, chat: Chat, lastMessage?: Message) {
 }
 
 function renderChatList(s: Session) {
-  const chats = [...s.chats.values()].sort(
-    (a, b) => b.last_activity_at.localeCompare(a.last_activity_at) || b.id - a.id,
-  );
+  const all = [...s.chats.values()];
+  const archivedCount = all.filter((chat) => chat.archived).length;
+  const chats = all
+    .filter((chat) => chat.archived === s.showArchived)
+    .sort((a, b) => b.last_activity_at.localeCompare(a.last_activity_at) || b.id - a.id);
+  ui.chatListTitle.textContent = s.showArchived ? "Archived chats" : "Chats";
+  ui.archivedToggle.textContent = s.showArchived ? "← All chats" : `Archived (${archivedCount})`;
+  ui.archivedToggle.setAttribute("aria-pressed", String(s.showArchived));
+  ui.archivedToggle.dataset.count = String(archivedCount);
+  ui.chatList.dataset.list = s.showArchived ? "archived" : "main";
   const items = chats.map((chat) => {
     const li = make("li");
     const button = make("button");
     button.type = "button";
     button.dataset.testid = "chat-item";
     button.dataset.chatId = String(chat.id);
+    button.dataset.archived = String(chat.archived);
     button.setAttribute("aria-current", String(s.view?.chat.id === chat.id));
-    const title = make("span", "title");
     const other = otherParticipant(chat, s.userId);
-    title.append(presenceDot(s, other), chatInWords(chat, s.userId));
+    const title = make("span", "title");
+    const name = make("span", "peer-name", peerName(chat, s.userId));
+    name.dataset.testid = "peer-name";
+    const role = make("span", "role muted", chat.buyer_id === s.userId ? " · buying" : " · selling");
+    title.append(avatar(chat.peer, other), presenceDot(s, other, chat.peer), name, role);
     const blocked = s.blocked.has(other);
     button.dataset.blocked = String(blocked);
     if (blocked) {
       const tag = make("span", "blocked-tag", "blocked");
       tag.dataset.testid = "chat-blocked";
-      tag.title = `You blocked User ${other}`;
+      tag.title = `You blocked ${peerName(chat, s.userId)}`;
       title.append(" ", tag);
     }
     const unread = s.client.unread.chats[String(chat.id)] ?? 0;
     const badge = make("span", "badge", String(unread));
     badge.dataset.testid = "chat-unread";
     badge.hidden = unread === 0;
-    const preview = make("span", "preview", chat.last_message ? previewOf(chat.last_message, s.userId) : "no messages");
-    button.append(title, badge, preview);
+    const preview = make(
+      "span",
+      "preview",
+      chat.last_message ? previewOf(chat.last_message, s.userId, chat) : "no messages",
+    );
+    preview.dataset.testid = "chat-preview";
+    button.append(title, badge, listingCard(chat.listing, chat.listing_id, true), preview);
     button.addEventListener("click", () => void selectChat(s, chat));
     li.append(button);
     return li;
   });
   ui.chatList.replaceChildren(...items);
+  ui.noChats.textContent = s.showArchived ? "No archived chats." : "No chats yet.";
   ui.noChats.hidden = items.length > 0;
 }
 
-function previewOf(message: Message, me: number): string {
-  const who = message.sender_id === me ? "you" : `user ${message.sender_id}`;
-  return `${who}: ${message.deleted_at ? "(deleted)" : message.content}`;
+function previewOf(message: Message, me: number, chat: Chat): string {
+  const text = message.deleted_at ? "(deleted)" : message.content;
+  if (message.kind === "system" || message.sender_id === null) return text;
+  const who = message.sender_id === me ? "you" : nameOf(chat.peer, message.sender_id);
+  return `${who}: ${text}`;
 }
 
+/** Both lists (the main one and the archived one): the page shows either from memory. */
 async function refreshChats(s: Session) {
-  const chats = await s.client.api.listChats();
+  const [main, archived] = await Promise.all([s.client.listChats(), s.client.listChats({ archived: true })]);
   if (session !== s) return;
+  const chats = [...main, ...archived];
   // "Contact a seller" is where a new user starts; once there are chats it stays folded until asked for.
   if (chats.length === 0 && s.chats.size === 0) ui.openChat.open = true;
   for (const chat of chats) {
@@ -287,13 +441,42 @@ function tickOf(s: Session, message: Message): { text: string; state: "sent" | "
   return readUpTo >= message.id ? { text: "✓✓", state: "read" } : { text: "✓", state: "sent" };
 }
 
+/** The platform's voice: centred, no bubble, no actions; its data in one short line when there is some. */
+function fillSystemItem(li: HTMLLIElement, message: Message) {
+  li.className = `message system${message.deleted_at ? " deleted" : ""}`;
+  li.dataset.testid = "message";
+  li.dataset.messageId = String(message.id);
+  li.dataset.senderId = "platform";
+  li.dataset.kind = "system";
+  const content = make("span", "content", message.deleted_at ? "message removed" : message.content);
+  content.dataset.testid = "message-content";
+  const meta = make("span", "meta");
+  const time = make("time", undefined, new Date(message.created_at).toLocaleTimeString([], { timeStyle: "short" }));
+  time.dateTime = message.created_at;
+  meta.append(time);
+  li.replaceChildren(content);
+  const data = message.data && !message.deleted_at ? Object.entries(message.data) : [];
+  if (data.length > 0) {
+    const compact = data
+      .map(([key, value]) => `${key}: ${typeof value === "object" ? JSON.stringify(value) : String(value)}`)
+      .join(" · ");
+    const line = make("span", "data", compact.length > 160 ? `${compact.slice(0, 159)}…` : compact);
+    line.dataset.testid = "message-data";
+    li.append(line);
+  }
+  li.append(meta);
+}
+
 function fillMessageItem(s: Session, li: HTMLLIElement, message: Message) {
+  if (message.kind === "system" || message.sender_id === null) return fillSystemItem(li, message);
   const mine = message.sender_id === s.userId;
   li.className = `message${mine ? " mine" : ""}${message.deleted_at ? " deleted" : ""}`;
   li.dataset.testid = "message";
   li.dataset.messageId = String(message.id);
   li.dataset.senderId = String(message.sender_id);
-  const content = make("span", "content", message.deleted_at ? "message deleted" : message.content);
+  li.dataset.kind = message.kind;
+  const deletedText = message.deleted_by === "platform" ? "removed by the platform" : "message deleted";
+  const content = make("span", "content", message.deleted_at ? deletedText : message.content);
   content.dataset.testid = "message-content";
   const meta = make("span", "meta");
   const time = make("time", undefined, new Date(message.created_at).toLocaleTimeString([], { timeStyle: "short" }));
@@ -476,7 +659,19 @@ function renderTitle(s: Session, chat: Chat) {
   const known = s.client.mode === "live";
   const status = make("span", "muted", known ? (s.online.has(other) ? " · online" : " · offline") : "");
   status.dataset.testid = "chat-presence";
-  ui.chatTitle.replaceChildren(presenceDot(s, other), `${chatInWords(chat, s.userId)} · chat ${chat.id}`, status);
+  const words = make("span", "chat-words", chatInWords(chat, s.userId));
+  words.dataset.testid = "chat-peer";
+  ui.chatTitle.replaceChildren(
+    avatar(chat.peer, other, "large"),
+    presenceDot(s, other, chat.peer),
+    words,
+    make("span", "muted", ` · chat ${chat.id}`),
+    status,
+  );
+  ui.chatListing.replaceChildren(listingCard(chat.listing, chat.listing_id, false));
+  ui.chatListing.hidden = false;
+  ui.archiveChat.textContent = chat.archived ? "Unarchive" : "Archive";
+  ui.archiveChat.dataset.archived = String(chat.archived);
 }
 
 async function selectChat(s: Session, chat: Chat) {
@@ -678,17 +873,38 @@ function renderChatState(s: Session) {
   const view = s.view;
   if (!view) return;
   const other = otherParticipant(view.chat, s.userId);
+  const name = peerName(view.chat, s.userId);
   const iBlock = s.blocked.has(other);
-  ui.reportUser.textContent = `Report User ${other}`;
-  ui.blockUser.textContent = `Block User ${other}`;
+  const listingRemoved = view.chat.listing?.status === "removed" || s.closedChats.has(view.chat.id);
+  ui.reportUser.textContent = `Report ${name}`;
+  ui.blockUser.textContent = `Block ${name}`;
   ui.blockUser.hidden = iBlock;
   ui.chatView.dataset.blocked = iBlock ? "by-me" : s.refusedBy.has(other) ? "refused" : "no";
-  ui.sendInput.disabled = iBlock;
-  ui.sendSubmit.disabled = iBlock;
-  ui.sendInput.placeholder = iBlock
-    ? "You blocked this user: unblock them to write"
-    : "Write a message: Enter sends, Shift+Enter starts a new line";
-  if (iBlock) {
+  ui.chatView.dataset.listingStatus = view.chat.listing?.status ?? "unregistered";
+  const closed = iBlock || s.suspended || listingRemoved;
+  ui.sendInput.disabled = closed;
+  ui.sendSubmit.disabled = closed;
+  ui.sendInput.placeholder = s.suspended
+    ? "Your account is suspended: you can't send messages"
+    : listingRemoved
+      ? "This listing was removed: you can't send messages here"
+      : iBlock
+        ? "You blocked this user: unblock them to write"
+        : "Write a message: Enter sends, Shift+Enter starts a new line";
+  // The platform's reasons first: while they last, unblocking would not let this user write either.
+  if (s.suspended) {
+    const text = make("span", undefined, SUSPENDED_TEXT);
+    text.dataset.testid = "chat-notice-text";
+    ui.chatNotice.replaceChildren(text);
+    ui.chatNotice.dataset.state = "suspended";
+    ui.chatNotice.hidden = false;
+  } else if (listingRemoved) {
+    const text = make("span", undefined, "This listing was removed: you can read but not send");
+    text.dataset.testid = "chat-notice-text";
+    ui.chatNotice.replaceChildren(text);
+    ui.chatNotice.dataset.state = "listing-removed";
+    ui.chatNotice.hidden = false;
+  } else if (iBlock) {
     const unblock = make("button", "small", "Unblock");
     unblock.type = "button";
     unblock.dataset.testid = "unblock-user";
@@ -771,7 +987,7 @@ function renderTyping(s: Session) {
   ui.typing.textContent =
     users.length === 0
       ? ""
-      : `${users.map((id) => `User ${id}`).join(", ")} ${users.length > 1 ? "are" : "is"} typing…`;
+      : `${users.map((id) => nameOf(s.view?.chat.peer, id)).join(", ")} ${users.length > 1 ? "are" : "is"} typing…`;
 }
 
 function setTyping(s: Session, userId: number, isTyping: boolean) {
@@ -800,6 +1016,10 @@ function onEvent(s: Session, event: ChatEvent) {
       upsertChat(s, event.chat);
       renderChatList(s);
       return;
+    // Drawn by the client's `chat` (emitted right after), which also covers a chat that a message brought
+    // back from the archive.
+    case "chat_updated":
+      return;
     case "new_message":
     case "message_edited":
     case "message_deleted": {
@@ -818,13 +1038,15 @@ function onEvent(s: Session, event: ChatEvent) {
         const follow = nearBottom() || message.sender_id === s.userId;
         if (event.type === "new_message" || view.messages.has(message.id)) upsertMessage(s, view, message);
         if (event.type === "new_message" && message.sender_id !== s.userId) {
-          setTyping(s, message.sender_id, false);
+          if (message.sender_id !== null) setTyping(s, message.sender_id, false);
           markReadUpToNewest(s, view);
         }
         if (follow) scrollToBottom();
       }
       // Someone who blocks this user cannot write to them: a message from them means the block is gone.
-      if (event.type === "new_message" && s.refusedBy.delete(message.sender_id)) renderChatState(s);
+      if (event.type === "new_message" && message.sender_id !== null && s.refusedBy.delete(message.sender_id)) {
+        renderChatState(s);
+      }
       return;
     }
     // This user's own blocks, from whichever of their devices (no chat_id: a block is of a person).
@@ -898,6 +1120,24 @@ async function send(
       renderChatState(s);
       return;
     }
+    if (
+      error instanceof ChatApiError &&
+      (error.code === ErrorCode.userSuspended || error.code === ErrorCode.listingClosed)
+    ) {
+      // The platform's refusals (CONTRACT §8): sending again would be refused again while they last.
+      pending.classList.remove("pending");
+      pending.classList.add("failed", "refused");
+      pending.dataset.testid = "message-refused";
+      const discard = make("button", "link", "discard");
+      discard.type = "button";
+      discard.dataset.testid = "send-discard";
+      discard.addEventListener("click", () => pending.remove());
+      const why = error.code === ErrorCode.userSuspended ? "your account is suspended" : "this listing was removed";
+      pending.lastElementChild?.replaceChildren(`not sent: ${why} · `, discard);
+      if (error.code === ErrorCode.listingClosed) s.closedChats.add(view.chat.id);
+      renderChatState(s);
+      return;
+    }
     if (error instanceof ChatApiError && error.code === "content_rejected") {
       // The platform's content rules refuse this text (CONTRACT §10): sending it again would be refused again.
       // The text goes back into the form, to be changed; the refused copy can be discarded.
@@ -952,8 +1192,37 @@ function sendMaxAgeFromQuery(): number | undefined {
   return Number.isInteger(raw) && raw >= 1_000 && raw <= 600_000 ? raw : undefined;
 }
 
+/** The open chat's listing, peer or archive changed (the client's `chat` event): the list and the view follow. */
+function applyChat(s: Session, chat: Chat) {
+  const known = s.chats.get(chat.id);
+  if (known) s.chats.set(chat.id, { ...known, listing: chat.listing, peer: chat.peer, archived: chat.archived });
+  else upsertChat(s, chat);
+  const view = s.view;
+  if (view?.chat.id === chat.id) {
+    view.chat = { ...view.chat, listing: chat.listing, peer: chat.peer, archived: chat.archived };
+    // The platform registered the listing again as not removed: sends may go again.
+    if (chat.listing?.status !== "removed") s.closedChats.delete(chat.id);
+    renderTitle(s, view.chat);
+    renderChatState(s);
+  }
+  renderChatList(s);
+}
+
+/** The suspended banner, and the polling banner only when it is not the suspension that makes the client poll. */
+function renderBanners(s: Session) {
+  ui.suspendedBanner.textContent = s.suspended ? SUSPENDED_TEXT : "";
+  ui.suspendedBanner.hidden = !s.suspended;
+  ui.banner.hidden = s.suspended || ui.bannerText.textContent === "";
+  document.body.dataset.suspended = String(s.suspended);
+}
+
 function startSession(userId: number, token: string) {
-  const client = new ChatClient({ baseUrl: "", getAccessToken: () => token, sendMaxAgeMs: sendMaxAgeFromQuery() });
+  const client = new ChatClient({
+    baseUrl: "",
+    getAccessToken: () => token,
+    sendMaxAgeMs: sendMaxAgeFromQuery(),
+    userId,
+  });
   const s: Session = {
     userId,
     token,
@@ -967,6 +1236,9 @@ function startSession(userId: number, token: string) {
     blockChangesWhileLoading: undefined,
     refusedBy: new Set(),
     reported: new Set(),
+    showArchived: false,
+    suspended: false,
+    closedChats: new Set(),
     off: [],
   };
   session = s;
@@ -986,7 +1258,13 @@ function startSession(userId: number, token: string) {
     }),
     client.on("warning", (text) => {
       ui.bannerText.textContent = text ?? "";
-      ui.banner.hidden = text === null;
+      renderBanners(s);
+    }),
+    client.on("chat", (chat) => applyChat(s, chat)),
+    client.on("suspended", ({ suspended }) => {
+      s.suspended = suspended;
+      renderBanners(s);
+      renderChatState(s);
     }),
     client.on("presence", ({ user_id, online }) => {
       if (online) s.online.add(user_id);
@@ -1044,6 +1322,9 @@ function signOut() {
   ui.reportPanel.replaceChildren();
   ui.reportPanel.hidden = true;
   ui.chatNotice.hidden = true;
+  ui.suspendedBanner.hidden = true;
+  ui.chatListing.replaceChildren();
+  delete document.body.dataset.suspended;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1068,15 +1349,23 @@ ui.openChatForm.addEventListener("submit", (e) => {
   if (!s) return;
   const listingId = Number(ui.openChatListing.value);
   const sellerId = Number(ui.openChatSeller.value);
-  s.client.api.openChat(listingId, sellerId).then(
+  s.client.openChat(listingId, sellerId).then(
     (chat) => {
       if (session !== s) return;
       showError(null);
       upsertChat(s, chat);
+      // An archived chat opened again is shown where it is.
+      if (chat.archived !== s.showArchived) s.showArchived = chat.archived;
       renderChatList(s);
       void selectChat(s, chat);
     },
     (error: unknown) => {
+      const code = error instanceof ChatApiError ? error.code : undefined;
+      if (code === ErrorCode.userSuspended) return showError(SUSPENDED_TEXT);
+      if (code === ErrorCode.listingClosed) return showError(`Listing #${listingId} was removed: no new chats on it`);
+      if (code === ErrorCode.listingNotFound) {
+        return showError(`Listing #${listingId} is not on the platform, or User ${sellerId} does not sell it`);
+      }
       if (!isBlockedError(error)) return showError(`could not open the chat: ${describe(error)}`);
       showError(
         s.blocked.has(sellerId)
@@ -1087,6 +1376,35 @@ ui.openChatForm.addEventListener("submit", (e) => {
   );
 });
 
+ui.archivedToggle.addEventListener("click", () => {
+  const s = session;
+  if (!s) return;
+  s.showArchived = !s.showArchived;
+  renderChatList(s);
+});
+
+/** Archive / Unarchive: for this user only; the client's `chat` event moves it between the lists. */
+ui.archiveChat.addEventListener("click", () => {
+  const s = session;
+  const view = s?.view;
+  if (!s || !view) return;
+  const archive = !view.chat.archived;
+  ui.archiveChat.disabled = true;
+  (archive ? s.client.archiveChat(view.chat.id) : s.client.unarchiveChat(view.chat.id))
+    .then(
+      (chat) => {
+        if (session !== s) return;
+        showError(null);
+        // A chat the client did not know (it always does once listed): draw it from the view.
+        if (!chat) applyChat(s, { ...view.chat, archived: archive });
+      },
+      (error: unknown) => showError(`could not ${archive ? "archive" : "unarchive"} the chat: ${describe(error)}`),
+    )
+    .finally(() => {
+      ui.archiveChat.disabled = false;
+    });
+});
+
 ui.reportChat.addEventListener("click", () => {
   const s = session;
   if (s?.view) openReportPanel(s, { chat_id: s.view.chat.id }, "this chat");
@@ -1095,7 +1413,7 @@ ui.reportUser.addEventListener("click", () => {
   const s = session;
   if (!s?.view) return;
   const other = otherParticipant(s.view.chat, s.userId);
-  openReportPanel(s, { user_id: other }, `User ${other}`);
+  openReportPanel(s, { user_id: other }, peerName(s.view.chat, s.userId));
 });
 ui.blockUser.addEventListener("click", () => {
   const s = session;
@@ -1108,7 +1426,7 @@ ui.sendForm.addEventListener("submit", (e) => {
   const view = s?.view;
   const content = ui.sendInput.value;
   if (!s || !view || content.trim() === "") return;
-  if (s.blocked.has(otherParticipant(view.chat, s.userId))) return;
+  if (s.blocked.has(otherParticipant(view.chat, s.userId)) || ui.sendInput.disabled) return;
   ui.sendInput.value = "";
   clearTimeout(stoppedTyping);
   s.client.typing(view.chat.id, false);

@@ -1334,3 +1334,231 @@ describe("the outbox", () => {
     expect(h.server.messagesIn(h.chat.id).map((m) => m.content)).toEqual(["keep me"]);
   });
 });
+
+describe("the platform's voice (CONTRACT §8): listings, archive, suspension", () => {
+  const LISTING = {
+    id: 1,
+    title: "City bike",
+    price_minor: 45_000,
+    currency: "EUR",
+    image_url: "http://img.test/bike.svg",
+    url: "http://shop.test/l/1",
+    status: "active" as const,
+  };
+
+  /** The `chat` events the client emitted, as [chat id, archived, listing status]. */
+  function watchChats(h: ReturnType<typeof harness>) {
+    const chats: Array<[number, boolean, string | undefined]> = [];
+    h.client.on("chat", (c) => chats.push([c.id, c.archived, c.listing?.status]));
+    return chats;
+  }
+
+  it("lists archived chats with ?archived=1; archive and unarchive move the chat between the lists", async () => {
+    const h = harness();
+    const chats = watchChats(h);
+    await startLive(h);
+    expect((await h.client.listChats()).map((c) => [c.id, c.archived])).toEqual([[h.chat.id, false]]);
+    expect(await h.client.listChats({ archived: true })).toEqual([]);
+
+    const archived = await h.client.archiveChat(h.chat.id);
+    expect(archived).toMatchObject({ id: h.chat.id, archived: true });
+    expect(h.server.requestsTo("POST", `/api/v1/chats/${h.chat.id}/archive`).map((r) => r.status)).toEqual([204]);
+    expect(await h.client.listChats()).toEqual([]);
+    expect((await h.client.listChats({ archived: true })).map((c) => c.id)).toEqual([h.chat.id]);
+    expect(h.server.requestsTo("GET", "/api/v1/chats").map((r) => r.query)).toEqual([
+      {},
+      { archived: "1" },
+      {},
+      { archived: "1" },
+    ]);
+    // The server's chat_updated (this user's devices) arrives as an event and keeps the state archived.
+    await settle();
+    expect(h.seen.events.at(-1)).toMatchObject({ type: "chat_updated", chat: { id: h.chat.id, archived: true } });
+    expect(h.client.getChat(h.chat.id)?.archived).toBe(true);
+
+    await h.client.unarchiveChat(h.chat.id);
+    await settle();
+    expect(h.server.requestsTo("DELETE", `/api/v1/chats/${h.chat.id}/archive`).map((r) => r.status)).toEqual([204]);
+    expect(h.client.getChat(h.chat.id)?.archived).toBe(false);
+    expect((await h.client.listChats()).map((c) => c.id)).toEqual([h.chat.id]);
+    // Once per change: here the server's chat_updated came before the 204, and the answer changed nothing more.
+    expect(chats).toEqual([
+      [h.chat.id, true, undefined],
+      [h.chat.id, false, undefined],
+    ]);
+  });
+
+  it("hands chat_updated to the page as an event and as `chat`, keeping what the list knew of the chat", async () => {
+    const h = harness();
+    const chats = watchChats(h);
+    await startLive(h);
+    h.server.post(h.chat.id, OTHER, "hello");
+    await settle();
+    const [listed] = await h.client.listChats();
+    expect(listed?.last_message?.content).toBe("hello");
+
+    h.server.updateListing(h.chat.id, { ...LISTING, status: "sold" });
+    await settle();
+    const event = h.seen.events.at(-1);
+    expect(event).toMatchObject({ type: "chat_updated", chat: { listing: { status: "sold" }, peer: { id: OTHER } } });
+    expect(chats).toEqual([[h.chat.id, false, "sold"]]);
+    // The list entry's last message and unread count are kept; the event's fields win.
+    expect(h.client.getChat(h.chat.id)).toMatchObject({
+      listing: { title: "City bike", status: "sold" },
+      last_message: { content: "hello" },
+      unread_count: 1,
+    });
+  });
+
+  it("brings an archived chat back on a message from the other side (no chat_updated comes), not on its own", async () => {
+    const h = harness();
+    const chats = watchChats(h);
+    await startLive(h);
+    await h.client.listChats();
+    await h.client.archiveChat(h.chat.id);
+    await settle();
+    chats.length = 0;
+
+    // Its own message (this device or another) leaves it archived, on the server and in the client.
+    await h.client.send(h.chat.id, "one more thing", "cm-own");
+    await settle();
+    expect(h.server.isArchived(h.chat.id, ME)).toBe(true);
+    expect(h.client.getChat(h.chat.id)?.archived).toBe(true);
+    expect(chats).toEqual([]);
+
+    const before = h.seen.events.length;
+    h.server.post(h.chat.id, OTHER, "still for sale?");
+    await settle();
+    expect(h.server.isArchived(h.chat.id, ME)).toBe(false);
+    // Only the new_message came: the client draws the conclusion.
+    expect(h.seen.events.slice(before).map((e) => e.type)).toEqual(["new_message"]);
+    expect(chats).toEqual([[h.chat.id, false, undefined]]);
+    expect(h.client.getChat(h.chat.id)?.archived).toBe(false);
+  });
+
+  it("a system message (sender_id null) brings it back too, while polling, with the user id from the options", async () => {
+    const h = harness({ userId: ME });
+    const chats = watchChats(h);
+    await startPolling(h);
+    await h.client.listChats();
+    await h.client.archiveChat(h.chat.id);
+    chats.length = 0;
+    const system = h.server.postSystem(h.chat.id, "Offer made: 420 EUR", { offer_minor: 42_000 });
+    await advance(5_000);
+    const delivered = h.seen.events.find((e) => e.type === "new_message");
+    expect(delivered).toMatchObject({
+      message: { id: system.id, kind: "system", sender_id: null, data: { offer_minor: 42_000 }, attachments: [] },
+    });
+    // The poll brings this user's own chat_updated (archived), then the system message brings it back.
+    expect(chats).toEqual([
+      [h.chat.id, true, undefined],
+      [h.chat.id, false, undefined],
+    ]);
+    expect(h.client.getChat(h.chat.id)?.archived).toBe(false);
+  });
+
+  it("suspended (4003 on the live socket): says so once, polls (reads go on), retries WebSocket only every 30 s, refuses sends at once; lifted, it is live again", async () => {
+    const h = harness();
+    const suspended: Array<ChatClientEvents["suspended"]> = [];
+    h.client.on("suspended", (s) => suspended.push(s));
+    await startLive(h);
+    h.server.suspend(ME);
+    await settle();
+    expect(h.server.sockets[0]?.closed).toMatchObject({ by: "server", code: 4003 });
+    expect(h.client.mode).toBe("polling");
+    expect(h.client.suspended).toBe(true);
+    expect(suspended).toEqual([{ suspended: true, message: "suspended" }]);
+    const suspendedAt = Date.now();
+
+    // Reads go on: a message from the other side arrives by polling.
+    h.server.post(h.chat.id, OTHER, "are you there?");
+    await advance(5_000);
+    expect(h.seen.events.at(-1)).toMatchObject({ type: "new_message", message: { content: "are you there?" } });
+
+    // A send is refused for good, at once (403, not retried).
+    const refused = watch(h.client.send(h.chat.id, "hello?", "cm-s1"));
+    await settle();
+    expect(refused.error).toMatchObject({ status: 403, code: "user_suspended", retryable: false });
+
+    // No 2 s / 4 s ladder: the next socket comes 30 s after the close, and it is closed with 4003 again.
+    await advance(30_000 - (Date.now() - suspendedAt) - 1);
+    expect(h.server.sockets).toHaveLength(1);
+    await advance(1);
+    expect(h.server.sockets).toHaveLength(2);
+    await settle();
+    expect(h.server.sockets[1]?.closed).toMatchObject({ by: "server", code: 4003 });
+    expect(h.client.mode).toBe("polling");
+    // retryNow (online, tab visible, the banner's button) does not knock while suspended.
+    h.client.retryNow();
+    await settle();
+    expect(h.server.sockets).toHaveLength(2);
+    await advance(29_999);
+    expect(h.server.sockets).toHaveLength(2);
+    await advance(1);
+    expect(h.server.sockets).toHaveLength(3);
+    expect(suspended).toHaveLength(1);
+    expect(h.sends().map((r) => r.status)).toEqual([403]);
+
+    h.server.unsuspend(ME);
+    await advance(30_000);
+    expect(h.client.mode).toBe("live");
+    expect(h.client.suspended).toBe(false);
+    expect(suspended).toEqual([
+      { suspended: true, message: "suspended" },
+      { suspended: false, message: null },
+    ]);
+    expect(h.server.sockets).toHaveLength(4);
+    await expect(h.client.send(h.chat.id, "back", "cm-s2")).resolves.toMatchObject({ client_msg_id: "cm-s2" });
+  });
+
+  it("a first connect accepted then closed with 4003 polls at once (no 2 s refused-retry) and reports suspended", async () => {
+    const h = harness();
+    const suspended: Array<ChatClientEvents["suspended"]> = [];
+    h.client.on("suspended", (s) => suspended.push(s));
+    h.server.suspend(ME);
+    h.client.start();
+    await settle();
+    expect(h.client.mode).toBe("polling");
+    expect(h.server.sockets).toHaveLength(1);
+    expect(suspended).toEqual([{ suspended: true, message: "suspended" }]);
+    await advance(10_000);
+    expect(h.server.sockets).toHaveLength(1);
+    expect(h.polls().length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("a send refused user_suspended over REST says suspended; a stored send says it is over", async () => {
+    const h = harness();
+    const suspended: Array<ChatClientEvents["suspended"]> = [];
+    h.client.on("suspended", (s) => suspended.push(s));
+    await startPolling(h);
+    h.server.refuseNextSends({ code: "user_suspended", message: "suspended until tomorrow" });
+    const refused = watch(h.client.send(h.chat.id, "one", "cm-r1"));
+    await settle();
+    expect(refused.error).toMatchObject({ status: 403, code: "user_suspended" });
+    expect(h.client.suspended).toBe(true);
+    await h.client.send(h.chat.id, "two", "cm-r2");
+    expect(suspended).toEqual([
+      { suspended: true, message: "suspended until tomorrow" },
+      { suspended: false, message: null },
+    ]);
+  });
+
+  it("rejects a send to a removed listing's chat at once with 409 listing_closed (WebSocket and REST)", async () => {
+    const h = harness({ dropsBeforePolling: 1 });
+    await startLive(h);
+    h.server.updateListing(h.chat.id, { ...LISTING, status: "removed" });
+    const overSocket = watch(h.client.send(h.chat.id, "still there?", "cm-l1"));
+    await settle();
+    expect(overSocket.error).toMatchObject({ status: 409, code: "listing_closed", retryable: false });
+    h.server.upgrades = "refuse";
+    h.server.lastSocket.drop();
+    await settle();
+    expect(h.client.mode).toBe("polling");
+    const overRest = watch(h.client.send(h.chat.id, "hello?", "cm-l2"));
+    await advance(10_000);
+    expect(overRest.error).toMatchObject({ status: 409, code: "listing_closed" });
+    expect(h.server.sockets[0]?.sentOfType("send_message")).toHaveLength(1);
+    expect(h.sends().map((r) => r.status)).toEqual([409]);
+    expect(h.server.messagesIn(h.chat.id)).toEqual([]);
+  });
+});

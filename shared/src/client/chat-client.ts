@@ -1,5 +1,5 @@
-import { Limits } from "../codes.ts";
-import type { ChatEvent, Message, ServerFrame } from "../protocol.ts";
+import { CloseCode, ErrorCode, Limits } from "../codes.ts";
+import type { Chat, ChatEvent, ChatSummary, Message, ServerFrame } from "../protocol.ts";
 import { backoff, randomId } from "./backoff.ts";
 import { Emitter } from "./emitter.ts";
 import { ChatApi, ChatApiError, type ReportRequest } from "./rest.ts";
@@ -28,6 +28,11 @@ const CLOSE_DEAD = 4000;
 const SEND_ERROR_STATUS: Record<string, number> = {
   // One of the two blocks the other (CONTRACT §10): the page tells it apart from a bad request.
   blocked: 403,
+  // The platform suspended this user, or removed the chat's listing (CONTRACT §8): refused, never retried.
+  user_suspended: 403,
+  listing_closed: 409,
+  forbidden: 403,
+  not_found: 404,
   rate_limited: 429,
   storage_unavailable: 503,
   shutting_down: 503,
@@ -143,7 +148,15 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private readonly settings: Required<
     Omit<
       ChatClientOptions,
-      "baseUrl" | "getAccessToken" | "lastEventId" | "webSocket" | "fetch" | "timers" | "random" | "connectivity"
+      | "baseUrl"
+      | "getAccessToken"
+      | "lastEventId"
+      | "webSocket"
+      | "fetch"
+      | "timers"
+      | "random"
+      | "connectivity"
+      | "userId"
     >
   >;
   private reconnectTimer: unknown;
@@ -164,6 +177,14 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private readonly sendWaits = new Map<unknown, () => void>();
   /** Per chat: the typing state last sent, and when. */
   private readonly typingSent = new Map<number, { typing: boolean; at: number }>();
+  /** Who is signed in: the option, then the `connected` frame. */
+  private userId: number | undefined;
+  /**
+   * The chats the client has seen (lists, opens, `chat_created`, `chat_updated`), kept in step with the
+   * events, so that a `new_message` can bring an archived one back (CONTRACT §8).
+   */
+  private readonly knownChats = new Map<number, Chat>();
+  private suspendedState = false;
 
   private readonly baseUrl: string;
 
@@ -176,6 +197,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.connectivity = options.connectivity ?? browserConnectivity();
     this.api = new ChatApi(options.baseUrl, options.getAccessToken, options.fetch ?? globalThis.fetch.bind(globalThis));
     this.baseUrl = options.baseUrl;
+    this.userId = options.userId;
     this.settings = {
       pollIntervalMs: options.pollIntervalMs ?? 5_000,
       wsRetryFirstMs: options.wsRetryFirstMs ?? 2_000,
@@ -206,6 +228,58 @@ export class ChatClient extends Emitter<ChatClientEvents> {
 
   get unread(): ChatClientEvents["unread"] {
     return this.unreadCounts;
+  }
+
+  /** Whether the platform suspended this user, as far as the client knows (see the `suspended` event). */
+  get suspended(): boolean {
+    return this.suspendedState;
+  }
+
+  /** The chat as the client last saw it (a list, an open, an event), or undefined. */
+  getChat(chatId: number): Chat | undefined {
+    return this.knownChats.get(chatId);
+  }
+
+  /**
+   * The user's chats, newest activity first (CONTRACT §4, §8): those not archived, or with
+   * `{archived: true}` the archived ones. The client keeps them, to follow them through events.
+   */
+  async listChats(options: { archived?: boolean } = {}): Promise<ChatSummary[]> {
+    const chats = await this.api.listChats(options);
+    for (const chat of chats) this.knownChats.set(chat.id, chat);
+    return chats;
+  }
+
+  /** Opens (or finds) the chat about `listingId` with its seller, as the buyer (403 `user_suspended`, 409 `listing_closed`). */
+  async openChat(listingId: number, sellerId: number): Promise<Chat> {
+    const chat = await this.api.openChat(listingId, sellerId);
+    this.knownChats.set(chat.id, chat);
+    return chat;
+  }
+
+  /**
+   * Archives the chat for this user only (204): it leaves their chat list until someone else writes in it.
+   * Resolves with the chat as it is now (also emitted as `chat`; the server's `chat_updated` follows on
+   * every device of this user).
+   */
+  archiveChat(chatId: number): Promise<Chat | undefined> {
+    return this.setArchived(chatId, true);
+  }
+
+  /** Brings an archived chat back to the list (204); as `archiveChat`. */
+  unarchiveChat(chatId: number): Promise<Chat | undefined> {
+    return this.setArchived(chatId, false);
+  }
+
+  private async setArchived(chatId: number, archived: boolean): Promise<Chat | undefined> {
+    await (archived ? this.api.archiveChat(chatId) : this.api.unarchiveChat(chatId));
+    const known = this.knownChats.get(chatId);
+    if (!known) return undefined;
+    if (known.archived === archived) return known;
+    const chat = { ...known, archived };
+    this.knownChats.set(chatId, chat);
+    this.emit("chat", chat);
+    return chat;
   }
 
   start(): void {
@@ -245,6 +319,8 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       return;
     }
     if (this.state === "polling") {
+      // Suspended: the server would close the socket again with 4003; the 30 s retry finds the end of it.
+      if (this.suspendedState) return;
       this.retryStep = 0;
       this.startRetry();
       return;
@@ -442,6 +518,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (!frame) return;
       if (frame.type === "connected") {
         greeted = true;
+        this.userId = frame.user_id;
         this.cancel("connectTimer");
         this.cursor ??= frame.last_event_id;
         this.resyncIfBehind(frame.last_event_id);
@@ -450,7 +527,10 @@ export class ChatClient extends Emitter<ChatClientEvents> {
           this.stableTimer = undefined;
           this.drops = 0;
         }, STABLE_AFTER_MS);
+        // The server's own check: a socket only reaches `connected` for a user who is not suspended; it is
+        // closed with 4003 at once otherwise, and `suspendedClose` says so again.
         this.transition("live");
+        this.setSuspended(false, null);
         return;
       }
       this.handleFrame(frame);
@@ -460,6 +540,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (attempt !== this.attempt) return;
       this.socket = undefined;
       if (this.stopped) return;
+      if (event.code === CloseCode.suspended) return this.suspendedClose(event.reason);
       if (!greeted) {
         this.cancel("connectTimer");
         return this.connectFailed("refused");
@@ -487,6 +568,26 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       return;
     }
     this.startReconnecting(Math.max(1, this.backoffFor(this.drops)));
+  }
+
+  /**
+   * The server closed the socket with 4003 (CONTRACT §8): the platform suspended this user, on an open
+   * socket or right after the upgrade. Reads go on by polling; WebSocket is tried again only every
+   * `wsRetryIntervalMs` (no backoff ladder, no reconnect storm), and the first `connected` ends it.
+   */
+  private suspendedClose(reason: string): void {
+    this.cancel("connectTimer");
+    this.cancel("stableTimer");
+    this.rejectPendingAcks(new ChatApiError(0, "socket_closed", "the socket closed before the ack: sending again"));
+    this.setSuspended(true, reason || null);
+    // While polling, the next try is already scheduled (and is spaced by the cap from now on).
+    if (this.state !== "polling") this.transition("polling");
+  }
+
+  private setSuspended(on: boolean, message: string | null): void {
+    if (on === this.suspendedState) return;
+    this.suspendedState = on;
+    this.emit("suspended", { suspended: on, message });
   }
 
   /** "connecting" after a drop, bounded in time: past `reconnectingMaxMs` the page is told, and polls. */
@@ -547,9 +648,10 @@ export class ChatClient extends Emitter<ChatClientEvents> {
    */
   private scheduleRetry(): void {
     this.cancel("retryTimer");
-    const step = this.settings.wsRetryFirstMs * 2 ** Math.min(this.retryStep, 30);
-    this.retryStep += 1;
     const cap = this.settings.wsRetryIntervalMs;
+    // Suspended: straight to the cap, so that a suspended user's tabs knock every 15-30 s, not every 2 s.
+    const step = this.suspendedState ? cap : this.settings.wsRetryFirstMs * 2 ** Math.min(this.retryStep, 30);
+    this.retryStep += 1;
     const delay = Math.max(1, Math.floor(Math.min(cap, Math.min(cap, step) * (0.5 + this.random()))));
     this.retryTimer = this.timers.setTimeout(() => {
       this.retryTimer = undefined;
@@ -708,8 +810,31 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private deliver(event: ChatEvent): void {
     if (this.cursor !== undefined && event.event_id <= this.cursor) return;
     this.cursor = event.event_id;
+    const changed = this.followChat(event);
     this.emit("event", event);
+    if (changed) this.emit("chat", changed);
     this.refreshUnreadSoon();
+  }
+
+  /**
+   * Keeps the known chats in step with an event; the chat when the page should redraw it: a `chat_updated`
+   * (listing, peer, archived), or an archived chat that a message from someone else brought back (the server
+   * un-archives it with no `chat_updated`: CONTRACT §8).
+   */
+  private followChat(event: ChatEvent): Chat | undefined {
+    if (event.type === "chat_created" || event.type === "chat_updated") {
+      // A list entry keeps its last message and counts; the event's fields win.
+      const chat = { ...this.knownChats.get(event.chat.id), ...event.chat };
+      this.knownChats.set(chat.id, chat);
+      return event.type === "chat_updated" ? chat : undefined;
+    }
+    if (event.type !== "new_message") return undefined;
+    const known = this.knownChats.get(event.chat_id);
+    const fromElsewhere = event.message.sender_id === null || event.message.sender_id !== this.userId;
+    if (!known?.archived || !fromElsewhere) return undefined;
+    const chat = { ...known, archived: false };
+    this.knownChats.set(chat.id, chat);
+    return chat;
   }
 
   // ── the outbox ──────────────────────────────────────────────────────────────────────────────
@@ -722,8 +847,13 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       for (let item = this.outbox[0]; item; item = this.outbox[0]) {
         try {
           const message = await this.deliverSend(item);
+          // Stored: whatever suspension there was is over.
+          this.setSuspended(false, null);
           this.settle(item, undefined, message);
         } catch (error) {
+          if (error instanceof ChatApiError && error.code === ErrorCode.userSuspended) {
+            this.setSuspended(true, error.message);
+          }
           this.settle(
             item,
             error instanceof ChatApiError ? error : new ChatApiError(0, "network_error", String(error)),

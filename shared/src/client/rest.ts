@@ -98,8 +98,18 @@ export class ChatApi {
       `/api/v1/events${query}`,
     );
   }
-  listChats() {
-    return this.request<{ chats: ChatSummary[] }>("GET", "/api/v1/chats").then((r) => r.chats);
+  /** The caller's chats, newest activity first: those not archived, or with `archived: true` the archived ones. */
+  listChats(options: { archived?: boolean } = {}) {
+    const path = options.archived ? "/api/v1/chats?archived=1" : "/api/v1/chats";
+    return this.request<{ chats: ChatSummary[] }>("GET", path).then((r) => r.chats);
+  }
+  /** Hides the chat from the caller's list (their own devices hear `chat_updated`); 204. */
+  archiveChat(chatId: number) {
+    return this.request<void>("POST", `/api/v1/chats/${chatId}/archive`);
+  }
+  /** Brings the chat back to the caller's list; 204. */
+  unarchiveChat(chatId: number) {
+    return this.request<void>("DELETE", `/api/v1/chats/${chatId}/archive`);
   }
   openChat(listingId: number, sellerId: number) {
     return this.request<Chat>("POST", "/api/v1/chats", { listing_id: listingId, seller_id: sellerId });

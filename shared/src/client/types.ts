@@ -1,4 +1,4 @@
-import type { ChatEvent, Message } from "../protocol.ts";
+import type { Chat, ChatEvent, Message } from "../protocol.ts";
 
 /** Where the client stands: what the page shows as its connection state. */
 export type ChatClientMode = "connecting" | "live" | "polling" | "offline";
@@ -72,6 +72,11 @@ export interface ChatClientOptions {
   unreadMinIntervalMs?: number;
   /** The browser's `online`/`offline` and tab visibility; the page's own window and document by default. */
   connectivity?: ConnectivitySignals;
+  /**
+   * The signed-in user, so that a `new_message` from someone else (or the platform) can bring an archived
+   * chat back before the first `connected` frame says who this is (e.g. while polling).
+   */
+  userId?: number;
 }
 
 /** Hooks for what the environment knows about connectivity; each returns the function that unsubscribes. */
@@ -108,6 +113,18 @@ export interface ChatClientEvents {
   resync: { last_event_id: number };
   /** The client stopped for good (e.g. the access token was refused): the page must sign in again. */
   fatal: { code: string; message: string };
+  /**
+   * A chat the client knows changed (CONTRACT §8): its listing, its peer or `archived` (a `chat_updated`
+   * event), or it came back from the archive because someone else (or the platform) wrote in it — the
+   * server sends no `chat_updated` for that, the `new_message` is the signal. Emitted after the `event`.
+   */
+  chat: Chat;
+  /**
+   * The platform suspended this user (a socket closed with 4003, or a send refused `user_suspended`), or
+   * the suspension is over (a socket was accepted again, or a send was stored). While suspended the client
+   * polls (reads go on) and tries WebSocket only every `wsRetryIntervalMs`; sends are refused.
+   */
+  suspended: { suspended: boolean; message: string | null };
 }
 
-export type { ChatEvent, Message };
+export type { Chat, ChatEvent, Message };

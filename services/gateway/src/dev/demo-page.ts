@@ -6,7 +6,8 @@
  * - `GET /demo/app.js` its script: `services/gateway/demo/app.ts` and the `shared/` ChatClient, bundled by
  *   esbuild at the first request and kept in memory (a failed build answers 500 with esbuild's message
  *   and is tried again at the next request, so fixing the file and reloading is enough),
- * - `GET /demo/app.css` its style sheet.
+ * - `GET /demo/app.css` its style sheet,
+ * - `GET /dev/img/<name>.svg` the pictures of the demo's seeded listings and people (`seed.ts`).
  *
  * The page runs under a strict Content-Security-Policy (its own script and styles only, connections to
  * its own origin), a second line behind the page's rule of rendering every message with `textContent`.
@@ -15,6 +16,7 @@ import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { errorBody } from "@listings-chat/shared";
 import { Hono } from "hono";
+import { PLACEHOLDER_IMAGES } from "./placeholder-images.ts";
 
 /** Where the demo's sources live: `services/gateway/demo/`. */
 export const DEMO_DIR = fileURLToPath(new URL("../../demo/", import.meta.url));
@@ -26,13 +28,17 @@ export interface DemoPageOptions {
 
 export const DemoErrorCode = { buildFailed: "demo_build_failed" } as const;
 
-/** Same-origin only: `'self'` also covers the page's own `ws:`/`wss:` origin for the WebSocket. */
+/**
+ * Same-origin only: `'self'` also covers the page's own `ws:`/`wss:` origin for the WebSocket. Images are the
+ * exception: a listing's photo and a person's avatar are wherever the platform keeps them (its CDN), and an
+ * image cannot run code.
+ */
 const CONTENT_SECURITY_POLICY = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self'",
   "connect-src 'self'",
-  "img-src 'self'",
+  "img-src 'self' https: http:",
   "base-uri 'none'",
   "form-action 'none'",
   "frame-ancestors 'none'",
@@ -98,6 +104,14 @@ export function createDemoPageRoutes(options: DemoPageOptions = {}) {
   app.get("/demo/app.css", async (c) => {
     c.header("Content-Type", "text/css; charset=utf-8");
     return c.body(await file("app.css"));
+  });
+
+  app.get("/dev/img/:name", (c) => {
+    const name = c.req.param("name");
+    const svg = Object.hasOwn(PLACEHOLDER_IMAGES, name) ? PLACEHOLDER_IMAGES[name] : undefined;
+    if (svg === undefined) return c.json(errorBody("not_found", "no such demo picture"), 404);
+    c.header("Content-Type", "image/svg+xml");
+    return c.body(svg);
   });
 
   app.get("/demo/app.js", async (c) => {

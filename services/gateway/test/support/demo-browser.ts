@@ -90,9 +90,21 @@ declare const window: { chatDemo: DemoDebug };
 export const byTestId = (id: string) => `[data-testid="${id}"]`;
 export const MESSAGES = `${byTestId("message-list")} [data-message-id]`;
 
-/** Opens the demo in a new browser context and signs in as `userId`; `query` is the page's query string. */
-export async function openUserPage(browser: Browser, baseUrl: string, userId: number, query = ""): Promise<UserPage> {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+/**
+ * Opens the demo in a new browser context and signs in as `userId`; `query` is the page's query string,
+ * `locale` the browser's language (prices and times are written in it).
+ */
+export async function openUserPage(
+  browser: Browser,
+  baseUrl: string,
+  userId: number,
+  query = "",
+  options: { locale?: string } = {},
+): Promise<UserPage> {
+  const context = await browser.newContext({
+    viewport: { width: 1100, height: 720 },
+    ...(options.locale ? { locale: options.locale } : {}),
+  });
   const page = await context.newPage();
   const user: UserPage = { userId, context, page, pageErrors: [], dialogs: [], consoleErrors: [], requestedPaths: [] };
   page.on("request", (request) => user.requestedPaths.push(new URL(request.url()).pathname));

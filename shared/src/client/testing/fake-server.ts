@@ -1,5 +1,13 @@
 import { ErrorCode, Limits } from "../../codes.ts";
-import type { Chat, ChatEvent, ChatEventDraft, Message, ServerFrame } from "../../protocol.ts";
+import type {
+  Chat,
+  ChatEvent,
+  ChatEventDraft,
+  ChatListing,
+  ChatSummary,
+  Message,
+  ServerFrame,
+} from "../../protocol.ts";
 import { ChatApiError } from "../rest.ts";
 import type { WebSocketFactory, WebSocketLike } from "../types.ts";
 
@@ -62,7 +70,12 @@ const statusOf: Record<string, number> = {
   [ErrorCode.shuttingDown]: 503,
   [ErrorCode.internal]: 500,
   [ErrorCode.unauthorized]: 401,
+  [ErrorCode.userSuspended]: 403,
+  [ErrorCode.listingClosed]: 409,
 };
+
+/** A chat as the fake keeps it: the viewer's fields (`peer`, `archived`) are made per viewer. */
+type StoredChat = Omit<Chat, "peer" | "archived">;
 
 function later(fn: () => void): void {
   // A microtask, never a timer: fake timers must only count the client's own timers.
@@ -93,7 +106,12 @@ export class FakeChatServer {
   private nextMessageId = 1;
   private nextTicket = 1;
   private readonly logs = new Map<number, ChatEvent[]>();
-  private readonly chats = new Map<number, Chat>();
+  private readonly chats = new Map<number, StoredChat>();
+  /** `${chatId}:${userId}` of the chats each user archived. */
+  private readonly archivedBy = new Set<string>();
+  /** Users the platform suspended: sends refused, sockets closed with 4003 (CONTRACT §8). */
+  private readonly suspendedUsers = new Set<number>();
+  private readonly names = new Map<number, { display_name: string | null; avatar_url: string | null }>();
   private readonly messages: Message[] = [];
   private readonly readMarkers = new Map<string, number>();
   private readonly tickets = new Map<string, number>();
@@ -105,20 +123,70 @@ export class FakeChatServer {
     return `access-${userId}`;
   }
 
-  /** A chat between two users; appends `chat_created` to both logs. */
-  addChat(buyerId: number, sellerId: number, listingId = 1): Chat {
+  /** A chat between two users; appends `chat_created` to both logs (each with its own `peer`). */
+  addChat(buyerId: number, sellerId: number, listingId = 1, listing: ChatListing | null = null): Chat {
     const at = new Date().toISOString();
-    const chat: Chat = {
+    const chat: StoredChat = {
       id: this.nextChatId++,
       listing_id: listingId,
       buyer_id: buyerId,
       seller_id: sellerId,
       created_at: at,
       last_activity_at: at,
+      listing,
     };
     this.chats.set(chat.id, chat);
-    this.append({ type: "chat_created", chat }, chat);
-    return chat;
+    this.append((userId) => ({ type: "chat_created", chat: this.viewOf(chat, userId) }), chat);
+    return this.viewOf(chat, buyerId);
+  }
+
+  /** The chat as `userId` sees it: the other participant as `peer`, and whether they archived it. */
+  viewOf(chat: StoredChat, userId: number): Chat {
+    const other = chat.buyer_id === userId ? chat.seller_id : chat.buyer_id;
+    const known = this.names.get(other);
+    return {
+      ...chat,
+      peer: { id: other, display_name: known?.display_name ?? null, avatar_url: known?.avatar_url ?? null },
+      archived: this.archivedBy.has(`${chat.id}:${userId}`),
+    };
+  }
+
+  /** `PUT /internal/chat/users/:id`: what chat lists show of that person from then on (no event). */
+  setPerson(userId: number, displayName: string | null, avatarUrl: string | null = null): void {
+    this.names.set(userId, { display_name: displayName, avatar_url: avatarUrl });
+  }
+
+  /** The platform changed the chat's listing: `chat_updated` to both participants. */
+  updateListing(chatId: number, listing: ChatListing): void {
+    const chat = this.chats.get(chatId);
+    if (!chat) throw new Error(`no chat ${chatId}`);
+    chat.listing = listing;
+    this.append((userId) => ({ type: "chat_updated", chat: this.viewOf(chat, userId) }), chat);
+  }
+
+  /** A system message (`sender_id: null`): both participants get it, and it un-archives the chat for both. */
+  postSystem(chatId: number, content: string, data: Record<string, unknown> | null = null): Message {
+    const chat = this.chats.get(chatId);
+    if (!chat) throw new Error(`no chat ${chatId}`);
+    const message = this.newMessage(chatId, null, content, null, "system", data);
+    this.archivedBy.delete(`${chatId}:${chat.buyer_id}`);
+    this.archivedBy.delete(`${chatId}:${chat.seller_id}`);
+    this.append({ type: "new_message", chat_id: chatId, message }, chat);
+    return message;
+  }
+
+  /** Suspends a user: live sockets close with 4003, new ones are accepted then closed with 4003, sends get 403. */
+  suspend(userId: number): void {
+    this.suspendedUsers.add(userId);
+    for (const socket of this.openSockets(userId)) socket.closeWith(4003, "suspended");
+  }
+
+  unsuspend(userId: number): void {
+    this.suspendedUsers.delete(userId);
+  }
+
+  isArchived(chatId: number, userId: number): boolean {
+    return this.archivedBy.has(`${chatId}:${userId}`);
   }
 
   /** A message stored on the server's side (e.g. the other participant wrote it). */
@@ -222,6 +290,7 @@ export class FakeChatServer {
       if (error.retryAfterMs !== undefined) headers["retry-after"] = String(Math.ceil(error.retryAfterMs / 1000));
     }
     record.status = status;
+    if (status === 204) return new Response(null, { status });
     return new Response(JSON.stringify(answer), { status, headers });
   };
 
@@ -234,7 +303,11 @@ export class FakeChatServer {
     const socket = new FakeSocket(this, url, userId, afterParam === null ? undefined : Number(afterParam));
     this.sockets.push(socket);
     if (userId === undefined) socket.refuse();
-    else if (this.upgrades === "accept") socket.open();
+    else if (this.suspendedUsers.has(userId)) {
+      // As the real server: the upgrade is accepted, then closed with 4003 before any `connected`.
+      socket.open({ greet: false });
+      socket.closeWith(4003, "suspended");
+    } else if (this.upgrades === "accept") socket.open();
     else if (this.upgrades === "refuse") socket.refuse();
     return socket;
   };
@@ -270,6 +343,23 @@ export class FakeChatServer {
       return [200, { events, last_event_id: cursor, has_more: full }];
     }
     if (method === "GET" && path === "/api/v1/chats/unread") return [200, this.unread(userId)];
+    if (method === "GET" && path === "/api/v1/chats") {
+      const archived = url.searchParams.get("archived") === "1";
+      return [200, { chats: this.listFor(userId, archived) }];
+    }
+    const archiveRoute = /^\/api\/v1\/chats\/(\d+)\/archive$/.exec(path);
+    if ((method === "POST" || method === "DELETE") && archiveRoute) {
+      const chat = this.participant(Number(archiveRoute[1]), userId);
+      const key = `${chat.id}:${userId}`;
+      const archive = method === "POST";
+      if (archive !== this.archivedBy.has(key)) {
+        if (archive) this.archivedBy.add(key);
+        else this.archivedBy.delete(key);
+        // This user's devices only (CONTRACT §8).
+        this.append({ type: "chat_updated", chat: this.viewOf(chat, userId) }, chat, [userId]);
+      }
+      return [204, undefined];
+    }
     const chatRoute = /^\/api\/v1\/chats\/(\d+)\/(messages|read)$/.exec(path);
     if (method === "POST" && chatRoute) {
       const chatId = Number(chatRoute[1]);
@@ -288,7 +378,19 @@ export class FakeChatServer {
     throw new FakeHttpError(404, ErrorCode.notFound, `no route ${method} ${path}`);
   }
 
-  private participant(chatId: number, userId: number): Chat {
+  /** `GET /api/v1/chats` for a user: the archived ones, or the others. */
+  private listFor(userId: number, archived: boolean): ChatSummary[] {
+    return [...this.chats.values()]
+      .filter((c) => (c.buyer_id === userId || c.seller_id === userId) && this.isArchived(c.id, userId) === archived)
+      .map((c) => ({
+        ...this.viewOf(c, userId),
+        last_message: this.messagesIn(c.id).at(-1) ?? null,
+        unread_count: this.unreadIn(c, userId),
+        peer_last_read_message_id: null,
+      }));
+  }
+
+  private participant(chatId: number, userId: number): StoredChat {
     const chat = this.chats.get(chatId);
     if (!chat || (chat.buyer_id !== userId && chat.seller_id !== userId))
       throw new FakeHttpError(404, ErrorCode.notFound, "chat not found");
@@ -305,6 +407,10 @@ export class FakeChatServer {
     const chat = this.participant(chatId, senderId);
     if (typeof content !== "string" || content.trim() === "" || [...content].length > Limits.maxContentChars)
       throw new FakeHttpError(400, ErrorCode.validationFailed, "content must be 1 to 4000 characters");
+    if (this.suspendedUsers.has(senderId))
+      throw new FakeHttpError(403, ErrorCode.userSuspended, "your account is suspended");
+    if (chat.listing?.status === "removed")
+      throw new FakeHttpError(409, ErrorCode.listingClosed, "this listing was removed");
     const refusal = this.sendRefusals.shift();
     if (refusal)
       throw new FakeHttpError(
@@ -317,19 +423,39 @@ export class FakeChatServer {
       const existing = this.messages.find((m) => m.sender_id === senderId && m.client_msg_id === clientMsgId);
       if (existing) return { message: existing, created: false };
     }
+    const message = this.newMessage(chatId, senderId, content, clientMsgId, "text", null);
+    // A message brings the chat back from the archive of everyone but its sender, with no chat_updated.
+    for (const userId of [chat.buyer_id, chat.seller_id]) {
+      if (userId !== senderId) this.archivedBy.delete(`${chatId}:${userId}`);
+    }
+    this.append({ type: "new_message", chat_id: chatId, message }, chat);
+    return { message, created: true };
+  }
+
+  private newMessage(
+    chatId: number,
+    senderId: number | null,
+    content: string,
+    clientMsgId: string | null,
+    kind: Message["kind"],
+    data: Message["data"],
+  ): Message {
     const message: Message = {
       id: this.nextMessageId++,
       chat_id: chatId,
       sender_id: senderId,
+      kind,
       content,
+      data,
+      attachments: [],
       client_msg_id: clientMsgId,
       created_at: new Date().toISOString(),
       edited_at: null,
       deleted_at: null,
+      deleted_by: null,
     };
     this.messages.push(message);
-    this.append({ type: "new_message", chat_id: chatId, message }, chat);
-    return { message, created: true };
+    return message;
   }
 
   markRead(userId: number, chatId: number, messageId: number) {
@@ -365,15 +491,23 @@ export class FakeChatServer {
     return { total, chats };
   }
 
-  private unreadIn(chat: Chat, userId: number): number {
+  private unreadIn(chat: StoredChat, userId: number): number {
     const marker = this.readMarkers.get(`${chat.id}:${userId}`) ?? 0;
     return this.messages.filter((m) => m.chat_id === chat.id && m.sender_id !== userId && m.id > marker).length;
   }
 
-  /** Gives the change the next event id, appends it to each participant's log and pushes it live. */
-  private append(draft: ChatEventDraft, chat: Chat): ChatEvent {
-    const event = { ...draft, event_id: ++this.lastEventId } as ChatEvent;
-    for (const userId of new Set([chat.buyer_id, chat.seller_id])) {
+  /**
+   * Gives the change the next event id, appends it to each participant's log (or to `to`'s) and pushes it
+   * live; a draft that is a function is made per user (a chat as each one sees it).
+   */
+  private append(
+    draft: ChatEventDraft | ((userId: number) => ChatEventDraft),
+    chat: StoredChat,
+    to: number[] = [chat.buyer_id, chat.seller_id],
+  ): void {
+    const eventId = ++this.lastEventId;
+    for (const userId of new Set(to)) {
+      const event = { ...(typeof draft === "function" ? draft(userId) : draft), event_id: eventId } as ChatEvent;
       let log = this.logs.get(userId);
       if (!log) {
         log = [];
@@ -382,7 +516,6 @@ export class FakeChatServer {
       log.push(event);
       for (const socket of this.openSockets(userId)) socket.pushEvent(event);
     }
-    return event;
   }
 
   /** @internal the socket's view of the server */
