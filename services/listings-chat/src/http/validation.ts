@@ -68,5 +68,5 @@ export function pageLimit(raw: string | undefined, fallback: number, max: number
 export function flag(name: string, raw: string | undefined): boolean {
   if (raw === undefined || raw === "" || raw === "0" || raw === "false") return false;
   if (raw === "1" || raw === "true") return true;
-  throw new ChatError(ErrorCode.validationFailed, 400, `${name} must be 1 or 0`);
+  throw new ChatError(ErrorCode.validationFailed, 400, `${name} must be 1 or 0 (or true or false)`);
 }
