@@ -7,9 +7,11 @@
 CREATE TABLE "listing_fanouts" (
 	"listing_id" bigint PRIMARY KEY NOT NULL,
 	"after_buyer_id" bigint DEFAULT 0 NOT NULL,
+	"rerun" boolean DEFAULT false NOT NULL,
 	"requested_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint
+CREATE INDEX "listing_fanouts_requested_idx" ON "listing_fanouts" USING btree ("requested_at","listing_id");--> statement-breakpoint
 CREATE TABLE "people" (
 	"user_id" bigint PRIMARY KEY NOT NULL,
 	"display_name" text,

@@ -34,6 +34,7 @@ import { createTelemetry } from "./ops/telemetry.ts";
 import { createListingFanout } from "./platform/listing-fanout.ts";
 import { createPlatformRoutes } from "./platform/routes.ts";
 import { createPlatformService } from "./platform/service.ts";
+import { isSuspended } from "./platform/suspensions.ts";
 import { createMemoryPresence, createRedisPresence } from "./presence/presence.ts";
 import { createContentRules, defaultContentRulesOptions } from "./safety/content-rules.ts";
 import { createSafetyService } from "./safety/service.ts";
@@ -262,6 +263,7 @@ export async function startChatServer(
         stats.upgradesRefusedBusyTotal += 1;
       },
       log,
+      isSuspended: (userId) => isSuspended(database.db, userId),
     }),
   );
   const port = (server.address() as AddressInfo).port;

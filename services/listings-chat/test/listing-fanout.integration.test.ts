@@ -342,4 +342,50 @@ describe.runIf(postgres)("a listing with 5,000 chats changes", () => {
     );
     expect(rows).toEqual([]);
   }, 240_000);
+
+  it("reaches every chat while the listing keeps changing faster than a pass, and ends on its last state", async () => {
+    // Driven by SQL, one batch at a time, with no instance running: deterministic, whatever the machine's speed.
+    expect(chat).toBeUndefined();
+    const high = await chatEventsHigh(client);
+    const titleOf = (n: number) => `Desk lamp, price ${n}`;
+    const change = (n: number) =>
+      client.query(
+        `select status from lc_put_listing($1, $2, $3, 9900, 'EUR', null,
+           'https://marketplace.example/listings/lamp', 'active')`,
+        [LISTING, SELLER, titleOf(n)],
+      );
+    const step = async () => {
+      const { rows } = await client.query<{ status: string }>("select status from lc_listing_fanout_step(100)");
+      return rows[0]!.status;
+    };
+    const chatsTold = async () => (await told(client, high)).pairs / 2;
+    // A change after every 10 batches (1,000 chats), until every chat heard one: a fan-out that started over at
+    // each change would tell its first 1,000 chats again and again and never the others (at most 20 changes).
+    let changes = 0;
+    /** Where the events stood when the last change committed. */
+    let atLastChange = high;
+    while (changes < 20 && (await chatsTold()) < CHATS) {
+      changes += 1;
+      await change(changes);
+      atLastChange = await chatEventsHigh(client);
+      for (let i = 0; i < 10; i++) await step();
+    }
+    console.log(`every chat heard of a change after ${changes} changes, 1,000 chats apart`);
+    expect(await chatsTold()).toBe(CHATS);
+    expect(changes).toBeLessThan(20);
+    // Then, with no more changes, the fan-out runs out (the pass under way, and one rerun), and every chat hears
+    // of the last change: a chat_updated appended after it (built then, so showing the last title).
+    let steps = 0;
+    while ((await step()) !== "idle") steps += 1;
+    expect(steps).toBeLessThanOrEqual(2 * (CHATS / 100) + 2);
+    expect(await fanoutPending(client)).toBe(false);
+    const { rows } = await client.query<{ stale: number; chats: number }>(
+      `select count(*) filter (where c.last_told <= $3)::int as stale, count(*)::int as chats
+       from (select ce.chat_id, max(ce.id) as last_told from chat_events ce
+             where ce.id > $1 and ce.type = 'chat_updated' group by ce.chat_id) c
+       join chats ch on ch.id = c.chat_id and ch.listing_id = $2`,
+      [high, LISTING, atLastChange],
+    );
+    expect(rows[0]).toEqual({ stale: 0, chats: CHATS });
+  }, 240_000);
 });

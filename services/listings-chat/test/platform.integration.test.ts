@@ -544,6 +544,10 @@ describe.each(databaseTargets())("the platform's voice on $name", (target) => {
       ["empty content", { content: "  ", data: {} }],
       ["content over 4000 characters", { content: "x".repeat(4001) }],
       ["content with NUL", { content: "sold\u0000" }],
+      // jsonb cannot store them: refused as text is, not a 503 that a retry never cures.
+      ["data with a NUL in a string", { content: "x", data: { note: "a\u0000b" } }],
+      ["data with a NUL in a nested key", { content: "x", data: { offer: { "a\u0000": 1 } } }],
+      ["data with an unpaired surrogate in an array", { content: "x", data: { notes: ["ok", "\ud800"] } }],
       ["a client_msg_id over 64 characters", { content: "x", client_msg_id: "x".repeat(65) }],
       ["a client_msg_id that is a number", { content: "x", client_msg_id: 5 }],
     ])("refuse %s with 400 validation_failed and store nothing", async (_, body) => {

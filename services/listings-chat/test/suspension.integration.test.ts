@@ -96,13 +96,16 @@ describe.runIf(postgres && redis)("suspension across two instances", () => {
     return { user, other, chatId, mine: mine.body as { id: number } };
   }
 
-  /** A new upgrade for `userId` is accepted, then closed with 4003; nothing else reaches it. */
+  /**
+   * A new upgrade for `userId` is accepted, then closed with 4003 before any frame: no `connected` (which would
+   * tell the client it is not suspended, and its contacts that it came online).
+   */
   async function expectRefusedUpgrade(chat: TestChat, userId: number) {
     const socket = rawSocket(chat, userId);
     await socket.opened;
     const closed = await socket.waitClosed();
     expect(closed.code, `a new socket on ${chat.baseUrl}`).toBe(CloseCode.suspended);
-    expect(socket.frames.filter((f) => f.type !== "connected")).toEqual([]);
+    expect(socket.frames).toEqual([]);
   }
 
   it("closes the user's sockets on both instances with 4003, refuses writes with 403, and reads go on; lifting it ends it", async () => {

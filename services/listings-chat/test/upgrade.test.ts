@@ -30,7 +30,7 @@ function recordingSocket() {
   return { socket, text: () => written.join("") };
 }
 
-function handlerWith(opening: number, random: number) {
+function handlerWith(opening: number, random: number, isSuspended?: (userId: number) => Promise<boolean>) {
   const upgraded: number[] = [];
   const refusedBusy: number[] = [];
   const wss = {
@@ -46,15 +46,20 @@ function handlerWith(opening: number, random: number) {
     onBusy: () => refusedBusy.push(1),
     log: pino({ level: "silent" }),
     random: () => random,
+    isSuspended,
   });
   return { handle, upgraded, refusedBusy };
 }
 
+/** Lets the suspension check's promise settle. */
+const settled = () => new Promise((resolve) => setImmediate(resolve));
+
 describe("admission of upgrades", () => {
-  it("accepts while fewer sockets than the limit wait for their greeting", () => {
+  it("accepts while fewer sockets than the limit wait for their greeting", async () => {
     const { handle, upgraded, refusedBusy } = handlerWith(2, 0);
     const { socket, text } = recordingSocket();
     handle(upgradeRequest(), socket, Buffer.alloc(0));
+    await settled();
     expect(upgraded).toHaveLength(1);
     expect(refusedBusy).toHaveLength(0);
     expect(text()).toBe("");
@@ -64,14 +69,37 @@ describe("admission of upgrades", () => {
     [0, "1"],
     [0.5, "2"],
     [0.99, "3"],
-  ])("refuses at once with 503 instance_busy when the queue is full (draw %s → Retry-After %s)", (draw, retryAfter) => {
-    const { handle, upgraded, refusedBusy } = handlerWith(3, draw);
-    const { socket, text } = recordingSocket();
-    handle(upgradeRequest(), socket, Buffer.alloc(0));
-    expect(upgraded).toHaveLength(0);
+  ])(
+    "refuses at once with 503 instance_busy when the queue is full (draw %s → Retry-After %s)",
+    async (draw, retryAfter) => {
+      const { handle, upgraded, refusedBusy } = handlerWith(3, draw);
+      const { socket, text } = recordingSocket();
+      handle(upgradeRequest(), socket, Buffer.alloc(0));
+      await settled();
+      expect(upgraded).toHaveLength(0);
+      expect(refusedBusy).toHaveLength(1);
+      expect(text()).toMatch(/^HTTP\/1\.1 503 /);
+      expect(text()).toContain(`Retry-After: ${retryAfter}\r\n`);
+      expect(text()).toContain('"code":"instance_busy"');
+    },
+  );
+
+  it("counts the upgrades waiting for their suspension check with the greetings pending", async () => {
+    // Two greetings pending, limit 3: one upgrade may wait for its check; the next is refused meanwhile.
+    let answer: (suspended: boolean) => void = () => {};
+    const check = () => new Promise<boolean>((resolve) => (answer = resolve));
+    const { handle, upgraded, refusedBusy } = handlerWith(2, 0, check);
+    handle(upgradeRequest(), recordingSocket().socket, Buffer.alloc(0));
+    const second = recordingSocket();
+    handle(upgradeRequest(), second.socket, Buffer.alloc(0));
     expect(refusedBusy).toHaveLength(1);
-    expect(text()).toMatch(/^HTTP\/1\.1 503 /);
-    expect(text()).toContain(`Retry-After: ${retryAfter}\r\n`);
-    expect(text()).toContain('"code":"instance_busy"');
+    expect(second.text()).toMatch(/^HTTP\/1\.1 503 /);
+    answer(false);
+    await settled();
+    expect(upgraded).toHaveLength(1);
+    // Answered: no longer counted.
+    const third = recordingSocket();
+    handle(upgradeRequest(), third.socket, Buffer.alloc(0));
+    expect(refusedBusy).toHaveLength(1);
   });
 });

@@ -1457,6 +1457,26 @@ describe("the platform's voice (CONTRACT §8): listings, archive, suspension", (
     expect(h.client.getChat(h.chat.id)?.archived).toBe(false);
   });
 
+  it("while polling with no user id known, its own message from another device leaves the chat archived; the other side's brings it back", async () => {
+    const h = harness();
+    const chats = watchChats(h);
+    await startPolling(h);
+    await h.client.listChats();
+    await h.client.archiveChat(h.chat.id);
+    await advance(5_000);
+    chats.length = 0;
+    // Sent from another device: the client has no `connected` frame naming this user, only the chat's peer.
+    h.server.post(h.chat.id, ME, "sent from my phone");
+    await advance(5_000);
+    expect(h.seen.events.at(-1)).toMatchObject({ type: "new_message", message: { sender_id: ME } });
+    expect(h.client.getChat(h.chat.id)?.archived).toBe(true);
+    expect(chats).toEqual([]);
+    h.server.post(h.chat.id, OTHER, "still for sale?");
+    await advance(5_000);
+    expect(h.client.getChat(h.chat.id)?.archived).toBe(false);
+    expect(chats).toEqual([[h.chat.id, false, undefined]]);
+  });
+
   it("suspended (4003 on the live socket): says so once, polls (reads go on), retries WebSocket only every 30 s, refuses sends at once; lifted, it is live again", async () => {
     const h = harness();
     const suspended: Array<ChatClientEvents["suspended"]> = [];

@@ -830,8 +830,11 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     }
     if (event.type !== "new_message") return undefined;
     const known = this.knownChats.get(event.chat_id);
-    const fromElsewhere = event.message.sender_id === null || event.message.sender_id !== this.userId;
-    if (!known?.archived || !fromElsewhere) return undefined;
+    if (!known?.archived) return undefined;
+    // The platform's, or the other participant's (known from the chat itself, even before `connected` names
+    // this user): not one this user sent from another device, which leaves it archived.
+    const fromElsewhere = event.message.sender_id === null || event.message.sender_id === known.peer?.id;
+    if (!fromElsewhere) return undefined;
     const chat = { ...known, archived: false };
     this.knownChats.set(chat.id, chat);
     return chat;

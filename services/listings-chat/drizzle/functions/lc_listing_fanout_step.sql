@@ -4,7 +4,8 @@
 -- of 10,000 users at once: the oldest fan-out no other instance holds (FOR UPDATE SKIP LOCKED), its next
 -- `p_batch` chats in buyer order after its cursor (a registered listing's chats all have its seller:
 -- chats_listing_buyer_seller_key's prefix, read from where the last batch stopped), one chat_updated each for
--- both participants, and the cursor moved on (or the fan-out removed after its last batch). Status:
+-- both participants, and the cursor moved on; after its last batch the fan-out is removed, or, when the listing
+-- changed again during the pass (`rerun`), started over from the first chat at the back of the queue. Status:
 --   idle   nothing to do (one row);
 --   told   a batch was appended: one row per participant told, with the chat as they see it, and their
 --          event_id (one row with no user when the batch found no chat left).
@@ -17,7 +18,7 @@ DECLARE
   v_chat_ids bigint[];
   v_last_buyer bigint;
 BEGIN
-  SELECT * INTO f FROM listing_fanouts ff ORDER BY ff.requested_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+  SELECT * INTO f FROM listing_fanouts ff ORDER BY ff.requested_at, ff.listing_id LIMIT 1 FOR UPDATE SKIP LOCKED;
   IF NOT FOUND THEN
     status := 'idle'; RETURN NEXT; RETURN;
   END IF;
@@ -25,7 +26,10 @@ BEGIN
   FROM (SELECT c.id, c.buyer_id FROM chats c
         WHERE c.listing_id = f.listing_id AND c.buyer_id > f.after_buyer_id
         ORDER BY c.buyer_id LIMIT p_batch) b;
-  IF coalesce(cardinality(v_chat_ids), 0) < p_batch THEN
+  IF coalesce(cardinality(v_chat_ids), 0) < p_batch AND f.rerun THEN
+    UPDATE listing_fanouts ff SET after_buyer_id = 0, rerun = false, requested_at = now()
+    WHERE ff.listing_id = f.listing_id;
+  ELSIF coalesce(cardinality(v_chat_ids), 0) < p_batch THEN
     DELETE FROM listing_fanouts ff WHERE ff.listing_id = f.listing_id;
   ELSE
     UPDATE listing_fanouts ff SET after_buyer_id = v_last_buyer WHERE ff.listing_id = f.listing_id;

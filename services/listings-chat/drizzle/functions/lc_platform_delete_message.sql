@@ -1,8 +1,11 @@
 -- The platform removes a message (CONTRACT §8, moderation): `deleted_by` platform, with its reason (for its
 -- moderators, never shown). Status: deleted (one row per participant, with event ids: both hear
 -- message_deleted), unchanged (already deleted, by whoever: the message as it is), not_found.
--- Locks as lc_delete_message: the participants' rows (ascending user id), then the message; a message a
--- participant other than its sender had not read leaves their unread count (a system message: both).
+-- Locks in the order every write keeps (functions/README.md): the chat's row first (FOR NO KEY UPDATE, as a
+-- send's update of it), then both participants' rows, then the message. The chat's row comes first because
+-- this locks both participants' rows, as a send does: without it, a send holding one and this the other would
+-- deadlock (found under a mix of sends and platform deletes). A message a participant other than its sender
+-- had not read leaves their unread count (a system message: both).
 CREATE OR REPLACE FUNCTION lc_platform_delete_message(p_message_id bigint, p_reason text)
 RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -17,6 +20,7 @@ BEGIN
   IF NOT FOUND THEN
     status := 'not_found'; RETURN NEXT; RETURN;
   END IF;
+  PERFORM FROM chats c WHERE c.id = m.chat_id FOR NO KEY UPDATE;
   FOR r IN
     SELECT p.user_id, p.last_read_message_id, p.unread_count FROM chat_participants p
     WHERE p.chat_id = m.chat_id ORDER BY p.user_id FOR UPDATE

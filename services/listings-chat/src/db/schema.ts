@@ -311,11 +311,20 @@ export const suspensions = pgTable("suspensions", {
 
 /**
  * Listings whose change still has to reach their chats as `chat_updated` (CONTRACT §8), written in the
- * transaction of the change: a batch of chats at a time (`after_buyer_id` the last chat told: a registered listing's chats all have its seller, so its chats are ordered by buyer along chats_listing_buyer_seller_key), by any instance
- * (`FOR UPDATE SKIP LOCKED`), resumed after a crash. A new change of the listing starts it over.
+ * transaction of the change: a batch of chats at a time, by any instance (`FOR UPDATE SKIP LOCKED`, oldest
+ * first), resumed after a crash. `after_buyer_id` is the last chat told (a registered listing's chats all have
+ * its seller, so they are ordered by buyer along chats_listing_buyer_seller_key). A change during a pass sets
+ * `rerun`: the pass goes on to the end (the chats after the cursor hear the newest state), then starts once more
+ * from the first chat, so a listing that changes often still reaches all its chats.
  */
-export const listingFanouts = pgTable("listing_fanouts", {
-  listingId: bigint("listing_id", { mode: "number" }).primaryKey(),
-  afterBuyerId: bigint("after_buyer_id", { mode: "number" }).notNull().default(0),
-  requestedAt: timestamp("requested_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
-});
+export const listingFanouts = pgTable(
+  "listing_fanouts",
+  {
+    listingId: bigint("listing_id", { mode: "number" }).primaryKey(),
+    afterBuyerId: bigint("after_buyer_id", { mode: "number" }).notNull().default(0),
+    rerun: boolean("rerun").notNull().default(false),
+    requestedAt: timestamp("requested_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+  },
+  // The queue's order: a step reads the oldest, not a sort of every fan-out waiting.
+  (t) => [index("listing_fanouts_requested_idx").on(t.requestedAt, t.listingId)],
+);

@@ -88,15 +88,18 @@ export function createBusPublisher(bus: Bus, stats: Stats, log: Logger): Publish
 }
 
 /**
- * The platform suspended `userId` (CONTRACT §8): the instances holding their sockets close them with 4003. Not
- * stored: the write functions refuse the user's writes whatever the bus does, and a connect is checked.
+ * The platform suspended a user (CONTRACT §8): the instances holding their sockets close them with 4003. Not
+ * stored: the write functions refuse the user's writes whatever the bus does, and a connect is checked. The
+ * user is not in a `userId` field: pods of the release before take any message kind they do not know for an
+ * event of its `userId`, and without one they drop it.
  */
 export interface SuspendedMessage {
   kind: "suspended";
-  userId: number;
+  suspendedUserId: number;
 }
 
 /** Puts a suspension on the shard of the user it is about. */
 export function publishSuspended(bus: Bus, userId: number): Promise<void> {
-  return bus.publish(shardOf(userId), JSON.stringify({ kind: "suspended", userId } satisfies SuspendedMessage));
+  const message: SuspendedMessage = { kind: "suspended", suspendedUserId: userId };
+  return bus.publish(shardOf(userId), JSON.stringify(message));
 }

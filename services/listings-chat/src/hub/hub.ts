@@ -17,7 +17,6 @@ import type { TypingGate } from "../limits/typing-gate.ts";
 import type { MessageService } from "../messages/service.ts";
 import type { Stats } from "../ops/stats.ts";
 import type { HubTelemetry } from "../ops/telemetry.ts";
-import { isSuspended } from "../platform/suspensions.ts";
 import type { Presence, PresenceState } from "../presence/presence.ts";
 import { Connection, type ConnectionContext } from "./connection.ts";
 import { createEventSequencer } from "./sequencer.ts";
@@ -157,7 +156,7 @@ export function createHub(options: HubOptions) {
   function route(message: BusMessage) {
     if (message.kind === "frame") return deliverFrame(message);
     if (message.kind === "contact") return void applyContact(message);
-    if (message.kind === "suspended") return closeSuspended(message.userId);
+    if (message.kind === "suspended") return closeSuspended(message.suspendedUserId);
     const stream = streams.get(message.userId);
     // A user of this shard whom this instance does not serve: nothing to do.
     if (!stream) return;
@@ -447,14 +446,6 @@ export function createHub(options: HubOptions) {
       // A stream followed for this socket has just had its end read, after its shard was heard: the greeting
       // can take it. One followed before may have moved on since: the greeting reads the end again.
       const opened = connection.open(after, followed ? stream.ready.then(() => undefined) : stream.ready);
-      // A suspended user's socket is accepted, then closed with 4003 (CONTRACT §8), which tells the client why;
-      // asked beside the greeting, so a connect waits for no extra round trip.
-      isSuspended(db, userId).then(
-        (suspended) => {
-          if (suspended) connection.close(CloseCode.suspended, "suspended by the platform");
-        },
-        (error) => log.warn({ err: error, connection: connection.id }, "could not check whether the user is suspended"),
-      );
       opening += 1;
       const acceptedAt = performance.now();
       const greeted = () => {

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import { ErrorCode, parseUserId } from "@listings-chat/shared";
+import { CloseCode, ErrorCode, parseUserId } from "@listings-chat/shared";
 import { presentedInternalToken, redactUrl, refuseUpgrade as refuse, upgradeScope } from "@listings-chat/shared/node";
 import type { Logger } from "pino";
 import type { WebSocketServer } from "ws";
@@ -22,6 +22,8 @@ export interface UpgradeDeps {
   random?: () => number;
   /** The ws-tokens sockets were opened with (the gateway's `X-Ws-Token-Id`); one of its own when not given. */
   usedWsTokens?: UsedWsTokens;
+  /** Whether the platform suspends the user (CONTRACT §8); nobody is, when not given. */
+  isSuspended?: (userId: number) => Promise<boolean>;
 }
 
 /** A ws-token's id as the gateway makes it (a UUID), with room to spare. */
@@ -41,7 +43,11 @@ export function createUpgradeHandler({
   log,
   random = Math.random,
   usedWsTokens = createUsedWsTokens(),
+  isSuspended = async () => false,
 }: UpgradeDeps) {
+  /** Upgrades past every check, waiting for their suspension check: counted with the greetings pending. */
+  let checking = 0;
+
   return (req: IncomingMessage, socket: Duplex, head: Buffer) =>
     // The gateway's id for this upgrade, in every line logged while it is handled.
     upgradeScope(req, async () => handleUpgrade(req, socket, head));
@@ -77,7 +83,7 @@ export function createUpgradeHandler({
     }
     if (isShuttingDown())
       return refuse(socket, 503, ErrorCode.shuttingDown, "this instance is shutting down: connect again");
-    if (hub.opening() >= connectQueueMax) {
+    if (hub.opening() + checking >= connectQueueMax) {
       // Alive but behind: a quick answer the client can act on, not a handshake that times out somewhere.
       // Spread over 1–3 s, so that the refused do not all come back at once.
       const retryAfter = String(1 + Math.floor(random() * 3));
@@ -92,10 +98,25 @@ export function createUpgradeHandler({
       return refuse(socket, 409, ErrorCode.conflict, "this ws-token was already used: a ws-token opens one socket");
     }
     const gatewayId = req.headers["x-gateway-id"];
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      hub.attach(ws, userId, afterRaw === null ? undefined : Number(afterRaw), {
-        gatewayId: typeof gatewayId === "string" ? gatewayId : undefined,
+    const accept = (suspended: boolean) =>
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        // Accepted, then closed with 4003 (CONTRACT §8), which tells the client why: before any greeting, and
+        // before their contacts hear them come online.
+        if (suspended) return ws.close(CloseCode.suspended, "suspended by the platform");
+        hub.attach(ws, userId, afterRaw === null ? undefined : Number(afterRaw), {
+          gatewayId: typeof gatewayId === "string" ? gatewayId : undefined,
+        });
       });
-    });
+    checking += 1;
+    isSuspended(userId)
+      .catch((error: unknown) => {
+        // Writes are checked in the write functions anyway: a socket is no reason to refuse reads.
+        log.warn({ err: error }, "could not check whether the user is suspended; the socket is accepted");
+        return false;
+      })
+      .then((suspended) => {
+        checking -= 1;
+        accept(suspended);
+      });
   }
 }

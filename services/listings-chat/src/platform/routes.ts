@@ -48,6 +48,16 @@ export const putListingBody = z.object({
   status: z.enum(listingStatuses, { error: `must be one of ${listingStatuses.join(", ")}` }),
 });
 
+/** Every key and string of a JSON value can be stored as jsonb (no NUL, no half of a surrogate pair). */
+function storableJson(value: unknown): boolean {
+  if (typeof value === "string") return storableText(value);
+  if (Array.isArray(value)) return value.every(storableJson);
+  if (value !== null && typeof value === "object") {
+    return Object.entries(value).every(([key, item]) => storableText(key) && storableJson(item));
+  }
+  return true;
+}
+
 const userId = z.number().int().positive();
 const reason = z
   .string()
@@ -81,6 +91,11 @@ export const systemMessageBody = z.object({
     .refine(
       (data) => data === null || Buffer.byteLength(JSON.stringify(data)) <= SYSTEM_MESSAGE_DATA_MAX_BYTES,
       `must be at most ${SYSTEM_MESSAGE_DATA_MAX_BYTES} bytes of JSON`,
+    )
+    // jsonb refuses them (a 503 that a retry never cures): said here, as for any text.
+    .refine(
+      (data) => data === null || storableJson(data),
+      "must not contain NUL characters or unpaired surrogates, in keys or strings",
     ),
   client_msg_id: clientMsgId.nullish().transform((id) => id ?? null),
 });
