@@ -3,7 +3,9 @@
 -- catalog: no table is rewritten). The checks are added NOT VALID (they hold for new rows at once, no scan under
 -- ACCESS EXCLUSIVE) and validated by 0025; the archived list's index is built CONCURRENTLY by 0024. Instances of
 -- the release before go on working beside this one: they never write the new columns, and a system message's
--- sender is stored as 0 (no user has it), not NULL.
+-- sender is stored as 0 (no user has it), not NULL. `listings.chat_json` and `people.peer_json` are what chat
+-- lists show of them, written with them (lc_put_listing, putPerson): the list embeds them as they are instead
+-- of building two JSON objects per chat; 0026 fills `chat_json` for the listings registered before.
 CREATE TABLE "listing_fanouts" (
 	"listing_id" bigint PRIMARY KEY NOT NULL,
 	"after_buyer_id" bigint DEFAULT 0 NOT NULL,
@@ -16,6 +18,7 @@ CREATE TABLE "people" (
 	"user_id" bigint PRIMARY KEY NOT NULL,
 	"display_name" text,
 	"avatar_url" text,
+	"peer_json" json NOT NULL,
 	"updated_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint
@@ -27,6 +30,7 @@ CREATE TABLE "suspensions" (
 );
 --> statement-breakpoint
 ALTER TABLE "chat_participants" ADD COLUMN "archived" boolean DEFAULT false NOT NULL;--> statement-breakpoint
+ALTER TABLE "listings" ADD COLUMN "chat_json" json;--> statement-breakpoint
 ALTER TABLE "messages" ADD COLUMN "kind" text DEFAULT 'text' NOT NULL;--> statement-breakpoint
 ALTER TABLE "messages" ADD COLUMN "data" jsonb;--> statement-breakpoint
 ALTER TABLE "messages" ADD COLUMN "deleted_by" text;--> statement-breakpoint

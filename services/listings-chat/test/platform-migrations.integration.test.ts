@@ -1,5 +1,5 @@
 /**
- * 0023–0025 (the platform's voice) on a database already in use: migrated to 0022, filled with chats and
+ * 0023–0026 (the platform's voice) on a database already in use: migrated to 0022, filled with chats and
  * messages (some edited, some deleted) by SQL as the release before stored them, then migrated to the end.
  * Old messages read as `kind: "text"`, `data: null`, `attachments: []`, and the deleted ones as deleted by their
  * sender; chats as unarchived with no listing and unknown names; 0023's checks are validated (0025) and the
@@ -94,6 +94,9 @@ describe.each(databaseTargets())("0023–0025 on a database in use on $name", (t
       (2, 21, '', null, null, now())`);
     await db.execute(sql`update chats c set last_message_id = (select max(id) from messages m where m.chat_id = c.id),
       buyer_wrote = true, seller_wrote = true`);
+    // Listing 100 registered by the release before (issue 22): 0026 fills what chats show of it.
+    await db.execute(sql`insert into listings (id, seller_id, title, price_minor, currency, image_url, url, status)
+      values (100, 21, 'Road bike', 45000, 'EUR', null, 'https://marketplace.example/listings/100', 'reserved')`);
 
     await migrate(migrationsFolder);
 
@@ -113,12 +116,25 @@ describe.each(databaseTargets())("0023–0025 on a database in use on $name", (t
       [4, "text", true, null],
     ]);
 
-    // Old chats: not archived, no listing, names unknown.
+    // Old chats: not archived, names unknown; the listing registered before shown (0026 filled its chat_json),
+    // the other unregistered.
+    const bike = {
+      id: 100,
+      title: "Road bike",
+      price_minor: 45000,
+      currency: "EUR",
+      image_url: null,
+      url: "https://marketplace.example/listings/100",
+      status: "reserved",
+    };
+    expect(await rows(db, sql`select chat_json::jsonb as shown from listings where id = 100`)).toEqual([
+      { shown: bike },
+    ]);
     const chats = createChatService({ db, publish: () => {} });
     const list = await chats.list(21, 20);
     expect(list.map((c) => [c.id, c.archived, c.listing, c.peer])).toEqual(
       expect.arrayContaining([
-        [1, false, null, { id: 11, display_name: null, avatar_url: null }],
+        [1, false, bike, { id: 11, display_name: null, avatar_url: null }],
         [2, false, null, { id: 12, display_name: null, avatar_url: null }],
       ]),
     );

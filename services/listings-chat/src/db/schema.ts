@@ -6,6 +6,7 @@ import {
   check,
   index,
   integer,
+  json,
   jsonb,
   pgTable,
   primaryKey,
@@ -279,6 +280,11 @@ export const listings = pgTable(
     createdAt: createdAt(),
     /** Moved only by a PUT that changed something: a repeated PUT answers the listing as it was. */
     updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+    /**
+     * The listing as chats show it (lc_chat_listing_json), written with it by lc_put_listing: the chat list
+     * embeds it as it is. Null only for a listing registered before 0023 and not yet filled by 0026.
+     */
+    chatJson: json("chat_json"),
   },
   (t) => [
     check("listings_status_known", sql`${t.status} in ('active', 'reserved', 'sold', 'removed')`),
@@ -294,6 +300,11 @@ export const people = pgTable("people", {
   userId: bigint("user_id", { mode: "number" }).primaryKey(),
   displayName: text("display_name"),
   avatarUrl: text("avatar_url"),
+  /**
+   * `{"id", "display_name", "avatar_url"}` as chats show the person (`peer`), written with the row: the chat
+   * list embeds it as it is (a json value is output verbatim) instead of building it for every chat of a page.
+   */
+  peerJson: json("peer_json").notNull(),
   updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
 });
 

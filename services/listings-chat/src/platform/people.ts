@@ -14,9 +14,13 @@ export interface Person {
 export async function putPerson(db: Database, id: number, fields: Omit<Person, "id">): Promise<Person> {
   await executeWrite(
     db,
-    sql`insert into ${people} (user_id, display_name, avatar_url) values (${id}, ${fields.display_name}, ${fields.avatar_url})
+    // With what chats show of them (peer_json), which the chat list embeds as it is.
+    sql`insert into ${people} (user_id, display_name, avatar_url, peer_json)
+        values (${id}, ${fields.display_name}, ${fields.avatar_url},
+          lc_peer_text(${id}, ${fields.display_name}, ${fields.avatar_url}))
         on conflict (user_id) do update
-        set display_name = excluded.display_name, avatar_url = excluded.avatar_url, updated_at = now()`,
+        set display_name = excluded.display_name, avatar_url = excluded.avatar_url, peer_json = excluded.peer_json,
+          updated_at = now()`,
   );
   return { id, ...fields };
 }

@@ -104,17 +104,21 @@ export async function seedBigAccount(
     const { rows } = await client.query<{ people: boolean }>("select to_regclass('people') is not null as people");
     if (rows[0]?.people) {
       await client.query(
-        `insert into listings (id, seller_id, title, price_minor, currency, image_url, url, status)
-         select s.listing_id, s.seller_id, 'Seeded listing ' || s.listing_id, 1000 + s.listing_id % 90000, 'EUR',
-                'https://img.marketplace.example/' || s.listing_id || '.jpg',
-                'https://marketplace.example/listings/' || s.listing_id, 'active'
-         from (select c.listing_id, c.seller_id from chats c join seeded sd on sd.id = c.id) s
+        `insert into listings (id, seller_id, title, price_minor, currency, image_url, url, status, chat_json)
+         select l.*, lc_chat_listing_text(l.id, l.title, l.price_minor, l.currency, l.image_url, l.url, l.status)
+         from (select s.listing_id as id, s.seller_id, 'Seeded listing ' || s.listing_id as title,
+                      1000 + s.listing_id % 90000 as price_minor, 'EUR' as currency,
+                      'https://img.marketplace.example/' || s.listing_id || '.jpg' as image_url,
+                      'https://marketplace.example/listings/' || s.listing_id as url, 'active' as status
+               from (select c.listing_id, c.seller_id from chats c join seeded sd on sd.id = c.id) s) l
          on conflict (id) do nothing`,
       );
       await client.query(
-        `insert into people (user_id, display_name, avatar_url)
-         select u.user_id, 'Seeded user ' || u.user_id, 'https://img.marketplace.example/u/' || u.user_id || '.jpg'
-         from (select buyer_id as user_id from seeded union select $1::bigint) u
+        `insert into people (user_id, display_name, avatar_url, peer_json)
+         select p.*, lc_peer_text(p.user_id, p.display_name, p.avatar_url)
+         from (select u.user_id, 'Seeded user ' || u.user_id as display_name,
+                      'https://img.marketplace.example/u/' || u.user_id || '.jpg' as avatar_url
+               from (select buyer_id as user_id from seeded union select $1::bigint) u) p
          on conflict (user_id) do nothing`,
         [sellerId],
       );
