@@ -14,7 +14,13 @@
 -- seeded seller's 100-chat page: 1.0 ms before listing and peer, 2.0–2.4 building the two objects per chat,
 -- 1.8–2.0 embedding the stored ones; the rest is the lookups and twice the bytes).
 CREATE OR REPLACE FUNCTION lc_chat_list(p_user_id bigint, p_limit integer, p_archived boolean) RETURNS text
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+-- One plan per statement for the session. The page's chats come in as arrays, whose length the generic plan
+-- cannot know: a custom plan for a user with one chat looked cheaper than the generic one, so the 7-table join
+-- was planned again at every call (0.85 ms for a one-chat list, 0.22 with this; the plan is the same
+-- nested loop of key lookups either way).
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
   v_chat_ids bigint[];
   v_unread integer[];
