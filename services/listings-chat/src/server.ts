@@ -20,7 +20,7 @@ import { type DatabaseHandle, openDatabase } from "./db/client.ts";
 import { ensureEventPartitions, maintainEventPartitions } from "./db/event-partitions.ts";
 import { registerInstance } from "./db/instance-registry.ts";
 import type { ChatConfig } from "./env.ts";
-import { createBusPublisher, publishSuspended } from "./events/publisher.ts";
+import { createBusPublisher, publishSuspension } from "./events/publisher.ts";
 import { createApiRoutes } from "./http/api-routes.ts";
 import { createHub } from "./hub/hub.ts";
 import { createUpgradeHandler } from "./hub/upgrade.ts";
@@ -34,7 +34,7 @@ import { createTelemetry } from "./ops/telemetry.ts";
 import { createListingFanout } from "./platform/listing-fanout.ts";
 import { createPlatformRoutes } from "./platform/routes.ts";
 import { createPlatformService } from "./platform/service.ts";
-import { isSuspended } from "./platform/suspensions.ts";
+import { createSuspensionWatch } from "./platform/suspensions.ts";
 import { createMemoryPresence, createRedisPresence } from "./presence/presence.ts";
 import { createContentRules, defaultContentRulesOptions } from "./safety/content-rules.ts";
 import { createSafetyService } from "./safety/service.ts";
@@ -55,6 +55,8 @@ export interface ChatServerOverrides {
   typingIntervalMs?: number;
   /** A shorter (or no) grace before "offline" is announced (hub.ts, PRESENCE_LEAVE_GRACE_MS). */
   presenceLeaveGraceMs?: number;
+  /** How often the suspensions in force are read again (platform/suspensions.ts; 5 s otherwise). */
+  suspensionsRefreshMs?: number;
   /** Smaller replay pages (events, bytes), so that a replay spans many reads. */
   replayPage?: { maxEvents?: number; maxBytes?: number };
   /** A shorter replay-page timeout, resume interval or inbound queue (hub/connection.ts). */
@@ -165,6 +167,13 @@ export async function startChatServer(
     // The hub exists by the time a send is stored (it is made below, before the port listens).
     onContacts: (userA, userB) => void hub.contactsChanged(userA, userB, true),
   });
+  // The suspensions in force, for connects (no query each); the hub is made below, before a socket can come.
+  const suspensions = createSuspensionWatch({
+    db: database.db,
+    log,
+    onSuspended: (userId) => hub.closeSocketsOfSuspended(userId),
+    refreshMs: overrides.suspensionsRefreshMs,
+  });
   const hub = createHub({
     db: database.db,
     reads: database.reads,
@@ -184,8 +193,11 @@ export async function startChatServer(
     presenceLeaveGraceMs: overrides.presenceLeaveGraceMs,
     socketLimits: overrides.socketLimits,
     telemetry,
+    onSuspension: suspensions.changed,
   });
   await startup.step("hub", hub.start());
+  await startup.step("suspensions", suspensions.start());
+  startup.opened(() => suspensions.stop());
   startup.opened(() => hub.shutdown(0));
   // Listing changes to their chats (chat_updated), here and for fan-outs another instance left unfinished.
   const listingFanout = createListingFanout({ db: database.db, publish, log });
@@ -217,14 +229,16 @@ export async function startChatServer(
         db: database.db,
         publish,
         fanout: listingFanout,
-        onSuspended: (userId) =>
-          void publishSuspended(bus, userId).catch((error) => {
+        onSuspensionChanged: (userId, until) => {
+          suspensions.changed(userId, until);
+          publishSuspension(bus, userId, until).catch((error) => {
             stats.errorsTotal += 1;
             log.warn(
               { err: error, user: userId },
-              "could not publish a suspension: the user's sockets stay open, their writes are refused",
+              "could not publish a suspension's change: the other instances read it within 5 s",
             );
-          }),
+          });
+        },
       }),
     ),
     api: createApiRoutes({
@@ -263,7 +277,7 @@ export async function startChatServer(
         stats.upgradesRefusedBusyTotal += 1;
       },
       log,
-      isSuspended: (userId) => isSuspended(database.db, userId),
+      isSuspended: suspensions.checkConnect,
     }),
   );
   const port = (server.address() as AddressInfo).port;
@@ -277,6 +291,7 @@ export async function startChatServer(
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await hub.shutdown(config.shutdownTimeoutMs);
       await listingFanout.stop();
+      suspensions.stop();
       server.closeAllConnections();
       await closed;
       await bus.close();

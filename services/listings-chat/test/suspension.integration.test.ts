@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { Database } from "../src/db/client.ts";
 import { databaseTargets } from "./support/databases.ts";
-import { connect, startTestChat, type TestChat, TestSocket } from "./support/harness.ts";
+import { connect, startTestChat, type TestChat, type TestChatOptions, TestSocket } from "./support/harness.ts";
 import { redisNamespace, redisUrl } from "./support/redis.ts";
 
 const postgres = databaseTargets().find((t) => t.name === "postgres");
@@ -47,6 +47,8 @@ function rawSocket(chat: TestChat, userId: number): TestSocket {
 describe.runIf(postgres && redis)("suspension across two instances", () => {
   let one: TestChat;
   let two: TestChat;
+  /** The database both instances share (a third one joins it in the last test). */
+  let database: TestChatOptions["database"];
   const cleanups: Array<() => Promise<void>> = [];
   const sockets: TestSocket[] = [];
   let nextId = 95_000;
@@ -54,13 +56,16 @@ describe.runIf(postgres && redis)("suspension across two instances", () => {
 
   beforeAll(async () => {
     const db = await postgres!.create();
+    database = db.options;
     const ns = redisNamespace(redis!);
     cleanups.push(db.drop, ns.drop);
     const shared = {
       database: db.options,
       redis: { url: redis!, keyPrefix: ns.keyPrefix },
       internalToken: randomUUID(),
-      overrides: { sendsPerMinute: 100_000 },
+      // The bus tells the instances here; their periodic read of the suspensions (which would also close a
+      // socket suspended behind their back, as the test of the write's own refusal does) has a test of its own.
+      overrides: { sendsPerMinute: 100_000, suspensionsRefreshMs: 600_000 },
     };
     one = await startTestChat({ ...shared, instanceId: "suspend-one" });
     two = await startTestChat({ ...shared, instanceId: "suspend-two" });
@@ -242,5 +247,27 @@ describe.runIf(postgres && redis)("suspension across two instances", () => {
       expect([res.status, res.body.error.code], id).toEqual([400, ErrorCode.validationFailed]);
     }
     expect(await rows(one.server.database.db, sql`select 1 from suspensions where user_id = ${user}`)).toEqual([]);
+  });
+
+  it("a suspension or a lift no bus message told is read within the refresh: sockets closed, connects let in again", async () => {
+    const { user } = await pair();
+    const quick = await startTestChat({
+      database,
+      internalToken: one.internalToken,
+      overrides: { suspensionsRefreshMs: 200 },
+    });
+    try {
+      const socket = await live(quick, user);
+      // Behind the instance's back: no route, no bus message.
+      await quick.server.database.db.execute(sql`insert into suspensions (user_id, reason) values (${user}, 'direct')`);
+      expect((await socket.waitClosed()).code).toBe(CloseCode.suspended);
+      await expectRefusedUpgrade(quick, user);
+      await quick.server.database.db.execute(sql`delete from suspensions where user_id = ${user}`);
+      // Held as suspended until the next read, then let in: asked of the database, a lift is seen at once.
+      const back = await live(quick, user);
+      expect(back.ofType("connected")).toHaveLength(1);
+    } finally {
+      await quick.stop();
+    }
   });
 });

@@ -30,13 +30,23 @@ function recordingSocket() {
   return { socket, text: () => written.join("") };
 }
 
-function handlerWith(opening: number, random: number, isSuspended?: (userId: number) => Promise<boolean>) {
+function handlerWith(opening: number, random: number, isSuspended?: (userId: number) => boolean) {
   const upgraded: number[] = [];
   const refusedBusy: number[] = [];
+  const attached: number[] = [];
+  const closed: number[] = [];
+  // The accepted socket: what the handler does with it (attach it, or close it) is recorded.
+  const ws = { close: (code: number) => closed.push(code) };
   const wss = {
-    handleUpgrade: () => upgraded.push(1),
+    handleUpgrade: (_req: unknown, _socket: unknown, _head: unknown, done: (socket: unknown) => void) => {
+      upgraded.push(1);
+      done(ws);
+    },
   } as unknown as WebSocketServer;
-  const hub = { opening: () => opening, attach: () => {} } as unknown as Hub;
+  const hub = {
+    opening: () => opening,
+    attach: (_ws: unknown, userId: number) => attached.push(userId),
+  } as unknown as Hub;
   const handle = createUpgradeHandler({
     wss,
     hub,
@@ -48,58 +58,41 @@ function handlerWith(opening: number, random: number, isSuspended?: (userId: num
     random: () => random,
     isSuspended,
   });
-  return { handle, upgraded, refusedBusy };
+  return { handle, upgraded, refusedBusy, attached, closed };
 }
 
-/** Lets the suspension check's promise settle. */
-const settled = () => new Promise((resolve) => setImmediate(resolve));
-
 describe("admission of upgrades", () => {
-  it("accepts while fewer sockets than the limit wait for their greeting", async () => {
-    const { handle, upgraded, refusedBusy } = handlerWith(2, 0);
+  it("accepts while fewer sockets than the limit wait for their greeting", () => {
+    const { handle, upgraded, refusedBusy, attached } = handlerWith(2, 0);
     const { socket, text } = recordingSocket();
     handle(upgradeRequest(), socket, Buffer.alloc(0));
-    await settled();
     expect(upgraded).toHaveLength(1);
     expect(refusedBusy).toHaveLength(0);
     expect(text()).toBe("");
+    expect(attached).toEqual([7]);
   });
 
   it.each([
     [0, "1"],
     [0.5, "2"],
     [0.99, "3"],
-  ])(
-    "refuses at once with 503 instance_busy when the queue is full (draw %s → Retry-After %s)",
-    async (draw, retryAfter) => {
-      const { handle, upgraded, refusedBusy } = handlerWith(3, draw);
-      const { socket, text } = recordingSocket();
-      handle(upgradeRequest(), socket, Buffer.alloc(0));
-      await settled();
-      expect(upgraded).toHaveLength(0);
-      expect(refusedBusy).toHaveLength(1);
-      expect(text()).toMatch(/^HTTP\/1\.1 503 /);
-      expect(text()).toContain(`Retry-After: ${retryAfter}\r\n`);
-      expect(text()).toContain('"code":"instance_busy"');
-    },
-  );
+  ])("refuses at once with 503 instance_busy when the queue is full (draw %s → Retry-After %s)", (draw, retryAfter) => {
+    const { handle, upgraded, refusedBusy } = handlerWith(3, draw);
+    const { socket, text } = recordingSocket();
+    handle(upgradeRequest(), socket, Buffer.alloc(0));
+    expect(upgraded).toHaveLength(0);
+    expect(refusedBusy).toHaveLength(1);
+    expect(text()).toMatch(/^HTTP\/1\.1 503 /);
+    expect(text()).toContain(`Retry-After: ${retryAfter}\r\n`);
+    expect(text()).toContain('"code":"instance_busy"');
+  });
 
-  it("counts the upgrades waiting for their suspension check with the greetings pending", async () => {
-    // Two greetings pending, limit 3: one upgrade may wait for its check; the next is refused meanwhile.
-    let answer: (suspended: boolean) => void = () => {};
-    const check = () => new Promise<boolean>((resolve) => (answer = resolve));
-    const { handle, upgraded, refusedBusy } = handlerWith(2, 0, check);
+  it("accepts a suspended user's upgrade and closes it with 4003 before the hub sees it", () => {
+    const { handle, upgraded, refusedBusy, attached, closed } = handlerWith(0, 0, (userId) => userId === 7);
     handle(upgradeRequest(), recordingSocket().socket, Buffer.alloc(0));
-    const second = recordingSocket();
-    handle(upgradeRequest(), second.socket, Buffer.alloc(0));
-    expect(refusedBusy).toHaveLength(1);
-    expect(second.text()).toMatch(/^HTTP\/1\.1 503 /);
-    answer(false);
-    await settled();
     expect(upgraded).toHaveLength(1);
-    // Answered: no longer counted.
-    const third = recordingSocket();
-    handle(upgradeRequest(), third.socket, Buffer.alloc(0));
-    expect(refusedBusy).toHaveLength(1);
+    expect(refusedBusy).toHaveLength(0);
+    expect(attached).toEqual([]);
+    expect(closed).toEqual([4003]);
   });
 });

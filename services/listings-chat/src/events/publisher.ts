@@ -8,7 +8,7 @@ import type { AddressedEvent } from "./log.ts";
  * What travels on the bus: a stored event for one user, a frame that is not stored (typing, presence) for the
  * users of one shard, a change of contacts, or a suspension.
  */
-export type BusMessage = EventMessage | FrameMessage | ContactMessage | SuspendedMessage;
+export type BusMessage = EventMessage | FrameMessage | ContactMessage | SuspensionMessage;
 
 interface EventMessage {
   kind: "event";
@@ -88,18 +88,21 @@ export function createBusPublisher(bus: Bus, stats: Stats, log: Logger): Publish
 }
 
 /**
- * The platform suspended a user (CONTRACT §8): the instances holding their sockets close them with 4003. Not
- * stored: the write functions refuse the user's writes whatever the bus does, and a connect is checked. The
- * user is not in a `userId` field: pods of the release before take any message kind they do not know for an
- * event of its `userId`, and without one they drop it.
+ * The platform suspended a user, or lifted a suspension (CONTRACT §8): every instance that hears it updates its
+ * suspensions in force (platform/suspensions.ts), and those holding the user's sockets close them with 4003.
+ * Not stored: the write functions refuse the user's writes whatever the bus does, and each instance reads the
+ * suspensions again every few seconds. The user is not in a `userId` field: pods of the release before take
+ * any message kind they do not know for an event of its `userId`, and without one they drop it.
  */
-export interface SuspendedMessage {
-  kind: "suspended";
-  suspendedUserId: number;
+export interface SuspensionMessage {
+  kind: "suspension";
+  subjectUserId: number;
+  /** The end of the suspension in epoch ms, null for "until lifted"; `"lifted"` when it was lifted. */
+  until: number | null | "lifted";
 }
 
-/** Puts a suspension on the shard of the user it is about. */
-export function publishSuspended(bus: Bus, userId: number): Promise<void> {
-  const message: SuspendedMessage = { kind: "suspended", suspendedUserId: userId };
+/** Puts a suspension, or its lifting, on the shard of the user it is about. */
+export function publishSuspension(bus: Bus, userId: number, until: SuspensionMessage["until"]): Promise<void> {
+  const message: SuspensionMessage = { kind: "suspension", subjectUserId: userId, until };
   return bus.publish(shardOf(userId), JSON.stringify(message));
 }

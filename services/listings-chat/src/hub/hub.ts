@@ -60,6 +60,8 @@ export interface HubOptions {
   tailCheckIntervalMs?: number;
   /** Histograms and counters the hub feeds (ops/telemetry.ts); none in tests that do not look. */
   telemetry?: HubTelemetry;
+  /** A suspension or its lifting heard from the bus (CONTRACT §8; platform/suspensions.ts). */
+  onSuspension?: (userId: number, until: number | null | "lifted") => void;
 }
 
 interface ShardListen {
@@ -156,7 +158,7 @@ export function createHub(options: HubOptions) {
   function route(message: BusMessage) {
     if (message.kind === "frame") return deliverFrame(message);
     if (message.kind === "contact") return void applyContact(message);
-    if (message.kind === "suspended") return closeSuspended(message.suspendedUserId);
+    if (message.kind === "suspension") return options.onSuspension?.(message.subjectUserId, message.until);
     const stream = streams.get(message.userId);
     // A user of this shard whom this instance does not serve: nothing to do.
     if (!stream) return;
@@ -165,7 +167,7 @@ export function createHub(options: HubOptions) {
   }
 
   /** The platform suspended the user (CONTRACT §8): their sockets here close with 4003. */
-  function closeSuspended(userId: number) {
+  function closeSocketsOfSuspended(userId: number) {
     for (const connection of sockets.get(userId) ?? []) {
       connection.close(CloseCode.suspended, "suspended by the platform");
     }
@@ -490,6 +492,9 @@ export function createHub(options: HubOptions) {
 
     /** How many accepted sockets are still waiting for their greeting. */
     opening: () => opening,
+
+    /** Closes the user's sockets here with 4003: the platform suspended them (CONTRACT §8). */
+    closeSocketsOfSuspended,
 
     /**
      * The two may (or may no longer) see each other's presence: a first reply, a block, an unblock. A share

@@ -22,8 +22,11 @@ export interface UpgradeDeps {
   random?: () => number;
   /** The ws-tokens sockets were opened with (the gateway's `X-Ws-Token-Id`); one of its own when not given. */
   usedWsTokens?: UsedWsTokens;
-  /** Whether the platform suspends the user (CONTRACT §8); nobody is, when not given. */
-  isSuspended?: (userId: number) => Promise<boolean>;
+  /**
+   * Whether the platform suspends the user (CONTRACT §8): at once for almost everyone, a promise when it has to
+   * be asked (platform/suspensions.ts, checkConnect); nobody is, when not given.
+   */
+  isSuspended?: (userId: number) => boolean | Promise<boolean>;
 }
 
 /** A ws-token's id as the gateway makes it (a UUID), with room to spare. */
@@ -43,11 +46,8 @@ export function createUpgradeHandler({
   log,
   random = Math.random,
   usedWsTokens = createUsedWsTokens(),
-  isSuspended = async () => false,
+  isSuspended = () => false,
 }: UpgradeDeps) {
-  /** Upgrades past every check, waiting for their suspension check: counted with the greetings pending. */
-  let checking = 0;
-
   return (req: IncomingMessage, socket: Duplex, head: Buffer) =>
     // The gateway's id for this upgrade, in every line logged while it is handled.
     upgradeScope(req, async () => handleUpgrade(req, socket, head));
@@ -83,7 +83,7 @@ export function createUpgradeHandler({
     }
     if (isShuttingDown())
       return refuse(socket, 503, ErrorCode.shuttingDown, "this instance is shutting down: connect again");
-    if (hub.opening() + checking >= connectQueueMax) {
+    if (hub.opening() >= connectQueueMax) {
       // Alive but behind: a quick answer the client can act on, not a handshake that times out somewhere.
       // Spread over 1–3 s, so that the refused do not all come back at once.
       const retryAfter = String(1 + Math.floor(random() * 3));
@@ -107,16 +107,12 @@ export function createUpgradeHandler({
           gatewayId: typeof gatewayId === "string" ? gatewayId : undefined,
         });
       });
-    checking += 1;
-    isSuspended(userId)
-      .catch((error: unknown) => {
-        // Writes are checked in the write functions anyway: a socket is no reason to refuse reads.
-        log.warn({ err: error }, "could not check whether the user is suspended; the socket is accepted");
-        return false;
-      })
-      .then((suspended) => {
-        checking -= 1;
-        accept(suspended);
-      });
+    const suspended = isSuspended(userId);
+    if (typeof suspended === "boolean") return accept(suspended);
+    suspended.then(accept, (error: unknown) => {
+      // Writes are refused by the write functions anyway: a socket for reads is no harm.
+      log.warn({ err: error }, "could not check whether the user is still suspended; the socket is accepted");
+      accept(false);
+    });
   }
 }

@@ -17,8 +17,11 @@ export interface PlatformServiceDeps {
   publish: PublishEvent;
   /** Tells the listings' chats of their changes (chat_updated), a batch at a time. */
   fanout: Pick<ListingFanout, "wake">;
-  /** After a suspension is stored: the user's sockets, wherever they are, are to close with 4003. */
-  onSuspended: (userId: number) => void;
+  /**
+   * After a suspension is stored (`until` its end in epoch ms, or null) or lifted: every instance is to know, and
+   * the user's sockets, wherever they are, to close with 4003.
+   */
+  onSuspensionChanged: (userId: number, until: number | null | "lifted") => void;
 }
 
 export type PlatformService = ReturnType<typeof createPlatformService>;
@@ -28,7 +31,7 @@ export type PlatformService = ReturnType<typeof createPlatformService>;
  * opens (chats for an offer or a purchase) and enforces (removing messages, suspending users). Not limited by
  * the per-user rates: the monolith is one trusted caller behind the internal token.
  */
-export function createPlatformService({ db, publish, fanout, onSuspended }: PlatformServiceDeps) {
+export function createPlatformService({ db, publish, fanout, onSuspensionChanged }: PlatformServiceDeps) {
   return {
     /** Upsert; a change reaches the listing's chats as chat_updated (after the answer, a batch at a time). */
     async putListing(id: number, fields: ListingFields) {
@@ -98,9 +101,12 @@ export function createPlatformService({ db, publish, fanout, onSuspended }: Plat
     /** Suspends until `until` (null: until lifted); a suspension already over when stored closes nothing. */
     async suspend(userId: number, until: Date | null, reason: string | null) {
       await storing(() => suspendUser(db, userId, until, reason));
-      if (until === null || until.getTime() > Date.now()) onSuspended(userId);
+      onSuspensionChanged(userId, until?.getTime() ?? null);
     },
 
-    lift: (userId: number) => storing(() => liftSuspension(db, userId)),
+    async lift(userId: number) {
+      await storing(() => liftSuspension(db, userId));
+      onSuspensionChanged(userId, "lifted");
+    },
   };
 }
