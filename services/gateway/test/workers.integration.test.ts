@@ -301,7 +301,8 @@ describe.skipIf(!redis)("GATEWAY_WORKERS=2: two gateway processes on one port", 
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
     await bothServing();
     expect(series(await metrics(), "listings_chat_gateway_worker_restarts_total")).toBe(1);
-    expect(gateway.output()).toMatch(/worker 2 exited while serving: starting it again in 250 ms/);
+    // The worker killed: the second of the map, whichever number it has (the map is filled as workers report).
+    expect(gateway.output()).toContain(`worker ${number} exited while serving: starting it again in 250 ms`);
   }, 60_000);
 
   it("SIGTERM: each worker's pipes are closed with 1001, and all exit 0 within 10 s, leaving no process", async () => {

@@ -47,6 +47,9 @@ const tables = {
   safety_events: schema.safetyEvents,
   listings: schema.listings,
   event_partitioning: schema.eventPartitioning,
+  people: schema.people,
+  suspensions: schema.suspensions,
+  listing_fanouts: schema.listingFanouts,
 };
 
 /** Raw SQL rows, the same on PGlite and node-postgres (cast bigints in SQL: drivers differ on them). */
@@ -265,9 +268,11 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       const expected = Object.values(tables).flatMap((t) => getTableConfig(t).indexes.map((i) => i.config));
       expect(expected.map((i) => i.name).sort()).toEqual([
         "chat_participants_user_activity_idx",
+        "chat_participants_user_archived_idx",
         "chat_participants_user_unread_idx",
         "chats_buyer_seller_idx",
         "chats_listing_buyer_seller_key",
+        "listing_fanouts_requested_idx",
         "messages_chat_history_idx",
         "messages_sender_client_msg_id_key",
         "reports_reporter_target_key",
@@ -466,11 +471,15 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         id: expect.any(Number),
         chat_id: chat.id,
         sender_id: buyer,
+        kind: "text",
         content: "Is it still available?",
+        data: null,
+        attachments: [],
         client_msg_id: clientMsgId,
         created_at: expect.any(String),
         edited_at: null,
         deleted_at: null,
+        deleted_by: null,
       });
       expect(events[0]).toEqual({ type: "new_message", event_id: events[0]!.event_id, chat_id: chat.id, message });
       expect(lastAudience()).toEqual(pair(buyer, seller));

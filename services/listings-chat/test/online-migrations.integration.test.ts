@@ -7,6 +7,7 @@
  * test covers each new one as it is added.
  */
 import { rmSync } from "node:fs";
+import { Limits } from "@listings-chat/shared";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrationsFolder } from "../src/db/client.ts";
@@ -25,6 +26,18 @@ const LAST_RELEASED = "0011_send_counts_once";
 const MAX_PROBE_MS = 2_500;
 /** The longest an AccessExclusiveLock may be held: the service's requests queue behind it meanwhile. */
 const MAX_HOLD_MS = 1_000;
+
+/**
+ * A message page as the release in production reads it, by the columns it knows: the traffic beside a migration
+ * is the running release's (this release's pods serve only once it is done), and this one's reads name columns
+ * the files under test are adding (`kind`, `data`, … of 0023).
+ */
+const pageAsReleased = (client: pg.Client, chatId: number) =>
+  client.query(
+    `select id, chat_id, sender_id, content, client_msg_id, created_at, edited_at, deleted_at, flags
+     from messages where chat_id = $1 order by id desc limit $2`,
+    [chatId, Limits.messagesPageDefault + 1],
+  );
 
 /** One line per file and the figures: what CI's log shows of a run. */
 function summary(watched: WatchedMigration): string {
@@ -86,7 +99,7 @@ describe.runIf(postgres)("migrations after the last release, on a seeded Postgre
   it(`applies every file after ${LAST_RELEASED} with no AccessExclusiveLock held over ${MAX_HOLD_MS} ms and no error in the traffic`, {
     timeout: 180_000,
   }, async () => {
-    const watched = await migrateWatched(url, migrationsFolder, chats);
+    const watched = await migrateWatched(url, migrationsFolder, chats, { readPage: pageAsReleased });
     console.info(`online migrations after ${LAST_RELEASED}:\n${summary(watched)}`);
     expect(watched.files.length, `no migration after ${LAST_RELEASED}: nothing was tested`).toBeGreaterThan(0);
     expect(visibleHoldsOver(watched, MAX_HOLD_MS)).toEqual([]);

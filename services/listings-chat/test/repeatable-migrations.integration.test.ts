@@ -50,6 +50,7 @@ const addedSinceExtraction = new Set<string>([
   "lc_append_user_event(bigint,text,jsonb,bigint)",
   "lc_archive_chat(bigint,bigint,boolean)",
   "lc_chat_list(bigint,integer,boolean)",
+  "lc_chat_context(chats,bigint)",
   "lc_chat_listing_json(listings)",
   "lc_chat_listing_text(bigint,text,bigint,text,text,text,text)",
   "lc_chat_view(chats,bigint)",

@@ -21,8 +21,9 @@ BEGIN
   status := 'changed';
   chat := lc_chat_view(c, p_user_id);
   user_id := p_user_id;
-  -- Nothing in the payload: readers build the chat of the event's chat_id as the user sees it (lc_stream_page).
-  event_id := lc_append_user_event(p_user_id, 'chat_updated', '{}'::jsonb, p_chat_id);
+  -- The chat's fields as now (what the live event shows); readers add its listing, peer and archived as they
+  -- are when the stream is read (lc_stream_page).
+  event_id := lc_append_user_event(p_user_id, 'chat_updated', jsonb_build_object('chat', lc_chat_json(c)), p_chat_id);
   RETURN NEXT;
 END
 $$;

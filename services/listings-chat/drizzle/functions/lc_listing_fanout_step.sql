@@ -37,11 +37,14 @@ BEGIN
   IF v_chat_ids IS NULL THEN
     status := 'told'; listing_id := f.listing_id; RETURN NEXT; RETURN;
   END IF;
+  -- Each event stores its chat's fields as now (what the live event shows); readers add the listing, peer and
+  -- archived as they are when the stream is read (lc_stream_page).
   RETURN QUERY
   SELECT 'told'::text, f.listing_id, lc_chat_view(c, a.user_id), a.user_id, a.event_id
   FROM lc_append_events(v_chat_ids, array_fill('chat_updated'::text, ARRAY[cardinality(v_chat_ids)]),
     array_fill(NULL::bigint, ARRAY[cardinality(v_chat_ids)]),
-    array_fill('{}'::jsonb, ARRAY[cardinality(v_chat_ids)])) AS a
+    ARRAY(SELECT jsonb_build_object('chat', lc_chat_json(cc)) FROM unnest(v_chat_ids) WITH ORDINALITY AS u(id, i)
+          JOIN chats cc ON cc.id = u.id ORDER BY u.i)) AS a
   JOIN chats c ON c.id = v_chat_ids[a.ord];
 END
 $$;

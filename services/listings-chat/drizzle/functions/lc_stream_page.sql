@@ -6,7 +6,8 @@
 -- does, the caller knows from the count. A message's events carry the message as it is now (edited, or
 -- deleted: empty), read from the message itself; the events do not keep a copy (see 0006).
 -- Without sorts since the event tables are partitioned (see below). chat_created and chat_updated carry the
--- chat as the reader sees it now (lc_chat_view), as message events carry the message as it is now.
+-- chat's fields as stored with the event and its listing, peer and archived as the reader sees them now
+-- (lc_chat_context), as message events carry the message as it is now.
 CREATE OR REPLACE FUNCTION lc_stream_page(p_user_id bigint, p_after bigint, p_up_to bigint, p_max_events integer, p_max_bytes integer)
 RETURNS TABLE (event_id bigint, type text, payload jsonb) LANGUAGE plpgsql STABLE
 -- The order comes from the key of each partition of user_events, merged (0021): for a short range (a gap of a
@@ -23,10 +24,12 @@ BEGIN
     SELECT ue.event_id, ce.type,
       CASE WHEN ce.type IN ('new_message', 'message_edited', 'message_deleted') AND m.id IS NOT NULL
         THEN ce.payload || jsonb_build_object('message', lc_message_json(m))
-        -- A chat's events carry the chat as this user sees it now: its listing, the other's name, archived (0023).
+        -- A chat's events carry the chat's fields as the event stored them (its activity then, as the live
+        -- event had it), with its listing, the other's name and archived as this user sees them now (0023).
         WHEN ce.type IN ('chat_created', 'chat_updated')
         THEN ce.payload || coalesce(
-          (SELECT jsonb_build_object('chat', lc_chat_view(c, p_user_id)) FROM chats c WHERE c.id = ce.chat_id), '{}')
+          (SELECT jsonb_build_object('chat', coalesce(ce.payload->'chat', lc_chat_json(c)) || lc_chat_context(c, p_user_id))
+           FROM chats c WHERE c.id = ce.chat_id), '{}')
         ELSE ce.payload END
     FROM user_events ue JOIN chat_events ce ON ce.id = ue.chat_event_id
     LEFT JOIN messages m ON m.id = ce.message_id
