@@ -1,56 +1,15 @@
-/**
- * CONTRACT §8: the platform's `/internal/chat/…` routes answer on the chat port, with the internal token, and
- * are never reached through the gateway or through nginx (nginx/nginx.conf in Debian's nginx), however the
- * path is spelled and whatever token the request carries.
- *
- * "Never reached" is observed from the chat side, not read off status codes: the gateway's only upstream is
- * a TCP relay in front of the chat instance that records every request line passing through it, and the
- * chat instance's own request counter (`listings_chat_http_request_duration_seconds_count` on its
- * `/metrics`, by route pattern) must not move while the spellings are tried. A request that reached a route
- * would also have had an effect (a suspension, a listing or a name changed), which is checked afterwards.
- *
- * In CI nginx must be installed (.ci/run installs it); elsewhere the nginx part is skipped without it.
- */
-import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type E2EChat,
   type E2EGateway,
-  freePort,
   http,
   inWaves,
-  pollUntil,
   randomSecret,
   startE2EChat,
   startE2EGateway,
 } from "./support/e2e.ts";
-
-const NGINX = "/usr/sbin/nginx";
-const hasNginx = existsSync(NGINX);
-const confPath = fileURLToPath(new URL("../../../nginx/nginx.conf", import.meta.url));
-if (process.env.CI && !hasNginx) throw new Error("CI must have Debian's nginx: .ci/run installs it");
-
-/** The repository's nginx.conf with only the gateway's address, the port and the run's files changed. */
-function renderConf(dir: string, listenPort: number, gatewayPort: number): string {
-  const conf = readFileSync(confPath, "utf8");
-  const replaced = conf
-    .replace("server gateway:3000", `server 127.0.0.1:${gatewayPort}`)
-    .replace("listen 8080;", `listen 127.0.0.1:${listenPort};`)
-    .replace("pid /tmp/nginx.pid;", `pid ${dir}/nginx.pid;${process.getuid?.() === 0 ? "\nuser root;" : ""}`)
-    .replace(
-      "http {",
-      `http {\n  ${["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `${t}_temp_path ${dir}/${t};`).join("\n  ")}`,
-    );
-  if (!replaced.includes(`127.0.0.1:${gatewayPort}`) || !replaced.includes(`127.0.0.1:${listenPort}`)) {
-    throw new Error("nginx.conf changed shape: could not set the gateway address or the listen port for the test");
-  }
-  return replaced;
-}
+import { hasNginx, startNginx, type TestNginx } from "./support/nginx.ts";
 
 // ---------------------------------------------------------------------------------------------------
 // What reaches the chat port
@@ -269,9 +228,7 @@ describe("/internal/chat/… (CONTRACT §8) is reached on the chat port only", (
   let chat: E2EChat;
   let relay: RecordingRelay;
   let gw: E2EGateway;
-  let nginx: ChildProcess | undefined;
-  let nginxPort = 0;
-  let dir = "";
+  let nginx: TestNginx | undefined;
   const ids = { chat: 0, message: 0 };
   let buyerAccess = "";
 
@@ -302,39 +259,14 @@ describe("/internal/chat/… (CONTRACT §8) is reached on the chat port only", (
     if (sent.status !== 201) throw new Error(`send answered ${sent.status}: ${sent.text}`);
     ids.message = sent.body.id;
 
-    if (hasNginx) {
-      dir = mkdtempSync(join(tmpdir(), "lc-nginx-internal-"));
-      nginxPort = await freePort();
-      writeFileSync(join(dir, "nginx.conf"), renderConf(dir, nginxPort, gw.gateway.port));
-      const output = openSync(join(dir, "output.log"), "a");
-      nginx = spawn(NGINX, ["-p", dir, "-c", join(dir, "nginx.conf"), "-g", "daemon off;"], {
-        stdio: ["ignore", output, output],
-      });
-      closeSync(output);
-      const up = await pollUntil(
-        () =>
-          http(`http://127.0.0.1:${nginxPort}`, "GET", "/health").then(
-            (r) => r.status === 200,
-            () => false,
-          ),
-        15_000,
-        50,
-      );
-      if (!up)
-        throw new Error(`nginx did not come up (exit ${nginx.exitCode}): ${readFileSync(join(dir, "output.log"))}`);
-    }
+    if (hasNginx) nginx = await startNginx(gw.gateway.port);
   }, 60_000);
 
   afterAll(async () => {
-    if (nginx && nginx.exitCode === null) {
-      const exited = new Promise((resolve) => nginx?.once("exit", resolve));
-      nginx.kill("SIGQUIT");
-      await exited;
-    }
+    await nginx?.stop();
     await gw?.stop();
     await relay?.close();
     await chat?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   /**
@@ -435,7 +367,7 @@ describe("/internal/chat/… (CONTRACT §8) is reached on the chat port only", (
   it.runIf(hasNginx)(
     "refuses every spelling of every §8 route through nginx (nginx/nginx.conf), and none reaches the chat instance",
     async () => {
-      await expectNothingReachesTheChat(nginxPort);
+      await expectNothingReachesTheChat(nginx!.port);
     },
     60_000,
   );

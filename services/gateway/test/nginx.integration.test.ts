@@ -1,19 +1,8 @@
-/**
- * `nginx/nginx.conf` itself, run by Debian's nginx in front of a real gateway and chat instance: a chat
- * end to end through it, ops paths refused, nginx's own errors in the contract's JSON, and no token in
- * its log. In CI nginx must be installed (.ci/run installs it); elsewhere the suite is skipped without it.
- */
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type E2EChat,
   type E2EGateway,
-  freePort,
   http,
   pollUntil,
   randomSecret,
@@ -21,78 +10,27 @@ import {
   startE2EGateway,
   tryUpgrade,
 } from "./support/e2e.ts";
+import { hasNginx, startNginx, type TestNginx } from "./support/nginx.ts";
 
-const NGINX = "/usr/sbin/nginx";
-const confPath = fileURLToPath(new URL("../../../nginx/nginx.conf", import.meta.url));
-if (process.env.CI && !existsSync(NGINX)) throw new Error("CI must have Debian's nginx: .ci/run installs it");
-
-/**
- * The repository's configuration with only what a test run must change: the gateway's address, the
- * listening port, and the files nginx writes (pid, temporary bodies) in a directory of this run.
- */
-function renderConf(dir: string, listenPort: number, gatewayPort: number): string {
-  const conf = readFileSync(confPath, "utf8");
-  const replaced = conf
-    .replace("server gateway:3000", `server 127.0.0.1:${gatewayPort}`)
-    .replace("listen 8080;", `listen 127.0.0.1:${listenPort};`)
-    .replace("pid /tmp/nginx.pid;", `pid ${dir}/nginx.pid;${process.getuid?.() === 0 ? "\nuser root;" : ""}`)
-    .replace(
-      "http {",
-      `http {\n  ${["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `${t}_temp_path ${dir}/${t};`).join("\n  ")}`,
-    );
-  for (const [what, changed] of [
-    ["gateway address", replaced.includes(`127.0.0.1:${gatewayPort}`)],
-    ["listen port", replaced.includes(`127.0.0.1:${listenPort}`)],
-    ["pid file", replaced.includes(`${dir}/nginx.pid`)],
-  ] as const) {
-    if (!changed) throw new Error(`nginx.conf changed shape: could not set the ${what} for the test`);
-  }
-  return replaced;
-}
-
-describe.runIf(existsSync(NGINX))("nginx/nginx.conf in front of the gateway (Debian's nginx)", () => {
+describe.runIf(hasNginx)("nginx/nginx.conf in front of the gateway (Debian's nginx)", () => {
   const internalToken = randomSecret();
   let chat: E2EChat;
   let gw: E2EGateway;
-  let nginx: ChildProcess;
-  let dir: string;
+  let nginx: TestNginx;
   let base: string;
-  const accessLog = () => readFileSync(join(dir, "output.log"), "utf8");
+  const accessLog = () => nginx.output();
 
   beforeAll(async () => {
     chat = await startE2EChat({ database: { inMemory: true }, internalToken });
     gw = await startE2EGateway({ chatUpstreams: [chat.baseUrl], internalToken });
-    dir = mkdtempSync(join(tmpdir(), "lc-nginx-"));
-    const port = await freePort();
-    writeFileSync(join(dir, "nginx.conf"), renderConf(dir, port, gw.gateway.port));
-    // A file, not a pipe: nginx opens /dev/stdout itself, which fails on the socket Node would give it.
-    const output = openSync(join(dir, "output.log"), "a");
-    nginx = spawn(NGINX, ["-p", dir, "-c", join(dir, "nginx.conf"), "-g", "daemon off;"], {
-      stdio: ["ignore", output, output],
-    });
-    closeSync(output);
-    base = `http://127.0.0.1:${port}`;
-    const up = await pollUntil(
-      () =>
-        http(base, "GET", "/health").then(
-          (r) => r.status === 200,
-          () => false,
-        ),
-      15_000,
-      100,
-    );
-    if (!up) throw new Error(`nginx did not come up (exit ${nginx.exitCode}):\n${accessLog()}`);
+    nginx = await startNginx(gw.gateway.port);
+    base = nginx.base;
   }, 60_000);
 
   afterAll(async () => {
-    if (nginx && nginx.exitCode === null) {
-      const exited = new Promise((resolve) => nginx.once("exit", resolve));
-      nginx.kill("SIGQUIT");
-      await exited;
-    }
+    await nginx?.stop();
     await gw?.stop();
     await chat?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it("carries a chat end to end: REST, ws-token, the upgrade, frames both ways", async () => {
