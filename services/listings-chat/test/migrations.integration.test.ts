@@ -4,26 +4,16 @@
  * (0008), on chats with messages: who had written is backfilled, and presence follows from it.
  */
 import { rmSync } from "node:fs";
-import { PGlite } from "@electric-sql/pglite";
 import { sql } from "drizzle-orm";
-import { drizzle as drizzleNodePg } from "drizzle-orm/node-postgres";
-import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
-import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { recentContactsOf, sharesPresence } from "../src/chats/repository.ts";
 import { createChatService } from "../src/chats/service.ts";
-import { type Database, migrationsFolder } from "../src/db/client.ts";
-import {
-  pgliteMigrationConnection,
-  pgMigrationConnection,
-  readMigrationFiles,
-  runMigrations,
-} from "../src/db/migrator.ts";
-import * as schema from "../src/db/schema.ts";
+import { migrationsFolder } from "../src/db/client.ts";
+import { readMigrationFiles } from "../src/db/migrator.ts";
 import { lastEventId, readStreamPage } from "../src/events/log.ts";
 import { createRateLimiter } from "../src/limits/rate-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
-import { databaseTargets } from "./support/databases.ts";
+import { databaseTargets, unmigratedDatabase } from "./support/databases.ts";
 import { migrationsFolderCopy } from "./support/migration-folders.ts";
 
 describe.each(databaseTargets())("migrations of a database in use on $name", (target) => {
@@ -33,39 +23,7 @@ describe.each(databaseTargets())("migrations of a database in use on $name", (ta
   });
 
   /** An empty database of this target, and how to run a migrations folder on it. */
-  async function emptyDatabase(): Promise<{ db: Database; migrate: (folder: string) => Promise<void> }> {
-    if (target.name === "pglite") {
-      const client = new PGlite();
-      cleanups.push(() => client.close());
-      const pgliteDb = drizzlePglite(client, { schema });
-      return {
-        db: pgliteDb as unknown as Database,
-        migrate: async (folder) => {
-          await runMigrations(pgliteMigrationConnection(client), folder);
-        },
-      };
-    }
-    const created = await target.create();
-    cleanups.push(created.drop);
-    if (!("url" in created.options)) throw new Error("the PostgreSQL target has a URL");
-    const { url } = created.options;
-    const pool = new pg.Pool({ connectionString: url, max: 2 });
-    cleanups.push(() => pool.end());
-    const nodeDb = drizzleNodePg(pool, { schema });
-    return {
-      db: nodeDb as unknown as Database,
-      // As the service migrates: the runner, on a session of its own.
-      migrate: async (folder) => {
-        const client = new pg.Client({ connectionString: url });
-        await client.connect();
-        try {
-          await runMigrations(pgMigrationConnection(client), folder);
-        } finally {
-          await client.end();
-        }
-      },
-    };
-  }
+  const emptyDatabase = () => unmigratedDatabase(target, cleanups);
 
   /**
    * The first `count` migrations, in a folder removed after the suite (without the function sources: they are

@@ -7,19 +7,13 @@
  * PostgreSQL when DATABASE_URL is set.
  */
 import { rmSync } from "node:fs";
-import { PGlite } from "@electric-sql/pglite";
 import { sql } from "drizzle-orm";
-import { drizzle as drizzleNodePg } from "drizzle-orm/node-postgres";
-import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
-import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { createChatService } from "../src/chats/service.ts";
 import { type Database, migrationsFolder } from "../src/db/client.ts";
-import { pgliteMigrationConnection, pgMigrationConnection, runMigrations } from "../src/db/migrator.ts";
-import * as schema from "../src/db/schema.ts";
 import { createRateLimiter } from "../src/limits/rate-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
-import { databaseTargets } from "./support/databases.ts";
+import { databaseTargets, unmigratedDatabase } from "./support/databases.ts";
 import { migrationsFolderCopy } from "./support/migration-folders.ts";
 
 /** Raw SQL rows, the same on PGlite and node-postgres (cast bigints in SQL: drivers differ on them). */
@@ -35,37 +29,8 @@ describe.each(databaseTargets())("0023–0025 on a database in use on $name", (t
     for (const cleanup of cleanups.reverse()) await cleanup();
   });
 
-  /** An empty database of this target, and how to run a migrations folder on it (as migrations.integration.test.ts). */
-  async function emptyDatabase(): Promise<{ db: Database; migrate: (folder: string) => Promise<void> }> {
-    if (target.name === "pglite") {
-      const client = new PGlite();
-      cleanups.push(() => client.close());
-      return {
-        db: drizzlePglite(client, { schema }) as unknown as Database,
-        migrate: async (folder) => {
-          await runMigrations(pgliteMigrationConnection(client), folder);
-        },
-      };
-    }
-    const created = await target.create();
-    cleanups.push(created.drop);
-    if (!("url" in created.options)) throw new Error("the PostgreSQL target has a URL");
-    const { url } = created.options;
-    const pool = new pg.Pool({ connectionString: url, max: 2 });
-    cleanups.push(() => pool.end());
-    return {
-      db: drizzleNodePg(pool, { schema }) as unknown as Database,
-      migrate: async (folder) => {
-        const client = new pg.Client({ connectionString: url });
-        await client.connect();
-        try {
-          await runMigrations(pgMigrationConnection(client), folder);
-        } finally {
-          await client.end();
-        }
-      },
-    };
-  }
+  /** An empty database of this target, and how to run a migrations folder on it. */
+  const emptyDatabase = () => unmigratedDatabase(target, cleanups);
 
   it("old messages read as text with no data and no attachments, deleted ones as deleted by their sender; checks and index valid", async () => {
     const old = migrationsFolderCopy(migrationsFolder, LAST_BEFORE);

@@ -1,6 +1,11 @@
 import { randomBytes } from "node:crypto";
+import { PGlite } from "@electric-sql/pglite";
+import { drizzle as drizzleNodePg } from "drizzle-orm/node-postgres";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import pg from "pg";
-import type { DatabaseOptions } from "../../src/db/client.ts";
+import type { Database, DatabaseOptions } from "../../src/db/client.ts";
+import { pgliteMigrationConnection, pgMigrationConnection, runMigrations } from "../../src/db/migrator.ts";
+import * as schema from "../../src/db/schema.ts";
 
 /** A database a suite runs against; each `create()` makes a fresh one that `drop()` removes. */
 export interface DatabaseTarget {
@@ -53,4 +58,49 @@ export function databaseTargets(): DatabaseTarget[] {
   if (!url && process.env.CI)
     throw new Error("CI must set DATABASE_URL: the PostgreSQL run is what proves compatibility");
   return url ? [pglite, postgres(url)] : [pglite];
+}
+
+/** An empty database of a target, with nothing applied yet, and how to run a migrations folder on it. */
+export interface UnmigratedDatabase {
+  db: Database;
+  /** As the service migrates: the runner, on a session of its own (PostgreSQL) or on the database (PGlite). */
+  migrate(folder: string): Promise<void>;
+}
+
+/**
+ * An empty database of `target` whose closing and dropping go on `cleanups` (the caller runs them, last first),
+ * for tests that migrate step by step (to a given file, then on).
+ */
+export async function unmigratedDatabase(
+  target: DatabaseTarget,
+  cleanups: Array<() => Promise<void> | void>,
+): Promise<UnmigratedDatabase> {
+  if (target.name === "pglite") {
+    const client = new PGlite();
+    cleanups.push(() => client.close());
+    return {
+      db: drizzlePglite(client, { schema }) as unknown as Database,
+      migrate: async (folder) => {
+        await runMigrations(pgliteMigrationConnection(client), folder);
+      },
+    };
+  }
+  const created = await target.create();
+  cleanups.push(created.drop);
+  if (!("url" in created.options)) throw new Error("the PostgreSQL target has a URL");
+  const { url } = created.options;
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  cleanups.push(() => pool.end());
+  return {
+    db: drizzleNodePg(pool, { schema }) as unknown as Database,
+    migrate: async (folder) => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await runMigrations(pgMigrationConnection(client), folder);
+      } finally {
+        await client.end();
+      }
+    },
+  };
 }
