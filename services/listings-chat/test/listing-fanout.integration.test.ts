@@ -8,13 +8,12 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { databaseTargets } from "./support/databases.ts";
-import { connect, startTestChat, type TestChat } from "./support/harness.ts";
+import { connect, freePort, startTestChat, type TestChat } from "./support/harness.ts";
 
 const postgres = databaseTargets().find((t) => t.name === "postgres");
 
@@ -26,15 +25,6 @@ const FIRST_BUYER = 4_300_001;
 
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const main = join(repoRoot, "services/listings-chat/src/main.ts");
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 const listingBody = (title: string) => ({
   seller_id: SELLER,

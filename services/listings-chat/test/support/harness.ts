@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
 import { FrameSocket as TestSocket } from "@listings-chat/shared/testing";
 import { pino } from "pino";
 import WebSocket from "ws";
@@ -108,4 +109,14 @@ export async function openAsContacts(chat: TestChat, buyer: number, seller: numb
     if (sent.status !== 201) throw new Error(`could not write in chat ${chatId}: ${sent.status}`);
   }
   return chatId;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (listen on 0, read the number, close). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }
