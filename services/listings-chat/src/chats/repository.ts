@@ -85,16 +85,9 @@ interface ChatViewRow extends AppendedRow {
   chat: Chat | null;
 }
 
-/**
- * A chat event for each user a row names, with the chat as that user sees it (peer, archived differ). Keys in
- * the order a stream read gives them (`addressedEvents`, readStreamPage): a client comparing the live event
- * with its replay as text sees the same.
- */
+/** A chat event for each user a row names, with the chat as that user sees it (peer and archived differ). */
 export function eachUsersChat(rows: readonly ChatViewRow[], type: "chat_created" | "chat_updated"): AddressedEvent[] {
-  return rows
-    .filter((row) => row.user_id !== null && row.chat !== null)
-    .map((row) => ({ userId: Number(row.user_id), event: { type, chat: row.chat!, event_id: Number(row.event_id) } }))
-    .sort((a, b) => a.userId - b.userId);
+  return addressedEvents(rows, (row) => ({ type, chat: row.chat! }));
 }
 
 interface ArchiveRow extends ChatViewRow {

@@ -30,10 +30,18 @@ export function rowsOf<Row>(result: unknown): Row[] {
  * bumped in ascending user id (writers never deadlock), and the row locks, held until commit, hand one
  * user's ids out in commit order while a rollback gives them back, so every stream stays dense.
  */
-export function addressedEvents(rows: readonly AppendedRow[], draft: ChatEventDraft): AddressedEvent[] {
+export function addressedEvents<Row extends AppendedRow>(
+  rows: readonly Row[],
+  /** The change, or, when users see it differently (a chat's `peer`), the change as a row's user sees it. */
+  draft: ChatEventDraft | ((row: Row) => ChatEventDraft),
+): AddressedEvent[] {
   return rows
     .filter((row) => row.user_id !== null)
-    .map((row) => ({ userId: Number(row.user_id), event: { ...draft, event_id: Number(row.event_id) } as ChatEvent }))
+    .map((row) => {
+      const change = typeof draft === "function" ? draft(row) : draft;
+      // Keys in the order a stream read gives them (readStreamPage): a live event and its replay read the same.
+      return { userId: Number(row.user_id), event: { ...change, event_id: Number(row.event_id) } as ChatEvent };
+    })
     .sort((a, b) => a.userId - b.userId);
 }
 

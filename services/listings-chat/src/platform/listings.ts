@@ -1,19 +1,15 @@
+import type { ChatListing } from "@listings-chat/shared";
 import { sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { executeWrite } from "../db/retry.ts";
-import type { ListingStatus } from "../db/schema.ts";
 import { rowsOf } from "../events/log.ts";
 
-/** A listing as the platform registered it, as `PUT /internal/chat/listings/:id` answers it. */
-export interface Listing {
-  id: number;
+/**
+ * A listing as the platform registered it, as `PUT /internal/chat/listings/:id` answers it: what chats show of
+ * it, with the platform's bookkeeping.
+ */
+export interface Listing extends ChatListing {
   seller_id: number;
-  title: string;
-  price_minor: number;
-  currency: string;
-  image_url: string | null;
-  url: string;
-  status: ListingStatus;
   created_at: string;
   updated_at: string;
 }
