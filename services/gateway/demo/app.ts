@@ -1077,6 +1077,22 @@ function onEvent(s: Session, event: ChatEvent) {
 // Sending
 
 /**
+ * A message refused for as long as its cause lasts (a block, a suspension, a removed listing): not sent, with
+ * only "discard" (a retry would be refused again), and no longer pending, so that messages stored later are
+ * shown after it, in the order they happened.
+ */
+function markRefused(pending: HTMLElement, why: string) {
+  pending.classList.remove("pending");
+  pending.classList.add("failed", "refused");
+  pending.dataset.testid = "message-refused";
+  const discard = make("button", "link", "discard");
+  discard.type = "button";
+  discard.dataset.testid = "send-discard";
+  discard.addEventListener("click", () => pending.remove());
+  pending.lastElementChild?.replaceChildren(`not sent: ${why} · `, discard);
+}
+
+/**
  * Shows the message at once as "sending…" and hands it to the client's outbox (in order, retried with the
  * same client_msg_id). One that could not be stored in time can be retried (the same id: stored once) or
  * discarded.
@@ -1106,16 +1122,8 @@ async function send(
     }
   } catch (error) {
     if (isBlockedError(error)) {
-      // Refused for good while the block lasts: no "retry" (it would be refused again), only "discard".
-      // No longer pending, so that messages stored later are shown after it, in the order they happened.
-      pending.classList.remove("pending");
-      pending.classList.add("failed", "refused");
-      pending.dataset.testid = "message-refused";
-      const discard = make("button", "link", "discard");
-      discard.type = "button";
-      discard.dataset.testid = "send-discard";
-      discard.addEventListener("click", () => pending.remove());
-      pending.lastElementChild?.replaceChildren("not sent: you can't send messages in this chat · ", discard);
+      // Refused while the block lasts.
+      markRefused(pending, "you can't send messages in this chat");
       if (!s.blocked.has(other)) s.refusedBy.add(other);
       renderChatState(s);
       return;
@@ -1125,15 +1133,10 @@ async function send(
       (error.code === ErrorCode.userSuspended || error.code === ErrorCode.listingClosed)
     ) {
       // The platform's refusals (CONTRACT §8): sending again would be refused again while they last.
-      pending.classList.remove("pending");
-      pending.classList.add("failed", "refused");
-      pending.dataset.testid = "message-refused";
-      const discard = make("button", "link", "discard");
-      discard.type = "button";
-      discard.dataset.testid = "send-discard";
-      discard.addEventListener("click", () => pending.remove());
-      const why = error.code === ErrorCode.userSuspended ? "your account is suspended" : "this listing was removed";
-      pending.lastElementChild?.replaceChildren(`not sent: ${why} · `, discard);
+      markRefused(
+        pending,
+        error.code === ErrorCode.userSuspended ? "your account is suspended" : "this listing was removed",
+      );
       if (error.code === ErrorCode.listingClosed) s.closedChats.add(view.chat.id);
       renderChatState(s);
       return;

@@ -58,7 +58,7 @@ function storableJson(value: unknown): boolean {
   return true;
 }
 
-const userId = z.number().int().positive();
+const positiveId = z.number().int().positive();
 const reason = z
   .string()
   .refine(storableText, "must not contain NUL characters or unpaired surrogates")
@@ -79,7 +79,7 @@ export const putPersonBody = z.object({
 });
 
 /** `POST /internal/chat/chats`: the seller is the listing's. */
-export const platformChatBody = z.object({ listing_id: userId, buyer_id: userId });
+export const platformChatBody = z.object({ listing_id: positiveId, buyer_id: positiveId });
 
 /** `POST /internal/chat/chats/:id/messages`: a system message (CONTRACT §8). */
 export const systemMessageBody = z.object({
