@@ -119,8 +119,15 @@ function createRecorder(getDb: () => Database) {
             (sent.message.deleted_at === null || now.deleted_at === sent.message.deleted_at);
           expect(later, `event ${sent.event_id}: the stored message went back in time`).toBe(true);
           const { content, edited_at, deleted_at } = now;
-          expect(stored).toEqual({ ...sent, message: { ...sent.message, content, edited_at, deleted_at } });
-          if (deleted_at !== null) expect(content).toBe("");
+          // A delete after the publish also says who deleted it, and takes a system message's data with it.
+          const deletedSince = deleted_at !== sent.message.deleted_at;
+          const deletion = deletedSince ? { deleted_by: now.deleted_by, data: now.data } : {};
+          expect(stored).toEqual({
+            ...sent,
+            message: { ...sent.message, content, edited_at, deleted_at, ...deletion },
+          });
+          if (deleted_at !== null) expect([content, now.data]).toEqual(["", null]);
+          if (deletedSince) expect(["sender", "platform"]).toContain(now.deleted_by);
         } else {
           expect(stored).toEqual(sent);
         }
