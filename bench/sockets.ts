@@ -94,8 +94,9 @@ export async function upgradeCost(stack: Stack, settings: UpgradeSettings, first
       await waitForConnections(stack, 0);
     }
   }
-  // The ws-token alone: the gateway's CPU per token, fetched one after another on one connection.
-  const tokens = Math.min(settings.sockets, 1_000);
+  // The ws-token alone: the gateway's CPU per token, fetched one after another on one connection. At least 200:
+  // CPU time is read in 10 ms ticks, and a small run's 40 tokens (about 4 ms) could read as none.
+  const tokens = Math.min(Math.max(settings.sockets, 200), 1_000);
   const gatewayBefore = stack.gateway.cpuSeconds();
   const tokenMs: number[] = [];
   for (let i = 0; i < tokens; i++) {
