@@ -14,6 +14,8 @@ export interface AppParts {
   ops: Hono;
   /** The platform's /internal routes (CONTRACT §8), behind the internal token. */
   platform: Hono;
+  /** The dead webhook deliveries (CONTRACT §9), behind the internal token. */
+  webhooks: Hono;
   api: Hono<any>;
   onRateLimited: () => void;
   /** Told of every answered request (REST latency per route, ops/metrics.ts). */
@@ -27,6 +29,7 @@ export function createApp({
   probes,
   ops,
   platform,
+  webhooks,
   api,
   onRateLimited,
   observeRequest,
@@ -54,6 +57,7 @@ export function createApp({
   });
   app.use("/internal/chat/*", limitBody);
   app.route("/", platform);
+  app.route("/", webhooks);
   app.use("/api/v1/*", limitBody);
   app.route("/api/v1", api);
 

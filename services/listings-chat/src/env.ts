@@ -16,6 +16,7 @@ import type { GroupCommitOptions } from "./messages/group-commit.ts";
 import { isPhoneRegion, normalizeSiteDomain } from "./safety/content-detectors.ts";
 import type { ContentRulesOptions } from "./safety/content-rules.ts";
 import { loadContentRulesFile } from "./safety/content-rules-file.ts";
+import { isWebhookSecret, type WebhookOptions } from "./webhooks/options.ts";
 
 const schema = z.object({
   NODE_ENV: z.enum(["development", "test", "production"]).default("development"),
@@ -83,6 +84,21 @@ const schema = z.object({
       }
       return domains;
     }),
+  // Webhooks (CONTRACT §9): off without a URL. The rest tunes the sender (webhooks/options.ts).
+  WEBHOOK_URL: urlWithProtocol(["http:", "https:"]).optional(),
+  WEBHOOK_SECRET: z
+    .string()
+    .trim()
+    .refine(isWebhookSecret, "must be whsec_ followed by a base64 key of 24 to 64 bytes (Standard Webhooks)")
+    .optional(),
+  WEBHOOK_TIMEOUT_MS: wholeNumber(100, 60_000).default(5_000),
+  WEBHOOK_MAX_AGE_S: wholeNumber(1, 30 * 86_400).default(86_400),
+  NOTIFY_UNREAD_AFTER_S: wholeNumber(1, 30 * 86_400).default(60),
+  WEBHOOK_CONCURRENCY: wholeNumber(1, 256).default(16),
+  WEBHOOK_RETRY_MIN_MS: wholeNumber(10, 3_600_000).default(5_000),
+  WEBHOOK_RETRY_MAX_MS: wholeNumber(10, 86_400_000).default(3_600_000),
+  WEBHOOK_POLL_MS: wholeNumber(20, 60_000).default(500),
+  WEBHOOK_KEEP_DELIVERED_S: wholeNumber(0, 30 * 86_400).default(86_400),
 });
 
 export interface ChatConfig {
@@ -112,6 +128,8 @@ export interface ChatConfig {
   listingsRequired?: boolean;
   /** CONTENT_RULES_FILE (read and checked), DEFAULT_PHONE_REGION, SITE_DOMAINS; the shipped rules when not given. */
   contentRules?: ContentRulesOptions;
+  /** WEBHOOK_URL and the sender's settings (CONTRACT §9); undefined: no webhooks, nothing recorded. */
+  webhooks?: WebhookOptions;
   /** Sentences to print loudly at start-up (development defaults in use). */
   warnings: string[];
 }
@@ -124,7 +142,15 @@ export { ConfigError };
 export const CHAT_VARIABLES: readonly string[] = Object.keys(schema.shape);
 
 /** Variables that may come from a file instead (`<NAME>_FILE`, shared/src/node/config.ts). */
-export const CHAT_SECRET_VARIABLES = ["INTERNAL_TOKEN", "DATABASE_URL", "MIGRATION_DATABASE_URL", "REDIS_URL"] as const;
+export const CHAT_SECRET_VARIABLES = [
+  "INTERNAL_TOKEN",
+  "DATABASE_URL",
+  "MIGRATION_DATABASE_URL",
+  "REDIS_URL",
+  "WEBHOOK_SECRET",
+  // It may carry credentials (basic auth, a token in the query).
+  "WEBHOOK_URL",
+] as const;
 
 /** Reads and checks the chat service's variables once; the only reader of the environment. */
 export function loadChatConfig(env: Record<string, string | undefined>): ChatConfig {
@@ -146,6 +172,41 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     production,
     warnings,
   });
+  if (v.WEBHOOK_RETRY_MAX_MS < v.WEBHOOK_RETRY_MIN_MS) {
+    throw new ConfigError(
+      `WEBHOOK_RETRY_MAX_MS (${v.WEBHOOK_RETRY_MAX_MS}) is below WEBHOOK_RETRY_MIN_MS (${v.WEBHOOK_RETRY_MIN_MS}): raise it or lower the minimum`,
+    );
+  }
+  let webhooks: WebhookOptions | undefined;
+  if (v.WEBHOOK_URL) {
+    if (production && !v.WEBHOOK_SECRET) {
+      throw new ConfigError(
+        "WEBHOOK_SECRET (or WEBHOOK_SECRET_FILE) is required in production when WEBHOOK_URL is set",
+      );
+    }
+    if (production && v.WEBHOOK_SECRET === DevDefaults.webhookSecret) {
+      throw new ConfigError(
+        "WEBHOOK_SECRET is the development secret: generate one (whsec_ and 32 random bytes in base64)",
+      );
+    }
+    if (!v.WEBHOOK_SECRET) {
+      warnings.push(
+        "WEBHOOK_SECRET is not set: webhooks are signed with the development secret. Never do this in production.",
+      );
+    }
+    webhooks = {
+      url: v.WEBHOOK_URL,
+      secret: v.WEBHOOK_SECRET ?? DevDefaults.webhookSecret,
+      timeoutMs: v.WEBHOOK_TIMEOUT_MS,
+      maxAgeS: v.WEBHOOK_MAX_AGE_S,
+      notifyUnreadAfterS: v.NOTIFY_UNREAD_AFTER_S,
+      concurrency: v.WEBHOOK_CONCURRENCY,
+      retryMinMs: v.WEBHOOK_RETRY_MIN_MS,
+      retryMaxMs: v.WEBHOOK_RETRY_MAX_MS,
+      pollMs: v.WEBHOOK_POLL_MS,
+      keepDeliveredS: v.WEBHOOK_KEEP_DELIVERED_S,
+    };
+  }
   return {
     production,
     port: v.CHAT_PORT,
@@ -180,6 +241,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
       phoneRegion: v.DEFAULT_PHONE_REGION as ContentRulesOptions["phoneRegion"],
       siteDomains: v.SITE_DOMAINS,
     },
+    webhooks,
     warnings,
   };
 }

@@ -38,6 +38,10 @@ import { createSuspensionWatch } from "./platform/suspensions.ts";
 import { createMemoryPresence, createRedisPresence } from "./presence/presence.ts";
 import { createContentRules, defaultContentRulesOptions } from "./safety/content-rules.ts";
 import { createSafetyService } from "./safety/service.ts";
+import { createWebhookCounts } from "./webhooks/counts.ts";
+import { createWebhookMetrics } from "./webhooks/metrics.ts";
+import { createWebhookRoutes } from "./webhooks/routes.ts";
+import { startWebhooks } from "./webhooks/webhooks.ts";
 
 export interface ChatServer {
   port: number;
@@ -203,6 +207,17 @@ export async function startChatServer(
   const listingFanout = createListingFanout({ db: database.db, publish, log });
   listingFanout.start();
   startup.opened(() => listingFanout.stop());
+  // Webhooks (CONTRACT §9): the queue's counts for stats and metrics always; the lease and the sender when
+  // WEBHOOK_URL is set (writes record their webhooks from the lease on, here and on every instance).
+  const webhookCounts = createWebhookCounts(database.db);
+  const webhookMetrics = createWebhookMetrics(telemetry.registry, webhookCounts);
+  const webhooks = config.webhooks
+    ? await startup.step(
+        "webhooks",
+        startWebhooks({ db: database.db, options: config.webhooks, log, metrics: webhookMetrics }),
+        (started) => started.stop(),
+      )
+    : undefined;
 
   const redisReady = redis ? () => succeedsWithin(() => redis.ping(), 1_000) : undefined;
   let shuttingDown = false;
@@ -223,6 +238,7 @@ export async function startChatServer(
       isShuttingDown,
       redisReady,
       closeGatewaySockets: hub.closeGatewaySockets,
+      webhookCounts,
     }),
     platform: createPlatformRoutes(
       createPlatformService({
@@ -241,6 +257,7 @@ export async function startChatServer(
         },
       }),
     ),
+    webhooks: createWebhookRoutes(database.db),
     api: createApiRoutes({
       db: database.reads,
       chats,
@@ -291,6 +308,7 @@ export async function startChatServer(
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await hub.shutdown(config.shutdownTimeoutMs);
       await listingFanout.stop();
+      await webhooks?.stop();
       suspensions.stop();
       server.closeAllConnections();
       await closed;

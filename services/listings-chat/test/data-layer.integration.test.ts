@@ -50,6 +50,8 @@ const tables = {
   people: schema.people,
   suspensions: schema.suspensions,
   listing_fanouts: schema.listingFanouts,
+  webhook_deliveries: schema.webhookDeliveries,
+  webhook_lease: schema.webhookLease,
 };
 
 /** Raw SQL rows, the same on PGlite and node-postgres (cast bigints in SQL: drivers differ on them). */
@@ -274,6 +276,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
       const byName = new Map(indexes.map((i) => [i.name, i.def]));
       const expected = Object.values(tables).flatMap((t) => getTableConfig(t).indexes.map((i) => i.config));
       expect(expected.map((i) => i.name).sort()).toEqual([
+        "chat_participants_unread_since_idx",
         "chat_participants_user_activity_idx",
         "chat_participants_user_archived_idx",
         "chat_participants_user_unread_idx",
@@ -284,6 +287,8 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         "messages_sender_client_msg_id_key",
         "reports_reporter_target_key",
         "user_events_user_event_key",
+        "webhook_deliveries_dead_idx",
+        "webhook_deliveries_due_idx",
       ]);
       for (const index of expected) {
         const def = byName.get(index.name!);

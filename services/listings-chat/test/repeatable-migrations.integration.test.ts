@@ -39,6 +39,11 @@ const changedSinceExtraction = new Set<string>([
   "lc_open_chat",
   "lc_put_listing",
   "lc_send_messages",
+  // Webhooks (0027): each records its change while lc_webhooks_on().
+  "lc_block_user",
+  "lc_mark_read",
+  "lc_report",
+  "lc_unblock_user",
 ]);
 
 /**
@@ -63,6 +68,11 @@ const addedSinceExtraction = new Set<string>([
   "lc_request_listing_fanout(bigint)",
   "lc_send_messages(jsonb,boolean)",
   "lc_suspended(bigint)",
+  // Webhooks (0027).
+  "lc_notify_unread(integer,integer)",
+  "lc_webhook_chat_json(chats)",
+  "lc_webhook_message_data(messages)",
+  "lc_webhooks_on()",
 ]);
 
 const plpgsqlReturning = (name: string, value: number) =>

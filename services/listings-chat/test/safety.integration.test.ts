@@ -18,6 +18,7 @@ import { editMessage, type SendOutcome, storeMessages } from "../src/messages/re
 import { createMessageService, type MessageService } from "../src/messages/service.ts";
 import { blockUser } from "../src/safety/blocks.ts";
 import { createSafetyService, type SafetyService } from "../src/safety/service.ts";
+import { renewLease } from "../src/webhooks/outbox.ts";
 import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat, type TestSocket } from "./support/harness.ts";
 
@@ -60,6 +61,9 @@ describe.each(databaseTargets())("safety on $name", (target) => {
     drop = created.drop;
     chat = await startTestChat({ database: created.options });
     db = chat.server.database.db;
+    // Webhooks on, as an instance with WEBHOOK_URL keeps them (webhooks/outbox.ts renewLease), with no sender
+    // here: what the safety writes record stays in webhook_deliveries to be read below.
+    await renewLease(db);
     const publish = (events: readonly AddressedEvent[]) => {
       published.push(...events);
     };
@@ -196,10 +200,10 @@ describe.each(databaseTargets())("safety on $name", (target) => {
       // The blocked user is told nothing.
       expect(await lastEventId(db, buyer)).toBe(ends.buyer);
 
-      // Kept for the webhooks (CONTRACT §9): one row per change, in order, `data` as the webhook's.
+      // Recorded for the webhooks (CONTRACT §9): one row per change, in order, `data` as the webhook's.
       const logged = await rows<{ type: string; data: unknown }>(
         db,
-        sql`select type, data from safety_events where type like 'user.%'
+        sql`select type, data from webhook_deliveries where type like 'user.%'
             and (data->>'blocker_id')::bigint = ${seller} order by id`,
       );
       expect(logged).toEqual([
@@ -359,7 +363,7 @@ describe.each(databaseTargets())("safety on $name", (target) => {
     async function safetyEventOf(reportId: number) {
       return rows<{ data: unknown }>(
         db,
-        sql`select data from safety_events where type = 'report.created'
+        sql`select data from webhook_deliveries where type = 'report.created'
             and (data->'report'->>'id')::bigint = ${reportId}`,
       );
     }

@@ -1,4 +1,4 @@
--- `p_blocker` blocks `p_blocked`. Status: blocked (new: the block, its safety event, and `user_blocked` in the
+-- `p_blocker` blocks `p_blocked`. Status: blocked (new: the block, its webhook (0027: while lc_webhooks_on()), and `user_blocked` in the
 -- blocker's stream, whose event_id is returned), unchanged (blocked already), too_many (the blocker blocks
 -- `p_max` users already). Under the pair's lock taken exclusive (lc_pair_key), so two calls for one pair,
 -- in either direction, run one after the other.
@@ -15,8 +15,10 @@ BEGIN
     status := 'too_many'; RETURN NEXT; RETURN;
   END IF;
   INSERT INTO blocks (blocker_id, blocked_id) VALUES (p_blocker, p_blocked);
-  INSERT INTO safety_events (type, data)
-  VALUES ('user.blocked', jsonb_build_object('blocker_id', p_blocker, 'blocked_id', p_blocked));
+  IF lc_webhooks_on() THEN
+    INSERT INTO webhook_deliveries (type, data)
+    VALUES ('user.blocked', jsonb_build_object('blocker_id', p_blocker, 'blocked_id', p_blocked));
+  END IF;
   status := 'blocked';
   event_id := lc_append_user_event(p_blocker, 'user_blocked', jsonb_build_object('user_id', p_blocked));
   RETURN NEXT;

@@ -6,6 +6,8 @@
 -- second UPDATE), by what their count did. (0010)
 --
 -- Stored as deleted by its sender (`deleted_by`, 0023); the platform's deletes are lc_platform_delete_message.
+--
+-- Webhooks (0027): while lc_webhooks_on(), its `message.deleted`.
 CREATE OR REPLACE FUNCTION lc_delete_message(p_user_id bigint, p_message_id bigint)
 RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -41,6 +43,9 @@ BEGIN
     v_delta := -1;
   END IF;
   v_json := lc_message_json(m);
+  IF lc_webhooks_on() THEN
+    INSERT INTO webhook_deliveries (type, data) VALUES ('message.deleted', lc_webhook_message_data(m));
+  END IF;
   RETURN QUERY
   SELECT 'deleted'::text, v_json, a.user_id, a.event_id
   FROM lc_append_events(ARRAY[m.chat_id], ARRAY['message_deleted'], ARRAY[m.id],

@@ -8,6 +8,8 @@
 -- The five-argument form (0023): with `p_check_suspension`, the status `suspended` while the platform suspends
 -- the user. A system message's sender is the platform's (0), so a user's edit of one is `forbidden`. The
 -- four-argument form (the release before's callers) is this without the check.
+--
+-- Webhooks (0027): while lc_webhooks_on(), its `message.updated` (the new content's flags).
 CREATE OR REPLACE FUNCTION lc_edit_message(p_user_id bigint, p_message_id bigint, p_content text, p_flags text[],
   p_check_suspension boolean)
 RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
@@ -42,6 +44,9 @@ BEGIN
     status := 'already_deleted'; RETURN NEXT; RETURN;
   END IF;
   v_json := lc_message_json(m);
+  IF lc_webhooks_on() THEN
+    INSERT INTO webhook_deliveries (type, data) VALUES ('message.updated', lc_webhook_message_data(m));
+  END IF;
   RETURN QUERY
   SELECT 'edited'::text, v_json, a.user_id, a.event_id
   FROM lc_append_events(ARRAY[m.chat_id], ARRAY['message_edited'], ARRAY[m.id],

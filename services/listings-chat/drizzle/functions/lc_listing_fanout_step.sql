@@ -10,6 +10,8 @@
 --   told   a batch was appended: one row per participant told, with the chat as they see it, and their
 --          event_id (one row with no user when the batch found no chat left).
 -- Locks: the fan-out's row, then (lc_append_events) the stream rows in ascending user id, last.
+--
+-- Webhooks (0027): while lc_webhooks_on(), a `chat.updated` per chat told (the chat without a viewer's fields).
 CREATE OR REPLACE FUNCTION lc_listing_fanout_step(p_batch integer)
 RETURNS TABLE (status text, listing_id bigint, chat jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -39,6 +41,11 @@ BEGIN
   END IF;
   -- Each event stores its chat's fields as now (what the live event shows); readers add the listing, peer and
   -- archived as they are when the stream is read (lc_stream_page).
+  IF lc_webhooks_on() THEN
+    INSERT INTO webhook_deliveries (type, data)
+    SELECT 'chat.updated', jsonb_build_object('chat', lc_webhook_chat_json(cc))
+    FROM unnest(v_chat_ids) WITH ORDINALITY AS u(id, i) JOIN chats cc ON cc.id = u.id ORDER BY u.i;
+  END IF;
   RETURN QUERY
   SELECT 'told'::text, f.listing_id, lc_chat_view(c, a.user_id), a.user_id, a.event_id
   FROM lc_append_events(v_chat_ids, array_fill('chat_updated'::text, ARRAY[cardinality(v_chat_ids)]),

@@ -13,6 +13,9 @@
 --   large when a marker moves into the middle of a long unread stretch.
 -- A message whose id is below the new marker but whose send has not committed is in neither count, and its send
 -- will not count it (lc_send_messages counts only ids above the marker).
+--
+-- Webhooks (0027): a read that moves the marker ends the unread reminder's wait (and allows the next one): while
+-- lc_webhooks_on(), what is still unread starts a new wait, and the read is delivered as `message.read`.
 CREATE OR REPLACE FUNCTION lc_mark_read(p_user_id bigint, p_chat_id bigint, p_message_id bigint)
 RETURNS TABLE (status text, unread_count bigint, read_at text, user_id bigint, event_id bigint)
 LANGUAGE plpgsql AS $$
@@ -24,6 +27,7 @@ DECLARE
   v_after_unread bigint;
   v_passed bigint;
   v_unread bigint;
+  v_hooks boolean := lc_webhooks_on();
 BEGIN
   PERFORM FROM chats c WHERE c.id = p_chat_id AND p_user_id IN (c.buyer_id, c.seller_id);
   IF NOT FOUND THEN
@@ -58,7 +62,8 @@ BEGIN
       AND mm.sender_id <> p_user_id AND mm.deleted_at IS NULL;
     v_unread := greatest(v_before - v_passed, 0);
   END IF;
-  UPDATE chat_participants p SET last_read_message_id = p_message_id, unread_count = v_unread
+  UPDATE chat_participants p SET last_read_message_id = p_message_id, unread_count = v_unread,
+    unread_since = CASE WHEN v_hooks AND v_unread > 0 THEN now() END, unread_notified = false
   WHERE p.chat_id = p_chat_id AND p.user_id = p_user_id;
   RETURN QUERY
   SELECT 'read'::text, v_unread, lc_iso(now()), a.user_id, a.event_id
@@ -66,5 +71,10 @@ BEGIN
     ARRAY[jsonb_build_object('chat_id', p_chat_id, 'message_id', p_message_id, 'read_by', p_user_id,
       'read_at', lc_iso(now()))],
     ARRAY[p_user_id], ARRAY[v_unread - v_before]) AS a;
+  IF v_hooks THEN
+    INSERT INTO webhook_deliveries (type, data)
+    VALUES ('message.read', jsonb_build_object('chat_id', p_chat_id, 'user_id', p_user_id,
+      'message_id', p_message_id, 'read_at', lc_iso(now())));
+  END IF;
 END
 $$;

@@ -15,6 +15,8 @@
 -- row first, and an `existing` chat as the buyer sees it. The six-argument form: with `p_check_suspension`,
 -- `suspended` while the platform suspends the buyer (lc_suspended), checked first; the five-argument form (the
 -- release before's callers, which know no `suspended`) is this without the check. (0023)
+--
+-- Webhooks (0027): while lc_webhooks_on(), a new chat's `chat.created`.
 CREATE OR REPLACE FUNCTION lc_open_chat(p_listing_id bigint, p_buyer_id bigint, p_seller_id bigint, p_listings_required boolean,
   p_create boolean, p_check_suspension boolean)
 RETURNS TABLE (status text, chat jsonb, user_id bigint, event_id bigint)
@@ -67,6 +69,10 @@ BEGIN
   INSERT INTO chat_participants (chat_id, user_id, role, last_activity_at)
   VALUES (c.id, p_buyer_id, 'buyer', c.last_activity_at), (c.id, p_seller_id, 'seller', c.last_activity_at);
   v_json := lc_chat_json(c);
+  IF lc_webhooks_on() THEN
+    INSERT INTO webhook_deliveries (type, data)
+    VALUES ('chat.created', jsonb_build_object('chat', lc_webhook_chat_json(c)));
+  END IF;
   -- The stored payload keeps lc_chat_json's fields (what a reader of the release before shows); readers of
   -- this one build each user's view (lc_stream_page).
   RETURN QUERY

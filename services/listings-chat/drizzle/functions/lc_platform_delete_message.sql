@@ -6,6 +6,8 @@
 -- this locks both participants' rows, as a send does: without it, a send holding one and this the other would
 -- deadlock (found under a mix of sends and platform deletes). A message a participant other than its sender
 -- had not read leaves their unread count (a system message: both).
+--
+-- Webhooks (0027): while lc_webhooks_on(), its `message.deleted`.
 CREATE OR REPLACE FUNCTION lc_platform_delete_message(p_message_id bigint, p_reason text)
 RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -42,6 +44,9 @@ BEGIN
     v_deltas := array_fill(-1::bigint, ARRAY[cardinality(v_users)]);
   END IF;
   v_json := lc_message_json(m);
+  IF lc_webhooks_on() THEN
+    INSERT INTO webhook_deliveries (type, data) VALUES ('message.deleted', lc_webhook_message_data(m));
+  END IF;
   RETURN QUERY
   SELECT 'deleted'::text, v_json, a.user_id, a.event_id
   FROM lc_append_events(ARRAY[m.chat_id], ARRAY['message_deleted'], ARRAY[m.id],

@@ -9,6 +9,9 @@
 -- (lc_send_messages) does for one message: the message first (a new row locks nothing), then the chat's row,
 -- then its participants (activity; unread for each whose marker is below it; archived chats come back for
 -- both), then the events, each participant's stream row and badge total last.
+--
+-- Webhooks (0027): while lc_webhooks_on(), its `message.created` (flags: none), and the participants' unread
+-- reminder clocks started as a send starts them.
 CREATE OR REPLACE FUNCTION lc_post_system_message(p_chat_id bigint, p_content text, p_data jsonb, p_client_msg_id text)
 RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -18,6 +21,7 @@ DECLARE
   v_users bigint[] := '{}';
   v_deltas bigint[] := '{}';
   r record;
+  v_hooks boolean := lc_webhooks_on();
 BEGIN
   PERFORM FROM chats c WHERE c.id = p_chat_id;
   IF NOT FOUND THEN
@@ -47,7 +51,9 @@ BEGIN
   FOR r IN
     UPDATE chat_participants p SET last_activity_at = greatest(p.last_activity_at, now()),
       unread_count = p.unread_count + CASE WHEN m.id > coalesce(p.last_read_message_id, 0) THEN 1 ELSE 0 END,
-      archived = false
+      archived = false,
+      unread_since = CASE WHEN v_hooks AND p.unread_since IS NULL AND NOT p.unread_notified
+          AND m.id > coalesce(p.last_read_message_id, 0) THEN now() ELSE p.unread_since END
     WHERE p.chat_id = p_chat_id
     RETURNING p.user_id, m.id > coalesce(p.last_read_message_id, 0) AS unread
   LOOP
@@ -57,6 +63,9 @@ BEGIN
     END IF;
   END LOOP;
   v_json := lc_message_json(m);
+  IF v_hooks THEN
+    INSERT INTO webhook_deliveries (type, data) VALUES ('message.created', lc_webhook_message_data(m));
+  END IF;
   RETURN QUERY
   SELECT 'created'::text, v_json, a.user_id, a.event_id
   FROM lc_append_events(ARRAY[p_chat_id], ARRAY['new_message'], ARRAY[m.id],

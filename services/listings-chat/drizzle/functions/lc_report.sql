@@ -5,7 +5,7 @@
 --   new        (with p_store false) it would be a new report: nothing stored, so that the caller can count
 --              it against the reporter's limit first;
 --   created    stored, with its id: the report (a message's copy as the API shows it now, kept whatever
---              happens to the message later) and its `report.created` safety event, `data` as CONTRACT §9.
+--              happens to the message later) and its `report.created` webhook (0027: while lc_webhooks_on()), `data` as CONTRACT §9.
 CREATE OR REPLACE FUNCTION lc_report(p_reporter bigint, p_reason text, p_note text, p_target_type text, p_target_id bigint,
   p_store boolean)
 RETURNS TABLE (status text, id bigint) LANGUAGE plpgsql AS $$
@@ -60,10 +60,12 @@ BEGIN
     WHERE r.reporter_id = p_reporter AND r.target_type = p_target_type AND r.target_id = p_target_id;
     status := 'existing'; id := v_id; RETURN NEXT; RETURN;
   END IF;
-  INSERT INTO safety_events (type, data)
-  VALUES ('report.created', jsonb_build_object('report', jsonb_build_object(
-    'id', v_id, 'reporter_id', p_reporter, 'reason', p_reason, 'note', p_note,
-    'target', jsonb_build_object('type', p_target_type, 'id', p_target_id), 'message', v_copy)));
+  IF lc_webhooks_on() THEN
+    INSERT INTO webhook_deliveries (type, data)
+    VALUES ('report.created', jsonb_build_object('report', jsonb_build_object(
+      'id', v_id, 'reporter_id', p_reporter, 'reason', p_reason, 'note', p_note,
+      'target', jsonb_build_object('type', p_target_type, 'id', p_target_id), 'message', v_copy)));
+  END IF;
   status := 'created'; id := v_id; RETURN NEXT;
 END
 $$;

@@ -27,6 +27,10 @@
 -- suspends the sender (lc_suspended: a key probe per send); and, either way, a recipient's archived chat comes
 -- back, in the update of their row the send makes anyway. The one-argument form (the release before's callers,
 -- which know no `suspended`) is this without the check.
+--
+-- Webhooks (0027, CONTRACT §9): while lc_webhooks_on(), a `message.created` delivery per stored message (its
+-- chat's ids and flags, as lc_webhook_message_data), in one insert per batch; and a recipient with no reminder
+-- pending or sent gets `unread_since`, in the update of their row the send makes anyway (lc_notify_unread).
 CREATE OR REPLACE FUNCTION lc_send_messages(p_sends jsonb, p_check_suspension boolean)
 RETURNS TABLE (ord bigint, status text, message jsonb, user_id bigint, event_id bigint, became_mutual boolean)
 LANGUAGE plpgsql AS $$
@@ -65,6 +69,9 @@ DECLARE
   -- arrays, so that each statement below works on the chat's few messages, not on the whole batch again.
   v_chat_msg_ids bigint[];
   v_chat_recipients bigint[];
+  -- Whether to record webhooks, read once per batch; and their data, one per stored message.
+  v_hooks boolean := lc_webhooks_on();
+  created_hooks jsonb[] := '{}';
 BEGIN
   FOR x IN
     SELECT e.ord, (e.v->>0)::bigint AS sender_id, (e.v->>1)::bigint AS chat_id, e.v->>2 AS content,
@@ -115,6 +122,12 @@ BEGIN
       created_json := created_json || lc_message_json(m);
       created_recipients := created_recipients || v_recipient;
       created_senders := created_senders || x.sender_id;
+      IF v_hooks THEN
+        created_hooks := created_hooks || jsonb_build_object('message', created_json[cardinality(created_json)],
+          'chat', jsonb_build_object('id', c.id, 'listing_id', c.listing_id, 'buyer_id', c.buyer_id,
+                                     'seller_id', c.seller_id),
+          'flags', to_jsonb(x.flags));
+      END IF;
       -- Only the first message of someone who had not written can make a chat mutual ("wrote" never goes
       -- back): a send by one who had (a buyer writing on to a seller who never answers) needs no second look.
       IF NOT (CASE WHEN x.sender_id = c.buyer_id THEN c.buyer_wrote ELSE c.seller_wrote END)
@@ -182,7 +195,13 @@ BEGIN
           (SELECT count(*) FROM unnest(v_chat_msg_ids, v_chat_recipients) AS t(id, recipient)
            WHERE t.recipient = p.user_id AND t.id > coalesce(p.last_read_message_id, 0)),
         -- A message from the other side brings an archived chat back (CONTRACT §8): its new_message says so.
-        archived = p.archived AND NOT p.user_id = ANY(v_chat_recipients)
+        archived = p.archived AND NOT p.user_id = ANY(v_chat_recipients),
+        -- The unread reminder's clock starts with the first message it would tell of (none while one was sent
+        -- and not read since).
+        unread_since = CASE WHEN v_hooks AND p.unread_since IS NULL AND NOT p.unread_notified
+            AND EXISTS (SELECT FROM unnest(v_chat_msg_ids, v_chat_recipients) AS t(id, recipient)
+                        WHERE t.recipient = p.user_id AND t.id > coalesce(p.last_read_message_id, 0))
+          THEN now() ELSE p.unread_since END
       WHERE p.chat_id = v_chat_id
       RETURNING p.user_id,
         (SELECT count(*) FROM unnest(v_chat_msg_ids, v_chat_recipients) AS t(id, recipient)
@@ -194,6 +213,9 @@ BEGIN
       END IF;
     END LOOP;
   END LOOP;
+  IF v_hooks THEN
+    INSERT INTO webhook_deliveries (type, data) SELECT 'message.created', h FROM unnest(created_hooks) AS h;
+  END IF;
   RETURN QUERY
   SELECT created_ords[a.ord], 'created'::text, created_json[a.ord], a.user_id, a.event_id,
     created_ords[a.ord] = ANY(mutual_ords)

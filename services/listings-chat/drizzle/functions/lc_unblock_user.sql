@@ -1,5 +1,5 @@
 -- `p_blocker` lifts their block of `p_blocked`. Status: unblocked (with `user_unblocked` in the blocker's
--- stream, its event_id returned, and its safety event), unchanged (there was no such block).
+-- stream, its event_id returned, and its webhook (0027: while lc_webhooks_on())), unchanged (there was no such block).
 CREATE OR REPLACE FUNCTION lc_unblock_user(p_blocker bigint, p_blocked bigint)
 RETURNS TABLE (status text, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -9,8 +9,10 @@ BEGIN
   IF NOT FOUND THEN
     status := 'unchanged'; RETURN NEXT; RETURN;
   END IF;
-  INSERT INTO safety_events (type, data)
-  VALUES ('user.unblocked', jsonb_build_object('blocker_id', p_blocker, 'blocked_id', p_blocked));
+  IF lc_webhooks_on() THEN
+    INSERT INTO webhook_deliveries (type, data)
+    VALUES ('user.unblocked', jsonb_build_object('blocker_id', p_blocker, 'blocked_id', p_blocked));
+  END IF;
   status := 'unblocked';
   event_id := lc_append_user_event(p_blocker, 'user_unblocked', jsonb_build_object('user_id', p_blocked));
   RETURN NEXT;

@@ -69,6 +69,14 @@ export const chatParticipants = pgTable(
      * clears it in the update of this row it makes anyway.
      */
     archived: boolean("archived").notNull().default(false),
+    /**
+     * Since when this user has had an unread message here that no `notification.unread` told them of (CONTRACT
+     * §9): set by the send that made the first one while webhooks are on, cleared by a read or by the
+     * notification. Null for almost every row, so its partial index holds only chats waiting for a reminder.
+     */
+    unreadSince: timestamp("unread_since", { withTimezone: true, mode: "date" }),
+    /** A `notification.unread` went out for this chat and the user has not read since: no second one. */
+    unreadNotified: boolean("unread_notified").notNull().default(false),
   },
   (t) => [
     primaryKey({ columns: [t.chatId, t.userId] }),
@@ -87,6 +95,9 @@ export const chatParticipants = pgTable(
     index("chat_participants_user_archived_idx")
       .on(t.userId, t.lastActivityAt.desc().nullsFirst(), t.chatId.desc().nullsFirst())
       .where(sql`${t.archived}`),
+    // The unread reminders due (lc_notify_unread): oldest first, over the few rows waiting. Built CONCURRENTLY
+    // (migration 0028).
+    index("chat_participants_unread_since_idx").on(t.unreadSince).where(sql`${t.unreadSince} is not null`),
     // No (user_id, chat_id) index: every user-scoped read goes through the activity index, and every send
     // updates both participants' rows, so each index here costs two entries per send.
   ],
@@ -246,9 +257,10 @@ export const reports = pgTable(
 );
 
 /**
- * What the platform is to hear about safety (CONTRACT §9: `report.created`, `user.blocked`,
- * `user.unblocked`), written in the transaction of the change, `data` exactly the webhook's: the outbox the
- * webhook sender will drain (until it exists, they wait here, in `id` order).
+ * What the platform was to hear about safety before webhooks existed (`report.created`, `user.blocked`,
+ * `user.unblocked`), `data` exactly the webhook's. Nothing writes here since 0027 (lc_report, lc_block_user
+ * and lc_unblock_user write to `webhook_deliveries`); the sender moves the rows left into `webhook_deliveries`
+ * (webhooks/outbox.ts), and a later contract migration drops the table.
  */
 export const safetyEvents = pgTable("safety_events", {
   id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
@@ -338,4 +350,50 @@ export const listingFanouts = pgTable(
   },
   // The queue's order: a step reads the oldest, not a sort of every fan-out waiting.
   (t) => [index("listing_fanouts_requested_idx").on(t.requestedAt, t.listingId)],
+);
+
+/**
+ * The webhooks' outbox and queue (CONTRACT §9): a row per change to report, written in the transaction of the
+ * change by the write functions (only while some instance sends webhooks: `webhook_lease`), `data` exactly the
+ * webhook's. Any instance claims due rows (`FOR UPDATE SKIP LOCKED`) and leases them by moving
+ * `next_attempt_at` past its time-out, so each is sent by one instance at a time; a 2xx sets `delivered_at`,
+ * a failure the next attempt's time, and one past `WEBHOOK_MAX_AGE_S` since `retry_from` sets `dead_at`.
+ * `next_attempt_at` is null exactly when the row is delivered or dead. Its `webhook-id` is `msg_<id>`.
+ */
+export const webhookDeliveries = pgTable(
+  "webhook_deliveries",
+  {
+    id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+    type: text("type").notNull(),
+    data: jsonb("data").notNull(),
+    createdAt: createdAt(),
+    nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true, mode: "date" }).defaultNow(),
+    attempts: integer("attempts").notNull().default(0),
+    lastError: text("last_error"),
+    /** Where WEBHOOK_MAX_AGE_S counts from: the record, or the operator's retry of a dead delivery. */
+    retryFrom: timestamp("retry_from", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+    deliveredAt: timestamp("delivered_at", { withTimezone: true, mode: "date" }),
+    deadAt: timestamp("dead_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [
+    // The queue: due rows, oldest due first; delivered and dead rows are not in it.
+    index("webhook_deliveries_due_idx").on(t.nextAttemptAt).where(sql`${t.nextAttemptAt} is not null`),
+    // The dead list and its retry.
+    index("webhook_deliveries_dead_idx").on(t.id).where(sql`${t.deadAt} is not null`),
+  ],
+);
+
+/**
+ * Whether the write functions record webhooks (lc_webhooks_on): `until` is pushed forward by every instance
+ * that has WEBHOOK_URL, every 30 s, to 10 minutes ahead. A setting in the database rather than in each session,
+ * because sessions may come through a transaction pooler (no session state), and because every instance's
+ * writes must record while any instance sends, whatever its own configuration.
+ */
+export const webhookLease = pgTable(
+  "webhook_lease",
+  {
+    singleton: boolean("singleton").primaryKey().default(true),
+    until: timestamp("until", { withTimezone: true, mode: "date" }).notNull(),
+  },
+  (t) => [check("webhook_lease_one_row", sql`${t.singleton}`)],
 );

@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import type { Registry } from "prom-client";
 import type { Bus } from "../bus/bus.ts";
 import type { DatabaseHandle } from "../db/client.ts";
+import type { WebhookCounts } from "../webhooks/outbox.ts";
 import type { Stats } from "./stats.ts";
 
 export interface OpsDeps {
@@ -17,6 +18,8 @@ export interface OpsDeps {
   redisReady?: () => Promise<boolean>;
   /** Closes, with 1001, the sockets that came through the gateway `gatewayId`; answers how many. */
   closeGatewaySockets: (gatewayId: string) => number;
+  /** The webhook queue's counts, for the whole deployment (webhooks/counts.ts: cached a few seconds). */
+  webhookCounts: () => Promise<WebhookCounts>;
 }
 
 /** The checks behind `/ready` (probes) and `/internal/chat/ready` (the gateway's readiness). */
@@ -41,7 +44,7 @@ async function readiness(deps: Pick<OpsDeps, "bus" | "database" | "isShuttingDow
 /** `/health` and `/ready` (open to probes) are mounted by the app; these need the internal token. */
 export function createOpsRoutes(deps: OpsDeps) {
   const ops = new Hono();
-  ops.get("/internal/chat/ws/stats", (c) => {
+  ops.get("/internal/chat/ws/stats", async (c) => {
     const { stats } = deps;
     const { connections, usersOnline } = deps.snapshot();
     return c.json({
@@ -58,6 +61,8 @@ export function createOpsRoutes(deps: OpsDeps) {
       rate_limited_total: stats.rateLimitedTotal,
       slow_consumer_disconnects_total: stats.slowConsumerDisconnectsTotal,
       bus: { kind: deps.bus.kind, connected: deps.bus.isConnected() },
+      // Read whether or not this instance sends: rows wait in the table for any instance that does.
+      webhooks: await deps.webhookCounts(),
     });
   });
   // The gateway's readiness question: behind the internal token, so a wrong token is never "ready".

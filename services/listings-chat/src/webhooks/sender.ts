@@ -1,0 +1,339 @@
+/**
+ * Delivers the queued webhooks of `webhook_deliveries` (CONTRACT §9) from this instance: claims due rows in
+ * batches (leased: outbox.ts), POSTs each signed per Standard Webhooks, at most `concurrency` at a time, and
+ * writes the results back in batches. Memory is bounded whatever the receiver does: at most twice `concurrency`
+ * claimed rows are held, and claiming stops while results wait to be written.
+ *
+ * A receiver that fails `BREAKER_FAILURES` times in a row opens the breaker: queued claims go back to the table
+ * untried, and one due delivery at a time probes the receiver, after waits that grow like a retry's (capped at
+ * a minute), until one gets a 2xx; then the backlog goes out at full speed. While the receiver is down the
+ * instance does no more than that (the write path never notices), and deliveries past WEBHOOK_MAX_AGE_S die
+ * without an attempt (`expireWhileOpen`).
+ */
+import type { Logger } from "pino";
+import { Webhook } from "standardwebhooks";
+import { Agent, request } from "undici";
+import type { Database } from "../db/client.ts";
+import type { WebhookMetrics } from "./metrics.ts";
+import type { WebhookOptions } from "./options.ts";
+import { retryDelayMs } from "./options.ts";
+import {
+  type AttemptResult,
+  type ClaimedDelivery,
+  claimDue,
+  expireOverdue,
+  releaseClaims,
+  settleAttempts,
+  webhookIdOf,
+} from "./outbox.ts";
+
+/** Failures in a row (no 2xx between) that open the breaker. */
+export const BREAKER_FAILURES = 5;
+/** The longest wait between two probes of a failing receiver. */
+export const BREAKER_PROBE_MAX_MS = 60_000;
+/** Results written per statement. */
+const SETTLE_BATCH = 500;
+/** The longest `last_error` kept (a receiver's error page is cut). */
+const ERROR_MAX_CHARS = 300;
+/** Of a failed answer's body, what `last_error` quotes. */
+const ERROR_BODY_BYTES = 200;
+/** How long a stopping instance waits for its deliveries in flight before it abandons them (they are leased). */
+const STOP_GRACE_MS = 2_000;
+
+/** How long a claim is held: the attempt's time-out, and room for writing its result back. */
+export const leaseMsFor = (timeoutMs: number) => 2 * timeoutMs + 10_000;
+
+export interface WebhookSenderDeps {
+  db: Database;
+  options: WebhookOptions;
+  log: Logger;
+  metrics: WebhookMetrics;
+}
+
+export type WebhookSender = ReturnType<typeof createWebhookSender>;
+
+export function createWebhookSender({ db, options, log, metrics }: WebhookSenderDeps) {
+  const signer = new Webhook(options.secret);
+  const leaseMs = leaseMsFor(options.timeoutMs);
+  const agent = new Agent({
+    connections: options.concurrency,
+    connect: { timeout: options.timeoutMs },
+    headersTimeout: options.timeoutMs,
+    bodyTimeout: options.timeoutMs,
+    keepAliveTimeout: 4_000,
+  });
+  const stopping = new AbortController();
+
+  const queue: ClaimedDelivery[] = [];
+  const results: AttemptResult[] = [];
+  let inFlight = 0;
+  let stopped = false;
+  let loop: Promise<void> | undefined;
+  let settling: Promise<void> | undefined;
+  /** Claims pause until then after a claim found fewer rows than asked (nothing more is due); wake() clears it. */
+  let nextClaimAt = 0;
+  let failuresInARow = 0;
+  /** Open breaker: when the next probe may go; its count sets the wait after it. */
+  let breaker: { probeAt: number; probes: number; lastError: string } | undefined;
+  let lastDatabaseWarning = 0;
+
+  /** Resolves the loop's current wait: a slot freed, a result came, wake(), stop(). */
+  let poke: (() => void) | undefined;
+  const nudge = () => {
+    poke?.();
+    poke = undefined;
+  };
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        poke = undefined;
+        resolve();
+      }, ms);
+      poke = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  function warnDatabase(error: unknown, what: string) {
+    // Once per 10 s, not once per batch, while the database is away.
+    if (Date.now() - lastDatabaseWarning < 10_000) return;
+    lastDatabaseWarning = Date.now();
+    log.warn({ err: error }, `webhooks: could not ${what}; retried in a second (nothing is lost: the rows wait)`);
+  }
+
+  async function attempt(claim: ClaimedDelivery): Promise<AttemptResult> {
+    const webhookId = webhookIdOf(claim.id);
+    const now = new Date();
+    const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs), stopping.signal]);
+    try {
+      const answer = await request(options.url, {
+        method: "POST",
+        dispatcher: agent,
+        signal,
+        headers: {
+          "content-type": "application/json",
+          "user-agent": "listings-chat-webhooks",
+          "webhook-id": webhookId,
+          "webhook-timestamp": String(Math.floor(now.getTime() / 1000)),
+          "webhook-signature": signer.sign(webhookId, now, claim.body),
+        },
+        body: claim.body,
+      });
+      if (answer.statusCode >= 200 && answer.statusCode < 300) {
+        // Delivered by its status; what the body says does not matter, and it must not hold the connection.
+        answer.body.dump().catch(() => {});
+        return { id: claim.id, attempts: claim.attempts, delivered: true };
+      }
+      const quoted = await firstBytesOf(answer.body, ERROR_BODY_BYTES);
+      return failure(claim, `HTTP ${answer.statusCode}${quoted ? `: ${quoted}` : ""}`);
+    } catch (error) {
+      return failure(claim, describeFailure(error, options.timeoutMs, stopping.signal.aborted));
+    }
+  }
+
+  function failure(claim: ClaimedDelivery, error: string): AttemptResult {
+    return {
+      id: claim.id,
+      attempts: claim.attempts,
+      delivered: false,
+      error: error.slice(0, ERROR_MAX_CHARS),
+      retryInMs: retryDelayMs(claim.attempts, options.retryMinMs, options.retryMaxMs),
+    };
+  }
+
+  function dispatch(claim: ClaimedDelivery) {
+    inFlight += 1;
+    void attempt(claim).then((result) => {
+      inFlight -= 1;
+      results.push(result);
+      if (result.delivered) {
+        metrics.delivered((Date.now() - claim.recordedAt) / 1000);
+        failuresInARow = 0;
+        if (breaker) {
+          log.info({ probes: breaker.probes }, "webhooks: the receiver answers again; sending the backlog");
+          breaker = undefined;
+        }
+      } else {
+        metrics.failed();
+        failuresInARow += 1;
+        if (breaker) {
+          breaker.probeAt = Date.now() + retryDelayMs(breaker.probes, options.retryMinMs, probeMaxMs());
+          breaker.lastError = result.error;
+        } else if (failuresInARow >= BREAKER_FAILURES && !stopped) {
+          openBreaker(result.error);
+        }
+      }
+      settle();
+      nudge();
+    });
+  }
+
+  const probeMaxMs = () => Math.min(options.retryMaxMs, BREAKER_PROBE_MAX_MS);
+
+  function openBreaker(lastError: string) {
+    breaker = { probeAt: Date.now() + retryDelayMs(1, options.retryMinMs, probeMaxMs()), probes: 0, lastError };
+    log.warn(
+      { failures: failuresInARow, last_error: lastError },
+      "webhooks: the receiver keeps failing; sending stops, and one delivery probes it until it answers",
+    );
+    const untried = queue.splice(0);
+    releaseClaims(db, untried).catch((error: unknown) =>
+      warnDatabase(error, "release claims (they are due again when their lease ends)"),
+    );
+  }
+
+  /** Writes the results gathered so far, in batches, one statement at a time. */
+  function settle() {
+    settling ??= (async () => {
+      while (results.length > 0) {
+        const batch = results.splice(0, SETTLE_BATCH);
+        try {
+          metrics.dead((await settleAttempts(db, batch, options.maxAgeS)).length);
+        } catch (error) {
+          warnDatabase(error, "write delivery results");
+          results.unshift(...batch);
+          if (stopped) return;
+          await new Promise((resolve) => setTimeout(resolve, 1_000));
+        }
+      }
+    })().finally(() => {
+      settling = undefined;
+      nudge();
+    });
+  }
+
+  async function claim(limit: number): Promise<ClaimedDelivery[]> {
+    try {
+      return await claimDue(db, limit, leaseMs);
+    } catch (error) {
+      warnDatabase(error, "claim due deliveries");
+      await pause(1_000);
+      return [];
+    }
+  }
+
+  async function run() {
+    const cap = options.concurrency;
+    while (!stopped) {
+      if (breaker) {
+        const wait = breaker.probeAt - Date.now();
+        if (wait > 0 || inFlight > 0) {
+          await pause(Math.max(wait, 0) || options.pollMs);
+          continue;
+        }
+        const [probe] = await claim(1);
+        if (stopped) {
+          if (probe) await releaseClaims(db, [probe]).catch(() => {});
+          break;
+        }
+        if (probe) {
+          breaker.probes += 1;
+          // Until this probe's result: another is not sent.
+          breaker.probeAt = Date.now() + leaseMs;
+          dispatch(probe);
+        } else {
+          breaker.probeAt = Date.now() + options.pollMs;
+        }
+        continue;
+      }
+      // Claimed rows are held up to twice the concurrency; none while results wait to be written.
+      const room = 2 * cap - inFlight - queue.length;
+      let asked = 0;
+      let got = 0;
+      if (Date.now() >= nextClaimAt && room >= Math.ceil(cap / 2) && results.length < 4 * cap) {
+        asked = room;
+        const claimed = await claim(room);
+        got = claimed.length;
+        if (stopped || breaker) {
+          await releaseClaims(db, claimed).catch(() => {});
+          continue;
+        }
+        queue.push(...claimed);
+        nextClaimAt = got < asked ? Date.now() + options.pollMs : 0;
+      }
+      while (queue.length > 0 && inFlight < cap) dispatch(queue.shift() as ClaimedDelivery);
+      if (asked > 0 && got === asked) continue;
+      // Nothing more due (or no room): until a slot frees, a result comes, wake(), or the next poll.
+      await pause(Math.max(nextClaimAt - Date.now(), 0) || options.pollMs);
+    }
+  }
+
+  return {
+    start() {
+      loop ??= run().catch((error: unknown) => log.error({ err: error }, "webhooks: the sender stopped"));
+    },
+    /** Deliveries were recorded here (reminders): look now rather than at the next poll. */
+    wake() {
+      nextClaimAt = 0;
+      nudge();
+    },
+    /** Whether the receiver is failing and only probed (tests and stats). */
+    isProbing: () => breaker !== undefined,
+    /** Dead without an attempt, the due deliveries past WEBHOOK_MAX_AGE_S, while the breaker holds them back. */
+    async expireWhileOpen(): Promise<number> {
+      if (!breaker) return 0;
+      const expired = await expireOverdue(
+        db,
+        options.maxAgeS,
+        1_000,
+        `expired: WEBHOOK_MAX_AGE_S passed while the receiver was failing (${breaker.lastError})`.slice(
+          0,
+          ERROR_MAX_CHARS,
+        ),
+      );
+      metrics.dead(expired);
+      return expired;
+    },
+    /**
+     * Stops claiming, gives back the claims not tried, waits a moment for the deliveries in flight (then cuts
+     * them: their rows are leased and go out again later, from any instance) and writes what came back.
+     */
+    async stop() {
+      stopped = true;
+      nudge();
+      await loop;
+      await releaseClaims(db, queue.splice(0)).catch(() => {});
+      const deadline = Date.now() + Math.min(STOP_GRACE_MS, options.timeoutMs);
+      while (inFlight > 0 && Date.now() < deadline) await pause(50);
+      stopping.abort();
+      while (inFlight > 0) await pause(10);
+      settle();
+      await settling;
+      await agent.destroy().catch(() => {});
+    },
+  };
+}
+
+/** At most `limit` bytes of a body as text, the rest discarded (a receiver's error page can be big). */
+async function firstBytesOf(body: AsyncIterable<Buffer> & { destroy(): unknown }, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size >= limit) break;
+    }
+  } catch {
+    // The body broke off: what came is quoted.
+  } finally {
+    body.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, limit).toString("utf8").replace(/\s+/g, " ").trim();
+}
+
+/** A failed attempt in words an operator reads in the dead list. */
+export function describeFailure(error: unknown, timeoutMs: number, stopping: boolean): string {
+  const err = error as { name?: string; code?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (stopping) return "abandoned: the instance stopped before the receiver answered";
+  if (err.name === "TimeoutError" || err.code === "UND_ERR_HEADERS_TIMEOUT" || err.code === "UND_ERR_BODY_TIMEOUT") {
+    return `timeout: no answer within ${timeoutMs} ms`;
+  }
+  if (err.code === "UND_ERR_CONNECT_TIMEOUT") return `timeout: no connection within ${timeoutMs} ms`;
+  const code = err.cause?.code ?? err.code;
+  if (code === "ECONNREFUSED") return "connection refused (ECONNREFUSED): is the receiver running?";
+  if (code === "UND_ERR_SOCKET" || code === "ECONNRESET") return `the receiver closed the connection (${code})`;
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") return `the receiver's host is not found (${code})`;
+  return `${code ?? err.name ?? "error"}: ${err.cause?.message ?? err.message ?? String(error)}`;
+}
