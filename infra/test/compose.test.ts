@@ -3,7 +3,8 @@
  * when missing): with the variables of `.env.example` it is valid, and it says what the code and
  * CONTRACT.md say (ports, the services' connection as the least-privileged role, read-only containers,
  * a PostgreSQL max_connections that the chat instances' pools fit in); without a secret it refuses to run and
- * names the variable.
+ * names the variable. Webhooks (CONTRACT §9) are off with .env.example and on with WEBHOOK_URL and
+ * WEBHOOK_SECRET from the environment.
  */
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -11,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { loadGatewayConfig } from "../../services/gateway/src/env.ts";
-import { loadChatConfig } from "../../services/listings-chat/src/env.ts";
+import { CHAT_SECRET_VARIABLES, CHAT_VARIABLES, loadChatConfig } from "../../services/listings-chat/src/env.ts";
 import { postgresSetting, sessionsPerChatInstance } from "./postgres-sessions.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -24,6 +25,14 @@ function exampleEnv(): Record<string, string> {
     if (match) env[match[1]!] = match[2]!;
   }
   return env;
+}
+
+/**
+ * A service's environment as its process gets it: a variable listed without a value (`NAME:`) is passed on
+ * from compose's own environment when set there, and `docker-compose config` shows it as null when not.
+ */
+function processEnv(environment: Record<string, string | null>): Record<string, string> {
+  return Object.fromEntries(Object.entries(environment).filter(([, v]) => v !== null)) as Record<string, string>;
 }
 
 /** `docker-compose config` with exactly `env` (no .env file of the machine's). */
@@ -60,6 +69,14 @@ describe("docker-compose.yml", () => {
     expect(gatewayConfig.production).toBe(true);
     expect(gatewayConfig.accessTokens).toMatchObject({ audience: "listings-chat", maxAgeSeconds: 86_400 });
     for (const chat of chats) {
+      // Only variables the service reads (a secret's <NAME>_FILE included).
+      const unknown = Object.keys(chat.environment).filter(
+        (name) =>
+          !CHAT_VARIABLES.includes(name) &&
+          !(name.endsWith("_FILE") && (CHAT_SECRET_VARIABLES as readonly string[]).includes(name.slice(0, -5))),
+      );
+      expect(unknown).toEqual([]);
+      expect(loadChatConfig(processEnv(chat.environment)).production).toBe(true);
       expect(chat.environment.CHAT_PORT).toBe("8086");
       expect(chat.environment.NODE_ENV).toBe("production");
       // The least-privileged role of infra/postgres/10-chat-role.sh, never the superuser.
@@ -101,7 +118,7 @@ describe("docker-compose.yml", () => {
     let needed = reserved;
     for (const name of chats) {
       // The instance's own reading of its environment, defaults included.
-      const sessions = sessionsPerChatInstance(loadChatConfig(services[name].environment));
+      const sessions = sessionsPerChatInstance(loadChatConfig(processEnv(services[name].environment)));
       expect(sessions.pools).toBe(
         Number(services[name].environment.DATABASE_POOL_SIZE) +
           Number(services[name].environment.DATABASE_READ_POOL_SIZE),
@@ -109,6 +126,34 @@ describe("docker-compose.yml", () => {
       needed += sessions.pools + sessions.migration;
     }
     expect(needed).toBeLessThanOrEqual(maxConnections!);
+  });
+
+  it("sends webhooks only with WEBHOOK_URL, signed with WEBHOOK_SECRET, and reaches a receiver on the host", () => {
+    const chatConfigs = (env: Record<string, string>) => {
+      const result = composeConfig(env);
+      expect(result.status, result.stderr).toBe(0);
+      const { services } = parse(result.stdout) as { services: Record<string, any> };
+      const names = ["listings-chat-1", "listings-chat-2"];
+      for (const name of names) expect(services[name].extra_hosts).toContain("host.docker.internal:host-gateway");
+      return names.map((name) => () => loadChatConfig(processEnv(services[name].environment)));
+    };
+    // .env.example: none.
+    for (const load of chatConfigs(exampleEnv())) expect(load().webhooks).toBeUndefined();
+    // WEBHOOK_URL and WEBHOOK_SECRET from the environment (.env): both instances send, with the same secret.
+    const secret = `whsec_${Buffer.alloc(32, 9).toString("base64")}`;
+    const url = "http://host.docker.internal:4000/hooks/chat";
+    const on = chatConfigs({ ...exampleEnv(), WEBHOOK_URL: url, WEBHOOK_SECRET: secret, NOTIFY_UNREAD_AFTER_S: "120" });
+    for (const load of on) {
+      expect(load().webhooks).toMatchObject({
+        url,
+        secret,
+        timeoutMs: 5_000,
+        maxAgeS: 86_400,
+        notifyUnreadAfterS: 120,
+      });
+    }
+    // The URL without the secret: the instances stop at start-up, naming it (production).
+    for (const load of chatConfigs({ ...exampleEnv(), WEBHOOK_URL: url })) expect(load).toThrow(/WEBHOOK_SECRET/);
   });
 
   it("refuses to run without a secret, and names it", () => {

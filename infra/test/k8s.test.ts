@@ -7,12 +7,15 @@
  * headless Service, only the gateway (and Prometheus) may reach them, and the migration init container runs
  * a file the build makes. The PgBouncer option (overlays/production-pgbouncer) too, and on every rendering
  * the connection arithmetic: what the pods (and PgBouncer) may open fits the max_connections declared.
+ * Webhooks (CONTRACT §9): off in the base, on with components/webhooks (overlays/production-webhooks), the chat
+ * pods' egress open to the receiver, and the PrometheusRule's alerts checked and proven to fire by promtool.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
@@ -28,6 +31,7 @@ import { GATEWAY_SECRET_VARIABLES, GATEWAY_VARIABLES, loadGatewayConfig } from "
 import { defaultPostgresTimeouts, withPinnedIsolation } from "../../services/listings-chat/src/db/client.ts";
 import { CHAT_SECRET_VARIABLES, CHAT_VARIABLES, loadChatConfig } from "../../services/listings-chat/src/env.ts";
 import { sessionsPerChatInstance } from "./postgres-sessions.ts";
+import { promtoolAvailable, type RuleGroup, runPromtool } from "./webhook-ops-alerts.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 /** What the services promise for SIGTERM (CONTRACT §6). */
@@ -49,6 +53,7 @@ const models: Record<string, new (data: never) => { validate(): void }> = {
   "autoscaling/v2/HorizontalPodAutoscaler": HorizontalPodAutoscaler,
   "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy,
   "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor,
+  "monitoring.coreos.com/v1/PrometheusRule": PrometheusRule,
 };
 
 /** `kubectl kustomize <dir>`, parsed. */
@@ -92,6 +97,8 @@ function containerEnv(manifests: Manifest[], container: any): Record<string, str
     PGBOUNCER_DATABASE_URL: PGBOUNCER_URL,
     REDIS_URL: "redis://redis:6379",
     JWT_SECRET: "j".repeat(40),
+    // Standard Webhooks' form: whsec_ and the base64 of the key.
+    WEBHOOK_SECRET: `whsec_${Buffer.alloc(32, 7).toString("base64")}`,
   };
   for (const variable of container.env ?? []) {
     if (variable.valueFrom?.fieldRef) env[variable.name] = "listings-chat-7c9f-abcde";
@@ -179,7 +186,12 @@ function postgresConnections(manifests: Manifest[]) {
   };
 }
 
-const RENDERINGS = ["infra/k8s/base", "infra/k8s/overlays/production", "infra/k8s/overlays/production-pgbouncer"];
+const RENDERINGS = [
+  "infra/k8s/base",
+  "infra/k8s/overlays/production",
+  "infra/k8s/overlays/production-pgbouncer",
+  "infra/k8s/overlays/production-webhooks",
+];
 
 describe.each(RENDERINGS)("%s", (dir) => {
   const manifests = render(dir);
@@ -188,6 +200,8 @@ describe.each(RENDERINGS)("%s", (dir) => {
   const chatContainer = chat.spec.template.spec.containers[0];
   const gatewayContainer = gateway.spec.template.spec.containers[0];
   const bouncer = pgbouncerOf(manifests);
+  /** components/webhooks is in (overlays/production-webhooks). */
+  const webhooks = dir.endsWith("-webhooks");
 
   it("is valid against the Kubernetes (and Prometheus Operator) schemas", () => {
     expect(manifests.map((m) => m.kind).sort()).toEqual(
@@ -205,6 +219,7 @@ describe.each(RENDERINGS)("%s", (dir) => {
         "Service",
         "Service",
         "ServiceMonitor",
+        "PrometheusRule",
         // PgBouncer: its settings, Deployment, Service, the ExternalName of PostgreSQL, PDB and NetworkPolicy.
         ...(dir.endsWith("-pgbouncer")
           ? ["ConfigMap", "Deployment", "Service", "Service", "PodDisruptionBudget", "NetworkPolicy"]
@@ -371,6 +386,82 @@ describe.each(RENDERINGS)("%s", (dir) => {
     );
     expect(selected.map((s) => s.metadata.name).sort()).toEqual(["gateway", "listings-chat-headless"]);
     for (const service of selected) expect(service.spec.ports.map((p: { name: string }) => p.name)).toContain("http");
+  });
+
+  it(webhooks ? "turns webhooks on: WEBHOOK_URL, and WEBHOOK_SECRET from the Secret" : "sends no webhooks", () => {
+    const env = containerEnv(manifests, chatContainer);
+    const config = loadChatConfig(env);
+    const data = byKind(manifests, "ConfigMap", "listings-chat-config").data;
+    if (!webhooks) {
+      expect(env.WEBHOOK_URL ?? env.WEBHOOK_SECRET_FILE).toBeUndefined();
+      expect(config.webhooks).toBeUndefined();
+      return;
+    }
+    // The key is required (not `optional`): without it the pod does not start, rather than sign with nothing.
+    const volumes = chat.spec.template.spec.volumes;
+    const volume = volumes.find((v: any) => v.secret?.items?.some((i: { key: string }) => i.key === "WEBHOOK_SECRET"));
+    expect(volume.secret.secretName).toBe("listings-chat-secrets");
+    expect(volume.secret.optional).toBeUndefined();
+    expect(config.webhooks).toMatchObject({
+      url: data.WEBHOOK_URL,
+      secret: `whsec_${Buffer.alloc(32, 7).toString("base64")}`,
+      timeoutMs: Number(data.WEBHOOK_TIMEOUT_MS),
+      maxAgeS: Number(data.WEBHOOK_MAX_AGE_S),
+      notifyUnreadAfterS: Number(data.NOTIFY_UNREAD_AFTER_S),
+    });
+    // The ConfigMap's values are CONTRACT §9's defaults, written out.
+    expect(config.webhooks).toMatchObject({ timeoutMs: 5_000, maxAgeS: 86_400, notifyUnreadAfterS: 60 });
+    // Without the secret, production refuses to start, naming it.
+    const { WEBHOOK_SECRET_FILE: _, ...unsigned } = env;
+    expect(() => loadChatConfig(unsigned)).toThrow(/WEBHOOK_SECRET/);
+  });
+
+  it("leaves the chat pods' egress open: their webhooks reach the monolith's receiver", () => {
+    const labels: Record<string, string> = chat.spec.template.metadata.labels;
+    const policies = manifests.filter((m) => m.kind === "NetworkPolicy");
+    expect(policies.length).toBeGreaterThan(0);
+    const restricting = policies.filter((policy) => {
+      const selected = Object.entries(policy.spec.podSelector.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+      const types: string[] = policy.spec.policyTypes ?? (policy.spec.egress ? ["Ingress", "Egress"] : ["Ingress"]);
+      return selected && types.includes("Egress");
+    });
+    expect(restricting.map((p) => p.metadata.name)).toEqual([]);
+  });
+
+  it("alerts on a growing webhook backlog and on dead deliveries: promtool checks the rules and sees them fire", (ctx) => {
+    if (!promtoolAvailable()) ctx.skip();
+    const rule = byKind(manifests, "PrometheusRule", "listings-chat");
+    // Beside the ServiceMonitor that scrapes what it reads.
+    expect(rule.metadata.namespace).toBe(byKind(manifests, "ServiceMonitor", "listings-chat").metadata.namespace);
+    const groups: RuleGroup[] = rule.spec.groups;
+    expect(groups.flatMap((g) => g.rules.map((r) => r.alert)).sort()).toEqual([
+      "ListingsChatWebhookBacklogGrowing",
+      "ListingsChatWebhookBacklogGrowing",
+      "ListingsChatWebhooksDead",
+    ]);
+    const { check, test } = runPromtool(groups);
+    expect(check.status, check.output).toBe(0);
+    expect(check.output).toContain("SUCCESS: 3 rules found");
+    expect(test.status, test.output).toBe(0);
+    expect(test.output).toContain("SUCCESS");
+
+    // The unit tests have teeth: each of these wrong rules fails them (once: the rules are the base's everywhere).
+    if (dir !== RENDERINGS[0]) return;
+    const wrong: Array<[string, (rules: RuleGroup["rules"]) => void]> = [
+      ["a threshold of 50 min for the oldest", (rules) => (rules[0]!.expr = rules[0]!.expr.replace("300", "3000"))],
+      ["no wait before firing on the oldest", (rules) => (rules[0]!.for = "1m")],
+      ["growth alone, emptying or not", (rules) => (rules[1]!.expr = rules[1]!.expr.replace(/\s+and[\s\S]*$/, ""))],
+      ["never on growth", (rules) => (rules[1]!.expr = `${rules[1]!.expr} > 1e9`)],
+      ["dead ones ignored", (rules) => (rules[2]!.expr = "max(listings_chat_webhooks_dead) > 10")],
+      ["dead at once", (rules) => (rules[2]!.for = "0s")],
+    ];
+    for (const [what, mutate] of wrong) {
+      const mutated = structuredClone(groups);
+      mutate(mutated[0]!.rules);
+      const result = runPromtool(mutated);
+      expect(result.check.status, what).toBe(0);
+      expect(result.test.status, `${what}: promtool test rules passed`).not.toBe(0);
+    }
   });
 
   it("declares a max_connections that every session the release may open fits in", () => {

@@ -61,8 +61,9 @@ export function createOpsRoutes(deps: OpsDeps) {
       rate_limited_total: stats.rateLimitedTotal,
       slow_consumer_disconnects_total: stats.slowConsumerDisconnectsTotal,
       bus: { kind: deps.bus.kind, connected: deps.bus.isConnected() },
-      // Read whether or not this instance sends: rows wait in the table for any instance that does.
-      webhooks: await deps.webhookCounts(),
+      // Read whether or not this instance sends: rows wait in the table for any instance that does. Null
+      // while the database does not answer (and never did to this instance).
+      webhooks: await deps.webhookCounts().catch(() => null),
     });
   });
   // The gateway's readiness question: behind the internal token, so a wrong token is never "ready".

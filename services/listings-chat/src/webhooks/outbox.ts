@@ -65,8 +65,8 @@ export async function claimDue(db: Database, limit: number, leaseMs: number): Pr
       where d.id = due.id
       returning d.id, d.type, d.attempts,
         json_build_object('type', d.type, 'timestamp', lc_iso(d.created_at), 'data', d.data)::text as body,
-        (extract(epoch from d.created_at) * 1000)::bigint as recorded_ms,
-        (extract(epoch from d.retry_from) * 1000)::bigint as retry_from_ms`),
+        floor(extract(epoch from d.created_at) * 1000)::bigint as recorded_ms,
+        floor(extract(epoch from d.retry_from) * 1000)::bigint as retry_from_ms`),
   );
   return rows
     .map((row) => ({
