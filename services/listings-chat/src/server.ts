@@ -306,9 +306,11 @@ export async function startChatServer(
     async stop() {
       shuttingDown = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // At once, beside the sockets' close: its ~2 s must not come after their 8 s.
+      const webhooksStopped = webhooks?.stop();
       await hub.shutdown(config.shutdownTimeoutMs);
       await listingFanout.stop();
-      await webhooks?.stop();
+      await webhooksStopped;
       suspensions.stop();
       server.closeAllConnections();
       await closed;

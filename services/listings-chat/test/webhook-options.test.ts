@@ -1,7 +1,7 @@
 import { DevDefaults } from "@listings-chat/shared";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadChatConfig } from "../src/env.ts";
-import { isWebhookSecret, retryDelayMs } from "../src/webhooks/options.ts";
+import { isWebhookSecret, retryDelayMs, splitCredentials } from "../src/webhooks/options.ts";
 import { rowIdOf, webhookIdOf } from "../src/webhooks/outbox.ts";
 import { describeFailure, leaseMsFor } from "../src/webhooks/sender.ts";
 
@@ -85,5 +85,15 @@ describe("webhook options", () => {
       describeFailure(Object.assign(new Error("other side closed"), { code: "UND_ERR_SOCKET" }), 500, false),
     ).toMatch(/closed the connection/);
     expect(describeFailure(new Error("x"), 500, true)).toMatch(/instance stopped/);
+  });
+});
+
+describe("webhook URL credentials", () => {
+  it("go as Basic authorization, and the URL without them", () => {
+    expect(splitCredentials("https://hooks.example/chat?x=1")).toEqual({ url: "https://hooks.example/chat?x=1" });
+    expect(splitCredentials("https://chat:p%40ss%3Aword@hooks.example:8443/in?x=1")).toEqual({
+      url: "https://hooks.example:8443/in?x=1",
+      authorization: `Basic ${Buffer.from("chat:p@ss:word").toString("base64")}`,
+    });
   });
 });

@@ -143,6 +143,37 @@ describe.each(databaseTargets())("webhook outbox on $name", (target) => {
     expect(await countDeliveries(handle.db)).toMatchObject({ pending: 1, dead: 1 });
   });
 
+  it("lets a late 2xx win over a death, never requeues a delivered row, and ends waits at the maximum age", async () => {
+    await clear();
+    const [late, capped] = await record(2, 50);
+    const claims = await claimDue(handle.db, 10, 60_000);
+    // `late` died meanwhile (another instance's failure, or the breaker's expiry), then its 2xx is written.
+    await handle.db.execute(
+      sql`update webhook_deliveries set next_attempt_at = null, dead_at = now() where id = ${late!}`,
+    );
+    await settleAttempts(handle.db, [{ id: late!, attempts: claims[0]!.attempts, delivered: true }], 60);
+    // `capped` fails with an hour to wait, but its 60 s of age end in 10 s: it is tried then, not in an hour.
+    await settleAttempts(
+      handle.db,
+      [{ id: capped!, attempts: claims[1]!.attempts, delivered: false, error: "HTTP 502", retryInMs: 3_600_000 }],
+      60,
+    );
+    const state = await query<{ id: string | number; delivered: boolean; dead: boolean; due_in_s: number | null }>(sql`
+      select id, delivered_at is not null as delivered, dead_at is not null as dead,
+        round(extract(epoch from next_attempt_at - now()))::int as due_in_s
+      from webhook_deliveries order by id`);
+    expect(state.map((r) => [Number(r.id), r.delivered, r.dead])).toEqual([
+      [late, true, false],
+      [capped, false, false],
+    ]);
+    expect(Number(state[1]!.due_in_s)).toBeGreaterThanOrEqual(8);
+    expect(Number(state[1]!.due_in_s)).toBeLessThanOrEqual(10);
+    expect(await listDead(handle.db, 10)).toEqual([]);
+    // Even marked dead by hand afterwards, a delivered row is not sent again.
+    await handle.db.execute(sql`update webhook_deliveries set dead_at = now() where id = ${late!}`);
+    expect(await requeueDead(handle.db, undefined)).toBe(0);
+  });
+
   it("lists the dead, requeues them with a fresh age, and expires overdue ones without an attempt", async () => {
     await clear();
     const ids = await record(3, 7_200);

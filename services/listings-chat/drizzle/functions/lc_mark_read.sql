@@ -14,8 +14,10 @@
 -- A message whose id is below the new marker but whose send has not committed is in neither count, and its send
 -- will not count it (lc_send_messages counts only ids above the marker).
 --
--- Webhooks (0027): a read that moves the marker ends the unread reminder's wait (and allows the next one): while
--- lc_webhooks_on(), what is still unread starts a new wait, and the read is delivered as `message.read`.
+-- Webhooks (0027): a read that moves the marker allows the next unread reminder; while lc_webhooks_on(), the wait
+-- for it runs from the oldest message still unread (a key range of messages_chat_history_idx, from the new
+-- marker), so a read that leaves messages unread does not push their reminder back; and the read is delivered
+-- as `message.read`.
 CREATE OR REPLACE FUNCTION lc_mark_read(p_user_id bigint, p_chat_id bigint, p_message_id bigint)
 RETURNS TABLE (status text, unread_count bigint, read_at text, user_id bigint, event_id bigint)
 LANGUAGE plpgsql AS $$
@@ -63,7 +65,11 @@ BEGIN
     v_unread := greatest(v_before - v_passed, 0);
   END IF;
   UPDATE chat_participants p SET last_read_message_id = p_message_id, unread_count = v_unread,
-    unread_since = CASE WHEN v_hooks AND v_unread > 0 THEN now() END, unread_notified = false
+    unread_since = CASE WHEN v_hooks AND v_unread > 0 THEN
+        (SELECT mm.created_at FROM messages mm
+         WHERE mm.chat_id = p_chat_id AND mm.id > p_message_id AND mm.sender_id <> p_user_id AND mm.deleted_at IS NULL
+         ORDER BY mm.id LIMIT 1) END,
+    unread_notified = false
   WHERE p.chat_id = p_chat_id AND p.user_id = p_user_id;
   RETURN QUERY
   SELECT 'read'::text, v_unread, lc_iso(now()), a.user_id, a.event_id

@@ -4,6 +4,9 @@
 -- left() counts them), and the row marked notified (no other until the recipient reads). A row whose messages
 -- were all deleted or read since is cleared without one. Returns how many were recorded.
 --
+-- A reminder is due at once, ahead of everything else in the queue (`next_attempt_at` -infinity): after an
+-- outage the backlog would otherwise hold back the reminders, which are worth something only while fresh.
+--
 -- Found through chat_participants_unread_since_idx, which holds only the rows waiting: the cost per reminder
 -- does not grow with the unread messages elsewhere. SKIP LOCKED: instances sweeping at once take different
 -- rows, and a row a send or a read holds is taken on the next sweep.
@@ -33,8 +36,8 @@ BEGIN
       CONTINUE;
     END IF;
     v_message := jsonb_set(lc_message_json(m), '{content}', to_jsonb(left(m.content, 200)));
-    INSERT INTO webhook_deliveries (type, data)
-    VALUES ('notification.unread', jsonb_build_object('user_id', r.user_id, 'chat_id', r.chat_id,
+    INSERT INTO webhook_deliveries (type, next_attempt_at, data)
+    VALUES ('notification.unread', '-infinity', jsonb_build_object('user_id', r.user_id, 'chat_id', r.chat_id,
       'unread_count', r.unread_count, 'last_message', v_message));
     UPDATE chat_participants p SET unread_since = NULL, unread_notified = true
     WHERE p.chat_id = r.chat_id AND p.user_id = r.user_id;

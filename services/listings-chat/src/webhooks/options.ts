@@ -43,3 +43,16 @@ export function retryDelayMs(
   const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(Math.max(attempt - 1, 0), 30));
   return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }
+
+/**
+ * WEBHOOK_URL without its `user:password@`, and them as a Basic `authorization` header: undici, like fetch,
+ * sends none of a URL's credentials, and a receiver behind basic auth would refuse every delivery.
+ */
+export function splitCredentials(url: string): { url: string; authorization?: string } {
+  const parsed = new URL(url);
+  if (!parsed.username && !parsed.password) return { url };
+  const credentials = `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`;
+  parsed.username = "";
+  parsed.password = "";
+  return { url: parsed.toString(), authorization: `Basic ${Buffer.from(credentials).toString("base64")}` };
+}

@@ -81,10 +81,11 @@ export async function claimDue(db: Database, limit: number, leaseMs: number): Pr
 }
 
 /**
- * Writes attempts' results: delivered ones are done; failed ones are due again after their wait, or dead once
- * WEBHOOK_MAX_AGE_S has passed since `retry_from`. A failure is written only if no other attempt was claimed
- * since (the lease ran out and another instance took the row): the newer attempt owns the row. Answers the ids
- * that died.
+ * Writes attempts' results: delivered ones are done (a 2xx wins over anything: a row that died meanwhile, its
+ * result written late, is delivered, not dead); failed ones are due again after their wait, but never later
+ * than the end of their WEBHOOK_MAX_AGE_S (counted from `retry_from`), when one more failure kills them. A
+ * failure is written only if no other attempt was claimed since (the lease ran out and another instance took
+ * the row): the newer attempt owns the row. Answers the ids that died.
  */
 export async function settleAttempts(db: Database, results: AttemptResult[], maxAgeS: number): Promise<number[]> {
   const delivered = results.filter((r) => r.delivered).map((r) => r.id);
@@ -92,7 +93,7 @@ export async function settleAttempts(db: Database, results: AttemptResult[], max
   const died: number[] = [];
   if (delivered.length > 0) {
     await db.execute(sql`
-      update webhook_deliveries d set next_attempt_at = null, delivered_at = now()
+      update webhook_deliveries d set next_attempt_at = null, delivered_at = now(), dead_at = null
       where d.id = any(${sql.param(delivered)}::bigint[]) and d.delivered_at is null`);
   }
   if (failed.length > 0) {
@@ -101,7 +102,8 @@ export async function settleAttempts(db: Database, results: AttemptResult[], max
         update webhook_deliveries d
         set dead_at = case when d.retry_from + make_interval(secs => ${maxAgeS}) <= now() then now() end,
           next_attempt_at = case when d.retry_from + make_interval(secs => ${maxAgeS}) <= now() then null
-            else now() + make_interval(secs => f.wait_ms / 1000.0) end,
+            else least(now() + make_interval(secs => f.wait_ms / 1000.0),
+                       d.retry_from + make_interval(secs => ${maxAgeS})) end,
           last_error = f.error
         from unnest(${sql.param(failed.map((r) => r.id))}::bigint[],
                     ${sql.param(failed.map((r) => r.attempts))}::integer[],
@@ -186,7 +188,7 @@ export async function requeueDead(db: Database, ids: number[] | undefined, batch
         update webhook_deliveries d
         set dead_at = null, next_attempt_at = now(), retry_from = now(), attempts = 0
         from (select w.id from webhook_deliveries w
-              where w.dead_at is not null
+              where w.dead_at is not null and w.delivered_at is null
                 and (${ids === undefined} or w.id = any(${sql.param(ids ?? [])}::bigint[]))
               order by w.id limit ${batch}
               for update skip locked) dead

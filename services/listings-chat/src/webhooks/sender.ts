@@ -14,9 +14,9 @@ import type { Logger } from "pino";
 import { Webhook } from "standardwebhooks";
 import { Agent, request } from "undici";
 import type { Database } from "../db/client.ts";
+import { sqlStateOf } from "../db/retry.ts";
 import type { WebhookMetrics } from "./metrics.ts";
-import type { WebhookOptions } from "./options.ts";
-import { retryDelayMs } from "./options.ts";
+import { retryDelayMs, splitCredentials, type WebhookOptions } from "./options.ts";
 import {
   type AttemptResult,
   type ClaimedDelivery,
@@ -39,6 +39,8 @@ const ERROR_MAX_CHARS = 300;
 const ERROR_BODY_BYTES = 200;
 /** How long a stopping instance waits for its deliveries in flight before it abandons them (they are leased). */
 const STOP_GRACE_MS = 2_000;
+/** How long a stopping instance waits for the database (claims given back, results written): then it leaves them to the leases. */
+const STOP_DATABASE_MS = 1_000;
 
 /** How long a claim is held: the attempt's time-out, and room for writing its result back. */
 export const leaseMsFor = (timeoutMs: number) => 2 * timeoutMs + 10_000;
@@ -54,6 +56,8 @@ export type WebhookSender = ReturnType<typeof createWebhookSender>;
 
 export function createWebhookSender({ db, options, log, metrics }: WebhookSenderDeps) {
   const signer = new Webhook(options.secret);
+  // undici does not send a URL's user:password: they go as Basic authorization, and the URL without them.
+  const target = splitCredentials(options.url);
   const leaseMs = leaseMsFor(options.timeoutMs);
   const agent = new Agent({
     connections: options.concurrency,
@@ -66,12 +70,16 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
 
   const queue: ClaimedDelivery[] = [];
   const results: AttemptResult[] = [];
+  /** Attempts cut by stop(): not failures (the receiver was not at fault), given back as never tried. */
+  const abandoned: ClaimedDelivery[] = [];
   let inFlight = 0;
   let stopped = false;
   let loop: Promise<void> | undefined;
   let settling: Promise<void> | undefined;
   /** Claims pause until then after a claim found fewer rows than asked (nothing more is due); wake() clears it. */
   let nextClaimAt = 0;
+  /** Bumped by wake(): a claim under way when it came must not push the next one back. */
+  let wakes = 0;
   let failuresInARow = 0;
   /** Open breaker: when the next probe may go; its count sets the wait after it. */
   let breaker: { probeAt: number; probes: number; lastError: string } | undefined;
@@ -107,7 +115,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
     const now = new Date();
     const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs), stopping.signal]);
     try {
-      const answer = await request(options.url, {
+      const answer = await request(target.url, {
         method: "POST",
         dispatcher: agent,
         signal,
@@ -117,6 +125,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
           "webhook-id": webhookId,
           "webhook-timestamp": String(Math.floor(now.getTime() / 1000)),
           "webhook-signature": signer.sign(webhookId, now, claim.body),
+          ...(target.authorization ? { authorization: target.authorization } : {}),
         },
         body: claim.body,
       });
@@ -137,7 +146,11 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
       id: claim.id,
       attempts: claim.attempts,
       delivered: false,
-      error: error.slice(0, ERROR_MAX_CHARS),
+      // Control characters say nothing to an operator, and PostgreSQL text holds no NUL (an error page may).
+      error: error
+        .replace(/\p{Cc}+/gu, " ")
+        .trim()
+        .slice(0, ERROR_MAX_CHARS),
       retryInMs: retryDelayMs(claim.attempts, options.retryMinMs, options.retryMaxMs),
     };
   }
@@ -146,6 +159,10 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
     inFlight += 1;
     void attempt(claim).then((result) => {
       inFlight -= 1;
+      if (!result.delivered && stopping.signal.aborted) {
+        abandoned.push(claim);
+        return;
+      }
       results.push(result);
       if (result.delivered) {
         metrics.delivered((Date.now() - claim.recordedAt) / 1000);
@@ -165,6 +182,10 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
         }
       }
       settle();
+      // The next queued claim takes the slot at once, not when the loop comes round (it may be in a claim).
+      if (!stopped && !breaker && queue.length > 0 && inFlight < options.concurrency) {
+        dispatch(queue.shift() as ClaimedDelivery);
+      }
       nudge();
     });
   }
@@ -191,6 +212,15 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
         try {
           metrics.dead((await settleAttempts(db, batch, options.maxAgeS)).length);
         } catch (error) {
+          // Data the database refuses (class 22) would be refused again: dropped, the rows' leases end and they
+          // are tried again. Anything else (the database away) is kept and written later.
+          if (sqlStateOf(error)?.startsWith("22")) {
+            log.error(
+              { err: error, deliveries: batch.length },
+              "webhooks: results refused by the database; retried after the lease",
+            );
+            continue;
+          }
           warnDatabase(error, "write delivery results");
           results.unshift(...batch);
           if (stopped) return;
@@ -208,7 +238,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
       return await claimDue(db, limit, leaseMs);
     } catch (error) {
       warnDatabase(error, "claim due deliveries");
-      await pause(1_000);
+      if (!stopped) await pause(1_000);
       return [];
     }
   }
@@ -243,6 +273,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
       let got = 0;
       if (Date.now() >= nextClaimAt && room >= Math.ceil(cap / 2) && results.length < 4 * cap) {
         asked = room;
+        const wakesBefore = wakes;
         const claimed = await claim(room);
         got = claimed.length;
         if (stopped || breaker) {
@@ -250,7 +281,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
           continue;
         }
         queue.push(...claimed);
-        nextClaimAt = got < asked ? Date.now() + options.pollMs : 0;
+        nextClaimAt = got < asked && wakes === wakesBefore ? Date.now() + options.pollMs : 0;
       }
       while (queue.length > 0 && inFlight < cap) dispatch(queue.shift() as ClaimedDelivery);
       if (asked > 0 && got === asked) continue;
@@ -265,6 +296,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
     },
     /** Deliveries were recorded here (reminders): look now rather than at the next poll. */
     wake() {
+      wakes += 1;
       nextClaimAt = 0;
       nudge();
     },
@@ -292,14 +324,20 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
     async stop() {
       stopped = true;
       nudge();
-      await loop;
-      await releaseClaims(db, queue.splice(0)).catch(() => {});
       const deadline = Date.now() + Math.min(STOP_GRACE_MS, options.timeoutMs);
+      // The loop may be in a claim on a database that hangs: it is not waited for past the grace.
+      await Promise.race([loop, pause(Math.max(deadline - Date.now(), 0))]);
       while (inFlight > 0 && Date.now() < deadline) await pause(50);
       stopping.abort();
       while (inFlight > 0) await pause(10);
+      // Given back (due again now) and written, as far as the database answers within a second; what it does
+      // not take is safe anyway: those rows are leased, and due again when the lease ends.
       settle();
-      await settling;
+      const untried = [...queue.splice(0), ...abandoned.splice(0)];
+      await Promise.race([
+        Promise.all([releaseClaims(db, untried).catch(() => {}), settling]),
+        new Promise((resolve) => setTimeout(resolve, STOP_DATABASE_MS).unref()),
+      ]);
       await agent.destroy().catch(() => {});
     },
   };

@@ -42,13 +42,21 @@ export async function startWebhooks({ db, options, log, metrics }: WebhooksDeps)
   let stopped = false;
   const busy = new Set<Promise<unknown>>();
 
-  /** Runs `task` unless the previous run of it is still going; failures are logged, the next tick retries. */
+  /**
+   * Runs `task` unless the previous run of it is still going; failures are logged (once per 10 s while they
+   * last: the database may be away), and the next tick retries.
+   */
   function every(ms: number, name: string, task: () => Promise<unknown>, now = false) {
     let running: Promise<unknown> | undefined;
+    let lastWarning = 0;
     const tick = () => {
       if (stopped || running) return;
       running = task()
-        .catch((error: unknown) => log.warn({ err: error }, `webhooks: ${name} failed; tried again in ${ms} ms`))
+        .catch((error: unknown) => {
+          if (Date.now() - lastWarning < 10_000) return;
+          lastWarning = Date.now();
+          log.warn({ err: error }, `webhooks: ${name} failed; tried again every ${ms} ms`);
+        })
         .finally(() => {
           if (running) busy.delete(running);
           running = undefined;
