@@ -11,8 +11,7 @@
  * without an attempt (`expireWhileOpen`).
  */
 import type { Logger } from "pino";
-import { Webhook } from "standardwebhooks";
-import { Agent, request } from "undici";
+import { Pool } from "undici";
 import type { Database } from "../db/client.ts";
 import { sqlStateOf } from "../db/retry.ts";
 import type { WebhookMetrics } from "./metrics.ts";
@@ -26,6 +25,7 @@ import {
   settleAttempts,
   webhookIdOf,
 } from "./outbox.ts";
+import { createSigner } from "./signature.ts";
 
 /** Failures in a row (no 2xx between) that open the breaker. */
 export const BREAKER_FAILURES = 5;
@@ -55,18 +55,22 @@ export interface WebhookSenderDeps {
 export type WebhookSender = ReturnType<typeof createWebhookSender>;
 
 export function createWebhookSender({ db, options, log, metrics }: WebhookSenderDeps) {
-  const signer = new Webhook(options.secret);
+  const sign = createSigner(options.secret);
   // undici does not send a URL's user:password: they go as Basic authorization, and the URL without them.
-  const target = splitCredentials(options.url);
+  const target = new URL(splitCredentials(options.url).url);
+  const authorization = splitCredentials(options.url).authorization;
+  const path = `${target.pathname}${target.search}`;
   const leaseMs = leaseMsFor(options.timeoutMs);
-  const agent = new Agent({
+  // One pool of keep-alive connections to the receiver, its time-outs the attempt's: no timer or signal per
+  // request (an AbortSignal.timeout each cost 30 µs of the 50 µs a delivery took; a Pool asked directly, 16).
+  const pool = new Pool(target.origin, {
     connections: options.concurrency,
     connect: { timeout: options.timeoutMs },
     headersTimeout: options.timeoutMs,
     bodyTimeout: options.timeoutMs,
     keepAliveTimeout: 4_000,
   });
-  const stopping = new AbortController();
+  let stopping = false;
 
   const queue: ClaimedDelivery[] = [];
   const results: AttemptResult[] = [];
@@ -112,20 +116,18 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
 
   async function attempt(claim: ClaimedDelivery): Promise<AttemptResult> {
     const webhookId = webhookIdOf(claim.id);
-    const now = new Date();
-    const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs), stopping.signal]);
+    const timestampS = Math.floor(Date.now() / 1000);
     try {
-      const answer = await request(target.url, {
+      const answer = await pool.request({
+        path,
         method: "POST",
-        dispatcher: agent,
-        signal,
         headers: {
           "content-type": "application/json",
           "user-agent": "listings-chat-webhooks",
           "webhook-id": webhookId,
-          "webhook-timestamp": String(Math.floor(now.getTime() / 1000)),
-          "webhook-signature": signer.sign(webhookId, now, claim.body),
-          ...(target.authorization ? { authorization: target.authorization } : {}),
+          "webhook-timestamp": String(timestampS),
+          "webhook-signature": sign(webhookId, timestampS, claim.body),
+          ...(authorization ? { authorization } : {}),
         },
         body: claim.body,
       });
@@ -137,7 +139,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
       const quoted = await firstBytesOf(answer.body, ERROR_BODY_BYTES);
       return failure(claim, `HTTP ${answer.statusCode}${quoted ? `: ${quoted}` : ""}`);
     } catch (error) {
-      return failure(claim, describeFailure(error, options.timeoutMs, stopping.signal.aborted));
+      return failure(claim, describeFailure(error, options.timeoutMs, stopping));
     }
   }
 
@@ -159,7 +161,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
     inFlight += 1;
     void attempt(claim).then((result) => {
       inFlight -= 1;
-      if (!result.delivered && stopping.signal.aborted) {
+      if (!result.delivered && stopping) {
         abandoned.push(claim);
         return;
       }
@@ -328,7 +330,9 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
       // The loop may be in a claim on a database that hangs: it is not waited for past the grace.
       await Promise.race([loop, pause(Math.max(deadline - Date.now(), 0))]);
       while (inFlight > 0 && Date.now() < deadline) await pause(50);
-      stopping.abort();
+      // Cut: each attempt still in flight fails at once, and goes back untried (dispatch).
+      stopping = true;
+      const closed = pool.destroy().catch(() => {});
       while (inFlight > 0) await pause(10);
       // Given back (due again now) and written, as far as the database answers within a second; what it does
       // not take is safe anyway: those rows are leased, and due again when the lease ends.
@@ -338,7 +342,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
         Promise.all([releaseClaims(db, untried).catch(() => {}), settling]),
         new Promise((resolve) => setTimeout(resolve, STOP_DATABASE_MS).unref()),
       ]);
-      await agent.destroy().catch(() => {});
+      await closed;
     },
   };
 }
