@@ -33,6 +33,14 @@ export const BREAKER_FAILURES = 5;
 export const BREAKER_PROBE_MAX_MS = 60_000;
 /** Results written per statement. */
 const SETTLE_BATCH = 500;
+/**
+ * Results gather this long before they are written (unless many are waiting): a statement per few results, not
+ * per result. Each round trip to PostgreSQL costs the instance a socket write and the server a transaction;
+ * written at once, a busy instance settled one or two results per statement.
+ */
+const SETTLE_GATHER_MS = 20;
+/** Claimed rows held, as a multiple of the concurrency: a claim asks for at least twice the concurrency. */
+const CLAIM_AHEAD = 4;
 /** The longest `last_error` kept (a receiver's error page is cut). */
 const ERROR_MAX_CHARS = 300;
 /** Of a failed answer's body, what `last_error` quotes. */
@@ -80,6 +88,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
   let stopped = false;
   let loop: Promise<void> | undefined;
   let settling: Promise<void> | undefined;
+  let settleTimer: NodeJS.Timeout | undefined;
   /** Claims pause until then after a claim found fewer rows than asked (nothing more is due); wake() clears it. */
   let nextClaimAt = 0;
   /** Bumped by wake(): a claim under way when it came must not push the next one back. */
@@ -206,8 +215,25 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
     );
   }
 
-  /** Writes the results gathered so far, in batches, one statement at a time. */
+  /** Writes the results gathered so far soon: at once when many wait (or on stop), else after SETTLE_GATHER_MS. */
   function settle() {
+    if (settling || settleTimer) return;
+    if (stopped || results.length >= 2 * options.concurrency) {
+      settleNow();
+      return;
+    }
+    settleTimer = setTimeout(() => {
+      settleTimer = undefined;
+      settleNow();
+    }, SETTLE_GATHER_MS);
+  }
+
+  /** Writes the results gathered so far, in batches, one statement at a time. */
+  function settleNow() {
+    if (settleTimer) {
+      clearTimeout(settleTimer);
+      settleTimer = undefined;
+    }
     settling ??= (async () => {
       while (results.length > 0) {
         const batch = results.splice(0, SETTLE_BATCH);
@@ -231,6 +257,8 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
       }
     })().finally(() => {
       settling = undefined;
+      // Results that came while this one was written wait their turn.
+      if (results.length > 0) settle();
       nudge();
     });
   }
@@ -269,11 +297,12 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
         }
         continue;
       }
-      // Claimed rows are held up to twice the concurrency; none while results wait to be written.
-      const room = 2 * cap - inFlight - queue.length;
+      // Claimed rows are held up to CLAIM_AHEAD times the concurrency, claimed in batches of at least twice it;
+      // none while results wait to be written.
+      const room = CLAIM_AHEAD * cap - inFlight - queue.length;
       let asked = 0;
       let got = 0;
-      if (Date.now() >= nextClaimAt && room >= Math.ceil(cap / 2) && results.length < 4 * cap) {
+      if (Date.now() >= nextClaimAt && room >= 2 * cap && results.length < 8 * cap) {
         asked = room;
         const wakesBefore = wakes;
         const claimed = await claim(room);
@@ -336,7 +365,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
       while (inFlight > 0) await pause(10);
       // Given back (due again now) and written, as far as the database answers within a second; what it does
       // not take is safe anyway: those rows are leased, and due again when the lease ends.
-      settle();
+      settleNow();
       const untried = [...queue.splice(0), ...abandoned.splice(0)];
       await Promise.race([
         Promise.all([releaseClaims(db, untried).catch(() => {}), settling]),
