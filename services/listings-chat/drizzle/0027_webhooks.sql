@@ -4,6 +4,11 @@
 -- The reminders' partial index over `chat_participants` is built CONCURRENTLY by 0028. Instances of the release
 -- before go on beside this one: they never read the new columns, and the write functions they call (replaced
 -- in place) record only while an instance of this release with WEBHOOK_URL renews the lease.
+-- The ALTERs of chat_participants wait for their lock at most half a second, under PostgreSQL's deadlock_timeout
+-- (1 s): sends queue behind a waiting ACCESS EXCLUSIVE, and one that waited a second could be picked as the
+-- victim of a deadlock check (online-migrations.integration.test.ts saw one in four runs). A time-out instead
+-- rolls this file back and the runner tries it again (migrator.ts).
+SET LOCAL lock_timeout = '500ms';--> statement-breakpoint
 CREATE TABLE "webhook_deliveries" (
 	"id" bigint PRIMARY KEY GENERATED ALWAYS AS IDENTITY (sequence name "webhook_deliveries_id_seq" INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 CACHE 1),
 	"type" text NOT NULL,

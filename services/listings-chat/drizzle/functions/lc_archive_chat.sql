@@ -1,4 +1,4 @@
--- migrate: after lc_append_user_event, lc_chat_view
+-- migrate: after lc_append_user_event, lc_chat_view, lc_chat_json
 -- A user archives a chat (`p_archived` true) or brings it back (false), for themselves only (CONTRACT §8).
 -- Status: changed (one row: the chat as they see it now, and the event_id of the chat_updated appended to
 -- their stream only), unchanged (it already was: nothing written, no event), not_found (no such chat, or not a

@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_append_user_event, lc_pair_key
 -- `p_blocker` blocks `p_blocked`. Status: blocked (new: the block, its webhook (0027: while lc_webhooks_on()), and `user_blocked` in the
 -- blocker's stream, whose event_id is returned), unchanged (blocked already), too_many (the blocker blocks
 -- `p_max` users already). Under the pair's lock taken exclusive (lc_pair_key), so two calls for one pair,

@@ -1,3 +1,4 @@
+-- migrate: after lc_chat_listing_text, lc_iso, lc_peer_text
 -- The two reads every page makes (this one and lc_unread), as one statement each that answers the API's JSON
 -- as text: Node passes it through without parsing a row or building an object (for a seller's 100 chats that
 -- was most of the request's CPU), and PL/pgSQL keeps each plan for the session.

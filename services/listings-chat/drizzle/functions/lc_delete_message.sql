@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_webhook_message_data, lc_append_events, lc_message_json
 -- Deletes a message. Status: deleted (one row per participant, with event ids), unchanged (already deleted:
 -- the message as it is), not_found, forbidden (as for edits). (0003) The events do not hold the content, so
 -- nothing in them is blanked (0006).

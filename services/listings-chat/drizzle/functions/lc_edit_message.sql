@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_webhook_message_data, lc_append_events, lc_blocked, lc_message_json, lc_pair_key, lc_suspended
 -- Edits a message. Status: edited (one row per participant, with event ids), not_found (no such message,
 -- or the user does not take part in its chat), forbidden (not the sender), already_deleted. (0003)
 --

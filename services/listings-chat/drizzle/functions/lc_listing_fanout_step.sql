@@ -1,4 +1,4 @@
--- migrate: after lc_chat_view
+-- migrate: after lc_chat_view, lc_webhooks_on, lc_webhook_chat_json, lc_append_events, lc_chat_json
 -- One batch of a listing's fan-out (CONTRACT §8: a listing's change reaches every participant of every chat on
 -- it as chat_updated), in a transaction of its own so that a listing with 5,000 chats never holds the streams
 -- of 10,000 users at once: the oldest fan-out no other instance holds (FOR UPDATE SKIP LOCKED), its next

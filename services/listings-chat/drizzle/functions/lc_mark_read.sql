@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_append_events, lc_iso
 -- Moves the user's read marker in a chat forward to a message (never back) and counts what is left unread.
 -- Status: read (the marker moved: one row per participant, with event ids), unchanged (it was there or
 -- further), chat_not_found (no such chat or not a participant), message_not_found (not in this chat). (0003)

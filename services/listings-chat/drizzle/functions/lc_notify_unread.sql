@@ -1,3 +1,4 @@
+-- migrate: after lc_message_json
 -- Records the unread reminders that are due (CONTRACT §9, `notification.unread`): for each recipient and chat
 -- whose `unread_since` is `p_after_s` seconds old or more, oldest first, at most `p_limit`, one delivery with
 -- the chat's unread count and its newest unread message (content cut to 200 characters: code points, as

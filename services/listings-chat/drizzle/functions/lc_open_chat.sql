@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_webhook_chat_json, lc_append_events, lc_blocked, lc_chat_json, lc_chat_view, lc_listing_key, lc_pair_key, lc_suspended
 -- The chat of (listing, buyer, seller), created with its two participants on first contact.
 -- created is false when it existed (or a concurrent call created it first); when true there is one row per
 -- participant, with the event ids of its chat_created event. (0003) Refusing (`blocked` true, no chat) while

@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_webhook_message_data, lc_append_events, lc_message_json
 -- The platform removes a message (CONTRACT §8, moderation): `deleted_by` platform, with its reason (for its
 -- moderators, never shown). Status: deleted (one row per participant, with event ids: both hear
 -- message_deleted), unchanged (already deleted, by whoever: the message as it is), not_found.

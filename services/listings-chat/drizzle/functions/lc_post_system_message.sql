@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_webhook_message_data, lc_append_events, lc_message_json
 -- The platform speaks in a chat (CONTRACT §8): a system message, `kind` system, stored with the platform's
 -- sender id (0: no user has it, so "one client_msg_id per sender" makes the platform's retries idempotent, and
 -- "not from this user" counts it unread for both). Status:

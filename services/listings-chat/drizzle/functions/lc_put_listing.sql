@@ -1,3 +1,4 @@
+-- migrate: after lc_chat_listing_text, lc_listing_json, lc_listing_key, lc_request_listing_fanout
 -- The platform registers or changes a listing (upsert). Status: created, updated, unchanged (the same body
 -- again: nothing written, `updated_at` as it was, so a retried PUT is harmless), seller_mismatch (a chat on it
 -- has another seller: nothing stored). Once registered, opens keep its chats to its seller, so the chats are

@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_message_json
 -- A report by `p_reporter` of a message, a chat or a user (`p_target_type`, `p_target_id`). Status:
 --   not_found  a message or chat the reporter takes no part in, or a user who shares no chat with them;
 --   own        their own message, or themselves;

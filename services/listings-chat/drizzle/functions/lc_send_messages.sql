@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_append_events, lc_blocked, lc_message_json, lc_pair_key, lc_suspended
 -- Stores a batch of sends in one transaction. A bad send does not fail the others; each gets its own status:
 --   created    one row per participant, with the message and that user's event_id;
 --   repeat     this sender already stored this client_msg_id in this chat: the stored message, nothing new;

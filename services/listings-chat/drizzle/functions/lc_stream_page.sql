@@ -1,3 +1,4 @@
+-- migrate: after lc_chat_context, lc_chat_json, lc_message_json
 -- A page of `p_user_id`'s stream after `p_after` (up to `p_up_to` when given), oldest first: at most
 -- `p_max_events` events and, after the first, no more than `p_max_bytes` of payload, so that a page of long
 -- messages is as light as a page of short ones (a replay writes a page, waits for the socket to drain, reads

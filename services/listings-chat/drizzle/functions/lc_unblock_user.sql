@@ -1,3 +1,4 @@
+-- migrate: after lc_webhooks_on, lc_append_user_event, lc_pair_key
 -- `p_blocker` lifts their block of `p_blocked`. Status: unblocked (with `user_unblocked` in the blocker's
 -- stream, its event_id returned, and its webhook (0027: while lc_webhooks_on())), unchanged (there was no such block).
 CREATE OR REPLACE FUNCTION lc_unblock_user(p_blocker bigint, p_blocked bigint)
