@@ -65,8 +65,8 @@ export type WebhookSender = ReturnType<typeof createWebhookSender>;
 export function createWebhookSender({ db, options, log, metrics }: WebhookSenderDeps) {
   const sign = createSigner(options.secret);
   // undici does not send a URL's user:password: they go as Basic authorization, and the URL without them.
-  const target = new URL(splitCredentials(options.url).url);
-  const authorization = splitCredentials(options.url).authorization;
+  const { url, authorization } = splitCredentials(options.url);
+  const target = new URL(url);
   const path = `${target.pathname}${target.search}`;
   const leaseMs = leaseMsFor(options.timeoutMs);
   // One pool of keep-alive connections to the receiver, its time-outs the attempt's: no timer or signal per
