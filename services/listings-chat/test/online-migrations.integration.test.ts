@@ -52,7 +52,7 @@ function summary(watched: WatchedMigration): string {
       : ["    none seen on a relation others use (a hold shorter than the polls' interval may fall between two)"]),
     ...(unseen ? [`    on a relation the migration made, seen by nobody else: ${hold(unseen)}`] : []),
     `  probe: ${watched.probe.calls} calls, max ${watched.probe.maxMs} ms, p99 ${watched.probe.p99Ms} ms, ` +
-      `slowest by operation ${JSON.stringify(watched.probe.maxMsByOperation)}, ${watched.probe.errors.length} errors, ${watched.probe.retried.length} run again after a 40001/40P01` +
+      `slowest by operation ${JSON.stringify(watched.probe.maxMsByOperation)}, ${watched.probe.errors.length} errors, ${watched.probe.retried} run again after a 40001/40P01` +
       watched.probe.errors.map((e) => `\n    ${e.operation}: ${e.code ?? ""} ${e.message}`).join(""),
   ].join("\n");
 }

@@ -9,7 +9,7 @@ import { Limits } from "@listings-chat/shared";
 import { drizzle } from "drizzle-orm/node-postgres";
 import pg from "pg";
 import { type Database, defaultPostgresTimeouts, withPinnedIsolation } from "../../src/db/client.ts";
-import { lostToAConcurrentWrite } from "../../src/db/retry.ts";
+import { defaultRetry, type RetryOptions, retryingOnce } from "../../src/db/retry.ts";
 import * as schema from "../../src/db/schema.ts";
 import { pageOfMessages } from "../../src/messages/repository.ts";
 
@@ -34,8 +34,8 @@ export interface ProbeError {
 export interface ProbeSummary {
   calls: number;
   errors: ProbeError[];
-  /** Calls that lost to a concurrent transaction and passed when run again (as the service runs them). */
-  retried: ProbeError[];
+  /** Calls that lost to a concurrent transaction and were run again (as the service runs them). */
+  retried: number;
   maxMs: number;
   p99Ms: number;
   /** Each operation's slowest call. */
@@ -74,27 +74,28 @@ export async function startProbe(
   await client.connect();
   const latencies: number[] = [];
   const errors: ProbeError[] = [];
-  const retried: ProbeError[] = [];
+  let retried = 0;
+  const countingRetries: RetryOptions = {
+    ...defaultRetry,
+    sleep: (ms) => {
+      retried += 1;
+      return defaultRetry.sleep(ms);
+    },
+  };
   const maxMsByOperation: ProbeSummary["maxMsByOperation"] = {};
   const run = randomBytes(4).toString("hex");
 
   /**
    * Runs and times one call; its result, or undefined when it failed (recorded). A call that lost to a
-   * concurrent transaction (40001, 40P01) is run once more, as the service runs every write (db/retry.ts
-   * executeWrite): a user never sees that loss. 0023's file ALTERs chat_participants, then messages and listings,
-   * in one transaction (applied in deployments: it cannot change); a send queued behind it can be the victim of
-   * the deadlock check, about one upgrade from 0011 in four here. The retries are counted and printed.
+   * concurrent transaction (40001, 40P01) is run once more through the service's own retryingOnce (db/retry.ts,
+   * as executeWrite runs every write): a user never sees that loss. 0023's file ALTERs chat_participants, then
+   * messages and listings, in one transaction (applied in deployments: it cannot change); a send queued behind it
+   * can be the victim of the deadlock check, about one upgrade from 0011 in four here. Those runs are counted.
    */
   async function timed<T>(operation: ProbeOperation, call: () => Promise<T>): Promise<T | undefined> {
     const started = performance.now();
     try {
-      try {
-        return await call();
-      } catch (error) {
-        if (!lostToAConcurrentWrite(error)) throw error;
-        retried.push({ operation, code: (error as { code?: string }).code, message: String((error as Error).message) });
-        return await call();
-      }
+      return await retryingOnce(call, countingRetries);
     } catch (error) {
       const { code, message, where } = error as { code?: string; message?: string; where?: string };
       errors.push({ operation, code, message: message ?? String(error), ...(where ? { where } : {}) });
