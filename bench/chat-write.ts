@@ -15,6 +15,8 @@
  * received, the pending rows when the load stops and the seconds until none is left. `BENCH_WEBHOOKS=down`:
  * WEBHOOK_URL is a closed port for the whole run; each run adds the pending rows on disk after it and the
  * instances' RSS before and after. Either writes bench/results/chat-write-webhooks[-down].json instead.
+ * `BENCH_WEBHOOKS=eager`: as `1`, with WEBHOOK_YIELD_MAX_S=0: deliveries never step aside for the sends, so the
+ * run shows what delivering costs the write path while it happens (…-webhooks-eager.json).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
@@ -47,6 +49,8 @@ const pairs = Number(process.env.BENCH_PAIRS ?? 100);
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 /** Unset: no webhooks (the default run). `1`: to a fast receiver. `down`: to a closed port. */
 const webhooks = process.env.BENCH_WEBHOOKS === "down" ? "down" : process.env.BENCH_WEBHOOKS ? "on" : undefined;
+/** Deliveries at once, never yielding to the sends (WEBHOOK_YIELD_MAX_S=0). */
+const eager = process.env.BENCH_WEBHOOKS === "eager";
 /** How long the bench waits for the backlog to drain after the load (the issue asks for 10 s at most). */
 const drainLimitSeconds = 60;
 
@@ -132,7 +136,11 @@ async function run(spec: RunSpec) {
     const secret = `whsec_${randomBytes(32).toString("base64")}`;
     const receiver = webhooks === "on" ? await startReceiverProcess(secret) : undefined;
     const webhookEnv: Record<string, string> = webhooks
-      ? { WEBHOOK_URL: receiver?.url ?? `http://127.0.0.1:${await freePort()}/webhooks`, WEBHOOK_SECRET: secret }
+      ? {
+          WEBHOOK_URL: receiver?.url ?? `http://127.0.0.1:${await freePort()}/webhooks`,
+          WEBHOOK_SECRET: secret,
+          ...(eager ? { WEBHOOK_YIELD_MAX_S: "0" } : {}),
+        }
       : {};
     const chats = await Promise.all(
       Array.from({ length: instances }, (_, i) => startChat(url, prefix, `bench-${i}`, { ...spec.env, ...webhookEnv })),
@@ -330,7 +338,8 @@ const results = { at: new Date().toISOString(), pgbench: pgbenchInserts(), chat 
 const resultsDir = process.env.BENCH_RESULTS_DIR ?? join(root, "bench/results");
 mkdirSync(resultsDir, { recursive: true });
 const resultsName = { on: "chat-write-webhooks.json", down: "chat-write-webhooks-down.json", off: "chat-write.json" };
-writeFileSync(join(resultsDir, resultsName[webhooks ?? "off"]), `${JSON.stringify(results, null, 2)}\n`);
+const resultsFile = eager ? "chat-write-webhooks-eager.json" : resultsName[webhooks ?? "off"];
+writeFileSync(join(resultsDir, resultsFile), `${JSON.stringify(results, null, 2)}\n`);
 console.log(
   `pgbench raw INSERT: ${results.pgbench.map((r) => `${r.insertsPerSecond}/s with ${r.clients} client(s)`).join(", ")}`,
 );

@@ -84,6 +84,9 @@ async function soak(url: string) {
     WEBHOOK_RETRY_MAX_MS: "2000",
     WEBHOOK_TIMEOUT_MS: "1000",
     NOTIFY_UNREAD_AFTER_S: "5",
+    // Deliveries go while users chat, so that the receiver's faults meet them under way: with the default the
+    // sender would step aside for the soak's load (yielding has tests of its own).
+    WEBHOOK_YIELD_MAX_S: "0",
   };
   const instances = [await startChatProcess(chatEnv), await startChatProcess(chatEnv)];
   const gateway = await startGatewayProcess({

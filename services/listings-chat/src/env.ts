@@ -99,6 +99,7 @@ const schema = z.object({
   WEBHOOK_RETRY_MAX_MS: wholeNumber(10, 86_400_000).default(3_600_000),
   WEBHOOK_POLL_MS: wholeNumber(20, 60_000).default(500),
   WEBHOOK_KEEP_DELIVERED_S: wholeNumber(0, 30 * 86_400).default(86_400),
+  WEBHOOK_YIELD_MAX_S: wholeNumber(0, 3_600).default(30),
 });
 
 export interface ChatConfig {
@@ -205,6 +206,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
       retryMaxMs: v.WEBHOOK_RETRY_MAX_MS,
       pollMs: v.WEBHOOK_POLL_MS,
       keepDeliveredS: v.WEBHOOK_KEEP_DELIVERED_S,
+      yieldMaxS: v.WEBHOOK_YIELD_MAX_S,
     };
   }
   return {

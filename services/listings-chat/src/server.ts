@@ -214,7 +214,14 @@ export async function startChatServer(
   const webhooks = config.webhooks
     ? await startup.step(
         "webhooks",
-        startWebhooks({ db: database.db, options: config.webhooks, log, metrics: webhookMetrics }),
+        startWebhooks({
+          db: database.db,
+          options: config.webhooks,
+          log,
+          metrics: webhookMetrics,
+          // What the sender yields to while the CPU is short: users' frames, both ways, and their API requests.
+          activity: () => stats.messagesReceivedTotal + stats.messagesSentTotal + stats.apiRequestsTotal,
+        }),
         (started) => started.stop(),
       )
     : undefined;
@@ -274,7 +281,10 @@ export async function startChatServer(
     onRateLimited: () => {
       stats.rateLimitedTotal += 1;
     },
-    observeRequest: telemetry.observeRequest,
+    observeRequest: (request) => {
+      if (request.route.startsWith("/api/")) stats.apiRequestsTotal += 1;
+      telemetry.observeRequest(request);
+    },
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: Limits.maxFrameBytes, perMessageDeflate: false });

@@ -159,6 +159,8 @@ describe.skipIf(!postgres)("examples/webhook-receiver.ts against a chat process"
         WEBHOOK_POLL_MS: "50",
         NOTIFY_UNREAD_AFTER_S: "1",
         LISTINGS_REQUIRED: "0",
+        // Deliveries go at once, whatever else CI runs beside.
+        WEBHOOK_YIELD_MAX_S: "0",
       },
     });
     cleanups.push(chat.stop);
@@ -298,6 +300,7 @@ describe.skipIf(!postgres)("examples/webhook-receiver.ts against a chat process"
       "listings_chat_webhooks_dead",
       "listings_chat_webhooks_oldest_pending_seconds",
       "listings_chat_webhooks_pending",
+      "listings_chat_webhooks_yielding",
     ]);
     // The alerts (infra/k8s/base/prometheus-rule.yaml).
     const rule = parse(readFileSync(join(repoRoot, "infra/k8s/base/prometheus-rule.yaml"), "utf8")) as {

@@ -15,6 +15,7 @@ import { type DatabaseHandle, openDatabase } from "../src/db/client.ts";
 import type { WebhookMetrics } from "../src/webhooks/metrics.ts";
 import type { WebhookOptions } from "../src/webhooks/options.ts";
 import { createWebhookSender } from "../src/webhooks/sender.ts";
+import { createYieldPolicy } from "../src/webhooks/yielding.ts";
 import { databaseTargets } from "./support/databases.ts";
 
 type Handler = (req: IncomingMessage, body: string, res: ServerResponse) => void;
@@ -55,6 +56,7 @@ const counting = () => {
     dead: (n) => {
       seen.dead += n;
     },
+    yielding: () => {},
   };
   return { seen, metrics };
 };
@@ -78,6 +80,7 @@ describe.each(databaseTargets())("webhook sender on $name", (target) => {
     retryMaxMs: 400,
     pollMs: 50,
     keepDeliveredS: 3_600,
+    yieldMaxS: 0,
     ...overrides,
   });
 
@@ -228,6 +231,89 @@ describe.each(databaseTargets())("webhook sender on $name", (target) => {
         ids.every((id) => received.has(`msg_${id}`)),
       );
       expect(sender.isProbing()).toBe(false);
+    } finally {
+      await sender.stop();
+    }
+  });
+  it("while the CPU is short sends the new reminders only, and the rest once it is not", async () => {
+    await handle.db.execute(sql`delete from webhook_deliveries`);
+    const received: string[] = [];
+    handler.current = (req, _body, res) => {
+      received.push(String(req.headers["webhook-id"]));
+      res.writeHead(204).end();
+    };
+    const pressure = { share: 0.9 };
+    // Users keep coming (every look finds new traffic).
+    let traffic = 0;
+    const yieldPolicy = createYieldPolicy({
+      pressure: { stalledShare: () => pressure.share },
+      activity: () => traffic++,
+      maxS: 3_600,
+    });
+    const ids = await record(40);
+    const [reminder] = await query<{ id: string | number }>(sql`
+      insert into webhook_deliveries (type, data, next_attempt_at)
+      values ('notification.unread', '{}'::jsonb, '-infinity') returning id`);
+    const sender = createWebhookSender({
+      db: handle.db,
+      options: options(),
+      log,
+      metrics: counting().metrics,
+      yieldPolicy,
+    });
+    sender.start();
+    try {
+      await until("the reminder", async () => received.includes(`msg_${reminder!.id}`));
+      // Several polls (50 ms) and rechecks (250 ms) later, still only the reminder.
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      expect(received).toEqual([`msg_${reminder!.id}`]);
+      expect(yieldPolicy.isYielding()).toBe(true);
+      // Another reminder recorded meanwhile goes too.
+      const [second] = await query<{ id: string | number }>(sql`
+        insert into webhook_deliveries (type, data, next_attempt_at)
+        values ('notification.unread', '{}'::jsonb, '-infinity') returning id`);
+      sender.wake();
+      await until("the second reminder", async () => received.includes(`msg_${second!.id}`));
+      expect(received).toHaveLength(2);
+      pressure.share = 0.1;
+      await until("the 40 held back", async () => ids.every((id) => received.includes(`msg_${id}`)));
+      expect(received).toHaveLength(42);
+      expect(yieldPolicy.isYielding()).toBe(false);
+    } finally {
+      await sender.stop();
+    }
+  });
+
+  it("holds deliveries back at most WEBHOOK_YIELD_MAX_S, however long the CPU stays short", async () => {
+    await handle.db.execute(sql`delete from webhook_deliveries`);
+    const received = new Set<string>();
+    handler.current = (req, _body, res) => {
+      received.add(String(req.headers["webhook-id"]));
+      res.writeHead(204).end();
+    };
+    let traffic = 0;
+    const yieldPolicy = createYieldPolicy({ pressure: { stalledShare: () => 1 }, activity: () => traffic++, maxS: 1 });
+    const ids = await record(30);
+    const started = Date.now();
+    const sender = createWebhookSender({
+      db: handle.db,
+      options: options(),
+      log,
+      metrics: counting().metrics,
+      yieldPolicy,
+    });
+    sender.start();
+    try {
+      await until("every delivery", async () => ids.every((id) => received.has(`msg_${id}`)));
+      const waited = Date.now() - started;
+      // Held back for the second, then sent though the pressure never fell.
+      expect(waited).toBeGreaterThanOrEqual(1_000);
+      expect(waited).toBeLessThan(5_000);
+      // Once the queue ran dry, a new wait begins: the next ones are held back again.
+      const later = await record(5);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(later.some((id) => received.has(`msg_${id}`))).toBe(false);
+      await until("the later ones, after their own wait", async () => later.every((id) => received.has(`msg_${id}`)));
     } finally {
       await sender.stop();
     }

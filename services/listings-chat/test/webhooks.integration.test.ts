@@ -6,7 +6,10 @@
  * PGlite, in-process. PostgreSQL parts are skipped when neither DATABASE_URL nor CI is set; with CI and no
  * DATABASE_URL they fail (databases.ts).
  */
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import pg from "pg";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -29,6 +32,8 @@ const QUICK = {
   WEBHOOK_RETRY_MAX_MS: "1000",
   WEBHOOK_POLL_MS: "100",
   WEBHOOK_TIMEOUT_MS: "2000",
+  // Deliveries go at once, whatever else CI runs beside (yielding to a short CPU has tests of its own).
+  WEBHOOK_YIELD_MAX_S: "0",
 };
 
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
@@ -534,6 +539,56 @@ describe.runIf(postgres)("webhooks from a chat process on PostgreSQL", () => {
       "9 delivered in /metrics",
     );
   }, 60_000);
+});
+
+describe.runIf(postgres && existsSync("/proc/pressure/cpu"))("webhooks while the CPU is short (Linux PSI)", () => {
+  it("sends only the unread reminders while every core is busy, and the rest once the load ends", async () => {
+    const { chat, receiver } = await world({ WEBHOOK_YIELD_MAX_S: "60", NOTIFY_UNREAD_AFTER_S: "1" });
+    const [LISTING, SELLER, BUYER] = [511, 611, 711];
+    const yielding = async () => metricValue(await metrics(chat), "listings_chat_webhooks_yielding");
+    expect(await yielding()).toBe(0);
+
+    // A busy loop on every core and one more (each ends by itself after 40 s, and is killed before that).
+    const burners = Array.from({ length: availableParallelism() + 1 }, () =>
+      spawn(process.execPath, ["-e", "const end = Date.now() + 40000; while (Date.now() < end);"], { stdio: "ignore" }),
+    );
+    const burning = async () => {
+      for (const burner of burners) burner.kill("SIGKILL");
+      await Promise.all(
+        burners.map((b) => (b.exitCode ?? b.signalCode) !== null || new Promise((r) => b.once("exit", r))),
+      );
+    };
+    cleanups.push(burning);
+    // A user keeps using the chat meanwhile (the sender yields to users, not to the load alone).
+    let browsing = true;
+    const browser = (async () => {
+      while (browsing) {
+        await chat.api(BUYER, "GET", "/api/v1/chats");
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
+    cleanups.push(async () => {
+      browsing = false;
+      await browser;
+    });
+    await until(async () => (await yielding()) === 1, 15_000, "the sender yielding to the load", 200);
+    const opened = await chat.api(BUYER, "POST", "/api/v1/chats", { listing_id: LISTING, seller_id: SELLER });
+    expect(opened.status).toBe(201);
+    const sent = await send(chat, BUYER, opened.body.id, "Still for sale?");
+    // The seller's reminder comes (NOTIFY_UNREAD_AFTER_S=1: within the contract's 10 s), the rest waits.
+    const reminder = await receiver.waitFor("notification.unread", (d) => d.chat_id === opened.body.id, 15_000);
+    expect(reminder.data.user_id).toBe(SELLER);
+    expect(await yielding()).toBe(1);
+    expect(receiver.ofType("message.created", (d) => d.message?.id === sent.id)).toEqual([]);
+    expect(receiver.ofType("chat.created", (d) => d.chat?.id === opened.body.id)).toEqual([]);
+
+    await burning();
+    browsing = false;
+    await browser;
+    // Within seconds once the CPU is free again (CI's other files may still press it: then WEBHOOK_YIELD_MAX_S).
+    await receiver.waitFor("message.created", (d) => d.message?.id === sent.id, 70_000);
+    await receiver.waitFor("chat.created", (d) => d.chat?.id === opened.body.id, 5_000);
+  }, 120_000);
 });
 
 describe("webhooks on PGlite, in-process", () => {

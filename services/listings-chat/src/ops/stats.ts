@@ -6,6 +6,8 @@ export interface Stats {
   messagesReceivedTotal: number;
   /** Frames written to clients. */
   messagesSentTotal: number;
+  /** Requests to `/api/…` answered (users' REST: sends, pages, polling). */
+  apiRequestsTotal: number;
   /** Events and ephemeral frames fanned out to sockets (one per event, however many sockets). */
   broadcastsTotal: number;
   errorsTotal: number;
@@ -22,6 +24,7 @@ export const createStats = (): Stats => ({
   disconnectionsTotal: 0,
   messagesReceivedTotal: 0,
   messagesSentTotal: 0,
+  apiRequestsTotal: 0,
   broadcastsTotal: 0,
   errorsTotal: 0,
   rateLimitedTotal: 0,

@@ -8,6 +8,8 @@ export interface WebhookMetrics {
   /** An attempt that failed and will be retried (or die: `dead` says so once it is written). */
   failed(): void;
   dead(count: number): void;
+  /** The sender began (true) or ceased (false) to leave all but reminders for later, the CPU being short. */
+  yielding(on: boolean): void;
 }
 
 /** Lag buckets: a healthy receiver answers within a second; a backlog drains over minutes; retries take hours. */
@@ -58,7 +60,16 @@ export function createWebhookMetrics(registry: Registry, counts: () => Promise<W
     "Age of the oldest webhook delivery not yet delivered (0 when none)",
     (c) => c.oldest_pending_s,
   );
+  const yielding = new Gauge({
+    name: "listings_chat_webhooks_yielding",
+    help: "1 while this instance's webhook sender sends only unread reminders, the CPU being short (WEBHOOK_YIELD_MAX_S)",
+    registers: [registry],
+  });
+  yielding.set(0);
   return {
+    yielding(on) {
+      yielding.set(on ? 1 : 0);
+    },
     delivered(lagSeconds) {
       deliveries.inc({ outcome: "delivered" });
       lag.observe(Math.max(0, lagSeconds));

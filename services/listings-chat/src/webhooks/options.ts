@@ -19,6 +19,11 @@ export interface WebhookOptions {
   pollMs: number;
   /** WEBHOOK_KEEP_DELIVERED_S: delivered rows are removed this long after their delivery. */
   keepDeliveredS: number;
+  /**
+   * WEBHOOK_YIELD_MAX_S: while the CPU is short, all but the unread reminders wait, at most this long before they
+   * go anyway (yielding.ts); 0: they never wait.
+   */
+  yieldMaxS: number;
 }
 
 /** `whsec_` and a key of 24 to 64 bytes in base64, as Standard Webhooks' libraries generate and accept. */

@@ -45,8 +45,15 @@ export async function renewLease(db: Database): Promise<void> {
 /**
  * Up to `limit` due deliveries, oldest due first, leased for `leaseMs` (their `next_attempt_at` moved past it and
  * their attempt counted): no other instance takes them until then, and if this one dies they are due again.
+ * `remindersOnly`: only the unread reminders not yet tried (recorded due at `-infinity`, lc_notify_unread), found
+ * at the head of the due index however long the queue behind them.
  */
-export async function claimDue(db: Database, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
+export async function claimDue(
+  db: Database,
+  limit: number,
+  leaseMs: number,
+  remindersOnly = false,
+): Promise<ClaimedDelivery[]> {
   const rows = rowsOf<{
     id: string | number;
     body: string;
@@ -59,7 +66,7 @@ export async function claimDue(db: Database, limit: number, leaseMs: number): Pr
       update webhook_deliveries d
       set next_attempt_at = now() + make_interval(secs => ${leaseMs / 1000}), attempts = d.attempts + 1
       from (select w.id from webhook_deliveries w
-            where w.next_attempt_at <= now()
+            where ${remindersOnly ? sql`w.next_attempt_at = '-infinity'` : sql`w.next_attempt_at <= now()`}
             order by w.next_attempt_at limit ${limit}
             for update skip locked) due
       where d.id = due.id

@@ -26,6 +26,7 @@ import {
   webhookIdOf,
 } from "./outbox.ts";
 import { createSigner } from "./signature.ts";
+import type { YieldPolicy } from "./yielding.ts";
 
 /** Failures in a row (no 2xx between) that open the breaker. */
 export const BREAKER_FAILURES = 5;
@@ -41,6 +42,8 @@ const SETTLE_BATCH = 500;
 const SETTLE_GATHER_MS = 20;
 /** Claimed rows held, as a multiple of the concurrency: a claim asks for at least twice the concurrency. */
 const CLAIM_AHEAD = 4;
+/** While yielding, how often the sender looks again whether the CPU came free (its pressure is sampled as often). */
+const YIELD_RECHECK_MS = 250;
 /** The longest `last_error` kept (a receiver's error page is cut). */
 const ERROR_MAX_CHARS = 300;
 /** Of a failed answer's body, what `last_error` quotes. */
@@ -58,11 +61,13 @@ export interface WebhookSenderDeps {
   options: WebhookOptions;
   log: Logger;
   metrics: WebhookMetrics;
+  /** When to send only the reminders and leave the rest for later (yielding.ts); never, without one. */
+  yieldPolicy?: YieldPolicy;
 }
 
 export type WebhookSender = ReturnType<typeof createWebhookSender>;
 
-export function createWebhookSender({ db, options, log, metrics }: WebhookSenderDeps) {
+export function createWebhookSender({ db, options, log, metrics, yieldPolicy }: WebhookSenderDeps) {
   const sign = createSigner(options.secret);
   // undici does not send a URL's user:password: they go as Basic authorization, and the URL without them.
   const { url, authorization } = splitCredentials(options.url);
@@ -97,6 +102,7 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
   /** Open breaker: when the next probe may go; its count sets the wait after it. */
   let breaker: { probeAt: number; probes: number; lastError: string } | undefined;
   let lastDatabaseWarning = 0;
+  let wasYielding = false;
 
   /** Resolves the loop's current wait: a slot freed, a result came, wake(), stop(). */
   let poke: (() => void) | undefined;
@@ -263,9 +269,9 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
     });
   }
 
-  async function claim(limit: number): Promise<ClaimedDelivery[]> {
+  async function claim(limit: number, remindersOnly = false): Promise<ClaimedDelivery[]> {
     try {
-      return await claimDue(db, limit, leaseMs);
+      return await claimDue(db, limit, leaseMs, remindersOnly);
     } catch (error) {
       warnDatabase(error, "claim due deliveries");
       if (!stopped) await pause(1_000);
@@ -303,16 +309,25 @@ export function createWebhookSender({ db, options, log, metrics }: WebhookSender
       let asked = 0;
       let got = 0;
       if (Date.now() >= nextClaimAt && room >= 2 * cap && results.length < 8 * cap) {
+        // Asked at each claim: the CPU may have come free (or run short) since the last.
+        const yielding = yieldPolicy?.shouldYield() ?? false;
+        if (yielding !== wasYielding) {
+          wasYielding = yielding;
+          metrics.yielding(yielding);
+          log.debug({ yielding }, yielding ? "webhooks: the CPU is short; only reminders go" : "webhooks: sending all");
+        }
         asked = room;
         const wakesBefore = wakes;
-        const claimed = await claim(room);
+        const claimed = await claim(room, yielding);
         got = claimed.length;
         if (stopped || breaker) {
           await releaseClaims(db, claimed).catch(() => {});
           continue;
         }
         queue.push(...claimed);
-        nextClaimAt = got < asked && wakes === wakesBefore ? Date.now() + options.pollMs : 0;
+        if (got < asked && !yielding) yieldPolicy?.drained();
+        const more = got === asked || wakes !== wakesBefore;
+        nextClaimAt = more ? 0 : Date.now() + (yielding ? Math.min(YIELD_RECHECK_MS, options.pollMs) : options.pollMs);
       }
       while (queue.length > 0 && inFlight < cap) dispatch(queue.shift() as ClaimedDelivery);
       if (asked > 0 && got === asked) continue;

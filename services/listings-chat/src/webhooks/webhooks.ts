@@ -5,10 +5,12 @@
  */
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
+import { watchCpuPressure } from "./cpu-pressure.ts";
 import type { WebhookMetrics } from "./metrics.ts";
 import type { WebhookOptions } from "./options.ts";
 import { adoptSafetyEvents, recordDueReminders, removeDelivered, renewLease } from "./outbox.ts";
 import { createWebhookSender } from "./sender.ts";
+import { createYieldPolicy } from "./yielding.ts";
 
 /** How often the lease is renewed (it is taken 10 minutes ahead, so a few missed renewals change nothing). */
 export const LEASE_RENEW_MS = 30_000;
@@ -27,6 +29,8 @@ export interface WebhooksDeps {
   options: WebhookOptions;
   log: Logger;
   metrics: WebhookMetrics;
+  /** A count that grows with the users' traffic: deliveries yield to it while the CPU is short (yielding.ts). */
+  activity: () => number;
 }
 
 export type Webhooks = Awaited<ReturnType<typeof startWebhooks>>;
@@ -35,9 +39,13 @@ export type Webhooks = Awaited<ReturnType<typeof startWebhooks>>;
  * Takes the lease first (from then on every write records its webhooks), then starts sending. A failure to
  * take the lease fails the start: an instance that would send while writes do not record is worse than none.
  */
-export async function startWebhooks({ db, options, log, metrics }: WebhooksDeps) {
+export async function startWebhooks({ db, options, log, metrics, activity }: WebhooksDeps) {
   await renewLease(db);
-  const sender = createWebhookSender({ db, options, log, metrics });
+  const pressure = options.yieldMaxS > 0 ? watchCpuPressure() : undefined;
+  if (pressure && !pressure.source)
+    log.warn("webhooks: no CPU pressure to read (Linux PSI); deliveries never yield to sends (WEBHOOK_YIELD_MAX_S)");
+  const yieldPolicy = pressure?.source ? createYieldPolicy({ pressure, activity, maxS: options.yieldMaxS }) : undefined;
+  const sender = createWebhookSender({ db, options, log, metrics, yieldPolicy });
   const timers: NodeJS.Timeout[] = [];
   let stopped = false;
   const busy = new Set<Promise<unknown>>();
@@ -102,6 +110,7 @@ export async function startWebhooks({ db, options, log, metrics }: WebhooksDeps)
       stopped = true;
       for (const timer of timers) clearInterval(timer);
       await sender.stop();
+      pressure?.stop();
       await Promise.allSettled([...busy]);
     },
   };
