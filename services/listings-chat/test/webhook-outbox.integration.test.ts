@@ -198,6 +198,34 @@ describe.each(databaseTargets())("webhook outbox on $name", (target) => {
     expect(again.map((c) => c.attempts)).toEqual([1, 1, 1]);
   });
 
+  it("claims the new reminders alone when asked, and gives an untried one back to the head of the queue", async () => {
+    await clear();
+    const older = await record(3, 60);
+    const [reminder, retried] = await query<{ id: string | number }>(sql`
+      insert into webhook_deliveries (type, data, next_attempt_at, attempts)
+      values ('notification.unread', '{}'::jsonb, '-infinity', 0),
+             ('notification.unread', '{}'::jsonb, now() - interval '1 second', 1)
+      returning id`);
+    // Only the one recorded at -infinity: not the older rows, nor a reminder already tried once.
+    const claimed = await claimDue(handle.db, 10, 60_000, true);
+    expect(claimed.map((c) => c.id)).toEqual([Number(reminder!.id)]);
+    expect(await claimDue(handle.db, 10, 60_000, true)).toEqual([]);
+    // Given back untried (a stop, a breaker): at the head again, where the next reminders-only claim finds it.
+    await releaseClaims(handle.db, claimed);
+    const [state] = await query<{ head: boolean; attempts: number }>(sql`
+      select next_attempt_at = '-infinity' as head, attempts from webhook_deliveries where id = ${reminder!.id}`);
+    expect(state).toEqual({ head: true, attempts: 0 });
+    expect((await claimDue(handle.db, 10, 60_000, true)).map((c) => c.id)).toEqual([Number(reminder!.id)]);
+    // A claim of everything takes the rest, the reminder tried before with them.
+    const rest = await claimDue(handle.db, 10, 60_000);
+    expect(rest.map((c) => c.id).sort((a, b) => a - b)).toEqual([...older, Number(retried!.id)]);
+    // Given back, a message's row is due now, not at the head.
+    await releaseClaims(handle.db, rest);
+    const heads = await query<{ n: number }>(sql`
+      select count(*)::int as n from webhook_deliveries where next_attempt_at = '-infinity'`);
+    expect(heads[0]!.n).toBe(0);
+  });
+
   it("removes delivered rows past the window in small batches, nothing else", async () => {
     await clear();
     const ids = await record(25);

@@ -3,8 +3,9 @@
  * the last second in which some runnable task waited for a CPU (`some total=` of `cpu.pressure`, in µs). With
  * the cores to spare it stays near 0; when every core is taken it rises (bench:chat's load on 2 cores: 55–80 %).
  *
- * The container's own cgroup (v2) is read first, then the whole machine's `/proc/pressure/cpu`. Where neither
- * can be read (not Linux, or a kernel without PSI) the share is unknown, and nothing waits on it.
+ * The container's own cgroup (v2) is read first, then the whole machine's `/proc/pressure/cpu` (where the
+ * container's is not to be seen, its neighbours' load counts too). Where neither can be read (not Linux, or a
+ * kernel without PSI) the share is unknown, and nothing waits on it.
  */
 import { readFileSync } from "node:fs";
 
@@ -36,7 +37,11 @@ export function defaultPressureFiles(): string[] {
   const files: string[] = [];
   try {
     const cgroup = /^0::(\/.*)$/m.exec(readFileSync("/proc/self/cgroup", "utf8"))?.[1];
-    if (cgroup !== undefined) files.push(`/sys/fs/cgroup${cgroup === "/" ? "" : cgroup}/cpu.pressure`);
+    if (cgroup !== undefined) {
+      const path = cgroup === "/" ? "" : cgroup;
+      // cgroup v2 alone (/sys/fs/cgroup), or beside v1 (hybrid: v2 at /sys/fs/cgroup/unified).
+      files.push(`/sys/fs/cgroup${path}/cpu.pressure`, `/sys/fs/cgroup/unified${path}/cpu.pressure`);
+    }
   } catch {
     // Not Linux, or no cgroup v2.
   }

@@ -124,11 +124,16 @@ export async function settleAttempts(db: Database, results: AttemptResult[], max
   return died;
 }
 
-/** Claimed deliveries never attempted (the instance stops, or its receiver is failing): due again now. */
+/**
+ * Claimed deliveries never attempted (the instance stops, or its receiver is failing): due again now, and a
+ * reminder never tried back at the head of the queue (`-infinity`), where a sender that yields still finds it.
+ */
 export async function releaseClaims(db: Database, claims: Array<{ id: number; attempts: number }>): Promise<void> {
   if (claims.length === 0) return;
   await db.execute(sql`
-    update webhook_deliveries d set next_attempt_at = now(), attempts = d.attempts - 1
+    update webhook_deliveries d
+    set next_attempt_at = case when d.type = 'notification.unread' and d.attempts = 1 then '-infinity' else now() end,
+      attempts = d.attempts - 1
     from unnest(${sql.param(claims.map((c) => c.id))}::bigint[],
                 ${sql.param(claims.map((c) => c.attempts))}::integer[]) as c(id, attempts)
     where d.id = c.id and d.attempts = c.attempts and d.delivered_at is null and d.dead_at is null`);

@@ -269,26 +269,36 @@ export function createWebhookSender({ db, options, log, metrics, yieldPolicy }: 
     });
   }
 
-  async function claim(limit: number, remindersOnly = false): Promise<ClaimedDelivery[]> {
+  /** Due rows claimed; undefined when the database failed (not "nothing due": the queue may be long). */
+  async function claim(limit: number, remindersOnly = false): Promise<ClaimedDelivery[] | undefined> {
     try {
       return await claimDue(db, limit, leaseMs, remindersOnly);
     } catch (error) {
       warnDatabase(error, "claim due deliveries");
       if (!stopped) await pause(1_000);
-      return [];
+      return undefined;
     }
+  }
+
+  function reportYielding(yielding: boolean) {
+    if (yielding === wasYielding) return;
+    wasYielding = yielding;
+    metrics.yielding(yielding);
+    log.debug({ yielding }, yielding ? "webhooks: the CPU is short; only reminders go" : "webhooks: sending all");
   }
 
   async function run() {
     const cap = options.concurrency;
     while (!stopped) {
       if (breaker) {
+        // Probing is not yielding: the receiver, not the CPU, holds the deliveries back.
+        reportYielding(false);
         const wait = breaker.probeAt - Date.now();
         if (wait > 0 || inFlight > 0) {
           await pause(Math.max(wait, 0) || options.pollMs);
           continue;
         }
-        const [probe] = await claim(1);
+        const [probe] = (await claim(1)) ?? [];
         if (stopped) {
           if (probe) await releaseClaims(db, [probe]).catch(() => {});
           break;
@@ -308,29 +318,29 @@ export function createWebhookSender({ db, options, log, metrics, yieldPolicy }: 
       const room = CLAIM_AHEAD * cap - inFlight - queue.length;
       let asked = 0;
       let got = 0;
+      let woken = false;
       if (Date.now() >= nextClaimAt && room >= 2 * cap && results.length < 8 * cap) {
         // Asked at each claim: the CPU may have come free (or run short) since the last.
         const yielding = yieldPolicy?.shouldYield() ?? false;
-        if (yielding !== wasYielding) {
-          wasYielding = yielding;
-          metrics.yielding(yielding);
-          log.debug({ yielding }, yielding ? "webhooks: the CPU is short; only reminders go" : "webhooks: sending all");
-        }
+        reportYielding(yielding);
         asked = room;
         const wakesBefore = wakes;
         const claimed = await claim(room, yielding);
-        got = claimed.length;
+        got = claimed?.length ?? 0;
         if (stopped || breaker) {
-          await releaseClaims(db, claimed).catch(() => {});
+          await releaseClaims(db, claimed ?? []).catch(() => {});
           continue;
         }
-        queue.push(...claimed);
-        if (got < asked && !yielding) yieldPolicy?.drained();
-        const more = got === asked || wakes !== wakesBefore;
+        queue.push(...(claimed ?? []));
+        // Dry only if the claim answered, and for every row, not the reminders alone.
+        if (claimed && got < asked && !yielding) yieldPolicy?.drained();
+        woken = wakes !== wakesBefore;
+        const more = got === asked || woken;
         nextClaimAt = more ? 0 : Date.now() + (yielding ? Math.min(YIELD_RECHECK_MS, options.pollMs) : options.pollMs);
       }
       while (queue.length > 0 && inFlight < cap) dispatch(queue.shift() as ClaimedDelivery);
-      if (asked > 0 && got === asked) continue;
+      // More may be due, or wake() came during the claim (its nudge found no wait to end): claim again at once.
+      if (asked > 0 && (got === asked || woken)) continue;
       // Nothing more due (or no room): until a slot frees, a result comes, wake(), or the next poll.
       await pause(Math.max(nextClaimAt - Date.now(), 0) || options.pollMs);
     }

@@ -44,6 +44,8 @@ export async function startWebhooks({ db, options, log, metrics, activity }: Web
   const pressure = options.yieldMaxS > 0 ? watchCpuPressure() : undefined;
   if (pressure && !pressure.source)
     log.warn("webhooks: no CPU pressure to read (Linux PSI); deliveries never yield to sends (WEBHOOK_YIELD_MAX_S)");
+  else if (pressure)
+    log.info({ source: pressure.source }, "webhooks: deliveries yield to users while the CPU is short");
   const yieldPolicy = pressure?.source ? createYieldPolicy({ pressure, activity, maxS: options.yieldMaxS }) : undefined;
   const sender = createWebhookSender({ db, options, log, metrics, yieldPolicy });
   const timers: NodeJS.Timeout[] = [];
