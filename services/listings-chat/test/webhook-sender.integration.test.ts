@@ -235,6 +235,29 @@ describe.each(databaseTargets())("webhook sender on $name", (target) => {
       await sender.stop();
     }
   });
+
+  /** An unread reminder as lc_notify_unread records it: due at `-infinity`, the head of the queue. */
+  async function recordReminder(): Promise<string> {
+    const [row] = await query<{ id: string | number }>(sql`
+      insert into webhook_deliveries (type, data, next_attempt_at)
+      values ('notification.unread', '{}'::jsonb, '-infinity') returning id`);
+    return `msg_${row!.id}`;
+  }
+
+  /** A sender whose CPU pressure is `share()` while users keep coming (every look finds new traffic). */
+  function yieldingSender(share: () => number, maxS: number) {
+    let traffic = 0;
+    const yieldPolicy = createYieldPolicy({ pressure: { stalledShare: share }, activity: () => traffic++, maxS });
+    const sender = createWebhookSender({
+      db: handle.db,
+      options: options(),
+      log,
+      metrics: counting().metrics,
+      yieldPolicy,
+    });
+    return { sender, yieldPolicy };
+  }
+
   it("while the CPU is short sends the new reminders only, and the rest once it is not", async () => {
     await handle.db.execute(sql`delete from webhook_deliveries`);
     const received: string[] = [];
@@ -243,37 +266,20 @@ describe.each(databaseTargets())("webhook sender on $name", (target) => {
       res.writeHead(204).end();
     };
     const pressure = { share: 0.9 };
-    // Users keep coming (every look finds new traffic).
-    let traffic = 0;
-    const yieldPolicy = createYieldPolicy({
-      pressure: { stalledShare: () => pressure.share },
-      activity: () => traffic++,
-      maxS: 3_600,
-    });
+    const { sender, yieldPolicy } = yieldingSender(() => pressure.share, 3_600);
     const ids = await record(40);
-    const [reminder] = await query<{ id: string | number }>(sql`
-      insert into webhook_deliveries (type, data, next_attempt_at)
-      values ('notification.unread', '{}'::jsonb, '-infinity') returning id`);
-    const sender = createWebhookSender({
-      db: handle.db,
-      options: options(),
-      log,
-      metrics: counting().metrics,
-      yieldPolicy,
-    });
+    const reminder = await recordReminder();
     sender.start();
     try {
-      await until("the reminder", async () => received.includes(`msg_${reminder!.id}`));
+      await until("the reminder", async () => received.includes(reminder));
       // Several polls (50 ms) and rechecks (250 ms) later, still only the reminder.
       await new Promise((resolve) => setTimeout(resolve, 800));
-      expect(received).toEqual([`msg_${reminder!.id}`]);
+      expect(received).toEqual([reminder]);
       expect(yieldPolicy.isYielding()).toBe(true);
       // Another reminder recorded meanwhile goes too.
-      const [second] = await query<{ id: string | number }>(sql`
-        insert into webhook_deliveries (type, data, next_attempt_at)
-        values ('notification.unread', '{}'::jsonb, '-infinity') returning id`);
+      const second = await recordReminder();
       sender.wake();
-      await until("the second reminder", async () => received.includes(`msg_${second!.id}`));
+      await until("the second reminder", async () => received.includes(second));
       expect(received).toHaveLength(2);
       pressure.share = 0.1;
       await until("the 40 held back", async () => ids.every((id) => received.includes(`msg_${id}`)));
@@ -291,17 +297,9 @@ describe.each(databaseTargets())("webhook sender on $name", (target) => {
       received.add(String(req.headers["webhook-id"]));
       res.writeHead(204).end();
     };
-    let traffic = 0;
-    const yieldPolicy = createYieldPolicy({ pressure: { stalledShare: () => 1 }, activity: () => traffic++, maxS: 1 });
     const ids = await record(30);
     const started = Date.now();
-    const sender = createWebhookSender({
-      db: handle.db,
-      options: options(),
-      log,
-      metrics: counting().metrics,
-      yieldPolicy,
-    });
+    const { sender } = yieldingSender(() => 1, 1);
     sender.start();
     try {
       await until("every delivery", async () => ids.every((id) => received.has(`msg_${id}`)));
