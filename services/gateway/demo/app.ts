@@ -119,8 +119,10 @@ interface DemoDebug {
   anomalies: string[];
   /** Every mode change, with the time it happened. */
   modes: { to: ChatClientMode; at: number }[];
+  /** New access tokens the client asked for (refused or expiring). */
+  tokenRefreshes: number;
 }
-const debug: DemoDebug = { events: [], anomalies: [], modes: [] };
+const debug: DemoDebug = { events: [], anomalies: [], modes: [], tokenRefreshes: 0 };
 (window as unknown as { chatDemo: DemoDebug }).chatDemo = debug;
 
 function record(event: ChatEvent) {
@@ -157,7 +159,6 @@ interface OpenChatView {
 
 interface Session {
   userId: number;
-  token: string;
   client: ChatClient;
   chats: Map<number, ChatSummary>;
   /** The other participant's read marker per chat: stored (chat list), then moved on by `message_read` events. */
@@ -1219,16 +1220,26 @@ function renderBanners(s: Session) {
   document.body.dataset.suspended = String(s.suspended);
 }
 
-function startSession(userId: number, token: string) {
+function startSession(userId: number, firstToken: string) {
+  // As a monolith's page would: the token it holds, and a new one when the client asks (refused, or expiring:
+  // DEV_TOKEN_TTL_S=5 shows it). Kept for a reload of this tab.
+  let token = firstToken;
+  const getAccessToken = async ({ refresh }: { refresh: boolean }) => {
+    if (refresh) {
+      token = await devToken(userId);
+      debug.tokenRefreshes += 1;
+      sessionStorage.setItem(SESSION_KEY, JSON.stringify({ userId, token }));
+    }
+    return token;
+  };
   const client = new ChatClient({
     baseUrl: "",
-    getAccessToken: () => token,
+    getAccessToken,
     sendMaxAgeMs: sendMaxAgeFromQuery(),
     userId,
   });
   const s: Session = {
     userId,
-    token,
     client,
     chats: new Map(),
     theirReadUpTo: new Map(),

@@ -85,6 +85,8 @@ const schema = z.object({
   // Below run-service's hard exit at 9.5 s, so that SIGTERM still ends in exit 0 within 10 s.
   SHUTDOWN_DRAIN_MS: wholeNumber(0, 9_000).default(8_000),
   DEV_AUTH: z.enum(["0", "1"]).default("0"),
+  // How long a dev token lives (DEV_AUTH=1): short ones show a page's token refresh at work.
+  DEV_TOKEN_TTL_S: wholeNumber(1, 43_200).default(43_200),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   // OpenTelemetry's own variable names: tracing is off without an endpoint (shared/src/node/tracing.ts).
   OTEL_EXPORTER_OTLP_ENDPOINT: urlWithProtocol(["http:", "https:"]).optional(),
@@ -133,6 +135,8 @@ export interface GatewayConfig {
   maxRequestsPerUser: number;
   shutdownDrainMs: number;
   devAuth: boolean;
+  /** DEV_TOKEN_TTL_S: the lifetime of a dev token (never longer than JWT_MAX_AGE_SECONDS). */
+  devTokenTtlSeconds: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
   /** OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_SERVICE_NAME; tracing is off without an endpoint. */
   tracing?: TracingOptions;
@@ -224,6 +228,7 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     maxRequestsPerUser: v.MAX_REQUESTS_PER_USER,
     shutdownDrainMs: v.SHUTDOWN_DRAIN_MS,
     devAuth: v.DEV_AUTH === "1",
+    devTokenTtlSeconds: v.DEV_TOKEN_TTL_S,
     logLevel: v.LOG_LEVEL,
     tracing: { endpoint: v.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: v.OTEL_SERVICE_NAME },
     warnings,

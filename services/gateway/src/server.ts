@@ -121,7 +121,7 @@ export async function startGateway(
             issuer,
             audience,
             // Never longer than the gateway accepts a token for.
-            ttlSeconds: Math.min(12 * 3600, config.accessTokens.maxAgeSeconds),
+            ttlSeconds: Math.min(config.devTokenTtlSeconds, config.accessTokens.maxAgeSeconds),
           })
         : undefined,
     metrics: createGatewayMetrics(registry, ws.counters, ws.openPipes, () => upstreams.all, supervisor),

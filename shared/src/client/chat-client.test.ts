@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { ChatEvent, Message } from "../protocol.ts";
+import { AccessTokenRefusedError } from "./access-token.ts";
 import { ChatClient, POLLING_WARNING } from "./chat-client.ts";
 import { ChatApiError, parseRetryAfter } from "./rest.ts";
 import { FAKE_BASE_URL, FakeChatServer } from "./testing/fake-server.ts";
@@ -29,9 +30,10 @@ afterEach(() => {
 const settle = () => vi.advanceTimersByTimeAsync(0);
 const advance = (ms: number) => vi.advanceTimersByTimeAsync(ms);
 
-function harness(options: Partial<ChatClientOptions> = {}) {
+function harness(given: Partial<ChatClientOptions> | ((server: FakeChatServer) => Partial<ChatClientOptions>) = {}) {
   const server = new FakeChatServer();
   const chat = server.addChat(ME, OTHER); // event 1: chat_created
+  const options = typeof given === "function" ? given(server) : given;
   const client = new ChatClient({
     baseUrl: FAKE_BASE_URL,
     getAccessToken: () => server.accessToken(ME),
@@ -573,14 +575,114 @@ describe("401: signed out", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
-  it("stops when a poll is answered 401", async () => {
-    const h = harness({ getAccessToken: () => "expired" });
+  it("stops when a poll is answered 401 again with the token the provider gives on refresh", async () => {
+    const asked: boolean[] = [];
+    const h = harness({
+      getAccessToken: ({ refresh }) => {
+        asked.push(refresh);
+        return "expired";
+      },
+    });
     h.client.start();
     await settle();
     expect(h.client.mode).toBe("offline");
     expect(h.seen.fatal).toHaveLength(1);
+    // Asked, refused, asked to refresh, refused again: then no more.
+    expect(asked).toEqual([false, true]);
     await advance(10 * 60_000);
-    expect(h.server.requests).toHaveLength(1);
+    expect(h.server.requests).toHaveLength(2);
+  });
+});
+
+describe("access tokens that expire", () => {
+  /** A provider as a monolith's page has one: a token it keeps, a new one (of `lifetimeS`) when asked to refresh. */
+  function refreshingProvider(server: FakeChatServer, lifetimeS: number) {
+    const provider = {
+      token: server.expiringAccessToken(ME, lifetimeS),
+      refreshes: 0,
+      get: ({ refresh }: { refresh: boolean }) => {
+        if (refresh) {
+          provider.refreshes += 1;
+          provider.token = server.expiringAccessToken(ME, lifetimeS);
+        }
+        return provider.token;
+      },
+    };
+    return provider;
+  }
+
+  it("keeps polling and sending through many 5-second tokens, refreshing each before it expires", async () => {
+    let provider!: ReturnType<typeof refreshingProvider>;
+    const h = harness((server) => {
+      provider = refreshingProvider(server, 5);
+      return { getAccessToken: provider.get };
+    });
+    const { client } = h;
+    const fatal = h.seen.fatal;
+    await startPolling(h);
+    for (let i = 0; i < 12; i += 1) {
+      const sent = watch(client.send(h.chat.id, `through token ${i}`));
+      await advance(5_000);
+      expect(sent.value?.content).toBe(`through token ${i}`);
+    }
+    expect(fatal).toEqual([]);
+    expect(client.mode).toBe("polling");
+    // A minute of 5-second tokens: refreshed ahead (a quarter of their life before exp), so none was refused.
+    expect(provider.refreshes).toBeGreaterThanOrEqual(12);
+    expect(h.server.requests.filter((r) => r.status === 401)).toEqual([]);
+  });
+
+  it("refreshes on a 401, sends the refused request again, and the next ones with the new token", async () => {
+    let provider!: ReturnType<typeof refreshingProvider>;
+    const h = harness((server) => {
+      provider = refreshingProvider(server, 3_600);
+      return { getAccessToken: provider.get };
+    });
+    const { client } = h;
+    await startPolling(h); // Sends go over REST.
+    // The gateway refuses the token from now on (revoked, or the clocks disagree): 401 until a new one is used.
+    h.server.refuseToken(provider.token);
+    const sends = [1, 2, 3].map((i) => watch(client.send(h.chat.id, `after the refusal ${i}`)));
+    await settle();
+    expect(sends.map((s) => s.error)).toEqual([undefined, undefined, undefined]);
+    expect(sends.every((s) => s.done)).toBe(true);
+    expect(provider.refreshes).toBe(1);
+    const posts = h.server.requests.filter((r) => r.path === `/api/v1/chats/${h.chat.id}/messages`);
+    // The first refused, then stored with the new token; the others (sends go one at a time) with it at once.
+    expect(posts.map((r) => r.status)).toEqual([401, 201, 201, 201]);
+    expect(h.seen.fatal).toEqual([]);
+  });
+
+  it("stops with fatal when the provider gives up (AccessTokenRefusedError), and goes on when it only fails", async () => {
+    let mode: "works" | "fails" | "gives-up" = "works";
+    const h = harness((server) => {
+      const provider = refreshingProvider(server, 5);
+      return {
+        getAccessToken: (context) => {
+          if (context.refresh && mode === "fails") throw new TypeError("Failed to fetch");
+          if (context.refresh && mode === "gives-up") throw new AccessTokenRefusedError("signed out");
+          return provider.get(context);
+        },
+      };
+    });
+    const { client } = h;
+    const fatal = h.seen.fatal;
+    await startPolling(h);
+    // The provider's network fails for a while: polls fail like the network's, nothing stops.
+    mode = "fails";
+    await advance(20_000);
+    expect(fatal).toEqual([]);
+    expect(client.mode).toBe("polling");
+    mode = "works";
+    const sent = watch(client.send(h.chat.id, "after the provider came back"));
+    await advance(10_000);
+    expect(sent.error).toBeUndefined();
+    expect(sent.value?.content).toBe("after the provider came back");
+    // Signed out: the next refresh gives up, and the client stops.
+    mode = "gives-up";
+    await advance(20_000);
+    expect(fatal).toEqual([{ code: "access_token_refused", message: "signed out" }]);
+    expect(client.mode).toBe("offline");
   });
 });
 

@@ -1,4 +1,5 @@
 import type { Chat, ChatEvent, ChatSummary, Message, ReportReason } from "../protocol.ts";
+import { type AccessTokenProvider, AccessTokenRefusedError, AccessTokens } from "./access-token.ts";
 
 /** What `report` names: exactly one message, chat or user, with a reason and an optional note (CONTRACT §10). */
 export type ReportRequest = { reason: ReportReason; note?: string } & (
@@ -26,6 +27,20 @@ export class ChatApiError extends Error {
   }
 }
 
+/**
+ * A token from the provider. It gives up (`AccessTokenRefusedError`): a 401 of its own, the client stops; it
+ * fails otherwise: as the network failing, tried again later.
+ */
+async function tokenFrom(ask: () => Promise<string>): Promise<string> {
+  try {
+    return await ask();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (error instanceof AccessTokenRefusedError) throw new ChatApiError(401, "access_token_refused", message);
+    throw new ChatApiError(0, "access_token_unavailable", `getAccessToken failed: ${message}`);
+  }
+}
+
 /** The longest Retry-After the client waits for: past it, its own retry rules take over. */
 const RETRY_AFTER_MAX_MS = 60_000;
 
@@ -43,19 +58,32 @@ export function parseRetryAfter(header: string | null): number | undefined {
   return Math.min(Math.max(0, ms), RETRY_AFTER_MAX_MS);
 }
 
-/** The chat REST API of the gateway (CONTRACT §4), with the access token on every call. */
+/**
+ * The chat REST API of the gateway (CONTRACT §4), with the access token on every call. A 401 asks the provider
+ * for a new token and sends the request once more (the gateway refused it before doing anything); a second 401
+ * goes to the caller.
+ */
 export class ChatApi {
   private readonly baseUrl: string;
-  private readonly getAccessToken: () => string | Promise<string>;
+  private readonly tokens: AccessTokens;
   private readonly fetchImpl: typeof fetch;
-  constructor(baseUrl: string, getAccessToken: () => string | Promise<string>, fetchImpl: typeof fetch) {
+  constructor(baseUrl: string, getAccessToken: AccessTokenProvider, fetchImpl: typeof fetch, now?: () => number) {
     this.baseUrl = baseUrl;
-    this.getAccessToken = getAccessToken;
+    this.tokens = new AccessTokens(getAccessToken, now);
     this.fetchImpl = fetchImpl;
   }
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const token = await this.getAccessToken();
+    const token = await tokenFrom(() => this.tokens.current());
+    try {
+      return await this.send<T>(method, path, body, token);
+    } catch (error) {
+      if (!(error instanceof ChatApiError) || error.status !== 401) throw error;
+      return this.send<T>(method, path, body, await tokenFrom(() => this.tokens.refresh(token)));
+    }
+  }
+
+  private async send<T>(method: string, path: string, body: unknown, token: string): Promise<T> {
     let res: Response;
     try {
       res = await this.fetchImpl(`${this.baseUrl}${path}`, {

@@ -1,4 +1,5 @@
 import type { Chat, ChatEvent, Message } from "../protocol.ts";
+import type { AccessTokenProvider } from "./access-token.ts";
 
 /** Where the client stands: what the page shows as its connection state. */
 export type ChatClientMode = "connecting" | "live" | "polling" | "offline";
@@ -24,8 +25,13 @@ export interface Timers {
 export interface ChatClientOptions {
   /** The gateway's origin, e.g. "https://chat.example.com"; "" for the page's own origin. */
   baseUrl: string;
-  /** The monolith's access token; called again whenever a new one may be needed. */
-  getAccessToken: () => string | Promise<string>;
+  /**
+   * The monolith's access token, asked for each request (answer the one you hold). With `{ refresh: true }` the
+   * last one was refused (401) or expires within a quarter of its life (30 s at most): fetch a new one. Throw
+   * `AccessTokenRefusedError` when none can be had (signed out): the client stops with `fatal`; any other error
+   * is retried like the network's.
+   */
+  getAccessToken: AccessTokenProvider;
   /** Where to start: the last event id the page already has (events after it are delivered). */
   lastEventId?: number;
   /** Injectable for tests and Node; the browser's globals by default. */

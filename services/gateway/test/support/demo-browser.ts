@@ -54,6 +54,7 @@ export interface DemoDebug {
   events: { event_id: number; type: string; chat_id?: number; message_id?: number }[];
   anomalies: string[];
   modes: { to: string; at: number }[];
+  tokenRefreshes: number;
 }
 
 export interface UserPage {
@@ -99,12 +100,14 @@ export async function openUserPage(
   baseUrl: string,
   userId: number,
   query = "",
-  options: { locale?: string } = {},
+  options: { locale?: string; beforeOpen?: (context: BrowserContext) => Promise<void> } = {},
 ): Promise<UserPage> {
   const context = await browser.newContext({
     viewport: { width: 1100, height: 720 },
     ...(options.locale ? { locale: options.locale } : {}),
   });
+  // Routes (a WebSocket the test controls, say) in place before the page makes its first request.
+  await options.beforeOpen?.(context);
   const page = await context.newPage();
   const user: UserPage = { userId, context, page, pageErrors: [], dialogs: [], consoleErrors: [], requestedPaths: [] };
   page.on("request", (request) => user.requestedPaths.push(new URL(request.url()).pathname));

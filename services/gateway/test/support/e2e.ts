@@ -213,6 +213,7 @@ export async function startE2EGateway(options: E2EGatewayOptions): Promise<E2EGa
     maxRequestsPerUser: 16,
     shutdownDrainMs: 500,
     devAuth: true,
+    devTokenTtlSeconds: 43_200,
     logLevel: "silent",
     warnings: [],
     ...options.config,

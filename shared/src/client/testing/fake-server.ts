@@ -123,6 +123,34 @@ export class FakeChatServer {
     return `access-${userId}`;
   }
 
+  /**
+   * A JWT-shaped access token of a user (not signed: the fake trusts it) that the fake refuses with 401 from
+   * `exp` on, by `Date.now()`; `iat` is now. `exp` in whole seconds, as a monolith's.
+   */
+  expiringAccessToken(userId: number, lifetimeS: number): string {
+    const iat = Math.floor(Date.now() / 1000);
+    const encode = (value: object) =>
+      btoa(JSON.stringify(value)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+    return `${encode({ alg: "none" })}.${encode({ sub: String(userId), iat, exp: iat + lifetimeS })}.fake`;
+  }
+
+  /** Access tokens answered 401 whatever they say (revoked by the monolith, say). */
+  private readonly refusedTokens = new Set<string>();
+  refuseToken(token: string): void {
+    this.refusedTokens.add(token);
+  }
+
+  /** The user of an `Authorization` header: `access-N`, or an expiring token before its `exp`. */
+  private userOf(auth: string): number | undefined {
+    if (this.refusedTokens.has(auth.replace(/^Bearer /, ""))) return undefined;
+    const plain = /^Bearer access-(\d+)$/.exec(auth);
+    if (plain) return Number(plain[1]);
+    const payload = /^Bearer [\w-]+\.([\w-]+)\.fake$/.exec(auth)?.[1];
+    if (!payload) return undefined;
+    const claims = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/"))) as { sub: string; exp: number };
+    return claims.exp * 1000 > Date.now() ? Number(claims.sub) : undefined;
+  }
+
   /** A chat between two users; appends `chat_created` to both logs (each with its own `peer`). */
   addChat(buyerId: number, sellerId: number, listingId = 1, listing: ChatListing | null = null): Chat {
     const at = new Date().toISOString();
@@ -256,8 +284,7 @@ export class FakeChatServer {
     const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
     const method = (init?.method ?? "GET").toUpperCase();
     const auth = new Headers(init?.headers).get("authorization") ?? "";
-    const match = /^Bearer access-(\d+)$/.exec(auth);
-    const userId = match ? Number(match[1]) : undefined;
+    const userId = this.userOf(auth);
     let body: unknown;
     try {
       body = typeof init?.body === "string" ? JSON.parse(init.body) : undefined;
