@@ -9,6 +9,7 @@ import { createDemoPageRoutes } from "./dev/demo-page.ts";
 import { devTokenBody } from "./dev/dev-token.ts";
 import { createDocsRoutes } from "./docs/openapi.ts";
 import { GatewayErrorCode } from "./error-codes.ts";
+import { createCors } from "./http/cors.ts";
 import type { MetricsSource } from "./metrics.ts";
 import { WS_PATH } from "./proxy/ws-upgrade.ts";
 
@@ -35,6 +36,8 @@ export interface GatewayAppParts {
   readyTimeoutMs?: number;
   /** True once SIGTERM arrived: `/ready` answers 503 so that balancers stop sending traffic. */
   isShuttingDown?: () => boolean;
+  /** CORS_ORIGINS: pages on these origins may call `/api/…` (http/cors.ts). */
+  corsOrigins?: readonly string[];
 }
 
 type GatewayEnv = { Variables: { userId: number } };
@@ -109,6 +112,10 @@ export function createGatewayApp(parts: GatewayAppParts) {
     c.header("X-Content-Type-Options", "nosniff");
     c.header("Cache-Control", "no-store");
   });
+
+  // Pages on the listed origins (CORS_ORIGINS): answered before authentication, which preflights do not carry.
+  const crossOrigin = createCors(parts.corsOrigins ?? []);
+  if (crossOrigin) app.use("/api/*", crossOrigin);
 
   // Ops endpoints live on the chat port only; the public entry never exposes them.
   app.use(async (c, next) => {

@@ -12,6 +12,7 @@ import {
 } from "@listings-chat/shared/node";
 import { z } from "zod";
 import { parsePublicKey } from "./auth/public-key.ts";
+import { normalizeOrigin } from "./http/cors.ts";
 import { parseUpstreamSource } from "./proxy/upstream-discovery.ts";
 
 /**
@@ -84,6 +85,28 @@ const schema = z.object({
   MAX_REQUESTS_PER_USER: wholeNumber(1, 1000).default(16),
   // Below run-service's hard exit at 9.5 s, so that SIGTERM still ends in exit 0 within 10 s.
   SHUTDOWN_DRAIN_MS: wholeNumber(0, 9_000).default(8_000),
+  // Origins of pages on other sites that may call the API (http/commas, e.g. https://www.example.com).
+  CORS_ORIGINS: z
+    .string()
+    .default("")
+    .transform((value, ctx) => {
+      const origins: string[] = [];
+      for (const entry of value
+        .split(",")
+        .map((e) => e.trim())
+        .filter(Boolean)) {
+        const origin = normalizeOrigin(entry);
+        if (!origin) {
+          ctx.addIssue({
+            code: "custom",
+            message: `"${entry}" is not an origin: write scheme://host[:port], no path, no wildcard`,
+          });
+          return z.NEVER;
+        }
+        origins.push(origin);
+      }
+      return origins;
+    }),
   DEV_AUTH: z.enum(["0", "1"]).default("0"),
   // How long a dev token lives (DEV_AUTH=1): short ones show a page's token refresh at work.
   DEV_TOKEN_TTL_S: wholeNumber(1, 43_200).default(43_200),
@@ -135,6 +158,8 @@ export interface GatewayConfig {
   maxRequestsPerUser: number;
   shutdownDrainMs: number;
   devAuth: boolean;
+  /** CORS_ORIGINS: origins of pages on other sites allowed to call the API (http/cors.ts); none by default. */
+  corsOrigins: string[];
   /** DEV_TOKEN_TTL_S: the lifetime of a dev token (never longer than JWT_MAX_AGE_SECONDS). */
   devTokenTtlSeconds: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
@@ -228,6 +253,7 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     maxRequestsPerUser: v.MAX_REQUESTS_PER_USER,
     shutdownDrainMs: v.SHUTDOWN_DRAIN_MS,
     devAuth: v.DEV_AUTH === "1",
+    corsOrigins: v.CORS_ORIGINS,
     devTokenTtlSeconds: v.DEV_TOKEN_TTL_S,
     logLevel: v.LOG_LEVEL,
     tracing: { endpoint: v.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: v.OTEL_SERVICE_NAME },

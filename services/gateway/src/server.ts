@@ -114,6 +114,7 @@ export async function startGateway(
     verifyAccessToken: createAccessTokenVerifier(config.accessTokens),
     wsTokens,
     forward: rest.handle,
+    corsOrigins: config.corsOrigins,
     signDevToken:
       config.devAuth && key.kind === "secret"
         ? createDevTokenSigner({

@@ -214,6 +214,7 @@ export async function startE2EGateway(options: E2EGatewayOptions): Promise<E2EGa
     shutdownDrainMs: 500,
     devAuth: true,
     devTokenTtlSeconds: 43_200,
+    corsOrigins: [],
     logLevel: "silent",
     warnings: [],
     ...options.config,
