@@ -611,12 +611,18 @@ describe("access tokens that expire", () => {
     return provider;
   }
 
-  it("keeps polling and sending through many 5-second tokens, refreshing each before it expires", async () => {
+  /** A client whose page holds tokens of `lifetimeS` and fetches a new one when asked (`refreshingProvider`). */
+  function harnessWithTokens(lifetimeS: number) {
     let provider!: ReturnType<typeof refreshingProvider>;
     const h = harness((server) => {
-      provider = refreshingProvider(server, 5);
+      provider = refreshingProvider(server, lifetimeS);
       return { getAccessToken: provider.get };
     });
+    return { h, provider };
+  }
+
+  it("keeps polling and sending through many 5-second tokens, refreshing each before it expires", async () => {
+    const { h, provider } = harnessWithTokens(5);
     const { client } = h;
     const fatal = h.seen.fatal;
     await startPolling(h);
@@ -633,11 +639,7 @@ describe("access tokens that expire", () => {
   });
 
   it("refreshes on a 401, sends the refused request again, and the next ones with the new token", async () => {
-    let provider!: ReturnType<typeof refreshingProvider>;
-    const h = harness((server) => {
-      provider = refreshingProvider(server, 3_600);
-      return { getAccessToken: provider.get };
-    });
+    const { h, provider } = harnessWithTokens(3_600);
     const { client } = h;
     await startPolling(h); // Sends go over REST.
     // The gateway refuses the token from now on (revoked, or the clocks disagree): 401 until a new one is used.

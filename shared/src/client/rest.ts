@@ -67,9 +67,9 @@ export class ChatApi {
   private readonly baseUrl: string;
   private readonly tokens: AccessTokens;
   private readonly fetchImpl: typeof fetch;
-  constructor(baseUrl: string, getAccessToken: AccessTokenProvider, fetchImpl: typeof fetch, now?: () => number) {
+  constructor(baseUrl: string, getAccessToken: AccessTokenProvider, fetchImpl: typeof fetch) {
     this.baseUrl = baseUrl;
-    this.tokens = new AccessTokens(getAccessToken, now);
+    this.tokens = new AccessTokens(getAccessToken);
     this.fetchImpl = fetchImpl;
   }
 

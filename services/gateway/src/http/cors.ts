@@ -31,7 +31,7 @@ export function normalizeOrigin(value: string): string | undefined {
     return undefined;
   }
   // One origin each: no wildcard (a browser never sends one, and "*" with credentials is refused by browsers).
-  if (!/^https?:\/\/[^/*]+\/?$/i.test(value.trim())) return undefined;
+  if (url.hostname.includes("*")) return undefined;
   return url.origin;
 }
 
