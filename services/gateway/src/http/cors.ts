@@ -47,7 +47,7 @@ export function createCors(origins: readonly string[]): MiddlewareHandler | unde
     credentials: true,
     maxAge: PREFLIGHT_MAX_AGE_S,
   });
-  return async (c, next) => {
+  return async function corsForListedOrigins(c, next) {
     c.header("Vary", "Origin", { append: true });
     const origin = c.req.header("origin");
     if (origin !== undefined && listed.has(origin)) return allow(c, next);

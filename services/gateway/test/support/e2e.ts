@@ -14,7 +14,7 @@ import type { DatabaseOptions } from "../../../listings-chat/src/db/client.ts";
 import type { ChatConfig } from "../../../listings-chat/src/env.ts";
 import { type ChatServer, type ChatServerOverrides, startChatServer } from "../../../listings-chat/src/server.ts";
 import { WS_TOKEN_AUDIENCE, WS_TOKEN_ISSUER, WS_TOKEN_USE } from "../../src/auth/ws-token.ts";
-import type { GatewayConfig } from "../../src/env.ts";
+import { type GatewayConfig, loadGatewayConfig } from "../../src/env.ts";
 import { type Gateway, startGateway } from "../../src/server.ts";
 
 const testLog = () => pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -195,6 +195,9 @@ export interface E2EGatewayOptions {
   config?: Partial<GatewayConfig>;
 }
 
+/** The gateway's configuration from an environment that sets nothing: its defaults. */
+const gatewayDefaults = loadGatewayConfig({ NODE_ENV: "development" });
+
 /** A real gateway on 127.0.0.1, port 0, configured directly (no environment). */
 export async function startE2EGateway(options: E2EGatewayOptions): Promise<E2EGateway> {
   const jwtSecret = randomSecret();
@@ -213,8 +216,9 @@ export async function startE2EGateway(options: E2EGatewayOptions): Promise<E2EGa
     maxRequestsPerUser: 16,
     shutdownDrainMs: 500,
     devAuth: true,
-    devTokenTtlSeconds: 43_200,
-    corsOrigins: [],
+    // Their defaults as the gateway reads them (they live once, in env.ts).
+    devTokenTtlSeconds: gatewayDefaults.devTokenTtlSeconds,
+    corsOrigins: gatewayDefaults.corsOrigins,
     logLevel: "silent",
     warnings: [],
     ...options.config,
