@@ -469,6 +469,9 @@ function fillSystemItem(li: HTMLLIElement, message: Message) {
 }
 
 function fillMessageItem(s: Session, li: HTMLLIElement, message: Message) {
+  // Being edited: a redraw (a read receipt, a "reported" mark) would drop the text field; ending the edit redraws
+  // the item from the newest state.
+  if (li.dataset.editing) return;
   if (message.kind === "system" || message.sender_id === null) return fillSystemItem(li, message);
   const mine = message.sender_id === s.userId;
   li.className = `message${mine ? " mine" : ""}${message.deleted_at ? " deleted" : ""}`;
@@ -572,12 +575,16 @@ function startEditing(s: Session, message: Message) {
   save.dataset.testid = "message-edit-save";
   const cancel = make("button", "link", "cancel");
   cancel.type = "button";
-  const done = () => fillMessageItem(s, li, s.view?.messages.get(message.id) ?? message);
+  const done = () => {
+    delete li.dataset.editing;
+    fillMessageItem(s, li, s.view?.messages.get(message.id) ?? message);
+  };
   const submit = () => {
     const content = input.value;
     if (content.trim() === "" || content === message.content) return done();
     s.client.api.editMessage(message.id, content).then(
       (edited) => {
+        delete li.dataset.editing;
         const view = s.view;
         if (view?.items.has(edited.id)) upsertMessage(s, view, edited);
       },
@@ -593,6 +600,7 @@ function startEditing(s: Session, message: Message) {
     if (e.key === "Enter") submit();
     if (e.key === "Escape") done();
   });
+  li.dataset.editing = "true";
   li.replaceChildren(input, make("span", "meta"));
   li.lastElementChild?.append(save, " · ", cancel);
   input.focus();
