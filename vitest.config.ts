@@ -2,7 +2,13 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["shared/**/*.test.ts", "services/**/*.test.ts", "infra/**/*.test.ts", "bench/**/*.test.ts"],
+    include: [
+      "shared/**/*.test.ts",
+      "packages/**/*.test.ts",
+      "services/**/*.test.ts",
+      "infra/**/*.test.ts",
+      "bench/**/*.test.ts",
+    ],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: "forks",

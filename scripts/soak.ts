@@ -18,7 +18,7 @@
  * SOAK_SECONDS (120; CI runs 30), SOAK_USERS (48), DATABASE_URL (local PostgreSQL). Not part of `npm test`.
  */
 import { randomBytes } from "node:crypto";
-import { ChatClient, type ChatEvent, type WebSocketLike } from "@listings-chat/shared/client";
+import { ChatClient, type ChatEvent, type WebSocketLike } from "@listings-chat/client";
 import jwt from "jsonwebtoken";
 import pg from "pg";
 import WebSocket from "ws";

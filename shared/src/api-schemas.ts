@@ -5,13 +5,24 @@
  * Each schema carries a zod-native `.meta({ id })`, so that JSON Schema and OpenAPI generators emit it
  * once under that name and refer to it wherever it is nested. No generator is imported here.
  *
- * The compile-time checks at the end keep every schema equal to the TypeScript type in `protocol.ts`
- * and `codes.ts` that the code actually uses: change one without the other and `tsc` fails.
+ * The compile-time checks at the end keep every schema equal to the TypeScript type that the code actually
+ * uses (`@listings-chat/client/protocol`): change one without the other and `tsc` fails.
  */
+
+import type {
+  Attachment,
+  Chat,
+  ChatEvent,
+  ChatListing,
+  ChatPeer,
+  ChatSummary,
+  ClientFrame,
+  ErrorBody,
+  Message,
+} from "@listings-chat/client/protocol";
+import { listingStatuses, messageKinds } from "@listings-chat/client/protocol";
 import { z } from "zod";
-import type { ErrorBody } from "./codes.ts";
-import type { Attachment, Chat, ChatEvent, ChatListing, ChatPeer, ChatSummary, Message } from "./protocol.ts";
-import { listingStatuses, messageKinds } from "./protocol.ts";
+import type { clientFrameSchema } from "./protocol.ts";
 
 const id = z.number().int().positive();
 const count = z.number().int().nonnegative();
@@ -254,6 +265,7 @@ export type SchemaTypeChecks = [
   Expect<Equal<z.infer<typeof chatSchema>, Chat>>,
   Expect<Equal<z.infer<typeof chatSummarySchema>, ChatSummary>>,
   Expect<Equal<z.infer<typeof chatEventSchema>, ChatEvent>>,
+  Expect<Equal<z.infer<typeof clientFrameSchema>, ClientFrame>>,
   Expect<Equal<z.infer<typeof errorBodySchema>, ErrorBody>>,
   Expect<Equal<z.infer<typeof messagesPageSchema>, { messages: Message[]; has_more: boolean }>>,
   Expect<Equal<z.infer<typeof chatsListSchema>, { chats: ChatSummary[] }>>,

@@ -19,6 +19,8 @@
  * comes back by itself when someone else writes in it. A suspended user and a removed listing are said in
  * words, and the send form is closed while they last.
  */
+
+import { ChatApiError, ChatClient, type ChatClientMode, type ReportRequest } from "@listings-chat/client";
 import {
   type Chat,
   type ChatEvent,
@@ -31,7 +33,6 @@ import {
   type ReportReason,
   reportReasons,
 } from "@listings-chat/shared";
-import { ChatApiError, ChatClient, type ChatClientMode, type ReportRequest } from "@listings-chat/shared/client";
 
 const PAGE_SIZE = 20;
 /** A typing indicator disappears this long after the last `typing` frame that said so. */

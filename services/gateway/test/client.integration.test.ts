@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { ChatClient, type ChatClientMode, type ChatEvent } from "@listings-chat/shared/client";
+import { ChatClient, type ChatClientMode, type ChatEvent } from "@listings-chat/client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { type E2EChat, type E2EGateway, startE2EChat, startE2EGateway } from "./support/e2e.ts";
 

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
-import { errorBody } from "../codes.ts";
+import { errorBody } from "../error-body.ts";
 
 /** How long a refused client has to read the answer and close before its socket is destroyed. */
 export const REFUSAL_LINGER_MS = 1_000;

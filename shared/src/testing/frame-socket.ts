@@ -1,5 +1,5 @@
+import type { ServerFrame } from "@listings-chat/client/protocol";
 import type WebSocket from "ws";
-import type { ServerFrame } from "../protocol.ts";
 
 /** A WebSocket client that keeps every frame it receives, in order, and the way it closed. */
 export class FrameSocket {

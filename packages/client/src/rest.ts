@@ -1,5 +1,5 @@
-import type { Chat, ChatEvent, ChatSummary, Message, ReportReason } from "../protocol.ts";
 import { type AccessTokenProvider, AccessTokenRefusedError, AccessTokens } from "./access-token.ts";
+import type { Chat, ChatEvent, ChatSummary, Message, ReportReason } from "./protocol/index.ts";
 
 /** What `report` names: exactly one message, chat or user, with a reason and an optional note (CONTRACT §10). */
 export type ReportRequest = { reason: ReportReason; note?: string } & (

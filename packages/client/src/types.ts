@@ -1,5 +1,5 @@
-import type { Chat, ChatEvent, Message } from "../protocol.ts";
 import type { AccessTokenProvider } from "./access-token.ts";
+import type { Chat, ChatEvent, Message } from "./protocol/index.ts";
 
 /** Where the client stands: what the page shows as its connection state. */
 export type ChatClientMode = "connecting" | "live" | "polling" | "offline";
@@ -132,5 +132,3 @@ export interface ChatClientEvents {
    */
   suspended: { suspended: boolean; message: string | null };
 }
-
-export type { Chat, ChatEvent, Message };

@@ -1,7 +1,7 @@
-import { CloseCode, ErrorCode, Limits } from "../codes.ts";
-import type { Chat, ChatEvent, ChatSummary, Message, ServerFrame } from "../protocol.ts";
 import { backoff, randomId } from "./backoff.ts";
 import { Emitter } from "./emitter.ts";
+import type { Chat, ChatEvent, ChatSummary, Message, ServerFrame } from "./protocol/index.ts";
+import { CloseCode, ErrorCode, Limits } from "./protocol/index.ts";
 import { ChatApi, ChatApiError, type ReportRequest } from "./rest.ts";
 import type {
   ChatClientEvents,

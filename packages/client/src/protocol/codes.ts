@@ -85,6 +85,3 @@ export const Limits = {
 export interface ErrorBody {
   error: { code: ErrorCode | string; message: string };
 }
-
-/** The contract's error body: `{"error": {"code", "message"}}`, the same everywhere. */
-export const errorBody = (code: ErrorCode | string, message: string): ErrorBody => ({ error: { code, message } });

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { ChatEvent, Message } from "../protocol.ts";
 import { AccessTokenRefusedError } from "./access-token.ts";
 import { ChatClient, POLLING_WARNING } from "./chat-client.ts";
+import type { ChatEvent, Message } from "./protocol/index.ts";
 import { ChatApiError, parseRetryAfter } from "./rest.ts";
 import { FAKE_BASE_URL, FakeChatServer } from "./testing/fake-server.ts";
 import type { ChatClientEvents, ChatClientMode, ChatClientOptions } from "./types.ts";

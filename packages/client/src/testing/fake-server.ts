@@ -1,4 +1,3 @@
-import { ErrorCode, Limits } from "../../codes.ts";
 import type {
   Chat,
   ChatEvent,
@@ -7,7 +6,8 @@ import type {
   ChatSummary,
   Message,
   ServerFrame,
-} from "../../protocol.ts";
+} from "../protocol/index.ts";
+import { ErrorCode, Limits } from "../protocol/index.ts";
 import { ChatApiError } from "../rest.ts";
 import type { WebSocketFactory, WebSocketLike } from "../types.ts";
 
