@@ -4,7 +4,7 @@ export default defineConfig({
   test: {
     include: [
       "shared/**/*.test.ts",
-      "packages/**/*.test.ts",
+      "packages/**/*.test.{ts,tsx}",
       "services/**/*.test.ts",
       "infra/**/*.test.ts",
       "bench/**/*.test.ts",

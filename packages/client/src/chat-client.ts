@@ -178,7 +178,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   /** Per chat: the typing state last sent, and when. */
   private readonly typingSent = new Map<number, { typing: boolean; at: number }>();
   /** Who is signed in: the option, then the `connected` frame. */
-  private userId: number | undefined;
+  private signedInUserId: number | undefined;
   /**
    * The chats the client has seen (lists, opens, `chat_created`, `chat_updated`), kept in step with the
    * events, so that a `new_message` can bring an archived one back (CONTRACT §8).
@@ -197,7 +197,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.connectivity = options.connectivity ?? browserConnectivity();
     this.api = new ChatApi(options.baseUrl, options.getAccessToken, options.fetch ?? globalThis.fetch.bind(globalThis));
     this.baseUrl = options.baseUrl;
-    this.userId = options.userId;
+    this.signedInUserId = options.userId;
     this.settings = {
       pollIntervalMs: options.pollIntervalMs ?? 5_000,
       wsRetryFirstMs: options.wsRetryFirstMs ?? 2_000,
@@ -228,6 +228,11 @@ export class ChatClient extends Emitter<ChatClientEvents> {
 
   get unread(): ChatClientEvents["unread"] {
     return this.unreadCounts;
+  }
+
+  /** Who is signed in: the `userId` option until the first `connected` frame says it; undefined before either. */
+  get userId(): number | undefined {
+    return this.signedInUserId;
   }
 
   /** Whether the platform suspended this user, as far as the client knows (see the `suspended` event). */
@@ -518,7 +523,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (!frame) return;
       if (frame.type === "connected") {
         greeted = true;
-        this.userId = frame.user_id;
+        this.signedInUserId = frame.user_id;
         this.cancel("connectTimer");
         this.cursor ??= frame.last_event_id;
         this.resyncIfBehind(frame.last_event_id);

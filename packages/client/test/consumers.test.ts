@@ -5,46 +5,31 @@
  *
  * Also: "are the types wrong" (every resolution mode sees types that match the JavaScript), publint, and the
  * size budget of `size-limit` (package.json), which fails when the gzipped client grows past it.
+ *
+ * Then the same for `@listings-chat/react` with the client beside it. Both packages' consumer tests share this
+ * file on purpose: packing builds each package's `dist/`, which two test files running at once would
+ * overwrite under each other.
  */
-import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { packClient } from "../scripts/build.ts";
+import { packPackage } from "../../../scripts/build-package.ts";
+import { bin, consumerProject, installedVersion, run, typecheck, viteBuild } from "./consumer-project.ts";
 
-const run = promisify(execFile);
 const require = createRequire(import.meta.url);
 const packageDir = fileURLToPath(new URL("..", import.meta.url));
-const tsc = require.resolve("typescript/bin/tsc");
-/** A command-line tool of this repository's devDependencies (npm links them into the root's node_modules/.bin). */
-const bin = (name: string) => fileURLToPath(new URL(`../../../node_modules/.bin/${name}`, import.meta.url));
+const reactDir = fileURLToPath(new URL("../../react/", import.meta.url));
 
 let workDir: string;
 let tarball: string;
+let reactTarball: string;
 
-/** npm as the test was started with (`npm test` sets npm_execpath), else the one on PATH. */
-function npm(args: string[], cwd: string) {
-  const npmCli = process.env.npm_execpath;
-  return npmCli?.endsWith(".js")
-    ? run(process.execPath, [npmCli, ...args], { cwd })
-    : run("npm", args, { cwd, shell: process.platform === "win32" });
-}
-
-/** A fresh project with `files`, the packed client installed from its tarball (no registry: it has no dependencies). */
-async function consumer(name: string, files: Record<string, string>): Promise<string> {
-  const dir = join(workDir, name);
-  mkdirSync(dir, { recursive: true });
-  for (const [path, text] of Object.entries({ "package.json": '{ "name": "consumer", "private": true }', ...files })) {
-    mkdirSync(dirname(join(dir, path)), { recursive: true });
-    writeFileSync(join(dir, path), text);
-  }
-  await npm(["install", tarball, "--offline", "--no-audit", "--no-fund", "--ignore-scripts", "--no-package-lock"], dir);
-  return dir;
-}
+/** A fresh project with `files` and the packed client installed from its tarball (it has no dependencies). */
+const consumer = (name: string, files: Record<string, string>) =>
+  consumerProject(join(workDir, name), files, [tarball]);
 
 /**
  * Code a page would write, typed: a wrong call must fail to compile (`@ts-expect-error` is itself an error when
@@ -76,8 +61,10 @@ export { client };
 
 beforeAll(async () => {
   workDir = mkdtempSync(join(tmpdir(), "client-consumers-"));
-  tarball = packClient(join(workDir, "packs"));
-}, 120_000);
+  tarball = packPackage(packageDir, join(workDir, "packs"));
+  // After the client: the hooks' build reads the client's declarations from its dist/.
+  reactTarball = packPackage(reactDir, join(workDir, "packs"));
+}, 180_000);
 
 afterAll(() => {
   if (workDir) rmSync(workDir, { recursive: true, force: true });
@@ -160,10 +147,7 @@ describe("consumer projects build against the packed client", () => {
           'import client = require("@listings-chat/client");\nexport const code: string = client.ErrorCode.rateLimited;\n';
         files["package.json"] = '{ "name": "consumer", "private": true, "type": "module" }';
       }
-      const dir = await consumer(`tsc-${resolution}`, files);
-      await run(process.execPath, [tsc, "-p", join(dir, "tsconfig.json")]).catch((error) => {
-        throw new Error(`tsc (${resolution}) failed:\n${error.stdout}${error.stderr}`);
-      });
+      await typecheck(await consumer(`tsc-${resolution}`, files), `moduleResolution ${resolution}`);
     }, 60_000);
   }
 
@@ -175,23 +159,8 @@ describe("consumer projects build against the packed client", () => {
       "src/page.ts": PAGE_CODE,
       "src/codes.ts": 'import { ErrorCode } from "@listings-chat/client";\nconsole.log(ErrorCode.rateLimited);\n',
     });
-    const { build } = await import("vite");
-    /** One page built on its own, as its site would build it; the text of its scripts. */
-    const scriptsOf = async (page: string) => {
-      const outDir = join(dir, `out-${page}`);
-      await build({
-        root: dir,
-        configFile: false,
-        logLevel: "silent",
-        build: { outDir, rollupOptions: { input: join(dir, `${page}.html`) } },
-      });
-      const assets = join(outDir, "assets");
-      const scripts = readdirSync(assets).filter((file) => file.endsWith(".js"));
-      expect(scripts.length).toBeGreaterThan(0);
-      return scripts.map((file) => readFileSync(join(assets, file), "utf8")).join("\n");
-    };
-    expect(await scriptsOf("index")).toContain("refreshing every 5 seconds");
-    const codes = await scriptsOf("codes");
+    expect(await viteBuild(dir, "index")).toContain("refreshing every 5 seconds");
+    const codes = await viteBuild(dir, "codes");
     expect(codes).toContain("rate_limited");
     expect(codes).not.toContain("refreshing every 5 seconds");
     expect(codes.length).toBeLessThan(2000);
@@ -263,4 +232,132 @@ server.listen(0, "127.0.0.1", async () => {
       }
     }
   }, 60_000);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// @listings-chat/react
+
+/** What a React app installs: both tarballs, and React (from npm's cache: this repository installed it). */
+const reactApp = (name: string, files: Record<string, string>, types = false) =>
+  consumerProject(join(workDir, name), files, [
+    tarball,
+    reactTarball,
+    `react@${installedVersion("react")}`,
+    `react-dom@${installedVersion("react-dom")}`,
+    ...(types
+      ? [`@types/react@${installedVersion("@types/react")}`, `@types/react-dom@${installedVersion("@types/react-dom")}`]
+      : []),
+  ]);
+
+/** An app's chat: typed, with a wrong call under `@ts-expect-error` so that types decayed to `any` fail. */
+const APP_CODE = `
+import { ChatClient } from "@listings-chat/client";
+import { ChatProvider, useChatList, useConnection, useThread, type PendingMessage } from "@listings-chat/react";
+import { createRoot } from "react-dom/client";
+
+function Chats() {
+  const { chats } = useChatList();
+  const { mode, unreadTotal } = useConnection();
+  return (
+    <ul data-mode={mode} data-unread={unreadTotal}>
+      {chats.map((chat) => <li key={chat.id}>{chat.last_message?.content ?? "listings-chat consumer"}</li>)}
+    </ul>
+  );
+}
+
+function Thread({ chatId }: { chatId: number }) {
+  const { messages, pending, send } = useThread(chatId);
+  const failed: readonly PendingMessage[] = pending.filter((p) => p.status === "failed");
+  // @ts-expect-error send takes the text only
+  void send(chatId, "hello");
+  return <p>{messages.length + failed.length}</p>;
+}
+
+const client = new ChatClient({ baseUrl: "", getAccessToken: () => "token" });
+const root = document.getElementById("root");
+if (root) createRoot(root).render(<ChatProvider client={client}><Chats /><Thread chatId={1} /></ChatProvider>);
+`;
+
+describe("the packed React bindings", () => {
+  it("name the client and React as peers, and depend on nothing else", async () => {
+    const manifest = JSON.parse((await run("tar", ["xzOf", reactTarball, "package/package.json"])).stdout);
+    expect(manifest.dependencies ?? {}).toEqual({});
+    expect(Object.keys(manifest.peerDependencies).sort()).toEqual(["@listings-chat/client", "react"]);
+    expect(manifest.sideEffects).toBe(false);
+  });
+
+  it("have types that every resolution mode agrees with (arethetypeswrong) and pass publint", async () => {
+    // The peers are not in the tarball: attw resolves the package's own files, and that is what it judges.
+    const { stdout } = await run(bin("attw"), [reactTarball, "--format", "json"]).catch((error) => {
+      throw new Error(`attw found problems:\n${error.stdout}`);
+    });
+    const report = JSON.parse(stdout) as { problems: Record<string, unknown[]> };
+    expect(Object.values(report.problems).flat()).toEqual([]);
+    await run(bin("publint"), ["run", reactTarball, "--strict"]).catch((error) => {
+      throw new Error(`publint found problems:\n${error.stdout}${error.stderr}`);
+    });
+  }, 60_000);
+
+  it("stay within their gzipped size budget (size-limit)", async () => {
+    const { stdout } = await run(bin("size-limit"), ["--json"], { cwd: reactDir }).catch((error) => {
+      throw new Error(`size-limit: over budget or failed:\n${error.stdout}${error.stderr}`);
+    });
+    const checks = JSON.parse(stdout) as Array<{ name: string; passed: boolean; size: number }>;
+    expect(checks.length).toBeGreaterThan(0);
+    for (const check of checks) expect(check, check.name).toMatchObject({ passed: true });
+  }, 60_000);
+});
+
+describe("a React app builds against the packed packages", () => {
+  it("Vite bundles the app with the hooks and the client", async () => {
+    const dir = await reactApp("vite", {
+      "package.json": '{ "name": "consumer", "private": true, "type": "module" }',
+      "index.html": '<!doctype html><div id="root"></div><script type="module" src="/src/main.tsx"></script>',
+      "src/main.tsx": APP_CODE,
+    });
+    const scripts = await viteBuild(dir, "index");
+    expect(scripts).toContain("listings-chat consumer");
+    expect(scripts).toContain("refreshing every 5 seconds"); // the client
+    expect(scripts).toContain("wrap the component in <ChatProvider"); // the hooks
+  }, 120_000);
+
+  for (const resolution of ["node16", "bundler"] as const) {
+    it(`plain tsc type-checks the app, moduleResolution ${resolution}`, async () => {
+      const dir = await reactApp(
+        `tsc-${resolution}`,
+        {
+          "package.json": '{ "name": "consumer", "private": true, "type": "module" }',
+          "tsconfig.json": JSON.stringify({
+            compilerOptions: {
+              module: resolution === "node16" ? "node16" : "esnext",
+              moduleResolution: resolution,
+              target: "es2022",
+              lib: ["es2022", "dom"],
+              jsx: "react-jsx",
+              strict: true,
+              noEmit: true,
+            },
+            include: ["src"],
+          }),
+          "src/main.tsx": APP_CODE,
+        },
+        true,
+      );
+      await typecheck(dir, `moduleResolution ${resolution}`);
+    }, 120_000);
+  }
+
+  it("Node: a CommonJS require of the store works beside the client", async () => {
+    const dir = await reactApp("node", {
+      "main.cjs": `
+const { ChatClient } = require("@listings-chat/client");
+const { ChatStore } = require("@listings-chat/react");
+const client = new ChatClient({ baseUrl: "http://127.0.0.1:9", getAccessToken: () => "t" });
+const store = new ChatStore(client);
+console.log(JSON.stringify({ mode: store.getConnection().mode, chats: store.getChatList().chats.length }));
+`,
+    });
+    const { stdout } = await run(process.execPath, ["main.cjs"], { cwd: dir });
+    expect(JSON.parse(stdout)).toEqual({ mode: "offline", chats: 0 });
+  }, 120_000);
 });

@@ -109,6 +109,8 @@ export class FakeChatServer {
   private readonly chats = new Map<number, StoredChat>();
   /** `${chatId}:${userId}` of the chats each user archived. */
   private readonly archivedBy = new Set<string>();
+  /** `${blocker}:${blocked}` → when; the fake does not refuse sends between them. */
+  private readonly blocked = new Map<string, string>();
   /** Users the platform suspended: sends refused, sockets closed with 4003 (CONTRACT §8). */
   private readonly suspendedUsers = new Set<number>();
   private readonly names = new Map<number, { display_name: string | null; avatar_url: string | null }>();
@@ -388,6 +390,55 @@ export class FakeChatServer {
       return [204, undefined];
     }
     const chatRoute = /^\/api\/v1\/chats\/(\d+)\/(messages|read)$/.exec(path);
+    if (method === "GET" && chatRoute?.[2] === "messages") {
+      // History, newest first, `before` a message id (CONTRACT §4).
+      const chat = this.participant(Number(chatRoute[1]), userId);
+      const before = url.searchParams.get("before");
+      const limit = Math.min(
+        Limits.messagesPageMax,
+        Number(url.searchParams.get("limit") ?? Limits.messagesPageDefault),
+      );
+      const older = this.messagesIn(chat.id)
+        .filter((m) => before === null || m.id < Number(before))
+        .reverse();
+      return [200, { messages: older.slice(0, limit), has_more: older.length > limit }];
+    }
+    if (method === "GET" && path === "/api/v1/blocks") {
+      const blocks = [...this.blocked].filter(([key]) => key.startsWith(`${userId}:`));
+      return [200, { blocks: blocks.map(([key, at]) => ({ user_id: Number(key.split(":")[1]), created_at: at })) }];
+    }
+    const blockRoute = /^\/api\/v1\/users\/(\d+)\/block$/.exec(path);
+    if ((method === "POST" || method === "DELETE") && blockRoute) {
+      // Only the blocker's own devices hear it (CONTRACT §10).
+      const other = Number(blockRoute[1]);
+      const key = `${userId}:${other}`;
+      const block = method === "POST";
+      if (block !== this.blocked.has(key)) {
+        if (block) this.blocked.set(key, new Date().toISOString());
+        else this.blocked.delete(key);
+        this.append({ type: block ? "user_blocked" : "user_unblocked", user_id: other }, undefined, [userId]);
+      }
+      return [204, undefined];
+    }
+    const messageRoute = /^\/api\/v1\/messages\/(\d+)$/.exec(path);
+    if ((method === "PATCH" || method === "DELETE") && messageRoute) {
+      const at = this.messages.findIndex((m) => m.id === Number(messageRoute[1]));
+      const found = this.messages[at];
+      if (!found || found.sender_id !== userId) throw new FakeHttpError(404, ErrorCode.notFound, "message not found");
+      const chat = this.participant(found.chat_id, userId);
+      const now = new Date().toISOString();
+      const content = (body as { content?: unknown } | undefined)?.content;
+      if (method === "PATCH" && (typeof content !== "string" || content.trim() === ""))
+        throw new FakeHttpError(400, ErrorCode.validationFailed, "content must be 1 to 4000 characters");
+      const message: Message =
+        method === "PATCH"
+          ? { ...found, content: content as string, edited_at: now }
+          : { ...found, content: "", deleted_at: now, deleted_by: "sender" };
+      this.messages[at] = message;
+      const type = method === "PATCH" ? "message_edited" : "message_deleted";
+      this.append({ type, chat_id: chat.id, message }, chat);
+      return [200, message];
+    }
     if (method === "POST" && chatRoute) {
       const chatId = Number(chatRoute[1]);
       const fields = (body ?? {}) as { content?: unknown; client_msg_id?: unknown; message_id?: unknown };
@@ -529,8 +580,8 @@ export class FakeChatServer {
    */
   private append(
     draft: ChatEventDraft | ((userId: number) => ChatEventDraft),
-    chat: StoredChat,
-    to: number[] = [chat.buyer_id, chat.seller_id],
+    chat: StoredChat | undefined,
+    to: number[] = chat ? [chat.buyer_id, chat.seller_id] : [],
   ): void {
     const eventId = ++this.lastEventId;
     for (const userId of new Set(to)) {

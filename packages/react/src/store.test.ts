@@ -1,0 +1,310 @@
+import { ChatClient } from "@listings-chat/client";
+import { FAKE_BASE_URL, FakeChatServer } from "@listings-chat/client/testing";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { ChatStore } from "./store.ts";
+
+/**
+ * The store against the client's in-process fake server, on fake timers: the bookkeeping a page would
+ * otherwise do by hand, checked through what the store's snapshots show.
+ */
+
+const ME = 1;
+const OTHER = 2;
+const THIRD = 3;
+
+const cleanups: Array<() => void> = [];
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0)) cleanup();
+  vi.useRealTimers();
+});
+
+const settle = () => vi.advanceTimersByTimeAsync(0);
+
+function harness(options: { pageSize?: number } = {}) {
+  const server = new FakeChatServer();
+  const chat = server.addChat(ME, OTHER);
+  const client = new ChatClient({
+    baseUrl: FAKE_BASE_URL,
+    getAccessToken: () => server.accessToken(ME),
+    fetch: server.fetch,
+    webSocket: server.webSocket,
+    timers: {
+      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+      now: () => Date.now(),
+    },
+    random: () => 0.5,
+    userId: ME,
+  });
+  let n = 0;
+  const store = new ChatStore(client, { pageSize: options.pageSize ?? 3, newClientMsgId: () => `c${++n}` });
+  const release = store.retain();
+  let notifications = 0;
+  const unsubscribe = store.subscribe(() => {
+    notifications += 1;
+  });
+  cleanups.push(() => {
+    unsubscribe();
+    release();
+    store.dispose();
+    client.stop();
+  });
+  return { server, chat, client, store, notifications: () => notifications };
+}
+
+async function live(h: ReturnType<typeof harness>) {
+  h.client.start();
+  await settle();
+  expect(h.store.getConnection().mode).toBe("live");
+}
+
+describe("the chat list", () => {
+  it("loads once, keeps the newest activity first, and moves a chat up when a message arrives", async () => {
+    const h = harness();
+    const second = h.server.addChat(ME, THIRD, 2);
+    h.server.post(h.chat.id, OTHER, "first");
+    vi.advanceTimersByTime(1000);
+    h.server.post(second.id, THIRD, "second");
+    await live(h);
+    await h.store.loadChats();
+    expect(h.store.getChatList().chats.map((c) => c.id)).toEqual([second.id, h.chat.id]);
+
+    vi.advanceTimersByTime(1000);
+    h.server.post(h.chat.id, OTHER, "newer");
+    await settle();
+    const list = h.store.getChatList();
+    expect(list.chats.map((c) => c.id)).toEqual([h.chat.id, second.id]);
+    expect(list.chats[0]?.last_message?.content).toBe("newer");
+  });
+
+  it("keeps each chat's unread count and the total in step with the client's counts", async () => {
+    const h = harness();
+    await live(h);
+    await h.store.loadChats();
+    h.server.post(h.chat.id, OTHER, "one");
+    h.server.post(h.chat.id, OTHER, "two");
+    await vi.advanceTimersByTimeAsync(1_500);
+    expect(h.store.getChatList().chats[0]?.unread_count).toBe(2);
+    expect(h.store.getConnection().unreadTotal).toBe(2);
+  });
+
+  it("adds a chat created by the other side, and moves an archived chat between the lists", async () => {
+    const h = harness();
+    await live(h);
+    await h.store.loadChats();
+    await h.store.loadChats(true);
+    const created = h.server.addChat(THIRD, ME, 5);
+    await settle();
+    expect(h.store.getChatList().chats.map((c) => c.id)).toContain(created.id);
+
+    await h.store.archiveChat(h.chat.id);
+    await settle();
+    expect(h.store.getChatList().chats.map((c) => c.id)).not.toContain(h.chat.id);
+    expect(h.store.getChatList(true).chats.map((c) => c.id)).toEqual([h.chat.id]);
+
+    // A message from the other side brings it back (the server un-archives it with no chat_updated).
+    h.server.post(h.chat.id, OTHER, "still interested?");
+    await settle();
+    expect(h.store.getChatList(true).chats).toEqual([]);
+    const back = h.store.getChatList().chats.find((c) => c.id === h.chat.id);
+    expect(back?.archived).toBe(false);
+    expect(back?.last_message?.content).toBe("still interested?");
+  });
+
+  it("gives the same snapshot until something it shows changes", async () => {
+    const h = harness();
+    await live(h);
+    await h.store.loadChats();
+    const before = h.store.getChatList();
+    h.server.pushTo(ME, { type: "presence", user_id: OTHER, online: true });
+    await settle();
+    expect(h.store.getPresence(OTHER)).toBe(true);
+    expect(h.store.getChatList()).toBe(before);
+  });
+});
+
+describe("a thread", () => {
+  it("loads the newest page oldest first, pages back, and appends live messages exactly once", async () => {
+    const h = harness({ pageSize: 3 });
+    for (let i = 1; i <= 7; i++) h.server.post(h.chat.id, i % 2 ? OTHER : ME, `m${i}`);
+    await live(h);
+    const release = h.store.holdThread(h.chat.id);
+    await settle();
+    let thread = h.store.getThread(h.chat.id);
+    expect(thread?.status).toBe("ready");
+    expect(thread?.messages.map((m) => m.content)).toEqual(["m5", "m6", "m7"]);
+    expect(thread?.hasMore).toBe(true);
+
+    await h.store.loadOlder(h.chat.id);
+    await h.store.loadOlder(h.chat.id);
+    thread = h.store.getThread(h.chat.id);
+    expect(thread?.messages.map((m) => m.content)).toEqual(["m1", "m2", "m3", "m4", "m5", "m6", "m7"]);
+    expect(thread?.hasMore).toBe(false);
+
+    h.server.post(h.chat.id, OTHER, "live");
+    await settle();
+    expect(
+      h.store
+        .getThread(h.chat.id)
+        ?.messages.map((m) => m.content)
+        .slice(-2),
+    ).toEqual(["m7", "live"]);
+
+    release();
+    expect(h.store.getThread(h.chat.id)).toBeUndefined();
+  });
+
+  it("shows a send at once as pending, then the stored message in its place", async () => {
+    const h = harness();
+    await live(h);
+    h.store.holdThread(h.chat.id);
+    await settle();
+    const sent = h.store.send(h.chat.id, "is it still available?");
+    let thread = h.store.getThread(h.chat.id);
+    expect(thread?.pending).toMatchObject([
+      { client_msg_id: "c1", status: "sending", content: "is it still available?" },
+    ]);
+    const message = await sent;
+    await settle();
+    thread = h.store.getThread(h.chat.id);
+    expect(thread?.pending).toEqual([]);
+    expect(thread?.messages.filter((m) => m.id === message.id)).toHaveLength(1);
+    expect(h.server.messagesIn(h.chat.id).map((m) => m.client_msg_id)).toEqual(["c1"]);
+  });
+
+  it("keeps a refused send as failed; retry stores it once with the same client_msg_id; discard forgets one", async () => {
+    const h = harness();
+    await live(h);
+    h.store.holdThread(h.chat.id);
+    await settle();
+    h.server.refuseNextSends({ code: "validation_failed", message: "refused by a test" });
+    await expect(h.store.send(h.chat.id, "first try")).rejects.toMatchObject({ code: "validation_failed" });
+    const [failed] = h.store.getThread(h.chat.id)?.pending ?? [];
+    expect(failed).toMatchObject({ status: "failed", error: { code: "validation_failed" } });
+
+    const stored = await h.store.retry(h.chat.id, "c1");
+    await settle();
+    expect(stored.client_msg_id).toBe("c1");
+    expect(h.store.getThread(h.chat.id)?.pending).toEqual([]);
+    expect(h.server.messagesIn(h.chat.id)).toHaveLength(1);
+
+    h.server.refuseNextSends({ code: "validation_failed" });
+    await expect(h.store.send(h.chat.id, "to discard")).rejects.toBeTruthy();
+    h.store.discard(h.chat.id, "c2");
+    expect(h.store.getThread(h.chat.id)?.pending).toEqual([]);
+  });
+
+  it("replaces an edited or deleted message in place, from this device or another", async () => {
+    const h = harness();
+    await live(h);
+    h.store.holdThread(h.chat.id);
+    await settle();
+    const mine = await h.store.send(h.chat.id, "price?");
+    await h.store.edit(mine.id, "what is the price?");
+    expect(h.store.getThread(h.chat.id)?.messages.map((m) => m.content)).toEqual(["what is the price?"]);
+    await h.store.remove(mine.id);
+    await settle();
+    const [deleted] = h.store.getThread(h.chat.id)?.messages ?? [];
+    expect(deleted).toMatchObject({ id: mine.id, content: "", deleted_by: "sender" });
+    expect(h.store.getThread(h.chat.id)?.messages).toHaveLength(1);
+  });
+
+  it("marks read up to the other side's newest message once, and shows how far the other side read", async () => {
+    const h = harness();
+    h.server.post(h.chat.id, OTHER, "hello");
+    await live(h);
+    h.store.holdThread(h.chat.id);
+    await settle();
+    await h.store.markRead(h.chat.id);
+    await h.store.markRead(h.chat.id);
+    expect(h.server.requestsTo("POST", `/api/v1/chats/${h.chat.id}/read`).length).toBeLessThanOrEqual(1);
+    const marks = h.server.openSockets(ME).flatMap((s) => s.sentOfType("mark_read"));
+    expect(marks.length + h.server.requestsTo("POST", `/api/v1/chats/${h.chat.id}/read`).length).toBe(1);
+
+    const mine = await h.store.send(h.chat.id, "hi");
+    h.server.markRead(OTHER, h.chat.id, mine.id);
+    await settle();
+    expect(h.store.getThread(h.chat.id)?.peerLastReadMessageId).toBe(mine.id);
+  });
+
+  it("reads every loaded list and thread again after a resync", async () => {
+    const h = harness();
+    await live(h);
+    await h.store.loadChats();
+    h.store.holdThread(h.chat.id);
+    await settle();
+    const lists = h.server.requestsTo("GET", "/api/v1/chats").length;
+    const pages = h.server.requestsTo("GET", `/api/v1/chats/${h.chat.id}/messages`).length;
+    (h.client as unknown as { emit(name: string, value: unknown): void }).emit("resync", { last_event_id: 0 });
+    await settle();
+    expect(h.server.requestsTo("GET", "/api/v1/chats").length).toBe(lists + 1);
+    expect(h.server.requestsTo("GET", `/api/v1/chats/${h.chat.id}/messages`).length).toBe(pages + 1);
+  });
+});
+
+describe("typing, presence, blocks and the connection", () => {
+  it("shows who types, clears on 'stopped', and expires an indicator whose 'stopped' never came", async () => {
+    const h = harness();
+    await live(h);
+    h.server.pushTo(ME, { type: "typing", chat_id: h.chat.id, user_id: OTHER, is_typing: true });
+    await settle();
+    expect(h.store.getTyping(h.chat.id)).toEqual([OTHER]);
+    h.server.pushTo(ME, { type: "typing", chat_id: h.chat.id, user_id: OTHER, is_typing: false });
+    await settle();
+    expect(h.store.getTyping(h.chat.id)).toEqual([]);
+
+    h.server.pushTo(ME, { type: "typing", chat_id: h.chat.id, user_id: OTHER, is_typing: true });
+    await settle();
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(h.store.getTyping(h.chat.id)).toEqual([OTHER]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.store.getTyping(h.chat.id)).toEqual([]);
+  });
+
+  it("keeps whom this user blocks from the first read and from the events of every device", async () => {
+    const h = harness();
+    await live(h);
+    await h.store.loadBlocks();
+    expect(h.store.getBlocked()).toEqual([]);
+    await h.store.block(OTHER);
+    expect(h.store.getBlocked()).toEqual([OTHER]);
+    h.server.pushTo(ME, { type: "user_unblocked", event_id: 10_000, user_id: OTHER });
+    await settle();
+    expect(h.store.getBlocked()).toEqual([]);
+  });
+
+  it("follows the client's mode and warning, and stops following once released", async () => {
+    const h = harness();
+    h.server.upgrades = "refuse";
+    h.client.start();
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(h.store.getConnection()).toMatchObject({ mode: "polling" });
+    expect(h.store.getConnection().warning).toMatch(/refreshing every 5 seconds/);
+
+    const seen = h.notifications();
+    h.store.dispose();
+    h.server.upgrades = "accept";
+    h.client.retryNow();
+    await settle();
+    expect(h.client.mode).toBe("live");
+    expect(h.store.getConnection().mode).toBe("polling");
+    expect(h.notifications()).toBe(seen);
+  });
+
+  it("keeps following when released and held again in the same tick (StrictMode effects)", async () => {
+    const h = harness();
+    const again = h.store.retain();
+    cleanups.push(again);
+    // The harness's hold goes, another comes at once.
+    const extra = h.store.retain();
+    extra();
+    await settle();
+    await live(h);
+    expect(h.store.getConnection().mode).toBe("live");
+  });
+});
