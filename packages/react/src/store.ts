@@ -118,6 +118,7 @@ export class ChatStore {
   private readonly presence = new Map<number, boolean>();
   private blockedIds: readonly number[] = [];
   private blocksLoaded = false;
+  private blockChangesWhileLoading: Map<number, boolean> | undefined;
   private connection: ConnectionState;
   /** The newest message each thread was marked read up to by this page, so that it is not sent twice. */
   private readonly readUpTo = new Map<number, number>();
@@ -176,7 +177,11 @@ export class ChatStore {
     this.following = [
       client.on("event", (event) => this.apply(event)),
       client.on("chat", (chat) => this.applyChat(chat)),
-      client.on("mode", ({ to }) => this.setConnection({ mode: to })),
+      client.on("mode", ({ to }) => {
+        // Presence comes only over a live socket (a snapshot on connect): otherwise it is not known.
+        if (to !== "live") this.presence.clear();
+        this.setConnection({ mode: to });
+      }),
       client.on("warning", (warning) => this.setConnection({ warning })),
       client.on("suspended", ({ suspended }) => this.setConnection({ suspended })),
       client.on("fatal", (fatal) => this.setConnection({ fatal })),
@@ -434,13 +439,24 @@ export class ChatStore {
   async loadBlocks(): Promise<void> {
     if (this.blocksLoaded) return;
     this.blocksLoaded = true;
+    // Blocks and unblocks heard while the read is on its way are newer than its answer: applied over it.
+    const heard = new Map<number, boolean>();
+    this.blockChangesWhileLoading = heard;
     try {
       const blocks = await this.client.blocks();
-      this.blockedIds = blocks.map((b) => b.user_id);
+      if (this.blockChangesWhileLoading !== heard) return; // a newer read (after a resync) has the last word
+      const blocked = new Set(blocks.map((b) => b.user_id));
+      for (const [userId, isBlocked] of heard) {
+        if (isBlocked) blocked.add(userId);
+        else blocked.delete(userId);
+      }
+      this.blockedIds = [...blocked];
       this.notify();
     } catch (error) {
       this.blocksLoaded = false;
       throw error;
+    } finally {
+      if (this.blockChangesWhileLoading === heard) this.blockChangesWhileLoading = undefined;
     }
   }
 
@@ -480,9 +496,15 @@ export class ChatStore {
     switch (event.type) {
       case "new_message":
       case "message_edited":
-      case "message_deleted":
-        this.applyMessage(event.message, event.type === "new_message");
+      case "message_deleted": {
+        const { message } = event;
+        // Someone whose message arrived has stopped typing it.
+        if (event.type === "new_message" && message.sender_id !== null) {
+          this.setTypingOf(message.chat_id, message.sender_id, false);
+        }
+        this.applyMessage(message, event.type === "new_message");
         return;
+      }
       case "message_read":
         if (event.read_by !== this.client.userId) this.applyPeerRead(event.chat_id, event.message_id);
         return;
@@ -635,6 +657,7 @@ export class ChatStore {
   }
 
   private setBlocked(userId: number, blocked: boolean): void {
+    this.blockChangesWhileLoading?.set(userId, blocked);
     const has = this.blockedIds.includes(userId);
     if (has === blocked) return;
     this.blockedIds = blocked ? [...this.blockedIds, userId] : this.blockedIds.filter((id) => id !== userId);

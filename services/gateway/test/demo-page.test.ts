@@ -22,16 +22,16 @@ describe("demo page routes", () => {
 
   it("a build error answers 500 with esbuild's message; once fixed it builds, and the bundle is kept", async () => {
     const app = createDemoPageRoutes({ dir });
-    await writeFile(`${dir}app.ts`, "const broken: number = ;\n");
+    await writeFile(`${dir}app.tsx`, "const broken: number = ;\n");
     const failed = await app.request("/demo/app.js");
     expect(failed.status).toBe(500);
     const body = (await failed.json()) as { error: { code: string; message: string } };
     expect(body.error.code).toBe("demo_build_failed");
-    expect(body.error.message).toContain("app.ts:1:");
+    expect(body.error.message).toContain("app.tsx:1:");
     expect(body.error.message).toMatch(/\[ERROR\] Unexpected ";"/);
 
     // A failure is not kept: the next request builds again.
-    await writeFile(`${dir}app.ts`, 'const greeting: string = "first build";\nconsole.log(greeting);\n');
+    await writeFile(`${dir}app.tsx`, 'const greeting: string = "first build";\nconsole.log(greeting);\n');
     const built = await app.request("/demo/app.js");
     expect(built.status).toBe(200);
     expect(built.headers.get("content-type")).toBe("text/javascript; charset=utf-8");
@@ -40,7 +40,7 @@ describe("demo page routes", () => {
     expect(script).not.toContain(": string"); // TypeScript was compiled away
 
     // A success is kept in memory: a later change of the file is not rebuilt.
-    await writeFile(`${dir}app.ts`, 'console.log("second build");\n');
+    await writeFile(`${dir}app.tsx`, 'console.log("second build");\n');
     expect(await (await app.request("/demo/app.js")).text()).toBe(script);
 
     const page = await app.request("/");
@@ -68,10 +68,12 @@ describe("demo page routes", () => {
     it("serves the real page and bundles the real demo with DEV_AUTH=1", async () => {
       const page = await http(withDevAuth.baseUrl, "GET", "/");
       expect(page.status).toBe(200);
-      expect(page.text).toContain('data-testid="fallback-banner"');
+      expect(page.text).toContain('<div id="root"></div>');
       const script = await http(withDevAuth.baseUrl, "GET", "/demo/app.js");
       expect(script.status).toBe(200);
       expect(script.text).toContain("Real-time updates are unavailable: refreshing every 5 seconds");
+      expect(script.text).toContain("fallback-banner");
+      expect(script.text).not.toContain("react.development"); // React's production build
     });
 
     it("serves none of it without DEV_AUTH", async () => {

@@ -3,8 +3,8 @@
  * these routes only when it has a dev-token signer.
  *
  * - `GET /` the page (`services/gateway/demo/index.html`),
- * - `GET /demo/app.js` its script: `services/gateway/demo/app.ts` and the `shared/` ChatClient, bundled by
- *   esbuild at the first request and kept in memory (a failed build answers 500 with esbuild's message
+ * - `GET /demo/app.js` its script: `services/gateway/demo/app.tsx` on `@listings-chat/react` and
+ *   `@listings-chat/client` (React's production build), bundled by esbuild at the first request and kept in memory (a failed build answers 500 with esbuild's message
  *   and is tried again at the next request, so fixing the file and reloading is enough),
  * - `GET /demo/app.css` its style sheet,
  * - `GET /dev/img/<name>.svg` the pictures of the demo's seeded listings and people (`seed.ts`).
@@ -22,7 +22,7 @@ import { PLACEHOLDER_IMAGES } from "./placeholder-images.ts";
 export const DEMO_DIR = fileURLToPath(new URL("../../demo/", import.meta.url));
 
 export interface DemoPageOptions {
-  /** The demo's folder (index.html, app.ts, app.css); tests point it elsewhere. */
+  /** The demo's folder (index.html, app.tsx, app.css); tests point it elsewhere. */
   dir?: string;
 }
 
@@ -57,6 +57,9 @@ async function bundle(entry: string): Promise<{ ok: true; code: string } | { ok:
       platform: "browser",
       target: "es2022",
       sourcemap: "inline",
+      jsx: "automatic",
+      // React's production build: its development build is slower and warns on the console, which tests read.
+      define: { "process.env.NODE_ENV": '"production"' },
       logLevel: "silent",
       charset: "utf8",
     });
@@ -115,7 +118,7 @@ export function createDemoPageRoutes(options: DemoPageOptions = {}) {
   });
 
   app.get("/demo/app.js", async (c) => {
-    script ??= bundle(`${dir}app.ts`);
+    script ??= bundle(`${dir}app.tsx`);
     const built = await script;
     if (!built.ok) {
       script = undefined;
