@@ -14,12 +14,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ServiceName } from "../../../scripts/build.ts";
 import { databaseTargets } from "../../listings-chat/test/support/databases.ts";
 import { redisNamespace, redisUrl } from "../../listings-chat/test/support/redis.ts";
-import { gatewayEnv, healthy, repoRoot, useBundles } from "./support/bundle-processes.ts";
+import { buildBundlesForSuite, gatewayEnv, healthy, repoRoot } from "./support/bundle-processes.ts";
 import { describeOutcome, freePort, http, pollUntil, tryUpgrade } from "./support/e2e.ts";
 import { type ServiceProcess, startChatProcess, startGatewayProcess } from "./support/processes.ts";
 
 const secret = () => randomBytes(24).toString("hex");
-const built = useBundles();
+const built = buildBundlesForSuite();
 
 // ---------------------------------------------------------------------------------------------------
 // A basic chat

@@ -14,6 +14,7 @@ import { describe, expect, it } from "vitest";
 import { MIGRATION_LOCK_KEY } from "../../listings-chat/src/db/client.ts";
 import { databaseTargets } from "../../listings-chat/test/support/databases.ts";
 import {
+  buildBundlesForSuite,
   EXIT_WITHIN_MS,
   frozenServer,
   gatewayEnv,
@@ -22,11 +23,10 @@ import {
   sigterm,
   sigtermUntilExit,
   startAsPid1,
-  useBundles,
 } from "./support/bundle-processes.ts";
 import { freePort, http, pollUntil, randomSecret as secret } from "./support/e2e.ts";
 
-const bundles = useBundles();
+const bundles = buildBundlesForSuite();
 
 function chatEnv(port: number): Record<string, string> {
   return {

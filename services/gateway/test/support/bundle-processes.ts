@@ -27,7 +27,7 @@ export interface BuiltBundles {
  * Builds the bundles before the file's tests (inside the repository, dist/ being ignored by git, so that they
  * find node_modules as in the image) and removes them after.
  */
-export function useBundles(): BuiltBundles {
+export function buildBundlesForSuite(): BuiltBundles {
   let outDir: string | undefined;
   let bundles: Record<ServiceName, string> | undefined;
   beforeAll(async () => {
