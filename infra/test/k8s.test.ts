@@ -11,6 +11,7 @@
  * pods' egress open to the receiver, and the PrometheusRule's alerts checked and proven to fire by promtool.
  */
 import { spawnSync } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
@@ -83,29 +84,48 @@ afterAll(() => rmSync(secretsDir, { recursive: true, force: true }));
 const POSTGRES_URL = "postgres://chat_app:secret@postgres:5432/chat";
 const PGBOUNCER_URL = "postgres://chat_app:secret@listings-chat-pgbouncer:6432/chat";
 
+/** The values of the Secret's keys, good enough for production. */
+const SECRET_VALUES: Record<string, string> = {
+  DATABASE_URL: POSTGRES_URL,
+  PGBOUNCER_DATABASE_URL: PGBOUNCER_URL,
+  REDIS_URL: "redis://redis:6379",
+  JWT_SECRET: "j".repeat(40),
+  JWT_PUBLIC_KEY: generateKeyPairSync("ec", { namedCurve: "P-256" })
+    .publicKey.export({ type: "spki", format: "pem" })
+    .toString(),
+  JWT_JWKS_URL: "https://monolith.example/.well-known/jwks.json",
+  // Standard Webhooks' form: whsec_ and the base64 of the key.
+  WEBHOOK_SECRET: `whsec_${Buffer.alloc(32, 7).toString("base64")}`,
+};
+/** What `kubectl create secret generic listings-chat-secrets` puts in it by default here: JWT_SECRET of the three. */
+const DEFAULT_SECRET_KEYS = ["INTERNAL_TOKEN", "WS_TOKEN_SECRET", "DATABASE_URL", "REDIS_URL", "JWT_SECRET"];
+
 /**
  * The environment a container gets: its ConfigMaps, its own variables (field references filled in), and
  * every `<NAME>_FILE` pointed at a file with a value good enough for production, as the mounted Secret's key
- * (the file's name) would be.
+ * (the file's name) would be, and a `SECRETS_DIR` holding a file for each of `secretKeys`.
  */
-function containerEnv(manifests: Manifest[], container: any): Record<string, string> {
+function containerEnv(
+  manifests: Manifest[],
+  container: any,
+  secretKeys: readonly string[] = DEFAULT_SECRET_KEYS,
+): Record<string, string> {
   const env: Record<string, string> = {};
   for (const source of container.envFrom ?? [])
     Object.assign(env, byKind(manifests, "ConfigMap", source.configMapRef.name).data);
-  const values: Record<string, string> = {
-    DATABASE_URL: POSTGRES_URL,
-    PGBOUNCER_DATABASE_URL: PGBOUNCER_URL,
-    REDIS_URL: "redis://redis:6379",
-    JWT_SECRET: "j".repeat(40),
-    // Standard Webhooks' form: whsec_ and the base64 of the key.
-    WEBHOOK_SECRET: `whsec_${Buffer.alloc(32, 7).toString("base64")}`,
-  };
   for (const variable of container.env ?? []) {
     if (variable.valueFrom?.fieldRef) env[variable.name] = "listings-chat-7c9f-abcde";
-    else if (variable.name.endsWith("_FILE")) {
+    else if (variable.name === "SECRETS_DIR") {
+      // The mounted Secret as kubelet writes it: a file for each key the Secret holds.
+      const dir = mkdtempSync(join(secretsDir, `${container.name}-`));
+      for (const key of secretKeys) {
+        writeFileSync(join(dir, key), `${SECRET_VALUES[key] ?? `${key.toLowerCase()}-`.padEnd(48, "x")}\n`);
+      }
+      env.SECRETS_DIR = dir;
+    } else if (variable.name.endsWith("_FILE")) {
       const key = basename(variable.value);
       const file = join(secretsDir, `${container.name}-${key}`);
-      writeFileSync(file, `${values[key] ?? `${key.toLowerCase()}-`.padEnd(48, "x")}\n`);
+      writeFileSync(file, `${SECRET_VALUES[key] ?? `${key.toLowerCase()}-`.padEnd(48, "x")}\n`);
       env[variable.name] = file;
     } else env[variable.name] = variable.value;
   }
@@ -297,6 +317,42 @@ describe.each(RENDERINGS)("%s", (dir) => {
         expect(volume.secret.items.map((i: { key: string }) => i.key)).toContain(key);
       }
     }
+  });
+
+  it("lets the gateway verify access tokens by whichever of the three keys the Secret holds, with no patch", () => {
+    const dirVariable = gatewayContainer.env.find((v: { name: string }) => v.name === "SECRETS_DIR");
+    const mount = gatewayContainer.volumeMounts.find((m: { mountPath: string }) => m.mountPath === dirVariable?.value);
+    expect(mount?.readOnly).toBe(true);
+    const volume = gateway.spec.template.spec.volumes.find((v: { name: string }) => v.name === mount.name);
+    const sources = volume.projected.sources.map((source: any) => source.secret);
+    expect(new Set(sources.map((source: { name: string }) => source.name))).toEqual(new Set(["listings-chat-secrets"]));
+    const keysOf = (optional: boolean) =>
+      sources
+        .filter((source: { optional?: boolean }) => Boolean(source.optional) === optional)
+        .flatMap((source: { items: { key: string; path: string }[] }) =>
+          source.items.map((item) => {
+            expect(item.path).toBe(item.key);
+            return item.key;
+          }),
+        )
+        .sort();
+    // Only what the gateway reads: never the database's URL or the webhook secret.
+    expect(keysOf(false)).toEqual(["INTERNAL_TOKEN", "REDIS_URL", "WS_TOKEN_SECRET"]);
+    expect(keysOf(true)).toEqual(["JWT_JWKS_URL", "JWT_PUBLIC_KEY", "JWT_SECRET"]);
+    const required = ["INTERNAL_TOKEN", "WS_TOKEN_SECRET", "REDIS_URL"];
+    const kinds = { JWT_SECRET: "secret", JWT_PUBLIC_KEY: "public-key", JWT_JWKS_URL: "jwks" } as const;
+    for (const [key, kind] of Object.entries(kinds)) {
+      const config = loadGatewayConfig(containerEnv(manifests, gatewayContainer, [...required, key]));
+      expect(config.production).toBe(true);
+      expect(config.accessTokens.key.kind, key).toBe(kind);
+    }
+    // None of the three, or two: the gateway refuses to start, saying which.
+    expect(() => loadGatewayConfig(containerEnv(manifests, gatewayContainer, required))).toThrow(
+      /JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL is required/,
+    );
+    expect(() =>
+      loadGatewayConfig(containerEnv(manifests, gatewayContainer, [...required, "JWT_SECRET", "JWT_PUBLIC_KEY"])),
+    ).toThrow(/not JWT_SECRET and JWT_PUBLIC_KEY/);
   });
 
   it("uses the services' ports, probe paths and stop timings", () => {

@@ -3,7 +3,7 @@ import { presentedInternalToken, type RequestScopeOptions, requestScope } from "
 import { type Context, Hono } from "hono";
 import type { Logger } from "pino";
 import { type AccessTokenVerifier, presentedAccessToken } from "./auth/access-token.ts";
-import { AuthError } from "./auth/errors.ts";
+import { AuthError, KeySetUnavailableError } from "./auth/errors.ts";
 import type { WsTokens } from "./auth/ws-token.ts";
 import { createDemoPageRoutes } from "./dev/demo-page.ts";
 import { devTokenBody } from "./dev/dev-token.ts";
@@ -188,9 +188,13 @@ export function createGatewayApp(parts: GatewayAppParts) {
       );
     }
     try {
-      c.set("userId", parts.verifyAccessToken(presented.token));
+      c.set("userId", await parts.verifyAccessToken(presented.token));
     } catch (error) {
       if (error instanceof AuthError) return c.json(errorBody(error.code, error.message), 401);
+      if (error instanceof KeySetUnavailableError) {
+        c.header("Retry-After", String(error.retryAfterSeconds));
+        return c.json(errorBody(error.code, error.message), 503);
+      }
       throw error;
     }
     await next();

@@ -65,8 +65,12 @@ const schema = z.object({
   CHAT_UPSTREAMS: upstreams.default(["http://127.0.0.1:8086"]),
   CHAT_UPSTREAMS_DNS_REFRESH_MS: wholeNumber(100, 600_000).default(5_000),
   INTERNAL_TOKEN: z.string().min(1).optional(),
+  // A mounted Secret: each secret variable not set otherwise is read from the file of its name there, if any.
+  SECRETS_DIR: z.string().min(1).optional(),
   JWT_SECRET: z.string().min(1).optional(),
   JWT_PUBLIC_KEY: pem.optional(),
+  // The monolith's JSON Web Key Set (RS256 / ES256 keys chosen by the token's kid): keys rotate without a redeploy.
+  JWT_JWKS_URL: urlWithProtocol(["https:", "http:"]).optional(),
   JWT_ISSUER: z.string().min(1).optional(),
   JWT_AUDIENCE: z.string().min(1).optional(),
   // 30 days at most: a token meant to live longer is a refresh token, which the gateway never sees.
@@ -116,8 +120,11 @@ const schema = z.object({
   OTEL_SERVICE_NAME: z.string().min(1).default("gateway"),
 });
 
-/** How access tokens from the monolith are verified: exactly one of a shared secret or a public key. */
-export type AccessTokenKey = { kind: "secret"; secret: string } | { kind: "public-key"; pem: string };
+/** How access tokens from the monolith are verified: exactly one of a shared secret, a public key or a key set. */
+export type AccessTokenKey =
+  | { kind: "secret"; secret: string }
+  | { kind: "public-key"; pem: string }
+  | { kind: "jwks"; url: string };
 
 export interface GatewayConfig {
   production: boolean;
@@ -179,6 +186,8 @@ export const GATEWAY_SECRET_VARIABLES = [
   "INTERNAL_TOKEN",
   "JWT_SECRET",
   "JWT_PUBLIC_KEY",
+  // Not a secret, but read like one: the Secret alone then decides how tokens are verified (one of the three).
+  "JWT_JWKS_URL",
   "WS_TOKEN_SECRET",
   "REDIS_URL",
 ] as const;
@@ -188,15 +197,22 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
   const v = parseEnv(schema, withSecretFiles(env, GATEWAY_SECRET_VARIABLES));
   const production = v.NODE_ENV === "production";
   const warnings: string[] = [];
-  if (v.JWT_SECRET && v.JWT_PUBLIC_KEY) {
-    throw new ConfigError("set JWT_SECRET or JWT_PUBLIC_KEY, not both: the algorithm is pinned by which one is set");
+  const keyVariables = (["JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_JWKS_URL"] as const).filter((name) => v[name]);
+  if (keyVariables.length > 1) {
+    throw new ConfigError(
+      `set one of JWT_SECRET, JWT_PUBLIC_KEY and JWT_JWKS_URL, not ${keyVariables.join(" and ")}: the algorithms are pinned by which one is set`,
+    );
+  }
+  // A key set fetched in the clear could be swapped on the way: anyone could then sign in as anyone.
+  if (production && v.JWT_JWKS_URL?.startsWith("http:")) {
+    throw new ConfigError("JWT_JWKS_URL must be an https:// URL in production: the keys decide who is signed in");
   }
   if (production && v.DEV_AUTH === "1") throw new ConfigError("DEV_AUTH=1 is refused when NODE_ENV=production");
   const secret = (name: string, value: string | undefined, devDefault: string) =>
     requireSecret({ name, value, devDefault, production, warnings });
   const internalToken = secret("INTERNAL_TOKEN", v.INTERNAL_TOKEN, DevDefaults.internalToken);
-  if (production && !v.JWT_SECRET && !v.JWT_PUBLIC_KEY) {
-    throw new ConfigError("JWT_SECRET or JWT_PUBLIC_KEY is required in production");
+  if (production && keyVariables.length === 0) {
+    throw new ConfigError("JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL is required in production");
   }
   // Without either, any token the monolith signs with the same key (a password reset, an e-mail check)
   // would pass for an access token.
@@ -205,7 +221,8 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
       "JWT_AUDIENCE or JWT_ISSUER is required in production: set it to the aud or iss the monolith puts in its access tokens",
     );
   }
-  const jwtSecret = v.JWT_PUBLIC_KEY ? undefined : secret("JWT_SECRET", v.JWT_SECRET, DevDefaults.jwtSecret);
+  const jwtSecret =
+    v.JWT_PUBLIC_KEY || v.JWT_JWKS_URL ? undefined : secret("JWT_SECRET", v.JWT_SECRET, DevDefaults.jwtSecret);
   const workers = v.GATEWAY_WORKERS;
   // In memory, each worker would count only its own sockets: a user could open workers × the cap.
   if (workers > 1 && !v.REDIS_URL) {
@@ -216,7 +233,9 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
   const wsSecret = secret("WS_TOKEN_SECRET", v.WS_TOKEN_SECRET, DevDefaults.wsTokenSecret);
   const key: AccessTokenKey = v.JWT_PUBLIC_KEY
     ? { kind: "public-key", pem: v.JWT_PUBLIC_KEY }
-    : { kind: "secret", secret: jwtSecret ?? DevDefaults.jwtSecret };
+    : v.JWT_JWKS_URL
+      ? { kind: "jwks", url: v.JWT_JWKS_URL }
+      : { kind: "secret", secret: jwtSecret ?? DevDefaults.jwtSecret };
   if (key.kind === "secret" && key.secret === wsSecret) {
     throw new ConfigError(
       "WS_TOKEN_SECRET must differ from JWT_SECRET: a ws-token must never pass for an access token",
@@ -224,7 +243,7 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
   }
   if (v.DEV_AUTH === "1" && key.kind !== "secret") {
     throw new ConfigError(
-      "DEV_AUTH=1 needs JWT_SECRET: dev tokens are signed with it (unset JWT_PUBLIC_KEY in development)",
+      "DEV_AUTH=1 needs JWT_SECRET: dev tokens are signed with it (unset JWT_PUBLIC_KEY and JWT_JWKS_URL in development)",
     );
   }
   return {

@@ -7,6 +7,8 @@ export const GatewayErrorCode = {
   upstreamFailed: "upstream_failed",
   upstreamTimeout: "upstream_timeout",
   redisUnavailable: "redis_unavailable",
+  /** The monolith's key set (JWT_JWKS_URL) cannot be read and none was read before: retry after `Retry-After`. */
+  keySetUnavailable: "key_set_unavailable",
   clientClosed: "client_closed",
 } as const;
 

@@ -111,7 +111,7 @@ export async function startGateway(
     chatUpstreams: discovery.current,
     internalToken: config.internalToken,
     redisReady: redis ? () => succeedsWithin(() => redis.ping(), 1_000) : undefined,
-    verifyAccessToken: createAccessTokenVerifier(config.accessTokens),
+    verifyAccessToken: createAccessTokenVerifier({ ...config.accessTokens, warn: (message) => log.warn(message) }),
     wsTokens,
     forward: rest.handle,
     corsOrigins: config.corsOrigins,

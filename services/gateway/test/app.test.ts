@@ -404,7 +404,9 @@ describe("gateway configuration", () => {
 
     it("requires a JWT key and a strong WS_TOKEN_SECRET", () => {
       const { JWT_SECRET: _jwt, ...noJwt } = secrets;
-      expect(() => loadGatewayConfig({ ...noJwt, NODE_ENV: "production" })).toThrow(/JWT_SECRET or JWT_PUBLIC_KEY/);
+      expect(() => loadGatewayConfig({ ...noJwt, NODE_ENV: "production" })).toThrow(
+        /JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL is required/,
+      );
       expect(() => loadGatewayConfig({ ...secrets, NODE_ENV: "production", JWT_SECRET: "short" })).toThrow(
         /JWT_SECRET is too weak/,
       );

@@ -15,9 +15,9 @@ const inAMinute = () => nowSeconds() + 60;
 const maxAgeSeconds = 86_400;
 const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
 
-function refusal(run: () => unknown): string {
+async function refusal(run: () => unknown): Promise<string> {
   try {
-    run();
+    await run();
   } catch (error) {
     expect(error).toBeInstanceOf(AuthError);
     return (error as Error).message;
@@ -25,94 +25,97 @@ function refusal(run: () => unknown): string {
   throw new Error("the token was accepted");
 }
 
-describe("access tokens", () => {
+describe("access tokens", async () => {
   const verify = createAccessTokenVerifier({ key: { kind: "secret", secret }, maxAgeSeconds });
 
-  it("accepts HS256 with exp and returns the user id from sub (number or digits)", () => {
-    expect(verify(jwt.sign({ sub: "42", exp: inAMinute() }, secret))).toBe(42);
-    expect(verify(jwt.sign({ sub: 43, exp: inAMinute() }, secret))).toBe(43);
+  it("accepts HS256 with exp and returns the user id from sub (number or digits)", async () => {
+    expect(await verify(jwt.sign({ sub: "42", exp: inAMinute() }, secret))).toBe(42);
+    expect(await verify(jwt.sign({ sub: 43, exp: inAMinute() }, secret))).toBe(43);
   });
 
-  it("refuses a missing exp, an expired token, a bad sub and a forged signature", () => {
-    expect(refusal(() => verify(jwt.sign({ sub: "1" }, secret)))).toMatch(/exp/);
-    expect(refusal(() => verify(jwt.sign({ sub: "1", exp: Math.floor(Date.now() / 1000) - 60 }, secret)))).toMatch(
-      /expired/,
-    );
-    for (const sub of ["0", "-1", "abc", "1.5", ""]) refusal(() => verify(jwt.sign({ sub, exp: inAMinute() }, secret)));
-    refusal(() => verify(jwt.sign({ sub: "1", exp: inAMinute() }, "some-other-secret-of-enough-length!!")));
+  it("refuses a missing exp, an expired token, a bad sub and a forged signature", async () => {
+    expect(await refusal(() => verify(jwt.sign({ sub: "1" }, secret)))).toMatch(/exp/);
+    expect(
+      await refusal(() => verify(jwt.sign({ sub: "1", exp: Math.floor(Date.now() / 1000) - 60 }, secret))),
+    ).toMatch(/expired/);
+    for (const sub of ["0", "-1", "abc", "1.5", ""])
+      await refusal(() => verify(jwt.sign({ sub, exp: inAMinute() }, secret)));
+    await refusal(() => verify(jwt.sign({ sub: "1", exp: inAMinute() }, "some-other-secret-of-enough-length!!")));
   });
 
-  it("refuses a token older than JWT_MAX_AGE_SECONDS from its iat, even with exp 100 years out", () => {
+  it("refuses a token older than JWT_MAX_AGE_SECONDS from its iat, even with exp 100 years out", async () => {
     const now = nowSeconds();
     const centuryExp = now + 100 * 365 * 86_400;
     // A day and a minute old, valid for a century: refused by its age alone.
     const old = jwt.sign({ sub: "21", iat: now - maxAgeSeconds - 60, exp: centuryExp }, secret);
-    expect(refusal(() => verify(old))).toBe(
+    expect(await refusal(() => verify(old))).toBe(
       "the access token is older than 86400 s (JWT_MAX_AGE_SECONDS, counted from iat): sign in again",
     );
     // Just under the age, the same century of exp passes: the age is what decides, not the exp.
-    expect(verify(jwt.sign({ sub: "21", iat: now - maxAgeSeconds + 60, exp: centuryExp }, secret))).toBe(21);
+    expect(await verify(jwt.sign({ sub: "21", iat: now - maxAgeSeconds + 60, exp: centuryExp }, secret))).toBe(21);
     // The age is the verifier's own: a short one refuses what the default accepts.
     const hourly = createAccessTokenVerifier({ key: { kind: "secret", secret }, maxAgeSeconds: 3_600 });
-    expect(refusal(() => hourly(jwt.sign({ sub: "21", iat: now - 3_700, exp: now + 600 }, secret)))).toMatch(
+    expect(await refusal(() => hourly(jwt.sign({ sub: "21", iat: now - 3_700, exp: now + 600 }, secret)))).toMatch(
       /older than 3600 s/,
     );
   });
 
-  it("refuses a token without iat, or issued in the future (which would make any age look young)", () => {
+  it("refuses a token without iat, or issued in the future (which would make any age look young)", async () => {
     const now = nowSeconds();
     const noIat = jwt.sign({ sub: "22", exp: now + 600 }, secret, { noTimestamp: true });
     expect(jwt.decode(noIat)).not.toHaveProperty("iat");
-    expect(refusal(() => verify(noIat))).toBe("the access token has no issue time (iat): the monolith must set one");
+    expect(await refusal(() => verify(noIat))).toBe(
+      "the access token has no issue time (iat): the monolith must set one",
+    );
     const future = jwt.sign({ sub: "22", iat: now + 3_600, exp: now + 100 * 365 * 86_400 }, secret);
-    expect(refusal(() => verify(future))).toMatch(/issued in the future/);
+    expect(await refusal(() => verify(future))).toMatch(/issued in the future/);
     // Within the 5 s of clock tolerance, a monolith a little ahead is not refused.
-    expect(verify(jwt.sign({ sub: "22", iat: now + 3, exp: now + 600 }, secret))).toBe(22);
+    expect(await verify(jwt.sign({ sub: "22", iat: now + 3, exp: now + 600 }, secret))).toBe(22);
   });
 
-  it('refuses alg "none" and algorithms other than the pinned one', () => {
+  it('refuses alg "none" and algorithms other than the pinned one', async () => {
     const none = `${b64({ alg: "none", typ: "JWT" })}.${b64({ sub: "1", exp: inAMinute() })}.`;
-    refusal(() => verify(none));
-    refusal(() => verify(jwt.sign({ sub: "1", exp: inAMinute() }, secret, { algorithm: "HS512" })));
+    await refusal(() => verify(none));
+    await refusal(() => verify(jwt.sign({ sub: "1", exp: inAMinute() }, secret, { algorithm: "HS512" })));
   });
 
-  it("checks iss and aud when configured", () => {
+  it("checks iss and aud when configured", async () => {
     const strict = createAccessTokenVerifier({
       key: { kind: "secret", secret },
       issuer: "monolith",
       audience: "chat",
       maxAgeSeconds,
     });
-    expect(strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "monolith", aud: "chat" }, secret))).toBe(5);
-    expect(refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "elsewhere", aud: "chat" }, secret)))).toBe(
-      "the token's iss (JWT_ISSUER) is not that of an access token for this service",
-    );
-    expect(refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "monolith", aud: "other" }, secret)))).toBe(
-      "the token's aud (JWT_AUDIENCE) is not that of an access token for this service",
-    );
-    refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute() }, secret)));
+    expect(await strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "monolith", aud: "chat" }, secret))).toBe(5);
+    expect(
+      await refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "elsewhere", aud: "chat" }, secret))),
+    ).toBe("the token's iss (JWT_ISSUER) is not that of an access token for this service");
+    expect(
+      await refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute(), iss: "monolith", aud: "other" }, secret))),
+    ).toBe("the token's aud (JWT_AUDIENCE) is not that of an access token for this service");
+    await refusal(() => strict(jwt.sign({ sub: "5", exp: inAMinute() }, secret)));
   });
 
-  it("verifies RS256 and ES256 with a public key, and refuses the HS256-with-public-key confusion", () => {
+  it("verifies RS256 and ES256 with a public key, and refuses the HS256-with-public-key confusion", async () => {
     const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
     const rsaPem = rsa.publicKey.export({ type: "spki", format: "pem" }).toString();
     const rs = createAccessTokenVerifier({ key: { kind: "public-key", pem: rsaPem }, maxAgeSeconds });
-    expect(rs(jwt.sign({ sub: "7", exp: inAMinute() }, rsa.privateKey, { algorithm: "RS256" }))).toBe(7);
+    expect(await rs(jwt.sign({ sub: "7", exp: inAMinute() }, rsa.privateKey, { algorithm: "RS256" }))).toBe(7);
     // The classic attack: an HS256 token "signed" with the public key as the secret.
     const confused = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: "7", exp: inAMinute() })}`;
     const forged = `${confused}.${createHmac("sha256", rsaPem).update(confused).digest("base64url")}`;
-    refusal(() => rs(forged));
+    await refusal(() => rs(forged));
 
     const ec = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const es = createAccessTokenVerifier({
       key: { kind: "public-key", pem: ec.publicKey.export({ type: "spki", format: "pem" }).toString() },
       maxAgeSeconds,
     });
-    expect(es(jwt.sign({ sub: "8", exp: inAMinute() }, ec.privateKey, { algorithm: "ES256" }))).toBe(8);
-    refusal(() => es(jwt.sign({ sub: "8", exp: inAMinute() }, rsa.privateKey, { algorithm: "RS256" })));
+    expect(await es(jwt.sign({ sub: "8", exp: inAMinute() }, ec.privateKey, { algorithm: "ES256" }))).toBe(8);
+    await refusal(() => es(jwt.sign({ sub: "8", exp: inAMinute() }, rsa.privateKey, { algorithm: "RS256" })));
   });
 
-  it("takes the token from the Bearer header, else from the access_token cookie", () => {
+  it("takes the token from the Bearer header, else from the access_token cookie", async () => {
     expect(presentedAccessToken("Bearer abc.def.ghi", undefined)).toEqual({ token: "abc.def.ghi", fromCookie: false });
     expect(presentedAccessToken(undefined, "theme=dark; access_token=xyz.1.2; other=1")).toEqual({
       token: "xyz.1.2",
@@ -150,7 +153,7 @@ describe("ws-tokens", () => {
     const { token } = tokens.issue(3);
     // Even a verifier that (wrongly) shared the ws secret refuses a ws-token as an access token.
     const sharing = createAccessTokenVerifier({ key: { kind: "secret", secret: wsSecret }, maxAgeSeconds });
-    expect(refusal(() => sharing(token))).toMatch(/ws-token/);
+    expect(await refusal(() => sharing(token))).toMatch(/ws-token/);
     const access = jwt.sign({ sub: "3", exp: inAMinute() }, wsSecret);
     await expect(tokens.redeem(access)).rejects.toBeInstanceOf(AuthError);
   });

@@ -30,6 +30,8 @@ const schema = z.object({
   REDIS_URL: redisUrlList.optional(),
   REDIS_KEY_PREFIX: z.string().default("listings-chat:"),
   INTERNAL_TOKEN: z.string().min(1).optional(),
+  // A mounted Secret: each secret variable not set otherwise is read from the file of its name there, if any.
+  SECRETS_DIR: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   // OpenTelemetry's own variable names: tracing is off without an endpoint (shared/src/node/tracing.ts).
   OTEL_EXPORTER_OTLP_ENDPOINT: urlWithProtocol(["http:", "https:"]).optional(),

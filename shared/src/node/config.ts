@@ -16,9 +16,15 @@ export function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, str
 }
 
 /**
- * The environment with each `<NAME>_FILE` of `names` read into `<NAME>`, as Docker and Kubernetes hand
- * secrets over (a mounted file): the file's content without its final newline. Setting both `<NAME>` and
- * `<NAME>_FILE` is refused, and so is a file that cannot be read or is empty.
+ * The environment with each secret of `names` read from a file, as Docker and Kubernetes hand secrets over (a
+ * mounted file): the file's content without its final newline.
+ *
+ * - `<NAME>_FILE` names the file. Setting both `<NAME>` and `<NAME>_FILE` is refused, and so is a file that
+ *   cannot be read or is empty.
+ * - `SECRETS_DIR` names a folder (a mounted Secret): `<SECRETS_DIR>/<NAME>` is read for each name not given
+ *   otherwise, when that file exists. A missing file is no error, so that one deployment takes whichever of
+ *   several alternatives its Secret holds (JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL); what is required is
+ *   checked afterwards, by the service's own rules.
  */
 export function withSecretFiles(
   env: Record<string, string | undefined>,
@@ -26,20 +32,26 @@ export function withSecretFiles(
   read: (path: string) => string = (path) => readFileSync(path, "utf8"),
 ): Record<string, string | undefined> {
   const resolved = { ...env };
+  const dir = env.SECRETS_DIR?.replace(/\/+$/, "");
   for (const name of names) {
     const path = env[`${name}_FILE`];
-    if (!path) continue;
-    if (env[name]) throw new ConfigError(`set ${name} or ${name}_FILE, not both`);
+    if (path && env[name]) throw new ConfigError(`set ${name} or ${name}_FILE, not both`);
+    if (!path && (env[name] || !dir)) continue;
+    const fromDir = !path;
+    const file = path || `${dir}/${name}`;
     let content: string;
     try {
-      content = read(path).replace(/\r?\n$/, "");
+      content = read(file).replace(/\r?\n$/, "");
     } catch (error) {
       const why = (error as NodeJS.ErrnoException).code ?? String(error);
+      if (fromDir && why === "ENOENT") continue;
       throw new ConfigError(
-        `${name}_FILE: cannot read ${path} (${why}): mount the secret there, or unset ${name}_FILE`,
+        fromDir
+          ? `SECRETS_DIR: cannot read ${file} (${why}): check the mounted Secret's permissions`
+          : `${name}_FILE: cannot read ${file} (${why}): mount the secret there, or unset ${name}_FILE`,
       );
     }
-    if (!content) throw new ConfigError(`${name}_FILE: ${path} is empty`);
+    if (!content) throw new ConfigError(`${fromDir ? "SECRETS_DIR" : `${name}_FILE`}: ${file} is empty`);
     resolved[name] = content;
   }
   return resolved;

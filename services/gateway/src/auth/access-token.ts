@@ -1,8 +1,16 @@
-import { createSecretKey, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import { parseUserId } from "@listings-chat/shared";
-import jwt from "jsonwebtoken";
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  errors,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  type JWTVerifyOptions,
+  jwtVerify,
+} from "jose";
 import type { AccessTokenKey } from "../env.ts";
-import { AuthError } from "./errors.ts";
+import { AuthError, KeySetUnavailableError } from "./errors.ts";
 import { parsePublicKey } from "./public-key.ts";
 import { WS_TOKEN_USE } from "./ws-token.ts";
 
@@ -12,50 +20,129 @@ export interface AccessTokenOptions {
   audience?: string;
   /** The oldest token accepted, counted from its `iat` (JWT_MAX_AGE_SECONDS), whatever its `exp` says. */
   maxAgeSeconds: number;
+  /** Where a key-set problem is told (a stale set used while JWT_JWKS_URL does not answer). */
+  warn?: (message: string) => void;
+  /** How the key set is kept (KEY_SET_TIMINGS); tests shorten it. */
+  keySetTimings?: KeySetTimings;
+}
+
+export interface KeySetTimings {
+  /** A set older than this is read again before use. */
+  cacheMaxAgeMs: number;
+  /** An unknown `kid` reads the set again, but not sooner than this after the last read. */
+  cooldownMs: number;
+  /** A read that takes longer fails. */
+  timeoutMs: number;
 }
 
 /** Seconds of clock difference forgiven between the monolith and the gateway (exp, nbf, iat, age). */
 const CLOCK_TOLERANCE_SECONDS = 5;
 
-/** Pins the algorithm to the key: HS256 for a secret, RS256 for an RSA key, ES256 for a P-256 key. */
-function keyAndAlgorithm(key: AccessTokenKey): { keyObject: KeyObject; algorithm: jwt.Algorithm } {
-  if (key.kind === "secret") return { keyObject: createSecretKey(Buffer.from(key.secret)), algorithm: "HS256" };
-  const parsed = parsePublicKey(key.pem);
-  if (!parsed) throw new Error("JWT_PUBLIC_KEY must be an RSA key (RS256) or a P-256 EC key (ES256)");
-  return parsed;
-}
+/** Algorithms a key of the monolith's key set (JWT_JWKS_URL) may sign with; each key's own `kty` and `alg` narrow it. */
+const KEY_SET_ALGORITHMS = ["RS256", "ES256"];
 
-export type AccessTokenVerifier = (token: string) => number;
+/** How long the key set is kept before it is read again, and how soon an unknown `kid` may read it again. */
+export const KEY_SET_TIMINGS: KeySetTimings = { cacheMaxAgeMs: 10 * 60_000, cooldownMs: 30_000, timeoutMs: 5_000 };
+
+type KeyAndAlgorithms = { key: Uint8Array | KeyObject | JWTVerifyGetKey; algorithms: string[] };
 
 /**
- * Verifies the monolith's access tokens and returns the user id. The algorithm is fixed by the key
- * (never read from the token), `exp` and `iat` are required, a token older than `maxAgeSeconds` (from
- * `iat`) or issued in the future is refused whatever its `exp`, `iss`/`aud` are checked when configured,
- * and a ws-token is refused even if it were signed with the same key.
+ * Pins the algorithms to the key: HS256 for a secret, RS256 for an RSA key, ES256 for a P-256 key, and for a key
+ * set (JWKS) RS256 or ES256 as each key's type allows. Never read from the token.
+ */
+function keyAndAlgorithms(options: AccessTokenOptions): KeyAndAlgorithms {
+  const { key } = options;
+  if (key.kind === "secret") return { key: new TextEncoder().encode(key.secret), algorithms: ["HS256"] };
+  if (key.kind === "jwks") {
+    const timings = options.keySetTimings ?? KEY_SET_TIMINGS;
+    return { key: keySet(key.url, timings, options.warn), algorithms: KEY_SET_ALGORITHMS };
+  }
+  const parsed = parsePublicKey(key.pem);
+  if (!parsed) throw new Error("JWT_PUBLIC_KEY must be an RSA key (RS256) or a P-256 EC key (ES256)");
+  return { key: parsed.keyObject, algorithms: [parsed.algorithm] };
+}
+
+/**
+ * The monolith's key set, fetched from `url` and kept (jose's remote JWK set: the key is chosen by the token's
+ * `kid`; an unknown `kid` reads the set again, at most every 30 s, so a new key works as soon as it is
+ * published). When the set cannot be read again once it is stale, the last one read is used meanwhile, so that a
+ * monolith's short outage does not sign everyone out; with no set read yet, verification is unavailable (503).
+ */
+function keySet(url: string, timings: KeySetTimings, warn: (message: string) => void = () => {}): JWTVerifyGetKey {
+  // Once a minute at most: every request meets the outage.
+  let warnedAt = Number.NEGATIVE_INFINITY;
+  const remote = createRemoteJWKSet(new URL(url), {
+    cacheMaxAge: timings.cacheMaxAgeMs,
+    cooldownDuration: timings.cooldownMs,
+    timeoutDuration: timings.timeoutMs,
+  });
+  return async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (error) {
+      if (!cannotRead(error)) throw error;
+      const last = remote.jwks();
+      if (!last) {
+        throw new KeySetUnavailableError(
+          `the monolith's key set (JWT_JWKS_URL) cannot be read (${readableCause(error)}): try again shortly`,
+        );
+      }
+      if (Date.now() - warnedAt >= 60_000) {
+        warnedAt = Date.now();
+        warn(`JWT_JWKS_URL cannot be read (${readableCause(error)}): verifying with the key set read before`);
+      }
+      return createLocalJWKSet(last)(header, token);
+    }
+  };
+}
+
+/**
+ * A failure to read the key set (network, timeout, an answer other than 200, not a key set), as opposed to a
+ * set that was read and has no key for this token.
+ */
+const cannotRead = (error: unknown) =>
+  !(
+    error instanceof errors.JWKSNoMatchingKey ||
+    error instanceof errors.JWKSMultipleMatchingKeys ||
+    error instanceof errors.JOSENotSupported ||
+    error instanceof errors.JOSEAlgNotAllowed
+  );
+
+const readableCause = (error: unknown) =>
+  error instanceof Error
+    ? `${error.message}${error.cause instanceof Error ? `: ${error.cause.message}` : ""}`
+    : String(error);
+
+/** The user id of a verified token (a stub in tests may answer at once). */
+export type AccessTokenVerifier = (token: string) => Promise<number> | number;
+
+/**
+ * Verifies the monolith's access tokens and returns the user id. The algorithm is fixed by the key (never read
+ * from the token), `exp` and `iat` are required, a token older than `maxAgeSeconds` (from `iat`) or issued in
+ * the future is refused whatever its `exp`, `iss`/`aud` are checked when configured, and a ws-token is refused
+ * even if it were signed with the same key. Refusals are `AuthError`s (401); a key set that cannot be read is a
+ * `KeySetUnavailableError` (503).
  */
 export function createAccessTokenVerifier(options: AccessTokenOptions): AccessTokenVerifier {
-  const { keyObject, algorithm } = keyAndAlgorithm(options.key);
-  const verifyOptions: jwt.VerifyOptions = {
-    algorithms: [algorithm],
+  const { key, algorithms } = keyAndAlgorithms(options);
+  const verifyOptions: JWTVerifyOptions = {
+    algorithms,
     clockTolerance: CLOCK_TOLERANCE_SECONDS,
-    // jsonwebtoken's own age check: refuses a token without a numeric `iat`, and one past the age.
-    maxAge: options.maxAgeSeconds,
+    maxTokenAge: options.maxAgeSeconds,
+    requiredClaims: ["exp", "iat"],
     ...(options.issuer ? { issuer: options.issuer } : {}),
     ...(options.audience ? { audience: options.audience } : {}),
   };
-  return (token) => {
-    let payload: string | jwt.JwtPayload;
+  return async (token) => {
+    let payload: JWTPayload;
     try {
-      payload = jwt.verify(token, keyObject, verifyOptions);
+      ({ payload } =
+        typeof key === "function"
+          ? await jwtVerify(token, key, verifyOptions)
+          : await jwtVerify(token, key, verifyOptions));
     } catch (error) {
+      if (error instanceof KeySetUnavailableError) throw error;
       throw new AuthError(refusalOf(error, options.maxAgeSeconds));
-    }
-    if (typeof payload === "string" || typeof payload.exp !== "number") {
-      throw new AuthError("the access token has no expiry (exp): the monolith must set one");
-    }
-    // `iat` is a number here (maxAge checked it); one in the future would make any age look young.
-    if ((payload.iat ?? 0) > Date.now() / 1000 + CLOCK_TOLERANCE_SECONDS) {
-      throw new AuthError("the access token is issued in the future (iat): check the monolith's clock");
     }
     if (payload.token_use === WS_TOKEN_USE) throw new AuthError("a ws-token is not an access token");
     const userId = parseUserId(payload.sub);
@@ -66,18 +153,27 @@ export function createAccessTokenVerifier(options: AccessTokenOptions): AccessTo
 
 /** The sentence of a refused token: what was wrong with it, and what to do. */
 function refusalOf(error: unknown, maxAgeSeconds: number): string {
-  if (error instanceof jwt.TokenExpiredError) {
-    return error.message === "maxAge exceeded"
+  if (error instanceof errors.JWTExpired) {
+    return error.claim === "iat"
       ? `the access token is older than ${maxAgeSeconds} s (JWT_MAX_AGE_SECONDS, counted from iat): sign in again`
       : "the access token has expired: sign in again";
   }
-  if (error instanceof jwt.JsonWebTokenError && /^iat required/.test(error.message)) {
-    return "the access token has no issue time (iat): the monolith must set one";
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    if (error.claim === "exp" && error.reason === "missing") {
+      return "the access token has no expiry (exp): the monolith must set one";
+    }
+    if (error.claim === "iat" && error.reason === "missing") {
+      return "the access token has no issue time (iat): the monolith must set one";
+    }
+    if (error.claim === "iat") return "the access token is issued in the future (iat): check the monolith's clock";
+    // Another kind of token signed with the same key (a password reset, an e-mail check), or a wrong setting.
+    if (error.claim === "aud" || error.claim === "iss") {
+      const claim = error.claim === "aud" ? "aud (JWT_AUDIENCE)" : "iss (JWT_ISSUER)";
+      return `the token's ${claim} is not that of an access token for this service`;
+    }
   }
-  // Another kind of token signed with the same key (a password reset, an e-mail check), or a wrong setting.
-  if (error instanceof jwt.JsonWebTokenError && /^jwt (audience|issuer) invalid/.test(error.message)) {
-    const claim = error.message.startsWith("jwt audience") ? "aud (JWT_AUDIENCE)" : "iss (JWT_ISSUER)";
-    return `the token's ${claim} is not that of an access token for this service`;
+  if (error instanceof errors.JWKSNoMatchingKey) {
+    return "the access token's key (its kid) is not in the monolith's key set (JWT_JWKS_URL)";
   }
   return "the access token is not valid";
 }
