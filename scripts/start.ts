@@ -21,7 +21,8 @@ const gatewayPort = env.GATEWAY_PORT ?? "3000";
 /** Where this machine reaches a service bound to `host` (all interfaces → loopback). */
 const localHost = (host: string | undefined) => (!host || host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host);
 const chatUrl = `http://${localHost(env.CHAT_HOST)}:${chatPort}`;
-const gatewayUrl = `http://${localHost(env.GATEWAY_HOST)}:${gatewayPort}`;
+/** The gateway's public root: under BASE_PATH when one is set (its probes answer there too). */
+const gatewayUrl = `http://${localHost(env.GATEWAY_HOST)}:${gatewayPort}${env.BASE_PATH ?? ""}`;
 
 const color = process.stdout.isTTY && !env.NO_COLOR;
 const paint = (code: number, text: string) => (color ? `\u001b[${code}m${text}\u001b[0m` : text);

@@ -1686,3 +1686,19 @@ describe("the platform's voice (CONTRACT §8): listings, archive, suspension", (
     expect(h.server.messagesIn(h.chat.id)).toEqual([]);
   });
 });
+
+describe("a gateway under a BASE_PATH", () => {
+  it("sends REST and the WebSocket under the prefix that baseUrl and ws_url carry, once each", async () => {
+    const h = harness((server) => {
+      server.basePath = "/marketplace/chat";
+      return { baseUrl: `${FAKE_BASE_URL}/marketplace/chat` };
+    });
+    h.client.start();
+    await settle();
+    expect(h.client.mode).toBe("live");
+    expect(h.server.sockets.map((s) => new URL(s.url).pathname)).toEqual(["/marketplace/chat/ws/chat"]);
+    await h.client.send(h.chat.id, "under a prefix");
+    expect(h.server.messagesIn(h.chat.id).map((m) => m.content)).toEqual(["under a prefix"]);
+    expect(h.server.requestsTo().every((r) => r.status !== 404)).toBe(true);
+  });
+});

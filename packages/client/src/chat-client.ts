@@ -78,9 +78,15 @@ function browserConnectivity(): ConnectivitySignals {
 }
 
 /** `http(s)://host` → `ws(s)://host`; an empty base means the page's own origin. */
-function socketOrigin(baseUrl: string): string {
+/**
+ * The WebSocket URL of a ws-token's `ws_url` (a path, e.g. `/ws/chat`, or `/chat/ws/chat` under the gateway's
+ * BASE_PATH): on the gateway's origin, which `baseUrl` names (its own path, a BASE_PATH, is in `ws_url` already),
+ * or the page's.
+ */
+function socketUrl(baseUrl: string, wsUrl: string): string {
   const origin = baseUrl || (globalThis as { location?: { origin: string } }).location?.origin || "";
-  return origin.replace(/^http/, "ws");
+  const url = origin ? new URL(wsUrl, origin).href : wsUrl;
+  return url.replace(/^http/, "ws");
 }
 
 interface PendingAck {
@@ -497,7 +503,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     try {
       const ticket = await this.api.wsToken();
       const after = this.cursor === undefined ? "" : `&after=${this.cursor}`;
-      url = `${socketOrigin(this.baseUrl)}${ticket.ws_url}?token=${encodeURIComponent(ticket.token)}${after}`;
+      url = `${socketUrl(this.baseUrl, ticket.ws_url)}?token=${encodeURIComponent(ticket.token)}${after}`;
     } catch (error) {
       if (attempt !== this.attempt || this.stopped) return;
       this.cancel("connectTimer");

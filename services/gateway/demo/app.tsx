@@ -68,8 +68,14 @@ function record(event: ChatEvent) {
 // ---------------------------------------------------------------------------------------------------
 // Signing in
 
+/**
+ * The gateway's public root as the page was served from it: its origin, and its BASE_PATH when it has one
+ * (the page is `<BASE_PATH>/`), so that the page works under a prefix as at the root.
+ */
+const GATEWAY_ROOT = new URL(".", location.href).href.replace(/\/$/, "");
+
 async function devToken(userId: number): Promise<string> {
-  const res = await fetch("/api/dev/token", {
+  const res = await fetch(`${GATEWAY_ROOT}/api/dev/token`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ user_id: userId }),
@@ -102,7 +108,7 @@ function startSession(userId: number, firstToken: string, onFatal: (message: str
   let token = firstToken;
   sessionStorage.setItem(SESSION_KEY, JSON.stringify({ userId, token }));
   const client = new ChatClient({
-    baseUrl: "",
+    baseUrl: GATEWAY_ROOT,
     // Refused or expiring (DEV_TOKEN_TTL_S=5 shows it): a new dev token, kept for a reload of this tab.
     getAccessToken: async ({ refresh }) => {
       if (refresh) {

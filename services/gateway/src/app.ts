@@ -38,6 +38,11 @@ export interface GatewayAppParts {
   isShuttingDown?: () => boolean;
   /** CORS_ORIGINS: pages on these origins may call `/api/…` (http/cors.ts). */
   corsOrigins?: readonly string[];
+  /**
+   * BASE_PATH (http/base-path.ts): the app sees paths without it (server.ts takes it off); answers that name a
+   * public path (the ws-token's `ws_url`, the OpenAPI `servers`) put it back.
+   */
+  basePath?: string;
 }
 
 type GatewayEnv = { Variables: { userId: number } };
@@ -99,7 +104,7 @@ async function instanceReadiness(
 
 /** The gateway's HTTP routes (CONTRACT §3), wired from their parts; upgrades are handled beside it. */
 export function createGatewayApp(parts: GatewayAppParts) {
-  const { log, readyTimeoutMs = 1_000, isShuttingDown = () => false } = parts;
+  const { log, readyTimeoutMs = 1_000, isShuttingDown = () => false, basePath = "" } = parts;
   const app = new Hono<GatewayEnv>();
 
   app.use(requestScope({ log, observe: parts.observeRequest }));
@@ -203,7 +208,7 @@ export function createGatewayApp(parts: GatewayAppParts) {
   const issueWsToken = (c: Context<GatewayEnv>) => {
     const { token, expiresIn } = parts.wsTokens.issue(c.get("userId"));
     c.header("Cache-Control", "no-store");
-    return c.json({ token, expires_in: expiresIn, ws_url: WS_PATH });
+    return c.json({ token, expires_in: expiresIn, ws_url: `${basePath}${WS_PATH}` });
   };
   app.post("/api/v2/ws-token", authenticated, issueWsToken);
   app.get("/api/v2/ws-token", authenticated, issueWsToken);
@@ -235,7 +240,7 @@ export function createGatewayApp(parts: GatewayAppParts) {
   }
 
   // The API description is public: no access token needed to read it.
-  app.route("/", createDocsRoutes({ devAuth: parts.signDevToken !== undefined }));
+  app.route("/", createDocsRoutes({ devAuth: parts.signDevToken !== undefined, basePath }));
 
   // The demo chat page, like the dev token: development with DEV_AUTH=1 only.
   if (parts.signDevToken) app.route("/", createDemoPageRoutes());

@@ -12,6 +12,7 @@ import {
 } from "@listings-chat/shared/node";
 import { z } from "zod";
 import { parsePublicKey } from "./auth/public-key.ts";
+import { BASE_PATH_PATTERN } from "./http/base-path.ts";
 import { normalizeOrigin } from "./http/cors.ts";
 import { parseUpstreamSource } from "./proxy/upstream-discovery.ts";
 
@@ -111,6 +112,14 @@ const schema = z.object({
       }
       return origins;
     }),
+  // Every public path under this prefix (`/chat`: /chat/api/v1/chats, /chat/ws/chat …); unset: at the root.
+  BASE_PATH: z
+    .string()
+    .regex(
+      BASE_PATH_PATTERN,
+      "must be a path prefix like /chat: a leading slash, no trailing slash, segments of letters, digits and . _ ~ - (not . or ..)",
+    )
+    .optional(),
   DEV_AUTH: z.enum(["0", "1"]).default("0"),
   // How long a dev token lives (DEV_AUTH=1): short ones show a page's token refresh at work.
   DEV_TOKEN_TTL_S: wholeNumber(1, 43_200).default(43_200),
@@ -167,6 +176,8 @@ export interface GatewayConfig {
   devAuth: boolean;
   /** CORS_ORIGINS: origins of pages on other sites allowed to call the API (http/cors.ts); none by default. */
   corsOrigins: string[];
+  /** BASE_PATH: the prefix of every public path (http/base-path.ts); "" or absent: the root. */
+  basePath?: string;
   /** DEV_TOKEN_TTL_S: the lifetime of a dev token (never longer than JWT_MAX_AGE_SECONDS). */
   devTokenTtlSeconds: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
@@ -273,6 +284,7 @@ export function loadGatewayConfig(env: Record<string, string | undefined>): Gate
     shutdownDrainMs: v.SHUTDOWN_DRAIN_MS,
     devAuth: v.DEV_AUTH === "1",
     corsOrigins: v.CORS_ORIGINS,
+    basePath: v.BASE_PATH ?? "",
     devTokenTtlSeconds: v.DEV_TOKEN_TTL_S,
     logLevel: v.LOG_LEVEL,
     tracing: { endpoint: v.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: v.OTEL_SERVICE_NAME },

@@ -18,6 +18,7 @@ import { createWsTokens } from "./auth/ws-token.ts";
 import { answerUnbuildableRequest, answerUnreadableRequestsAsJson } from "./client-errors.ts";
 import { createDevTokenSigner } from "./dev/dev-token.ts";
 import type { GatewayConfig } from "./env.ts";
+import { enterBasePath } from "./http/base-path.ts";
 import { createGatewayMetrics, createGatewayTelemetry } from "./metrics.ts";
 import { createRestForwarder } from "./proxy/rest-forward.ts";
 import { createMemorySocketCaps, createRedisSocketCaps } from "./proxy/socket-caps.ts";
@@ -82,7 +83,9 @@ export async function startGateway(
   const gatewayId = randomUUID();
   const registry = new Registry();
   const telemetry = createGatewayTelemetry(registry);
+  const basePath = config.basePath ?? "";
   const ws = createWsUpgrade({
+    basePath,
     wsTokens,
     upstreams,
     internalToken: config.internalToken,
@@ -115,6 +118,7 @@ export async function startGateway(
     wsTokens,
     forward: rest.handle,
     corsOrigins: config.corsOrigins,
+    basePath,
     signDevToken:
       config.devAuth && key.kind === "secret"
         ? createDevTokenSigner({
@@ -133,7 +137,8 @@ export async function startGateway(
   });
 
   const fetch = async (request: Request, env: unknown) => {
-    const response = await app.fetch(request, env);
+    const entered = enterBasePath(request, basePath);
+    const response = entered instanceof Response ? entered : await app.fetch(entered, env);
     // While draining, each answer closes its connection, so keep-alive does not hold clients here.
     if (draining) {
       try {

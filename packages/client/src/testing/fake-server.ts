@@ -93,6 +93,8 @@ export class FakeChatServer {
   /** Paths answered 503 with this Retry-After (ms), as by a gateway in a reconnect storm. */
   readonly busyPaths = new Map<string, number>();
   sendAnswer: SendAnswer = "ack";
+  /** The gateway's BASE_PATH: every path is under it (a path outside gets 404), and so is the ws-token's `ws_url`. */
+  basePath = "";
   /** Cuts `/events` pages at this many events with `has_more`, as the real server cuts a page of long messages by bytes. */
   eventsPageCut: number | undefined;
 
@@ -284,6 +286,10 @@ export class FakeChatServer {
 
   readonly fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
+    if (this.basePath) {
+      if (!url.pathname.startsWith(`${this.basePath}/`)) return new Response(null, { status: 404 });
+      url.pathname = url.pathname.slice(this.basePath.length);
+    }
     const method = (init?.method ?? "GET").toUpperCase();
     const auth = new Headers(init?.headers).get("authorization") ?? "";
     const userId = this.userOf(auth);
@@ -325,7 +331,8 @@ export class FakeChatServer {
 
   readonly webSocket: WebSocketFactory = (url) => {
     const parsed = new URL(url);
-    const token = parsed.searchParams.get("token") ?? "";
+    // A socket to any other path is refused, as the gateway answers 404 before any upgrade.
+    const token = parsed.pathname === `${this.basePath}/ws/chat` ? (parsed.searchParams.get("token") ?? "") : "";
     const userId = this.tickets.get(token);
     this.tickets.delete(token); // single use (CONTRACT §3)
     const afterParam = parsed.searchParams.get("after");
@@ -351,7 +358,7 @@ export class FakeChatServer {
       if (this.wsTokenUnauthorized) throw new FakeHttpError(401, ErrorCode.unauthorized, "access token refused");
       const token = `ticket-${this.nextTicket++}`;
       this.tickets.set(token, userId);
-      return [200, { token, expires_in: 60, ws_url: "/ws/chat" }];
+      return [200, { token, expires_in: 60, ws_url: `${this.basePath}/ws/chat` }];
     }
     if (method === "GET" && path === "/api/v1/events") {
       const afterParam = url.searchParams.get("after");

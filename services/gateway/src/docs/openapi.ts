@@ -40,6 +40,8 @@ export interface OpenApiOptions {
    * which `server.ts` passes `signDevToken`).
    */
   devAuth: boolean;
+  /** BASE_PATH: the prefix of every path (the document's `servers`); "" or absent: the root. */
+  basePath?: string;
 }
 
 /** Where the README describes the WebSocket frames (server → client and client → server). */
@@ -562,6 +564,8 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: "3.1.0",
+    // Relative to where the document is read: the gateway's own origin, under BASE_PATH when it is set.
+    servers: [{ url: options.basePath || "/", description: "this gateway" }],
     info: {
       title: "listings-chat gateway",
       version: gatewayPackage.version,

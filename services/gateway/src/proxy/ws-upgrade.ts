@@ -14,6 +14,7 @@ import type { Logger } from "pino";
 import { AuthError } from "../auth/errors.ts";
 import type { WsTokenGrant, WsTokens } from "../auth/ws-token.ts";
 import { GatewayErrorCode, MISCONFIGURED_MESSAGE } from "../error-codes.ts";
+import { upgradePathWithin } from "../http/base-path.ts";
 import { handshakeProblem } from "./handshake.ts";
 import { destroyOnError, relay } from "./relay.ts";
 import type { SocketCaps } from "./socket-caps.ts";
@@ -39,6 +40,8 @@ const TOKEN_USED_MESSAGE = "the ws-token was already used: fetch a new one from 
 const CLIENT_FLUSH_MS = 5_000;
 
 export interface WsUpgradeOptions {
+  /** BASE_PATH: upgrades come to `<basePath>/ws/chat` (http/base-path.ts); "" or absent: `/ws/chat`. */
+  basePath?: string;
   wsTokens: WsTokens;
   upstreams: Upstreams;
   internalToken: string;
@@ -84,7 +87,7 @@ interface Pipe {
  * 503 nor answer a misconfigured instance's 401 in the gateway's own words.
  */
 export function createWsUpgrade(options: WsUpgradeOptions) {
-  const { wsTokens, upstreams, log, caps, random = Math.random } = options;
+  const { wsTokens, upstreams, log, caps, random = Math.random, basePath = "" } = options;
   const pipes = new Set<Pipe>();
   /** Upgrades between their first await and their pipe (or refusal): a drain waits for them too. */
   let handshakesInProgress = 0;
@@ -243,8 +246,8 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
 
   async function handle(req: IncomingMessage, socket: Duplex, head: Buffer, started: number) {
     const url = new URL(req.url ?? "/", "http://gateway.invalid");
-    if (url.pathname !== WS_PATH)
-      return refuse(socket, 404, ErrorCode.notFound, `no WebSocket endpoint here: use ${WS_PATH}`);
+    if (upgradePathWithin(url.pathname, basePath) !== WS_PATH)
+      return refuse(socket, 404, ErrorCode.notFound, `no WebSocket endpoint here: use ${basePath}${WS_PATH}`);
     const problem = handshakeProblem(req);
     if (problem) return refuse(socket, problem.status, problem.code, problem.message, problem.headers);
     if (options.isDraining()) return refuseDraining(socket);

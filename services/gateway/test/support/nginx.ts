@@ -25,10 +25,7 @@ export function renderConf(dir: string, listenPort: number, gatewayPort: number)
     .replace("server gateway:3000", `server 127.0.0.1:${gatewayPort}`)
     .replace("listen 8080;", `listen 127.0.0.1:${listenPort};`)
     .replace("pid /tmp/nginx.pid;", `pid ${dir}/nginx.pid;${process.getuid?.() === 0 ? "\nuser root;" : ""}`)
-    .replace(
-      "http {",
-      `http {\n  ${["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `${t}_temp_path ${dir}/${t};`).join("\n  ")}`,
-    );
+    .replace("http {", `http {\n  ${tempPaths(dir)}`);
   for (const [what, changed] of [
     ["gateway address", replaced.includes(`127.0.0.1:${gatewayPort}`)],
     ["listen port", replaced.includes(`127.0.0.1:${listenPort}`)],
@@ -45,15 +42,28 @@ export interface TestNginx {
   base: string;
   /** What nginx wrote: its error output and the access log. */
   output(): string;
+  /** The run's directory (its configuration, and the files nginx writes). */
+  dir(): string;
   /** Stops nginx gracefully (SIGQUIT) and removes its directory. */
   stop(): Promise<void>;
 }
 
 /** nginx in front of the gateway on `gatewayPort`, on a free port, once it answers `/health` through it. */
 export async function startNginx(gatewayPort: number): Promise<TestNginx> {
+  return runNginx((dir, port) => ({ "nginx.conf": renderConf(dir, port, gatewayPort) }), "/health");
+}
+
+/**
+ * Debian's nginx on a free port with the files `render` writes into a directory of this run (`nginx.conf` among
+ * them; relative includes resolve there), once `readyPath` answers 200 through it.
+ */
+export async function runNginx(
+  render: (dir: string, port: number) => Record<string, string>,
+  readyPath: string,
+): Promise<TestNginx> {
   const dir = mkdtempSync(join(tmpdir(), "lc-nginx-"));
   const port = await freePort();
-  writeFileSync(join(dir, "nginx.conf"), renderConf(dir, port, gatewayPort));
+  for (const [name, text] of Object.entries(render(dir, port))) writeFileSync(join(dir, name), text);
   // A file, not a pipe: nginx opens /dev/stdout itself, which fails on the socket Node would give it.
   const outputFd = openSync(join(dir, "output.log"), "a");
   const nginx: ChildProcess = spawn(NGINX, ["-p", dir, "-c", join(dir, "nginx.conf"), "-g", "daemon off;"], {
@@ -72,7 +82,7 @@ export async function startNginx(gatewayPort: number): Promise<TestNginx> {
   };
   const up = await pollUntil(
     () =>
-      http(base, "GET", "/health").then(
+      http(base, "GET", readyPath).then(
         (r) => r.status === 200,
         () => false,
       ),
@@ -84,5 +94,12 @@ export async function startNginx(gatewayPort: number): Promise<TestNginx> {
     await stop();
     throw new Error(`nginx did not come up (exit ${nginx.exitCode}):\n${said}`);
   }
-  return { port, base, output, stop };
+  return { port, base, output, stop, dir: () => dir };
 }
+
+/** The directory of the repository's nginx files. */
+export const NGINX_DIR = fileURLToPath(new URL("../../../../nginx/", import.meta.url));
+
+/** The temporary-file paths nginx writes, inside `dir` (a test run's own). */
+export const tempPaths = (dir: string) =>
+  ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `${t}_temp_path ${dir}/${t};`).join("\n  ");
