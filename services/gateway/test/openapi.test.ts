@@ -189,7 +189,22 @@ describe("OpenAPI document of the gateway", () => {
     ]) {
       expect(documented(b), JSON.stringify(b).slice(0, 80)).toBe(reportBody.safeParse(b).success);
     }
-    expect(Object.keys(op.responses).sort()).toEqual(["200", "201", "400", "401", "404", "429", "502", "503", "504"]);
+    // The report's own answers, and the gateway's on the way: a cookie change from elsewhere, a body too big or
+    // too slow, too many requests in flight, the key set unreadable.
+    expect(Object.keys(op.responses).sort()).toEqual([
+      "200",
+      "201",
+      "400",
+      "401",
+      "403",
+      "404",
+      "408",
+      "413",
+      "429",
+      "502",
+      "503",
+      "504",
+    ]);
   });
 
   it("PATCH /api/v1/messages/{id} documents the same content constraint", () => {
@@ -450,7 +465,17 @@ describe("the platform's voice (CONTRACT §8) in the document", () => {
       expect(op.requestBody, method).toBeUndefined();
       expect(op.parameters.find((p: Json) => p.in === "path")).toMatchObject({ name: "id", required: true });
       expect(op.responses["204"].content, method).toBeUndefined();
-      expect(Object.keys(op.responses).sort(), method).toEqual(["204", "400", "401", "404", "502", "503", "504"]);
+      expect(Object.keys(op.responses).sort(), method).toEqual([
+        "204",
+        "400",
+        "401",
+        "403",
+        "404",
+        "429",
+        "502",
+        "503",
+        "504",
+      ]);
       expect(op.description).toContain("chat_updated");
     }
     const archived = queryParam(d.paths["/api/v1/chats"].get, "archived");
@@ -561,5 +586,29 @@ describe("the answer checker (support/openapi-answers.ts) against the document",
         problem,
       );
     }
+  });
+
+  it("documents the gateway's own answers on every operation they apply to, and where it is served", () => {
+    const d = doc(false);
+    expect(d.servers).toEqual([{ url: "/", description: "this gateway" }]);
+    expect(buildOpenApiDocument({ devAuth: false, basePath: "/chat" })).toMatchObject({ servers: [{ url: "/chat" }] });
+    for (const [path, item] of Object.entries(d.paths as Record<string, Record<string, Json>>)) {
+      for (const [method, op] of Object.entries(item)) {
+        if (!op.security?.length) continue;
+        const where = `${method.toUpperCase()} ${path}`;
+        expect(op.responses["503"]?.description, where).toContain("key_set_unavailable");
+        if (method !== "get") expect(op.responses["403"]?.description, where).toContain("`access_token` cookie");
+        if (!path.startsWith("/api/v1/")) continue;
+        expect(op.responses["429"]?.headers?.["Retry-After"], where).toBeDefined();
+        if (op.requestBody) {
+          expect(op.responses["413"]?.description, where).toContain("payload_too_large");
+          expect(op.responses["408"]?.description, where).toContain("request_timeout");
+        }
+      }
+    }
+    // An answer the operation documented itself keeps its own words, then the gateway's.
+    const send = d.paths["/api/v1/chats/{id}/messages"].post;
+    expect(send.responses["429"].description).toMatch(/^too many messages \(`rate_limited`\); or too many requests/);
+    expect(send.responses["403"].description).toMatch(/blocked.*; or authenticated by the `access_token` cookie/);
   });
 });

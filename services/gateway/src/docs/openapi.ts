@@ -562,7 +562,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     });
   }
 
-  return new OpenApiGeneratorV31(registry.definitions).generateDocument({
+  const document = new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: "3.1.0",
     // Relative to where the document is read: the gateway's own origin, under BASE_PATH when it is set.
     servers: [{ url: options.basePath || "/", description: "this gateway" }],
@@ -587,6 +587,61 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       ...(options.devAuth ? [{ name: "development", description: "only with DEV_AUTH=1" }] : []),
     ],
   });
+  addGatewayAnswers(document as unknown as Parameters<typeof addGatewayAnswers>[0]);
+  return document;
+}
+
+type Operation = { security?: unknown[]; requestBody?: unknown; responses: Record<string, ResponseObjectLike> };
+type ResponseObjectLike = { description: string; headers?: Record<string, unknown>; content?: unknown };
+
+const errorContent = { "application/json": { schema: { $ref: "#/components/schemas/ErrorBody" } } };
+const retryAfter = { "Retry-After": { schema: { type: "integer", minimum: 1 }, description: "seconds" } };
+
+/**
+ * The answers the gateway itself gives on its way to an operation, added to every operation they apply to (a
+ * code the operation documents already gets both sentences): 503 while the monolith's key set cannot be read,
+ * for every authenticated operation; 403 for a cookie-authenticated change that is not from this site; and for
+ * the forwarded API, 429 past MAX_REQUESTS_PER_USER in flight, and for a body, 413 and 408.
+ */
+function addGatewayAnswers(document: { paths?: Record<string, Record<string, Operation>> }): void {
+  const add = (operation: Operation, status: string, answer: ResponseObjectLike) => {
+    const own = operation.responses[status];
+    operation.responses[status] = own
+      ? {
+          ...own,
+          description: `${own.description}; or ${answer.description}`,
+          headers: { ...answer.headers, ...own.headers },
+        }
+      : { ...answer, content: errorContent };
+  };
+  for (const [path, item] of Object.entries(document.paths ?? {})) {
+    for (const [method, operation] of Object.entries(item)) {
+      if (!operation.security?.length) continue;
+      add(operation, "503", {
+        description:
+          "the monolith's key set (JWT_JWKS_URL) cannot be read (`key_set_unavailable`): retry after `Retry-After`",
+        headers: retryAfter,
+      });
+      if (method !== "get") {
+        add(operation, "403", {
+          description:
+            "authenticated by the `access_token` cookie, but not from this site, or a body that is not JSON (`forbidden`): send Authorization: Bearer",
+        });
+      }
+      if (!path.startsWith("/api/v1/")) continue;
+      add(operation, "429", {
+        description:
+          "too many requests of this user in flight at this gateway (`rate_limited`): retry after `Retry-After`",
+        headers: retryAfter,
+      });
+      if (operation.requestBody) {
+        add(operation, "413", {
+          description: `a body over ${Limits.maxRequestBodyBytes} bytes (\`payload_too_large\`)`,
+        });
+        add(operation, "408", { description: "the body did not arrive within BODY_TIMEOUT_MS (`request_timeout`)" });
+      }
+    }
+  }
 }
 
 /**
