@@ -19,6 +19,7 @@ import type {
   ClientFrame,
   ErrorBody,
   Message,
+  ServerControlFrame,
 } from "@listings-chat/client/protocol";
 import { listingStatuses, messageKinds } from "@listings-chat/client/protocol";
 import { z } from "zod";
@@ -171,6 +172,51 @@ export const chatEventSchema = z
     description: "A stored change; the same objects, in the same order, as the WebSocket delivers.",
   });
 
+/** Frames the server sends that are not stored events (CONTRACT §5): the socket's own conversation. */
+export const connectedFrameSchema = z
+  .object({
+    type: z.literal("connected"),
+    user_id: id,
+    connection_id: z.string(),
+    timestamp: isoTime,
+    last_event_id: eventCursor.meta({ description: "the newest event of your stream: store it to resume after it" }),
+  })
+  .meta({ id: "ConnectedFrame", description: "The greeting: the socket is live once it arrives (after any replay)." });
+export const pongFrameSchema = z
+  .object({ type: z.literal("pong"), timestamp: isoTime })
+  .meta({ id: "PongFrame", description: "The answer to a `ping`." });
+export const typingFrameSchema = z
+  .object({ type: z.literal("typing"), chat_id: id, user_id: id, is_typing: z.boolean() })
+  .meta({ id: "TypingFrame", description: "The other participant is typing, or stopped (not stored)." });
+export const presenceFrameSchema = z
+  .object({ type: z.literal("presence"), user_id: id, online: z.boolean() })
+  .meta({ id: "PresenceFrame", description: "Someone you chat with came online or went offline (not stored)." });
+export const ackFrameSchema = z
+  .object({
+    type: z.literal("ack"),
+    ref: z.string().meta({ description: "the `client_msg_id` of the `send_message` it answers" }),
+    message: messageSchema,
+  })
+  .meta({ id: "AckFrame", description: "Your `send_message` is stored: the message as stored." });
+export const errorFrameSchema = z
+  .object({
+    type: z.literal("error"),
+    code: z.string().meta({ description: "snake_case machine code, as in REST error bodies" }),
+    message: z.string(),
+    ref: z.string().optional().meta({ description: "the `client_msg_id` of the `send_message` it refuses" }),
+  })
+  .meta({ id: "ErrorFrame", description: "A frame was refused; the socket stays open." });
+export const serverControlFrameSchema = z
+  .discriminatedUnion("type", [
+    connectedFrameSchema,
+    pongFrameSchema,
+    typingFrameSchema,
+    presenceFrameSchema,
+    ackFrameSchema,
+    errorFrameSchema,
+  ])
+  .meta({ id: "ServerControlFrame" });
+
 export const errorBodySchema = z
   .object({
     error: z.object({
@@ -266,6 +312,7 @@ export type SchemaTypeChecks = [
   Expect<Equal<z.infer<typeof chatSummarySchema>, ChatSummary>>,
   Expect<Equal<z.infer<typeof chatEventSchema>, ChatEvent>>,
   Expect<Equal<z.infer<typeof clientFrameSchema>, ClientFrame>>,
+  Expect<Equal<z.infer<typeof serverControlFrameSchema>, ServerControlFrame>>,
   Expect<Equal<z.infer<typeof errorBodySchema>, ErrorBody>>,
   Expect<Equal<z.infer<typeof messagesPageSchema>, { messages: Message[]; has_more: boolean }>>,
   Expect<Equal<z.infer<typeof chatsListSchema>, { chats: ChatSummary[] }>>,

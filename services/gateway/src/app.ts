@@ -7,6 +7,7 @@ import { AuthError, KeySetUnavailableError } from "./auth/errors.ts";
 import type { WsTokens } from "./auth/ws-token.ts";
 import { createDemoPageRoutes } from "./dev/demo-page.ts";
 import { devTokenBody } from "./dev/dev-token.ts";
+import { createAsyncApiRoutes } from "./docs/asyncapi.ts";
 import { createDocsRoutes } from "./docs/openapi.ts";
 import { GatewayErrorCode } from "./error-codes.ts";
 import { createCors } from "./http/cors.ts";
@@ -241,6 +242,7 @@ export function createGatewayApp(parts: GatewayAppParts) {
 
   // The API description is public: no access token needed to read it.
   app.route("/", createDocsRoutes({ devAuth: parts.signDevToken !== undefined, basePath }));
+  app.route("/", createAsyncApiRoutes({ basePath }));
 
   // The demo chat page, like the dev token: development with DEV_AUTH=1 only.
   if (parts.signDevToken) app.route("/", createDemoPageRoutes());

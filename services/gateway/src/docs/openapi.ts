@@ -33,6 +33,7 @@ import {
 import { Hono } from "hono";
 import { z } from "zod";
 import gatewayPackage from "../../package.json" with { type: "json" };
+import { documentedContent } from "./documented-content.ts";
 
 export interface OpenApiOptions {
   /**
@@ -45,20 +46,8 @@ export interface OpenApiOptions {
 }
 
 /** Where the README describes the WebSocket frames (server → client and client → server). */
-const WS_FRAMES_DOC = "README.md, section “WebSocket protocol” (the frame table), and CONTRACT §5";
-
-/**
- * `messageContent` validates with refinements, which JSON Schema cannot read off. The same validator,
- * with the equivalent keywords spelled out: at most 4000 code points (JSON Schema counts code points, as
- * the refinement does) and at least one character that is not white space (`\S` is exactly what
- * `String.prototype.trim` does not remove).
- */
-const documentedContent = messageContent.meta({
-  description: `1–${Limits.maxContentChars} characters (code points), not only white space`,
-  minLength: 1,
-  maxLength: Limits.maxContentChars,
-  pattern: "\\S",
-});
+const WS_FRAMES_DOC =
+  "the AsyncAPI 3 document at `GET /api/docs/websocket` (generated from the same schemas), and CONTRACT §5";
 
 const createChatRequest = createChatBody.meta({ id: "CreateChatBody" });
 const sendMessageRequest = sendMessageBody
