@@ -71,3 +71,33 @@ export async function viteBuild(dir: string, page: string): Promise<string> {
   if (scripts.length === 0) throw new Error(`Vite built no script for ${page}.html`);
   return scripts.map((file) => readFileSync(join(assets, file), "utf8")).join("\n");
 }
+
+/**
+ * `size-limit` on what a tarball holds (not on a `dist/` another test may be building): the package's own
+ * budgets (its package.json's "size-limit", paths under `dist/`) checked against the unpacked files. The
+ * package's folder is the working directory, so that size-limit finds its preset there.
+ */
+export async function sizeLimitOfTarball(
+  tarball: string,
+  packageDir: string,
+): Promise<Array<{ name: string; passed: boolean; size: number }>> {
+  const { mkdtempSync, readFileSync: read, rmSync, writeFileSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const dir = mkdtempSync(join(tmpdir(), "size-limit-"));
+  try {
+    await run("tar", ["xzf", tarball, "-C", dir]);
+    const checks = (
+      JSON.parse(read(join(packageDir, "package.json"), "utf8")) as { "size-limit": Array<{ path: string }> }
+    )["size-limit"].map((check) => ({ ...check, path: check.path.replace(/^dist\//, "") }));
+    const config = join(dir, "package", ".size-limit.json");
+    writeFileSync(config, JSON.stringify(checks));
+    const { stdout } = await run(bin("size-limit"), ["--json", "--config", config], { cwd: packageDir }).catch(
+      (error) => {
+        throw new Error(`size-limit: over budget or failed:\n${error.stdout}${error.stderr}`);
+      },
+    );
+    return JSON.parse(stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -6,9 +6,8 @@
  * Also: "are the types wrong" (every resolution mode sees types that match the JavaScript), publint, and the
  * size budget of `size-limit` (package.json), which fails when the gzipped client grows past it.
  *
- * Then the same for `@listings-chat/react` with the client beside it. Both packages' consumer tests share this
- * file on purpose: packing builds each package's `dist/`, which two test files running at once would
- * overwrite under each other.
+ * Then the same for `@listings-chat/react` with the client beside it (scripts/pack-packages.ts packs both once
+ * per source state, for every test that installs them).
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -16,8 +15,16 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { packPackage } from "../../../scripts/build-package.ts";
-import { bin, consumerProject, installedVersion, run, typecheck, viteBuild } from "./consumer-project.ts";
+import { packPublishedPackages } from "../../../scripts/pack-packages.ts";
+import {
+  bin,
+  consumerProject,
+  installedVersion,
+  run,
+  sizeLimitOfTarball,
+  typecheck,
+  viteBuild,
+} from "./consumer-project.ts";
 
 const require = createRequire(import.meta.url);
 const packageDir = fileURLToPath(new URL("..", import.meta.url));
@@ -61,9 +68,7 @@ export { client };
 
 beforeAll(async () => {
   workDir = mkdtempSync(join(tmpdir(), "client-consumers-"));
-  tarball = packPackage(packageDir, join(workDir, "packs"));
-  // After the client: the hooks' build reads the client's declarations from its dist/.
-  reactTarball = packPackage(reactDir, join(workDir, "packs"));
+  ({ client: tarball, react: reactTarball } = await packPublishedPackages(join(workDir, "packs")));
 }, 180_000);
 
 afterAll(() => {
@@ -110,10 +115,7 @@ describe("the packed client", () => {
   }, 60_000);
 
   it("stays within its gzipped size budget (size-limit)", async () => {
-    const { stdout } = await run(bin("size-limit"), ["--json"], { cwd: packageDir }).catch((error) => {
-      throw new Error(`size-limit: over budget or failed:\n${error.stdout}${error.stderr}`);
-    });
-    const checks = JSON.parse(stdout) as Array<{ name: string; passed: boolean; size: number }>;
+    const checks = await sizeLimitOfTarball(tarball, packageDir);
     expect(checks.length).toBeGreaterThanOrEqual(3);
     for (const check of checks) expect(check, check.name).toMatchObject({ passed: true });
     const codesAlone = checks.find((check) => check.name === "ErrorCode alone");
@@ -299,10 +301,7 @@ describe("the packed React bindings", () => {
   }, 60_000);
 
   it("stay within their gzipped size budget (size-limit)", async () => {
-    const { stdout } = await run(bin("size-limit"), ["--json"], { cwd: reactDir }).catch((error) => {
-      throw new Error(`size-limit: over budget or failed:\n${error.stdout}${error.stderr}`);
-    });
-    const checks = JSON.parse(stdout) as Array<{ name: string; passed: boolean; size: number }>;
+    const checks = await sizeLimitOfTarball(reactTarball, reactDir);
     expect(checks.length).toBeGreaterThan(0);
     for (const check of checks) expect(check, check.name).toMatchObject({ passed: true });
   }, 60_000);
