@@ -8,6 +8,7 @@ export default defineConfig({
       "services/**/*.test.ts",
       "infra/**/*.test.ts",
       "bench/**/*.test.ts",
+      "docs/**/*.test.ts",
     ],
     testTimeout: 30_000,
     hookTimeout: 60_000,
