@@ -266,8 +266,8 @@ describe("OpenAPI document of the gateway", () => {
     expect(queryParam(op, "after")).toMatchObject({ required: false, schema: { type: "integer", minimum: 0 } });
     // 400: a bad `after` (services/gateway/src/proxy/ws-upgrade.ts refuses it before the upgrade).
     expect(Object.keys(op.responses).sort()).toEqual(["101", "400", "401", "429", "503"]);
-    expect(op.description).toContain("README");
-    expect(op.description).toContain("WebSocket protocol");
+    // The frames themselves: the AsyncAPI document beside this one.
+    expect(op.description).toContain("AsyncAPI 3 document at `GET /api/docs/websocket`");
   });
 
   it("documents ws-token answers with Cache-Control: no-store", () => {
