@@ -16,8 +16,13 @@ import { type ServiceProcess, startGatewayProcess } from "./support/processes.ts
 const jwtSecret = randomBytes(24).toString("hex");
 const validToken = jwt.sign({ sub: "77" }, jwtSecret, { algorithm: "HS256", expiresIn: 3_600 });
 
-/** Sends `request` on a new connection and waits until the gateway closes it, or gives up after `ms`. */
-function exchange(port: number, request: Buffer, ms = 3_000): Promise<string> {
+/**
+ * Sends `request` on a new connection and waits until the gateway closes it, or gives up after `ms`. With
+ * `halfClose` the client ends its side at once (FIN after the request): Node's server then ends the connection
+ * and drops the request as a client that left, and the gateway forwards nothing (verifying the token is
+ * asynchronous); without it, the client waits for the answer like a browser.
+ */
+function exchange(port: number, request: Buffer, halfClose: boolean, ms = 3_000): Promise<string> {
   return new Promise((resolve) => {
     const socket = netConnect({ port, host: "127.0.0.1" });
     const chunks: Buffer[] = [];
@@ -28,7 +33,7 @@ function exchange(port: number, request: Buffer, ms = 3_000): Promise<string> {
       clearTimeout(timer);
       resolve(Buffer.concat(chunks).toString("latin1"));
     });
-    socket.once("connect", () => socket.end(request));
+    socket.once("connect", () => (halfClose ? socket.end(request) : socket.write(request)));
   });
 }
 
@@ -126,13 +131,15 @@ describe("the gateway process under random requests", () => {
         headerSets,
         fc.uint8Array({ maxLength: 300 }),
         fc.boolean(),
-        async (method, prefix, suffix, headers, body, declareLength) => {
+        fc.boolean(),
+        async (method, prefix, suffix, headers, body, declareLength, halfClose) => {
           const lines = [`${method} ${prefix}${suffix} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close"];
           for (const [name, value] of headers.flat()) lines.push(`${name}: ${value}`);
           if (declareLength && !headers.flat().some(([name]) => name === "Transfer-Encoding")) {
             lines.push(`Content-Length: ${body.length}`);
           }
-          await exchange(gateway.port, Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r\n\r\n`, "latin1"), body]));
+          const request = Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r\n\r\n`, "latin1"), body]);
+          await exchange(gateway.port, request, halfClose);
           expect(gateway.alive(), gateway.output()).toBe(true);
         },
       ),
@@ -141,8 +148,16 @@ describe("the gateway process under random requests", () => {
         // Always among the runs, whatever the seed: requests that must be forwarded, so that the checks
         // below are never about an instance that saw nothing (random runs alone did not always get one).
         examples: [
-          ["GET", "/api/v1/chats", "", [[["Authorization", `Bearer ${validToken}`]]], new Uint8Array(), false],
-          ["GET", "/api/v1/events", "?after=0", [[["Cookie", `access_token=${validToken}`]]], new Uint8Array(), false],
+          ["GET", "/api/v1/chats", "", [[["Authorization", `Bearer ${validToken}`]]], new Uint8Array(), false, false],
+          [
+            "GET",
+            "/api/v1/events",
+            "?after=0",
+            [[["Cookie", `access_token=${validToken}`]]],
+            new Uint8Array(),
+            false,
+            false,
+          ],
           [
             "POST",
             "/api/v1/chats",
@@ -150,6 +165,7 @@ describe("the gateway process under random requests", () => {
             [[["Authorization", `Bearer ${validToken}`]], [["Content-Type", "application/json"]]],
             new TextEncoder().encode('{"listing_id":1,"seller_id":2}'),
             true,
+            false,
           ],
         ],
       },
