@@ -108,6 +108,8 @@ describe.runIf(hasChromium)("docs/integration.md, built and run as written", () 
       chatToken(userId: number): Promise<string>;
     };
     const site = join(app, "out-index");
+    // The built page keeps the guide's placeholder for the monolith's template to fill (the user's id).
+    expect(readFileSync(join(site, "index.html"), "utf8")).toContain("{{ user_id }}");
     monolith = createServer((req, res) => void serveMonolith(req, res, site, chatToken, tokensSigned));
     await new Promise<void>((resolve) => monolith.listen(monolithPort, "127.0.0.1", resolve));
     browser = await launchChromium();
@@ -224,7 +226,9 @@ async function serveMonolith(
   const file = normalize(join(site, url.pathname === "/" ? "index.html" : url.pathname));
   if (!file.startsWith(site)) return void res.writeHead(404).end();
   try {
-    const body = readFileSync(file);
+    let body: Buffer | string = readFileSync(file);
+    // The page as a server template: the signed-in user's id filled in, as the guide's index.html asks.
+    if (file.endsWith(".html")) body = body.toString("utf8").replace("{{ user_id }}", String(session || ""));
     res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream" });
     res.end(body);
   } catch {

@@ -3,6 +3,7 @@ import { Emitter } from "./emitter.ts";
 import type { Chat, ChatEvent, ChatSummary, Message, ServerFrame } from "./protocol/index.ts";
 import { CloseCode, ErrorCode, Limits } from "./protocol/index.ts";
 import { ChatApi, ChatApiError, type ReportRequest } from "./rest.ts";
+import { browserTabEnvironment, type TabEnvironment, TabLink, type TabMessage } from "./tab-link.ts";
 import type {
   ChatClientEvents,
   ChatClientMode,
@@ -13,6 +14,17 @@ import type {
   WebSocketFactory,
   WebSocketLike,
 } from "./types.ts";
+
+/** What the leading tab says to the others (besides its mode). */
+const RELAYED_TO_TABS = new Set<keyof ChatClientEvents>([
+  "event",
+  "typing",
+  "presence",
+  "unread",
+  "warning",
+  "suspended",
+  "resync",
+]);
 
 export const POLLING_WARNING = "Real-time updates are unavailable: refreshing every 5 seconds";
 
@@ -163,6 +175,8 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       | "random"
       | "connectivity"
       | "userId"
+      | "shareAcrossTabs"
+      | "tabEnvironment"
     >
   >;
   private reconnectTimer: unknown;
@@ -194,6 +208,16 @@ export class ChatClient extends Emitter<ChatClientEvents> {
 
   private readonly baseUrl: string;
 
+  // ── one connection for the user's tabs (`shareAcrossTabs`, tab-link.ts) ─────────────────────
+  /** The tabs' name for this user and gateway, when sharing; undefined: this tab connects on its own. */
+  private readonly tabName: string | undefined;
+  private readonly tabEnvironment: TabEnvironment | undefined;
+  private tabs: TabLink | undefined;
+  /** Another tab leads: this one hears events from it and sends over REST. */
+  private following = false;
+  /** Relayed events held back while this tab reads what it missed (REST), delivered after. */
+  private catchingUp: ChatEvent[] | undefined;
+
   constructor(options: ChatClientOptions) {
     super();
     this.cursor = options.lastEventId;
@@ -203,6 +227,14 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.connectivity = options.connectivity ?? browserConnectivity();
     this.api = new ChatApi(options.baseUrl, options.getAccessToken, options.fetch ?? globalThis.fetch.bind(globalThis));
     this.baseUrl = options.baseUrl;
+    if (options.shareAcrossTabs) {
+      if (options.userId === undefined) {
+        throw new Error("shareAcrossTabs needs userId: the tabs of one user share one connection");
+      }
+      const origin = options.baseUrl || (globalThis as { location?: { origin: string } }).location?.origin || "";
+      this.tabName = `listings-chat:${origin}:${options.userId}`;
+      this.tabEnvironment = options.tabEnvironment ?? browserTabEnvironment();
+    }
     this.signedInUserId = options.userId;
     this.settings = {
       pollIntervalMs: options.pollIntervalMs ?? 5_000,
@@ -307,6 +339,19 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       // Timers of a background tab are throttled: check what they would have checked.
       this.connectivity.onVisible(() => this.retryNow()),
     ];
+    if (this.tabName && this.tabEnvironment) {
+      // Another tab may lead: follow it until this one holds the lock (at once, when it is the only tab).
+      this.following = true;
+      this.tabs = new TabLink(
+        this.tabName,
+        { onLead: () => this.lead(), onMessage: (message) => this.onTabMessage(message) },
+        this.tabEnvironment,
+      );
+      this.mirror("connecting");
+      this.tabs.start();
+      void this.catchUp();
+      return;
+    }
     this.transition("connecting");
   }
 
@@ -314,6 +359,11 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     if (this.stopped) return;
     this.stopped = true;
     for (const unsubscribe of this.unsubscribe.splice(0)) unsubscribe();
+    // The lock goes to the next tab, which connects from where the events it heard end.
+    this.tabs?.stop();
+    this.tabs = undefined;
+    this.following = false;
+    this.catchingUp = undefined;
     this.transition("offline");
   }
 
@@ -325,6 +375,10 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   retryNow(): void {
     if (this.stopped) return;
     this.wakeSends();
+    if (this.following) {
+      this.tabs?.post({ kind: "retry" });
+      return;
+    }
     if (this.state === "live") {
       this.probe(this.settings.heartbeatIdleMs);
       return;
@@ -386,6 +440,10 @@ export class ChatClient extends Emitter<ChatClientEvents> {
    * "typing" that went out.
    */
   typing(chatId: number, isTyping: boolean): void {
+    if (this.following) {
+      this.tabs?.post({ kind: "typing", chatId, isTyping });
+      return;
+    }
     const socket = this.socket;
     if (this.state !== "live" || !socket || socket.readyState !== OPEN) return;
     const now = this.timers.now();
@@ -742,6 +800,113 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.dropped(CLOSE_DEAD);
   }
 
+  // ── tabs ────────────────────────────────────────────────────────────────────────────────────
+
+  /** Everything the page hears; the leading tab says it to the others too. */
+  protected override emit<K extends keyof ChatClientEvents>(name: K, value: ChatClientEvents[K]): void {
+    super.emit(name, value);
+    if (!this.tabs?.leading) return;
+    if (name === "mode") this.tabs.post({ kind: "mode", mode: this.state });
+    else if (RELAYED_TO_TABS.has(name)) this.tabs.post({ kind: "emit", name, value });
+  }
+
+  /** This tab holds the lock: it connects, from where the events it heard end (the server replays the rest). */
+  private lead(): void {
+    if (this.stopped) return;
+    this.following = false;
+    const held = this.catchingUp ?? [];
+    this.catchingUp = undefined;
+    for (const event of held) this.deliver(event);
+    this.transition("connecting");
+    this.tabs?.post({ kind: "mode", mode: this.state });
+  }
+
+  /** A mode the leading tab is in, shown as this tab's own (no socket, no polling here). */
+  private mirror(mode: ChatClientMode): void {
+    const from = this.state;
+    if (from === mode) return;
+    this.state = mode;
+    this.emit("mode", { from, to: mode });
+  }
+
+  private onTabMessage(message: TabMessage): void {
+    const leading = this.tabs?.leading === true;
+    if (message.kind === "hello") {
+      // A new tab: where this one stands, so that it shows the same at once.
+      if (!leading || !this.tabs) return;
+      this.tabs.post({ kind: "mode", mode: this.state });
+      this.tabs.post({ kind: "emit", name: "warning", value: this.warned ? POLLING_WARNING : null });
+      this.tabs.post({ kind: "emit", name: "unread", value: this.unreadCounts });
+      return;
+    }
+    if (message.kind === "typing") {
+      if (leading) this.typing(message.chatId, message.isTyping);
+      return;
+    }
+    if (message.kind === "retry") {
+      if (leading) this.retryNow();
+      return;
+    }
+    if (!this.following || this.stopped) return;
+    if (message.kind === "mode") return this.mirror(message.mode as ChatClientMode);
+    const value = message.value as never;
+    switch (message.name) {
+      case "event":
+        if (this.catchingUp) this.catchingUp.push(value);
+        else this.deliver(value);
+        return;
+      case "warning":
+        this.setWarning(value !== null);
+        return;
+      case "unread":
+        this.setUnread(value);
+        return;
+      case "suspended": {
+        const { suspended, message: text } = value as ChatClientEvents["suspended"];
+        this.setSuspended(suspended, text);
+        return;
+      }
+      case "resync":
+        this.resyncIfBehind((value as ChatClientEvents["resync"]).last_event_id);
+        return;
+      case "typing":
+      case "presence":
+        this.emit(message.name, value);
+        return;
+    }
+  }
+
+  /**
+   * A following tab that knows where it left off (`lastEventId`) reads what it missed over REST, holding the
+   * relayed events back meanwhile, so that none is lost between the two; it tries until it gets through.
+   */
+  private async catchUp(): Promise<void> {
+    if (this.cursor === undefined) return;
+    this.catchingUp = [];
+    for (let attempt = 0; this.following && !this.stopped; attempt++) {
+      try {
+        for (;;) {
+          const page = await this.api.events(this.cursor);
+          if (!this.following || this.stopped) return;
+          for (const event of page.events) this.deliver(event);
+          if (!(page.has_more ?? page.events.length >= 500)) {
+            this.resyncIfBehind(page.last_event_id);
+            break;
+          }
+        }
+        const held = this.catchingUp ?? [];
+        this.catchingUp = undefined;
+        for (const event of held) this.deliver(event);
+        return;
+      } catch (error) {
+        if (error instanceof ChatApiError && error.status === 401) return this.fail(error);
+        const retryAfter = error instanceof ChatApiError ? (error.retryAfterMs ?? 0) : 0;
+        const wait = Math.max(this.backoffFor(attempt), retryAfter);
+        await new Promise<void>((resolve) => this.timers.setTimeout(resolve, wait));
+      }
+    }
+  }
+
   // ── polling ─────────────────────────────────────────────────────────────────────────────────
 
   private async poll(run: number): Promise<void> {
@@ -984,7 +1149,8 @@ export class ChatClient extends Emitter<ChatClientEvents> {
 
   /** Reads the unread counts soon, at most once per `unreadMinIntervalMs` however many events arrive. */
   private refreshUnreadSoon(): void {
-    if (this.unreadTimer !== undefined || this.stopped) return;
+    // A following tab hears the leader's counts.
+    if (this.unreadTimer !== undefined || this.stopped || this.following) return;
     const wait = Math.max(0, this.lastUnreadAt + this.settings.unreadMinIntervalMs - this.timers.now());
     this.unreadTimer = this.timers.setTimeout(() => {
       this.unreadTimer = undefined;

@@ -1,5 +1,6 @@
 import type { AccessTokenProvider } from "./access-token.ts";
 import type { Chat, ChatEvent, Message } from "./protocol/index.ts";
+import type { TabEnvironment } from "./tab-link.ts";
 
 /** Where the client stands: what the page shows as its connection state. */
 export type ChatClientMode = "connecting" | "live" | "polling" | "offline";
@@ -83,6 +84,15 @@ export interface ChatClientOptions {
    * chat back before the first `connected` frame says who this is (e.g. while polling).
    */
   userId?: number;
+  /**
+   * One connection for all of this user's tabs in one browser (needs `userId`): the tab that holds a Web Lock
+   * connects and relays what it hears to the others over a BroadcastChannel; when it closes, the next tab takes
+   * over from where it left off. Other tabs send over REST. Off by default; without BroadcastChannel and Web
+   * Locks every tab connects on its own.
+   */
+  shareAcrossTabs?: boolean;
+  /** The browser features `shareAcrossTabs` uses: the page's own by default (tests pass their own). */
+  tabEnvironment?: TabEnvironment;
 }
 
 /** Hooks for what the environment knows about connectivity; each returns the function that unsubscribes. */

@@ -120,6 +120,8 @@ function startSession(userId: number, firstToken: string, onFatal: (message: str
     },
     sendMaxAgeMs: sendMaxAgeFromQuery(),
     userId,
+    // The tabs of one browser share one connection: a user with a dozen tabs holds one socket, not twelve.
+    shareAcrossTabs: true,
   });
   client.on("event", record);
   client.on("mode", ({ to }) => debug.modes.push({ to, at: Date.now() }));

@@ -100,12 +100,19 @@ export async function openUserPage(
   baseUrl: string,
   userId: number,
   query = "",
-  options: { locale?: string; beforeOpen?: (context: BrowserContext) => Promise<void> } = {},
+  options: {
+    locale?: string;
+    beforeOpen?: (context: BrowserContext) => Promise<void>;
+    /** Another tab of this browser context (the same person's browser), instead of a new context. */
+    context?: BrowserContext;
+  } = {},
 ): Promise<UserPage> {
-  const context = await browser.newContext({
-    viewport: { width: 1100, height: 720 },
-    ...(options.locale ? { locale: options.locale } : {}),
-  });
+  const context =
+    options.context ??
+    (await browser.newContext({
+      viewport: { width: 1100, height: 720 },
+      ...(options.locale ? { locale: options.locale } : {}),
+    }));
   // Routes (a WebSocket the test controls, say) in place before the page makes its first request.
   await options.beforeOpen?.(context);
   const page = await context.newPage();
