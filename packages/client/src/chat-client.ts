@@ -848,7 +848,10 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       return;
     }
     if (!this.following || this.stopped) return;
-    if (message.kind === "mode") return this.mirror(message.mode as ChatClientMode);
+    if (message.kind === "mode") {
+      this.mirror(message.mode as ChatClientMode);
+      return;
+    }
     const value = message.value as never;
     switch (message.name) {
       case "event":
