@@ -217,6 +217,11 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private following = false;
   /** Relayed events held back while this tab reads what it missed (REST), delivered after. */
   private catchingUp: ChatEvent[] | undefined;
+  /** Bumped by start() and stop(): a catch-up of an earlier run stops instead of touching this one's state. */
+  private tabRun = 0;
+  /** What the leading tab last heard of each person's presence, for a tab that opens later. */
+  private readonly presenceHeard = new Map<number, boolean>();
+  private suspendedMessage: string | null = null;
 
   constructor(options: ChatClientOptions) {
     super();
@@ -347,9 +352,10 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         { onLead: () => this.lead(), onMessage: (message) => this.onTabMessage(message) },
         this.tabEnvironment,
       );
+      this.tabRun += 1;
       this.mirror("connecting");
       this.tabs.start();
-      void this.catchUp();
+      void this.catchUp(this.tabRun);
       return;
     }
     this.transition("connecting");
@@ -364,6 +370,8 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.tabs = undefined;
     this.following = false;
     this.catchingUp = undefined;
+    this.tabRun += 1;
+    this.presenceHeard.clear();
     this.transition("offline");
   }
 
@@ -806,19 +814,31 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   protected override emit<K extends keyof ChatClientEvents>(name: K, value: ChatClientEvents[K]): void {
     super.emit(name, value);
     if (!this.tabs?.leading) return;
-    if (name === "mode") this.tabs.post({ kind: "mode", mode: this.state });
+    if (name === "presence") {
+      const { user_id, online } = value as ChatClientEvents["presence"];
+      this.presenceHeard.set(user_id, online);
+    }
+    if (name === "suspended") this.suspendedMessage = (value as ChatClientEvents["suspended"]).message;
+    if (name === "mode") this.postMode();
     else if (RELAYED_TO_TABS.has(name)) this.tabs.post({ kind: "emit", name, value });
   }
 
-  /** This tab holds the lock: it connects, from where the events it heard end (the server replays the rest). */
+  private postMode(): void {
+    this.tabs?.post({ kind: "mode", mode: this.state, lastEventId: this.cursor });
+  }
+
+  /**
+   * This tab holds the lock: it connects from the last event it delivered, and the server replays what came
+   * after. Relays held back for a catch-up are dropped, not delivered: they would move the cursor past what the
+   * catch-up had not read yet, and the replay brings them again, in order.
+   */
   private lead(): void {
     if (this.stopped) return;
     this.following = false;
-    const held = this.catchingUp ?? [];
     this.catchingUp = undefined;
-    for (const event of held) this.deliver(event);
+    this.presenceHeard.clear();
     this.transition("connecting");
-    this.tabs?.post({ kind: "mode", mode: this.state });
+    this.postMode();
   }
 
   /** A mode the leading tab is in, shown as this tab's own (no socket, no polling here). */
@@ -834,9 +854,15 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     if (message.kind === "hello") {
       // A new tab: where this one stands, so that it shows the same at once.
       if (!leading || !this.tabs) return;
-      this.tabs.post({ kind: "mode", mode: this.state });
+      this.postMode();
       this.tabs.post({ kind: "emit", name: "warning", value: this.warned ? POLLING_WARNING : null });
       this.tabs.post({ kind: "emit", name: "unread", value: this.unreadCounts });
+      const suspended = { suspended: this.suspendedState, message: this.suspendedMessage };
+      this.tabs.post({ kind: "emit", name: "suspended", value: suspended });
+      // Presence came as a snapshot when the socket opened: the new tab gets it now.
+      for (const [userId, online] of this.presenceHeard) {
+        this.tabs.post({ kind: "emit", name: "presence", value: { user_id: userId, online } });
+      }
       return;
     }
     if (message.kind === "typing") {
@@ -849,6 +875,8 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     }
     if (!this.following || this.stopped) return;
     if (message.kind === "mode") {
+      // Heard no event yet: the leader's stream position is this tab's, should it lead before one comes.
+      if (this.cursor === undefined && message.lastEventId !== undefined) this.cursor = message.lastEventId;
       this.mirror(message.mode as ChatClientMode);
       return;
     }
@@ -883,14 +911,15 @@ export class ChatClient extends Emitter<ChatClientEvents> {
    * A following tab that knows where it left off (`lastEventId`) reads what it missed over REST, holding the
    * relayed events back meanwhile, so that none is lost between the two; it tries until it gets through.
    */
-  private async catchUp(): Promise<void> {
+  private async catchUp(run: number): Promise<void> {
     if (this.cursor === undefined) return;
     this.catchingUp = [];
-    for (let attempt = 0; this.following && !this.stopped; attempt++) {
+    const current = () => run === this.tabRun && this.following && !this.stopped;
+    for (let attempt = 0; current(); attempt++) {
       try {
         for (;;) {
           const page = await this.api.events(this.cursor);
-          if (!this.following || this.stopped) return;
+          if (!current()) return;
           for (const event of page.events) this.deliver(event);
           if (!(page.has_more ?? page.events.length >= 500)) {
             this.resyncIfBehind(page.last_event_id);
@@ -902,6 +931,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         for (const event of held) this.deliver(event);
         return;
       } catch (error) {
+        if (!current()) return;
         if (error instanceof ChatApiError && error.status === 401) return this.fail(error);
         const retryAfter = error instanceof ChatApiError ? (error.retryAfterMs ?? 0) : 0;
         const wait = Math.max(this.backoffFor(attempt), retryAfter);

@@ -6,6 +6,7 @@ export { type AccessTokenProvider, AccessTokenRefusedError } from "./access-toke
 export { ChatClient, POLLING_WARNING } from "./chat-client.ts";
 export * from "./protocol/index.ts";
 export { ChatApi, ChatApiError, type ReportRequest } from "./rest.ts";
+export type { TabEnvironment, TabMessage } from "./tab-link.ts";
 export type {
   ChatClientEvents,
   ChatClientMode,

@@ -9,8 +9,11 @@
 export type TabMessage =
   /** Leader → followers: something the client emitted (an event, typing, presence, counts, the banner …). */
   | { kind: "emit"; name: string; value: unknown }
-  /** Leader → followers: its mode, so that every tab shows the same. */
-  | { kind: "mode"; mode: string }
+  /**
+   * Leader → followers: its mode, so that every tab shows the same, and where its stream stands: a follower that
+   * heard no event yet starts from there when it leads (so a hand-over before the first event loses nothing).
+   */
+  | { kind: "mode"; mode: string; lastEventId: number | undefined }
   /** A tab that just opened asks the leader to say where it stands. */
   | { kind: "hello" }
   /** Follower → leader: what only a socket can carry. */

@@ -35,7 +35,7 @@ function browser() {
   const baseUrl = `http://gateway-${++gateways}.test`;
   const tabs: Array<{ client: ChatClient; events: ChatEvent[]; modes: ChatClientMode[]; warnings: (string | null)[] }> =
     [];
-  const openTab = (options: { lastEventId?: number } = {}) => {
+  const openTab = (options: { lastEventId?: number; fetch?: typeof fetch } = {}) => {
     const client = new ChatClient({
       baseUrl,
       getAccessToken: () => server.accessToken(ME),
@@ -162,4 +162,70 @@ describe("tabs that share one connection (shareAcrossTabs)", () => {
     expect(follower.warnings.at(-1)).toMatch(/refreshing every 5 seconds/);
     expect(b.server.sockets.filter((s) => s.readyState === 1)).toHaveLength(0);
   }, 20_000);
+
+  describe("races of a hand-over", () => {
+    /** A fetch whose `/events` answers wait until the test lets them go (a slow catch-up). */
+    function slowEvents(server: FakeChatServer) {
+      const held: Array<() => void> = [];
+      const fetch: typeof globalThis.fetch = async (input, init) => {
+        const answer = await server.fetch(input, init);
+        if (String(input).includes("/api/v1/events")) await new Promise<void>((go) => held.push(go));
+        return answer;
+      };
+      const release = () => {
+        for (const go of held.splice(0)) go();
+      };
+      return { fetch, release, waiting: () => held.length };
+    }
+
+    it("a tab that takes over during its catch-up reads the missed events, not only the relayed ones", async () => {
+      const b = browser();
+      const leader = b.openTab();
+      await until(() => leader.client.mode === "live", "the leader live");
+      for (let i = 1; i <= 3; i++) b.server.post(b.chat.id, OTHER, `m${i}`); // events 2–4
+      await until(() => leader.events.length === 3, "the leader has them");
+      const slow = slowEvents(b.server);
+      const late = b.openTab({ lastEventId: 1, fetch: slow.fetch });
+      await until(() => slow.waiting() === 1, "the late tab's catch-up on its way");
+      for (let i = 4; i <= 5; i++) b.server.post(b.chat.id, OTHER, `m${i}`); // events 5–6: relayed, held back
+      await until(() => (late.client as unknown as { catchingUp?: unknown[] }).catchingUp?.length === 2, "relays held");
+      leader.client.stop(); // the leader's tab closes while the catch-up is still out
+      await until(() => b.openSockets() === 1, "the late tab's own socket");
+      slow.release();
+      b.server.post(b.chat.id, OTHER, "m6"); // event 7
+      await until(() => late.events.at(-1)?.event_id === 7, "the late tab up to date");
+      expect(late.events.map((e) => e.event_id)).toEqual([2, 3, 4, 5, 6, 7]);
+    });
+
+    it("a hand-over before any event: the new leader starts where the old one's stream stood", async () => {
+      const b = browser();
+      const [one, two] = [b.openTab(), b.openTab()];
+      await until(() => b.tabs.every((t) => t.client.mode === "live"), "both live");
+      const leader = (one.client as unknown as { following: boolean }).following ? two : one;
+      const follower = leader === one ? two : one;
+      leader.client.stop();
+      b.server.post(b.chat.id, OTHER, "during the hand-over"); // event 2, before the new socket
+      await until(() => b.openSockets() === 1, "the new leader's socket");
+      b.server.post(b.chat.id, OTHER, "after"); // event 3
+      await until(() => follower.events.at(-1)?.event_id === 3, "the new leader up to date");
+      expect(follower.events.map((e) => e.event_id)).toEqual([2, 3]);
+    });
+
+    it("a tab stopped and started again while its catch-up was out: the old catch-up touches nothing", async () => {
+      const b = browser();
+      const leader = b.openTab();
+      await until(() => leader.client.mode === "live", "the leader live");
+      const slow = slowEvents(b.server);
+      const tab = b.openTab({ lastEventId: 1, fetch: slow.fetch });
+      await until(() => slow.waiting() === 1, "the first catch-up on its way");
+      tab.client.stop();
+      b.server.post(b.chat.id, OTHER, "while the tab was stopped"); // event 2
+      tab.client.start();
+      await until(() => slow.waiting() === 2, "the second catch-up on its way");
+      b.server.post(b.chat.id, OTHER, "relayed"); // event 3
+      slow.release(); // both answers come: the first one's is older
+      await until(() => tab.events.at(-1)?.event_id === 3, "the tab up to date");
+      expect(tab.events.map((e) => e.event_id)).toEqual([2, 3]);
+    });
+  });
 });

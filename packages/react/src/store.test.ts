@@ -116,6 +116,32 @@ describe("the chat list", () => {
     expect(back?.last_message?.content).toBe("still interested?");
   });
 
+  it("keeps what it heard while the list was on its way: a chat created and a message newer than the answer", async () => {
+    const h = harness();
+    await live(h);
+    // The list's answer is read now and delivered later, as a slow network would.
+    let deliver!: () => void;
+    const late = new Promise<void>((resolve) => {
+      deliver = resolve;
+    });
+    const fetch = h.server.fetch;
+    (h.client.api as unknown as { fetchImpl: typeof fetch }).fetchImpl = async (input, init) => {
+      const answer = await fetch(input, init);
+      if (new URL(String(input)).pathname === "/api/v1/chats") await late;
+      return answer;
+    };
+    const loading = h.store.loadChats();
+    await settle();
+    const created = h.server.addChat(ME, THIRD, 9); // chat_created while the answer is on its way
+    h.server.post(h.chat.id, OTHER, "newer than the answer");
+    await settle();
+    deliver();
+    await loading;
+    const list = h.store.getChatList();
+    expect(list.chats.map((c) => c.id)).toContain(created.id);
+    expect(list.chats.find((c) => c.id === h.chat.id)?.last_message?.content).toBe("newer than the answer");
+  });
+
   it("gives the same snapshot until something it shows changes", async () => {
     const h = harness();
     await live(h);

@@ -128,6 +128,12 @@ export class ChatStore {
    */
   private readonly latestLoad = new Map<string, number>();
   private loads = 0;
+  /**
+   * What was heard while a list or a thread was loading, applied again over its answer (which the server may
+   * have read before those changes): a list's changes as replays, a thread's as the messages themselves.
+   */
+  private readonly heardWhileListLoads = new Map<"main" | "archived", Array<() => void>>();
+  private readonly heardWhileThreadLoads = new Map<number, Message[]>();
   /** The client's event subscriptions while following it; empty when not. */
   private following: Array<() => void> = [];
   private holders = 0;
@@ -240,18 +246,29 @@ export class ChatStore {
   async loadChats(archived = false): Promise<void> {
     const key = archived ? "archived" : "main";
     const load = this.startLoad(`list:${key}`);
+    const heard: Array<() => void> = [];
+    this.heardWhileListLoads.set(key, heard);
     this.lists = { ...this.lists, [key]: { ...this.lists[key], status: "loading", error: null } };
     this.notify();
     try {
       const chats = await this.client.listChats({ archived });
       if (!load.isLatest()) return;
+      this.heardWhileListLoads.delete(key);
       this.lists = { ...this.lists, [key]: { chats: chats.slice().sort(byActivity), status: "ready", error: null } };
       for (const chat of chats) this.applyPeerRead(chat.id, chat.peer_last_read_message_id ?? 0, false);
+      // A chat created, a message or a read receipt heard meanwhile may be newer than the answer.
+      for (const replay of heard) replay();
     } catch (error) {
       if (!load.isLatest()) return;
+      this.heardWhileListLoads.delete(key);
       this.lists = { ...this.lists, [key]: { ...this.lists[key], status: "error", error: asApiError(error) } };
     }
     this.notify();
+  }
+
+  /** A change to replay over the answer of every list now loading. */
+  private replayAfterListLoads(replay: () => void): void {
+    for (const heard of this.heardWhileListLoads.values()) heard.push(replay);
   }
 
   private startLoad(key: string): { isLatest(): boolean } {
@@ -305,6 +322,8 @@ export class ChatStore {
   /** Loads the newest page of a thread, replacing what was there (kept: sends in flight or failed). */
   async loadThread(chatId: number): Promise<void> {
     const load = this.startLoad(`thread:${chatId}`);
+    const heard: Message[] = [];
+    this.heardWhileThreadLoads.set(chatId, heard);
     const before = this.threads.get(chatId);
     this.setThread(chatId, {
       chatId,
@@ -320,13 +339,17 @@ export class ChatStore {
       const page = await this.client.api.messages(chatId, { limit: this.pageSize });
       const thread = this.threads.get(chatId);
       if (!thread || !load.isLatest()) return;
-      // Events that arrived while the page was on its way are newer than it: keep them.
+      this.heardWhileThreadLoads.delete(chatId);
+      // The page replaces what was shown (after a resync the old copies may be stale); what arrived while it
+      // was on its way is newer than it, and is kept.
       let messages: readonly Message[] = page.messages.slice().reverse();
-      for (const message of thread.messages) messages = upsertMessage(messages, message);
+      for (const message of heard) messages = upsertMessage(messages, message);
       this.setThread(chatId, { ...thread, messages, hasMore: page.has_more, status: "ready", error: null });
     } catch (error) {
       const thread = this.threads.get(chatId);
-      if (thread && load.isLatest()) this.setThread(chatId, { ...thread, status: "error", error: asApiError(error) });
+      if (!load.isLatest()) return;
+      this.heardWhileThreadLoads.delete(chatId);
+      if (thread) this.setThread(chatId, { ...thread, status: "error", error: asApiError(error) });
     }
   }
 
@@ -523,6 +546,8 @@ export class ChatStore {
 
   /** A stored message: into its thread (replacing its pending twin) and its chat's list entry. */
   private applyMessage(message: Message, isNew = false): void {
+    this.heardWhileThreadLoads.get(message.chat_id)?.push(message);
+    this.replayAfterListLoads(() => this.applyMessage(message, isNew));
     const thread = this.threads.get(message.chat_id);
     if (thread) {
       const messages = upsertMessage(thread.messages, message);
@@ -565,6 +590,7 @@ export class ChatStore {
 
   /** A chat changed (created, listing, peer, archived): its entry moves to the list it now belongs to. */
   private applyChat(chat: Chat): void {
+    this.replayAfterListLoads(() => this.applyChat(chat));
     const main = this.lists.main.chats;
     const archived = this.lists.archived.chats;
     const existing = main.find((c) => c.id === chat.id) ?? archived.find((c) => c.id === chat.id);
@@ -613,6 +639,7 @@ export class ChatStore {
 
   /** The other participant read up to `messageId` (an event, or a list that says so). */
   private applyPeerRead(chatId: number, messageId: number, notify = true): void {
+    this.replayAfterListLoads(() => this.applyPeerRead(chatId, messageId, false));
     const thread = this.threads.get(chatId);
     if (thread && (thread.peerLastReadMessageId ?? 0) < messageId) {
       this.threads.set(chatId, { ...thread, peerLastReadMessageId: messageId });
@@ -666,6 +693,8 @@ export class ChatStore {
 
   /** After a resync the events in between are gone: every list and thread that was loaded is read again. */
   private async reloadAll(): Promise<void> {
+    // Ids may have been renumbered: what this page marked read says nothing about the new stream.
+    this.readUpTo.clear();
     const loads: Array<Promise<void>> = [];
     for (const archived of [false, true]) {
       if (this.getChatList(archived).status !== "idle") loads.push(this.loadChats(archived));

@@ -379,8 +379,18 @@ function Composer({
   const other = otherParticipant(chat, page.userId);
   useEffect(() => {
     if (!closed) input.current?.focus();
-    return () => clearTimeout(stopped.current);
   }, [closed]);
+  // Leaving the chat while typing: the other side is told at once, not when its indicator expires.
+  const store = useChatStore();
+  const chatId = chat.id;
+  useEffect(
+    () => () => {
+      if (stopped.current === undefined) return;
+      clearTimeout(stopped.current);
+      store.setTyping(chatId, false);
+    },
+    [store, chatId],
+  );
   const send = (e?: FormEvent) => {
     e?.preventDefault();
     if (text.trim() === "" || closed) return;
@@ -461,9 +471,10 @@ export function ChatView({ chatId }: { chatId: number }) {
   const [busy, setBusy] = useState(false);
   const { scroller, onScroll } = useScrolling(thread, page.userId);
 
+  const { showError } = page;
   useEffect(() => {
-    if (thread.error) page.showError(`could not load the messages of chat ${chatId}: ${thread.error.message}`);
-  }, [thread.error, chatId, page]);
+    if (thread.error) showError(`could not load the messages of chat ${chatId}: ${thread.error.message}`);
+  }, [thread.error, chatId, showError]);
   // Seen: marked read up to the newest message from the other side, while the page is visible (the store sends
   // nothing when that is already done, so running on every change of the thread costs nothing).
   useEffect(() => {

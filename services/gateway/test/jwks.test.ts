@@ -88,7 +88,10 @@ async function keySetServer(...keys: SigningKey[]) {
   return server;
 }
 
-function verifierFor(server: KeySetServer, timings = { cacheMaxAgeMs: 60_000, cooldownMs: 0, timeoutMs: 2_000 }) {
+function verifierFor(
+  server: KeySetServer,
+  timings = { cacheMaxAgeMs: 60_000, maxStaleMs: 3_600_000, cooldownMs: 0, timeoutMs: 2_000 },
+) {
   const warnings: string[] = [];
   const verify = createAccessTokenVerifier({
     key: { kind: "jwks", url: server.url },
@@ -177,7 +180,12 @@ describe("access tokens verified with the monolith's key set (JWT_JWKS_URL)", ()
     const key = signingKey("k1", "RS256");
     const server = await keySetServer(key);
     // The set goes stale at once: every verification tries to read it again.
-    const { verify, warnings } = verifierFor(server, { cacheMaxAgeMs: 1, cooldownMs: 0, timeoutMs: 1_000 });
+    const { verify, warnings } = verifierFor(server, {
+      cacheMaxAgeMs: 1,
+      maxStaleMs: 3_600_000,
+      cooldownMs: 0,
+      timeoutMs: 1_000,
+    });
     expect(await verify(sign(key, 7))).toBe(7);
     await server.stop();
     await new Promise((resolve) => setTimeout(resolve, 5));
@@ -205,6 +213,28 @@ function appVerifyingWith(verify: AccessTokenVerifier) {
     internalToken: "test-internal-token",
   });
 }
+
+describe("the key set read before, while the monolith's endpoint is down", () => {
+  it("is used only while it is younger than maxStaleMs, then 503; and a failed read is not retried per request", async () => {
+    const key = signingKey("k1", "ES256");
+    const server = await keySetServer(key);
+    const { verify } = verifierFor(server, { cacheMaxAgeMs: 1, maxStaleMs: 300, cooldownMs: 200, timeoutMs: 1_000 });
+    expect(await verify(sign(key, 1))).toBe(1);
+    expect(server.requests).toBe(1);
+    server.answer = "error";
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(await verify(sign(key, 2))).toBe(2); // read again: failed; the set of a moment ago serves
+    const afterFailure = server.requests;
+    for (let i = 0; i < 10; i++) expect(await verify(sign(key, 3))).toBe(3);
+    expect(server.requests).toBe(afterFailure); // within the cooldown: no read per request
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    // Older than maxStaleMs: a retired key must not verify for as long as the endpoint is down.
+    expect(await refusal(verify, sign(key, 4))).toBeInstanceOf(KeySetUnavailableError);
+    server.answer = "keys";
+    await new Promise((resolve) => setTimeout(resolve, 220));
+    expect(await verify(sign(key, 5))).toBe(5);
+  });
+});
 
 describe("the gateway with a key set", () => {
   it("issues a ws-token for a token of the set, 401s a stranger's, and 503s with Retry-After while no set can be read", async () => {
@@ -284,6 +314,8 @@ describe("JWT_JWKS_URL in the gateway's configuration", () => {
       secretFile("JWT_JWKS_URL", "");
       expect(keyOf).toThrow(/SECRETS_DIR: .*JWT_JWKS_URL is empty/);
       rmSync(join(dir, "JWT_JWKS_URL"));
+      // A folder that is not there stops start-up (a typo would otherwise leave the development secrets in use).
+      expect(() => loadGatewayConfig({ SECRETS_DIR: join(dir, "missing") })).toThrow(/SECRETS_DIR: .* is not a folder/);
       if (process.getuid?.() !== 0) {
         chmodSync(join(dir, "JWT_SECRET"), 0);
         expect(keyOf).toThrow(/SECRETS_DIR: cannot read .*JWT_SECRET \(EACCES\)/);

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { z } from "zod";
 import { MIN_SECRET_LENGTH } from "../dev.ts";
 
@@ -30,15 +30,21 @@ export function withSecretFiles(
   env: Record<string, string | undefined>,
   names: readonly string[],
   read: (path: string) => string = (path) => readFileSync(path, "utf8"),
+  isDirectory: (path: string) => boolean = (path) => statSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false,
 ): Record<string, string | undefined> {
   const resolved = { ...env };
-  const dir = env.SECRETS_DIR?.replace(/\/+$/, "");
+  const dir = env.SECRETS_DIR ? env.SECRETS_DIR.replace(/(?<=.)\/+$/, "") : undefined;
+  // A folder that is not there (a typo, a volume that did not mount) would quietly leave every secret to its
+  // development default outside production: it stops start-up instead.
+  if (dir && !isDirectory(dir)) {
+    throw new ConfigError(`SECRETS_DIR: ${dir} is not a folder: mount the Secret there, or unset SECRETS_DIR`);
+  }
   for (const name of names) {
     const path = env[`${name}_FILE`];
     if (path && env[name]) throw new ConfigError(`set ${name} or ${name}_FILE, not both`);
     if (!path && (env[name] || !dir)) continue;
     const fromDir = !path;
-    const file = path || `${dir}/${name}`;
+    const file = path || `${dir === "/" ? "" : dir}/${name}`;
     let content: string;
     try {
       content = read(file).replace(/\r?\n$/, "");

@@ -1,12 +1,14 @@
-import type { KeyObject } from "node:crypto";
 import { parseUserId } from "@listings-chat/shared";
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
   errors,
+  importSPKI,
+  type JSONWebKeySet,
   type JWTPayload,
   type JWTVerifyGetKey,
   type JWTVerifyOptions,
+  jwksCache,
   jwtVerify,
 } from "jose";
 import type { AccessTokenKey } from "../env.ts";
@@ -29,6 +31,11 @@ export interface AccessTokenOptions {
 export interface KeySetTimings {
   /** A set older than this is read again before use. */
   cacheMaxAgeMs: number;
+  /**
+   * While the set cannot be read again, the last one read keeps verifying until it is this old: a key the
+   * monolith retired (compromised) must not stay valid for as long as its endpoint is down. Then 503.
+   */
+  maxStaleMs: number;
   /** An unknown `kid` reads the set again, but not sooner than this after the last read. */
   cooldownMs: number;
   /** A read that takes longer fails. */
@@ -42,9 +49,15 @@ const CLOCK_TOLERANCE_SECONDS = 5;
 const KEY_SET_ALGORITHMS = ["RS256", "ES256"];
 
 /** How long the key set is kept before it is read again, and how soon an unknown `kid` may read it again. */
-export const KEY_SET_TIMINGS: KeySetTimings = { cacheMaxAgeMs: 10 * 60_000, cooldownMs: 30_000, timeoutMs: 5_000 };
+export const KEY_SET_TIMINGS: KeySetTimings = {
+  cacheMaxAgeMs: 10 * 60_000,
+  maxStaleMs: 60 * 60_000,
+  cooldownMs: 30_000,
+  timeoutMs: 5_000,
+};
 
-type KeyAndAlgorithms = { key: Uint8Array | KeyObject | JWTVerifyGetKey; algorithms: string[] };
+/** A key imported once for WebCrypto (importing it per token costs as much as the verification), or a key set. */
+type KeyAndAlgorithms = { key: Promise<CryptoKey> | JWTVerifyGetKey; algorithms: string[] };
 
 /**
  * Pins the algorithms to the key: HS256 for a secret, RS256 for an RSA key, ES256 for a P-256 key, and for a key
@@ -52,41 +65,60 @@ type KeyAndAlgorithms = { key: Uint8Array | KeyObject | JWTVerifyGetKey; algorit
  */
 function keyAndAlgorithms(options: AccessTokenOptions): KeyAndAlgorithms {
   const { key } = options;
-  if (key.kind === "secret") return { key: new TextEncoder().encode(key.secret), algorithms: ["HS256"] };
+  if (key.kind === "secret") {
+    const raw = new TextEncoder().encode(key.secret);
+    const imported = crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
+    return { key: imported, algorithms: ["HS256"] };
+  }
   if (key.kind === "jwks") {
     const timings = options.keySetTimings ?? KEY_SET_TIMINGS;
     return { key: keySet(key.url, timings, options.warn), algorithms: KEY_SET_ALGORITHMS };
   }
   const parsed = parsePublicKey(key.pem);
   if (!parsed) throw new Error("JWT_PUBLIC_KEY must be an RSA key (RS256) or a P-256 EC key (ES256)");
-  return { key: parsed.keyObject, algorithms: [parsed.algorithm] };
+  const spki = parsed.keyObject.export({ type: "spki", format: "pem" }).toString();
+  return { key: importSPKI(spki, parsed.algorithm), algorithms: [parsed.algorithm] };
 }
 
 /**
  * The monolith's key set, fetched from `url` and kept (jose's remote JWK set: the key is chosen by the token's
  * `kid`; an unknown `kid` reads the set again, at most every 30 s, so a new key works as soon as it is
- * published). When the set cannot be read again once it is stale, the last one read is used meanwhile, so that a
- * monolith's short outage does not sign everyone out; with no set read yet, verification is unavailable (503).
+ * published). When the set cannot be read again once it is stale, the last one read is used meanwhile (up to
+ * `maxStaleMs` old), so that a monolith's short outage does not sign everyone out; with none read yet, or one
+ * older than that, verification is unavailable (503). After a failed read, requests do not each ask again for
+ * `cooldownMs`.
  */
 function keySet(url: string, timings: KeySetTimings, warn: (message: string) => void = () => {}): JWTVerifyGetKey {
   // Once a minute at most: every request meets the outage.
   let warnedAt = Number.NEGATIVE_INFINITY;
+  // When a read last failed: for `cooldownMs` after it, requests do not each wait for the monolith again.
+  let failedAt = Number.NEGATIVE_INFINITY;
+  // jose keeps the set it read, and when (`uat`), here.
+  const cache: { jwks?: JSONWebKeySet; uat?: number } = {};
   const remote = createRemoteJWKSet(new URL(url), {
     cacheMaxAge: timings.cacheMaxAgeMs,
     cooldownDuration: timings.cooldownMs,
     timeoutDuration: timings.timeoutMs,
+    [jwksCache]: cache as Record<string, never>,
   });
+  /** The last set read, unless it is older than `maxStaleMs`. */
+  const lastGood = () =>
+    cache.jwks && cache.uat !== undefined && Date.now() - cache.uat <= timings.maxStaleMs ? cache.jwks : undefined;
+  const unavailable = (cause: string) =>
+    new KeySetUnavailableError(`the monolith's key set (JWT_JWKS_URL) cannot be read (${cause}): try again shortly`);
   return async (header, token) => {
+    if (Date.now() - failedAt < timings.cooldownMs) {
+      const last = lastGood();
+      if (!last) throw unavailable("it failed moments ago");
+      return createLocalJWKSet(last)(header, token);
+    }
     try {
       return await remote(header, token);
     } catch (error) {
       if (!cannotRead(error)) throw error;
-      const last = remote.jwks();
-      if (!last) {
-        throw new KeySetUnavailableError(
-          `the monolith's key set (JWT_JWKS_URL) cannot be read (${readableCause(error)}): try again shortly`,
-        );
-      }
+      failedAt = Date.now();
+      const last = lastGood();
+      if (!last) throw unavailable(readableCause(error));
       if (Date.now() - warnedAt >= 60_000) {
         warnedAt = Date.now();
         warn(`JWT_JWKS_URL cannot be read (${readableCause(error)}): verifying with the key set read before`);
@@ -139,7 +171,7 @@ export function createAccessTokenVerifier(options: AccessTokenOptions): AccessTo
       ({ payload } =
         typeof key === "function"
           ? await jwtVerify(token, key, verifyOptions)
-          : await jwtVerify(token, key, verifyOptions));
+          : await jwtVerify(token, await key, verifyOptions));
     } catch (error) {
       if (error instanceof KeySetUnavailableError) throw error;
       throw new AuthError(refusalOf(error, options.maxAgeSeconds));
