@@ -3,7 +3,7 @@ import { AccessTokenRefusedError } from "./access-token.ts";
 import { ChatClient, POLLING_WARNING } from "./chat-client.ts";
 import type { ChatEvent, Message } from "./protocol/index.ts";
 import { ChatApiError, parseRetryAfter } from "./rest.ts";
-import { FAKE_BASE_URL, FakeChatServer } from "./testing/fake-server.ts";
+import { connectionTo, FAKE_BASE_URL, FakeChatServer } from "./testing/fake-server.ts";
 import type { ChatClientEvents, ChatClientMode, ChatClientOptions } from "./types.ts";
 
 /**
@@ -35,17 +35,7 @@ function harness(given: Partial<ChatClientOptions> | ((server: FakeChatServer) =
   const chat = server.addChat(ME, OTHER); // event 1: chat_created
   const options = typeof given === "function" ? given(server) : given;
   const client = new ChatClient({
-    baseUrl: FAKE_BASE_URL,
-    getAccessToken: () => server.accessToken(ME),
-    fetch: server.fetch,
-    webSocket: server.webSocket,
-    // Bound at call time to the globals that vi.useFakeTimers() replaced.
-    timers: {
-      setTimeout: (fn, ms) => setTimeout(fn, ms),
-      clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-      now: () => Date.now(),
-    },
-    random: () => 0.5,
+    ...connectionTo(server, ME),
     ...options,
   });
   clients.push(client);

@@ -1,5 +1,5 @@
 import { ChatClient } from "@listings-chat/client";
-import { FAKE_BASE_URL, FakeChatServer } from "@listings-chat/client/testing";
+import { connectionTo, FakeChatServer } from "@listings-chat/client/testing";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ChatStore } from "./store.ts";
 
@@ -29,16 +29,7 @@ function harness(options: { pageSize?: number } = {}) {
   const server = new FakeChatServer();
   const chat = server.addChat(ME, OTHER);
   const client = new ChatClient({
-    baseUrl: FAKE_BASE_URL,
-    getAccessToken: () => server.accessToken(ME),
-    fetch: server.fetch,
-    webSocket: server.webSocket,
-    timers: {
-      setTimeout: (fn, ms) => setTimeout(fn, ms),
-      clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-      now: () => Date.now(),
-    },
-    random: () => 0.5,
+    ...connectionTo(server, ME),
     userId: ME,
   });
   let n = 0;

@@ -818,3 +818,23 @@ export class FakeSocket implements WebSocketLike {
     });
   }
 }
+
+/**
+ * What a client needs to talk to `server` as `userId`, for `new ChatClient({ ...connectionTo(server, userId) })`:
+ * its fetch, its sockets, the user's access token, the globals' timers looked up at call time (so that
+ * vi.useFakeTimers() takes them over) and a fixed random draw.
+ */
+export function connectionTo(server: FakeChatServer, userId: number) {
+  return {
+    baseUrl: FAKE_BASE_URL,
+    getAccessToken: () => server.accessToken(userId),
+    fetch: server.fetch,
+    webSocket: server.webSocket,
+    timers: {
+      setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms),
+      clearTimeout: (handle: unknown) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+      now: () => Date.now(),
+    },
+    random: () => 0.5,
+  };
+}
