@@ -89,15 +89,18 @@ function browserConnectivity(): ConnectivitySignals {
   };
 }
 
-/** `http(s)://host` → `ws(s)://host`; an empty base means the page's own origin. */
+/** The gateway as `baseUrl` names it; an empty base means the page's own origin ("" outside a page). */
+function gatewayBase(baseUrl: string): string {
+  return baseUrl || (globalThis as { location?: { origin: string } }).location?.origin || "";
+}
+
 /**
  * The WebSocket URL of a ws-token's `ws_url` (a path, e.g. `/ws/chat`, or `/chat/ws/chat` under the gateway's
- * BASE_PATH): on the gateway's origin, which `baseUrl` names (its own path, a BASE_PATH, is in `ws_url` already),
- * or the page's.
+ * BASE_PATH): on the gateway's origin (its own path, a BASE_PATH, is in `ws_url` already), `http` → `ws`.
  */
 function socketUrl(baseUrl: string, wsUrl: string): string {
-  const origin = baseUrl || (globalThis as { location?: { origin: string } }).location?.origin || "";
-  const url = origin ? new URL(wsUrl, origin).href : wsUrl;
+  const base = gatewayBase(baseUrl);
+  const url = base ? new URL(wsUrl, base).href : wsUrl;
   return url.replace(/^http/, "ws");
 }
 
@@ -236,8 +239,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       if (options.userId === undefined) {
         throw new Error("shareAcrossTabs needs userId: the tabs of one user share one connection");
       }
-      const origin = options.baseUrl || (globalThis as { location?: { origin: string } }).location?.origin || "";
-      this.tabName = `listings-chat:${origin}:${options.userId}`;
+      this.tabName = `listings-chat:${gatewayBase(options.baseUrl)}:${options.userId}`;
       this.tabEnvironment = options.tabEnvironment ?? browserTabEnvironment();
     }
     this.signedInUserId = options.userId;
@@ -917,15 +919,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     const current = () => run === this.tabRun && this.following && !this.stopped;
     for (let attempt = 0; current(); attempt++) {
       try {
-        for (;;) {
-          const page = await this.api.events(this.cursor);
-          if (!current()) return;
-          for (const event of page.events) this.deliver(event);
-          if (!(page.has_more ?? page.events.length >= 500)) {
-            this.resyncIfBehind(page.last_event_id);
-            break;
-          }
-        }
+        if ((await this.readEventsAfterCursor(current)) === undefined) return;
         const held = this.catchingUp ?? [];
         this.catchingUp = undefined;
         for (const event of held) this.deliver(event);
@@ -942,24 +936,33 @@ export class ChatClient extends Emitter<ChatClientEvents> {
 
   // ── polling ─────────────────────────────────────────────────────────────────────────────────
 
+  /**
+   * Reads the events after the cursor over REST, page after page, delivering each: a page cut short (by count,
+   * or by bytes: long messages) is followed at once by the next (a server that predates `has_more` cuts by count
+   * only). The stream's end, once reached; undefined when `current()` turned false on the way (the answer is
+   * dropped). Polling and a following tab's catch-up both read this way.
+   */
+  private async readEventsAfterCursor(current: () => boolean): Promise<number | undefined> {
+    for (;;) {
+      const page = await this.api.events(this.cursor);
+      if (!current()) return undefined;
+      for (const event of page.events) this.deliver(event);
+      if (!(page.has_more ?? page.events.length >= 500)) {
+        this.resyncIfBehind(page.last_event_id);
+        return page.last_event_id;
+      }
+    }
+  }
+
   private async poll(run: number): Promise<void> {
     const started = this.timers.now();
     let retryAfterMs = 0;
     try {
-      for (;;) {
-        const page = await this.api.events(this.cursor);
-        // Fix: checking the mode alone let a poll that hung through live → polling again start a second loop.
-        if (this.state !== "polling" || run !== this.pollRun) return;
-        for (const event of page.events) this.deliver(event);
-        // The server's cursor is safe to adopt: it never passes an event it did not return. A page cut short
-        // (by count, or by bytes: long messages) is followed at once by the next (a server that predates
-        // `has_more` cuts by count only).
-        if (!(page.has_more ?? page.events.length >= 500)) {
-          this.resyncIfBehind(page.last_event_id);
-          this.cursor = Math.max(this.cursor ?? 0, page.last_event_id);
-          break;
-        }
-      }
+      // Fix: checking the mode alone let a poll that hung through live → polling again start a second loop.
+      const end = await this.readEventsAfterCursor(() => this.state === "polling" && run === this.pollRun);
+      if (end === undefined) return;
+      // The server's cursor is safe to adopt: it never passes an event it did not return.
+      this.cursor = Math.max(this.cursor ?? 0, end);
     } catch (error) {
       if (error instanceof ChatApiError && error.status === 401) return this.fail(error);
       // A failed poll is tried again at the next tick, or after the server's Retry-After when that is
