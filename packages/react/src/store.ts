@@ -232,11 +232,30 @@ export class ChatStore {
   getBlocked = (): readonly number[] => this.blockedIds;
   /** The chat from a list, or as the client last saw it. */
   getChat(chatId: number): Chat | undefined {
-    return (
-      this.lists.main.chats.find((c) => c.id === chatId) ??
-      this.lists.archived.chats.find((c) => c.id === chatId) ??
-      this.client.getChat(chatId)
-    );
+    return this.listEntry(chatId) ?? this.client.getChat(chatId);
+  }
+
+  /** The chat's entry in the main list, or the archived one. */
+  private listEntry(chatId: number): ChatSummary | undefined {
+    return this.lists.main.chats.find((c) => c.id === chatId) ?? this.lists.archived.chats.find((c) => c.id === chatId);
+  }
+
+  /**
+   * Replaces the chat's entry in each list that holds it with what `change` makes of it; `change` answers
+   * undefined to leave an entry as it is. With `resort`, a list that changed is put newest activity first again.
+   */
+  private updateEntries(chatId: number, change: (entry: ChatSummary) => ChatSummary | undefined, resort = false): void {
+    for (const key of ["main", "archived"] as const) {
+      const list = this.lists[key];
+      const at = list.chats.findIndex((c) => c.id === chatId);
+      const entry = list.chats[at];
+      const updated = entry && change(entry);
+      if (!updated) continue;
+      const chats = list.chats.slice();
+      chats[at] = updated;
+      if (resort) chats.sort(byActivity);
+      this.lists = { ...this.lists, [key]: { ...list, chats } };
+    }
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -558,24 +577,20 @@ export class ChatStore {
         this.threads.set(message.chat_id, { ...thread, messages, pending });
       }
     }
-    for (const key of ["main", "archived"] as const) {
-      const list = this.lists[key];
-      const at = list.chats.findIndex((c) => c.id === message.chat_id);
-      const entry = list.chats[at];
-      if (!entry) continue;
-      const last = entry.last_message;
-      const newer = !last || message.id >= last.id;
-      if (!newer) continue;
-      const updated: ChatSummary = {
-        ...entry,
-        last_message: message,
-        last_activity_at:
-          isNew && message.created_at > entry.last_activity_at ? message.created_at : entry.last_activity_at,
-      };
-      const chats = list.chats.slice();
-      chats[at] = updated;
-      this.lists = { ...this.lists, [key]: { ...list, chats: chats.sort(byActivity) } };
-    }
+    // Its last activity may move: the list is put newest first again.
+    this.updateEntries(
+      message.chat_id,
+      (entry) => {
+        if (entry.last_message && message.id < entry.last_message.id) return undefined;
+        const newer = isNew && message.created_at > entry.last_activity_at;
+        return {
+          ...entry,
+          last_message: message,
+          last_activity_at: newer ? message.created_at : entry.last_activity_at,
+        };
+      },
+      true,
+    );
     // A message in a chat no list holds yet (new, or an archived one brought back): its list is read again.
     if (
       isNew &&
@@ -591,9 +606,7 @@ export class ChatStore {
   /** A chat changed (created, listing, peer, archived): its entry moves to the list it now belongs to. */
   private applyChat(chat: Chat): void {
     this.replayAfterListLoads(() => this.applyChat(chat));
-    const main = this.lists.main.chats;
-    const archived = this.lists.archived.chats;
-    const existing = main.find((c) => c.id === chat.id) ?? archived.find((c) => c.id === chat.id);
+    const existing = this.listEntry(chat.id);
     // The chat's own fields win; a list entry's last message and counts stay (the client's copy of a chat
     // may be a summary from an older list: its last message is not news).
     const {
@@ -644,22 +657,16 @@ export class ChatStore {
     if (thread && (thread.peerLastReadMessageId ?? 0) < messageId) {
       this.threads.set(chatId, { ...thread, peerLastReadMessageId: messageId });
     }
-    for (const key of ["main", "archived"] as const) {
-      const list = this.lists[key];
-      const at = list.chats.findIndex((c) => c.id === chatId);
-      const entry = list.chats[at];
-      if (!entry || (entry.peer_last_read_message_id ?? 0) >= messageId) continue;
-      const chats = list.chats.slice();
-      chats[at] = { ...entry, peer_last_read_message_id: messageId };
-      this.lists = { ...this.lists, [key]: { ...list, chats } };
-    }
+    this.updateEntries(chatId, (entry) =>
+      (entry.peer_last_read_message_id ?? 0) < messageId
+        ? { ...entry, peer_last_read_message_id: messageId }
+        : undefined,
+    );
     if (notify) this.notify();
   }
 
   private peerReadFromLists(chatId: number): number | null {
-    const entry =
-      this.lists.main.chats.find((c) => c.id === chatId) ?? this.lists.archived.chats.find((c) => c.id === chatId);
-    return entry?.peer_last_read_message_id ?? null;
+    return this.listEntry(chatId)?.peer_last_read_message_id ?? null;
   }
 
   private setTypingOf(chatId: number, userId: number, isTyping: boolean): void {
