@@ -1,4 +1,5 @@
 import { readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { z } from "zod";
 import { MIN_SECRET_LENGTH } from "../dev.ts";
 
@@ -33,7 +34,7 @@ export function withSecretFiles(
   isDirectory: (path: string) => boolean = (path) => statSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false,
 ): Record<string, string | undefined> {
   const resolved = { ...env };
-  const dir = env.SECRETS_DIR ? env.SECRETS_DIR.replace(/(?<=.)\/+$/, "") : undefined;
+  const dir = env.SECRETS_DIR || undefined;
   // A folder that is not there (a typo, a volume that did not mount) would quietly leave every secret to its
   // development default outside production: it stops start-up instead.
   if (dir && !isDirectory(dir)) {
@@ -44,7 +45,7 @@ export function withSecretFiles(
     if (path && env[name]) throw new ConfigError(`set ${name} or ${name}_FILE, not both`);
     if (!path && (env[name] || !dir)) continue;
     const fromDir = !path;
-    const file = path || `${dir === "/" ? "" : dir}/${name}`;
+    const file = path || join(dir ?? "", name);
     let content: string;
     try {
       content = read(file).replace(/\r?\n$/, "");

@@ -42,9 +42,3 @@ export function enterBasePath(request: Request, basePath: string): Request | Res
     duplex: "half",
   } as RequestInit);
 }
-
-/** The path of an upgrade within the gateway, or undefined when it is outside `basePath`. */
-export function upgradePathWithin(path: string, basePath: string): string | undefined {
-  if (!basePath) return path;
-  return path.startsWith(`${basePath}/`) ? path.slice(basePath.length) : undefined;
-}

@@ -14,7 +14,6 @@ import type { Logger } from "pino";
 import { AuthError } from "../auth/errors.ts";
 import type { WsTokenGrant, WsTokens } from "../auth/ws-token.ts";
 import { GatewayErrorCode, MISCONFIGURED_MESSAGE } from "../error-codes.ts";
-import { upgradePathWithin } from "../http/base-path.ts";
 import { handshakeProblem } from "./handshake.ts";
 import { destroyOnError, relay } from "./relay.ts";
 import type { SocketCaps } from "./socket-caps.ts";
@@ -246,7 +245,7 @@ export function createWsUpgrade(options: WsUpgradeOptions) {
 
   async function handle(req: IncomingMessage, socket: Duplex, head: Buffer, started: number) {
     const url = new URL(req.url ?? "/", "http://gateway.invalid");
-    if (upgradePathWithin(url.pathname, basePath) !== WS_PATH)
+    if (url.pathname !== `${basePath}${WS_PATH}`)
       return refuse(socket, 404, ErrorCode.notFound, `no WebSocket endpoint here: use ${basePath}${WS_PATH}`);
     const problem = handshakeProblem(req);
     if (problem) return refuse(socket, problem.status, problem.code, problem.message, problem.headers);
