@@ -90,15 +90,18 @@ export function buildPackage(packageDir: string): string {
   return distDir;
 }
 
+/** npm as this process was started with (`npm run` and `npm test` set npm_execpath), else the one on PATH. */
+export function npmCommand(args: string[]): { file: string; args: string[] } {
+  const npmCli = process.env.npm_execpath;
+  return npmCli?.endsWith(".js") ? { file: process.execPath, args: [npmCli, ...args] } : { file: "npm", args };
+}
+
 /** Builds, then packs the package's `dist/` into `destination`; the tarball's path. */
 export function packPackage(packageDir: string, destination: string): string {
   const distDir = buildPackage(packageDir);
   mkdirSync(destination, { recursive: true });
-  const npm = process.env.npm_execpath;
-  const args = ["pack", distDir, "--pack-destination", destination, "--json", "--ignore-scripts"];
-  const out = npm?.endsWith(".js")
-    ? execFileSync(process.execPath, [npm, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })
-    : execFileSync("npm", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const npm = npmCommand(["pack", distDir, "--pack-destination", destination, "--json", "--ignore-scripts"]);
+  const out = execFileSync(npm.file, npm.args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   const [packed] = JSON.parse(out) as Array<{ filename: string }>;
   if (!packed) throw new Error(`npm pack printed no tarball: ${out}`);
   return join(destination, packed.filename);

@@ -4,12 +4,14 @@
  * it (TypeScript, Vite, webpack) are this repository's, pointed at the project.
  */
 import { execFile } from "node:child_process";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { npmCommand } from "../../../scripts/build-package.ts";
 
 export const run = promisify(execFile);
 const require = createRequire(import.meta.url);
@@ -23,12 +25,9 @@ export const bin = (name: string) => fileURLToPath(new URL(`../../../node_module
 export const installedVersion = (name: string) =>
   (JSON.parse(readFileSync(require.resolve(`${name}/package.json`), "utf8")) as { version: string }).version;
 
-/** npm as the test was started with (`npm test` sets npm_execpath), else the one on PATH. */
 export function npm(args: string[], cwd: string) {
-  const npmCli = process.env.npm_execpath;
-  return npmCli?.endsWith(".js")
-    ? run(process.execPath, [npmCli, ...args], { cwd })
-    : run("npm", args, { cwd, shell: process.platform === "win32" });
+  const command = npmCommand(args);
+  return run(command.file, command.args, { cwd });
 }
 
 /**
@@ -65,7 +64,6 @@ export async function viteBuild(dir: string, page: string): Promise<string> {
     logLevel: "silent",
     build: { outDir, rollupOptions: { input: join(dir, `${page}.html`) } },
   });
-  const { readdirSync } = await import("node:fs");
   const assets = join(outDir, "assets");
   const scripts = readdirSync(assets).filter((file) => file.endsWith(".js"));
   if (scripts.length === 0) throw new Error(`Vite built no script for ${page}.html`);
@@ -81,13 +79,11 @@ export async function sizeLimitOfTarball(
   tarball: string,
   packageDir: string,
 ): Promise<Array<{ name: string; passed: boolean; size: number }>> {
-  const { mkdtempSync, readFileSync: read, rmSync, writeFileSync } = await import("node:fs");
-  const { tmpdir } = await import("node:os");
   const dir = mkdtempSync(join(tmpdir(), "size-limit-"));
   try {
     await run("tar", ["xzf", tarball, "-C", dir]);
     const checks = (
-      JSON.parse(read(join(packageDir, "package.json"), "utf8")) as { "size-limit": Array<{ path: string }> }
+      JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as { "size-limit": Array<{ path: string }> }
     )["size-limit"].map((check) => ({ ...check, path: check.path.replace(/^dist\//, "") }));
     const config = join(dir, "package", ".size-limit.json");
     writeFileSync(config, JSON.stringify(checks));
