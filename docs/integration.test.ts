@@ -17,12 +17,11 @@ import { consumerProject, installedVersion, typecheck, viteBuild } from "../pack
 import { packPublishedPackages } from "../scripts/pack-packages.ts";
 import { hasChromium, launchChromium, requireChromium } from "../services/gateway/test/support/demo-browser.ts";
 import {
-  type E2EChat,
   type E2EGateway,
+  type E2EStack,
   freePort,
   randomSecret,
-  startE2EChat,
-  startE2EGateway,
+  startE2EStack,
 } from "../services/gateway/test/support/e2e.ts";
 
 /** The callbacks given to waitForFunction run in the page: the DOM names they use (this file has no DOM library). */
@@ -52,9 +51,8 @@ requireChromium("docs/integration.test.ts");
 
 describe.runIf(hasChromium)("docs/integration.md, built and run as written", () => {
   const secret = randomSecret();
-  const internalToken = randomSecret();
   let workDir: string;
-  let chat: E2EChat;
+  let stack: E2EStack;
   let gw: E2EGateway;
   let monolith: Server;
   let monolithUrl: string;
@@ -78,15 +76,11 @@ describe.runIf(hasChromium)("docs/integration.md, built and run as written", () 
     // The monolith's page is on one origin (localhost), the gateway on another (127.0.0.1).
     const monolithPort = await freePort();
     monolithUrl = `http://localhost:${monolithPort}`;
-    chat = await startE2EChat({ database: { inMemory: true }, internalToken });
-    gw = await startE2EGateway({
-      chatUpstreams: [chat.baseUrl],
-      internalToken,
-      config: {
-        accessTokens: { key: { kind: "secret", secret }, audience: "listings-chat", maxAgeSeconds: 86_400 },
-        corsOrigins: [monolithUrl],
-      },
+    stack = await startE2EStack({
+      accessTokens: { key: { kind: "secret", secret }, audience: "listings-chat", maxAgeSeconds: 86_400 },
+      corsOrigins: [monolithUrl],
     });
+    gw = stack.gw;
     files[".env"] = (files[".env"] ?? "").replace(EXAMPLE_CHAT_URL, gw.baseUrl);
     expect(files[".env"]).toContain(gw.baseUrl);
 
@@ -118,8 +112,7 @@ describe.runIf(hasChromium)("docs/integration.md, built and run as written", () 
   afterAll(async () => {
     await browser?.close();
     await new Promise((resolve) => (monolith ? monolith.close(resolve) : resolve(undefined)));
-    await gw?.stop();
-    await chat?.stop();
+    await stack?.stop();
     if (workDir) rmSync(workDir, { recursive: true, force: true });
   });
 

@@ -10,7 +10,7 @@ import { chatEventSchema, clientFrameSchema, serverControlFrameSchema } from "@l
 import { Ajv, type ValidateFunction } from "ajv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildAsyncApiDocument, CLIENT_FRAME_IDS, SERVER_FRAME_IDS } from "../src/docs/asyncapi.ts";
-import { type E2EChat, type E2EGateway, http, randomSecret, startE2EChat, startE2EGateway } from "./support/e2e.ts";
+import { type E2EGateway, type E2EStack, http, startE2EStack } from "./support/e2e.ts";
 
 type Json = Record<string, any>;
 const document = buildAsyncApiDocument() as Json;
@@ -67,16 +67,14 @@ describe("the AsyncAPI document of the WebSocket", () => {
 });
 
 describe("the frames of a real session against the document", () => {
-  const internalToken = randomSecret();
-  let chat: E2EChat;
+  let stack: E2EStack;
   let gw: E2EGateway;
   beforeAll(async () => {
-    chat = await startE2EChat({ database: { inMemory: true }, internalToken });
-    gw = await startE2EGateway({ chatUpstreams: [chat.baseUrl], internalToken });
+    stack = await startE2EStack();
+    gw = stack.gw;
   }, 60_000);
   afterAll(async () => {
-    await gw?.stop();
-    await chat?.stop();
+    await stack?.stop();
   });
 
   it("validates every frame both ways, of every type a chat goes through", async () => {

@@ -5,29 +5,19 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadGatewayConfig } from "../src/env.ts";
-import {
-  type E2EChat,
-  type E2EGateway,
-  http,
-  randomSecret,
-  startE2EChat,
-  startE2EGateway,
-  tryUpgrade,
-} from "./support/e2e.ts";
+import { type E2EGateway, type E2EStack, http, startE2EStack, tryUpgrade } from "./support/e2e.ts";
 
 describe("a gateway with BASE_PATH=/chat", () => {
-  const internalToken = randomSecret();
-  let chat: E2EChat;
+  let stack: E2EStack;
   let gw: E2EGateway;
   let base: string;
   beforeAll(async () => {
-    chat = await startE2EChat({ database: { inMemory: true }, internalToken });
-    gw = await startE2EGateway({ chatUpstreams: [chat.baseUrl], internalToken, config: { basePath: "/chat" } });
+    stack = await startE2EStack({ basePath: "/chat" });
+    gw = stack.gw;
     base = gw.baseUrl;
   }, 60_000);
   afterAll(async () => {
-    await gw?.stop();
-    await chat?.stop();
+    await stack?.stop();
   });
 
   const token = async (userId: number) =>

@@ -10,15 +10,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { byTestId, hasChromium, launchChromium, openUserPage, waitForMode } from "./support/demo-browser.ts";
-import {
-  type E2EChat,
-  type E2EGateway,
-  http,
-  randomSecret,
-  startE2EChat,
-  startE2EGateway,
-  tryUpgrade,
-} from "./support/e2e.ts";
+import { type E2EGateway, type E2EStack, http, startE2EStack, tryUpgrade } from "./support/e2e.ts";
 import { hasNginx, NGINX_DIR, runNginx, type TestNginx, tempPaths } from "./support/nginx.ts";
 
 const SNIPPETS = ["listings-chat.http.conf", "listings-chat.locations.conf", "listings-chat.proxy.conf"];
@@ -62,19 +54,17 @@ http {
 }
 
 describe.runIf(hasNginx)("nginx/listings-chat.*.conf included in a monolith's server block", () => {
-  const internalToken = randomSecret();
-  let chat: E2EChat;
+  let stack: E2EStack;
   let gw: E2EGateway;
   let nginx: TestNginx;
   beforeAll(async () => {
-    chat = await startE2EChat({ database: { inMemory: true }, internalToken });
-    gw = await startE2EGateway({ chatUpstreams: [chat.baseUrl], internalToken, config: { basePath: "/chat" } });
+    stack = await startE2EStack({ basePath: "/chat" });
+    gw = stack.gw;
     nginx = await monolithNginx(gw.gateway.port);
   }, 60_000);
   afterAll(async () => {
     await nginx?.stop();
-    await gw?.stop();
-    await chat?.stop();
+    await stack?.stop();
   });
 
   it("leaves the monolith its paths and carries a chat under /chat/: REST, ws-token, upgrade, frames", async () => {

@@ -21,7 +21,7 @@ import {
   waitForMode,
   waitForText,
 } from "./support/demo-browser.ts";
-import { type E2EChat, type E2EGateway, randomSecret, startE2EChat, startE2EGateway } from "./support/e2e.ts";
+import { type E2EGateway, type E2EStack, startE2EStack } from "./support/e2e.ts";
 
 requireChromium("tabs.e2e.test.ts");
 
@@ -30,20 +30,18 @@ const BUYER = 4101;
 const SELLER = 4102;
 
 describe.skipIf(!hasChromium)("one person's tabs share one socket (Chromium)", () => {
-  const internalToken = randomSecret();
-  let chat: E2EChat;
+  let stack: E2EStack;
   let gw: E2EGateway;
   let browser: Awaited<ReturnType<typeof launchChromium>>;
   beforeAll(async () => {
-    chat = await startE2EChat({ database: { inMemory: true }, internalToken });
     // Two sockets per user: four tabs that each opened one would be refused from the third on.
-    gw = await startE2EGateway({ chatUpstreams: [chat.baseUrl], internalToken, config: { maxSocketsPerUser: 2 } });
+    stack = await startE2EStack({ maxSocketsPerUser: 2 });
+    gw = stack.gw;
     browser = await launchChromium();
   }, 60_000);
   afterAll(async () => {
     await browser?.close();
-    await gw?.stop();
-    await chat?.stop();
+    await stack?.stop();
   });
 
   it("four tabs live on one socket; the leader's tab closes mid-conversation; nothing lost or repeated", async () => {

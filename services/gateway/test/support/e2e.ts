@@ -299,6 +299,33 @@ export async function startE2EGateway(options: E2EGatewayOptions): Promise<E2EGa
   return self;
 }
 
+export interface E2EStack {
+  chat: E2EChat;
+  gw: E2EGateway;
+  /** Stops the gateway, then the chat instance. */
+  stop(): Promise<void>;
+}
+
+/** A chat instance (PGlite in memory) and a gateway in front of it, sharing a fresh internal token. */
+export async function startE2EStack(gateway: Partial<GatewayConfig> = {}): Promise<E2EStack> {
+  const internalToken = randomSecret();
+  const chat = await startE2EChat({ database: { inMemory: true }, internalToken });
+  try {
+    const gw = await startE2EGateway({ chatUpstreams: [chat.baseUrl], internalToken, config: gateway });
+    return {
+      chat,
+      gw,
+      stop: async () => {
+        await gw.stop();
+        await chat.stop();
+      },
+    };
+  } catch (error) {
+    await chat.stop();
+    throw error;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // WebSocket
 
