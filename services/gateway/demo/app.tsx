@@ -19,7 +19,7 @@ import { ChatProvider, useChatStore, useConnection } from "@listings-chat/react"
 import { type FormEvent, useCallback, useEffect, useMemo, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { ChatView } from "./chat-view.tsx";
-import { describe, PageContext, type PageState, SUSPENDED_TEXT } from "./parts.tsx";
+import { describe, IdField, PageContext, type PageState, SUSPENDED_TEXT } from "./parts.tsx";
 import { Sidebar } from "./sidebar.tsx";
 
 const SESSION_KEY = "listings-chat-demo";
@@ -139,19 +139,7 @@ function SignIn({ onSignIn }: { onSignIn(userId: number): void }) {
   return (
     <section className="sign-in" data-testid="sign-in">
       <form data-testid="sign-in-form" onSubmit={submit}>
-        <label>
-          User id
-          <input
-            name="user_id"
-            type="number"
-            min="1"
-            step="1"
-            required
-            data-testid="sign-in-user"
-            value={value}
-            onChange={(e) => setValue(e.target.value)}
-          />
-        </label>
+        <IdField label="User id" name="user_id" testId="sign-in-user" value={value} onChange={setValue} />
         <button type="submit" data-testid="sign-in-submit">
           Sign in
         </button>

@@ -282,3 +282,28 @@ export function ReportForm({
     </form>
   );
 }
+
+/** A labelled field for an id: a positive whole number (sign-in, "Contact a seller"). */
+export function IdField(props: {
+  label: string;
+  name: string;
+  testId: string;
+  value: string;
+  onChange(value: string): void;
+}) {
+  return (
+    <label>
+      {props.label}
+      <input
+        name={props.name}
+        type="number"
+        min="1"
+        step="1"
+        required
+        data-testid={props.testId}
+        value={props.value}
+        onChange={(e) => props.onChange(e.target.value)}
+      />
+    </label>
+  );
+}

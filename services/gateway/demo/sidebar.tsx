@@ -6,6 +6,7 @@ import { type FormEvent, useEffect, useRef, useState } from "react";
 import {
   Avatar,
   describe,
+  IdField,
   ListingCard,
   nameOf,
   otherParticipant,
@@ -109,32 +110,20 @@ function OpenChatForm({ unfold, onOpened }: { unfold: boolean; onOpened(chat: Ch
       <summary>Contact a seller</summary>
       <form data-testid="open-chat-form" onSubmit={submit}>
         <p className="muted">As a buyer: the listing you are interested in, and its seller.</p>
-        <label>
-          Listing id
-          <input
-            name="listing_id"
-            type="number"
-            min="1"
-            step="1"
-            required
-            data-testid="open-chat-listing"
-            value={listing}
-            onChange={(e) => setListing(e.target.value)}
-          />
-        </label>
-        <label>
-          Seller's user id
-          <input
-            name="seller_id"
-            type="number"
-            min="1"
-            step="1"
-            required
-            data-testid="open-chat-seller"
-            value={seller}
-            onChange={(e) => setSeller(e.target.value)}
-          />
-        </label>
+        <IdField
+          label="Listing id"
+          name="listing_id"
+          testId="open-chat-listing"
+          value={listing}
+          onChange={setListing}
+        />
+        <IdField
+          label="Seller's user id"
+          name="seller_id"
+          testId="open-chat-seller"
+          value={seller}
+          onChange={setSeller}
+        />
         <button type="submit" data-testid="open-chat-submit">
           Open the chat
         </button>
