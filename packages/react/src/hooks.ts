@@ -124,13 +124,7 @@ export function useThread(chatId: number): Thread {
   useEffect(() => store.holdThread(chatId), [store, chatId]);
   return useMemo(
     () => ({
-      messages: state.messages,
-      pending: state.pending,
-      hasMore: state.hasMore,
-      status: state.status,
-      loadingOlder: state.loadingOlder,
-      error: state.error,
-      peerLastReadMessageId: state.peerLastReadMessageId,
+      ...state,
       loadOlder: () => store.loadOlder(chatId),
       send: (content: string) => store.send(chatId, content),
       retry: (pending: PendingMessage) => store.retry(chatId, pending.client_msg_id),

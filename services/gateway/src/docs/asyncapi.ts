@@ -41,24 +41,21 @@ function clientFrame(type: ClientFrameType) {
   return schema;
 }
 
-/** What the client sends (CONTRACT §5), each with its id and the content rule spelled out as keywords. */
+/** What the client sends (CONTRACT §5), named by its key (the components' name), the content rule spelled out as keywords. */
 const CLIENT_FRAMES = {
-  PingFrame: clientFrame("ping").meta({ id: "PingFrame", description: "Is the socket alive? A `pong` answers." }),
+  PingFrame: clientFrame("ping").meta({ description: "Is the socket alive? A `pong` answers." }),
   TypingClientFrame: clientFrame("typing").meta({
-    id: "TypingClientFrame",
     description: `I am typing, or stopped; a repeated "typing" at most every ${Limits.typingIntervalMs / 1000} s per chat.`,
   }),
-  MarkReadFrame: clientFrame("mark_read").meta({ id: "MarkReadFrame", description: "I have read up to this message." }),
+  MarkReadFrame: clientFrame("mark_read").meta({ description: "I have read up to this message." }),
   SendMessageFrame: clientFrame("send_message")
     .extend({ content: documentedContent })
     .meta({
-      id: "SendMessageFrame",
       description:
         "Send a message: an `ack` with the stored message answers (or an `error` with the same `ref`); the " +
         "`client_msg_id` makes a retry (over the socket or REST) store it once.",
     }),
   ResumeFrame: clientFrame("resume").meta({
-    id: "ResumeFrame",
     description: `Replay the events after \`after\`, at most once per ${Limits.resumeIntervalMs / 1000} s.`,
   }),
 } as const;
