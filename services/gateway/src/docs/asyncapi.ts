@@ -41,7 +41,10 @@ function clientFrame(type: ClientFrameType) {
   return schema;
 }
 
-/** What the client sends (CONTRACT §5), named by its key (the components' name), the content rule spelled out as keywords. */
+/**
+ * What the client sends (CONTRACT §5), each named by its key (its name among the components), the content rule
+ * spelled out as keywords.
+ */
 const CLIENT_FRAMES = {
   PingFrame: clientFrame("ping").meta({ description: "Is the socket alive? A `pong` answers." }),
   TypingClientFrame: clientFrame("typing").meta({
