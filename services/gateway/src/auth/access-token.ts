@@ -1,9 +1,9 @@
+import type { KeyObject } from "node:crypto";
 import { parseUserId } from "@listings-chat/shared";
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
   errors,
-  importSPKI,
   type JSONWebKeySet,
   type JWTPayload,
   type JWTVerifyGetKey,
@@ -56,8 +56,11 @@ export const KEY_SET_TIMINGS: KeySetTimings = {
   timeoutMs: 5_000,
 };
 
-/** A key imported once for WebCrypto (importing it per token costs as much as the verification), or a key set. */
-type KeyAndAlgorithms = { key: Promise<CryptoKey> | JWTVerifyGetKey; algorithms: string[] };
+/**
+ * The key as jose verifies with it: a secret imported once for WebCrypto (jose would import it per token, which
+ * costs as much as the verification), a public key (jose keeps its WebCrypto form itself), or a key set.
+ */
+type KeyAndAlgorithms = { key: Promise<CryptoKey> | KeyObject | JWTVerifyGetKey; algorithms: string[] };
 
 /**
  * Pins the algorithms to the key: HS256 for a secret, RS256 for an RSA key, ES256 for a P-256 key, and for a key
@@ -76,8 +79,7 @@ function keyAndAlgorithms(options: AccessTokenOptions): KeyAndAlgorithms {
   }
   const parsed = parsePublicKey(key.pem);
   if (!parsed) throw new Error("JWT_PUBLIC_KEY must be an RSA key (RS256) or a P-256 EC key (ES256)");
-  const spki = parsed.keyObject.export({ type: "spki", format: "pem" }).toString();
-  return { key: importSPKI(spki, parsed.algorithm), algorithms: [parsed.algorithm] };
+  return { key: parsed.keyObject, algorithms: [parsed.algorithm] };
 }
 
 /**
