@@ -34,8 +34,8 @@ const STABLE_AFTER_MS = 10_000;
 /** Closes a socket the client gave up on (no greeting in time, no answer to a ping): an application code. */
 const CLOSE_DEAD = 4000;
 /**
- * The REST status of a WebSocket `error` code, so that a send retries what REST would retry.
- * Fix: internal_error ("could not handle this frame: retry") and shutting_down were mapped to 400 and rejected.
+ * The REST status of a WebSocket `error` code, so that a send retries what REST would retry: `internal_error`
+ * ("could not handle this frame: retry") and `shutting_down` are retried, not rejected as a 400.
  */
 const SEND_ERROR_STATUS: Record<string, number> = {
   // One of the two blocks the other (CONTRACT §10): the page tells it apart from a bad request.
@@ -135,6 +135,16 @@ interface Outgoing {
  *
  * Every event goes through `deliver`, which keeps the cursor: what it has passed is dropped, so an
  * event that both the socket and a poll bring reaches the page once, in order.
+ *
+ * @example
+ * const client = new ChatClient({
+ *   baseUrl: "https://chat.example.com",
+ *   getAccessToken: async ({ refresh }) => (refresh ? await fetchNewToken() : currentToken),
+ * });
+ * client.on("event", (event) => show(event));
+ * client.on("mode", ({ to }) => showConnection(to));
+ * client.start();
+ * await client.send(chatId, "Is it still available?");
  */
 export class ChatClient extends Emitter<ChatClientEvents> {
   readonly api: ChatApi;
@@ -958,7 +968,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     const started = this.timers.now();
     let retryAfterMs = 0;
     try {
-      // Fix: checking the mode alone let a poll that hung through live → polling again start a second loop.
+      // The mode and the run both: a poll that hung through live → polling again must not make a second loop.
       const end = await this.readEventsAfterCursor(() => this.state === "polling" && run === this.pollRun);
       if (end === undefined) return;
       // The server's cursor is safe to adopt: it never passes an event it did not return.
@@ -1083,7 +1093,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
 
   /** Tries one send until it is stored, refused for good, aborted or expired. */
   private async deliverSend(item: Outgoing): Promise<Message> {
-    // Fix: after an ack timeout the socket may be half-open; trying it again could time out forever.
+    // After an ack timeout the socket may be half-open: trying it again could time out forever.
     let overRest = false;
     for (let attempt = 0; ; attempt++) {
       if (item.settled) throw new ChatApiError(0, "send_aborted", "the send was aborted");

@@ -176,8 +176,8 @@ export interface GatewayConfig {
   devAuth: boolean;
   /** CORS_ORIGINS: origins of pages on other sites allowed to call the API (http/cors.ts); none by default. */
   corsOrigins: string[];
-  /** BASE_PATH: the prefix of every public path (http/base-path.ts); "" or absent: the root. */
-  basePath?: string;
+  /** BASE_PATH: the prefix of every public path (http/base-path.ts); "": the root. */
+  basePath: string;
   /** DEV_TOKEN_TTL_S: the lifetime of a dev token (never longer than JWT_MAX_AGE_SECONDS). */
   devTokenTtlSeconds: number;
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];

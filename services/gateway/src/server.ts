@@ -83,7 +83,7 @@ export async function startGateway(
   const gatewayId = randomUUID();
   const registry = new Registry();
   const telemetry = createGatewayTelemetry(registry);
-  const basePath = config.basePath ?? "";
+  const { basePath } = config;
   const ws = createWsUpgrade({
     basePath,
     wsTokens,

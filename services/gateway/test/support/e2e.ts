@@ -219,6 +219,7 @@ export async function startE2EGateway(options: E2EGatewayOptions): Promise<E2EGa
     // Their defaults as the gateway reads them (they live once, in env.ts).
     devTokenTtlSeconds: gatewayDefaults.devTokenTtlSeconds,
     corsOrigins: gatewayDefaults.corsOrigins,
+    basePath: gatewayDefaults.basePath,
     logLevel: "silent",
     warnings: [],
     ...options.config,
