@@ -28,6 +28,11 @@ export const ErrorCode = {
   sellerMismatch: "seller_mismatch",
   /** The platform suspended the user (CONTRACT §8): no sends, edits or chat opens until it ends. */
   userSuspended: "user_suspended",
+  /**
+   * A photo of a send (CONTRACT §11) is not the sender's, not complete, too big, or its bytes are not the image
+   * type it claims (or not an image we decode); the message names the file and the reason.
+   */
+  attachmentInvalid: "attachment_invalid",
   payloadTooLarge: "payload_too_large",
   requestTimeout: "request_timeout",
   storageUnavailable: "storage_unavailable",
