@@ -67,6 +67,10 @@ export const Limits = {
   /** The longest note of a report, in characters (code points). */
   reportNoteChars: 1000,
   uploadsPerHour: 30,
+  /** The largest photo a person may upload by default (CONTRACT §11, UPLOAD_MAX_BYTES). */
+  uploadMaxBytes: 10 * 1024 * 1024,
+  /** Photos of one message at most (CONTRACT §11). */
+  maxAttachments: 10,
   /**
    * Blocks and unblocks together, per user: not a variable of the contract (which is silent), but each
    * toggle is a stored change and an event, and one the platform hears (§9), so it is bounded too.

@@ -126,7 +126,8 @@ export type ClientFrame =
   | { type: "ping" }
   | { type: "typing"; chat_id: number; is_typing: boolean }
   | { type: "mark_read"; chat_id: number; message_id: number }
-  | { type: "send_message"; chat_id: number; content: string; client_msg_id: string }
+  /** `content` may be empty when `attachments` (upload ids, CONTRACT §11) are given. */
+  | { type: "send_message"; chat_id: number; content: string; client_msg_id: string; attachments?: string[] }
   | { type: "resume"; after: number };
 
 /** Why a report is made (CONTRACT §10). */
