@@ -17,14 +17,26 @@ const eventCursor = z.number().int().nonnegative();
 const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 export const storableText = (s: string) => !s.includes("\u0000") && !loneSurrogate.test(s);
 
-export const messageContent = z
+/** A message's text as stored: possibly empty (a photo's caption may be); see `messageContent`. */
+const storedContent = z
   .string()
-  .refine((s) => s.trim().length > 0, "content must not be empty")
   .refine(storableText, "content must not contain NUL characters or unpaired surrogates")
   .refine(
     (s) => [...s].length <= Limits.maxContentChars,
     `content must be at most ${Limits.maxContentChars} characters`,
   );
+
+export const messageContent = storedContent.refine((s) => s.trim().length > 0, "content must not be empty");
+
+/** Upload ids of a send's photos (CONTRACT §11). */
+const attachmentIds = z
+  .array(z.string().min(1).max(64))
+  .max(Limits.attachmentsPerMessage, `at most ${Limits.attachmentsPerMessage} attachments per message`);
+
+/** Only a message with photos may have no text (CONTRACT §8). */
+const textOrPhotos = (send: { content: string; attachments?: string[] | undefined }) =>
+  send.content.trim().length > 0 || (send.attachments?.length ?? 0) > 0;
+const textOrPhotosError = { message: "content must not be empty (unless attachments are given)", path: ["content"] };
 
 export const clientMsgId = z
   .string()
@@ -37,14 +49,27 @@ export const clientFrameSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ping") }),
   z.object({ type: z.literal("typing"), chat_id: id, is_typing: z.boolean() }),
   z.object({ type: z.literal("mark_read"), chat_id: id, message_id: id }),
-  z.object({ type: z.literal("send_message"), chat_id: id, content: messageContent, client_msg_id: clientMsgId }),
+  z
+    .object({
+      type: z.literal("send_message"),
+      chat_id: id,
+      content: storedContent,
+      client_msg_id: clientMsgId,
+      attachments: attachmentIds.optional(),
+    })
+    .refine(textOrPhotos, textOrPhotosError),
   z.object({ type: z.literal("resume"), after: eventCursor }),
 ]);
 export const clientFrameTypes = ["ping", "typing", "mark_read", "send_message", "resume"] as const;
 
 /** REST bodies (CONTRACT §4). */
 export const createChatBody = z.object({ listing_id: id, seller_id: id });
-export const sendMessageBody = z.object({ content: messageContent, client_msg_id: clientMsgId.optional() });
+export const sendMessageBody = z
+  .object({ content: storedContent, client_msg_id: clientMsgId.optional(), attachments: attachmentIds.optional() })
+  .refine(textOrPhotos, textOrPhotosError);
+
+/** `POST /api/v1/uploads` (CONTRACT §11); the type and the size bound are checked by the media service. */
+export const createUploadBody = z.object({ content_type: z.string(), size: z.number().int() });
 export const editMessageBody = z.object({ content: messageContent });
 export const markReadBody = z.object({ message_id: id });
 

@@ -23,6 +23,11 @@ export interface GatewayAppParts {
   wsTokens: WsTokens;
   /** Forwards a chat REST request as the given user; answers every failure, never throws. */
   forward: (request: Request, userId: number) => Promise<Response>;
+  /**
+   * Forwards a development storage URL (`/files/…`, STORAGE=fs; CONTRACT §11), whose signature is its only
+   * credential. Given outside production only: a production gateway never passes photo bytes.
+   */
+  forwardDevelopmentFile?: (request: Request) => Promise<Response>;
   /** The internal token, sent to instances by `/ready`: an instance that refuses it makes the gateway unready. */
   internalToken: string;
   /** Whether Redis answers, when the gateway uses one (`/ready` is false without it). */
@@ -122,6 +127,8 @@ export function createGatewayApp(parts: GatewayAppParts) {
   // Pages on the listed origins (CORS_ORIGINS): answered before authentication, which preflights do not carry.
   const crossOrigin = createCors(parts.corsOrigins ?? []);
   if (crossOrigin) app.use("/api/*", crossOrigin);
+  // A development upload is PUT from the page, as it would be to S3 (whose bucket has CORS rules of its own).
+  if (crossOrigin && parts.forwardDevelopmentFile) app.use("/files/*", crossOrigin);
 
   // Ops endpoints live on the chat port only; the public entry never exposes them.
   app.use(async (c, next) => {
@@ -224,8 +231,24 @@ export function createGatewayApp(parts: GatewayAppParts) {
     "/api/v1/users/:id/block",
     "/api/v1/blocks",
     "/api/v1/reports",
+    // Photos (CONTRACT §11).
+    "/api/v1/uploads",
   ]) {
     app.all(path, authenticated, forward);
+  }
+  // A photo's 302: a development link is a path on this gateway, which the browser must be sent to below
+  // BASE_PATH (an S3 link is absolute and passes as it is).
+  app.get("/api/v1/attachments/:id", authenticated, async (c) => {
+    const answer = await forward(c);
+    const location = answer.headers.get("location");
+    if (!location?.startsWith("/") || !basePath) return answer;
+    const headers = new Headers(answer.headers);
+    headers.set("location", `${basePath}${location}`);
+    return new Response(answer.body, { status: answer.status, headers });
+  });
+  if (parts.forwardDevelopmentFile) {
+    const forwardFile = parts.forwardDevelopmentFile;
+    app.on(["GET", "HEAD", "PUT"], "/files/*", (c) => forwardFile(c.req.raw));
   }
 
   if (parts.signDevToken) {

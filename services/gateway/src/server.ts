@@ -117,6 +117,7 @@ export async function startGateway(
     verifyAccessToken: createAccessTokenVerifier({ ...config.accessTokens, warn: (message) => log.warn(message) }),
     wsTokens,
     forward: rest.handle,
+    forwardDevelopmentFile: config.production ? undefined : rest.handleDevelopmentFile,
     corsOrigins: config.corsOrigins,
     basePath,
     signDevToken:

@@ -17,6 +17,8 @@ export interface AppParts {
   /** The dead webhook deliveries (CONTRACT §9), behind the internal token. */
   webhooks: Hono;
   api: Hono<any>;
+  /** The development storage's signed URLs (STORAGE=fs, media/file-routes.ts), forwarded by the gateway. */
+  files?: Hono;
   onRateLimited: () => void;
   /** Told of every answered request (REST latency per route, ops/metrics.ts). */
   observeRequest?: RequestScopeOptions["observe"];
@@ -31,6 +33,7 @@ export function createApp({
   platform,
   webhooks,
   api,
+  files,
   onRateLimited,
   observeRequest,
 }: AppParts) {
@@ -60,6 +63,8 @@ export function createApp({
   app.route("/", webhooks);
   app.use("/api/v1/*", limitBody);
   app.route("/api/v1", api);
+  // Bodies up to UPLOAD_MAX_BYTES, checked by the route against the size its URL signs.
+  if (files) app.route("/", files);
 
   app.notFound((c) => c.json(errorBody(ErrorCode.notFound, `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError((error, c) => {

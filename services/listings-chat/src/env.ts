@@ -12,6 +12,7 @@ import {
 } from "@listings-chat/shared/node";
 import { z } from "zod";
 import type { DatabaseOptions } from "./db/client.ts";
+import type { StorageConfig } from "./media/open-storage.ts";
 import type { GroupCommitOptions } from "./messages/group-commit.ts";
 import { isPhoneRegion, normalizeSiteDomain } from "./safety/content-detectors.ts";
 import type { ContentRulesOptions } from "./safety/content-rules.ts";
@@ -102,6 +103,17 @@ const schema = z.object({
   WEBHOOK_POLL_MS: wholeNumber(20, 60_000).default(500),
   WEBHOOK_KEEP_DELIVERED_S: wholeNumber(0, 30 * 86_400).default(86_400),
   WEBHOOK_YIELD_MAX_S: wholeNumber(0, 3_600).default(30),
+  // Photos (CONTRACT §11): `fs` (development default, under DATA_DIR) or `s3` (any S3-compatible store).
+  STORAGE: z.enum(["fs", "s3"], { error: "must be fs or s3" }).optional(),
+  S3_ENDPOINT: urlWithProtocol(["http:", "https:"]).optional(),
+  S3_BUCKET: z.string().min(1).optional(),
+  S3_REGION: z.string().min(1).default("us-east-1"),
+  S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  S3_FORCE_PATH_STYLE: z.enum(["0", "1"], { error: "must be 0 or 1" }).default("0"),
+  UPLOAD_MAX_BYTES: wholeNumber(1, 100 * 1024 * 1024).default(10 * 1024 * 1024),
+  // Images decoded at once by one instance (media/images.ts): each holds its decoded pixels in memory.
+  PHOTO_CONCURRENCY: wholeNumber(1, 64).default(2),
 });
 
 export interface ChatConfig {
@@ -133,6 +145,10 @@ export interface ChatConfig {
   contentRules?: ContentRulesOptions;
   /** WEBHOOK_URL and the sender's settings (CONTRACT §9); undefined: no webhooks, nothing recorded. */
   webhooks?: WebhookOptions;
+  /** STORAGE and its settings (CONTRACT §11); undefined: photos are off (production without STORAGE). */
+  storage?: StorageConfig;
+  /** UPLOAD_MAX_BYTES, PHOTO_CONCURRENCY. */
+  photos?: { uploadMaxBytes: number; concurrency: number };
   /** Sentences to print loudly at start-up (development defaults in use). */
   warnings: string[];
 }
@@ -153,6 +169,8 @@ export const CHAT_SECRET_VARIABLES = [
   "WEBHOOK_SECRET",
   // It may carry credentials (basic auth, a token in the query).
   "WEBHOOK_URL",
+  "S3_ACCESS_KEY_ID",
+  "S3_SECRET_ACCESS_KEY",
 ] as const;
 
 /** Reads and checks the chat service's variables once; the only reader of the environment. */
@@ -213,6 +231,8 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
   }
   return {
     production,
+    storage: storageConfig(v, production, warnings),
+    photos: { uploadMaxBytes: v.UPLOAD_MAX_BYTES, concurrency: v.PHOTO_CONCURRENCY },
     port: v.CHAT_PORT,
     // With the development token (public in this repository) the port stays on this machine unless asked.
     host: v.CHAT_HOST ?? (v.INTERNAL_TOKEN ? "0.0.0.0" : "127.0.0.1"),
@@ -247,5 +267,38 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
     },
     webhooks,
     warnings,
+  };
+}
+
+/**
+ * STORAGE: `fs` by default in development; in production it must be `s3` (the development storage's bytes
+ * pass through the gateway, which serves them in development only), and photos are off while it is unset.
+ */
+function storageConfig(v: z.infer<typeof schema>, production: boolean, warnings: string[]): StorageConfig | undefined {
+  const kind = v.STORAGE ?? (production ? undefined : "fs");
+  if (kind === undefined) {
+    warnings.push("STORAGE is not set: photos are off (uploads get 503). Set STORAGE=s3 and the S3_ variables.");
+    return undefined;
+  }
+  if (kind === "fs") {
+    if (production) {
+      throw new ConfigError(
+        "STORAGE=fs serves development only (the gateway serves its files outside production): use s3",
+      );
+    }
+    return { kind, dataDir: v.DATA_DIR };
+  }
+  const missing = (["S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"] as const).filter((name) => !v[name]);
+  if (missing.length > 0) {
+    throw new ConfigError(`STORAGE=s3 needs ${missing.join(", ")} (or their _FILE twins)`);
+  }
+  return {
+    kind,
+    endpoint: v.S3_ENDPOINT,
+    bucket: v.S3_BUCKET!,
+    region: v.S3_REGION,
+    accessKeyId: v.S3_ACCESS_KEY_ID!,
+    secretAccessKey: v.S3_SECRET_ACCESS_KEY!,
+    forcePathStyle: v.S3_FORCE_PATH_STYLE === "1",
   };
 }

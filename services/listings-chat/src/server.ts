@@ -26,6 +26,11 @@ import { createHub } from "./hub/hub.ts";
 import { createUpgradeHandler } from "./hub/upgrade.ts";
 import { createRateLimiter } from "./limits/rate-limiter.ts";
 import { createMemoryTypingGate, createRedisTypingGate } from "./limits/typing-gate.ts";
+import { createFileRoutes } from "./media/file-routes.ts";
+import { createImageProcessor, defaultImageLimits } from "./media/images.ts";
+import { openStorage } from "./media/open-storage.ts";
+import { createPhotoSweeper } from "./media/sweeper.ts";
+import { createMediaService, defaultMediaOptions } from "./media/uploads.ts";
 import { createMessageService } from "./messages/service.ts";
 import { createMetrics } from "./ops/metrics.ts";
 import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
@@ -46,6 +51,8 @@ import { startWebhooks } from "./webhooks/webhooks.ts";
 export interface ChatServer {
   port: number;
   database: DatabaseHandle;
+  /** Removes the due photos now (media/sweeper.ts; 0 when photos are off): tests and operators. */
+  sweepPhotos(): Promise<number>;
   /** Stops accepting, closes sockets with 1001, then the bus and the database. */
   stop(): Promise<void>;
 }
@@ -65,6 +72,8 @@ export interface ChatServerOverrides {
   replayPage?: { maxEvents?: number; maxBytes?: number };
   /** A shorter replay-page timeout, resume interval or inbound queue (hub/connection.ts). */
   socketLimits?: { inboundQueueFrames?: number; replayPageTimeoutMs?: number; resumeIntervalMs?: number };
+  /** How often the photo sweeper looks for due uploads (media/sweeper.ts; 30 s otherwise); links' lifetime. */
+  photos?: { sweepIntervalMs?: number; linkTtlS?: number; uploadUrlTtlS?: number };
 }
 
 /**
@@ -160,6 +169,28 @@ export async function startChatServer(
     limits,
     listingsRequired: config.listingsRequired,
   });
+  const { storage, developmentFiles } = config.storage
+    ? openStorage(config.storage, config.internalToken)
+    : { storage: undefined, developmentFiles: undefined };
+  if (storage) startup.opened(() => storage.close());
+  const media = storage
+    ? createMediaService({
+        db: database.db,
+        storage,
+        images: createImageProcessor({ ...defaultImageLimits, concurrency: config.photos?.concurrency ?? 2 }),
+        limits,
+        options: {
+          uploadMaxBytes: config.photos?.uploadMaxBytes ?? defaultMediaOptions.uploadMaxBytes,
+          uploadUrlTtlS: overrides.photos?.uploadUrlTtlS ?? defaultMediaOptions.uploadUrlTtlS,
+          linkTtlS: overrides.photos?.linkTtlS ?? defaultMediaOptions.linkTtlS,
+        },
+      })
+    : undefined;
+  const photoSweeper = storage
+    ? createPhotoSweeper({ db: database.db, storage, log, intervalMs: overrides.photos?.sweepIntervalMs })
+    : undefined;
+  photoSweeper?.start();
+  if (photoSweeper) startup.opened(() => photoSweeper.stop());
   const messages = createMessageService({
     db: database.db,
     reads: database.reads,
@@ -168,6 +199,8 @@ export async function startChatServer(
     // Compiled once here: every send and edit then runs them without parsing anything.
     contentRules: createContentRules(config.contentRules ?? defaultContentRulesOptions),
     groupCommit: config.groupCommit,
+    media,
+    onMessageDeleted: () => photoSweeper?.soon(),
     // The hub exists by the time a send is stored (it is made below, before the port listens).
     onContacts: (userA, userB) => void hub.contactsChanged(userA, userB, true),
   });
@@ -252,6 +285,7 @@ export async function startChatServer(
         db: database.db,
         publish,
         fanout: listingFanout,
+        onMessageDeleted: () => photoSweeper?.soon(),
         onSuspensionChanged: (userId, until) => {
           suspensions.changed(userId, until);
           publishSuspension(bus, userId, until).catch((error) => {
@@ -269,6 +303,7 @@ export async function startChatServer(
       db: database.reads,
       chats,
       messages,
+      media,
       safety: createSafetyService({
         db: database.db,
         reads: database.reads,
@@ -278,6 +313,9 @@ export async function startChatServer(
         onBlockChanged: (blockerId, blockedId, blocked) => void hub.contactsChanged(blockerId, blockedId, !blocked),
       }),
     }),
+    files: developmentFiles
+      ? createFileRoutes(developmentFiles, config.photos?.uploadMaxBytes ?? defaultMediaOptions.uploadMaxBytes)
+      : undefined,
     onRateLimited: () => {
       stats.rateLimitedTotal += 1;
     },
@@ -313,6 +351,7 @@ export async function startChatServer(
   return {
     port,
     database,
+    sweepPhotos: () => photoSweeper?.sweepNow() ?? Promise.resolve(0),
     async stop() {
       shuttingDown = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -320,6 +359,8 @@ export async function startChatServer(
       const webhooksStopped = webhooks?.stop();
       await hub.shutdown(config.shutdownTimeoutMs);
       await listingFanout.stop();
+      await photoSweeper?.stop();
+      storage?.close();
       await webhooksStopped;
       suspensions.stop();
       server.closeAllConnections();

@@ -33,6 +33,11 @@ const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
  */
 const FORWARDABLE_PATH = /^\/api\/v1(\/[A-Za-z0-9_-]+)*\/?$/;
 
+/** The development storage's signed URLs (STORAGE=fs, CONTRACT §11): an object's kind and id, nothing else. */
+const DEVELOPMENT_FILE_PATH = /^\/files\/(uploads|photos|thumbs)\/[A-Za-z0-9_-]{1,64}$/;
+/** The largest development upload forwarded (the chat service checks the exact size its URL signs). */
+const DEVELOPMENT_FILE_MAX_BYTES = 100 * 1024 * 1024;
+
 const errorResponse = (status: number, code: string, message: string, headers: Record<string, string> = {}) =>
   Response.json(errorBody(code, message), { status, headers });
 
@@ -91,9 +96,11 @@ export function createRestForwarder(options: RestForwardOptions) {
   const failed = (outcome: RestUpstreamFailure) => options.onUpstreamFailure?.(outcome);
   const concurrency = createUserConcurrency(options.maxRequestsPerUser);
 
-  async function forward(request: Request, userId: number, body: Buffer | undefined): Promise<Response> {
+  /** As `userId`; without one (a development file, whose URL's signature is its credential), as nobody. */
+  async function forward(request: Request, userId: number | undefined, body: Buffer | undefined): Promise<Response> {
     const url = new URL(request.url);
-    const headers: Record<string, string> = { "x-user-id": String(userId), "x-internal-token": internalToken };
+    const headers: Record<string, string> = { "x-internal-token": internalToken };
+    if (userId !== undefined) headers["x-user-id"] = String(userId);
     for (const name of FORWARDED_REQUEST_HEADERS) {
       const value = request.headers.get(name);
       if (value !== null) headers[name] = value;
@@ -187,6 +194,33 @@ export function createRestForwarder(options: RestForwardOptions) {
   }
 
   return {
+    /**
+     * A development storage URL (`/files/…`, STORAGE=fs): forwarded without a user, with a body up to the
+     * largest upload. The gateway of a production deployment never routes it (app.ts).
+     */
+    async handleDevelopmentFile(request: Request): Promise<Response> {
+      if (!DEVELOPMENT_FILE_PATH.test(new URL(request.url).pathname)) {
+        return errorResponse(404, ErrorCode.notFound, "no such file");
+      }
+      const declared = Number(request.headers.get("content-length") ?? 0);
+      if (declared > DEVELOPMENT_FILE_MAX_BYTES) return bodyRefused(bodyTooLarge(DEVELOPMENT_FILE_MAX_BYTES));
+      try {
+        let body: Buffer | undefined;
+        try {
+          body = await readBody(request, { maxBytes: DEVELOPMENT_FILE_MAX_BYTES, timeoutMs: options.bodyTimeoutMs });
+        } catch (error) {
+          if (!(error instanceof BodyRejected)) throw error;
+          return bodyRefused(error);
+        }
+        return await forward(request, undefined, body);
+      } catch (error) {
+        if (request.signal.aborted)
+          return errorResponse(499, GatewayErrorCode.clientClosed, "the client closed the request");
+        log.error({ err: error }, "forwarding a development file failed");
+        return errorResponse(502, GatewayErrorCode.upstreamFailed, "the chat service failed to answer: retry");
+      }
+    },
+
     async handle(request: Request, userId: number): Promise<Response> {
       if (!FORWARDABLE_PATH.test(new URL(request.url).pathname)) {
         return errorResponse(404, ErrorCode.notFound, "no such chat API path");

@@ -32,6 +32,14 @@
 -- Webhooks (0027, CONTRACT §9): while lc_webhooks_on(), a `message.created` delivery per stored message (its
 -- chat's ids and flags, as lc_webhook_message_data), in one insert per batch; and a recipient with no reminder
 -- pending or sent gets `unread_since`, in the update of their row the send makes anyway (lc_notify_unread).
+--
+-- Photos (0029, CONTRACT §11): a send may carry a sixth element, its attachments as the API shows them (each
+-- with the `id` of an upload that media/uploads.ts has checked and processed). The message is then `kind`
+-- image, and its uploads are claimed in the same statement: each must be the sender's, processed, not
+-- attached and less than 24 hours old (after that the sweeper may be removing it), and is locked before the
+-- insert (uploads rows come right after the send's own new message row, before any chat: a send only takes
+-- unattached uploads, a delete only attached ones). Any missing: the status `attachment_invalid`, nothing
+-- stored (a retry of a send stored before still gets `repeat`).
 CREATE OR REPLACE FUNCTION lc_send_messages(p_sends jsonb, p_check_suspension boolean)
 RETURNS TABLE (ord bigint, status text, message jsonb, user_id bigint, event_id bigint, became_mutual boolean)
 LANGUAGE plpgsql AS $$
@@ -73,12 +81,16 @@ DECLARE
   -- Whether to record webhooks, read once per batch; and their data, one per stored message.
   v_hooks boolean := lc_webhooks_on();
   created_hooks jsonb[] := '{}';
+  -- The send's uploads (photos), and how many of them it could claim.
+  v_upload_ids text[];
+  v_claimable bigint;
 BEGIN
   FOR x IN
     SELECT e.ord, (e.v->>0)::bigint AS sender_id, (e.v->>1)::bigint AS chat_id, e.v->>2 AS content,
       e.v->>3 AS client_msg_id,
       CASE WHEN jsonb_typeof(e.v->4) = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(e.v->4))
-        ELSE '{}'::text[] END AS flags
+        ELSE '{}'::text[] END AS flags,
+      CASE WHEN jsonb_typeof(e.v->5) = 'array' AND jsonb_array_length(e.v->5) > 0 THEN e.v->5 END AS attachments
     FROM jsonb_array_elements(p_sends) WITH ORDINALITY AS e(v, ord)
   LOOP
     ord := x.ord; message := NULL; user_id := NULL; event_id := NULL; became_mutual := NULL;
@@ -112,11 +124,35 @@ BEGIN
       END IF;
       RETURN NEXT; CONTINUE;
     END IF;
-    INSERT INTO messages AS mm (chat_id, sender_id, content, client_msg_id, flags)
-    VALUES (x.chat_id, x.sender_id, x.content, x.client_msg_id, x.flags)
+    v_upload_ids := NULL;
+    IF x.attachments IS NOT NULL THEN
+      v_upload_ids := ARRAY(SELECT a->>'id' FROM jsonb_array_elements(x.attachments) AS a);
+      SELECT count(*) INTO v_claimable FROM (
+        SELECT FROM uploads u
+        WHERE u.id = ANY(v_upload_ids) AND u.user_id = x.sender_id AND u.message_id IS NULL
+          AND u.processed_at IS NOT NULL AND u.created_at > now() - interval '24 hours'
+        FOR UPDATE) AS claimable;
+      IF v_claimable <> cardinality(v_upload_ids) THEN
+        SELECT * INTO m FROM messages mm WHERE mm.sender_id = x.sender_id AND mm.client_msg_id = x.client_msg_id;
+        IF NOT FOUND THEN
+          status := 'attachment_invalid';
+        ELSIF m.chat_id = x.chat_id THEN
+          status := 'repeat'; message := lc_message_json(m);
+        ELSE
+          status := 'conflict';
+        END IF;
+        RETURN NEXT; CONTINUE;
+      END IF;
+    END IF;
+    INSERT INTO messages AS mm (chat_id, sender_id, content, client_msg_id, flags, kind, attachments)
+    VALUES (x.chat_id, x.sender_id, x.content, x.client_msg_id, x.flags,
+      CASE WHEN x.attachments IS NULL THEN 'text' ELSE 'image' END, x.attachments)
     ON CONFLICT DO NOTHING
     RETURNING mm.* INTO m;
     IF FOUND THEN
+      IF v_upload_ids IS NOT NULL THEN
+        UPDATE uploads u SET message_id = m.id, sweep_after = NULL WHERE u.id = ANY(v_upload_ids);
+      END IF;
       created_ords := created_ords || x.ord;
       created_chats := created_chats || x.chat_id;
       created_ids := created_ids || m.id;

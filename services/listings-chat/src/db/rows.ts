@@ -1,4 +1,4 @@
-import type { Message } from "@listings-chat/shared";
+import type { Attachment, Message } from "@listings-chat/shared";
 import { type chats, type messages, PLATFORM_SENDER_ID } from "./schema.ts";
 
 export type ChatRow = typeof chats.$inferSelect;
@@ -19,7 +19,7 @@ export function toMessage(row: MessageRow): Message {
     kind: row.kind,
     content: deleted ? "" : row.content,
     data: deleted ? null : ((row.data as Record<string, unknown> | null) ?? null),
-    attachments: [],
+    attachments: deleted ? [] : ((row.attachments as Attachment[] | null) ?? []),
     client_msg_id: row.clientMsgId,
     created_at: row.createdAt.toISOString(),
     edited_at: iso(row.editedAt),

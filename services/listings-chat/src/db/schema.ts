@@ -133,6 +133,11 @@ export const messages = pgTable(
     deleteReason: text("delete_reason"),
     /** Ids of the content rules that flagged the message (CONTRACT §10): for the platform, never shown to users. */
     flags: text("flags").array().notNull().default(sql`'{}'::text[]`),
+    /**
+     * An `image` message's photos as the API shows them (CONTRACT §11: id, type, size, the API paths); null for
+     * the others, and once the message is deleted (its photos go with it: the `uploads` rows' sweep).
+     */
+    attachments: jsonb("attachments"),
   },
   (t) => [
     // The history page, newest first: read backwards, `(chat_id, id)` gives `ORDER BY id DESC` (NULLS FIRST).
@@ -396,4 +401,40 @@ export const webhookLease = pgTable(
     until: timestamp("until", { withTimezone: true, mode: "date" }).notNull(),
   },
   (t) => [check("webhook_lease_one_row", sql`${t.singleton}`)],
+);
+
+/**
+ * A photo, from the presigned upload to its deletion (CONTRACT §11; media/uploads.ts). The storage holds up to
+ * three objects per row, named by its id (media/storage.ts `objectKeys`): the bytes as uploaded (removed once
+ * they are processed), the stripped photo and its thumbnail. `sweep_after` says when the sweeper removes the
+ * objects and then the row: 24 h after the upload while it is not attached, null while its message lives, and
+ * the moment its message is deleted (the trigger of migration 0029).
+ */
+export const uploads = pgTable(
+  "uploads",
+  {
+    /** Random and unguessable (128 bits): the `upload_id`, then the attachment's id. */
+    id: text("id").primaryKey(),
+    userId: bigint("user_id", { mode: "number" }).notNull(),
+    /** What the uploader declared, bound into the presigned PUT: the storage refuses any other. */
+    contentType: text("content_type").notNull(),
+    declaredSize: integer("declared_size").notNull(),
+    createdAt: createdAt(),
+    /** Set when the bytes were checked, stripped and thumbnailed (the processed objects exist). */
+    processedAt: timestamp("processed_at", { withTimezone: true, mode: "date" }),
+    width: integer("width"),
+    height: integer("height"),
+    /** The stripped photo's bytes. */
+    storedSize: integer("stored_size"),
+    /** The message it belongs to, once sent. */
+    messageId: bigint("message_id", { mode: "number" }),
+    sweepAfter: timestamp("sweep_after", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [
+    // The sweeper's queue: rows due, oldest first; attached rows of live messages are not in it.
+    index("uploads_sweep_idx").on(t.sweepAfter).where(sql`${t.sweepAfter} is not null`),
+    // A deleted message's photos (the trigger), and a person's uploads (CONTRACT §12).
+    index("uploads_message_idx").on(t.messageId).where(sql`${t.messageId} is not null`),
+    index("uploads_user_idx").on(t.userId),
+  ],
 );

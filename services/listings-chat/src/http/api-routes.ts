@@ -12,6 +12,8 @@ import type { ChatService } from "../chats/service.ts";
 import type { Database } from "../db/client.ts";
 import { ChatError, storing } from "../errors.ts";
 import { lastEventId, readStreamPage } from "../events/log.ts";
+import { createMediaRoutes } from "../media/routes.ts";
+import type { MediaService } from "../media/uploads.ts";
 import type { MessageService } from "../messages/service.ts";
 import { createSafetyRoutes } from "../safety/routes.ts";
 import type { SafetyService } from "../safety/service.ts";
@@ -26,10 +28,12 @@ export interface ApiDeps {
   messages: MessageService;
   /** Blocks and reports (CONTRACT §10). */
   safety: SafetyService;
+  /** Photos (CONTRACT §11); undefined while STORAGE is not set: uploads get 503. */
+  media?: MediaService;
 }
 
 /** The chat REST API of CONTRACT §4, for the user the gateway names in `X-User-Id`. */
-export function createApiRoutes({ db, chats, messages, safety }: ApiDeps) {
+export function createApiRoutes({ db, chats, messages, safety, media }: ApiDeps) {
   const api = new Hono<ApiEnv>();
 
   api.use(async (c, next) => {
@@ -76,7 +80,13 @@ export function createApiRoutes({ db, chats, messages, safety }: ApiDeps) {
   api.post("/chats/:id/messages", async (c) => {
     const chatId = positiveInt("chat id", c.req.param("id"));
     const body = await jsonBody(c, sendMessageBody);
-    const { message, created } = await messages.send(c.get("userId"), chatId, body.content, body.client_msg_id ?? null);
+    const { message, created } = await messages.send(
+      c.get("userId"),
+      chatId,
+      body.content,
+      body.client_msg_id ?? null,
+      body.attachments,
+    );
     return c.json(message, created ? 201 : 200);
   });
 
@@ -120,6 +130,13 @@ export function createApiRoutes({ db, chats, messages, safety }: ApiDeps) {
   });
 
   api.route("/", createSafetyRoutes(safety));
+  if (media) {
+    api.route("/", createMediaRoutes(media));
+  } else {
+    api.on(["POST", "GET"], ["/uploads", "/attachments/:id"], () => {
+      throw new ChatError(ErrorCode.storageUnavailable, 503, "photos are off on this instance: STORAGE is not set");
+    });
+  }
 
   return api;
 }

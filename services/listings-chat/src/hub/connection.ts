@@ -438,6 +438,7 @@ export class Connection {
           frame.chat_id,
           frame.content,
           frame.client_msg_id,
+          frame.attachments,
         );
         this.sendFrame({ type: "ack", ref: frame.client_msg_id, message });
         return;

@@ -1,4 +1,4 @@
-import type { Message } from "@listings-chat/shared";
+import type { Attachment, Message } from "@listings-chat/shared";
 import { and, desc, eq, lt, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { executeWrite } from "../db/retry.ts";
@@ -30,6 +30,8 @@ export interface SendRequest {
   clientMsgId: string | null;
   /** Ids of the content rules that flagged it (stored, never shown to users); none when absent. */
   flags?: readonly string[];
+  /** The photos (CONTRACT §11), checked and processed (media/uploads.ts); the message is then `kind` image. */
+  attachments?: readonly Attachment[];
 }
 
 /** What became of one send of a batch (see `lc_send_messages`). */
@@ -52,7 +54,9 @@ export type SendOutcome =
   /** The chat's listing is registered as `removed` (CONTRACT §8): nothing stored. */
   | { status: "listing_closed" }
   /** The platform suspended the sender (CONTRACT §8): nothing stored. */
-  | { status: "suspended" };
+  | { status: "suspended" }
+  /** An upload was taken meanwhile (by another send) or expired: nothing stored. */
+  | { status: "attachment_invalid" };
 
 interface SendRow extends AppendedRow {
   ord: string | number;
@@ -68,7 +72,10 @@ interface SendRow extends AppendedRow {
 export async function storeMessages(db: Database, sends: readonly SendRequest[]): Promise<SendOutcome[]> {
   // No flags as null, not []: the function then builds no array for the (usual) send without flags.
   const batch = JSON.stringify(
-    sends.map((s) => [s.senderId, s.chatId, s.content, s.clientMsgId, s.flags?.length ? s.flags : null]),
+    sends.map((s) => {
+      const send = [s.senderId, s.chatId, s.content, s.clientMsgId, s.flags?.length ? s.flags : null];
+      return s.attachments?.length ? [...send, s.attachments] : send;
+    }),
   );
   const rows = rowsOf<SendRow>(await executeWrite(db, sql`select * from lc_send_messages(${batch}::jsonb, true)`));
   const byOrd = new Map<number, SendRow[]>();

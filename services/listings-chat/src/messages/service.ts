@@ -1,4 +1,4 @@
-import type { Message } from "@listings-chat/shared";
+import type { Attachment, Message } from "@listings-chat/shared";
 import { ErrorCode } from "@listings-chat/shared";
 import { requireParticipant } from "../chats/repository.ts";
 import type { Database } from "../db/client.ts";
@@ -14,6 +14,7 @@ import {
 } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
 import { createRateLimiter, keptIfStored, type LimitedWrite, type RateLimiter } from "../limits/rate-limiter.ts";
+import type { MediaService } from "../media/uploads.ts";
 import { type ContentRules, createContentRules, defaultContentRulesOptions } from "../safety/content-rules.ts";
 import { createGroupCommit, defaultGroupCommit, type GroupCommitOptions } from "./group-commit.ts";
 import {
@@ -22,6 +23,7 @@ import {
   editMessage,
   findByClientMsgId,
   pageOfMessages,
+  type SendOutcome,
   storeMessages,
 } from "./repository.ts";
 
@@ -35,6 +37,10 @@ export interface MessageServiceDeps {
   /** Applied to every send and edit before it is stored (CONTRACT §10); the shipped rules when not given. */
   contentRules?: ContentRules;
   groupCommit?: GroupCommitOptions;
+  /** Photos (CONTRACT §11): checks and processes a send's uploads. Without it, a send with attachments gets 422. */
+  media?: MediaService;
+  /** After a message is deleted: its photos (if any) are due for the sweeper (media/sweeper.ts). */
+  onMessageDeleted?: () => void;
   /**
    * Told after the commit of a send that made its chat's two participants contacts (both have written):
    * from then on they share presence and typing (CONTRACT §10), without a reconnect.
@@ -101,6 +107,8 @@ export function createMessageService({
   limits = createRateLimiter(),
   contentRules = createContentRules(defaultContentRulesOptions),
   groupCommit,
+  media,
+  onMessageDeleted,
   onContacts,
 }: MessageServiceDeps) {
   const batches = createGroupCommit((sends) => storeMessages(db, sends), groupCommit ?? defaultGroupCommit);
@@ -132,9 +140,33 @@ export function createMessageService({
     );
   }
 
+  /**
+   * A photo send's attachments, checked and processed (media/uploads.ts), or, for a retry of a send stored
+   * before, its outcome: the photos are not read and processed again. Only a participant's photos are processed.
+   */
+  async function photosOf(
+    senderId: number,
+    chatId: number,
+    clientMsgId: string | null,
+    uploadIds: readonly string[],
+  ): Promise<Attachment[] | SendOutcome> {
+    const repeat = await storing(() => answerWithoutStoring(senderId, chatId, clientMsgId));
+    if (repeat) return { status: "repeat", message: toMessage(repeat) };
+    if (!media) {
+      throw new ChatError(ErrorCode.attachmentInvalid, 422, "this instance takes no photos: STORAGE is not configured");
+    }
+    return media.attachmentsFor(senderId, uploadIds);
+  }
+
   return {
     /** Stored (in one round trip, maybe with other sends) before it is answered; then published. */
-    async send(senderId: number, chatId: number, text: string, clientMsgId: string | null): Promise<SendResult> {
+    async send(
+      senderId: number,
+      chatId: number,
+      text: string,
+      clientMsgId: string | null,
+      uploadIds: readonly string[] = [],
+    ): Promise<SendResult> {
       const { content, flags } = screened(contentRules, text);
       try {
         await storing(() => limits.consume("send", senderId));
@@ -149,7 +181,11 @@ export function createMessageService({
         limits,
         "send",
         senderId,
-        () => storing(() => batches.submit({ senderId, chatId, content, clientMsgId, flags })),
+        async () => {
+          const attachments = uploadIds.length > 0 ? await photosOf(senderId, chatId, clientMsgId, uploadIds) : [];
+          if (!Array.isArray(attachments)) return attachments;
+          return storing(() => batches.submit({ senderId, chatId, content, clientMsgId, flags, attachments }));
+        },
         (stored) => stored.status === "created",
       );
       if (outcome.status === "created") {
@@ -163,6 +199,13 @@ export function createMessageService({
       if (outcome.status === "blocked") throw blockedError();
       if (outcome.status === "listing_closed") throw listingClosedError();
       if (outcome.status === "suspended") throw userSuspendedError();
+      if (outcome.status === "attachment_invalid") {
+        throw new ChatError(
+          ErrorCode.attachmentInvalid,
+          422,
+          "a photo was sent with another message or expired meanwhile: upload it again",
+        );
+      }
       throw notFound("chat");
     },
 
@@ -180,6 +223,7 @@ export function createMessageService({
       const outcome = await counted("edit", userId, () => deleteMessage(db, userId, messageId));
       if (outcome.status !== "changed") return unchanged(outcome);
       publish(outcome.events);
+      onMessageDeleted?.();
       return outcome.message;
     },
 

@@ -22,6 +22,8 @@ export interface PlatformServiceDeps {
    * the user's sockets, wherever they are, to close with 4003.
    */
   onSuspensionChanged: (userId: number, until: number | null | "lifted") => void;
+  /** After a message is deleted: its photos (if any) are due for the sweeper (media/sweeper.ts). */
+  onMessageDeleted?: () => void;
 }
 
 export type PlatformService = ReturnType<typeof createPlatformService>;
@@ -31,7 +33,13 @@ export type PlatformService = ReturnType<typeof createPlatformService>;
  * opens (chats for an offer or a purchase) and enforces (removing messages, suspending users). Not limited by
  * the per-user rates: the monolith is one trusted caller behind the internal token.
  */
-export function createPlatformService({ db, publish, fanout, onSuspensionChanged }: PlatformServiceDeps) {
+export function createPlatformService({
+  db,
+  publish,
+  fanout,
+  onSuspensionChanged,
+  onMessageDeleted,
+}: PlatformServiceDeps) {
   return {
     /** Upsert; a change reaches the listing's chats as chat_updated (after the answer, a batch at a time). */
     async putListing(id: number, fields: ListingFields) {
@@ -92,6 +100,7 @@ export function createPlatformService({ db, publish, fanout, onSuspensionChanged
       const outcome = await storing(() => deleteMessageAsPlatform(db, messageId, reason));
       if (outcome.status === "changed") {
         publish(outcome.events);
+        onMessageDeleted?.();
         return outcome.message;
       }
       if (outcome.status === "unchanged") return outcome.message;

@@ -5,6 +5,7 @@ import { pino } from "pino";
 import WebSocket from "ws";
 import type { DatabaseOptions } from "../../src/db/client.ts";
 import type { ChatConfig } from "../../src/env.ts";
+import type { StorageConfig } from "../../src/media/open-storage.ts";
 import type { ContentRulesOptions } from "../../src/safety/content-rules.ts";
 import { type ChatServer, type ChatServerOverrides, startChatServer } from "../../src/server.ts";
 
@@ -33,6 +34,9 @@ export interface TestChatOptions {
   contentRules?: ContentRulesOptions;
   /** LISTINGS_REQUIRED=1 (CONTRACT §8); off, as in development, when not given. */
   listingsRequired?: boolean;
+  /** Photos (CONTRACT §11): off when not given. */
+  storage?: StorageConfig;
+  photos?: ChatConfig["photos"];
 }
 
 /** A real chat instance on 127.0.0.1, port 0. */
@@ -50,6 +54,8 @@ export async function startTestChat(options: TestChatOptions): Promise<TestChat>
     shutdownTimeoutMs: 2_000,
     contentRules: options.contentRules,
     listingsRequired: options.listingsRequired,
+    storage: options.storage,
+    photos: options.photos,
     warnings: [],
   };
   const server = await startChatServer(

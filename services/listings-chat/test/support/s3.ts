@@ -18,6 +18,7 @@ import {
   S3Client,
   S3ServiceException,
 } from "@aws-sdk/client-s3";
+import { signBucketPathsWithoutSlash } from "../../src/media/s3-storage.ts";
 
 export interface S3TestConfig {
   endpoint: string;
@@ -61,17 +62,7 @@ export function testS3Client(config: S3TestConfig): S3Client {
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
   });
-  client.middlewareStack.add(
-    (next) => (args) => {
-      const request = args.request as { path?: unknown };
-      if (typeof request.path === "string" && /^\/[^/]+\/$/.test(request.path)) {
-        request.path = request.path.slice(0, -1);
-      }
-      return next(args);
-    },
-    // "build" runs before "finalizeRequest", where the request is signed.
-    { step: "build", name: "s3rverBucketPathWithoutTrailingSlash" },
-  );
+  signBucketPathsWithoutSlash(client);
   return client;
 }
 

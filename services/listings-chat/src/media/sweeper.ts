@@ -1,0 +1,107 @@
+import { sql } from "drizzle-orm";
+import type { Logger } from "pino";
+import type { Database } from "../db/client.ts";
+import { rowsOf } from "../events/log.ts";
+import { allObjectKeys, type Storage } from "./storage.ts";
+
+export interface PhotoSweeperOptions {
+  db: Database;
+  storage: Storage;
+  log: Logger;
+  /** How often due uploads are looked for (they are due 24 h after an upload, or when their message is deleted). */
+  intervalMs?: number;
+  /** Uploads removed per round trip. */
+  batchSize?: number;
+}
+
+/** How long a sweep holds the rows it took: another instance takes them after this if it stopped half-way. */
+const CLAIM = "10 minutes";
+/** Rounds per sweep at most: a backlog is worked off over several sweeps, never in one unbounded loop. */
+const MAX_ROUNDS = 50;
+
+/**
+ * Removes from the storage the objects of uploads that are due (never attached within 24 h, or whose message
+ * was deleted: CONTRACT §11), then their rows. Each round takes its rows with `SKIP LOCKED` and holds them
+ * for a while by moving their `sweep_after`, so that any number of instances sweep without doing one
+ * row twice, and a sweep that died half-way is taken up again; objects are removed before the rows, so that
+ * no object outlives the row that names it.
+ */
+export function createPhotoSweeper({ db, storage, log, intervalMs = 30_000, batchSize = 100 }: PhotoSweeperOptions) {
+  let timer: NodeJS.Timeout | undefined;
+  let dueAt = Number.POSITIVE_INFINITY;
+  let running: Promise<number> | undefined;
+  let stopped = false;
+
+  async function round(): Promise<number> {
+    const claimed = rowsOf<{ id: string }>(
+      await db.execute(sql`
+        UPDATE uploads u SET sweep_after = now() + ${CLAIM}::interval
+        WHERE u.id IN (SELECT d.id FROM uploads d WHERE d.sweep_after <= now()
+                       ORDER BY d.sweep_after LIMIT ${batchSize} FOR UPDATE SKIP LOCKED)
+        RETURNING u.id`),
+    ).map((row) => row.id);
+    if (claimed.length === 0) return 0;
+    await storage.remove(claimed.flatMap(allObjectKeys));
+    // `sweep_after` still set: a row attached meanwhile is not removed (none can be: a send takes only uploads
+    // younger than 24 h, and a deleted message's are never taken again).
+    await db.execute(
+      sql`DELETE FROM uploads WHERE id = ANY(${sql.param(claimed)}::text[]) AND sweep_after IS NOT NULL`,
+    );
+    return claimed.length;
+  }
+
+  /** One sweep: rounds until one finds fewer than a batch; the number of uploads removed. */
+  async function sweep(): Promise<number> {
+    let removed = 0;
+    for (let i = 0; i < MAX_ROUNDS; i += 1) {
+      const n = await round();
+      removed += n;
+      if (n < batchSize) break;
+    }
+    return removed;
+  }
+
+  /** The next sweep in `ms`, unless one is due sooner already. */
+  const schedule = (ms: number) => {
+    if (stopped || Date.now() + ms >= dueAt) return;
+    clearTimeout(timer);
+    dueAt = Date.now() + ms;
+    timer = setTimeout(() => {
+      dueAt = Number.POSITIVE_INFINITY;
+      void sweepNow().catch(() => {});
+    }, ms);
+    timer.unref();
+  };
+
+  /** Sweeps now (or joins the sweep running); the next one follows `intervalMs` after. */
+  function sweepNow(): Promise<number> {
+    running ??= sweep()
+      .catch((error: unknown) => {
+        log.warn({ err: error }, "could not remove due photos from the storage: the next sweep tries again");
+        throw error;
+      })
+      .finally(() => {
+        running = undefined;
+        schedule(intervalMs);
+      });
+    return running;
+  }
+
+  return {
+    start() {
+      schedule(intervalMs);
+    },
+    sweepNow,
+    /** A message with photos was deleted: its objects go within a second, not at the next interval. */
+    soon() {
+      if (!running) schedule(1_000);
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running?.catch(() => {});
+    },
+  };
+}
+
+export type PhotoSweeper = ReturnType<typeof createPhotoSweeper>;

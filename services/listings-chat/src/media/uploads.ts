@@ -1,0 +1,224 @@
+import { randomBytes } from "node:crypto";
+import type { Attachment } from "@listings-chat/shared";
+import { ErrorCode } from "@listings-chat/shared";
+import { and, eq, inArray, sql } from "drizzle-orm";
+import type { Database } from "../db/client.ts";
+import { chats, messages, uploads } from "../db/schema.ts";
+import { ChatError, notFound, storing } from "../errors.ts";
+import { keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
+import { type ImageProcessor, InvalidImage, isPhotoType, type PhotoType } from "./images.ts";
+import { ObjectTooLarge, objectKeys, type Storage } from "./storage.ts";
+
+export interface MediaOptions {
+  /** UPLOAD_MAX_BYTES: the largest upload a person may declare (CONTRACT §11: 10 MiB). */
+  uploadMaxBytes: number;
+  /** How long a presigned upload URL is valid. */
+  uploadUrlTtlS: number;
+  /** How long a photo's link (the 302's target) is valid. */
+  linkTtlS: number;
+}
+
+export const defaultMediaOptions: MediaOptions = {
+  uploadMaxBytes: 10 * 1024 * 1024,
+  uploadUrlTtlS: 900,
+  linkTtlS: 300,
+};
+
+/** An upload not attached by then is removed (CONTRACT §11); a send may no longer use it. */
+export const UPLOAD_LIFETIME_MS = 24 * 3_600_000;
+
+export interface MediaServiceDeps {
+  db: Database;
+  storage: Storage;
+  images: ImageProcessor;
+  limits: RateLimiter;
+  options?: MediaOptions;
+}
+
+export interface UploadGrant {
+  upload_id: string;
+  url: string;
+  method: "PUT";
+  headers: Record<string, string>;
+  expires_in: number;
+}
+
+const attachmentInvalid = (message: string) => new ChatError(ErrorCode.attachmentInvalid, 422, message);
+
+/** The API paths of a photo (CONTRACT §11): each answers 302 to a short-lived link, for participants. */
+export function attachmentOf(row: {
+  id: string;
+  contentType: string;
+  width: number | null;
+  height: number | null;
+  storedSize: number | null;
+}): Attachment {
+  return {
+    id: row.id,
+    content_type: row.contentType,
+    width: row.width ?? 0,
+    height: row.height ?? 0,
+    size: row.storedSize ?? 0,
+    url: `/api/v1/attachments/${row.id}`,
+    thumb_url: `/api/v1/attachments/${row.id}?size=thumb`,
+  };
+}
+
+/** Photos: presigned uploads, their check and processing before a send, and the links to them. */
+export function createMediaService({ db, storage, images, limits, options = defaultMediaOptions }: MediaServiceDeps) {
+  /**
+   * Reads the upload as it arrived, checks it is the image it claims, writes the stripped photo and its
+   * thumbnail, records it processed, and removes the bytes as uploaded (which carry the GPS tags). A send
+   * retried after this finds it processed and does none of it again.
+   */
+  async function processUpload(row: typeof uploads.$inferSelect, label: string) {
+    const keys = objectKeys(row.id);
+    const type = row.contentType as PhotoType;
+    let bytes: Buffer | undefined;
+    try {
+      bytes = await storing(() => storage.read(keys.original, options.uploadMaxBytes));
+    } catch (error) {
+      if (error instanceof ObjectTooLarge) {
+        throw attachmentInvalid(`${label} is ${error.size} bytes, over ${options.uploadMaxBytes}: send a smaller one`);
+      }
+      throw error;
+    }
+    if (bytes === undefined)
+      throw attachmentInvalid(`${label} is not complete: its bytes never arrived in the storage`);
+    if (bytes.length !== row.declaredSize) {
+      throw attachmentInvalid(`${label} is not complete: ${bytes.length} of its ${row.declaredSize} bytes arrived`);
+    }
+    let processed: Awaited<ReturnType<ImageProcessor["process"]>>;
+    try {
+      processed = await images.process(bytes, type);
+    } catch (error) {
+      if (error instanceof InvalidImage) throw attachmentInvalid(`${label}: ${error.message}`);
+      throw error;
+    }
+    await storing(() =>
+      Promise.all([storage.write(keys.photo, processed.photo, type), storage.write(keys.thumb, processed.thumb, type)]),
+    );
+    const [stored] = await storing(() =>
+      db
+        .update(uploads)
+        .set({
+          processedAt: sql`now()`,
+          width: processed.width,
+          height: processed.height,
+          storedSize: processed.photo.length,
+        })
+        .where(eq(uploads.id, row.id))
+        .returning(),
+    );
+    // Only the stripped copies are ever served: the original goes now (the sweeper removes it if this fails).
+    await storage.remove([keys.original]).catch(() => {});
+    return stored ?? row;
+  }
+
+  return {
+    /** 201's body: where to PUT the bytes. Counted in UPLOAD_LIMIT_PER_HOUR. */
+    async createUpload(userId: number, contentType: string, size: number): Promise<UploadGrant> {
+      if (!isPhotoType(contentType)) {
+        throw new ChatError(
+          ErrorCode.validationFailed,
+          400,
+          "content_type must be image/jpeg, image/png or image/webp",
+        );
+      }
+      if (!Number.isInteger(size) || size < 0 || size > options.uploadMaxBytes) {
+        throw new ChatError(
+          ErrorCode.validationFailed,
+          400,
+          `size must be a whole number of bytes from 0 to ${options.uploadMaxBytes} (UPLOAD_MAX_BYTES)`,
+        );
+      }
+      await storing(() => limits.consume("upload", userId));
+      const id = randomBytes(16).toString("base64url");
+      return keptIfStored(
+        limits,
+        "upload",
+        userId,
+        async () => {
+          await storing(() =>
+            db.insert(uploads).values({
+              id,
+              userId,
+              contentType,
+              declaredSize: size,
+              sweepAfter: sql`now() + interval '24 hours'`,
+            }),
+          );
+          const put = await storing(() =>
+            storage.presignPut(objectKeys(id).original, contentType, size, options.uploadUrlTtlS),
+          );
+          return {
+            upload_id: id,
+            url: put.url,
+            method: "PUT" as const,
+            headers: put.headers,
+            expires_in: options.uploadUrlTtlS,
+          };
+        },
+        () => true,
+      );
+    },
+
+    /**
+     * The attachments of a send, as the message will show them: each upload the sender's, unsent, not expired,
+     * complete, and an image of the type it claims (checked, stripped and thumbnailed here, before anything is
+     * stored); 422 `attachment_invalid` naming the file otherwise. The send's statement claims them
+     * (lc_send_messages), so that of two sends racing for one upload only one gets it.
+     */
+    async attachmentsFor(userId: number, uploadIds: readonly string[]): Promise<Attachment[]> {
+      if (new Set(uploadIds).size !== uploadIds.length) throw attachmentInvalid("the same upload is attached twice");
+      const rows = await storing(() =>
+        db
+          .select()
+          .from(uploads)
+          .where(inArray(uploads.id, [...uploadIds])),
+      );
+      const byId = new Map(rows.map((row) => [row.id, row]));
+      const checked = uploadIds.map((id, i) => {
+        const label = `photo ${i + 1} (${id})`;
+        const row = byId.get(id);
+        // Another person's upload is answered as one that does not exist: ids are not confirmed to outsiders.
+        if (!row || row.userId !== userId) throw attachmentInvalid(`${label} is not one of your uploads`);
+        if (row.messageId !== null) throw attachmentInvalid(`${label} was already sent: upload it again`);
+        if (Date.now() - row.createdAt.getTime() > UPLOAD_LIFETIME_MS) {
+          throw attachmentInvalid(`${label} expired (uploads are kept 24 hours): upload it again`);
+        }
+        return { row, label };
+      });
+      const processed = await Promise.all(
+        checked.map(({ row, label }) => (row.processedAt ? row : processUpload(row, label))),
+      );
+      return processed.map(attachmentOf);
+    },
+
+    /** A short-lived link to a photo (or its thumbnail) for a participant of its chat; 404 for anyone else. */
+    async link(userId: number, uploadId: string, thumb: boolean): Promise<{ url: string; expires_in: number }> {
+      const [row] = await storing(() =>
+        db
+          .select({ id: uploads.id, contentType: uploads.contentType })
+          .from(uploads)
+          .innerJoin(messages, eq(messages.id, uploads.messageId))
+          .innerJoin(chats, eq(chats.id, messages.chatId))
+          .where(
+            and(
+              eq(uploads.id, uploadId),
+              sql`${messages.deletedAt} is null`,
+              sql`${userId} in (${chats.buyerId}, ${chats.sellerId})`,
+            ),
+          ),
+      );
+      if (!row) throw notFound("attachment");
+      const keys = objectKeys(row.id);
+      const url = await storing(() =>
+        storage.presignGet(thumb ? keys.thumb : keys.photo, row.contentType, options.linkTtlS),
+      );
+      return { url, expires_in: options.linkTtlS };
+    },
+  };
+}
+
+export type MediaService = ReturnType<typeof createMediaService>;
