@@ -106,6 +106,9 @@ const schema = z.object({
   // Photos (CONTRACT §11): `fs` (development default, under DATA_DIR) or `s3` (any S3-compatible store).
   STORAGE: z.enum(["fs", "s3"], { error: "must be fs or s3" }).optional(),
   S3_ENDPOINT: urlWithProtocol(["http:", "https:"]).optional(),
+  // Where browsers reach the store when it is not S3_ENDPOINT (compose: the service's name inside, a published
+  // port outside); presigned URLs are signed for it.
+  S3_PUBLIC_ENDPOINT: urlWithProtocol(["http:", "https:"]).optional(),
   S3_BUCKET: z.string().min(1).optional(),
   S3_REGION: z.string().min(1).default("us-east-1"),
   S3_ACCESS_KEY_ID: z.string().min(1).optional(),
@@ -295,6 +298,7 @@ function storageConfig(v: z.infer<typeof schema>, production: boolean, warnings:
   return {
     kind,
     endpoint: v.S3_ENDPOINT,
+    publicEndpoint: v.S3_PUBLIC_ENDPOINT,
     bucket: v.S3_BUCKET!,
     region: v.S3_REGION,
     accessKeyId: v.S3_ACCESS_KEY_ID!,

@@ -14,6 +14,11 @@ import { ObjectTooLarge, type PresignedPut, type Storage } from "./storage.ts";
 export interface S3StorageOptions {
   /** Unset: AWS's own endpoint for the region. */
   endpoint?: string;
+  /**
+   * Where browsers reach the store, when that is not `endpoint` (a store inside a private network, published
+   * at another address): presigned URLs are signed for it, while this service talks to `endpoint`.
+   */
+  publicEndpoint?: string;
   bucket: string;
   region: string;
   accessKeyId: string;
@@ -50,17 +55,22 @@ export function signBucketPathsWithoutSlash(client: S3Client): S3Client {
 
 /** Photos in an S3-compatible bucket, through the AWS SDK v3; the browser's bytes go straight to it, presigned. */
 export function createS3Storage(options: S3StorageOptions): Storage {
-  const client = new S3Client({
-    endpoint: options.endpoint,
-    region: options.region,
-    forcePathStyle: options.forcePathStyle,
-    credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey },
-    // Checksums only where S3 requires them: otherwise the SDK puts the checksum of an empty body into a
-    // presigned PUT's URL, and a store that checks it refuses the browser's real bytes.
-    requestChecksumCalculation: "WHEN_REQUIRED",
-    responseChecksumValidation: "WHEN_REQUIRED",
-  });
-  if (options.forcePathStyle) signBucketPathsWithoutSlash(client);
+  const clientFor = (endpoint: string | undefined) => {
+    const client = new S3Client({
+      endpoint,
+      region: options.region,
+      forcePathStyle: options.forcePathStyle,
+      credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey },
+      // Checksums only where S3 requires them: otherwise the SDK puts the checksum of an empty body into a
+      // presigned PUT's URL, and a store that checks it refuses the browser's real bytes.
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+    });
+    return options.forcePathStyle ? signBucketPathsWithoutSlash(client) : client;
+  };
+  const client = clientFor(options.endpoint);
+  // Signing needs no connection: a second client only so that the URLs name the address browsers use.
+  const signer = options.publicEndpoint ? clientFor(options.publicEndpoint) : client;
   const Bucket = options.bucket;
 
   return {
@@ -68,7 +78,7 @@ export function createS3Storage(options: S3StorageOptions): Storage {
     async presignPut(key, contentType, size, expiresInS): Promise<PresignedPut> {
       // Type and length are signed headers: the store refuses a PUT of another type or another size.
       const url = await getSignedUrl(
-        client,
+        signer,
         new PutObjectCommand({ Bucket, Key: key, ContentType: contentType, ContentLength: size }),
         { expiresIn: expiresInS, signableHeaders: new Set(["content-type", "content-length"]) },
       );
@@ -76,7 +86,7 @@ export function createS3Storage(options: S3StorageOptions): Storage {
     },
     async presignGet(key, contentType, expiresInS) {
       return getSignedUrl(
-        client,
+        signer,
         new GetObjectCommand({
           Bucket,
           Key: key,
@@ -139,6 +149,7 @@ export function createS3Storage(options: S3StorageOptions): Storage {
     },
     close() {
       client.destroy();
+      if (signer !== client) signer.destroy();
     },
   };
 }
