@@ -1,8 +1,10 @@
+import { AttachmentUrls } from "./attachment-urls.ts";
 import { backoff, randomId } from "./backoff.ts";
 import { Emitter } from "./emitter.ts";
-import type { Chat, ChatEvent, ChatSummary, Message, ServerFrame } from "./protocol/index.ts";
+import { checkPhotos, PhotoUploads } from "./photos.ts";
+import type { Attachment, Chat, ChatEvent, ChatSummary, Message, ServerFrame } from "./protocol/index.ts";
 import { CloseCode, ErrorCode, Limits } from "./protocol/index.ts";
-import { ChatApi, ChatApiError, type ReportRequest } from "./rest.ts";
+import { ChatApi, ChatApiError, type ReportRequest, sendAbortedError } from "./rest.ts";
 import { browserTabEnvironment, type TabEnvironment, TabLink, type TabMessage } from "./tab-link.ts";
 import type {
   ChatClientEvents,
@@ -10,10 +12,12 @@ import type {
   ChatClientOptions,
   ConnectivitySignals,
   SendOptions,
+  SendPhotosOptions,
   Timers,
   WebSocketFactory,
   WebSocketLike,
 } from "./types.ts";
+import { putWithFetch, putWithXhr, type XMLHttpRequestFactory } from "./upload.ts";
 
 /** What the leading tab says to the others (besides its mode). */
 const RELAYED_TO_TABS = new Set<keyof ChatClientEvents>([
@@ -70,6 +74,12 @@ interface EventTargetLike {
   removeEventListener(type: string, listener: () => void): void;
 }
 
+/** The browser's XMLHttpRequest, when there is one. */
+function browserXhr(): XMLHttpRequestFactory | undefined {
+  const Ctor = (globalThis as { XMLHttpRequest?: new () => ReturnType<XMLHttpRequestFactory> }).XMLHttpRequest;
+  return Ctor && (() => new Ctor());
+}
+
 /** The page's `online`/`offline` (window) and visibility (document); nothing outside a browser. */
 function browserConnectivity(): ConnectivitySignals {
   const g = globalThis as { window?: EventTargetLike; document?: EventTargetLike & { visibilityState?: string } };
@@ -114,6 +124,8 @@ interface Outgoing {
   chatId: number;
   content: string;
   clientMsgId: string;
+  /** Upload ids of a photo message: it goes over REST, as the server takes a moment to process photos. */
+  attachments?: readonly string[];
   /** `timers.now()` after which it is given up. */
   deadline: number;
   /** Set once it was answered, aborted or expired: it is not tried again. */
@@ -190,6 +202,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       | "userId"
       | "shareAcrossTabs"
       | "tabEnvironment"
+      | "xmlHttpRequest"
     >
   >;
   private reconnectTimer: unknown;
@@ -236,6 +249,9 @@ export class ChatClient extends Emitter<ChatClientEvents> {
   private readonly presenceHeard = new Map<number, boolean>();
   private suspendedMessage: string | null = null;
 
+  private readonly photos: PhotoUploads;
+  private readonly attachmentUrls: AttachmentUrls;
+
   constructor(options: ChatClientOptions) {
     super();
     this.cursor = options.lastEventId;
@@ -243,8 +259,13 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     this.webSocket = options.webSocket ?? defaultWebSocket();
     this.random = options.random ?? Math.random;
     this.connectivity = options.connectivity ?? browserConnectivity();
-    this.api = new ChatApi(options.baseUrl, options.getAccessToken, options.fetch ?? globalThis.fetch.bind(globalThis));
+    const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.api = new ChatApi(options.baseUrl, options.getAccessToken, fetchImpl);
     this.baseUrl = options.baseUrl;
+    // A page (or a test) that gave its own fetch has every request go through it, photos too.
+    const xhr = options.xmlHttpRequest === undefined && !options.fetch ? browserXhr() : options.xmlHttpRequest;
+    this.photos = new PhotoUploads(this.api, xhr ? putWithXhr(xhr) : putWithFetch(fetchImpl));
+    this.attachmentUrls = new AttachmentUrls(this.api, () => this.timers.now());
     if (options.shareAcrossTabs) {
       if (options.userId === undefined) {
         throw new Error("shareAcrossTabs needs userId: the tabs of one user share one connection");
@@ -425,11 +446,57 @@ export class ChatClient extends Emitter<ChatClientEvents> {
    * (the same `clientMsgId`) or discard it.
    */
   send(chatId: number, content: string, options: string | SendOptions = {}): Promise<Message> {
-    const {
-      clientMsgId = randomId(),
-      maxAgeMs = this.settings.sendMaxAgeMs,
-      signal,
-    } = typeof options === "string" ? { clientMsgId: options } : options;
+    return this.enqueue(chatId, content, typeof options === "string" ? { clientMsgId: options } : options);
+  }
+
+  /**
+   * Sends photos (JPEG, PNG or WebP, at most 10 of at most 10 MiB each) as one message, with `content` as its
+   * caption, and resolves with it once stored (`kind: "image"`, its `attachments` processed by the server).
+   * The files are checked first (400 `validation_failed`, before any request), sent straight to storage, three
+   * at a time (`onProgress` sums their bytes), then the message goes through the outbox as `send` does, over
+   * REST. Rejects as `send`, and with the server's refusal of a photo (422 `attachment_invalid`, its message
+   * says which and why) or the storage's (`upload_failed`). A retry with the same `clientMsgId` is stored once,
+   * and sends again only the photos that did not reach storage.
+   *
+   * @example
+   * const message = await client.sendPhotos(chatId, [...input.files], {
+   *   content: "the scratch on the left side",
+   *   onProgress: ({ loaded, total }) => (bar.value = loaded / total),
+   * });
+   */
+  async sendPhotos(chatId: number, files: readonly Blob[], options: SendPhotosOptions = {}): Promise<Message> {
+    const { content = "", clientMsgId = randomId(), onProgress, signal } = options;
+    if (this.stopped) throw new ChatApiError(0, "client_stopped", "the client is stopped: start it before sending");
+    const refusal = checkPhotos(files, content);
+    if (refusal) throw refusal;
+    if (signal?.aborted) throw sendAbortedError();
+    const attachments = await this.photos.upload(files, clientMsgId, onProgress, signal);
+    try {
+      const message = await this.enqueue(chatId, content, { clientMsgId, signal, attachments });
+      this.photos.forget(files);
+      return message;
+    } catch (error) {
+      // Refused photos (gone after 24 h, say) are sent again on a retry.
+      if (error instanceof ChatApiError && error.code === ErrorCode.attachmentInvalid) this.photos.forget(files);
+      throw error;
+    }
+  }
+
+  /**
+   * A URL of the photo (or with `thumb` its thumbnail, at most 320 px) for an `<img src>`: short-lived and
+   * signed, so it needs no credentials. Kept per photo and size until 80 % of its life, so asking again (each
+   * time a thread is drawn) costs nothing; 404 `not_found` for someone who is not in the chat.
+   */
+  attachmentUrl(attachment: Pick<Attachment, "id">, options: { thumb?: boolean } = {}): Promise<string> {
+    return this.attachmentUrls.get(attachment, options.thumb ?? false);
+  }
+
+  private enqueue(
+    chatId: number,
+    content: string,
+    options: SendOptions & { attachments?: readonly string[] },
+  ): Promise<Message> {
+    const { clientMsgId = randomId(), maxAgeMs = this.settings.sendMaxAgeMs, signal, attachments } = options;
     return new Promise<Message>((resolve, reject) => {
       if (this.stopped) {
         reject(new ChatApiError(0, "client_stopped", "the client is stopped: start it before sending"));
@@ -439,14 +506,15 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         chatId,
         content,
         clientMsgId,
+        attachments,
         deadline: this.timers.now() + maxAgeMs,
         settled: false,
         resolve,
         reject,
       };
-      if (signal?.aborted) return this.settle(item, new ChatApiError(0, "send_aborted", "the send was aborted"));
+      if (signal?.aborted) return this.settle(item, sendAbortedError());
       signal?.addEventListener("abort", () => {
-        this.settle(item, new ChatApiError(0, "send_aborted", "the send was aborted"));
+        this.settle(item, sendAbortedError());
         this.wakeSends();
       });
       this.outbox.push(item);
@@ -1096,7 +1164,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     // After an ack timeout the socket may be half-open: trying it again could time out forever.
     let overRest = false;
     for (let attempt = 0; ; attempt++) {
-      if (item.settled) throw new ChatApiError(0, "send_aborted", "the send was aborted");
+      if (item.settled) throw sendAbortedError();
       if (this.stopped)
         throw new ChatApiError(0, "client_stopped", "the client was stopped before the message was stored");
       if (this.timers.now() >= item.deadline) throw this.expired();
@@ -1104,10 +1172,10 @@ export class ChatClient extends Emitter<ChatClientEvents> {
         // A quiet socket is asked for a sign of life, so a dead one is found while this send waits.
         this.probe(this.settings.heartbeatIdleMs);
         const socket = this.socket;
-        if (!overRest && this.state === "live" && socket && socket.readyState === OPEN) {
+        if (!overRest && !item.attachments && this.state === "live" && socket && socket.readyState === OPEN) {
           return await this.sendOverSocket(socket, item);
         }
-        return await this.api.sendMessage(item.chatId, item.content, item.clientMsgId);
+        return await this.api.sendMessage(item.chatId, item.content, item.clientMsgId, item.attachments);
       } catch (error) {
         const failure = error instanceof ChatApiError ? error : new ChatApiError(0, "network_error", String(error));
         if (failure.code === "ack_timeout") {
@@ -1156,7 +1224,7 @@ export class ChatClient extends Emitter<ChatClientEvents> {
     if (item.settled) return;
     item.settled = true;
     if (message) item.resolve(message);
-    else item.reject(error ?? new ChatApiError(0, "send_aborted", "the send was aborted"));
+    else item.reject(error ?? sendAbortedError());
     const at = this.outbox.indexOf(item);
     // The head is removed by the drain loop when it comes back; a waiting one leaves the queue now.
     if (at > 0) this.outbox.splice(at, 1);

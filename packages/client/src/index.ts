@@ -4,6 +4,7 @@
  */
 export { type AccessTokenProvider, AccessTokenRefusedError } from "./access-token.ts";
 export { ChatClient, POLLING_WARNING } from "./chat-client.ts";
+export { checkPhotos, type UploadProgress } from "./photos.ts";
 export * from "./protocol/index.ts";
 export { ChatApi, ChatApiError, type ReportRequest } from "./rest.ts";
 export type { TabEnvironment, TabMessage } from "./tab-link.ts";
@@ -13,7 +14,9 @@ export type {
   ChatClientOptions,
   ConnectivitySignals,
   SendOptions,
+  SendPhotosOptions,
   Timers,
   WebSocketFactory,
   WebSocketLike,
 } from "./types.ts";
+export type { XMLHttpRequestFactory, XMLHttpRequestLike } from "./upload.ts";

@@ -1,5 +1,14 @@
 import { type AccessTokenProvider, AccessTokenRefusedError, AccessTokens } from "./access-token.ts";
-import type { Chat, ChatEvent, ChatSummary, Message, ReportReason } from "./protocol/index.ts";
+import type {
+  AttachmentLink,
+  Chat,
+  ChatEvent,
+  ChatSummary,
+  Message,
+  ReportReason,
+  UploadContentType,
+  UploadTicket,
+} from "./protocol/index.ts";
 
 /** What `report` names: exactly one message, chat or user, with a reason and an optional note (CONTRACT §10). */
 export type ReportRequest = { reason: ReportReason; note?: string } & (
@@ -26,6 +35,9 @@ export class ChatApiError extends Error {
     return this.status === 0 || this.status === 429 || this.status >= 500;
   }
 }
+
+/** A send (or an upload) that its signal aborted. */
+export const sendAbortedError = () => new ChatApiError(0, "send_aborted", "the send was aborted");
 
 /**
  * A token from the provider. It gives up (`AccessTokenRefusedError`): a 401 of its own, the client stops; it
@@ -73,22 +85,37 @@ export class ChatApi {
     this.fetchImpl = fetchImpl;
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
     const token = await tokenFrom(() => this.tokens.current());
     try {
-      return await this.send<T>(method, path, body, token);
+      return await this.send<T>(method, path, body, token, headers);
     } catch (error) {
       if (!(error instanceof ChatApiError) || error.status !== 401) throw error;
-      return this.send<T>(method, path, body, await tokenFrom(() => this.tokens.refresh(token)));
+      return this.send<T>(method, path, body, await tokenFrom(() => this.tokens.refresh(token)), headers);
     }
   }
 
-  private async send<T>(method: string, path: string, body: unknown, token: string): Promise<T> {
+  /**
+   * Where a URL the server gave points: a path (`/…`) is the gateway's, below its base as API paths are; any
+   * other URL (storage of another origin) is taken as it is.
+   */
+  gatewayUrl(pathOrUrl: string): string {
+    return pathOrUrl.startsWith("/") ? `${this.baseUrl}${pathOrUrl}` : pathOrUrl;
+  }
+
+  private async send<T>(
+    method: string,
+    path: string,
+    body: unknown,
+    token: string,
+    headers: Record<string, string> = {},
+  ): Promise<T> {
     let res: Response;
     try {
-      res = await this.fetchImpl(`${this.baseUrl}${path}`, {
+      res = await this.fetchImpl(this.gatewayUrl(path), {
         method,
         headers: {
+          ...headers,
           authorization: `Bearer ${token}`,
           ...(body === undefined ? {} : { "content-type": "application/json" }),
         },
@@ -149,8 +176,22 @@ export class ChatApi {
     const qs = query.size > 0 ? `?${query}` : "";
     return this.request<{ messages: Message[]; has_more: boolean }>("GET", `/api/v1/chats/${chatId}/messages${qs}`);
   }
-  sendMessage(chatId: number, content: string, clientMsgId: string) {
-    return this.request<Message>("POST", `/api/v1/chats/${chatId}/messages`, { content, client_msg_id: clientMsgId });
+  /** With `attachments` (upload ids, CONTRACT §11), a photo message: `content` is its caption and may be empty. */
+  sendMessage(chatId: number, content: string, clientMsgId: string, attachments?: readonly string[]) {
+    const body = { content, client_msg_id: clientMsgId, ...(attachments?.length ? { attachments } : {}) };
+    return this.request<Message>("POST", `/api/v1/chats/${chatId}/messages`, body);
+  }
+  /** Where to send one photo's bytes (CONTRACT §11): 400 `validation_failed` for another type or size, 429 past 30 an hour. */
+  createUpload(contentType: UploadContentType, size: number) {
+    return this.request<UploadTicket>("POST", "/api/v1/uploads", { content_type: contentType, size });
+  }
+  /**
+   * A short-lived URL of a photo's bytes, or of its thumbnail (CONTRACT §11), as JSON rather than the 302 a
+   * browser follows: a page cannot read a redirect's Location, and an `<img>` cannot send the access token.
+   */
+  attachmentLink(attachmentId: string, options: { thumb?: boolean } = {}) {
+    const path = `/api/v1/attachments/${encodeURIComponent(attachmentId)}${options.thumb ? "?size=thumb" : ""}`;
+    return this.request<AttachmentLink>("GET", path, undefined, { accept: "application/json" });
   }
   editMessage(messageId: number, content: string) {
     return this.request<Message>("PATCH", `/api/v1/messages/${messageId}`, { content });

@@ -1,6 +1,8 @@
 import type { AccessTokenProvider } from "./access-token.ts";
-import type { Chat, ChatEvent, Message } from "./protocol/index.ts";
+import type { UploadProgress } from "./photos.ts";
+import type { Chat, ChatEvent } from "./protocol/index.ts";
 import type { TabEnvironment } from "./tab-link.ts";
+import type { XMLHttpRequestFactory } from "./upload.ts";
 
 /** Where the client stands: what the page shows as its connection state. */
 export type ChatClientMode = "connecting" | "live" | "polling" | "offline";
@@ -93,6 +95,12 @@ export interface ChatClientOptions {
   shareAcrossTabs?: boolean;
   /** The browser features `shareAcrossTabs` uses: the page's own by default (tests pass their own). */
   tabEnvironment?: TabEnvironment;
+  /**
+   * How photos' bytes go to storage (`sendPhotos`): over XMLHttpRequest, for upload progress, by default where
+   * there is one, unless `fetch` was given (then through that `fetch`, as every other request); `null`: always
+   * over `fetch`, which reports progress once each photo is there.
+   */
+  xmlHttpRequest?: XMLHttpRequestFactory | null;
 }
 
 /** Hooks for what the environment knows about connectivity; each returns the function that unsubscribes. */
@@ -109,6 +117,18 @@ export interface SendOptions {
   /** Overrides `sendMaxAgeMs` for this send. */
   maxAgeMs?: number;
   /** Aborting stops the retries and rejects (`send_aborted`); a try already on its way may still be stored. */
+  signal?: AbortSignal;
+}
+
+/** Options of one photo send (`sendPhotos`). */
+export interface SendPhotosOptions {
+  /** The caption; may be empty. */
+  content?: string;
+  /** Reused by a page that retries a failed send, so that it is stored once (and photos that got there are not sent again). */
+  clientMsgId?: string;
+  /** Bytes of all the photos that reached storage, of how many; called as they go. */
+  onProgress?: (progress: UploadProgress) => void;
+  /** Aborting stops the uploads and the send, and rejects (`send_aborted`). */
   signal?: AbortSignal;
 }
 

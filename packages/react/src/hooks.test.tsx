@@ -1,10 +1,18 @@
 // @vitest-environment happy-dom
-import { ChatClient } from "@listings-chat/client";
-import { FAKE_BASE_URL, FakeChatServer } from "@listings-chat/client/testing";
+import { type Attachment, ChatClient } from "@listings-chat/client";
+import { FAKE_BASE_URL, FakeChatServer, fakePhoto } from "@listings-chat/client/testing";
 import { act, cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { StrictMode, useState } from "react";
 import { afterEach, describe, expect, it } from "vitest";
-import { ChatProvider, useChatList, useConnection, usePresence, useThread, useTyping } from "./hooks.ts";
+import {
+  ChatProvider,
+  useAttachmentUrl,
+  useChatList,
+  useConnection,
+  usePresence,
+  useThread,
+  useTyping,
+} from "./hooks.ts";
 
 /**
  * The hooks in a React tree (happy-dom), under StrictMode (effects run twice), against the client's fake
@@ -149,6 +157,78 @@ describe("the React hooks", () => {
       expect(screen.getByRole("button", { name: /great, can I see it tomorrow\?/ }).textContent).toContain("chat 1"),
     );
     expect(server.sockets.filter((s) => s.readyState === 1)).toHaveLength(1);
+    client.stop();
+  });
+});
+
+function Thumbnail({ attachment }: { attachment: Attachment }) {
+  const src = useAttachmentUrl(attachment, { thumb: true });
+  return src ? <img alt="" data-testid="thumb" src={src} /> : <span data-testid="thumb-loading" />;
+}
+
+function PhotoThread({ chatId }: { chatId: number }) {
+  const thread = useThread(chatId);
+  return (
+    <section>
+      <ol>
+        {thread.messages.map((m) => (
+          <li key={m.id} data-kind={m.kind}>
+            {m.attachments.map((a) => (
+              <Thumbnail key={a.id} attachment={a} />
+            ))}
+          </li>
+        ))}
+        {thread.pending.map((p) => (
+          <li key={p.client_msg_id} data-testid="pending-photos" data-progress={p.progress}>
+            {`${p.photos?.length ?? 0} photos ${p.status}`}
+          </li>
+        ))}
+      </ol>
+      <button type="button" onClick={() => void thread.sendPhotos([fakePhoto()], "as promised").catch(() => {})}>
+        send a photo
+      </button>
+    </section>
+  );
+}
+
+describe("photos in React", () => {
+  it("draw a thread's thumbnails through attachmentUrl, and a photo send as pending until it is stored", async () => {
+    const server = new FakeChatServer();
+    const chat = server.addChat(ME, OTHER);
+    await server.postPhotos(chat.id, OTHER);
+    const client = new ChatClient({
+      baseUrl: FAKE_BASE_URL,
+      getAccessToken: () => server.accessToken(ME),
+      fetch: server.fetch,
+      webSocket: server.webSocket,
+      userId: ME,
+    });
+    render(
+      <StrictMode>
+        <ChatProvider client={client}>
+          <PhotoThread chatId={chat.id} />
+        </ChatProvider>
+      </StrictMode>,
+    );
+    await waitFor(() => expect(screen.getAllByTestId("thumb")).toHaveLength(1));
+    expect(screen.getByTestId("thumb").getAttribute("src")).toMatch(
+      new RegExp(`^${FAKE_BASE_URL}/files/thumbs/upload-1\\?`),
+    );
+    // StrictMode mounts twice; the client asks the gateway once.
+    expect(server.requestsTo("GET", "/api/v1/attachments/upload-1")).toHaveLength(1);
+
+    const hold = server.hold("/files/uploads/upload-2");
+    fireEvent.click(screen.getByRole("button", { name: "send a photo" }));
+    await waitFor(() => expect(screen.getByTestId("pending-photos").textContent).toBe("1 photos sending"));
+    expect(screen.getByTestId("pending-photos").dataset.progress).toBe("0");
+    await waitFor(() => expect(hold.waiting).toBe(1));
+    hold.release();
+    await waitFor(() => expect(screen.getAllByTestId("thumb")).toHaveLength(2));
+    expect(screen.queryByTestId("pending-photos")).toBeNull();
+    expect(server.messagesIn(chat.id).map((m) => [m.kind, m.content])).toEqual([
+      ["image", ""],
+      ["image", "as promised"],
+    ]);
     client.stop();
   });
 });

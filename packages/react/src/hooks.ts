@@ -3,7 +3,7 @@
  * with `useSyncExternalStore` (so a component redraws only when what it reads changed) and start the loads
  * they need.
  */
-import type { Chat, ChatClient, Message } from "@listings-chat/client";
+import type { Attachment, Chat, ChatClient, Message } from "@listings-chat/client";
 import {
   createContext,
   createElement,
@@ -98,6 +98,11 @@ export interface Thread extends Omit<ThreadState, "chatId"> {
   loadOlder(): Promise<void>;
   /** Shown at once as pending; resolves with the stored message. */
   send(content: string): Promise<Message>;
+  /**
+   * Photos as one message, with an optional caption: shown at once as pending with its upload `progress`
+   * (0–1); rejects at once, with nothing pending, for files the client's check refuses (type, size, count).
+   */
+  sendPhotos(files: readonly Blob[], content?: string): Promise<Message>;
   retry(pending: PendingMessage): Promise<Message>;
   discard(pending: PendingMessage): void;
   edit(messageId: number, content: string): Promise<Message>;
@@ -127,6 +132,7 @@ export function useThread(chatId: number): Thread {
       ...state,
       loadOlder: () => store.loadOlder(chatId),
       send: (content: string) => store.send(chatId, content),
+      sendPhotos: (files: readonly Blob[], content?: string) => store.sendPhotos(chatId, files, content),
       retry: (pending: PendingMessage) => store.retry(chatId, pending.client_msg_id),
       discard: (pending: PendingMessage) => store.discard(chatId, pending.client_msg_id),
       edit: (messageId: number, content: string) => store.edit(messageId, content),
@@ -152,6 +158,37 @@ export function useTyping(chatId: number): Typing {
     () => ({ userIds, setTyping: (isTyping: boolean) => store.setTyping(chatId, isTyping) }),
     [userIds, store, chatId],
   );
+}
+
+/**
+ * A URL of a photo for `<img src>` (with `thumb`, of its thumbnail), through `ChatClient.attachmentUrl`:
+ * undefined until the gateway answered (or when it refused), then a short-lived signed URL, asked again when the
+ * component mounts after it expired.
+ */
+export function useAttachmentUrl(
+  attachment: Pick<Attachment, "id"> | undefined,
+  options: { thumb?: boolean } = {},
+): string | undefined {
+  const client = useChatClient();
+  const thumb = options.thumb ?? false;
+  const id = attachment?.id;
+  const key = id === undefined ? undefined : `${id}:${thumb}`;
+  const [resolved, setResolved] = useState<{ key: string; url: string }>();
+  useEffect(() => {
+    if (id === undefined || key === undefined) return;
+    let current = true;
+    client.attachmentUrl({ id }, { thumb }).then(
+      (url) => {
+        if (current) setResolved({ key, url });
+      },
+      // Not a participant (any more), or the network: no picture; the next mount asks again.
+      () => {},
+    );
+    return () => {
+      current = false;
+    };
+  }, [client, id, key, thumb]);
+  return resolved !== undefined && resolved.key === key ? resolved.url : undefined;
 }
 
 /** Whether `userId` is online, as far as this client heard; undefined before it heard. */

@@ -10,6 +10,7 @@ export {
   type Connection,
   type Thread,
   type Typing,
+  useAttachmentUrl,
   useBlocks,
   useChat,
   useChatClient,

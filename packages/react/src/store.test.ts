@@ -1,5 +1,5 @@
 import { ChatClient } from "@listings-chat/client";
-import { connectionTo, FakeChatServer } from "@listings-chat/client/testing";
+import { connectionTo, FakeChatServer, fakePhoto } from "@listings-chat/client/testing";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ChatStore } from "./store.ts";
 
@@ -323,5 +323,100 @@ describe("typing, presence, blocks and the connection", () => {
     await settle();
     await live(h);
     expect(h.store.getConnection().mode).toBe("live");
+  });
+});
+
+describe("photo sends", () => {
+  const photoPuts = (h: ReturnType<typeof harness>) => h.server.requests.filter((r) => r.method === "PUT");
+
+  it("shows a photo send at once, with its upload progress, then the stored image message in its place", async () => {
+    const h = harness();
+    await live(h);
+    h.store.holdThread(h.chat.id);
+    await settle();
+    const hold = h.server.hold("/files/uploads/upload-1");
+    const files = [fakePhoto("image/jpeg", { size: 4000 })];
+    const sent = h.store.sendPhotos(h.chat.id, files, "the left side");
+    expect(h.store.getThread(h.chat.id)?.pending).toMatchObject([
+      { client_msg_id: "c1", status: "sending", content: "the left side", photos: files, progress: 0 },
+    ]);
+    for (let i = 0; i < 10 && hold.waiting === 0; i++) await settle();
+    // The fake XMLHttpRequest reports three quarters gone before storage answers.
+    expect(h.store.getThread(h.chat.id)?.pending[0]?.progress).toBe(0.75);
+    hold.release();
+    const message = await sent;
+    await settle();
+    expect(message).toMatchObject({ kind: "image", content: "the left side", client_msg_id: "c1" });
+    const thread = h.store.getThread(h.chat.id);
+    expect(thread?.pending).toEqual([]);
+    expect(thread?.messages.filter((m) => m.id === message.id)).toHaveLength(1);
+    expect(thread?.messages.at(-1)?.attachments).toHaveLength(1);
+  });
+
+  it("keeps a refused photo send as failed with the server's message; retry stores it once without uploading again", async () => {
+    const h = harness();
+    await live(h);
+    h.store.holdThread(h.chat.id);
+    await settle();
+    h.server.refuseNextSends({ code: "blocked", message: "you can't send messages in this chat" });
+    await expect(h.store.sendPhotos(h.chat.id, [fakePhoto(), fakePhoto()])).rejects.toMatchObject({
+      code: "blocked",
+    });
+    const [failed] = h.store.getThread(h.chat.id)?.pending ?? [];
+    expect(failed).toMatchObject({
+      status: "failed",
+      progress: 1,
+      error: { message: "you can't send messages in this chat" },
+    });
+
+    const stored = await h.store.retry(h.chat.id, "c1");
+    await settle();
+    expect(stored).toMatchObject({ client_msg_id: "c1", kind: "image" });
+    expect(stored.attachments).toHaveLength(2);
+    expect(h.store.getThread(h.chat.id)?.pending).toEqual([]);
+    expect(h.server.messagesIn(h.chat.id)).toHaveLength(1);
+    expect(photoPuts(h)).toHaveLength(2);
+
+    // A photo the server cannot take (PNG bytes under a JPEG label): failed with what is wrong with which file.
+    const png = await fakePhoto("image/png").arrayBuffer();
+    await expect(
+      h.store.sendPhotos(h.chat.id, [new File([png], "holiday.jpg", { type: "image/jpeg" })]),
+    ).rejects.toMatchObject({ status: 422, code: "attachment_invalid" });
+    const [refused] = h.store.getThread(h.chat.id)?.pending ?? [];
+    expect(refused?.error?.message).toBe("photo 1 (upload-3): the file is not JPEG, as it claims");
+    h.store.discard(h.chat.id, "c2");
+    expect(h.store.getThread(h.chat.id)?.pending).toEqual([]);
+  });
+
+  it("refuses files the client's check refuses at once, with nothing pending and no request", async () => {
+    const h = harness();
+    await live(h);
+    h.store.holdThread(h.chat.id);
+    await settle();
+    const pdf = new File(["%PDF"], "invoice.pdf", { type: "application/pdf" });
+    await expect(h.store.sendPhotos(h.chat.id, [pdf])).rejects.toMatchObject({
+      code: "validation_failed",
+      message: "invoice.pdf is not a JPEG, PNG or WebP photo (application/pdf)",
+    });
+    expect(h.store.getThread(h.chat.id)?.pending).toEqual([]);
+    expect(h.server.requestsTo("POST", "/api/v1/uploads")).toEqual([]);
+  });
+
+  it("discard stops a photo send that is still uploading: nothing is sent", async () => {
+    const h = harness();
+    await live(h);
+    h.store.holdThread(h.chat.id);
+    await settle();
+    const hold = h.server.hold("/files/uploads/upload-1");
+    const sent = h.store.sendPhotos(h.chat.id, [fakePhoto()]);
+    const outcome = sent.catch((error: unknown) => error);
+    for (let i = 0; i < 10 && hold.waiting === 0; i++) await settle();
+    h.store.discard(h.chat.id, "c1");
+    expect(h.store.getThread(h.chat.id)?.pending).toEqual([]);
+    expect(await outcome).toMatchObject({ code: "send_aborted" });
+    hold.release();
+    await settle();
+    expect(h.server.requestsTo("POST", `/api/v1/chats/${h.chat.id}/messages`)).toEqual([]);
+    expect(h.store.getThread(h.chat.id)?.pending).toEqual([]);
   });
 });

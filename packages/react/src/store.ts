@@ -14,6 +14,7 @@ import {
   type ChatClientMode,
   type ChatEvent,
   type ChatSummary,
+  checkPhotos,
   type Message,
 } from "@listings-chat/client";
 
@@ -25,6 +26,10 @@ export interface PendingMessage {
   status: "sending" | "failed";
   /** Why the last try failed; null while sending. */
   error: ChatApiError | null;
+  /** A photo send's files, as the page gave them (for previews; a retry sends them again); absent for text. */
+  photos?: readonly Blob[];
+  /** How much of a photo send's bytes reached storage, 0–1 (1: the server is processing them); absent for text. */
+  progress?: number;
 }
 
 export interface ThreadState {
@@ -134,6 +139,8 @@ export class ChatStore {
    */
   private readonly heardWhileListLoads = new Map<"main" | "archived", Array<() => void>>();
   private readonly heardWhileThreadLoads = new Map<number, Message[]>();
+  /** Photo sends uploading or sending, by `client_msg_id`: `discard` aborts them. */
+  private readonly photoSends = new Map<string, AbortController>();
   /** The client's event subscriptions while following it; empty when not. */
   private following: Array<() => void> = [];
   private holders = 0;
@@ -412,20 +419,76 @@ export class ChatStore {
   retry(chatId: number, clientMsgId: string): Promise<Message> {
     const pending = this.threads.get(chatId)?.pending.find((p) => p.client_msg_id === clientMsgId);
     if (!pending) return Promise.reject(new ChatApiError(0, "not_pending", "no failed send with this client_msg_id"));
-    const again: PendingMessage = { ...pending, status: "sending", error: null };
+    const again: PendingMessage = {
+      ...pending,
+      status: "sending",
+      error: null,
+      ...(pending.photos ? { progress: 0 } : {}),
+    };
     this.updatePending(chatId, (list) => list.map((p) => (p.client_msg_id === clientMsgId ? again : p)));
     return this.deliver(again);
   }
 
-  /** Forgets a failed send. */
+  /**
+   * Sends photos as one message, with `content` as its caption: shown at once as pending with its `photos` and
+   * their upload `progress` (0–1), replaced by the stored message (`kind: "image"`) when the server has it. A
+   * refusal (a photo the server cannot take: 422 `attachment_invalid`, or storage's) leaves it `failed` with the
+   * server's error, for `retry` (the same `client_msg_id`: stored once, and photos that reached storage are not
+   * sent again) or `discard`. Files the client's own check refuses (type, size, count) reject at once, with no
+   * pending message. Resolves with the stored message.
+   */
+  sendPhotos(chatId: number, files: readonly Blob[], content = ""): Promise<Message> {
+    const refusal = checkPhotos(files, content);
+    if (refusal) return Promise.reject(refusal);
+    const pending: PendingMessage = {
+      client_msg_id: this.newClientMsgId(),
+      chat_id: chatId,
+      content,
+      status: "sending",
+      error: null,
+      photos: files.slice(),
+      progress: 0,
+    };
+    this.updatePending(chatId, (list) => [...list, pending]);
+    return this.deliver(pending);
+  }
+
+  /** Forgets a failed send; a photo send still uploading is stopped. */
   discard(chatId: number, clientMsgId: string): void {
+    this.photoSends.get(clientMsgId)?.abort();
     this.updatePending(chatId, (list) => list.filter((p) => p.client_msg_id !== clientMsgId));
+  }
+
+  /** A photo send's upload progress, in hundredths: a redraw per percent at most. */
+  private setProgress(chatId: number, clientMsgId: string, loaded: number, total: number): void {
+    const progress = total > 0 ? Math.floor((loaded / total) * 100) / 100 : 1;
+    const pending = this.threads.get(chatId)?.pending.find((p) => p.client_msg_id === clientMsgId);
+    if (!pending || pending.progress === progress) return;
+    this.updatePending(chatId, (list) => list.map((p) => (p === pending ? { ...p, progress } : p)));
+  }
+
+  /** Sends text, or photos (uploaded first, abortable by `discard`). */
+  private sendPending(pending: PendingMessage): Promise<Message> {
+    const { chat_id: chatId, client_msg_id: clientMsgId, content, photos } = pending;
+    if (!photos) return this.client.send(chatId, content, { clientMsgId });
+    const abort = new AbortController();
+    this.photoSends.set(clientMsgId, abort);
+    return this.client
+      .sendPhotos(chatId, photos, {
+        content,
+        clientMsgId,
+        signal: abort.signal,
+        onProgress: ({ loaded, total }) => this.setProgress(chatId, clientMsgId, loaded, total),
+      })
+      .finally(() => {
+        if (this.photoSends.get(clientMsgId) === abort) this.photoSends.delete(clientMsgId);
+      });
   }
 
   private async deliver(pending: PendingMessage): Promise<Message> {
     const { chat_id: chatId, client_msg_id: clientMsgId } = pending;
     try {
-      const message = await this.client.send(chatId, pending.content, { clientMsgId });
+      const message = await this.sendPending(pending);
       this.updatePending(chatId, (list) => list.filter((p) => p.client_msg_id !== clientMsgId));
       this.applyMessage(message);
       return message;

@@ -1,6 +1,7 @@
 /**
  * The open chat: its header (the other person, the listing, archive, report, block), the messages (history
- * pages, live ones, sends in flight), typing, what the chat allows, and the send form.
+ * pages, live ones, sends in flight, photos), typing, what the chat allows, and the send form (text, and
+ * photos: attached, pasted or dropped onto the thread).
  */
 import { type ChatApiError, ErrorCode } from "@listings-chat/client";
 import type { ChatSummary, Message } from "@listings-chat/client/protocol";
@@ -38,6 +39,7 @@ import {
   SUSPENDED_TEXT,
   usePage,
 } from "./parts.tsx";
+import { AttachButton, PendingPhotos, PhotoGrid, pastedFiles, useFileDrop } from "./photos.tsx";
 
 /** Older messages are loaded when the list is scrolled this close to its top. */
 const LOAD_OLDER_WITHIN_PX = 48;
@@ -162,6 +164,7 @@ function ChatMessage({ message, thread }: { message: Message; thread: Thread }) 
   const deletedText = message.deleted_by === "platform" ? "removed by the platform" : "message deleted";
   return (
     <li {...attributes}>
+      {message.attachments.length > 0 && !message.deleted_at && <PhotoGrid attachments={message.attachments} />}
       <span className="content" data-testid="message-content">
         {message.deleted_at ? deletedText : message.content}
       </span>
@@ -231,6 +234,9 @@ function refusalOf(error: ChatApiError | null): { testId: string; why: string } 
       return { testId: "message-refused", why: "this listing was removed" };
     case ErrorCode.contentRejected:
       return { testId: "message-rejected", why: error.message };
+    // The same photo would be refused again: what is wrong with which file, and discard.
+    case ErrorCode.attachmentInvalid:
+      return { testId: "message-refused", why: error.message };
     default:
       return undefined;
   }
@@ -251,11 +257,19 @@ function PendingItem({ pending, thread }: { pending: PendingMessage; thread: Thr
     <li
       className={`message mine ${refusal ? "failed refused" : pending.status === "failed" ? "pending failed" : "pending"}`}
       data-testid={refusal?.testId ?? "message-pending"}
+      data-kind={pending.photos ? "image" : "text"}
     >
+      {pending.photos && <PendingPhotos pending={pending} />}
       <span className="content">{pending.content}</span>
       <span className="meta">
         {pending.status === "sending" ? (
-          "sending…"
+          pending.photos ? (
+            <button type="button" className="link" data-testid="photo-cancel" onClick={() => thread.discard(pending)}>
+              cancel
+            </button>
+          ) : (
+            "sending…"
+          )
         ) : refusal ? (
           <>
             {`not sent: ${refusal.why} · `}
@@ -365,11 +379,13 @@ function Composer({
   thread,
   closed,
   placeholder,
+  onPhotos,
 }: {
   chat: ChatSummary;
   thread: Thread;
   closed: boolean;
   placeholder: string;
+  onPhotos(files: File[]): void;
 }) {
   const page = usePage();
   const { setTyping } = useTyping(chat.id);
@@ -414,6 +430,7 @@ function Composer({
   };
   return (
     <form className="send" data-testid="send-form" onSubmit={send}>
+      <AttachButton disabled={closed} onFiles={onPhotos} />
       <textarea
         ref={input}
         rows={2}
@@ -423,6 +440,10 @@ function Composer({
         disabled={closed}
         value={text}
         onKeyDown={onKeyDown}
+        onPaste={(e) => {
+          const files = pastedFiles(e);
+          if (files.length > 0 && !closed) onPhotos(files);
+        }}
         onChange={(e) => {
           setText(e.target.value);
           clearTimeout(stopped.current);
@@ -470,6 +491,26 @@ export function ChatView({ chatId }: { chatId: number }) {
   const [report, setReport] = useState<{ target: ReportTarget; what: string } | null>(null);
   const [busy, setBusy] = useState(false);
   const { scroller, onScroll } = useScrolling(thread, page.userId);
+  const iBlock = blocked.includes(other);
+  const listingRemoved = chat?.listing?.status === "removed" || page.closedChats.has(chatId);
+  const closed = iBlock || suspended || listingRemoved;
+  const [photoError, setPhotoError] = useState<string | null>(null);
+  // Attached, pasted or dropped: the client checks the files first (type, size, count), then the server does;
+  // either refusal is said in words under the thread.
+  const sendPhotos = (files: File[]) => {
+    if (closed) return;
+    setPhotoError(null);
+    thread.sendPhotos(files).then(
+      () => page.setRefusedBy(other, false),
+      (error: ChatApiError) => {
+        if (error.code === "send_aborted") return; // discarded while uploading
+        if (error.code === ErrorCode.blocked) page.setRefusedBy(other, true);
+        if (error.code === ErrorCode.listingClosed) page.setChatClosed(chatId, true);
+        setPhotoError(`Photo not sent: ${error.message}`);
+      },
+    );
+  };
+  const drop = useFileDrop(sendPhotos, closed);
 
   const { showError } = page;
   useEffect(() => {
@@ -491,9 +532,6 @@ export function ChatView({ chatId }: { chatId: number }) {
 
   if (!chat) return null;
   const name = peerName(chat, page.userId);
-  const iBlock = blocked.includes(other);
-  const listingRemoved = chat.listing?.status === "removed" || page.closedChats.has(chatId);
-  const closed = iBlock || suspended || listingRemoved;
   const setBlocked = (to: boolean) => {
     setBusy(true);
     (to ? block(other) : unblock(other))
@@ -596,7 +634,13 @@ export function ChatView({ chatId }: { chatId: number }) {
       <div className="report-panel" data-testid="report-panel" hidden={!report}>
         {report && <ReportPanelContent key={reportKey(report.target)} {...report} onClose={() => setReport(null)} />}
       </div>
-      <div className="scroller" data-testid="message-scroller" ref={scroller} onScroll={onScroll}>
+      <div
+        className={`scroller${drop.dropping ? " dropping" : ""}`}
+        data-testid="message-scroller"
+        ref={scroller}
+        onScroll={onScroll}
+        {...drop.handlers}
+      >
         <p
           className="history muted"
           data-testid="history-status"
@@ -630,7 +674,13 @@ export function ChatView({ chatId }: { chatId: number }) {
           </>
         )}
       </p>
-      <Composer chat={chat} thread={thread} closed={closed} placeholder={placeholder} />
+      <p className="photo-error" role="alert" hidden={photoError === null}>
+        <span data-testid="photo-error">{photoError ?? ""}</span>{" "}
+        <button type="button" className="link" data-testid="photo-error-dismiss" onClick={() => setPhotoError(null)}>
+          dismiss
+        </button>
+      </p>
+      <Composer chat={chat} thread={thread} closed={closed} placeholder={placeholder} onPhotos={sendPhotos} />
     </section>
   );
 }

@@ -16,8 +16,14 @@ import {
   usePage,
 } from "./parts.tsx";
 
+/** A photo message in one line: its caption, else how many photos. */
+function photoLine(message: Message): string {
+  const count = message.attachments.length;
+  return `📷 ${message.content || (count === 1 ? "Photo" : `${count} photos`)}`;
+}
+
 function previewOf(message: Message, me: number, chat: Chat): string {
-  const text = message.deleted_at ? "(deleted)" : message.content;
+  const text = message.deleted_at ? "(deleted)" : message.kind === "image" ? photoLine(message) : message.content;
   if (message.kind === "system" || message.sender_id === null) return text;
   const who = message.sender_id === me ? "you" : nameOf(chat.peer, message.sender_id);
   return `${who}: ${text}`;

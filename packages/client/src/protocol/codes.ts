@@ -29,8 +29,8 @@ export const ErrorCode = {
   /** The platform suspended the user (CONTRACT §8): no sends, edits or chat opens until it ends. */
   userSuspended: "user_suspended",
   /**
-   * A photo of a send (CONTRACT §11) is not the sender's, not complete, too big, or its bytes are not the image
-   * type it claims (or not an image we decode); the message names the file and the reason.
+   * A photo of a send (CONTRACT §11) is not the sender's upload, not complete, too big, not the image type it
+   * claims, undecodable or too many pixels; the message says which and what.
    */
   attachmentInvalid: "attachment_invalid",
   payloadTooLarge: "payload_too_large",
@@ -53,7 +53,7 @@ export const CloseCode = {
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
-/** Limits of the contract (CONTRACT §4, §5) that both services and the client rely on. */
+/** Limits of the contract (CONTRACT §4, §5, §10, §11) that both services and the client rely on. */
 export const Limits = {
   maxFrameBytes: 64 * 1024,
   /** A REST request body over this gets 413 (CONTRACT §3). */
@@ -67,10 +67,10 @@ export const Limits = {
   /** The longest note of a report, in characters (code points). */
   reportNoteChars: 1000,
   uploadsPerHour: 30,
-  /** The largest photo a person may upload by default (CONTRACT §11, UPLOAD_MAX_BYTES). */
+  /** The largest photo an upload may declare (CONTRACT §11: UPLOAD_MAX_BYTES, 10 MiB). */
   uploadMaxBytes: 10 * 1024 * 1024,
-  /** Photos of one message at most (CONTRACT §11). */
-  maxAttachments: 10,
+  /** Photos in one message (CONTRACT §11). */
+  attachmentsPerMessage: 10,
   /**
    * Blocks and unblocks together, per user: not a variable of the contract (which is silent), but each
    * toggle is a stored change and an event, and one the platform hears (§9), so it is bounded too.

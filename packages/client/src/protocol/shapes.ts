@@ -1,5 +1,5 @@
 /**
- * The protocol's shapes (CONTRACT §4–§6, §8): what the API answers and what the socket carries, as plain
+ * The protocol's shapes (CONTRACT §4–§6, §8, §11): what the API answers and what the socket carries, as plain
  * TypeScript with no run-time dependency. The services check frames and bodies with zod schemas of their own
  * (`@listings-chat/shared`), which `tsc` keeps equal to these types.
  */
@@ -20,6 +20,34 @@ export interface Attachment {
   size: number;
   url: string;
   thumb_url: string;
+}
+
+/** The photo types the server takes (CONTRACT §11). */
+export const uploadContentTypes = ["image/jpeg", "image/png", "image/webp"] as const;
+export type UploadContentType = (typeof uploadContentTypes)[number];
+
+/**
+ * `POST /api/v1/uploads` (CONTRACT §11): where the browser sends one photo's bytes, straight to storage, before
+ * the message names it by `upload_id`.
+ */
+export interface UploadTicket {
+  upload_id: string;
+  /** Absolute (S3, presigned: another origin), or a path on the gateway (development storage). */
+  url: string;
+  method: "PUT";
+  /** Sent exactly as given (`content-type` among them), and no credentials. */
+  headers: Record<string, string>;
+  /** Seconds the `url` stays valid. */
+  expires_in: number;
+}
+
+/**
+ * `GET /api/v1/attachments/:id[?size=thumb]` asked with `Accept: application/json` (CONTRACT §11): a short-lived
+ * URL of the bytes that needs no credentials (absolute, or a path on the gateway).
+ */
+export interface AttachmentLink {
+  url: string;
+  expires_in: number;
 }
 
 /** A stored message as the API returns it (CONTRACT §4, §8). Times are ISO-8601 UTC. */

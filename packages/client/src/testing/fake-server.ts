@@ -10,6 +10,19 @@ import type {
 import { ErrorCode, Limits } from "../protocol/index.ts";
 import { ChatApiError } from "../rest.ts";
 import type { WebSocketFactory, WebSocketLike } from "../types.ts";
+import type { XMLHttpRequestFactory } from "../upload.ts";
+import { FAKE_STORAGE_ORIGIN, FAKE_STORAGE_PATH, FakePhotos, fakePhoto } from "./fake-photos.ts";
+import { FakeXMLHttpRequest } from "./fake-xhr.ts";
+
+export {
+  FAKE_STORAGE_ORIGIN,
+  FAKE_STORAGE_PATH,
+  FakePhotos,
+  type FakeUpload,
+  fakePhoto,
+  sniffImageType,
+} from "./fake-photos.ts";
+export { FakeXMLHttpRequest } from "./fake-xhr.ts";
 
 /**
  * An in-process fake of the chat backend as the browser client sees it through the gateway
@@ -21,7 +34,10 @@ import type { WebSocketFactory, WebSocketLike } from "../types.ts";
  *   const server = new FakeChatServer();
  *   const chat = server.addChat(1, 2);
  *   const client = new ChatClient({ baseUrl: FAKE_BASE_URL, getAccessToken: () => server.accessToken(1),
- *     fetch: server.fetch, webSocket: server.webSocket });
+ *     fetch: server.fetch, webSocket: server.webSocket, xmlHttpRequest: server.xmlHttpRequest });
+ *
+ * Photos (CONTRACT §11) are `server.photos`: upload tickets, a storage on the gateway's path or on another
+ * origin (`photos.storage`), the checks of a send with attachments, and links to stored photos.
  */
 export const FAKE_BASE_URL = "http://chat.test";
 
@@ -36,7 +52,12 @@ export interface RecordedRequest {
   path: string;
   query: Record<string, string>;
   userId: number | undefined;
+  /** A JSON body, parsed; undefined for any other (a photo's bytes). */
   body: unknown;
+  /** Header names in lower case. */
+  headers: Record<string, string>;
+  /** What fetch was asked to send of cookies: storage requests must say `omit`. */
+  credentials: RequestCredentials | undefined;
   /** `Date.now()` when it arrived: fake time under fake timers. */
   at: number;
   status: number | "network_error";
@@ -77,6 +98,15 @@ const statusOf: Record<string, number> = {
 /** A chat as the fake keeps it: the viewer's fields (`peer`, `archived`) are made per viewer. */
 type StoredChat = Omit<Chat, "peer" | "archived">;
 
+/** Headers as a plain object, names in lower case (no DOM.Iterable in the client's types). */
+function headersOf(headers: Headers): Record<string, string> {
+  const plain: Record<string, string> = {};
+  headers.forEach((value, name) => {
+    plain[name] = value;
+  });
+  return plain;
+}
+
 function later(fn: () => void): void {
   // A microtask, never a timer: fake timers must only count the client's own timers.
   void Promise.resolve().then(fn);
@@ -100,6 +130,8 @@ export class FakeChatServer {
 
   // ── what happened ──────────────────────────────────────────────────────────────────────────
   readonly requests: RecordedRequest[] = [];
+  /** Photos: uploads, storage, attachments and their links, with switches of their own. */
+  readonly photos = new FakePhotos();
   /** Every socket the client asked for, refused ones included, in order. */
   readonly sockets: FakeSocket[] = [];
 
@@ -226,6 +258,22 @@ export class FakeChatServer {
     return this.store(senderId, chatId, content, null).message;
   }
 
+  /**
+   * A photo message stored on the server's side (the other participant sent it): each file uploaded as it,
+   * complete, then sent with `content` as the caption.
+   */
+  async postPhotos(chatId: number, senderId: number, files: Blob[] = [fakePhoto()], content = ""): Promise<Message> {
+    const ids: string[] = [];
+    for (const file of files) {
+      const [, ticket] = this.photos.createUpload(senderId, { content_type: file.type, size: file.size });
+      const id = (ticket as { upload_id: string }).upload_id;
+      const upload = this.photos.uploads.get(id);
+      if (upload) upload.bytes = new Uint8Array(await file.arrayBuffer());
+      ids.push(id);
+    }
+    return this.store(senderId, chatId, content, null, ids).message;
+  }
+
   /** The user's event log: what WebSocket and polling must hand the client, exactly once, in order. */
   eventsFor(userId: number): ChatEvent[] {
     return [...(this.logs.get(userId) ?? [])];
@@ -286,12 +334,16 @@ export class FakeChatServer {
 
   readonly fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
-    if (this.basePath) {
+    // Any origin is the gateway's (tests name their own), but the storage's of `photos.storage = "s3"`.
+    const onGateway = url.origin !== FAKE_STORAGE_ORIGIN;
+    if (this.basePath && onGateway) {
       if (!url.pathname.startsWith(`${this.basePath}/`)) return new Response(null, { status: 404 });
       url.pathname = url.pathname.slice(this.basePath.length);
     }
+    const storage = !onGateway || url.pathname.startsWith(FAKE_STORAGE_PATH);
     const method = (init?.method ?? "GET").toUpperCase();
-    const auth = new Headers(init?.headers).get("authorization") ?? "";
+    const headers = new Headers(init?.headers);
+    const auth = headers.get("authorization") ?? "";
     const userId = this.userOf(auth);
     let body: unknown;
     try {
@@ -305,6 +357,8 @@ export class FakeChatServer {
       query: Object.fromEntries(url.searchParams),
       userId,
       body,
+      headers: headersOf(headers),
+      credentials: init?.credentials,
       at: Date.now(),
       status: "network_error",
     };
@@ -312,22 +366,35 @@ export class FakeChatServer {
     const hold = this.holds.find((h) => h.path === url.pathname && !h.released);
     if (hold) await new Promise<void>((go) => hold.waiting.push(go));
     if (this.failFetches) throw new TypeError("Failed to fetch");
+    if (storage) {
+      const key = url.pathname.replace(/^\/bucket\//, "").replace(FAKE_STORAGE_PATH, "");
+      const answer = await this.photos.storageRequest(method, url, key, headers, init?.body);
+      record.status = answer.status;
+      return answer;
+    }
     let status: number;
     let answer: unknown;
-    const headers: Record<string, string> = { "content-type": "application/json" };
+    const answerHeaders: Record<string, string> = { "content-type": "application/json" };
     try {
       if (userId === undefined) throw new FakeHttpError(401, ErrorCode.unauthorized, "missing or bad access token");
-      [status, answer] = this.route(method, url, userId, body);
+      let extra: Record<string, string> | undefined;
+      [status, answer, extra] = this.route(method, url, userId, body, headers);
+      Object.assign(answerHeaders, extra);
     } catch (error) {
       if (!(error instanceof FakeHttpError)) throw error;
       status = error.status;
       answer = { error: { code: error.code, message: error.message } };
-      if (error.retryAfterMs !== undefined) headers["retry-after"] = String(Math.ceil(error.retryAfterMs / 1000));
+      if (error.retryAfterMs !== undefined) {
+        answerHeaders["retry-after"] = String(Math.ceil(error.retryAfterMs / 1000));
+      }
     }
     record.status = status;
-    if (status === 204) return new Response(null, { status });
-    return new Response(JSON.stringify(answer), { status, headers });
+    if (status === 204 || answer === undefined) return new Response(null, { status, headers: answerHeaders });
+    return new Response(JSON.stringify(answer), { status, headers: answerHeaders });
   };
+
+  /** An XMLHttpRequest whose requests this server answers, for `ChatClientOptions.xmlHttpRequest` (photo uploads). */
+  readonly xmlHttpRequest: XMLHttpRequestFactory = () => new FakeXMLHttpRequest(this.fetch);
 
   readonly webSocket: WebSocketFactory = (url) => {
     const parsed = new URL(url);
@@ -350,7 +417,13 @@ export class FakeChatServer {
 
   // ── inside ─────────────────────────────────────────────────────────────────────────────────
 
-  private route(method: string, url: URL, userId: number, body: unknown): [number, unknown] {
+  private route(
+    method: string,
+    url: URL,
+    userId: number,
+    body: unknown,
+    headers: Headers,
+  ): [number, unknown, Record<string, string>?] {
     const path = url.pathname;
     const busyFor = this.busyPaths.get(path);
     if (busyFor !== undefined) throw new FakeHttpError(503, "upstream_busy", "busy: retry shortly", busyFor);
@@ -379,6 +452,17 @@ export class FakeChatServer {
       return [200, { events, last_event_id: cursor, has_more: full }];
     }
     if (method === "GET" && path === "/api/v1/chats/unread") return [200, this.unread(userId)];
+    if (method === "POST" && path === "/api/v1/uploads") return this.photos.createUpload(userId, body);
+    const attachmentRoute = /^\/api\/v1\/attachments\/([\w-]+)$/.exec(path);
+    if (method === "GET" && attachmentRoute) {
+      const attachmentId = attachmentRoute[1] ?? "";
+      const chatId = this.photos.chatOf(attachmentId);
+      // A photo of a chat the caller is not in is as missing as one that never was.
+      if (chatId === undefined) throw new FakeHttpError(404, ErrorCode.notFound, "attachment not found");
+      this.participant(chatId, userId);
+      const thumb = url.searchParams.get("size") === "thumb";
+      return this.photos.link(attachmentId, thumb, headers.get("accept"));
+    }
     if (method === "GET" && path === "/api/v1/chats") {
       const archived = url.searchParams.get("archived") === "1";
       return [200, { chats: this.listFor(userId, archived) }];
@@ -448,13 +532,19 @@ export class FakeChatServer {
     }
     if (method === "POST" && chatRoute) {
       const chatId = Number(chatRoute[1]);
-      const fields = (body ?? {}) as { content?: unknown; client_msg_id?: unknown; message_id?: unknown };
+      const fields = (body ?? {}) as {
+        content?: unknown;
+        client_msg_id?: unknown;
+        message_id?: unknown;
+        attachments?: unknown;
+      };
       if (chatRoute[2] === "messages") {
         const { message, created } = this.store(
           userId,
           chatId,
           fields.content,
           typeof fields.client_msg_id === "string" ? fields.client_msg_id : null,
+          fields.attachments,
         );
         return [created ? 201 : 200, message];
       }
@@ -482,15 +572,24 @@ export class FakeChatServer {
     return chat;
   }
 
-  /** Stores a message (idempotent on the sender's client_msg_id), or throws the refusal. */
+  /**
+   * Stores a message (idempotent on the sender's client_msg_id), or throws the refusal. With `attachments`
+   * (upload ids, CONTRACT §11) an `image` message, whose content may be empty.
+   */
   store(
     senderId: number,
     chatId: number,
     content: unknown,
     clientMsgId: string | null,
+    attachments?: unknown,
   ): { message: Message; created: boolean } {
     const chat = this.participant(chatId, senderId);
-    if (typeof content !== "string" || content.trim() === "" || [...content].length > Limits.maxContentChars)
+    const photos = Array.isArray(attachments) && attachments.length > 0;
+    if (
+      typeof content !== "string" ||
+      (!photos && content.trim() === "") ||
+      [...content].length > Limits.maxContentChars
+    )
       throw new FakeHttpError(400, ErrorCode.validationFailed, "content must be 1 to 4000 characters");
     if (this.suspendedUsers.has(senderId))
       throw new FakeHttpError(403, ErrorCode.userSuspended, "your account is suspended");
@@ -508,7 +607,9 @@ export class FakeChatServer {
       const existing = this.messages.find((m) => m.sender_id === senderId && m.client_msg_id === clientMsgId);
       if (existing) return { message: existing, created: false };
     }
-    const message = this.newMessage(chatId, senderId, content, clientMsgId, "text", null);
+    const uploads = this.photos.check(senderId, attachments);
+    const message = this.newMessage(chatId, senderId, content, clientMsgId, photos ? "image" : "text", null);
+    message.attachments = this.photos.attach(uploads, message.id, chatId);
     // A message brings the chat back from the archive of everyone but its sender, with no chat_updated.
     for (const userId of [chat.buyer_id, chat.seller_id]) {
       if (userId !== senderId) this.archivedBy.delete(`${chatId}:${userId}`);
@@ -633,7 +734,7 @@ export class FakeChatServer {
         const ref = typeof frame.client_msg_id === "string" ? frame.client_msg_id : undefined;
         if (this.sendAnswer === "drop-frame") return;
         this.guard(socket, ref, () => {
-          const { message } = this.store(userId, Number(frame.chat_id), frame.content, ref ?? null);
+          const { message } = this.store(userId, Number(frame.chat_id), frame.content, ref ?? null, frame.attachments);
           if (this.sendAnswer === "ack" && ref !== undefined) socket.push({ type: "ack", ref, message });
         });
         return;
@@ -821,7 +922,7 @@ export class FakeSocket implements WebSocketLike {
 
 /**
  * What a client needs to talk to `server` as `userId`, for `new ChatClient({ ...connectionTo(server, userId) })`:
- * its fetch, its sockets, the user's access token, the globals' timers looked up at call time (so that
+ * its fetch, its sockets, its XMLHttpRequest (photo uploads, with progress), the user's access token, the globals' timers looked up at call time (so that
  * vi.useFakeTimers() takes them over) and a fixed random draw.
  */
 export function connectionTo(server: FakeChatServer, userId: number) {
@@ -830,6 +931,7 @@ export function connectionTo(server: FakeChatServer, userId: number) {
     getAccessToken: () => server.accessToken(userId),
     fetch: server.fetch,
     webSocket: server.webSocket,
+    xmlHttpRequest: server.xmlHttpRequest,
     timers: {
       setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms),
       clearTimeout: (handle: unknown) => clearTimeout(handle as ReturnType<typeof setTimeout>),
