@@ -11,6 +11,7 @@
 
 import type {
   Attachment,
+  AttachmentLink,
   Chat,
   ChatEvent,
   ChatListing,
@@ -20,6 +21,7 @@ import type {
   ErrorBody,
   Message,
   ServerControlFrame,
+  UploadTicket,
 } from "@listings-chat/client/protocol";
 import { listingStatuses, messageKinds } from "@listings-chat/client/protocol";
 import { z } from "zod";
@@ -288,6 +290,28 @@ export const reportCreatedSchema = z
   .object({ id: id.meta({ description: "the report's id; the same again for a repeated report of one target" }) })
   .meta({ id: "ReportCreated" });
 
+export const uploadTicketSchema = z
+  .object({
+    upload_id: z.string().meta({ description: "name it in a send's `attachments`" }),
+    url: z.string().meta({
+      description:
+        "where to PUT the bytes: a presigned URL of the storage, or (development) a signed path on the gateway",
+    }),
+    method: z.literal("PUT"),
+    headers: z
+      .record(z.string(), z.string())
+      .meta({ description: "send exactly these (`content-type` among them), and no credentials" }),
+    expires_in: z.number().int().positive().meta({ description: "seconds the url stays valid" }),
+  })
+  .meta({ id: "UploadTicket", description: "A presigned upload of one photo (CONTRACT §11)." });
+
+export const attachmentLinkSchema = z
+  .object({
+    url: z.string().meta({ description: "the bytes, with no credentials needed: absolute, or a path on the gateway" }),
+    expires_in: z.number().int().positive().meta({ description: "seconds the url stays valid" }),
+  })
+  .meta({ id: "AttachmentLink", description: "A short-lived link to a photo or its thumbnail." });
+
 export type WsTokenResponse = z.infer<typeof wsTokenResponseSchema>;
 export type DevTokenRequest = z.infer<typeof devTokenRequestSchema>;
 export type DevTokenResponse = z.infer<typeof devTokenResponseSchema>;
@@ -305,6 +329,8 @@ type Expect<T extends true> = T;
 
 export type SchemaTypeChecks = [
   Expect<Equal<z.infer<typeof attachmentSchema>, Attachment>>,
+  Expect<Equal<z.infer<typeof uploadTicketSchema>, UploadTicket>>,
+  Expect<Equal<z.infer<typeof attachmentLinkSchema>, AttachmentLink>>,
   Expect<Equal<z.infer<typeof messageSchema>, Message>>,
   Expect<Equal<z.infer<typeof chatListingSchema>, ChatListing>>,
   Expect<Equal<z.infer<typeof chatPeerSchema>, ChatPeer>>,

@@ -44,29 +44,34 @@ export const clientMsgId = z
   .max(64)
   .refine(storableText, "client_msg_id must not contain NUL characters or unpaired surrogates");
 
+/** `send_message`'s fields, before the rule that only a send with photos may have no text (for documents). */
+export const sendMessageFrameFields = z.object({
+  type: z.literal("send_message"),
+  chat_id: id,
+  content: storedContent,
+  client_msg_id: clientMsgId,
+  attachments: attachmentIds.optional(),
+});
+
 /** Inbound frames (client → server), validated at the socket's edge. */
 export const clientFrameSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ping") }),
   z.object({ type: z.literal("typing"), chat_id: id, is_typing: z.boolean() }),
   z.object({ type: z.literal("mark_read"), chat_id: id, message_id: id }),
-  z
-    .object({
-      type: z.literal("send_message"),
-      chat_id: id,
-      content: storedContent,
-      client_msg_id: clientMsgId,
-      attachments: attachmentIds.optional(),
-    })
-    .refine(textOrPhotos, textOrPhotosError),
+  sendMessageFrameFields.refine(textOrPhotos, textOrPhotosError),
   z.object({ type: z.literal("resume"), after: eventCursor }),
 ]);
 export const clientFrameTypes = ["ping", "typing", "mark_read", "send_message", "resume"] as const;
 
 /** REST bodies (CONTRACT §4). */
 export const createChatBody = z.object({ listing_id: id, seller_id: id });
-export const sendMessageBody = z
-  .object({ content: storedContent, client_msg_id: clientMsgId.optional(), attachments: attachmentIds.optional() })
-  .refine(textOrPhotos, textOrPhotosError);
+/** The send's fields, before the rule that only a send with photos may have no text (for documents). */
+export const sendMessageFields = z.object({
+  content: storedContent,
+  client_msg_id: clientMsgId.optional(),
+  attachments: attachmentIds.optional(),
+});
+export const sendMessageBody = sendMessageFields.refine(textOrPhotos, textOrPhotosError);
 
 /** `POST /api/v1/uploads` (CONTRACT §11); the type and the size bound are checked by the media service. */
 export const createUploadBody = z.object({ content_type: z.string(), size: z.number().int() });

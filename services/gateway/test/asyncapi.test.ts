@@ -16,8 +16,17 @@ type Json = Record<string, any>;
 const document = buildAsyncApiDocument() as Json;
 const schemas = document.components.schemas as Record<string, Json>;
 
-/** The `type` a frame schema fixes (`"type": {"const": "new_message"}`). */
-const typeOf = (id: string) => schemas[id]?.properties?.type?.const as string;
+/**
+ * The `type` a frame schema fixes (`"type": {"const": "new_message"}`); for a frame documented as alternatives
+ * (`send_message`: a text send or a photo send), the type all of them fix.
+ */
+function typeOf(id: string): string {
+  const alternatives = schemas[id]?.anyOf as Json[] | undefined;
+  if (!alternatives) return schemas[id]?.properties?.type?.const as string;
+  const types = new Set(alternatives.map((a) => typeOf(String(a.$ref).split("/").at(-1) ?? "")));
+  if (types.size !== 1) throw new Error(`${id}'s alternatives fix different types: ${[...types].join(", ")}`);
+  return [...types][0]!;
+}
 
 /** A validator per frame `type`, for one direction, from the document's components alone. */
 function validatorsFor(ids: string[]): Map<string, ValidateFunction> {
@@ -61,6 +70,19 @@ describe("the AsyncAPI document of the WebSocket", () => {
     expect(send?.({ type: "send_message", chat_id: 1, content: "   ", client_msg_id: "c1" })).toBe(false);
     expect(send?.({ type: "send_message", chat_id: 1, content: "hi" })).toBe(false);
     expect(send?.({ type: "send_message", chat_id: 1, content: "hi", client_msg_id: "c1", sender_id: 2 })).toBe(false);
+    // Photos (CONTRACT §11): a caption may be empty, but only beside one to ten uploads.
+    const photos = { type: "send_message", chat_id: 1, content: "", client_msg_id: "c1" };
+    expect(send?.({ ...photos, attachments: ["u1"] })).toBe(true);
+    expect(send?.({ ...photos, attachments: [] })).toBe(false);
+    expect(send?.(photos)).toBe(false);
+    expect(send?.({ ...photos, attachments: Array.from({ length: 11 }, (_, i) => `u${i}`) })).toBe(false);
+    for (const frame of [
+      { ...photos, attachments: ["u1"] },
+      { ...photos, attachments: [] },
+      { ...photos, content: "hi", attachments: [] },
+    ]) {
+      expect(send?.(frame), JSON.stringify(frame)).toBe(clientFrameSchema.safeParse(frame).success);
+    }
     const server = validatorsFor(SERVER_FRAME_IDS);
     expect(server.get("presence")?.({ type: "presence", user_id: 1, online: "yes" })).toBe(false);
   });

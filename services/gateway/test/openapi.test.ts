@@ -46,6 +46,9 @@ const contractOperations: [string, string][] = [
   ["/api/v1/users/{id}/block", "delete"],
   ["/api/v1/blocks", "get"],
   ["/api/v1/reports", "post"],
+  // CONTRACT §11.
+  ["/api/v1/uploads", "post"],
+  ["/api/v1/attachments/{id}", "get"],
   ["/health", "get"],
   ["/ready", "get"],
 ];
@@ -129,19 +132,25 @@ describe("OpenAPI document of the gateway", () => {
     expect(devTokenBody.safeParse({ user_id: 0 }).success).toBe(false);
   });
 
-  it("POST /api/v1/chats/{id}/messages requires content of at most 4000 code points, not only white space", () => {
+  it("POST /api/v1/chats/{id}/messages: text of at most 4000 code points, not only white space, or photos with a caption", () => {
     const d = doc(false);
     const op = d.paths["/api/v1/chats/{id}/messages"].post;
     expect(op.requestBody.required).toBe(true);
     const body = deref(d, op.requestBody.content["application/json"].schema);
-    expect(body.type).toBe("object");
-    expect(body.required).toEqual(["content"]);
-    const content = body.properties.content;
+    // Two alternatives (CONTRACT §8, §11): a text send, or a send with photos whose caption may be empty.
+    const [text, photos] = (body.anyOf as Json[]).map((alternative) => deref(d, alternative)) as [Json, Json];
+    expect(text.type).toBe("object");
+    expect(text.required).toEqual(["content"]);
+    const content = text.properties.content;
     expect(content.type).toBe("string");
     expect(content.maxLength).toBe(4000);
     expect(content.maxLength).toBe(Limits.maxContentChars);
     expect(content.minLength).toBe(1);
-    expect(body.properties.client_msg_id).toMatchObject({ type: "string", minLength: 1, maxLength: 64 });
+    expect(text.properties.client_msg_id).toMatchObject({ type: "string", minLength: 1, maxLength: 64 });
+    expect(photos.required).toEqual(["content", "attachments"]);
+    expect(photos.properties.content).toMatchObject({ type: "string", maxLength: Limits.maxContentChars });
+    expect(photos.properties.content.minLength).toBeUndefined();
+    expect(photos.properties.attachments).toMatchObject({ type: "array", minItems: 1, maxItems: 10 });
 
     // The documented keywords say what the validator the chat service uses actually does.
     const notBlank = new RegExp(content.pattern, "u");
@@ -153,11 +162,16 @@ describe("OpenAPI document of the gateway", () => {
       ["", false],
       [" \t\n\u00a0", false],
     ];
-    for (const [text, accepted] of cases) {
-      expect(sendMessageBody.safeParse({ content: text }).success, JSON.stringify(text.slice(0, 8))).toBe(accepted);
-      const documented = [...text].length >= content.minLength && [...text].length <= content.maxLength;
-      expect(documented && notBlank.test(text), JSON.stringify(text.slice(0, 8))).toBe(accepted);
+    for (const [value, accepted] of cases) {
+      expect(sendMessageBody.safeParse({ content: value }).success, JSON.stringify(value.slice(0, 8))).toBe(accepted);
+      const documented = [...value].length >= content.minLength && [...value].length <= content.maxLength;
+      expect(documented && notBlank.test(value), JSON.stringify(value.slice(0, 8))).toBe(accepted);
+      // Beside a photo, only the length counts.
+      const caption = [...value].length <= photos.properties.content.maxLength;
+      expect(sendMessageBody.safeParse({ content: value, attachments: ["u1"] }).success).toBe(caption);
     }
+    expect(sendMessageBody.safeParse({ content: "", attachments: [] }).success).toBe(false);
+    expect(sendMessageBody.safeParse({ content: "", attachments: Array(11).fill("u") }).success).toBe(false);
   });
 
   it("POST /api/v1/reports documents what its validator (reportBody) accepts: one target, a bounded note", () => {

@@ -52,6 +52,7 @@ const tables = {
   listing_fanouts: schema.listingFanouts,
   webhook_deliveries: schema.webhookDeliveries,
   webhook_lease: schema.webhookLease,
+  uploads: schema.uploads,
 };
 
 /** Raw SQL rows, the same on PGlite and node-postgres (cast bigints in SQL: drivers differ on them). */

@@ -17,6 +17,7 @@ import {
   newMessageEventSchema,
   pongFrameSchema,
   presenceFrameSchema,
+  sendMessageFrameFields,
   typingFrameSchema,
   userBlockedEventSchema,
   userUnblockedEventSchema,
@@ -25,7 +26,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import gatewayPackage from "../../package.json" with { type: "json" };
 import { WS_PATH } from "../proxy/ws-upgrade.ts";
-import { documentedContent } from "./documented-content.ts";
+import { documentedSend } from "./documented-content.ts";
 
 export interface AsyncApiOptions {
   /** BASE_PATH: the prefix of the socket's path (the server's `pathname`); "" or absent: the root. */
@@ -51,13 +52,11 @@ const CLIENT_FRAMES = {
     description: `I am typing, or stopped; a repeated "typing" at most every ${Limits.typingIntervalMs / 1000} s per chat.`,
   }),
   MarkReadFrame: clientFrame("mark_read").meta({ description: "I have read up to this message." }),
-  SendMessageFrame: clientFrame("send_message")
-    .extend({ content: documentedContent })
-    .meta({
-      description:
-        "Send a message: an `ack` with the stored message answers (or an `error` with the same `ref`); the " +
-        "`client_msg_id` makes a retry (over the socket or REST) store it once.",
-    }),
+  SendMessageFrame: documentedSend(sendMessageFrameFields, { text: "SendTextFrame", photos: "SendPhotosFrame" }).meta({
+    description:
+      "Send a message: an `ack` with the stored message answers (or an `error` with the same `ref`); the " +
+      "`client_msg_id` makes a retry (over the socket or REST) store it once.",
+  }),
   ResumeFrame: clientFrame("resume").meta({
     description: `Replay the events after \`after\`, at most once per ${Limits.resumeIntervalMs / 1000} s.`,
   }),

@@ -9,6 +9,7 @@
  */
 import { OpenAPIRegistry, OpenApiGeneratorV31, type ResponseConfig } from "@asteasolutions/zod-to-openapi";
 import {
+  attachmentLinkSchema,
   blocksListSchema,
   chatSchema,
   chatsListSchema,
@@ -20,20 +21,21 @@ import {
   eventsPageSchema,
   Limits,
   markReadBody,
-  messageContent,
   messageSchema,
   messagesPageSchema,
   readResultSchema,
   reportCreatedSchema,
   reportReasons,
-  sendMessageBody,
+  sendMessageFields,
   unreadSchema,
+  uploadContentTypes,
+  uploadTicketSchema,
   wsTokenResponseSchema,
 } from "@listings-chat/shared";
 import { Hono } from "hono";
 import { z } from "zod";
 import gatewayPackage from "../../package.json" with { type: "json" };
-import { documentedContent } from "./documented-content.ts";
+import { documentedContent, documentedSend } from "./documented-content.ts";
 
 export interface OpenApiOptions {
   /**
@@ -50,9 +52,10 @@ const WS_FRAMES_DOC =
   "the AsyncAPI 3 document at `GET /api/docs/websocket` (generated from the same schemas), and CONTRACT §5";
 
 const createChatRequest = createChatBody.meta({ id: "CreateChatBody" });
-const sendMessageRequest = sendMessageBody
-  .extend({ content: documentedContent })
-  .meta({ id: "SendMessageBody", description: "`client_msg_id` (1–64 characters) makes a retry safe." });
+const sendMessageRequest = documentedSend(sendMessageFields, { text: "SendTextBody", photos: "SendPhotosBody" }).meta({
+  id: "SendMessageBody",
+  description: "`client_msg_id` (1–64 characters) makes a retry safe.",
+});
 const editMessageRequest = editMessageBody.extend({ content: documentedContent }).meta({ id: "EditMessageBody" });
 const markReadRequest = markReadBody.meta({ id: "MarkReadBody" });
 /**
@@ -286,7 +289,9 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       "Stored, then delivered as `new_message` to every participant's sockets (it brings the chat back from " +
       "the other participant's archive). Sends are limited to " +
       `${Limits.sendsPerMinute} a minute per user, REST and WebSocket together. A user's message has \`kind: "text"\`; ` +
-      '`kind: "system"` (`sender_id: null`, with `data`) comes from the platform only.',
+      '`kind: "system"` (`sender_id: null`, with `data`) comes from the platform only. With `attachments` (photos, ' +
+      'CONTRACT §11) the message is `kind: "image"`: each upload is checked by its bytes, stripped of its metadata ' +
+      "(EXIF, GPS, XMP; orientation applied first) and thumbnailed before the message is stored.",
     security: accessTokenSecurity,
     request: { params: idParams("chat"), body: { required: true, content: json(sendMessageRequest) } },
     responses: {
@@ -301,7 +306,10 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       409: error(
         "client_msg_id already used in another chat (`conflict`), or the chat's listing was removed (`listing_closed`)",
       ),
-      422: contentRejected,
+      422: error(
+        "a content rule rejected the text (`content_rejected`, naming the rule), or a photo is not the sender's, " +
+          "not complete, already sent, expired, or not the image it claims (`attachment_invalid`, naming the photo)",
+      ),
       429: {
         description: "too many messages (`rate_limited`)",
         headers: z.object({ "Retry-After": z.number().int().positive().meta({ description: "seconds" }) }),
@@ -493,6 +501,78 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
         headers: z.object({ "Retry-After": z.number().int().positive().meta({ description: "seconds" }) }),
         content: json(errorBodySchema),
       },
+      ...forwardedErrors,
+      503: storageUnavailable,
+    },
+  });
+
+  registry.registerPath({
+    method: "post",
+    path: "/api/v1/uploads",
+    operationId: "createUpload",
+    tags: ["photos"],
+    summary: "A presigned upload of one photo",
+    description:
+      "PUT the bytes to `url` with exactly `headers` and no credentials: straight to the storage, which refuses " +
+      "another type or another size (both are signed). Then send a message naming `upload_id` in `attachments`. " +
+      `Limited to ${Limits.uploadsPerHour} an hour per user. An upload not sent within 24 hours is deleted.`,
+    security: accessTokenSecurity,
+    request: {
+      body: {
+        required: true,
+        content: json(
+          z
+            .object({
+              content_type: z.enum(uploadContentTypes),
+              size: z
+                .number()
+                .int()
+                .min(0)
+                .max(Limits.uploadMaxBytes)
+                .meta({
+                  description: `bytes, at most UPLOAD_MAX_BYTES (${Limits.uploadMaxBytes} by default)`,
+                }),
+            })
+            .meta({ id: "CreateUploadBody" }),
+        ),
+      },
+    },
+    responses: {
+      201: ok("where to send the bytes", uploadTicketSchema),
+      400: error("another type, or a size over UPLOAD_MAX_BYTES (`validation_failed`, `bad_json`)"),
+      429: {
+        description: "too many uploads (`rate_limited`)",
+        headers: z.object({ "Retry-After": z.number().int().positive().meta({ description: "seconds" }) }),
+        content: json(errorBodySchema),
+      },
+      ...forwardedErrors,
+      503: error("the message store or the photo storage is unavailable, or photos are off (`storage_unavailable`)"),
+    },
+  });
+
+  registry.registerPath({
+    method: "get",
+    path: "/api/v1/attachments/{id}",
+    operationId: "getAttachment",
+    tags: ["photos"],
+    summary: "A photo, or its thumbnail: 302 to a short-lived link",
+    description:
+      "For the chat's participants. The link needs no credentials (an `<img>` can follow the 302). With " +
+      "`Accept: application/json` the link comes as JSON instead, for a page that sets an `<img>`'s `src`.",
+    security: accessTokenSecurity,
+    request: {
+      params: z.object({ id: z.string().meta({ description: "the attachment's id" }) }),
+      query: z.object({
+        size: z.enum(["thumb"]).optional().meta({ description: "`thumb`: the thumbnail (at most 320 px)" }),
+      }),
+    },
+    responses: {
+      200: ok("with `Accept: application/json`: the link", attachmentLinkSchema),
+      302: {
+        description: "to the link",
+        headers: z.object({ Location: z.string().meta({ description: "the short-lived link" }) }),
+      },
+      404: error("no such photo, its message was deleted, or the caller is not a participant (`not_found`)"),
       ...forwardedErrors,
       503: storageUnavailable,
     },
