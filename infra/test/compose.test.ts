@@ -4,10 +4,14 @@
  * CONTRACT.md say (ports, the services' connection as the least-privileged role, read-only containers,
  * a PostgreSQL max_connections that the chat instances' pools fit in); without a secret it refuses to run and
  * names the variable. Webhooks (CONTRACT §9) are off with .env.example and on with WEBHOOK_URL and
- * WEBHOOK_SECRET from the environment.
+ * WEBHOOK_SECRET from the environment. Photos (CONTRACT §11) go to MinIO: the chat instances load an s3
+ * storage presigned for its published port, and its init job, run against a stand-in for mc, makes the bucket
+ * they use and their key, with rights on that bucket only.
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -52,6 +56,59 @@ function composeConfig(env: Record<string, string>) {
   return result;
 }
 
+/** The host ports a service publishes (short syntax `host:container`, or the long syntax's objects). */
+function publishedPorts(service: { ports?: Array<string | { published: number | string }> }): number[] {
+  return (service.ports ?? []).map((p) =>
+    Number(typeof p === "string" ? p.split("/")[0]!.split(":").at(-2) : p.published),
+  );
+}
+
+/**
+ * Runs the init job's command (its entrypoint's shell, its environment) with a stand-in `mc` that records each
+ * call and keeps the policy file it is given; `attachFails` makes `admin policy attach` fail with that message.
+ */
+function runInitJob(init: any, attachFails?: string) {
+  const dir = mkdtempSync(join(tmpdir(), "lc-minio-init-"));
+  try {
+    const log = join(dir, "calls.jsonl");
+    writeFileSync(
+      join(dir, "mc"),
+      `#!${process.execPath}
+const fs = process.getBuiltinModule("node:fs");
+const args = process.argv.slice(2);
+fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify(args) + "\\n");
+if (args.slice(0, 3).join(" ") === "admin policy create") fs.copyFileSync(args[5], ${JSON.stringify(join(dir, "policy.json"))});
+if (args.slice(0, 3).join(" ") === "admin policy attach" && process.env.ATTACH_FAILS) {
+  console.error("mc: <ERROR> Unable to make user/group policy association. " + process.env.ATTACH_FAILS);
+  process.exit(1);
+}
+`,
+    );
+    chmodSync(join(dir, "mc"), 0o755);
+    // Compose turns `$$` into `$` when it starts the container.
+    const command = (init.command as string[]).map((part) => part.replaceAll("$$", "$"));
+    const result = spawnSync(init.entrypoint[0], [...init.entrypoint.slice(1), ...command], {
+      env: {
+        ...processEnv(init.environment),
+        PATH: `${dir}:${process.env.PATH ?? ""}`,
+        ...(attachFails ? { ATTACH_FAILS: attachFails } : {}),
+      },
+      encoding: "utf8",
+    });
+    const calls = existsSync(log)
+      ? readFileSync(log, "utf8")
+          .trim()
+          .split("\n")
+          .map((line) => JSON.parse(line) as string[])
+      : [];
+    const policyFile = join(dir, "policy.json");
+    const policy = existsSync(policyFile) ? JSON.parse(readFileSync(policyFile, "utf8")) : undefined;
+    return { status: result.status, stderr: result.stderr, calls, policy };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe("docker-compose.yml", () => {
   it("is valid with .env.example's variables and matches the services' ports, role and hardening", () => {
     const result = composeConfig(exampleEnv());
@@ -87,6 +144,13 @@ describe("docker-compose.yml", () => {
       expect(app.cap_drop).toEqual(["ALL"]);
       expect(app.build.dockerfile).toBe("infra/Dockerfile");
     }
+    // The store and its init job: pinned releases, no capabilities, no privilege gain.
+    for (const name of ["minio", "minio-init"]) {
+      const service = config.services[name];
+      expect(service.image, name).toMatch(/^minio\/(minio|mc):RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ$/);
+      expect(service.cap_drop, name).toEqual(["ALL"]);
+      expect(service.security_opt, name).toContain("no-new-privileges:true");
+    }
     expect(readFileSync(`${root}infra/postgres/10-chat-role.sh`, "utf8")).toMatch(
       /CREATE ROLE chat_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE/,
     );
@@ -95,10 +159,124 @@ describe("docker-compose.yml", () => {
       typeof v === "string" ? v.split(":")[1] : v.target,
     );
     expect(targets).toContain("/docker-entrypoint-initdb.d");
-    // Only the edge is published.
-    expect(nginx.ports).toHaveLength(1);
-    expect(Object.values(config.services).filter((s: any) => s.ports)).toHaveLength(1);
+    // Only the edge is published, and the photos' store, which browsers reach directly.
+    expect(publishedPorts(nginx)).toEqual([8080]);
+    expect(publishedPorts(config.services.minio)).toEqual([9000]);
+    expect(
+      Object.entries(config.services)
+        .filter(([, s]: [string, any]) => s.ports)
+        .map(([name]) => name)
+        .sort(),
+    ).toEqual(["minio", "nginx"]);
   });
+
+  it("stores photos in MinIO: the instances' s3 storage, the bucket its init job makes, CORS for the edge", () => {
+    const result = composeConfig(exampleEnv());
+    expect(result.status, result.stderr).toBe(0);
+    const { services } = parse(result.stdout) as { services: Record<string, any> };
+    const { minio, nginx } = services;
+    const init = services["minio-init"];
+    const edgeOrigin = `http://localhost:${publishedPorts(nginx)[0]}`;
+    const env = exampleEnv();
+
+    for (const name of ["listings-chat-1", "listings-chat-2"]) {
+      const chat = services[name];
+      const config = loadChatConfig(processEnv(chat.environment));
+      expect(config.storage).toEqual({
+        kind: "s3",
+        // The instances talk to MinIO by its service name; browsers get URLs for its published port.
+        endpoint: "http://minio:9000",
+        publicEndpoint: `http://localhost:${publishedPorts(minio)[0]}`,
+        bucket: init.environment.S3_BUCKET,
+        region: "us-east-1",
+        // The key minio-init makes, never MinIO's root.
+        accessKeyId: init.environment.S3_ACCESS_KEY_ID,
+        secretAccessKey: init.environment.S3_SECRET_ACCESS_KEY,
+        forcePathStyle: true,
+      });
+      expect(config.storage).toMatchObject({ accessKeyId: env.S3_ACCESS_KEY_ID });
+      expect(chat.environment.S3_ACCESS_KEY_ID).not.toBe(minio.environment.MINIO_ROOT_USER);
+      expect(config.photos).toEqual({ uploadMaxBytes: 10 * 1024 * 1024, concurrency: 2 });
+      // No instance starts before the bucket and its key exist.
+      expect(chat.depends_on["minio-init"]).toEqual({ condition: "service_completed_successfully" });
+    }
+    // MinIO's published port is the one its container listens on (`server /data`: 9000).
+    expect(minio.command).toEqual(["server", "/data"]);
+    expect(minio.ports.map((p: any) => (typeof p === "string" ? Number(p.split(":").at(-1)) : p.target))).toEqual([
+      9000,
+    ]);
+    expect(minio.volumes.map((v: any) => (typeof v === "string" ? v.split(":")[1] : v.target))).toEqual(["/data"]);
+    expect(minio.healthcheck.test).toEqual(["CMD", "mc", "ready", "local"]);
+    expect(init.depends_on.minio).toEqual({ condition: "service_healthy" });
+    expect(init.environment.MINIO_ROOT_USER).toBe(minio.environment.MINIO_ROOT_USER);
+    expect(init.environment.MINIO_ROOT_PASSWORD).toBe(minio.environment.MINIO_ROOT_PASSWORD);
+    // Browsers on the edge's pages PUT and GET cross-origin; MinIO answers CORS for that origin only.
+    expect(minio.environment.MINIO_API_CORS_ALLOW_ORIGIN).toBe(edgeOrigin);
+    // MinIO's limits on users (3 to 20 characters) and secrets (8 to 40): .env.example's placeholders pass.
+    for (const user of [env.MINIO_ROOT_USER!, env.S3_ACCESS_KEY_ID!]) expect(user.length).toBeLessThanOrEqual(20);
+    for (const secret of [env.MINIO_ROOT_PASSWORD!, env.S3_SECRET_ACCESS_KEY!]) {
+      expect(secret.length).toBeGreaterThanOrEqual(8);
+      expect(secret.length).toBeLessThanOrEqual(40);
+    }
+
+    // The init job: the bucket the instances use, a policy on it alone, and their user with that policy.
+    const bucket = init.environment.S3_BUCKET;
+    const run = runInitJob(init);
+    expect(run.status, run.stderr).toBe(0);
+    const alias = run.calls[0]!;
+    expect(alias.slice(0, 3)).toEqual(["alias", "set", "store"]);
+    expect(alias.slice(3)).toEqual([
+      "http://minio:9000",
+      minio.environment.MINIO_ROOT_USER,
+      minio.environment.MINIO_ROOT_PASSWORD,
+    ]);
+    expect(run.calls).toContainEqual(["mb", "--ignore-existing", `store/${bucket}`]);
+    expect(run.calls).toContainEqual([
+      "admin",
+      "user",
+      "add",
+      "store",
+      init.environment.S3_ACCESS_KEY_ID,
+      init.environment.S3_SECRET_ACCESS_KEY,
+    ]);
+    const create = run.calls.find((c) => c.slice(0, 3).join(" ") === "admin policy create")!;
+    const attach = run.calls.find((c) => c.slice(0, 3).join(" ") === "admin policy attach")!;
+    expect(attach).toEqual([
+      "admin",
+      "policy",
+      "attach",
+      "store",
+      create[4],
+      "--user",
+      init.environment.S3_ACCESS_KEY_ID,
+    ]);
+    // What the service does (read, write, delete, list) on this bucket, nothing on any other.
+    const statements = run.policy.Statement as Array<{ Effect: string; Action: string[]; Resource: string[] }>;
+    expect(statements.every((st) => st.Effect === "Allow")).toBe(true);
+    expect(statements.flatMap((st) => st.Resource).sort()).toEqual([
+      `arn:aws:s3:::${bucket}`,
+      `arn:aws:s3:::${bucket}/*`,
+    ]);
+    const actions = statements.flatMap((st) => st.Action);
+    for (const action of ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"]) {
+      expect(actions).toContain(action);
+    }
+    expect(actions.filter((a) => a.includes("*"))).toEqual([]);
+    // Run again (every `up`): an older mc that says the policy is already attached does not fail it; any other
+    // error does.
+    expect(runInitJob(init, "The specified policy change is already in effect.").status).toBe(0);
+    expect(runInitJob(init, "Access Denied.").status).not.toBe(0);
+
+    // Another bucket and origin from the environment reach the instances, the job and MinIO alike.
+    const other = composeConfig({ ...env, S3_BUCKET: "photos-2", SITE_ORIGINS: "https://chat.example" });
+    expect(other.status, other.stderr).toBe(0);
+    const changed = (parse(other.stdout) as { services: Record<string, any> }).services;
+    expect(changed["minio-init"].environment.S3_BUCKET).toBe("photos-2");
+    expect(loadChatConfig(processEnv(changed["listings-chat-1"].environment)).storage).toMatchObject({
+      bucket: "photos-2",
+    });
+    expect(changed.minio.environment.MINIO_API_CORS_ALLOW_ORIGIN).toBe("https://chat.example");
+  }, 60_000);
 
   it("gives PostgreSQL a max_connections that every chat instance's sessions fit in", () => {
     const result = composeConfig(exampleEnv());
@@ -157,12 +335,22 @@ describe("docker-compose.yml", () => {
   });
 
   it("refuses to run without a secret, and names it", () => {
-    for (const secret of ["INTERNAL_TOKEN", "WS_TOKEN_SECRET", "CHAT_DB_PASSWORD", "DATABASE_URL"]) {
+    for (const secret of [
+      "INTERNAL_TOKEN",
+      "WS_TOKEN_SECRET",
+      "CHAT_DB_PASSWORD",
+      "DATABASE_URL",
+      "MINIO_ROOT_USER",
+      "MINIO_ROOT_PASSWORD",
+      "S3_ACCESS_KEY_ID",
+      "S3_SECRET_ACCESS_KEY",
+    ]) {
       const env = exampleEnv();
       delete env[secret];
       const result = composeConfig(env);
       expect(result.status, secret).not.toBe(0);
       expect(result.stderr).toContain(secret);
     }
-  });
+    // One docker-compose (Python) start per secret: seconds each on a busy machine.
+  }, 120_000);
 });

@@ -9,6 +9,8 @@
  * the connection arithmetic: what the pods (and PgBouncer) may open fits the max_connections declared.
  * Webhooks (CONTRACT §9): off in the base, on with components/webhooks (overlays/production-webhooks), the chat
  * pods' egress open to the receiver, and the PrometheusRule's alerts checked and proven to fire by promtool.
+ * Photos (CONTRACT §11): on in every rendering, in S3 with the key from the Secret's files (chat container and
+ * migration init container alike), and memory for the images decoded at once.
  */
 import { spawnSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
@@ -31,6 +33,7 @@ import { SERVICES } from "../../scripts/build.ts";
 import { GATEWAY_SECRET_VARIABLES, GATEWAY_VARIABLES, loadGatewayConfig } from "../../services/gateway/src/env.ts";
 import { defaultPostgresTimeouts, withPinnedIsolation } from "../../services/listings-chat/src/db/client.ts";
 import { CHAT_SECRET_VARIABLES, CHAT_VARIABLES, loadChatConfig } from "../../services/listings-chat/src/env.ts";
+import { defaultImageLimits } from "../../services/listings-chat/src/media/images.ts";
 import { sessionsPerChatInstance } from "./postgres-sessions.ts";
 import { promtoolAvailable, type RuleGroup, runPromtool } from "./webhook-ops-alerts.ts";
 
@@ -96,7 +99,27 @@ const SECRET_VALUES: Record<string, string> = {
   JWT_JWKS_URL: "https://monolith.example/.well-known/jwks.json",
   // Standard Webhooks' form: whsec_ and the base64 of the key.
   WEBHOOK_SECRET: `whsec_${Buffer.alloc(32, 7).toString("base64")}`,
+  // AWS's documented example key: the photos' bucket.
+  S3_ACCESS_KEY_ID: "AKIAIOSFODNN7EXAMPLE",
+  S3_SECRET_ACCESS_KEY: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 };
+
+/** A Kubernetes memory quantity in bytes ("512Mi", "1Gi", "1536Mi", "800M", "1e9"). */
+function memoryBytes(quantity: string | number): number {
+  const match = /^(\d+(?:\.\d+)?(?:e\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$/.exec(String(quantity));
+  if (!match) throw new Error(`not a memory quantity: ${quantity}`);
+  const units: Record<string, number> = {
+    Ki: 2 ** 10,
+    Mi: 2 ** 20,
+    Gi: 2 ** 30,
+    Ti: 2 ** 40,
+    k: 1e3,
+    M: 1e6,
+    G: 1e9,
+    T: 1e12,
+  };
+  return Number(match[1]) * (match[2] ? units[match[2]]! : 1);
+}
 /** What `kubectl create secret generic listings-chat-secrets` puts in it by default here: JWT_SECRET of the three. */
 const DEFAULT_SECRET_KEYS = ["INTERNAL_TOKEN", "WS_TOKEN_SECRET", "DATABASE_URL", "REDIS_URL", "JWT_SECRET"];
 
@@ -269,6 +292,8 @@ describe.each(RENDERINGS)("%s", (dir) => {
         "DATABASE_URL",
         "MIGRATION_DATABASE_URL",
         "REDIS_URL",
+        "S3_ACCESS_KEY_ID",
+        "S3_SECRET_ACCESS_KEY",
       ]) {
         expect(env[secret], secret).toBeUndefined();
       }
@@ -472,7 +497,49 @@ describe.each(RENDERINGS)("%s", (dir) => {
     expect(() => loadChatConfig(unsigned)).toThrow(/WEBHOOK_SECRET/);
   });
 
-  it("leaves the chat pods' egress open: their webhooks reach the monolith's receiver", () => {
+  it("stores photos in S3, with the key from the Secret's files in the container and the init container", () => {
+    const data = byKind(manifests, "ConfigMap", "listings-chat-config").data;
+    const migrate = chat.spec.template.spec.initContainers[0];
+    for (const container of [chatContainer, migrate]) {
+      const env = containerEnv(manifests, container);
+      // The key as files only, from the Secret's keys of the same name (checked for every _FILE above).
+      expect(env.S3_ACCESS_KEY_ID_FILE, container.name).toBeDefined();
+      expect(env.S3_SECRET_ACCESS_KEY_FILE, container.name).toBeDefined();
+      const config = loadChatConfig(env);
+      expect(config.storage, container.name).toEqual({
+        kind: "s3",
+        // AWS: its endpoint for the region, virtual-hosted URLs; browsers reach that same endpoint.
+        endpoint: undefined,
+        publicEndpoint: undefined,
+        bucket: data.S3_BUCKET,
+        region: data.S3_REGION,
+        accessKeyId: SECRET_VALUES.S3_ACCESS_KEY_ID,
+        secretAccessKey: SECRET_VALUES.S3_SECRET_ACCESS_KEY,
+        forcePathStyle: false,
+      });
+      expect(config.photos).toEqual({ uploadMaxBytes: 10 * 1024 * 1024, concurrency: Number(data.PHOTO_CONCURRENCY) });
+      expect(config.warnings.join(" ")).not.toMatch(/STORAGE/);
+      // Without the key the container refuses to start, naming it (STORAGE=s3 in production).
+      const { S3_ACCESS_KEY_ID_FILE: _id, S3_SECRET_ACCESS_KEY_FILE: _secret, ...keyless } = env;
+      expect(() => loadChatConfig(keyless), container.name).toThrow(/S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY/);
+    }
+    // The keys are required (not `optional`): a pod without them does not start, rather than lose photos.
+    const volume = chat.spec.template.spec.volumes.find((v: any) =>
+      v.secret?.items?.some((i: { key: string }) => i.key === "S3_SECRET_ACCESS_KEY"),
+    );
+    expect(volume.secret.optional).toBeUndefined();
+    expect(volume.secret.items.map((i: { key: string }) => i.key)).toContain("S3_ACCESS_KEY_ID");
+    // The gateway never gets the store's key.
+    expect(JSON.stringify(gateway.spec.template.spec.volumes)).not.toContain("S3_");
+
+    // Memory: above what the pod asks for, room for every image it decodes at once (pixels x 4 bytes, RGBA).
+    const { requests, limits } = chatContainer.resources;
+    const photosBytes = Number(data.PHOTO_CONCURRENCY) * defaultImageLimits.maxPixels * 4;
+    expect(memoryBytes(limits.memory) - memoryBytes(requests.memory)).toBeGreaterThanOrEqual(photosBytes);
+    expect(memoryBytes("1536Mi")).toBe(1536 * 2 ** 20);
+  });
+
+  it("leaves the chat pods' egress open: their webhooks reach the monolith's receiver, photos the store", () => {
     const labels: Record<string, string> = chat.spec.template.metadata.labels;
     const policies = manifests.filter((m) => m.kind === "NetworkPolicy");
     expect(policies.length).toBeGreaterThan(0);
