@@ -122,6 +122,8 @@ export interface E2EChatOptions {
   overrides?: ChatServerOverrides;
   /** CONTENT_RULES_FILE's rules (the shipped ones when not given). */
   contentRules?: ChatConfig["contentRules"];
+  /** STORAGE (CONTRACT §11): photos are off when not given. */
+  storage?: ChatConfig["storage"];
 }
 
 /** A real listings-chat instance on 127.0.0.1. */
@@ -136,6 +138,7 @@ export async function startE2EChat(options: E2EChatOptions): Promise<E2EChat> {
     instanceId: `e2e-${randomBytes(3).toString("hex")}`,
     shutdownTimeoutMs: options.shutdownTimeoutMs ?? 2_000,
     contentRules: options.contentRules,
+    storage: options.storage,
     warnings: [],
   };
   const server = await startChatServer(config, testLog(), options.overrides);
@@ -308,9 +311,12 @@ export interface E2EStack {
 }
 
 /** A chat instance (PGlite in memory) and a gateway in front of it, sharing a fresh internal token. */
-export async function startE2EStack(gateway: Partial<GatewayConfig> = {}): Promise<E2EStack> {
+export async function startE2EStack(
+  gateway: Partial<GatewayConfig> = {},
+  chatOptions: Pick<E2EChatOptions, "storage" | "overrides"> = {},
+): Promise<E2EStack> {
   const internalToken = randomSecret();
-  const chat = await startE2EChat({ database: { inMemory: true }, internalToken });
+  const chat = await startE2EChat({ database: { inMemory: true }, internalToken, ...chatOptions });
   try {
     const gw = await startE2EGateway({ chatUpstreams: [chat.baseUrl], internalToken, config: gateway });
     return {
