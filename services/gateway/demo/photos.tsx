@@ -21,11 +21,27 @@ function fitted(attachment: Attachment, box: number): { width: number; height: n
   };
 }
 
+/** A paper clip, drawn: an emoji needs a font with it, which a bare Linux browser may lack. */
+function PaperClip() {
+  return (
+    <svg className="icon" viewBox="0 0 24 24" width="22" height="22" aria-hidden="true">
+      <path
+        d="M16.5 6.5 8.9 14.1a2 2 0 0 0 2.8 2.8l7.6-7.6a4 4 0 0 0-5.6-5.6l-7.9 7.9a6 6 0 0 0 8.5 8.5l6.3-6.3"
+        fill="none"
+        stroke="currentColor"
+        strokeWidth="1.8"
+        strokeLinecap="round"
+        strokeLinejoin="round"
+      />
+    </svg>
+  );
+}
+
 /** "Attach photos": a label that opens the file picker; its input stays in the page for tests to fill. */
 export function AttachButton({ disabled, onFiles }: { disabled: boolean; onFiles(files: File[]): void }) {
   return (
     <label className={`attach${disabled ? " disabled" : ""}`} data-testid="attach-button" title="Attach photos">
-      <span aria-hidden="true">📎</span>
+      <PaperClip />
       <span className="visually-hidden">Attach photos</span>
       <input
         type="file"
@@ -90,7 +106,7 @@ export function PendingPhotos({ pending }: { pending: PendingMessage }) {
   const progress = pending.progress ?? 0;
   return (
     <span className="pending-photos">
-      <span className="photo-count">{count === 1 ? "📷 1 photo" : `📷 ${count} photos`}</span>
+      <span className="photo-count">{count === 1 ? "1 photo" : `${count} photos`}</span>
       {pending.status === "sending" && (
         <>
           <progress className="upload" data-testid="upload-progress" max={1} value={progress} />

@@ -19,7 +19,8 @@ import {
 /** A photo message in one line: its caption, else how many photos. */
 function photoLine(message: Message): string {
   const count = message.attachments.length;
-  return `📷 ${message.content || (count === 1 ? "Photo" : `${count} photos`)}`;
+  const what = count === 1 ? "a photo" : `${count} photos`;
+  return message.content ? `${what}: ${message.content}` : what;
 }
 
 function previewOf(message: Message, me: number, chat: Chat): string {
