@@ -18,10 +18,19 @@ function configError(load: () => unknown): ConfigError {
 }
 
 const strongToken = "s".repeat(MIN_SECRET_LENGTH);
+/** Photos' storage in production (CONTRACT §11): without it photos are off, with a warning. */
+const productionStorage = {
+  STORAGE: "s3",
+  S3_BUCKET: "shop-chat-photos",
+  S3_ACCESS_KEY_ID: "AKIAEXAMPLE",
+  S3_SECRET_ACCESS_KEY: "secret-access-key-example",
+};
+
 const productionBase = {
   NODE_ENV: "production",
   DATABASE_URL: "postgres://chat:secret@db.internal:5432/chat",
   INTERNAL_TOKEN: strongToken,
+  ...productionStorage,
 };
 
 describe("loadChatConfig: defaults", () => {
@@ -331,5 +340,67 @@ describe("loadChatConfig: LISTINGS_REQUIRED", () => {
   it.each(["", "true", "yes", "2", " 1"])("refuses LISTINGS_REQUIRED=%j and names the variable", (value) => {
     const error = configError(() => loadChatConfig({ LISTINGS_REQUIRED: value }));
     expect(error.message).toMatch(/LISTINGS_REQUIRED: must be 0 or 1/);
+  });
+});
+
+describe("loadChatConfig: photos' storage (CONTRACT §11)", () => {
+  it("keeps photos under DATA_DIR by default outside production", () => {
+    const config = loadChatConfig({ DATA_DIR: "/tmp/chat-data" });
+    expect(config.storage).toEqual({ kind: "fs", dataDir: "/tmp/chat-data" });
+    expect(config.photos).toEqual({ uploadMaxBytes: 10 * 1024 * 1024, concurrency: 2 });
+  });
+
+  it("reads an S3-compatible store: endpoint, public endpoint, region, path style, and the key from files", () => {
+    const dir = mkdtempSync(join(tmpdir(), "lc-s3-"));
+    try {
+      writeFileSync(join(dir, "id"), "AKIAFROMFILE\n");
+      writeFileSync(join(dir, "secret"), "secret-from-a-file\n");
+      const config = loadChatConfig({
+        ...productionBase,
+        S3_ACCESS_KEY_ID: undefined,
+        S3_SECRET_ACCESS_KEY: undefined,
+        S3_ACCESS_KEY_ID_FILE: join(dir, "id"),
+        S3_SECRET_ACCESS_KEY_FILE: join(dir, "secret"),
+        S3_ENDPOINT: "http://minio:9000",
+        S3_PUBLIC_ENDPOINT: "https://photos.shop.example",
+        S3_REGION: "eu-central-1",
+        S3_FORCE_PATH_STYLE: "1",
+        UPLOAD_MAX_BYTES: "5242880",
+        PHOTO_CONCURRENCY: "4",
+      });
+      expect(config.storage).toEqual({
+        kind: "s3",
+        endpoint: "http://minio:9000",
+        publicEndpoint: "https://photos.shop.example",
+        bucket: "shop-chat-photos",
+        region: "eu-central-1",
+        accessKeyId: "AKIAFROMFILE",
+        secretAccessKey: "secret-from-a-file",
+        forcePathStyle: true,
+      });
+      expect(config.photos).toEqual({ uploadMaxBytes: 5 * 1024 * 1024, concurrency: 4 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("turns photos off in production without STORAGE, and says so", () => {
+    const { STORAGE: _omitted, ...env } = productionBase;
+    const config = loadChatConfig(env);
+    expect(config.storage).toBeUndefined();
+    expect(config.warnings.join("\n")).toMatch(/STORAGE is not set: photos are off/);
+  });
+
+  it("refuses the development storage in production, and an s3 store without its bucket or key", () => {
+    expect(configError(() => loadChatConfig({ ...productionBase, STORAGE: "fs" })).message).toMatch(
+      /STORAGE=fs serves development only/,
+    );
+    for (const name of ["S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"] as const) {
+      const { [name]: _omitted, ...env } = productionBase;
+      expect(configError(() => loadChatConfig(env)).message, name).toMatch(new RegExp(`STORAGE=s3 needs ${name}`));
+    }
+    expect(configError(() => loadChatConfig({ STORAGE: "ftp" })).message).toMatch(/STORAGE/);
+    expect(configError(() => loadChatConfig({ UPLOAD_MAX_BYTES: "0" })).message).toMatch(/UPLOAD_MAX_BYTES/);
+    expect(configError(() => loadChatConfig({ S3_FORCE_PATH_STYLE: "yes" })).message).toMatch(/S3_FORCE_PATH_STYLE/);
   });
 });
