@@ -31,13 +31,15 @@ export const DemoErrorCode = { buildFailed: "demo_build_failed" } as const;
 /**
  * Same-origin only: `'self'` also covers the page's own `ws:`/`wss:` origin for the WebSocket. Images are the
  * exception: a listing's photo and a person's avatar are wherever the platform keeps them (its CDN), and an
- * image cannot run code.
+ * image cannot run code. So are a photo's upload and its bytes (CONTRACT §11): a presigned URL of whichever
+ * S3-compatible store the chat service uses, whose origin this page cannot know (development storage is
+ * `'self'`).
  */
 const CONTENT_SECURITY_POLICY = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self'",
-  "connect-src 'self'",
+  "connect-src 'self' https: http:",
   "img-src 'self' https: http:",
   "base-uri 'none'",
   "form-action 'none'",
