@@ -54,6 +54,23 @@ export class StorageUnavailableError extends ChatError {
   }
 }
 
+/** The photo storage (CONTRACT §11) could not store or read: nothing was acknowledged, the caller may retry. */
+export class PhotoStorageUnavailableError extends ChatError {
+  constructor(cause: unknown) {
+    super(ErrorCode.storageUnavailable, 503, "the photo storage is unavailable: retry shortly", { cause });
+  }
+}
+
+/** Runs work on the photo storage and turns any failure that is not already a ChatError into a 503 that says so. */
+export async function inPhotoStorage<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof ChatError) throw error;
+    throw new PhotoStorageUnavailableError(error);
+  }
+}
+
 /** Runs database work and turns any failure that is not already a ChatError into StorageUnavailableError. */
 export async function storing<T>(work: () => Promise<T>): Promise<T> {
   try {

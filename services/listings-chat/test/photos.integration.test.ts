@@ -7,7 +7,7 @@
  * object of an orphan or of a deleted message in the storage.
  */
 
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServerFrame } from "@listings-chat/shared";
@@ -86,6 +86,7 @@ describe.each(combinations)("photos: $name", ({ database, storage }) => {
   let chat: TestChat;
   let chatId: number;
   let keys: () => Promise<string[]>;
+  let storageConfig: StorageConfig;
   const cleanups: (() => Promise<void>)[] = [];
 
   beforeAll(async () => {
@@ -94,6 +95,7 @@ describe.each(combinations)("photos: $name", ({ database, storage }) => {
     const store = await storage.create();
     cleanups.push(store.drop);
     keys = store.keys;
+    storageConfig = store.config;
     chat = await startTestChat({
       database: db.options,
       storage: store.config,
@@ -360,6 +362,45 @@ describe.each(combinations)("photos: $name", ({ database, storage }) => {
     expect((await storageFetch(location)).status).toBe(403);
     // An upload itself is never served: only its stripped copies have links.
     expect((await keys()).some((key) => key === `uploads/${id}`)).toBe(false);
+  });
+
+  it("a photo storage that fails answers 503 and stores nothing; the retry goes through", async (context) => {
+    // The development folder can be broken on purpose: its photos' folder replaced by a file.
+    if (storageConfig.kind !== "fs") return context.skip();
+    const photos = join(storageConfig.dataDir, "media", "photos");
+    const { id } = await upload(BUYER, await jpegWithGps({ width: 330, height: 240 }), "image/jpeg");
+    const moved = `${photos}.aside`;
+    renameSync(photos, moved);
+    writeFileSync(photos, "not a folder");
+    try {
+      const refused = await sendPhotos(BUYER, [id], "", "broken-storage");
+      expect(refused.status).toBe(503);
+      expect(refused.body.error).toEqual({
+        code: "storage_unavailable",
+        message: "the photo storage is unavailable: retry shortly",
+      });
+    } finally {
+      rmSync(photos);
+      renameSync(moved, photos);
+    }
+    const page = await chat.api(SELLER, "GET", `/api/v1/chats/${chatId}/messages?limit=5`);
+    expect(page.body.messages.some((m: { client_msg_id: string }) => m.client_msg_id === "broken-storage")).toBe(false);
+    const retried = await sendPhotos(BUYER, [id], "", "broken-storage");
+    expect(retried.status).toBe(201);
+  });
+
+  it("bytes in the storage that are not what was declared are refused: fewer, or over UPLOAD_MAX_BYTES", async (context) => {
+    // Written behind the presigned URL's back (which signs the length): only the development folder allows it.
+    if (storageConfig.kind !== "fs") return context.skip();
+    const small = await upload(BUYER, await jpegWithGps({ width: 300, height: 200 }), "image/jpeg");
+    writeFileSync(join(storageConfig.dataDir, "media", "uploads", small.id), Buffer.alloc(10));
+    const fewer = await sendPhotos(BUYER, [small.id]);
+    expect(fewer.status).toBe(422);
+    expect(fewer.body.error.message).toMatch(/not complete: 10 of its \d+ bytes arrived/);
+    writeFileSync(join(storageConfig.dataDir, "media", "uploads", small.id), Buffer.alloc(10 * 1024 * 1024 + 1));
+    const over = await sendPhotos(BUYER, [small.id]);
+    expect(over.status).toBe(422);
+    expect(over.body.error.message).toMatch(/10485761 bytes, over 10485760/);
   });
 
   it("the sweeper removes orphans after 24 h and a deleted message's photos, from the storage and the table", async () => {

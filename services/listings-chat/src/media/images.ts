@@ -72,7 +72,8 @@ function createTurns(limit: number) {
 /**
  * Checks, strips and thumbnails photos. The decoding and encoding run in libvips's threads (sharp's work is
  * queued on libuv's pool), so the event loop that serves sockets only waits for the answer; `concurrency`
- * bounds how many images are in memory at once, and `maxPixels` refuses a bomb from its header, undecoded.
+ * bounds how many images are in memory at once (read, decoded and encoded: the others wait with nothing
+ * loaded), and `maxPixels` refuses a bomb from its header, undecoded.
  */
 export function createImageProcessor(limits: ImageLimits = defaultImageLimits) {
   // No cache of decoded images between requests: each photo is seen once, and the cache would only hold memory.
@@ -128,10 +129,13 @@ export function createImageProcessor(limits: ImageLimits = defaultImageLimits) {
   }
 
   return {
-    /** The photo stripped of its metadata, and its thumbnail; InvalidImage when the bytes are not a `type` image we accept. */
-    process(bytes: Buffer, type: PhotoType): Promise<ProcessedPhoto> {
+    /**
+     * The photo stripped of its metadata, and its thumbnail; InvalidImage when the bytes are not a `type` image
+     * we accept. `load` reads the bytes in the image's turn, so that photos waiting for one hold no memory.
+     */
+    process(load: () => Promise<Buffer>, type: PhotoType): Promise<ProcessedPhoto> {
       active += 1;
-      return turn(() => processNow(bytes, type)).finally(() => {
+      return turn(async () => processNow(await load(), type)).finally(() => {
         active -= 1;
       });
     },

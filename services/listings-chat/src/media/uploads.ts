@@ -4,7 +4,7 @@ import { ErrorCode } from "@listings-chat/shared";
 import { and, eq, inArray, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { chats, messages, uploads } from "../db/schema.ts";
-import { ChatError, notFound, storing } from "../errors.ts";
+import { ChatError, inPhotoStorage, notFound, storing } from "../errors.ts";
 import { keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
 import { type ImageProcessor, InvalidImage, isPhotoType, type PhotoType } from "./images.ts";
 import { ObjectTooLarge, objectKeys, type Storage } from "./storage.ts";
@@ -68,34 +68,36 @@ export function attachmentOf(row: {
 export function createMediaService({ db, storage, images, limits, options = defaultMediaOptions }: MediaServiceDeps) {
   /**
    * Reads the upload as it arrived, checks it is the image it claims, writes the stripped photo and its
-   * thumbnail, records it processed, and removes the bytes as uploaded (which carry the GPS tags). A send
-   * retried after this finds it processed and does none of it again.
+   * thumbnail, and records it processed. A send retried after this finds it processed and does none of it again.
    */
   async function processUpload(row: typeof uploads.$inferSelect, label: string) {
     const keys = objectKeys(row.id);
     const type = row.contentType as PhotoType;
-    let bytes: Buffer | undefined;
-    try {
-      bytes = await storing(() => storage.read(keys.original, options.uploadMaxBytes));
-    } catch (error) {
-      if (error instanceof ObjectTooLarge) {
-        throw attachmentInvalid(`${label} is ${error.size} bytes, over ${options.uploadMaxBytes}: send a smaller one`);
+    /** The upload's bytes, read in the image's turn (images.ts): complete, and no more than was declared. */
+    const load = async () => {
+      const bytes = await inPhotoStorage(() =>
+        storage.read(keys.original, options.uploadMaxBytes).catch((error: unknown) => {
+          if (!(error instanceof ObjectTooLarge)) throw error;
+          throw attachmentInvalid(
+            `${label} is ${error.size} bytes, over ${options.uploadMaxBytes}: send a smaller one`,
+          );
+        }),
+      );
+      if (bytes === undefined)
+        throw attachmentInvalid(`${label} is not complete: its bytes never arrived in the storage`);
+      if (bytes.length !== row.declaredSize) {
+        throw attachmentInvalid(`${label} is not complete: ${bytes.length} of its ${row.declaredSize} bytes arrived`);
       }
-      throw error;
-    }
-    if (bytes === undefined)
-      throw attachmentInvalid(`${label} is not complete: its bytes never arrived in the storage`);
-    if (bytes.length !== row.declaredSize) {
-      throw attachmentInvalid(`${label} is not complete: ${bytes.length} of its ${row.declaredSize} bytes arrived`);
-    }
+      return bytes;
+    };
     let processed: Awaited<ReturnType<ImageProcessor["process"]>>;
     try {
-      processed = await images.process(bytes, type);
+      processed = await images.process(load, type);
     } catch (error) {
       if (error instanceof InvalidImage) throw attachmentInvalid(`${label}: ${error.message}`);
       throw error;
     }
-    await storing(() =>
+    await inPhotoStorage(() =>
       Promise.all([storage.write(keys.photo, processed.photo, type), storage.write(keys.thumb, processed.thumb, type)]),
     );
     const [stored] = await storing(() =>
@@ -110,8 +112,6 @@ export function createMediaService({ db, storage, images, limits, options = defa
         .where(eq(uploads.id, row.id))
         .returning(),
     );
-    // Only the stripped copies are ever served: the original goes now (the sweeper removes it if this fails).
-    await storage.remove([keys.original]).catch(() => {});
     return stored ?? row;
   }
 
@@ -148,7 +148,7 @@ export function createMediaService({ db, storage, images, limits, options = defa
               sweepAfter: sql`now() + interval '24 hours'`,
             }),
           );
-          const put = await storing(() =>
+          const put = await inPhotoStorage(() =>
             storage.presignPut(objectKeys(id).original, contentType, size, options.uploadUrlTtlS),
           );
           return {
@@ -192,6 +192,9 @@ export function createMediaService({ db, storage, images, limits, options = defa
       const processed = await Promise.all(
         checked.map(({ row, label }) => (row.processedAt ? row : processUpload(row, label))),
       );
+      // The bytes as uploaded carry the GPS tags: they go before the message is stored, and again on a retry
+      // (removing what is gone is no error), so no message ever lives beside an original.
+      await inPhotoStorage(() => storage.remove(processed.map((row) => objectKeys(row.id).original)));
       return processed.map(attachmentOf);
     },
 
@@ -213,7 +216,7 @@ export function createMediaService({ db, storage, images, limits, options = defa
       );
       if (!row) throw notFound("attachment");
       const keys = objectKeys(row.id);
-      const url = await storing(() =>
+      const url = await inPhotoStorage(() =>
         storage.presignGet(thumb ? keys.thumb : keys.photo, row.contentType, options.linkTtlS),
       );
       return { url, expires_in: options.linkTtlS };
