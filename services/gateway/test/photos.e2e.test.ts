@@ -1,28 +1,9 @@
-/**
- * Photos in the demo page, in real Chromium (Debian's /usr/bin/chromium driven by playwright-core), on both
- * storages: the development folder behind the gateway (STORAGE=fs) and a real S3 server that checks SigV4
- * (support/s3.ts: CI's, or one started here), which the browser PUTs to straight from the page. Proves:
- *
- * - the buyer attaches a phone photo (GPS tags, turned by its EXIF orientation) with the attach button; a
- *   progress bar shows, then the thumbnail in the thread, on the buyer's screen and live on the seller's;
- * - the seller opens it in the viewer, and the bytes the viewer shows carry no EXIF, GPS or XMP (read back
- *   with exifr) and stand upright;
- * - a text file named `.jpg` gets the server's refusal in words, and nothing is sent;
- * - a photo pasted from the clipboard and one dropped on the thread are sent too.
- *
- * Screenshots go to `.ci/out/screenshots/photos-*.png`. Without /usr/bin/chromium the suite is skipped,
- * except under CI=true where it fails.
- */
-import { mkdtempSync, rmSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Browser } from "playwright-core";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { StorageConfig } from "../../listings-chat/src/media/open-storage.ts";
 import { jpegWithGps, pngWithMetadata, readMetadata, textNamedJpeg } from "../../listings-chat/test/support/images.ts";
-import { createTestBucket } from "../../listings-chat/test/support/s3.ts";
+import { storageTargets, type TestStorage } from "../../listings-chat/test/support/storages.ts";
 import {
   byTestId,
   hasChromium,
@@ -41,33 +22,6 @@ const LIVE_MS = 15_000;
 
 requireChromium("photos.e2e.test.ts");
 
-interface StorageTarget {
-  name: "fs" | "s3";
-  create(): Promise<{ config: StorageConfig; keys(): Promise<string[]>; drop(): Promise<void> }>;
-}
-
-const storages: StorageTarget[] = [
-  {
-    name: "fs",
-    async create() {
-      const dataDir = mkdtempSync(join(tmpdir(), "lc-photos-e2e-"));
-      return {
-        config: { kind: "fs", dataDir },
-        keys: async () => [],
-        drop: async () => rmSync(dataDir, { recursive: true, force: true }),
-      };
-    },
-  },
-  {
-    name: "s3",
-    async create() {
-      // The page PUTs from the gateway's origin to the store's: the bucket allows it (CORS), as production's must.
-      const bucket = await createTestBucket({ cors: true });
-      return { config: { kind: "s3", ...bucket.config }, keys: () => bucket.keys(), drop: () => bucket.drop() };
-    },
-  },
-];
-
 describe.skipIf(!hasChromium)("demo page in Chromium: photos", () => {
   let browser: Browser;
 
@@ -80,10 +34,10 @@ describe.skipIf(!hasChromium)("demo page in Chromium: photos", () => {
     await browser?.close();
   });
 
-  describe.each(hasChromium ? storages : [])("on $name storage", (target) => {
+  describe.each(hasChromium ? storageTargets({ cors: true }) : [])("on $name storage", (target) => {
     const BUYER = 801;
     const SELLER = 802;
-    let storage: Awaited<ReturnType<StorageTarget["create"]>>;
+    let storage: TestStorage;
     let stack: E2EStack;
     let chatId: number;
     let buyer: UserPage;

@@ -7,8 +7,7 @@
  * object of an orphan or of a deleted message in the storage.
  */
 
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ServerFrame } from "@listings-chat/shared";
 import { sql } from "drizzle-orm";
@@ -28,55 +27,14 @@ import {
   webpWithMetadata,
   zeroBytes,
 } from "./support/images.ts";
-import { createTestBucket, type TestBucket } from "./support/s3.ts";
+import { storageTargets } from "./support/storages.ts";
 
 const BUYER = 7_100_001;
 const SELLER = 7_100_002;
 const OUTSIDER = 7_100_003;
 
-interface StorageTarget {
-  name: "fs" | "s3";
-  create(): Promise<{ config: StorageConfig; keys(): Promise<string[]>; drop(): Promise<void> }>;
-}
-
-const storages: StorageTarget[] = [
-  {
-    name: "fs",
-    async create() {
-      const dataDir = mkdtempSync(join(tmpdir(), "lc-photos-"));
-      const { readdirSync } = await import("node:fs");
-      return {
-        config: { kind: "fs", dataDir },
-        async keys() {
-          const keys: string[] = [];
-          for (const kind of ["uploads", "photos", "thumbs"]) {
-            try {
-              for (const name of readdirSync(join(dataDir, "media", kind))) keys.push(`${kind}/${name}`);
-            } catch {
-              // No such folder yet: nothing of that kind.
-            }
-          }
-          return keys.sort();
-        },
-        drop: async () => rmSync(dataDir, { recursive: true, force: true }),
-      };
-    },
-  },
-  {
-    name: "s3",
-    async create() {
-      const bucket: TestBucket = await createTestBucket();
-      return {
-        config: { kind: "s3", ...bucket.config },
-        keys: () => bucket.keys(),
-        drop: () => bucket.drop(),
-      };
-    },
-  },
-];
-
 const combinations = databaseTargets().flatMap((database) =>
-  storages
+  storageTargets()
     // The fs storage's SQL is the same as s3's: once, on PGlite, is enough for it.
     .filter((storage) => storage.name === "s3" || database.name === "pglite")
     .map((storage) => ({ database, storage, name: `${storage.name} on ${database.name}` })),
