@@ -73,6 +73,8 @@ const addedSinceExtraction = new Set<string>([
   "lc_webhook_chat_json(chats)",
   "lc_webhook_message_data(messages)",
   "lc_webhooks_on()",
+  // Photos (0029): the trigger that releases a deleted message's photos.
+  "lc_release_message_photos()",
 ]);
 
 const plpgsqlReturning = (name: string, value: number) =>
