@@ -15,6 +15,7 @@ CREATE TABLE "uploads" (
 	"width" integer,
 	"height" integer,
 	"stored_size" integer,
+	"rejection" text,
 	"message_id" bigint,
 	"sweep_after" timestamp with time zone
 );

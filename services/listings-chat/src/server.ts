@@ -73,7 +73,7 @@ export interface ChatServerOverrides {
   /** A shorter replay-page timeout, resume interval or inbound queue (hub/connection.ts). */
   socketLimits?: { inboundQueueFrames?: number; replayPageTimeoutMs?: number; resumeIntervalMs?: number };
   /** How often the photo sweeper looks for due uploads (media/sweeper.ts; 30 s otherwise); links' lifetime. */
-  photos?: { sweepIntervalMs?: number; linkTtlS?: number; uploadUrlTtlS?: number };
+  photos?: { sweepIntervalMs?: number; linkTtlS?: number; uploadUrlTtlS?: number; maxWaitingPhotos?: number };
 }
 
 /**
@@ -183,6 +183,7 @@ export async function startChatServer(
           uploadMaxBytes: config.photos?.uploadMaxBytes ?? defaultMediaOptions.uploadMaxBytes,
           uploadUrlTtlS: overrides.photos?.uploadUrlTtlS ?? defaultMediaOptions.uploadUrlTtlS,
           linkTtlS: overrides.photos?.linkTtlS ?? defaultMediaOptions.linkTtlS,
+          maxWaitingPhotos: overrides.photos?.maxWaitingPhotos,
         },
       })
     : undefined;

@@ -13,6 +13,7 @@ import type { ServerFrame } from "@listings-chat/shared";
 import { sql } from "drizzle-orm";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rowsOf } from "../src/events/log.ts";
 import type { StorageConfig } from "../src/media/open-storage.ts";
 import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat } from "./support/harness.ts";
@@ -44,6 +45,7 @@ describe.each(combinations)("photos: $name", ({ database, storage }) => {
   let chat: TestChat;
   let chatId: number;
   let keys: () => Promise<string[]>;
+  let removeObject: (key: string) => Promise<void>;
   let storageConfig: StorageConfig;
   const cleanups: (() => Promise<void>)[] = [];
 
@@ -53,13 +55,15 @@ describe.each(combinations)("photos: $name", ({ database, storage }) => {
     const store = await storage.create();
     cleanups.push(store.drop);
     keys = store.keys;
+    removeObject = store.remove;
     storageConfig = store.config;
     chat = await startTestChat({
       database: db.options,
       storage: store.config,
       photos: { uploadMaxBytes: 10 * 1024 * 1024, concurrency: 2 },
       // Links of 2 s, so that one can be seen expire; sweeps only when the test asks.
-      overrides: { photos: { linkTtlS: 2, sweepIntervalMs: 3_600_000 }, sendsPerMinute: 10_000 },
+      // At most 3 photos waiting for a turn (2 at once): a send of 6 finds the queue full.
+      overrides: { photos: { linkTtlS: 2, sweepIntervalMs: 3_600_000, maxWaitingPhotos: 3 }, sendsPerMinute: 10_000 },
     });
     cleanups.unshift(() => chat.stop());
     const opened = await chat.api(BUYER, "POST", "/api/v1/chats", { listing_id: 1, seller_id: SELLER });
@@ -359,6 +363,53 @@ describe.each(combinations)("photos: $name", ({ database, storage }) => {
     const over = await sendPhotos(BUYER, [small.id]);
     expect(over.status).toBe(422);
     expect(over.body.error.message).toMatch(/10485761 bytes, over 10485760/);
+  });
+
+  it("an upload refused for its bytes is refused at once the next time, without reading it again", async () => {
+    const { id } = await upload(BUYER, await truncatedJpeg(), "image/jpeg");
+    const first = await sendPhotos(BUYER, [id]);
+    expect(first.status).toBe(422);
+    const [row] = rowsOf<{ rejection: string | null; processed_at: string | null }>(
+      await chat.server.database.db.execute(sql`SELECT rejection, processed_at FROM uploads WHERE id = ${id}`),
+    );
+    expect(row?.rejection).toMatch(/could not be (read|decoded)/);
+    expect(row?.processed_at).toBeNull();
+    // Its bytes removed behind the service's back: a second send that read them would say "not complete".
+    await removeObject(`uploads/${id}`);
+    const again = await sendPhotos(BUYER, [id]);
+    expect(again.status).toBe(422);
+    expect(again.body.error.message).toBe(first.body.error.message);
+  });
+
+  it("a retry that arrives while its first attempt is still processing gets the stored message", async () => {
+    const ids = [];
+    for (let i = 0; i < 3; i += 1) {
+      ids.push((await upload(SELLER, await jpegWithGps({ width: 900 + i, height: 700 }), "image/jpeg")).id);
+    }
+    const answers = await Promise.all([
+      sendPhotos(SELLER, ids, "", "impatient-retry"),
+      sendPhotos(SELLER, ids, "", "impatient-retry"),
+    ]);
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 201]);
+    expect(answers[0]!.body.id).toBe(answers[1]!.body.id);
+  });
+
+  it("past the photos an instance lets wait, a send gets 503 instance_busy, and goes through later", async () => {
+    const ids = [];
+    for (let i = 0; i < 6; i += 1) {
+      ids.push((await upload(BUYER, await jpegWithGps({ width: 600 + i, height: 400 }), "image/jpeg")).id);
+    }
+    const busy = await sendPhotos(BUYER, ids, "", "busy-instance");
+    expect(busy.status).toBe(503);
+    expect(busy.body.error.code).toBe("instance_busy");
+    // The photos it started are processed meanwhile; a send once the queue has drained stores the message.
+    let sent = await sendPhotos(BUYER, ids, "", "busy-instance");
+    for (let tries = 0; sent.status === 503 && tries < 50; tries += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      sent = await sendPhotos(BUYER, ids, "", "busy-instance");
+    }
+    expect(sent.status).toBe(201);
+    expect(sent.body.attachments).toHaveLength(6);
   });
 
   it("the sweeper removes orphans after 24 h and a deleted message's photos, from the storage and the table", async () => {

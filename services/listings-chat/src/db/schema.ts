@@ -426,6 +426,8 @@ export const uploads = pgTable(
     height: integer("height"),
     /** The stripped photo's bytes. */
     storedSize: integer("stored_size"),
+    /** Why its bytes were refused (not the image it claims, undecodable): a later send is refused at once. */
+    rejection: text("rejection"),
     /** The message it belongs to, once sent. */
     messageId: bigint("message_id", { mode: "number" }),
     sweepAfter: timestamp("sweep_after", { withTimezone: true, mode: "date" }),

@@ -21,13 +21,18 @@ export interface ProcessedPhoto {
 export interface ImageLimits {
   /** Images larger than this many pixels are refused before they are decoded (a decompression bomb). */
   maxPixels: number;
+  /**
+   * The stored photo's longest side: a bigger one is scaled down (a chat needs no 8,000-px photo), which also
+   * lets libvips decode a JPEG or WebP at a fraction of its size, so a 50-megapixel photo costs no 400 MB.
+   */
+  maxSide: number;
   /** The thumbnail's longest side (CONTRACT §11: at most 320 px). */
   thumbSide: number;
   /** Images processed at once by this process; the others wait their turn. */
   concurrency: number;
 }
 
-export const defaultImageLimits: ImageLimits = { maxPixels: 50_000_000, thumbSide: 320, concurrency: 2 };
+export const defaultImageLimits: ImageLimits = { maxPixels: 50_000_000, maxSide: 4096, thumbSide: 320, concurrency: 2 };
 
 /** The first bytes of each type: a file is judged by what it is, not by what it is called. */
 function looksLike(type: PhotoType, bytes: Buffer): boolean {
@@ -53,19 +58,29 @@ function encoded(image: Sharp, type: PhotoType): Sharp {
   }
 }
 
-/** A small semaphore: at most `limit` at once, the rest in arrival order. */
+/** A small semaphore: at most `limit` at once, the rest in arrival order; a freed turn goes to the first waiting. */
 function createTurns(limit: number) {
   let running = 0;
-  const waiting: (() => void)[] = [];
-  return async function turn<T>(work: () => Promise<T>): Promise<T> {
-    if (running >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
-    running += 1;
-    try {
-      return await work();
-    } finally {
-      running -= 1;
-      waiting.shift()?.();
-    }
+  const queue: (() => void)[] = [];
+  const release = () => {
+    const next = queue.shift();
+    // Handed over as it is: the count stays, so no newcomer can slip in between.
+    if (next) next();
+    else running -= 1;
+  };
+  return {
+    async take<T>(work: () => Promise<T>): Promise<T> {
+      if (running < limit) running += 1;
+      else await new Promise<void>((resolve) => queue.push(resolve));
+      try {
+        return await work();
+      } finally {
+        release();
+      }
+    },
+    get waiting() {
+      return queue.length;
+    },
   };
 }
 
@@ -80,8 +95,7 @@ export function createImageProcessor(limits: ImageLimits = defaultImageLimits) {
   sharp.cache(false);
   // One libvips thread per image: `concurrency` images use the machine's cores, and never more.
   sharp.concurrency(1);
-  const turn = createTurns(limits.concurrency);
-  let active = 0;
+  const turns = createTurns(limits.concurrency);
 
   async function processNow(bytes: Buffer, type: PhotoType): Promise<ProcessedPhoto> {
     if (bytes.length === 0) throw new InvalidImage("the file is empty");
@@ -111,7 +125,12 @@ export function createImageProcessor(limits: ImageLimits = defaultImageLimits) {
       // Orientation first (the EXIF tag that says how to turn it goes with the rest of the metadata).
       const oriented = sharp(bytes, options).autoOrient();
       const [photo, thumb] = await Promise.all([
-        encoded(oriented.clone(), type).toBuffer({ resolveWithObject: true }),
+        encoded(
+          oriented
+            .clone()
+            .resize({ width: limits.maxSide, height: limits.maxSide, fit: "inside", withoutEnlargement: true }),
+          type,
+        ).toBuffer({ resolveWithObject: true }),
         encoded(
           oriented.clone().resize({
             width: limits.thumbSide,
@@ -134,14 +153,11 @@ export function createImageProcessor(limits: ImageLimits = defaultImageLimits) {
      * we accept. `load` reads the bytes in the image's turn, so that photos waiting for one hold no memory.
      */
     process(load: () => Promise<Buffer>, type: PhotoType): Promise<ProcessedPhoto> {
-      active += 1;
-      return turn(async () => processNow(await load(), type)).finally(() => {
-        active -= 1;
-      });
+      return turns.take(async () => processNow(await load(), type));
     },
-    /** Images being processed or waiting (stats). */
-    get active() {
-      return active;
+    /** Photos waiting for their turn. */
+    get waiting() {
+      return turns.waiting;
     },
   };
 }

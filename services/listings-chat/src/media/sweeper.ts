@@ -42,8 +42,9 @@ export function createPhotoSweeper({ db, storage, log, intervalMs = 30_000, batc
     ).map((row) => row.id);
     if (claimed.length === 0) return 0;
     await storage.remove(claimed.flatMap(allObjectKeys));
-    // `sweep_after` still set: a row attached meanwhile is not removed (none can be: a send takes only uploads
-    // younger than 24 h, and a deleted message's are never taken again).
+    // `sweep_after` still set: a row attached meanwhile is not removed. None can be: an unsent upload is due
+    // 25 h after it was made, an hour after sends stop taking it (24 h), and a deleted message's are never
+    // taken again.
     await db.execute(
       sql`DELETE FROM uploads WHERE id = ANY(${sql.param(claimed)}::text[]) AND sweep_after IS NOT NULL`,
     );

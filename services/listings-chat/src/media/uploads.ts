@@ -1,12 +1,12 @@
 import { randomBytes } from "node:crypto";
 import type { Attachment } from "@listings-chat/shared";
 import { ErrorCode } from "@listings-chat/shared";
-import { and, eq, inArray, sql } from "drizzle-orm";
+import { and, eq, inArray, isNull, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { chats, messages, uploads } from "../db/schema.ts";
-import { ChatError, inPhotoStorage, notFound, storing } from "../errors.ts";
+import { ChatError, inPhotoStorage, notFound, PhotoStorageUnavailableError, storing } from "../errors.ts";
 import { keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
-import { type ImageProcessor, InvalidImage, isPhotoType, type PhotoType } from "./images.ts";
+import { type ImageProcessor, InvalidImage, isPhotoType, type PhotoType, type ProcessedPhoto } from "./images.ts";
 import { ObjectTooLarge, objectKeys, type Storage } from "./storage.ts";
 
 export interface MediaOptions {
@@ -16,7 +16,12 @@ export interface MediaOptions {
   uploadUrlTtlS: number;
   /** How long a photo's link (the 302's target) is valid. */
   linkTtlS: number;
+  /** Photos waiting for their turn on this instance at most; past it, a send gets 503 `instance_busy` (200). */
+  maxWaitingPhotos?: number;
 }
+
+/** About a minute of work at a few hundred milliseconds per photo: a client that waits longer has given up. */
+const MAX_WAITING_PHOTOS = 200;
 
 export const defaultMediaOptions: MediaOptions = {
   uploadMaxBytes: 10 * 1024 * 1024,
@@ -24,8 +29,15 @@ export const defaultMediaOptions: MediaOptions = {
   linkTtlS: 300,
 };
 
-/** An upload not attached by then is removed (CONTRACT §11); a send may no longer use it. */
+/** A send may use an upload this long after it was made (CONTRACT §11: unsent uploads go after 24 h). */
 export const UPLOAD_LIFETIME_MS = 24 * 3_600_000;
+/** The uploads a send may still take, in SQL (lc_send_messages says the same). */
+const takeableSince = sql`now() - interval '24 hours'`;
+/**
+ * When the sweeper removes an upload never sent: an hour after sends stop taking it, so that a send's
+ * statement that began before the 24 h and is still running (waiting for a lock) never meets a swept upload.
+ */
+const UNSENT_UPLOAD_SWEPT_AFTER = "25 hours";
 
 export interface MediaServiceDeps {
   db: Database;
@@ -42,6 +54,8 @@ export interface UploadGrant {
   headers: Record<string, string>;
   expires_in: number;
 }
+
+type UploadRow = typeof uploads.$inferSelect;
 
 const attachmentInvalid = (message: string) => new ChatError(ErrorCode.attachmentInvalid, 422, message);
 
@@ -66,23 +80,28 @@ export function attachmentOf(row: {
 
 /** Photos: presigned uploads, their check and processing before a send, and the links to them. */
 export function createMediaService({ db, storage, images, limits, options = defaultMediaOptions }: MediaServiceDeps) {
+  /** Photos being processed by this instance, by upload: a second send of one joins the first's work. */
+  const inFlight = new Map<string, Promise<UploadRow>>();
+
   /**
    * Reads the upload as it arrived, checks it is the image it claims, writes the stripped photo and its
-   * thumbnail, and records it processed. A send retried after this finds it processed and does none of it again.
+   * thumbnail, and records it processed. A send retried after this finds it processed and does none of it again;
+   * an upload refused for its bytes is recorded so, and refused at once the next time.
    */
-  async function processUpload(row: typeof uploads.$inferSelect, label: string) {
+  async function processUpload(row: UploadRow, label: string): Promise<UploadRow> {
     const keys = objectKeys(row.id);
     const type = row.contentType as PhotoType;
     /** The upload's bytes, read in the image's turn (images.ts): complete, and no more than was declared. */
     const load = async () => {
-      const bytes = await inPhotoStorage(() =>
-        storage.read(keys.original, options.uploadMaxBytes).catch((error: unknown) => {
-          if (!(error instanceof ObjectTooLarge)) throw error;
-          throw attachmentInvalid(
-            `${label} is ${error.size} bytes, over ${options.uploadMaxBytes}: send a smaller one`,
-          );
-        }),
-      );
+      let bytes: Buffer | undefined;
+      try {
+        bytes = await storage.read(keys.original, options.uploadMaxBytes);
+      } catch (error) {
+        if (error instanceof ObjectTooLarge) {
+          throw new InvalidImage(`the file is ${error.size} bytes, over ${options.uploadMaxBytes}: send a smaller one`);
+        }
+        throw new PhotoStorageUnavailableError(error);
+      }
       if (bytes === undefined)
         throw attachmentInvalid(`${label} is not complete: its bytes never arrived in the storage`);
       if (bytes.length !== row.declaredSize) {
@@ -90,16 +109,19 @@ export function createMediaService({ db, storage, images, limits, options = defa
       }
       return bytes;
     };
-    let processed: Awaited<ReturnType<ImageProcessor["process"]>>;
+    let processed: ProcessedPhoto;
     try {
       processed = await images.process(load, type);
     } catch (error) {
-      if (error instanceof InvalidImage) throw attachmentInvalid(`${label}: ${error.message}`);
-      throw error;
+      if (!(error instanceof InvalidImage)) throw error;
+      await storing(() => db.update(uploads).set({ rejection: error.message }).where(eq(uploads.id, row.id)));
+      throw attachmentInvalid(`${label}: ${error.message}`);
     }
     await inPhotoStorage(() =>
       Promise.all([storage.write(keys.photo, processed.photo, type), storage.write(keys.thumb, processed.thumb, type)]),
     );
+    // Only while a send may still take it: past 24 h the sweeper may have removed the row and its objects
+    // meanwhile, and what was just written must not outlive them.
     const [stored] = await storing(() =>
       db
         .update(uploads)
@@ -109,10 +131,41 @@ export function createMediaService({ db, storage, images, limits, options = defa
           height: processed.height,
           storedSize: processed.photo.length,
         })
-        .where(eq(uploads.id, row.id))
+        .where(and(eq(uploads.id, row.id), isNull(uploads.messageId), sql`${uploads.createdAt} > ${takeableSince}`))
         .returning(),
     );
-    return stored ?? row;
+    if (!stored) {
+      await inPhotoStorage(() => storage.remove([keys.photo, keys.thumb]));
+      throw attachmentInvalid(`${label} expired (uploads are kept 24 hours): upload it again`);
+    }
+    return stored;
+  }
+
+  /**
+   * The upload processed, once per instance however many sends name it at once. A send that finds its upload
+   * gone half-way (another send, maybe on another instance, processed it and removed the original) takes the
+   * row as that send left it.
+   */
+  function processedOnce(row: UploadRow, label: string): Promise<UploadRow> {
+    const running = inFlight.get(row.id);
+    if (running) return running;
+    if (images.waiting >= (options.maxWaitingPhotos ?? MAX_WAITING_PHOTOS)) {
+      throw new ChatError(
+        ErrorCode.instanceBusy,
+        503,
+        "too many photos are being processed on this instance: send again in a few seconds",
+      );
+    }
+    const work = processUpload(row, label)
+      .catch(async (error: unknown) => {
+        if (!(error instanceof ChatError && error.code === ErrorCode.attachmentInvalid)) throw error;
+        const [now] = await storing(() => db.select().from(uploads).where(eq(uploads.id, row.id)));
+        if (now?.processedAt && now.userId === row.userId) return now;
+        throw error;
+      })
+      .finally(() => inFlight.delete(row.id));
+    inFlight.set(row.id, work);
+    return work;
   }
 
   return {
@@ -145,7 +198,7 @@ export function createMediaService({ db, storage, images, limits, options = defa
               userId,
               contentType,
               declaredSize: size,
-              sweepAfter: sql`now() + interval '24 hours'`,
+              sweepAfter: sql`now() + ${UNSENT_UPLOAD_SWEPT_AFTER}::interval`,
             }),
           );
           const put = await inPhotoStorage(() =>
@@ -187,10 +240,11 @@ export function createMediaService({ db, storage, images, limits, options = defa
         if (Date.now() - row.createdAt.getTime() > UPLOAD_LIFETIME_MS) {
           throw attachmentInvalid(`${label} expired (uploads are kept 24 hours): upload it again`);
         }
+        if (row.rejection !== null) throw attachmentInvalid(`${label}: ${row.rejection}`);
         return { row, label };
       });
       const processed = await Promise.all(
-        checked.map(({ row, label }) => (row.processedAt ? row : processUpload(row, label))),
+        checked.map(({ row, label }) => (row.processedAt ? row : processedOnce(row, label))),
       );
       // The bytes as uploaded carry the GPS tags: they go before the message is stored, and again on a retry
       // (removing what is gone is no error), so no message ever lives beside an original.

@@ -153,9 +153,19 @@ export function createMessageService({
     const repeat = await storing(() => answerWithoutStoring(senderId, chatId, clientMsgId));
     if (repeat) return { status: "repeat", message: toMessage(repeat) };
     if (!media) {
-      throw new ChatError(ErrorCode.attachmentInvalid, 422, "this instance takes no photos: STORAGE is not configured");
+      // Not the photos' fault: another instance may take them (a rollout, a mixed configuration).
+      throw new ChatError(ErrorCode.storageUnavailable, 503, "photos are off on this instance: STORAGE is not set");
     }
-    return media.attachmentsFor(senderId, uploadIds);
+    try {
+      return await media.attachmentsFor(senderId, uploadIds);
+    } catch (error) {
+      // A retry that met its own first attempt half-way (the photos taken by the send that is now stored) is
+      // that send's repeat, not a refusal.
+      if (!(error instanceof ChatError && error.code === ErrorCode.attachmentInvalid)) throw error;
+      const stored = await storing(() => answerWithoutStoring(senderId, chatId, clientMsgId));
+      if (stored) return { status: "repeat", message: toMessage(stored) };
+      throw error;
+    }
   }
 
   return {

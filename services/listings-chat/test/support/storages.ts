@@ -7,6 +7,7 @@
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DeleteObjectCommand } from "@aws-sdk/client-s3";
 import type { StorageConfig } from "../../src/media/open-storage.ts";
 import { createTestBucket } from "./s3.ts";
 
@@ -14,6 +15,8 @@ export interface TestStorage {
   config: StorageConfig;
   /** Every object key, sorted (`uploads/<id>`, `photos/<id>`, `thumbs/<id>`). */
   keys(): Promise<string[]>;
+  /** Removes one object behind the service's back (a test of what it does without it). */
+  remove(key: string): Promise<void>;
   drop(): Promise<void>;
 }
 
@@ -39,6 +42,7 @@ const fs: StorageTarget = {
         }
         return keys.sort();
       },
+      remove: async (key) => rmSync(join(dataDir, "media", key), { force: true }),
       drop: async () => rmSync(dataDir, { recursive: true, force: true }),
     };
   },
@@ -49,7 +53,14 @@ const s3 = (options: { cors?: boolean }): StorageTarget => ({
   name: "s3",
   async create() {
     const bucket = await createTestBucket(options);
-    return { config: { kind: "s3", ...bucket.config }, keys: () => bucket.keys(), drop: () => bucket.drop() };
+    return {
+      config: { kind: "s3", ...bucket.config },
+      keys: () => bucket.keys(),
+      remove: async (Key) => {
+        await bucket.client.send(new DeleteObjectCommand({ Bucket: bucket.config.bucket, Key }));
+      },
+      drop: () => bucket.drop(),
+    };
   },
 });
 
