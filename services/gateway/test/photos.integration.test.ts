@@ -126,6 +126,15 @@ describe("photos through a development gateway", () => {
     // An upload's own bytes (with their GPS tags) are never served: its PUT URL does not open it for a GET.
     expect((await raw(gw.baseUrl, "PUT", url, grant.body.headers, photo)).status).toBe(200);
     expect((await raw(gw.baseUrl, "GET", url, {})).status).toBe(403);
+    // Once sent (processed, its original removed), the same URL cannot put the original back.
+    const sent = await gw.api(gw.accessToken(BUYER), "POST", `/chat/api/v1/chats/${chatId}/messages`, {
+      content: "",
+      attachments: [grant.body.upload_id],
+    });
+    expect(sent.status).toBe(201);
+    const again = await raw(gw.baseUrl, "PUT", url, grant.body.headers, photo);
+    expect(again.status).toBe(403);
+    expect(again.bytes.toString()).toMatch(/already processed/);
     for (const path of ["/chat/files/../internal/chat/ws/stats", "/chat/files/other/x", "/chat/files/uploads/a/b"]) {
       const answer = await http(gw.baseUrl, "GET", path);
       expect(answer.status, path).toBe(404);

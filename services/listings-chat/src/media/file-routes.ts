@@ -16,6 +16,11 @@ export function createFileRoutes(storage: FsStorage, uploadMaxBytes: number) {
     const grant = storage.signer.check("PUT", key, new URL(c.req.url).searchParams, storage.nowS());
     if (typeof grant === "string") return refused(grant);
     if (!key.startsWith("uploads/")) return refused("only uploads are written through a URL");
+    // Its URL outlives the send by up to its expiry: bytes put again after they were processed would lie
+    // there unread, GPS tags and all, so they are refused once the photo exists.
+    if ((await storage.sizeOf(`photos/${c.req.param("id")}`)) !== undefined) {
+      return refused("this upload was already processed: upload the photo again");
+    }
     // The signed type and size, as a presigned S3 PUT signs its headers: anything else is refused.
     if (c.req.header("content-type") !== grant.contentType) {
       return refused(`the content-type must be ${grant.contentType}, as the upload declared`);
