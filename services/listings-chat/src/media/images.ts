@@ -122,24 +122,18 @@ export function createImageProcessor(limits: ImageLimits = defaultImageLimits) {
       );
     }
     try {
-      // Orientation first (the EXIF tag that says how to turn it goes with the rest of the metadata).
-      const oriented = sharp(bytes, options).autoOrient();
+      // Orientation first (the EXIF tag that says how to turn it goes with the rest of the metadata). Two
+      // pipelines on the same bytes, not clone(): a clone copies the whole input again, garbage for every photo.
+      const scaledTo = (side: number) =>
+        encoded(
+          sharp(bytes, options)
+            .autoOrient()
+            .resize({ width: side, height: side, fit: "inside", withoutEnlargement: true }),
+          type,
+        );
       const [photo, thumb] = await Promise.all([
-        encoded(
-          oriented
-            .clone()
-            .resize({ width: limits.maxSide, height: limits.maxSide, fit: "inside", withoutEnlargement: true }),
-          type,
-        ).toBuffer({ resolveWithObject: true }),
-        encoded(
-          oriented.clone().resize({
-            width: limits.thumbSide,
-            height: limits.thumbSide,
-            fit: "inside",
-            withoutEnlargement: true,
-          }),
-          type,
-        ).toBuffer(),
+        scaledTo(limits.maxSide).toBuffer({ resolveWithObject: true }),
+        scaledTo(limits.thumbSide).toBuffer(),
       ]);
       return { photo: photo.data, thumb, width: photo.info.width, height: photo.info.height };
     } catch (error) {

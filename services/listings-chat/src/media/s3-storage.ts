@@ -53,6 +53,21 @@ export function signBucketPathsWithoutSlash(client: S3Client): S3Client {
   return client;
 }
 
+/**
+ * A body read into one buffer of its announced length, copied once: the SDK's own helper gathers the chunks and
+ * copies them again, garbage the size of a photo each time.
+ */
+async function intoOneBuffer(body: AsyncIterable<Uint8Array> | undefined, size: number): Promise<Buffer> {
+  const bytes = Buffer.allocUnsafe(size);
+  let filled = 0;
+  for await (const chunk of body ?? []) {
+    if (filled + chunk.length > size) throw new Error(`the store sent more than the ${size} bytes it announced`);
+    bytes.set(chunk, filled);
+    filled += chunk.length;
+  }
+  return filled === size ? bytes : bytes.subarray(0, filled);
+}
+
 /** Photos in an S3-compatible bucket, through the AWS SDK v3; the browser's bytes go straight to it, presigned. */
 export function createS3Storage(options: S3StorageOptions): Storage {
   const clientFor = (endpoint: string | undefined) => {
@@ -113,7 +128,7 @@ export function createS3Storage(options: S3StorageOptions): Storage {
           object.Body?.transformToWebStream().cancel();
           throw new ObjectTooLarge(size);
         }
-        return Buffer.from((await object.Body?.transformToByteArray()) ?? []);
+        return await intoOneBuffer(object.Body as AsyncIterable<Uint8Array> | undefined, size);
       } catch (error) {
         if (isMissing(error)) return undefined;
         throw error;
