@@ -1,7 +1,7 @@
 import { AttachmentUrls } from "./attachment-urls.ts";
 import { backoff, randomId } from "./backoff.ts";
 import { Emitter } from "./emitter.ts";
-import { checkPhotos, PhotoUploads } from "./photos.ts";
+import { checkPhotos, PhotoUploads, withFileNames } from "./photos.ts";
 import type { Attachment, Chat, ChatEvent, ChatSummary, Message, ServerFrame } from "./protocol/index.ts";
 import { CloseCode, ErrorCode, Limits } from "./protocol/index.ts";
 import { ChatApi, ChatApiError, type ReportRequest, sendAbortedError } from "./rest.ts";
@@ -477,7 +477,10 @@ export class ChatClient extends Emitter<ChatClientEvents> {
       return message;
     } catch (error) {
       // Refused photos (gone after 24 h, say) are sent again on a retry.
-      if (error instanceof ChatApiError && error.code === ErrorCode.attachmentInvalid) this.photos.forget(files);
+      if (error instanceof ChatApiError && error.code === ErrorCode.attachmentInvalid) {
+        this.photos.forget(files);
+        throw withFileNames(error, files, attachments);
+      }
       throw error;
     }
   }

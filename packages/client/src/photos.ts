@@ -24,6 +24,19 @@ const megabytes = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 const nameOf = (file: Blob, at: number) => (file as { name?: string }).name || `photo ${at + 1}`;
 
 /**
+ * A refusal of the server in the page's words: it names a photo by its place and upload id ("photo 2 (Xy…)"),
+ * which a person never saw; the page knows the file's name.
+ */
+export function withFileNames(error: ChatApiError, files: readonly Blob[], uploadIds: readonly string[]): ChatApiError {
+  let message = error.message;
+  for (const [at, id] of uploadIds.entries()) {
+    const file = files[at];
+    if (file) message = message.split(`photo ${at + 1} (${id})`).join(nameOf(file, at));
+  }
+  return message === error.message ? error : new ChatApiError(error.status, error.code, message, error.retryAfterMs);
+}
+
+/**
  * Why the server would refuse these photos and this caption, as it would (400 `validation_failed`); undefined
  * when they may go. Checked before any request: a PDF or a 40 MB picture is refused at once, with its name.
  */

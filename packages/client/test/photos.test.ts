@@ -283,7 +283,8 @@ describe("sendPhotos", () => {
     const files = [fakePhoto(), mislabelled];
     const error = await h.client.sendPhotos(h.chat.id, files, { clientMsgId: "c" }).catch((e: unknown) => e);
     expect(error).toMatchObject({ status: 422, code: "attachment_invalid", retryable: false });
-    expect((error as Error).message).toBe("photo 2 (upload-2): the file is not JPEG, as it claims");
+    // The server names the photo by its place and upload id; the client names it as the page does, by its file.
+    expect((error as Error).message).toBe("holiday.jpg: the file is not JPEG, as it claims");
     expect(h.server.messagesIn(h.chat.id)).toEqual([]);
 
     // The refused uploads are not kept: a retry sends every photo again (and is refused again).
