@@ -383,7 +383,8 @@ describe("photo sends", () => {
       h.store.sendPhotos(h.chat.id, [new File([png], "holiday.jpg", { type: "image/jpeg" })]),
     ).rejects.toMatchObject({ status: 422, code: "attachment_invalid" });
     const [refused] = h.store.getThread(h.chat.id)?.pending ?? [];
-    expect(refused?.error?.message).toBe("photo 1 (upload-3): the file is not JPEG, as it claims");
+    // The client names the file as the page does (the server says "photo 1 (<upload id>)").
+    expect(refused?.error?.message).toBe("holiday.jpg: the file is not JPEG, as it claims");
     h.store.discard(h.chat.id, "c2");
     expect(h.store.getThread(h.chat.id)?.pending).toEqual([]);
   });
