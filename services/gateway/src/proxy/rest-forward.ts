@@ -193,6 +193,28 @@ export function createRestForwarder(options: RestForwardOptions) {
     return errorResponse(502, GatewayErrorCode.upstreamUnavailable, "no chat instance is reachable: retry shortly");
   }
 
+  /**
+   * Reads the body (at most `maxBytes`, within `bodyTimeoutMs`) and forwards it: an answer for every outcome, a
+   * refused body (413, 408), a client that left while it was read (499), or anything unforeseen (502).
+   */
+  async function readAndForward(request: Request, userId: number | undefined, maxBytes: number): Promise<Response> {
+    try {
+      let body: Buffer | undefined;
+      try {
+        body = await readBody(request, { maxBytes, timeoutMs: options.bodyTimeoutMs });
+      } catch (error) {
+        if (!(error instanceof BodyRejected)) throw error;
+        return bodyRefused(error);
+      }
+      return await forward(request, userId, body);
+    } catch (error) {
+      if (request.signal.aborted)
+        return errorResponse(499, GatewayErrorCode.clientClosed, "the client closed the request");
+      log.error({ err: error, path: new URL(request.url).pathname }, "forwarding failed");
+      return errorResponse(502, GatewayErrorCode.upstreamFailed, "the chat service failed to answer: retry");
+    }
+  }
+
   return {
     /**
      * A development storage URL (`/files/…`, STORAGE=fs): forwarded without a user, with a body up to the
@@ -204,21 +226,7 @@ export function createRestForwarder(options: RestForwardOptions) {
       }
       const declared = Number(request.headers.get("content-length") ?? 0);
       if (declared > DEVELOPMENT_FILE_MAX_BYTES) return bodyRefused(bodyTooLarge(DEVELOPMENT_FILE_MAX_BYTES));
-      try {
-        let body: Buffer | undefined;
-        try {
-          body = await readBody(request, { maxBytes: DEVELOPMENT_FILE_MAX_BYTES, timeoutMs: options.bodyTimeoutMs });
-        } catch (error) {
-          if (!(error instanceof BodyRejected)) throw error;
-          return bodyRefused(error);
-        }
-        return await forward(request, undefined, body);
-      } catch (error) {
-        if (request.signal.aborted)
-          return errorResponse(499, GatewayErrorCode.clientClosed, "the client closed the request");
-        log.error({ err: error }, "forwarding a development file failed");
-        return errorResponse(502, GatewayErrorCode.upstreamFailed, "the chat service failed to answer: retry");
-      }
+      return readAndForward(request, undefined, DEVELOPMENT_FILE_MAX_BYTES);
     },
 
     async handle(request: Request, userId: number): Promise<Response> {
@@ -238,20 +246,7 @@ export function createRestForwarder(options: RestForwardOptions) {
         );
       }
       try {
-        let body: Buffer | undefined;
-        try {
-          body = await readBody(request, { maxBytes: Limits.maxRequestBodyBytes, timeoutMs: options.bodyTimeoutMs });
-        } catch (error) {
-          if (!(error instanceof BodyRejected)) throw error;
-          return bodyRefused(error);
-        }
-        return await forward(request, userId, body);
-      } catch (error) {
-        // A client that left while its body was read, or anything unforeseen: an answer, never a throw.
-        if (request.signal.aborted)
-          return errorResponse(499, GatewayErrorCode.clientClosed, "the client closed the request");
-        log.error({ err: error }, "forwarding failed");
-        return errorResponse(502, GatewayErrorCode.upstreamFailed, "the chat service failed to answer: retry");
+        return await readAndForward(request, userId, Limits.maxRequestBodyBytes);
       } finally {
         leave();
       }
