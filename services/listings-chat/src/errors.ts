@@ -61,22 +61,19 @@ export class PhotoStorageUnavailableError extends ChatError {
   }
 }
 
-/** Runs work on the photo storage and turns any failure that is not already a ChatError into a 503 that says so. */
-export async function inPhotoStorage<T>(work: () => Promise<T>): Promise<T> {
+/** Runs `work` and turns any failure that is not already a ChatError into `unavailable(cause)`. */
+async function failingAs<T>(work: () => Promise<T>, unavailable: (cause: unknown) => ChatError): Promise<T> {
   try {
     return await work();
   } catch (error) {
     if (error instanceof ChatError) throw error;
-    throw new PhotoStorageUnavailableError(error);
+    throw unavailable(error);
   }
 }
 
+/** Runs work on the photo storage and turns any failure that is not already a ChatError into a 503 that says so. */
+export const inPhotoStorage = <T>(work: () => Promise<T>) =>
+  failingAs(work, (cause) => new PhotoStorageUnavailableError(cause));
+
 /** Runs database work and turns any failure that is not already a ChatError into StorageUnavailableError. */
-export async function storing<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (error) {
-    if (error instanceof ChatError) throw error;
-    throw new StorageUnavailableError(error);
-  }
-}
+export const storing = <T>(work: () => Promise<T>) => failingAs(work, (cause) => new StorageUnavailableError(cause));
