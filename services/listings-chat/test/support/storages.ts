@@ -4,10 +4,11 @@
  * SigV4 (support/s3.ts: CI's, or one started in this process). `keys()` lists what the storage holds, as the
  * sweeper's tests need it.
  */
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DeleteObjectCommand } from "@aws-sdk/client-s3";
+import { createFsStorage } from "../../src/media/fs-storage.ts";
 import type { StorageConfig } from "../../src/media/open-storage.ts";
 import { createTestBucket } from "./s3.ts";
 
@@ -31,17 +32,8 @@ const fs: StorageTarget = {
     const dataDir = mkdtempSync(join(tmpdir(), "lc-photos-"));
     return {
       config: { kind: "fs", dataDir },
-      async keys() {
-        const keys: string[] = [];
-        for (const kind of ["uploads", "photos", "thumbs"]) {
-          try {
-            for (const name of readdirSync(join(dataDir, "media", kind))) keys.push(`${kind}/${name}`);
-          } catch {
-            // No such folder yet: nothing of that kind.
-          }
-        }
-        return keys.sort();
-      },
+      // What the service itself lists there.
+      keys: () => createFsStorage({ root: join(dataDir, "media") }).list(),
       remove: async (key) => rmSync(join(dataDir, "media", key), { force: true }),
       drop: async () => rmSync(dataDir, { recursive: true, force: true }),
     };
