@@ -14,6 +14,8 @@ export interface AppParts {
   ops: Hono;
   /** The platform's /internal routes (CONTRACT §8), behind the internal token. */
   platform: Hono;
+  /** A person's data (CONTRACT §12): export and erasure, behind the internal token. */
+  personalData: Hono;
   /** The dead webhook deliveries (CONTRACT §9), behind the internal token. */
   webhooks: Hono;
   api: Hono<any>;
@@ -31,6 +33,7 @@ export function createApp({
   probes,
   ops,
   platform,
+  personalData,
   webhooks,
   api,
   files,
@@ -60,6 +63,7 @@ export function createApp({
   });
   app.use("/internal/chat/*", limitBody);
   app.route("/", platform);
+  app.route("/", personalData);
   app.route("/", webhooks);
   app.use("/api/v1/*", limitBody);
   app.route("/api/v1", api);

@@ -37,6 +37,8 @@ import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
 import { createTelemetry } from "./ops/telemetry.ts";
 import { createListingFanout } from "./platform/listing-fanout.ts";
+import { createErasures } from "./personal-data/erasure.ts";
+import { createPersonalDataRoutes } from "./personal-data/routes.ts";
 import { createPlatformRoutes } from "./platform/routes.ts";
 import { createPlatformService } from "./platform/service.ts";
 import { createSuspensionWatch } from "./platform/suspensions.ts";
@@ -241,6 +243,10 @@ export async function startChatServer(
   const listingFanout = createListingFanout({ db: database.db, publish, log });
   listingFanout.start();
   startup.opened(() => listingFanout.stop());
+  // Erasures of people (CONTRACT §12): requested here, worked a batch at a time by any instance.
+  const erasures = createErasures({ db: database.db, publish, log });
+  erasures.start();
+  startup.opened(() => erasures.stop());
   // Webhooks (CONTRACT §9): the queue's counts for stats and metrics always; the lease and the sender when
   // WEBHOOK_URL is set (writes record their webhooks from the lease on, here and on every instance).
   const webhookCounts = createWebhookCounts(database.db);
@@ -299,6 +305,7 @@ export async function startChatServer(
         },
       }),
     ),
+    personalData: createPersonalDataRoutes({ reads: database.reads, requestErasure: erasures.request }),
     webhooks: createWebhookRoutes(database.db),
     api: createApiRoutes({
       db: database.reads,
@@ -360,6 +367,7 @@ export async function startChatServer(
       const webhooksStopped = webhooks?.stop();
       await hub.shutdown(config.shutdownTimeoutMs);
       await listingFanout.stop();
+      await erasures.stop();
       await photoSweeper?.stop();
       storage?.close();
       await webhooksStopped;

@@ -53,6 +53,9 @@ const tables = {
   webhook_deliveries: schema.webhookDeliveries,
   webhook_lease: schema.webhookLease,
   uploads: schema.uploads,
+  erasures: schema.erasures,
+  erasure_chats: schema.erasureChats,
+  scheduled_jobs: schema.scheduledJobs,
 };
 
 /** Raw SQL rows, the same on PGlite and node-postgres (cast bigints in SQL: drivers differ on them). */
@@ -283,6 +286,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         "chat_participants_user_unread_idx",
         "chats_buyer_seller_idx",
         "chats_listing_buyer_seller_key",
+        "erasures_pending_idx",
         "listing_fanouts_requested_idx",
         "messages_chat_history_idx",
         "messages_sender_client_msg_id_key",

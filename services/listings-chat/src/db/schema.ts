@@ -440,3 +440,57 @@ export const uploads = pgTable(
     index("uploads_user_idx").on(t.userId),
   ],
 );
+
+/**
+ * A person's erasure (CONTRACT §12, `DELETE /internal/chat/users/:id`), from the request to `user.erased`: any
+ * instance works it a batch per transaction (lc_erasure_step), taking the row `FOR UPDATE SKIP LOCKED`, so that
+ * one erasure is worked by one instance at a time and one that died half-way is taken up where its last committed
+ * batch left it. `step` says what is left: `start` (list the chats, remove the name, blocks and reports),
+ * `messages` (the chats in `erasure_chats`), `streams` (their own event stream), `webhooks` (copies in the
+ * outbox, after the id in `cursor`), `uploads` (their photos, removed by the sweeper), `done`.
+ */
+export const erasures = pgTable(
+  "erasures",
+  {
+    userId: bigint("user_id", { mode: "number" }).primaryKey(),
+    requestedAt: timestamp("requested_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+    step: text("step", { enum: ["start", "messages", "streams", "webhooks", "uploads", "done"] })
+      .notNull()
+      .default("start"),
+    cursor: bigint("cursor", { mode: "number" }).notNull().default(0),
+    completedAt: timestamp("completed_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [
+    // The erasures under way, oldest first: the few rows an instance looks at when it polls.
+    index("erasures_pending_idx").on(t.requestedAt).where(sql`${t.completedAt} is null`),
+    check("erasures_step_known", sql`${t.step} in ('start', 'messages', 'streams', 'webhooks', 'uploads', 'done')`),
+  ],
+);
+
+/**
+ * The chats of a person being erased whose messages are still to be erased (listed by the erasure's first
+ * step), each with the last message id done: the erasure's cursor, so a chat with 100,000 of their messages is
+ * erased a batch at a time and resumed where the last committed batch stopped.
+ */
+export const erasureChats = pgTable(
+  "erasure_chats",
+  {
+    userId: bigint("user_id", { mode: "number" }).notNull(),
+    chatId: bigint("chat_id", { mode: "number" }).notNull(),
+    afterMessageId: bigint("after_message_id", { mode: "number" }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.chatId] })],
+);
+
+/**
+ * Jobs that one instance of many runs on a schedule (MESSAGE_RETENTION_DAYS): an instance takes a run by moving
+ * `next_run_at` forward in a conditional UPDATE, so two instances never run the same one.
+ */
+export const scheduledJobs = pgTable("scheduled_jobs", {
+  name: text("name").primaryKey(),
+  nextRunAt: timestamp("next_run_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+  lastStartedAt: timestamp("last_started_at", { withTimezone: true, mode: "date" }),
+  lastFinishedAt: timestamp("last_finished_at", { withTimezone: true, mode: "date" }),
+  /** What the last run did, for the ops endpoint and the logs: counts, never content. */
+  lastResult: jsonb("last_result"),
+});
