@@ -20,6 +20,7 @@ import { type DatabaseHandle, openDatabase } from "./db/client.ts";
 import { ensureEventPartitions, maintainEventPartitions } from "./db/event-partitions.ts";
 import { registerInstance } from "./db/instance-registry.ts";
 import type { ChatConfig } from "./env.ts";
+import { storing } from "./errors.ts";
 import { createBusPublisher, publishSuspension } from "./events/publisher.ts";
 import { createApiRoutes } from "./http/api-routes.ts";
 import { createHub } from "./hub/hub.ts";
@@ -36,9 +37,9 @@ import { createMetrics } from "./ops/metrics.ts";
 import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
 import { createTelemetry } from "./ops/telemetry.ts";
-import { createListingFanout } from "./platform/listing-fanout.ts";
 import { createErasures } from "./personal-data/erasure.ts";
 import { createPersonalDataRoutes } from "./personal-data/routes.ts";
+import { createListingFanout } from "./platform/listing-fanout.ts";
 import { createPlatformRoutes } from "./platform/routes.ts";
 import { createPlatformService } from "./platform/service.ts";
 import { createSuspensionWatch } from "./platform/suspensions.ts";
@@ -243,8 +244,25 @@ export async function startChatServer(
   const listingFanout = createListingFanout({ db: database.db, publish, log });
   listingFanout.start();
   startup.opened(() => listingFanout.stop());
+  /** A suspension stored here (or lifted): every instance is to know, and the user's sockets to close (4003). */
+  const suspensionChanged = (userId: number, until: number | null | "lifted") => {
+    suspensions.changed(userId, until);
+    publishSuspension(bus, userId, until).catch((error) => {
+      stats.errorsTotal += 1;
+      log.warn(
+        { err: error, user: userId },
+        "could not publish a suspension's change: the other instances read it within 5 s",
+      );
+    });
+  };
   // Erasures of people (CONTRACT §12): requested here, worked a batch at a time by any instance.
-  const erasures = createErasures({ db: database.db, publish, log });
+  const erasures = createErasures({
+    db: database.db,
+    publish,
+    log,
+    sweepPhotos: photoSweeper?.sweepNow,
+    onSuspended: (userId) => suspensionChanged(userId, null),
+  });
   erasures.start();
   startup.opened(() => erasures.stop());
   // Webhooks (CONTRACT §9): the queue's counts for stats and metrics always; the lease and the sender when
@@ -293,19 +311,13 @@ export async function startChatServer(
         publish,
         fanout: listingFanout,
         onMessageDeleted: () => photoSweeper?.soon(),
-        onSuspensionChanged: (userId, until) => {
-          suspensions.changed(userId, until);
-          publishSuspension(bus, userId, until).catch((error) => {
-            stats.errorsTotal += 1;
-            log.warn(
-              { err: error, user: userId },
-              "could not publish a suspension's change: the other instances read it within 5 s",
-            );
-          });
-        },
+        onSuspensionChanged: suspensionChanged,
       }),
     ),
-    personalData: createPersonalDataRoutes({ reads: database.reads, requestErasure: erasures.request }),
+    personalData: createPersonalDataRoutes({
+      reads: database.reads,
+      requestErasure: (userId) => storing(() => erasures.request(userId)),
+    }),
     webhooks: createWebhookRoutes(database.db),
     api: createApiRoutes({
       db: database.reads,

@@ -75,6 +75,9 @@ const addedSinceExtraction = new Set<string>([
   "lc_webhooks_on()",
   // Photos (0029): the trigger that releases a deleted message's photos.
   "lc_release_message_photos()",
+  // A person's data (0030): erasure.
+  "lc_request_erasure(bigint)",
+  "lc_erasure_step(bigint,integer)",
 ]);
 
 const plpgsqlReturning = (name: string, value: number) =>

@@ -1,22 +1,187 @@
+import type { Message } from "@listings-chat/shared";
+import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
+import { executeWrite } from "../db/retry.ts";
+import { type AddressedEvent, type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 import type { PublishEvent } from "../events/publisher.ts";
+
+/** Messages erased per transaction: a chat's two stream rows and this many message rows, held for milliseconds. */
+export const ERASURE_BATCH = 200;
+/** How often an instance looks for erasures no instance is working (one left by an instance that stopped or died). */
+export const ERASURE_POLL_MS = 5_000;
+/** Erasures an instance looks at per poll, oldest first. */
+const ERASURES_PER_POLL = 20;
+
+interface StepRow extends AppendedRow {
+  status: "busy" | "worked" | "waiting_uploads" | "erased";
+  message: Message | null;
+}
+
+export type ErasureStep =
+  | { status: "busy" | "waiting_uploads" | "erased" }
+  | { status: "worked"; events: AddressedEvent[] };
+
+/**
+ * Records the erasure of `userId` and suspends them (lc_request_erasure): true when it is under way from now on,
+ * false when it already was.
+ */
+export async function requestErasure(db: Database, userId: number): Promise<boolean> {
+  const rows = rowsOf<{ started: boolean }>(
+    await executeWrite(db, sql`select lc_request_erasure(${userId}) as started`),
+  );
+  return rows[0]?.started === true;
+}
+
+/** One batch of the erasure of `userId` (lc_erasure_step), in a transaction of its own. */
+export async function erasureStep(db: Database, userId: number, batch: number): Promise<ErasureStep> {
+  const rows = rowsOf<StepRow>(await executeWrite(db, sql`select * from lc_erasure_step(${userId}, ${batch})`));
+  const status = rows[0]?.status;
+  if (!status) throw new Error("lc_erasure_step returned no row");
+  if (status !== "worked") return { status };
+  // One message_deleted per message, to each participant: the rows of one message share its JSON.
+  const byMessage = new Map<number, StepRow[]>();
+  for (const row of rows) {
+    if (!row.message) continue;
+    const same = byMessage.get(row.message.id) ?? [];
+    same.push(row);
+    byMessage.set(row.message.id, same);
+  }
+  const events = [...byMessage.values()].flatMap((same) => {
+    const message = same[0]!.message!;
+    return addressedEvents(same, { type: "message_deleted", chat_id: message.chat_id, message });
+  });
+  return { status, events };
+}
+
+/** The erasures under way, oldest first. */
+async function pendingErasures(db: Database, limit: number): Promise<number[]> {
+  const rows = rowsOf<{ user_id: string | number }>(
+    await db.execute(
+      sql`select user_id from erasures where completed_at is null order by requested_at, user_id limit ${limit}`,
+    ),
+  );
+  return rows.map((row) => Number(row.user_id));
+}
 
 export interface ErasuresOptions {
   db: Database;
   publish: PublishEvent;
   log: Logger;
-}
-
-/** Erasures of people (CONTRACT §12). Being written. */
-export function createErasures(_options: ErasuresOptions) {
-  return {
-    async request(userId: number): Promise<void> {
-      throw new Error(`erasure of user ${userId}: not built yet`);
-    },
-    start() {},
-    async stop() {},
-  };
+  /** Sweeps the photos due now (media/sweeper.ts); absent when this instance has no storage. */
+  sweepPhotos?: () => Promise<number>;
+  /** After the request is stored: the person's sockets, here and on every instance, are to close (4003). */
+  onSuspended: (userId: number) => void;
+  batch?: number;
+  pollMs?: number;
 }
 
 export type Erasures = ReturnType<typeof createErasures>;
+
+/**
+ * Erasures of people (CONTRACT §12): recorded by `request` with the person's suspension, then worked a batch per
+ * transaction (lc_erasure_step), each batch's message_deleted published after its commit. Woken by a request
+ * here, and every `pollMs` for erasures another instance left (it stopped, or died: its batch rolled back and
+ * the row is free again); an erasure is worked by one instance at a time (SKIP LOCKED).
+ */
+export function createErasures({
+  db,
+  publish,
+  log,
+  sweepPhotos,
+  onSuspended,
+  batch = ERASURE_BATCH,
+  pollMs = ERASURE_POLL_MS,
+}: ErasuresOptions) {
+  let running: Promise<void> | undefined;
+  let wokenAgain = false;
+  let stopped = false;
+  let poll: NodeJS.Timeout | undefined;
+  /** Erasures whose photos were still in the storage at the last look, and no sweep here could remove them. */
+  const warnedWaiting = new Set<number>();
+
+  /** Works one erasure until it is done, another instance holds it, or it waits for its photos. */
+  async function work(userId: number) {
+    while (!stopped) {
+      const step = await erasureStep(db, userId, batch);
+      if (step.status === "worked") {
+        publish(step.events);
+        continue;
+      }
+      if (step.status === "erased") {
+        warnedWaiting.delete(userId);
+        log.info({ user: userId }, "person erased");
+        return;
+      }
+      if (step.status === "waiting_uploads") {
+        const removed = sweepPhotos ? await sweepPhotos() : 0;
+        if (removed > 0) continue;
+        if (!warnedWaiting.has(userId)) {
+          warnedWaiting.add(userId);
+          log.warn(
+            { user: userId },
+            sweepPhotos
+              ? "an erasure waits for its photos, held by another instance's sweep: it completes once they are removed"
+              : "an erasure waits for its photos to be removed, and this instance has no storage (STORAGE): an instance with one removes them",
+          );
+        }
+      }
+      return;
+    }
+  }
+
+  async function drain() {
+    for (const userId of await pendingErasures(db, ERASURES_PER_POLL)) {
+      if (stopped) return;
+      await work(userId);
+    }
+  }
+
+  function wake() {
+    if (stopped) return;
+    if (running) {
+      wokenAgain = true;
+      return;
+    }
+    running = (async () => {
+      do {
+        wokenAgain = false;
+        try {
+          await drain();
+        } catch (error) {
+          // The batch rolled back: it is done again by the next wake or poll, here or elsewhere.
+          log.warn({ err: error }, "an erasure batch failed; it is retried within a few seconds");
+        }
+      } while (wokenAgain && !stopped);
+    })().finally(() => {
+      running = undefined;
+    });
+  }
+
+  return {
+    /** Records the erasure (idempotent), closes the person's sockets and starts working it. */
+    async request(userId: number): Promise<void> {
+      const started = await requestErasure(db, userId);
+      onSuspended(userId);
+      if (started) log.info({ user: userId }, "erasure requested");
+      wake();
+    },
+    /** Looks for erasures under way now and every `pollMs`. */
+    start() {
+      wake();
+      poll = setInterval(wake, pollMs);
+      poll.unref();
+    },
+    wake,
+    /** Waits for the erasures under way here to stop or end (tests and operators). */
+    async settled(): Promise<void> {
+      while (running) await running;
+    },
+    /** Stops after the batch under way (its events are published); the rest is left for any instance. */
+    async stop() {
+      stopped = true;
+      if (poll) clearInterval(poll);
+      await running;
+    },
+  };
+}

@@ -37,6 +37,8 @@ export interface TestChatOptions {
   /** Photos (CONTRACT §11): off when not given. */
   storage?: StorageConfig;
   photos?: ChatConfig["photos"];
+  /** Webhooks (CONTRACT §9): off (nothing recorded) when not given. */
+  webhooks?: ChatConfig["webhooks"];
 }
 
 /** A real chat instance on 127.0.0.1, port 0. */
@@ -56,6 +58,7 @@ export async function startTestChat(options: TestChatOptions): Promise<TestChat>
     listingsRequired: options.listingsRequired,
     storage: options.storage,
     photos: options.photos,
+    webhooks: options.webhooks,
     warnings: [],
   };
   const server = await startChatServer(

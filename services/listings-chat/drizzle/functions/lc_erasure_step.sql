@@ -1,0 +1,199 @@
+-- migrate: after lc_webhooks_on, lc_webhook_message_data, lc_append_events, lc_message_json
+-- One batch of the erasure of person `p_user_id` (CONTRACT §12), in a transaction of its own: the erasure's row is
+-- taken FOR UPDATE SKIP LOCKED, so one instance works an erasure at a time, and a batch that dies rolls back and
+-- is done again by whoever takes the row next (every step is written to be done twice without harm). Steps, in
+-- order (erasures.step):
+--   start     list their chats in erasure_chats; remove their name and avatar (people), the blocks and reports
+--             they made, and what the old safety outbox holds of those;
+--   messages  `p_batch` of their messages in the first chat left: content, data, photos, client_msg_id and flags
+--             removed; those not deleted yet become deleted by the platform (reason `erasure`), and both
+--             participants hear message_deleted (the other's unread count and total move as for any delete;
+--             `message.deleted` is recorded while webhooks are on). Messages deleted before keep how and when
+--             they were deleted, and lose their text (kept until now for moderation);
+--   streams   their own stream: user_events after `cursor`, `p_batch` at a time, with the events of no chat that
+--             only they heard (user_blocked: whom they blocked), then their stream row;
+--   webhooks  the outbox after `cursor`, 1,000 rows at a time: copies of their messages are replaced by the
+--             message as it is now (erased), reports they made and their blocks' deliveries are removed;
+--   uploads   their photos due for the sweeper now; done once none is left (the sweeper removes the objects,
+--             then the rows), and a last check that no message of theirs escaped the list of chats (a send that
+--             raced the request): then `user.erased`.
+-- Status (one row, or one per participant told): busy (another instance holds it, or it is not under way),
+-- worked (a batch done; `message` and the event ids of each message_deleted appended), waiting_uploads (their
+-- photos are still in the storage: the caller sweeps and comes back), erased (complete now).
+-- Locks, in the order every write keeps (functions/README.md): the erasure's row (no writer takes it), then in the
+-- messages step the chat's row, its participants, its messages, and the streams last (lc_append_events).
+CREATE OR REPLACE FUNCTION lc_erasure_step(p_user_id bigint, p_batch integer)
+RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  e erasures;
+  ec erasure_chats;
+  v_other bigint;
+  v_other_read bigint;
+  v_other_unread bigint;
+  v_ids bigint[];
+  v_newly bigint[];
+  v_unread bigint;
+  v_last bigint;
+  v_json jsonb[];
+  v_count integer;
+BEGIN
+  SELECT * INTO e FROM erasures ee WHERE ee.user_id = p_user_id AND ee.completed_at IS NULL FOR UPDATE SKIP LOCKED;
+  IF NOT FOUND THEN
+    status := 'busy'; RETURN NEXT; RETURN;
+  END IF;
+
+  IF e.step = 'start' THEN
+    INSERT INTO erasure_chats (user_id, chat_id)
+    SELECT p_user_id, p.chat_id FROM chat_participants p WHERE p.user_id = p_user_id
+    ON CONFLICT DO NOTHING;
+    DELETE FROM people pp WHERE pp.user_id = p_user_id;
+    DELETE FROM blocks b WHERE b.blocker_id = p_user_id;
+    DELETE FROM reports r WHERE r.reporter_id = p_user_id;
+    -- Empty since 0027 but for rows a release before wrote during a rollout: few rows, read whole.
+    DELETE FROM safety_events s
+    WHERE (s.data->'report'->>'reporter_id')::bigint = p_user_id OR (s.data->>'blocker_id')::bigint = p_user_id;
+    UPDATE erasures ee SET step = 'messages', cursor = 0 WHERE ee.user_id = p_user_id;
+    status := 'worked'; RETURN NEXT; RETURN;
+  END IF;
+
+  IF e.step = 'messages' THEN
+    SELECT * INTO ec FROM erasure_chats x WHERE x.user_id = p_user_id ORDER BY x.chat_id LIMIT 1;
+    IF NOT FOUND THEN
+      UPDATE erasures ee SET step = 'streams', cursor = 0 WHERE ee.user_id = p_user_id;
+      status := 'worked'; RETURN NEXT; RETURN;
+    END IF;
+    PERFORM FROM chats c WHERE c.id = ec.chat_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+      DELETE FROM erasure_chats x WHERE x.user_id = p_user_id AND x.chat_id = ec.chat_id;
+      status := 'worked'; RETURN NEXT; RETURN;
+    END IF;
+    -- Both rows, in user order, as a send takes them: the other's read marker and count cannot move meanwhile.
+    PERFORM FROM chat_participants p WHERE p.chat_id = ec.chat_id ORDER BY p.user_id FOR UPDATE;
+    SELECT p.user_id, p.last_read_message_id, p.unread_count INTO v_other, v_other_read, v_other_unread
+    FROM chat_participants p
+    WHERE p.chat_id = ec.chat_id AND p.user_id <> p_user_id;
+    -- No reminder of unread messages goes to a person being erased.
+    UPDATE chat_participants p SET unread_since = NULL, unread_notified = false
+    WHERE p.chat_id = ec.chat_id AND p.user_id = p_user_id AND (p.unread_since IS NOT NULL OR p.unread_notified);
+    SELECT array_agg(m.id ORDER BY m.id), array_agg(m.id ORDER BY m.id) FILTER (WHERE m.deleted_at IS NULL)
+    INTO v_ids, v_newly
+    FROM (SELECT mm.id, mm.deleted_at FROM messages mm
+          WHERE mm.chat_id = ec.chat_id AND mm.id > ec.after_message_id AND mm.sender_id = p_user_id
+          ORDER BY mm.id LIMIT p_batch FOR UPDATE) m;
+    v_count := coalesce(cardinality(v_ids), 0);
+    IF v_count < p_batch THEN
+      DELETE FROM erasure_chats x WHERE x.user_id = p_user_id AND x.chat_id = ec.chat_id;
+    ELSE
+      UPDATE erasure_chats x SET after_message_id = v_ids[v_count]
+      WHERE x.user_id = p_user_id AND x.chat_id = ec.chat_id;
+    END IF;
+    IF v_count = 0 THEN
+      status := 'worked'; RETURN NEXT; RETURN;
+    END IF;
+    v_newly := coalesce(v_newly, '{}');
+    -- The trigger of 0029 (lc_release_message_photos) makes the photos of a message deleted here due for the
+    -- sweeper; those of messages deleted before were made due then.
+    UPDATE messages mm SET content = '', data = NULL, attachments = NULL, client_msg_id = NULL, flags = '{}',
+      deleted_at = coalesce(mm.deleted_at, now()),
+      deleted_by = CASE WHEN mm.deleted_at IS NULL THEN 'platform' ELSE mm.deleted_by END,
+      delete_reason = CASE WHEN mm.deleted_at IS NULL THEN 'erasure' ELSE mm.delete_reason END
+    WHERE mm.id = ANY(v_ids);
+    IF cardinality(v_newly) = 0 THEN
+      status := 'worked'; RETURN NEXT; RETURN;
+    END IF;
+    -- Those the other had not read leave their count (never more than it holds).
+    SELECT least(count(*), coalesce(v_other_unread, 0)) INTO v_unread
+    FROM unnest(v_newly) AS n(id) WHERE n.id > coalesce(v_other_read, 0);
+    IF v_unread > 0 THEN
+      UPDATE chat_participants p SET unread_count = greatest(p.unread_count - v_unread, 0)
+      WHERE p.chat_id = ec.chat_id AND p.user_id = v_other;
+    END IF;
+    SELECT array_agg(lc_message_json(mm) ORDER BY mm.id) INTO v_json FROM messages mm WHERE mm.id = ANY(v_newly);
+    IF lc_webhooks_on() THEN
+      INSERT INTO webhook_deliveries (type, data)
+      SELECT 'message.deleted', lc_webhook_message_data(mm) FROM messages mm WHERE mm.id = ANY(v_newly) ORDER BY mm.id;
+    END IF;
+    RETURN QUERY
+    SELECT 'worked'::text, v_json[a.ord::integer], a.user_id, a.event_id
+    FROM lc_append_events(array_fill(ec.chat_id, ARRAY[cardinality(v_newly)]),
+      array_fill('message_deleted'::text, ARRAY[cardinality(v_newly)]), v_newly,
+      ARRAY(SELECT jsonb_build_object('chat_id', ec.chat_id, 'message', j) FROM unnest(v_json) AS j),
+      CASE WHEN v_unread > 0 THEN ARRAY[v_other] ELSE '{}'::bigint[] END,
+      CASE WHEN v_unread > 0 THEN ARRAY[-v_unread] ELSE '{}'::bigint[] END) AS a;
+    RETURN;
+  END IF;
+
+  IF e.step = 'streams' THEN
+    SELECT array_agg(ue.event_id ORDER BY ue.event_id), max(ue.event_id) INTO v_ids, v_last
+    FROM (SELECT u.event_id FROM user_events u WHERE u.user_id = p_user_id AND u.event_id > e.cursor
+          ORDER BY u.event_id LIMIT p_batch) ue;
+    v_count := coalesce(cardinality(v_ids), 0);
+    IF v_count > 0 THEN
+      -- Events of no chat are one user's own (lc_append_user_event: whom they blocked or unblocked).
+      DELETE FROM chat_events ce
+      WHERE ce.id IN (SELECT u.chat_event_id FROM user_events u WHERE u.user_id = p_user_id AND u.event_id = ANY(v_ids))
+        AND ce.chat_id IS NULL;
+      DELETE FROM user_events u WHERE u.user_id = p_user_id AND u.event_id = ANY(v_ids);
+    END IF;
+    IF v_count < p_batch THEN
+      DELETE FROM user_streams s WHERE s.user_id = p_user_id;
+      UPDATE erasures ee SET step = 'webhooks', cursor = 0 WHERE ee.user_id = p_user_id;
+    ELSE
+      UPDATE erasures ee SET cursor = v_last WHERE ee.user_id = p_user_id;
+    END IF;
+    status := 'worked'; RETURN NEXT; RETURN;
+  END IF;
+
+  IF e.step = 'webhooks' THEN
+    SELECT max(w.id), count(*) INTO v_last, v_count
+    FROM (SELECT ww.id FROM webhook_deliveries ww WHERE ww.id > e.cursor ORDER BY ww.id LIMIT 1000) w;
+    IF v_count > 0 THEN
+      -- Their messages as they are now: erased (one that retention removed since: its text blanked). The copy in
+      -- a report.created is under `report`: a report about them keeps the message it reported, as `reports` does.
+      UPDATE webhook_deliveries w SET data = CASE
+          WHEN t.message_id IS NULL AND w.type = 'notification.unread'
+          THEN jsonb_set(w.data, '{last_message}', w.data->'last_message' || '{"content": "", "data": null, "attachments": []}')
+          WHEN t.message_id IS NULL
+          THEN jsonb_set(w.data, '{message}', w.data->'message' || '{"content": "", "data": null, "attachments": []}')
+          WHEN w.type = 'notification.unread' THEN jsonb_set(w.data, '{last_message}', lc_message_json(t.m))
+          ELSE lc_webhook_message_data(t.m)
+        END
+      FROM (SELECT x.id, mm.id AS message_id, mm AS m FROM webhook_deliveries x
+            LEFT JOIN messages mm ON mm.id = coalesce(x.data->'message'->>'id', x.data->'last_message'->>'id')::bigint
+            WHERE x.id > e.cursor AND x.id <= v_last
+              AND p_user_id IN ((x.data->'message'->>'sender_id')::bigint, (x.data->'last_message'->>'sender_id')::bigint)) t
+      WHERE w.id = t.id;
+      DELETE FROM webhook_deliveries w
+      WHERE w.id > e.cursor AND w.id <= v_last
+        AND ((w.type = 'report.created' AND (w.data->'report'->>'reporter_id')::bigint = p_user_id)
+          OR (w.type IN ('user.blocked', 'user.unblocked') AND (w.data->>'blocker_id')::bigint = p_user_id));
+    END IF;
+    IF v_count < 1000 THEN
+      UPDATE erasures ee SET step = 'uploads', cursor = 0 WHERE ee.user_id = p_user_id;
+    ELSE
+      UPDATE erasures ee SET cursor = v_last WHERE ee.user_id = p_user_id;
+    END IF;
+    status := 'worked'; RETURN NEXT; RETURN;
+  END IF;
+
+  -- uploads (and a step left `done` by a completed erasure that was requested again before 'start' was set).
+  -- A message of theirs with a client_msg_id is one the list of chats missed (erasing clears it): list again.
+  IF EXISTS (SELECT FROM messages mm WHERE mm.sender_id = p_user_id AND mm.client_msg_id IS NOT NULL) THEN
+    UPDATE erasures ee SET step = 'start', cursor = 0 WHERE ee.user_id = p_user_id;
+    status := 'worked'; RETURN NEXT; RETURN;
+  END IF;
+  -- Due now, unless a sweep holds them (sweep_after moved ahead by its claim: within 10 minutes).
+  UPDATE uploads u SET sweep_after = now()
+  WHERE u.user_id = p_user_id AND (u.sweep_after IS NULL OR u.sweep_after > now() + interval '10 minutes');
+  IF EXISTS (SELECT FROM uploads u WHERE u.user_id = p_user_id) THEN
+    status := 'waiting_uploads'; RETURN NEXT; RETURN;
+  END IF;
+  UPDATE erasures ee SET step = 'done', cursor = 0, completed_at = now() WHERE ee.user_id = p_user_id;
+  DELETE FROM erasure_chats x WHERE x.user_id = p_user_id;
+  IF lc_webhooks_on() THEN
+    INSERT INTO webhook_deliveries (type, data) VALUES ('user.erased', jsonb_build_object('user_id', p_user_id));
+  END IF;
+  status := 'erased'; RETURN NEXT;
+END
+$$;

@@ -1,0 +1,321 @@
+/**
+ * A person's erasure (CONTRACT §12, `DELETE /internal/chat/users/:id`) on PostgreSQL with two instances live (one
+ * Redis), and on PGlite with one: the person in many chats, as buyer and as seller, with text, edits, deletes,
+ * photos, a block, reports made and a report about them, and webhooks on. Afterwards every row of every table is
+ * searched (each row as text: every column) for what they wrote, and the bucket for their photos: nothing is left
+ * but the message a report about them keeps, in that report. The other side hears message_deleted on the other
+ * instance, the person's sockets close with 4003, `user.erased` is delivered; a second request is harmless.
+ *
+ * Every text the person wrote carries `zq-e-`, everyone else's `zq-o-` (the check that the search finds what is
+ * there), so a search by prefix finds any copy wherever it lies.
+ */
+import { randomBytes } from "node:crypto";
+import type { ServerFrame } from "@listings-chat/shared";
+import { sql } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Database } from "../src/db/client.ts";
+import { rowsOf } from "../src/events/log.ts";
+import { databaseTargets } from "./support/databases.ts";
+import { connect, startTestChat, type TestChat } from "./support/harness.ts";
+import { jpegWithGps } from "./support/images.ts";
+import { redisNamespace, redisUrl } from "./support/redis.ts";
+import { storageTargets, type TestStorage } from "./support/storages.ts";
+import { startWebhookReceiver, type WebhookReceiver } from "./support/webhook-receiver.ts";
+
+const PERSON = 8_200_001;
+/** Chats where the person sells (the other is the buyer), then as many where they buy. */
+const CHATS_EACH_WAY = 12;
+const otherOf = (i: number) => 8_200_100 + i;
+const listingOf = (i: number) => 8_300_000 + i;
+
+const listingBody = (sellerId: number, i: number) => ({
+  seller_id: sellerId,
+  title: `Lamp ${i}`,
+  price_minor: 1_000 + i,
+  currency: "EUR",
+  image_url: null,
+  url: `https://marketplace.example/listings/${i}`,
+  status: "active",
+});
+
+/** Every row of every table (partitioned ones through their parent) whose text holds `needle`: `table: row`. */
+async function rowsHolding(db: Database, needle: string): Promise<string[]> {
+  const tables = rowsOf<{ name: string }>(
+    await db.execute(sql`
+      select c.relname::text as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition order by 1`),
+  ).map((t) => t.name);
+  expect(tables).toEqual(expect.arrayContaining(["messages", "chat_events", "user_events", "reports", "uploads"]));
+  const found: string[] = [];
+  for (const table of tables) {
+    const rows = rowsOf<{ row: string }>(
+      await db.execute(sql`select t::text as row from ${sql.identifier(table)} t where t::text like ${`%${needle}%`}`),
+    );
+    found.push(...rows.map((r) => `${table}: ${r.row}`));
+  }
+  return found;
+}
+
+const combinations = databaseTargets().map((database) => {
+  const storage = storageTargets().find((s) => s.name === (database.name === "postgres" ? "s3" : "fs"))!;
+  return { database, storage, name: `${database.name} with ${storage.name}` };
+});
+
+describe.each(combinations)("erasure: $name", ({ database, storage }) => {
+  const twoInstances = database.name === "postgres";
+  let a: TestChat;
+  /** The other instance (the same one on PGlite, which one process holds). */
+  let b: TestChat;
+  let db: Database;
+  let store: TestStorage;
+  let receiver: WebhookReceiver;
+  const chatIds: number[] = [];
+  /** The person's messages not deleted before the erasure, by chat. */
+  const liveBefore = new Map<number, number[]>();
+  const personUploads: string[] = [];
+  const otherUploads: string[] = [];
+  let reportedMessageText = "";
+  const cleanups: (() => Promise<void>)[] = [];
+
+  beforeAll(async () => {
+    const created = await database.create();
+    cleanups.push(created.drop);
+    store = await storage.create();
+    cleanups.push(store.drop);
+    receiver = await startWebhookReceiver();
+    cleanups.push(() => receiver.close());
+    const url = redisUrl();
+    const namespace = twoInstances && url ? redisNamespace(url) : undefined;
+    if (namespace) cleanups.push(namespace.drop);
+    const start = (instanceId: string) =>
+      startTestChat({
+        database: created.options,
+        redis: namespace && url ? { url, keyPrefix: namespace.keyPrefix } : undefined,
+        instanceId,
+        storage: store.config,
+        photos: { uploadMaxBytes: 5 * 1024 * 1024, concurrency: 2 },
+        webhooks: {
+          url: receiver.url,
+          secret: receiver.secret,
+          timeoutMs: 2_000,
+          maxAgeS: 3_600,
+          notifyUnreadAfterS: 3_600,
+          concurrency: 4,
+          retryMinMs: 200,
+          retryMaxMs: 1_000,
+          pollMs: 100,
+          keepDeliveredS: 86_400,
+          yieldMaxS: 0,
+        },
+        overrides: { sendsPerMinute: 100_000, suspensionsRefreshMs: 60_000, photos: { sweepIntervalMs: 3_600_000 } },
+      });
+    a = await start(`erase-a-${randomBytes(2).toString("hex")}`);
+    cleanups.unshift(() => a.stop());
+    b = twoInstances ? await start(`erase-b-${randomBytes(2).toString("hex")}`) : a;
+    if (twoInstances) cleanups.unshift(() => b.stop());
+    db = a.server.database.db;
+  });
+
+  afterAll(async () => {
+    for (const cleanup of cleanups) await cleanup().catch(() => {});
+  });
+
+  async function ok(answer: Promise<{ status: number; body: any }>, status: number[] = [200, 201]) {
+    const got = await answer;
+    if (!status.includes(got.status))
+      throw new Error(`expected ${status.join("/")}, got ${got.status}: ${JSON.stringify(got.body)}`);
+    return got.body;
+  }
+
+  /** A photo uploaded by `userId` (bytes PUT to the storage as a browser would), ready to send. */
+  async function uploadPhoto(userId: number): Promise<string> {
+    const bytes = await jpegWithGps({ width: 64, height: 48 });
+    const grant = await ok(
+      a.api(userId, "POST", "/api/v1/uploads", { content_type: "image/jpeg", size: bytes.length }),
+    );
+    const target = /^https?:/.test(grant.url) ? grant.url : `${a.baseUrl}${grant.url}`;
+    const headers = new Headers(grant.headers);
+    if (!/^https?:/.test(grant.url)) headers.set("x-internal-token", a.internalToken);
+    const put = await fetch(target, { method: "PUT", headers, body: new Uint8Array(bytes) });
+    expect(put.status).toBe(200);
+    return grant.upload_id;
+  }
+
+  /** A report about them keeps the message it reported (README): in `reports`, and in its report.created. */
+  const keptAboutThem = (row: string) =>
+    (row.startsWith("reports: ") || row.startsWith("webhook_deliveries: ")) &&
+    row.includes(reportedMessageText) &&
+    row.includes("zq-o-note");
+
+  it("leaves no row and no object holding what the person wrote, and the other side hears every delete", async () => {
+    await ok(
+      a.api(0, "PUT", `/internal/chat/users/${PERSON}`, {
+        display_name: "zq-e-name",
+        avatar_url: "https://cdn.example/zq-e-avatar.png",
+      }),
+    );
+    for (let i = 0; i < 2 * CHATS_EACH_WAY; i += 1) {
+      const personSells = i < CHATS_EACH_WAY;
+      const other = otherOf(i);
+      await ok(a.api(0, "PUT", `/internal/chat/users/${other}`, { display_name: `zq-o-name-${i}`, avatar_url: null }));
+      await ok(
+        a.api(0, "PUT", `/internal/chat/listings/${listingOf(i)}`, listingBody(personSells ? PERSON : other, i)),
+      );
+      const chat = await ok(
+        a.api(0, "POST", "/internal/chat/chats", { listing_id: listingOf(i), buyer_id: personSells ? other : PERSON }),
+      );
+      chatIds.push(chat.id);
+      const path = `/api/v1/chats/${chat.id}/messages`;
+      const first = await ok(a.api(PERSON, "POST", path, { content: `zq-e-${i}-a`, client_msg_id: `zq-e-cid-${i}` }));
+      await ok(b.api(other, "POST", path, { content: `zq-o-${i}` }));
+      const second = await ok(a.api(PERSON, "POST", path, { content: `zq-e-${i}-b` }));
+      liveBefore.set(chat.id, [first.id, second.id]);
+    }
+    const [chat0, chat1, chat2] = chatIds as [number, number, number];
+    const [a0, b0] = liveBefore.get(chat0)!;
+    // An edit, a delete by the sender (its text kept until now, for moderation), photos of both sides.
+    await ok(a.api(PERSON, "PATCH", `/api/v1/messages/${a0}`, { content: "zq-e-edited" }));
+    await ok(a.api(PERSON, "DELETE", `/api/v1/messages/${b0}`));
+    liveBefore.set(chat0, [a0!]);
+    personUploads.push(await uploadPhoto(PERSON));
+    const photo = await ok(
+      a.api(PERSON, "POST", `/api/v1/chats/${chat0}/messages`, { content: "zq-e-caption", attachments: personUploads }),
+    );
+    liveBefore.get(chat0)!.push(photo.id);
+    personUploads.push(await uploadPhoto(PERSON)); // never sent
+    otherUploads.push(await uploadPhoto(otherOf(0)));
+    await ok(
+      a.api(otherOf(0), "POST", `/api/v1/chats/${chat0}/messages`, {
+        content: "zq-o-caption",
+        attachments: otherUploads,
+      }),
+    );
+    // The platform's voice in their chat stays: it is not theirs.
+    await ok(
+      a.api(0, "POST", `/internal/chat/chats/${chat0}/messages`, {
+        content: "zq-p-system",
+        data: { kind: "zq-p-data" },
+      }),
+    );
+    // A report about them (kept, with the message it reported), and what they made: a report and a block.
+    const [reported] = liveBefore.get(chat1)!;
+    reportedMessageText = "zq-e-1-a";
+    await ok(a.api(otherOf(1), "POST", "/api/v1/reports", { reason: "spam", note: "zq-o-note", message_id: reported }));
+    const othersMessage = rowsOf<{ id: number }>(
+      await db.execute(sql`select id::int as id from messages where content = 'zq-o-2'`),
+    )[0]!.id;
+    expect(chat2).toBeGreaterThan(0);
+    await ok(
+      a.api(PERSON, "POST", "/api/v1/reports", { reason: "scam", note: "zq-e-note", message_id: othersMessage }),
+    );
+    await ok(a.api(PERSON, "POST", `/api/v1/users/${otherOf(3)}/block`), [204]);
+    // What the webhooks copied of them reached the receiver (and the outbox holds it).
+    await receiver.waitFor("message.created", (d) => d.message.content === "zq-e-caption", 10_000);
+    expect((await rowsHolding(db, "zq-e-")).length).toBeGreaterThan(50);
+    expect(await store.keys()).toEqual(expect.arrayContaining([`photos/${personUploads[0]}`]));
+
+    // The other side on instance B, and the person too.
+    const other = await connect(b, otherOf(0));
+    const person = await connect(b, PERSON);
+    const answer = await fetch(`${a.baseUrl}/internal/chat/users/${PERSON}`, {
+      method: "DELETE",
+      headers: { "x-internal-token": a.internalToken },
+    });
+    expect(answer.status).toBe(202);
+    expect((await person.waitClosed(10_000)).code).toBe(4003);
+    const erased = await receiver.waitFor("user.erased", (d) => d.user_id === PERSON, 30_000);
+    expect(erased.data).toEqual({ user_id: PERSON });
+
+    // The other side heard each of the person's live messages deleted by the platform, on the other instance.
+    for (const id of liveBefore.get(chat0)!) {
+      const heard = (await other.waitFor(
+        (f) => f.type === "message_deleted" && f.message.id === id,
+        10_000,
+      )) as Extract<ServerFrame, { type: "message_deleted" }>;
+      expect(heard.message).toMatchObject({ content: "", attachments: [], deleted_by: "platform" });
+    }
+    expect(other.frames.filter((f) => f.type === "message_deleted" && f.message.id === b0)).toEqual([]);
+    await other.close();
+
+    // No row holds what they wrote, but the message the report about them keeps (in that report and its webhook).
+    const left = await rowsHolding(db, "zq-e-");
+    expect(left.filter((row) => !keptAboutThem(row))).toEqual([]);
+    expect(left.filter((row) => row.startsWith("reports: "))).toHaveLength(1);
+    // Everyone else's writing is all still there: the search finds what is there.
+    const othersLeft = await rowsHolding(db, "zq-o-");
+    for (const text of ["zq-o-0", "zq-o-caption", "zq-o-note", `zq-o-name-${2 * CHATS_EACH_WAY - 1}`]) {
+      expect(
+        othersLeft.some((row) =>
+          row.startsWith("messages: ") || row.startsWith("people: ") || row.startsWith("reports: ")
+            ? row.includes(text)
+            : false,
+        ),
+        text,
+      ).toBe(true);
+    }
+    expect((await rowsHolding(db, "zq-p-")).some((row) => row.startsWith("messages: "))).toBe(true);
+
+    // Their photos are gone from the bucket and from `uploads`; the other side's stays.
+    const keys = await store.keys();
+    for (const id of personUploads)
+      expect(
+        keys.filter((key) => key.endsWith(`/${id}`)),
+        id,
+      ).toEqual([]);
+    expect(keys).toEqual(expect.arrayContaining([`photos/${otherUploads[0]}`, `thumbs/${otherUploads[0]}`]));
+
+    // Their messages stay as deleted, in every chat; the other's unread counts and totals agree with a recount.
+    const theirs = rowsOf<{ deleted: boolean; by: string | null; content: string; cid: string | null }>(
+      await db.execute(sql`
+        select deleted_at is not null as deleted, deleted_by as by, content, client_msg_id as cid
+        from messages where sender_id = ${PERSON}`),
+    );
+    expect(theirs).toHaveLength(2 * 2 * CHATS_EACH_WAY + 1);
+    expect(theirs.every((m) => m.deleted && m.content === "" && m.cid === null)).toBe(true);
+    expect(theirs.filter((m) => m.by === "platform")).toHaveLength(theirs.length - 1);
+    const drift = rowsOf<{ user_id: number }>(
+      await db.execute(sql`
+        select p.user_id::int from chat_participants p
+        where p.unread_count <> (select count(*) from messages m where m.chat_id = p.chat_id and m.sender_id <> p.user_id
+                                 and m.deleted_at is null and m.id > coalesce(p.last_read_message_id, 0))
+        union all
+        select s.user_id::int from user_streams s
+        where s.unread_total <> (select coalesce(sum(p.unread_count), 0) from chat_participants p where p.user_id = s.user_id)`),
+    );
+    expect(drift).toEqual([]);
+    // Their stream is gone; the chats keep their shape for the other side.
+    const stream = rowsOf<{ n: number }>(
+      await db.execute(sql`select count(*)::int as n from user_events where user_id = ${PERSON}`),
+    );
+    expect(stream[0]!.n).toBe(0);
+    const history = await ok(b.api(otherOf(5), "GET", `/api/v1/chats/${chatIds[5]}/messages`));
+    expect(history.messages.map((m: any) => m.content).sort()).toEqual(["", "", "zq-o-5"]);
+    const list = await ok(b.api(otherOf(5), "GET", "/api/v1/chats"));
+    expect(list.chats[0].peer).toMatchObject({ id: PERSON, display_name: null, avatar_url: null });
+    // They stay suspended: nothing new of theirs is written.
+    const refused = await a.api(PERSON, "POST", `/api/v1/chats/${chat0}/messages`, { content: "zq-e-after" });
+    expect(refused.status).toBe(403);
+  });
+
+  it("a second request is harmless: 202, nothing changes but a second user.erased", async () => {
+    const before = rowsOf<{ n: number }>(await db.execute(sql`select count(*)::int as n from chat_events`))[0]!.n;
+    const again = await fetch(`${b.baseUrl}/internal/chat/users/${PERSON}`, {
+      method: "DELETE",
+      headers: { "x-internal-token": b.internalToken },
+    });
+    expect(again.status).toBe(202);
+    await receiver.until(() => receiver.ofType("user.erased").length === 2, 30_000, "a second user.erased");
+    expect(rowsOf<{ n: number }>(await db.execute(sql`select count(*)::int as n from chat_events`))[0]!.n).toBe(before);
+    expect((await rowsHolding(db, "zq-e-")).filter((row) => !keptAboutThem(row))).toEqual([]);
+  });
+
+  it("refuses a bad id with 400 and a missing token with 401", async () => {
+    const bad = await fetch(`${a.baseUrl}/internal/chat/users/nobody`, {
+      method: "DELETE",
+      headers: { "x-internal-token": a.internalToken },
+    });
+    expect(bad.status).toBe(400);
+    const anonymous = await fetch(`${a.baseUrl}/internal/chat/users/${PERSON}`, { method: "DELETE" });
+    expect(anonymous.status).toBe(401);
+  });
+});
