@@ -12,9 +12,11 @@
 import { randomBytes } from "node:crypto";
 import type { ServerFrame } from "@listings-chat/shared";
 import { sql } from "drizzle-orm";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Database } from "../src/db/client.ts";
 import { rowsOf } from "../src/events/log.ts";
+import { spawnChat, until } from "./support/chat-process.ts";
 import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat } from "./support/harness.ts";
 import { jpegWithGps } from "./support/images.ts";
@@ -318,4 +320,97 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
     const anonymous = await fetch(`${a.baseUrl}/internal/chat/users/${PERSON}`, { method: "DELETE" });
     expect(anonymous.status).toBe(401);
   });
+});
+
+const postgres = databaseTargets().find((target) => target.name === "postgres");
+
+/**
+ * An erasure interrupted by SIGKILL of the instance working it is taken up by another where its last committed
+ * batch left it: every message erased once, one message_deleted each (none twice, none lost), the other side's
+ * streams dense and their unread counts right.
+ */
+describe.skipIf(!postgres)("erasure interrupted", () => {
+  const SELLER = 8_600_001;
+  const CHATS = 20;
+  const MESSAGES_PER_CHAT = 1_500;
+  const cleanups: (() => Promise<void>)[] = [];
+  afterAll(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+  });
+
+  it("is resumed by another instance after the first is killed half-way", async () => {
+    const created = await postgres!.create();
+    cleanups.push(created.drop);
+    if (!("url" in created.options)) throw new Error("the PostgreSQL target has a URL");
+    const url = created.options.url;
+    const token = randomBytes(16).toString("hex");
+    const first = await spawnChat({ databaseUrl: url, token, instanceId: "erase-first" });
+    cleanups.push(() => first.kill());
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    cleanups.push(() => client.end());
+    // The seller in 20 chats, 1,500 messages each, none read by the buyers: stored as the write functions would.
+    await client.query(`
+      insert into chats (listing_id, buyer_id, seller_id, seller_wrote)
+      select 8600000 + i, 8610000 + i, ${SELLER}, true from generate_series(1, ${CHATS}) i;
+      insert into chat_participants (chat_id, user_id, role, unread_count)
+      select id, buyer_id, 'buyer', ${MESSAGES_PER_CHAT} from chats where seller_id = ${SELLER}
+      union all select id, seller_id, 'seller', 0 from chats where seller_id = ${SELLER};
+      insert into messages (chat_id, sender_id, content, client_msg_id)
+      select c.id, ${SELLER}, 'zq-e-' || c.id || '-' || g, 'zq-e-cid-' || c.id || '-' || g
+      from chats c, generate_series(1, ${MESSAGES_PER_CHAT}) g where c.seller_id = ${SELLER} order by c.id, g;
+      insert into user_streams (user_id, last_event_id, unread_total)
+      select buyer_id, 0, ${MESSAGES_PER_CHAT} from chats where seller_id = ${SELLER};`);
+    const second = await spawnChat({ databaseUrl: url, token, instanceId: "erase-second" });
+    cleanups.push(() => second.kill());
+    const count = async (query: string) => Number((await client.query(query)).rows[0].n);
+    const erasedSoFar = () => count(`select count(*) as n from messages where sender_id = ${SELLER} and content = ''`);
+
+    const answer = await first.internal("DELETE", `/internal/chat/users/${SELLER}`);
+    expect(answer.status).toBe(202);
+    await until(async () => (await erasedSoFar()) >= 400, 30_000, "the first batches erased");
+    await first.kill();
+    const atKill = await erasedSoFar();
+    expect(atKill).toBeLessThan(CHATS * MESSAGES_PER_CHAT);
+    expect(await count(`select count(*) as n from erasures where completed_at is null`)).toBe(1);
+
+    // The other instance finds it at its next poll and finishes it.
+    await until(
+      async () => (await count(`select count(*) as n from erasures where completed_at is not null`)) === 1,
+      60_000,
+      () => `the erasure completed by the second instance:\n${second.output()}`,
+      100,
+    );
+    expect(await erasedSoFar()).toBe(CHATS * MESSAGES_PER_CHAT);
+    expect(
+      await count(`select count(*) as n from messages where sender_id = ${SELLER} and client_msg_id is not null`),
+    ).toBe(0);
+    // One message_deleted per message, to each buyer: nothing twice, nothing lost, each stream dense.
+    expect(
+      await count(`select count(*) as n from (select message_id from chat_events where type = 'message_deleted'
+                   group by message_id having count(*) > 1) twice`),
+    ).toBe(0);
+    expect(await count(`select count(*) as n from chat_events where type = 'message_deleted'`)).toBe(
+      CHATS * MESSAGES_PER_CHAT,
+    );
+    const streams = (
+      await client.query(`
+        select s.user_id, s.last_event_id::int as last, s.unread_total::int as total,
+               (select count(*)::int from user_events u where u.user_id = s.user_id) as events,
+               (select max(event_id)::int from user_events u where u.user_id = s.user_id) as high
+        from user_streams s where s.user_id <> ${SELLER} order by 1`)
+    ).rows;
+    expect(streams).toHaveLength(CHATS);
+    for (const stream of streams) {
+      expect(stream).toMatchObject({
+        last: MESSAGES_PER_CHAT,
+        events: MESSAGES_PER_CHAT,
+        high: MESSAGES_PER_CHAT,
+        total: 0,
+      });
+    }
+    expect(await count(`select coalesce(sum(unread_count), 0) as n from chat_participants`)).toBe(0);
+    // Their own stream is gone.
+    expect(await count(`select count(*) as n from user_events where user_id = ${SELLER}`)).toBe(0);
+  }, 120_000);
 });
