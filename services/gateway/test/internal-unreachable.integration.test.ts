@@ -158,7 +158,7 @@ const SELLER = 7101;
 const BUYER = 7102;
 const TITLE = "Road bike, 56 cm";
 
-/** Every §8 route (CONTRACT §8), with ids that exist and a body that would change something if it arrived. */
+/** Every §8 and §12 route (CONTRACT §8, §12), with ids that exist and a body that would change something if it arrived. */
 function platformRoutes(ids: { chat: number; message: number }): { method: string; path: string; body?: unknown }[] {
   return [
     {
@@ -184,6 +184,9 @@ function platformRoutes(ids: { chat: number; message: number }): { method: strin
     { method: "DELETE", path: `/internal/chat/messages/${ids.message}`, body: { reason: "HIJACKED" } },
     { method: "POST", path: `/internal/chat/users/${BUYER}/suspend`, body: { reason: "HIJACKED" } },
     { method: "DELETE", path: `/internal/chat/users/${BUYER}/suspend` },
+    // A person's data (CONTRACT §12): an erasure would suspend the buyer, whose send below would then fail.
+    { method: "GET", path: `/internal/chat/users/${BUYER}/export` },
+    { method: "DELETE", path: `/internal/chat/users/${BUYER}` },
   ];
 }
 
