@@ -294,6 +294,15 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
     expect(history.messages.map((m: any) => m.content).sort()).toEqual(["", "", "zq-o-5"]);
     const list = await ok(b.api(otherOf(5), "GET", "/api/v1/chats"));
     expect(list.chats[0].peer).toMatchObject({ id: PERSON, display_name: null, avatar_url: null });
+    // The other side may still write to them, but no unread reminder goes to an erased person.
+    await ok(b.api(otherOf(5), "POST", `/api/v1/chats/${chatIds[5]}/messages`, { content: "zq-o-after" }));
+    const waiting = sql`select count(*)::int as n from chat_participants where user_id = ${PERSON} and unread_since is not null`;
+    expect(rowsOf<{ n: number }>(await db.execute(waiting))[0]!.n).toBe(1);
+    await db.execute(sql`select lc_notify_unread(0, 1000)`);
+    expect(rowsOf<{ n: number }>(await db.execute(waiting))[0]!.n).toBe(0);
+    const reminders = sql`select count(*)::int as n from webhook_deliveries
+                          where type = 'notification.unread' and (data->>'user_id')::bigint = ${PERSON}`;
+    expect(rowsOf<{ n: number }>(await db.execute(reminders))[0]!.n).toBe(0);
     // They stay suspended: nothing new of theirs is written.
     const refused = await a.api(PERSON, "POST", `/api/v1/chats/${chat0}/messages`, { content: "zq-e-after" });
     expect(refused.status).toBe(403);

@@ -10,7 +10,8 @@
 --
 -- Found through chat_participants_unread_since_idx, which holds only the rows waiting: the cost per reminder
 -- does not grow with the unread messages elsewhere. SKIP LOCKED: instances sweeping at once take different
--- rows, and a row a send or a read holds is taken on the next sweep.
+-- rows, and a row a send or a read holds is taken on the next sweep. A person being erased, or erased, gets none
+-- (CONTRACT §12): the row is cleared without one.
 CREATE OR REPLACE FUNCTION lc_notify_unread(p_after_s integer, p_limit integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -26,7 +27,9 @@ BEGIN
     FOR NO KEY UPDATE SKIP LOCKED
   LOOP
     m := NULL;
-    IF r.unread_count > 0 THEN
+    -- Never of a person being erased, or erased (CONTRACT §12): the other side's later sends still mark
+    -- their unread, but there is no one to tell. One key probe per reminder, off the write path.
+    IF r.unread_count > 0 AND NOT EXISTS (SELECT FROM erasures e WHERE e.user_id = r.user_id) THEN
       SELECT * INTO m FROM messages mm
       WHERE mm.chat_id = r.chat_id AND mm.id > coalesce(r.last_read_message_id, 0)
         AND mm.sender_id <> r.user_id AND mm.deleted_at IS NULL
