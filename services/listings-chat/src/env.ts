@@ -117,6 +117,12 @@ const schema = z.object({
   UPLOAD_MAX_BYTES: wholeNumber(1, 100 * 1024 * 1024).default(10 * 1024 * 1024),
   // Images decoded at once by one instance (media/images.ts): each holds its decoded pixels in memory.
   PHOTO_CONCURRENCY: wholeNumber(1, 64).default(2),
+  // CONTRACT §12: messages, their events and photos older than this many days are deleted (personal-data/
+  // retention.ts). Unset, or set empty (compose's `${MESSAGE_RETENTION_DAYS:-}`): kept forever.
+  MESSAGE_RETENTION_DAYS: z.preprocess(
+    (value) => (typeof value === "string" && value.trim() === "" ? undefined : value),
+    wholeNumber(1, 36_500, "a whole number of days from 1 to 36500 (unset: messages are kept forever)").optional(),
+  ),
 });
 
 export interface ChatConfig {
@@ -152,6 +158,8 @@ export interface ChatConfig {
   storage?: StorageConfig;
   /** UPLOAD_MAX_BYTES, PHOTO_CONCURRENCY. */
   photos?: { uploadMaxBytes: number; concurrency: number };
+  /** MESSAGE_RETENTION_DAYS (CONTRACT §12); undefined: messages are kept forever. */
+  messageRetentionDays?: number;
   /** Sentences to print loudly at start-up (development defaults in use). */
   warnings: string[];
 }
@@ -269,6 +277,7 @@ export function loadChatConfig(env: Record<string, string | undefined>): ChatCon
       siteDomains: v.SITE_DOMAINS,
     },
     webhooks,
+    messageRetentionDays: v.MESSAGE_RETENTION_DAYS,
     warnings,
   };
 }

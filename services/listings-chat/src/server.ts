@@ -38,6 +38,12 @@ import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
 import { createTelemetry } from "./ops/telemetry.ts";
 import { createErasures } from "./personal-data/erasure.ts";
+import {
+  createRetention,
+  type RetentionOptions,
+  type RetentionResult,
+  readRetentionStatus,
+} from "./personal-data/retention.ts";
 import { createPersonalDataRoutes } from "./personal-data/routes.ts";
 import { createListingFanout } from "./platform/listing-fanout.ts";
 import { createPlatformRoutes } from "./platform/routes.ts";
@@ -56,6 +62,8 @@ export interface ChatServer {
   database: DatabaseHandle;
   /** Removes the due photos now (media/sweeper.ts; 0 when photos are off): tests and operators. */
   sweepPhotos(): Promise<number>;
+  /** The retention's run, when one is due and this instance takes it (personal-data/retention.ts): tests. */
+  runRetention(): Promise<RetentionResult | undefined>;
   /** Stops accepting, closes sockets with 1001, then the bus and the database. */
   stop(): Promise<void>;
 }
@@ -77,6 +85,8 @@ export interface ChatServerOverrides {
   socketLimits?: { inboundQueueFrames?: number; replayPageTimeoutMs?: number; resumeIntervalMs?: number };
   /** How often the photo sweeper looks for due uploads (media/sweeper.ts; 30 s otherwise); links' lifetime. */
   photos?: { sweepIntervalMs?: number; linkTtlS?: number; uploadUrlTtlS?: number; maxWaitingPhotos?: number };
+  /** The retention's clock (set forward by tests), schedule, time bound and batches (personal-data/retention.ts). */
+  retention?: Pick<RetentionOptions, "now" | "intervalMs" | "pollMs" | "maxRunMs" | "restRatio" | "batches" | "onRun">;
 }
 
 /**
@@ -265,6 +275,18 @@ export async function startChatServer(
   });
   erasures.start();
   startup.opened(() => erasures.stop());
+  // MESSAGE_RETENTION_DAYS (CONTRACT §12): old messages, their events and photos, removed by one instance of many.
+  const retention = config.messageRetentionDays
+    ? createRetention({
+        db: database.db,
+        log,
+        days: config.messageRetentionDays,
+        onPhotosReleased: () => photoSweeper?.soon(),
+        ...overrides.retention,
+      })
+    : undefined;
+  retention?.start();
+  if (retention) startup.opened(() => retention.stop());
   // Webhooks (CONTRACT §9): the queue's counts for stats and metrics always; the lease and the sender when
   // WEBHOOK_URL is set (writes record their webhooks from the lease on, here and on every instance).
   const webhookCounts = createWebhookCounts(database.db);
@@ -304,6 +326,9 @@ export async function startChatServer(
       redisReady,
       closeGatewaySockets: hub.closeGatewaySockets,
       webhookCounts,
+      retention: config.messageRetentionDays
+        ? readRetentionStatus(database.db, config.messageRetentionDays)
+        : undefined,
     }),
     platform: createPlatformRoutes(
       createPlatformService({
@@ -372,6 +397,7 @@ export async function startChatServer(
     port,
     database,
     sweepPhotos: () => photoSweeper?.sweepNow() ?? Promise.resolve(0),
+    runRetention: () => retention?.runNow() ?? Promise.resolve(undefined),
     async stop() {
       shuttingDown = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -380,6 +406,7 @@ export async function startChatServer(
       await hub.shutdown(config.shutdownTimeoutMs);
       await listingFanout.stop();
       await erasures.stop();
+      await retention?.stop();
       await photoSweeper?.stop();
       storage?.close();
       await webhooksStopped;

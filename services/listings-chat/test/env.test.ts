@@ -168,6 +168,20 @@ describe("loadChatConfig: DATABASE_URL and REDIS_URL", () => {
         expect(() => loadChatConfig({ [name]: bad }), `${name}=${bad}`).toThrow(new RegExp(name));
   });
 
+  it("reads MESSAGE_RETENTION_DAYS (CONTRACT §12): unset or blank keeps messages forever, a bad value is refused by name", () => {
+    expect(loadChatConfig({}).messageRetentionDays).toBeUndefined();
+    expect(loadChatConfig({ MESSAGE_RETENTION_DAYS: "" }).messageRetentionDays).toBeUndefined();
+    expect(loadChatConfig({ MESSAGE_RETENTION_DAYS: "  " }).messageRetentionDays).toBeUndefined();
+    expect(loadChatConfig({ MESSAGE_RETENTION_DAYS: "30" }).messageRetentionDays).toBe(30);
+    expect(loadChatConfig({ MESSAGE_RETENTION_DAYS: " 365 " }).messageRetentionDays).toBe(365);
+    for (const bad of ["0", "-1", "2.5", "30d", "thirty", "36501"]) {
+      const error = configError(() => loadChatConfig({ MESSAGE_RETENTION_DAYS: bad }));
+      expect(error.message, bad).toBe(
+        "invalid MESSAGE_RETENTION_DAYS: must be a whole number of days from 1 to 36500 (unset: messages are kept forever)",
+      );
+    }
+  });
+
   it("ignores DATA_DIR when DATABASE_URL is set", () => {
     const config = loadChatConfig({ DATABASE_URL: "postgres://db/chat", DATA_DIR: "/tmp/unused" });
     expect(config.database).toEqual({

@@ -78,6 +78,10 @@ const addedSinceExtraction = new Set<string>([
   // A person's data (0030): erasure.
   "lc_request_erasure(bigint)",
   "lc_erasure_step(bigint,integer)",
+  // A person's data (0030): MESSAGE_RETENTION_DAYS.
+  "lc_retention_step(timestamp with time zone,bigint,integer)",
+  "lc_retention_events_step(timestamp with time zone,bigint,integer)",
+  "lc_retention_streams_step(bigint,bigint,integer,integer)",
 ]);
 
 const plpgsqlReturning = (name: string, value: number) =>

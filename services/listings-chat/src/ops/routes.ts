@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import type { Registry } from "prom-client";
 import type { Bus } from "../bus/bus.ts";
 import type { DatabaseHandle } from "../db/client.ts";
+import type { RetentionStatus } from "../personal-data/retention.ts";
 import type { WebhookCounts } from "../webhooks/outbox.ts";
 import type { Stats } from "./stats.ts";
 
@@ -20,6 +21,8 @@ export interface OpsDeps {
   closeGatewaySockets: (gatewayId: string) => number;
   /** The webhook queue's counts, for the whole deployment (webhooks/counts.ts: cached a few seconds). */
   webhookCounts: () => Promise<WebhookCounts>;
+  /** MESSAGE_RETENTION_DAYS's last run, whichever instance did it (personal-data/retention.ts); unset: no retention. */
+  retention?: () => Promise<RetentionStatus | null>;
 }
 
 /** The checks behind `/ready` (probes) and `/internal/chat/ready` (the gateway's readiness). */
@@ -64,6 +67,8 @@ export function createOpsRoutes(deps: OpsDeps) {
       // Read whether or not this instance sends: rows wait in the table for any instance that does. Null
       // while the database does not answer (and never did to this instance).
       webhooks: await deps.webhookCounts().catch(() => null),
+      // Only with MESSAGE_RETENTION_DAYS: its last run's times and counts (null while the database does not answer).
+      ...(deps.retention ? { retention: await deps.retention() } : {}),
     });
   });
   // The gateway's readiness question: behind the internal token, so a wrong token is never "ready".

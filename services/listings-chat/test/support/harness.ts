@@ -39,6 +39,8 @@ export interface TestChatOptions {
   photos?: ChatConfig["photos"];
   /** Webhooks (CONTRACT §9): off (nothing recorded) when not given. */
   webhooks?: ChatConfig["webhooks"];
+  /** MESSAGE_RETENTION_DAYS (CONTRACT §12): messages kept forever when not given. */
+  messageRetentionDays?: number;
 }
 
 /** A real chat instance on 127.0.0.1, port 0. */
@@ -58,6 +60,7 @@ export async function startTestChat(options: TestChatOptions): Promise<TestChat>
     listingsRequired: options.listingsRequired,
     storage: options.storage,
     photos: options.photos,
+    messageRetentionDays: options.messageRetentionDays,
     webhooks: options.webhooks,
     warnings: [],
   };
