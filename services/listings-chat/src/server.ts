@@ -342,6 +342,7 @@ export async function startChatServer(
     personalData: createPersonalDataRoutes({
       reads: database.reads,
       requestErasure: (userId) => storing(() => erasures.request(userId)),
+      log,
     }),
     webhooks: createWebhookRoutes(database.db),
     api: createApiRoutes({

@@ -14,7 +14,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Database, openDatabase } from "../src/db/client.ts";
 import { rowsOf } from "../src/events/log.ts";
-import type { RetentionResult } from "../src/personal-data/retention.ts";
+import { type RetentionResult, removeOldDeliveries } from "../src/personal-data/retention.ts";
 import { seedBigAccount } from "./support/big-account.ts";
 import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat } from "./support/harness.ts";
@@ -347,6 +347,46 @@ describe.each(databaseTargets())("retention's SQL steps on $name", (database) =>
     )[0];
     expect(later).toMatchObject({ removed: 3 });
     expect(Number(later?.bound)).toBe(6);
+  });
+
+  it("webhook outbox: delivered and dead deliveries older than the cutoff go, one still due stays, newer ones stay", async () => {
+    const old = "2020-01-01T00:00:00Z";
+    const cutoff = "2020-02-01T00:00:00Z";
+    const fresh = "2020-03-01T00:00:00Z";
+    const ids: Record<string, number> = {};
+    for (const [name, at, state] of [
+      ["old delivered", old, "delivered"],
+      ["old dead", old, "dead"],
+      ["old due", old, "due"],
+      ["old delivered 2", old, "delivered"],
+      ["new delivered", fresh, "delivered"],
+      ["old delivered after a new one", old, "delivered"],
+    ] as const) {
+      const [row] = rowsOf<{ id: string | number }>(
+        await db.execute(sql`
+          insert into webhook_deliveries (type, data, created_at, next_attempt_at, delivered_at, dead_at)
+          values ('message.created', '{"message": {"content": "zq-old"}}', ${at}::timestamptz,
+                  ${state === "due" ? at : null}::timestamptz, ${state === "delivered" ? at : null}::timestamptz,
+                  ${state === "dead" ? at : null}::timestamptz)
+          returning id`),
+      );
+      ids[name] = Number(row!.id);
+    }
+    const step = async (after: number, batch: number) =>
+      rowsOf<{ removed: number; last_id: string | number | null; done: boolean }>(
+        await db.execute(removeOldDeliveries(cutoff, after, batch)),
+      ).map((r) => ({ ...r, last_id: r.last_id === null ? null : Number(r.last_id) }))[0];
+    expect(await step(0, 2)).toEqual({ removed: 2, last_id: ids["old dead"], done: false });
+    expect(await step(ids["old dead"]!, 2)).toEqual({ removed: 1, last_id: ids["old delivered 2"], done: false });
+    // The page reaches a delivery newer than the cutoff: the pass stops there (what follows is younger, but for
+    // rows committed out of order, which a later run takes).
+    expect(await step(ids["old delivered 2"]!, 2)).toEqual({
+      removed: 1,
+      last_id: ids["old delivered after a new one"],
+      done: true,
+    });
+    const left = rowsOf<{ id: string | number }>(await db.execute(sql`select id from webhook_deliveries order by id`));
+    expect(left.map((r) => Number(r.id))).toEqual([ids["old due"], ids["new delivered"]]);
   });
 
   it("streams: rows below the bound go, also after one above it, a page at a time, resumed where a batch stopped", async () => {

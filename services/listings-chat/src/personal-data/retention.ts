@@ -27,6 +27,8 @@ export interface RetentionBatches {
   /** Users whose streams one transaction looks at, and about how many of their rows it removes at most. */
   streamUsers: number;
   streamRows: number;
+  /** Webhook deliveries looked at per transaction (the outbox's copies: a message.created holds the text). */
+  webhooks: number;
 }
 
 /** 200 messages: a few milliseconds of locks on at most 200 chats (measured: retention.integration.test.ts). */
@@ -35,6 +37,7 @@ export const defaultRetentionBatches: RetentionBatches = {
   events: 2_000,
   streamUsers: 500,
   streamRows: 5_000,
+  webhooks: 1_000,
 };
 
 /** What a run did: counts, never content. Stored as the job's `last_result` and logged. */
@@ -48,6 +51,8 @@ export interface RetentionResult {
   photos: number;
   chat_events: number;
   user_events: number;
+  /** Delivered or dead webhook deliveries older than the cutoff (their copies of messages went with them). */
+  webhook_deliveries: number;
   /** Every chat_events id below this is gone; the users' streams lose theirs below it. Carried from run to run. */
   events_bound: number;
   /** Where the pass over the users' streams goes on at the next run (0: from the first user). */
@@ -55,10 +60,35 @@ export interface RetentionResult {
   /** Every pass reached its end: the run did not stop at its time bound or on a failure. */
   complete: boolean;
   /** Transactions of each kind, and the longest of each (the most a write could have waited for one's locks). */
-  batches: { messages: number; events: number; streams: number };
-  max_batch_ms: { messages: number; events: number; streams: number };
+  batches: { messages: number; events: number; streams: number; webhooks: number };
+  max_batch_ms: { messages: number; events: number; streams: number; webhooks: number };
   ms: number;
   failed?: boolean;
+}
+
+interface OutboxStepRow {
+  removed: number;
+  last_id: string | number | null;
+  done: boolean;
+}
+
+/**
+ * One batch of the outbox's pass: the next `batch` deliveries by id after `after` (oldest first: ids grow with
+ * time), those recorded before `cutoff` and delivered or dead (`next_attempt_at` null, checked again on the row
+ * itself, so a dead one requeued meanwhile stays) removed. Done at a delivery recorded after the cutoff, or at the
+ * end: the pass reads the old prefix only, never the whole outbox.
+ */
+export function removeOldDeliveries(cutoff: string, after: number, batch: number): SQL {
+  return sql`
+    with page as (select w.id, w.created_at, w.next_attempt_at from webhook_deliveries w
+                  where w.id > ${after} order by w.id limit ${batch}),
+    gone as (delete from webhook_deliveries d using page p
+             where d.id = p.id and p.created_at < ${cutoff}::timestamptz and p.next_attempt_at is null
+               and d.next_attempt_at is null
+             returning d.id)
+    select (select count(*) from gone)::int as removed, (select max(id) from page) as last_id,
+      ((select count(*) from page) < ${batch}
+       or exists (select from page where created_at >= ${cutoff}::timestamptz)) as done`;
 }
 
 export interface RetentionOptions {
@@ -165,11 +195,12 @@ export function createRetention({
       photos: 0,
       chat_events: 0,
       user_events: 0,
+      webhook_deliveries: 0,
       events_bound: previous?.events_bound ?? 0,
       streams_after_user: previous?.streams_after_user ?? 0,
       complete: false,
-      batches: { messages: 0, events: 0, streams: 0 },
-      max_batch_ms: { messages: 0, events: 0, streams: 0 },
+      batches: { messages: 0, events: 0, streams: 0, webhooks: 0 },
+      max_batch_ms: { messages: 0, events: 0, streams: 0, webhooks: 0 },
       ms: 0,
     };
     const timeLeft = () => !stopped && performance.now() - started < maxRunMs;
@@ -221,7 +252,16 @@ export function createRetention({
         result.streams_after_user = row.done ? 0 : Number(row.last_user);
         streamsDone = row.done;
       }
-      result.complete = messagesDone && eventsDone && (streamsDone || result.events_bound === 0);
+      // The outbox's copies: a delivery recorded before the cutoff that was delivered or is dead goes too, whatever
+      // WEBHOOK_KEEP_DELIVERED_S says (a dead one stays until an operator acts, otherwise); one still due stays.
+      let webhooksDone = false;
+      for (let after = 0; !webhooksDone && timeLeft(); ) {
+        const row = await step<OutboxStepRow>("webhooks", removeOldDeliveries(cutoff, after, batches.webhooks));
+        result.webhook_deliveries += row.removed;
+        after = Number(row.last_id ?? after);
+        webhooksDone = row.done;
+      }
+      result.complete = messagesDone && eventsDone && (streamsDone || result.events_bound === 0) && webhooksDone;
     } catch (error) {
       result.failed = true;
       log.warn({ err: error }, "a retention batch failed: what is left is removed by the next run");

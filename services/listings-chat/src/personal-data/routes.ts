@@ -10,7 +10,7 @@ export interface PersonalDataRoutesDeps {
   /** Records an erasure (idempotent) and starts working it; resolves once it is stored. */
   requestErasure: (userId: number) => Promise<void>;
   /** Where an export that fails mid-stream is told of: its answer went out as 200, its body is cut short. */
-  log?: Logger;
+  log: Logger;
 }
 
 /** A person's data (CONTRACT §12): the monolith's answer to an access request and to an erasure request. */
