@@ -5,6 +5,7 @@ import type { Database } from "../db/client.ts";
 import { executeWrite } from "../db/retry.ts";
 import { type AddressedEvent, type AppendedRow, addressedEvents, rowsOf } from "../events/log.ts";
 import type { PublishEvent } from "../events/publisher.ts";
+import { createWakeLoop } from "../wake-loop.ts";
 
 /** Messages erased per transaction: a chat's two stream rows and this many message rows, held for milliseconds. */
 export const ERASURE_BATCH = 200;
@@ -93,16 +94,12 @@ export function createErasures({
   batch = ERASURE_BATCH,
   pollMs = ERASURE_POLL_MS,
 }: ErasuresOptions) {
-  let running: Promise<void> | undefined;
-  let wokenAgain = false;
-  let stopped = false;
-  let poll: NodeJS.Timeout | undefined;
   /** Erasures whose photos were still in the storage at the last look, and no sweep here could remove them. */
   const warnedWaiting = new Set<number>();
 
   /** Works one erasure until it is done, another instance holds it, or it waits for its photos. */
-  async function work(userId: number) {
-    while (!stopped) {
+  async function work(userId: number, isStopped: () => boolean) {
+    while (!isStopped()) {
       const step = await erasureStep(db, userId, batch);
       if (step.status === "worked") {
         publish(step.events);
@@ -130,33 +127,17 @@ export function createErasures({
     }
   }
 
-  async function drain() {
-    for (const userId of await pendingErasures(db, ERASURES_PER_POLL)) {
-      if (stopped) return;
-      await work(userId);
-    }
-  }
-
-  function wake() {
-    if (stopped) return;
-    if (running) {
-      wokenAgain = true;
-      return;
-    }
-    running = (async () => {
-      do {
-        wokenAgain = false;
-        try {
-          await drain();
-        } catch (error) {
-          // The batch rolled back: it is done again by the next wake or poll, here or elsewhere.
-          log.warn({ err: error }, "an erasure batch failed; it is retried within a few seconds");
-        }
-      } while (wokenAgain && !stopped);
-    })().finally(() => {
-      running = undefined;
-    });
-  }
+  const loop = createWakeLoop({
+    async drain(isStopped) {
+      for (const userId of await pendingErasures(db, ERASURES_PER_POLL)) {
+        if (isStopped()) return;
+        await work(userId, isStopped);
+      }
+    },
+    // The batch rolled back: it is done again by the next wake or poll, here or elsewhere.
+    onError: (error) => log.warn({ err: error }, "an erasure batch failed; it is retried within a few seconds"),
+    pollMs,
+  });
 
   return {
     /** Records the erasure (idempotent), closes the person's sockets and starts working it. */
@@ -164,24 +145,12 @@ export function createErasures({
       const started = await requestErasure(db, userId);
       onSuspended(userId);
       if (started) log.info({ user: userId }, "erasure requested");
-      wake();
+      loop.wake();
     },
     /** Looks for erasures under way now and every `pollMs`. */
-    start() {
-      wake();
-      poll = setInterval(wake, pollMs);
-      poll.unref();
-    },
-    wake,
-    /** Waits for the erasures under way here to stop or end (tests and operators). */
-    async settled(): Promise<void> {
-      while (running) await running;
-    },
+    start: loop.start,
+    wake: loop.wake,
     /** Stops after the batch under way (its events are published); the rest is left for any instance. */
-    async stop() {
-      stopped = true;
-      if (poll) clearInterval(poll);
-      await running;
-    },
+    stop: loop.stop,
   };
 }

@@ -6,6 +6,7 @@ import type { Database } from "../db/client.ts";
 import { executeWrite } from "../db/retry.ts";
 import { type AddressedEvent, type AppendedRow, rowsOf } from "../events/log.ts";
 import type { PublishEvent } from "../events/publisher.ts";
+import { createWakeLoop } from "../wake-loop.ts";
 
 /** Chats told per transaction: 200 stream rows locked at most, for a few milliseconds. */
 export const FANOUT_BATCH_CHATS = 100;
@@ -52,54 +53,25 @@ export function createListingFanout({
   batchChats = FANOUT_BATCH_CHATS,
   pollMs = FANOUT_POLL_MS,
 }: ListingFanoutOptions) {
-  let running: Promise<void> | undefined;
-  let wokenAgain = false;
-  let stopped = false;
-  let poll: NodeJS.Timeout | undefined;
-
-  async function drain() {
-    while (!stopped) {
-      const events = await fanoutStep(db, batchChats);
-      if (!events) return;
-      publish(events);
-    }
-  }
-
-  function wake() {
-    if (stopped) return;
-    if (running) {
-      wokenAgain = true;
-      return;
-    }
-    running = (async () => {
-      do {
-        wokenAgain = false;
-        try {
-          await drain();
-        } catch (error) {
-          // The batch rolled back: it is done again by the next wake or poll, here or elsewhere.
-          log.warn({ err: error }, "a listing fan-out batch failed; it is retried within a few seconds");
-        }
-      } while (wokenAgain && !stopped);
-    })().finally(() => {
-      running = undefined;
-    });
-  }
+  const loop = createWakeLoop({
+    async drain(isStopped) {
+      while (!isStopped()) {
+        const events = await fanoutStep(db, batchChats);
+        if (!events) return;
+        publish(events);
+      }
+    },
+    // The batch rolled back: it is done again by the next wake or poll, here or elsewhere.
+    onError: (error) => log.warn({ err: error }, "a listing fan-out batch failed; it is retried within a few seconds"),
+    pollMs,
+  });
 
   return {
     /** Looks for waiting fan-outs now and every `pollMs`. */
-    start() {
-      wake();
-      poll = setInterval(wake, pollMs);
-      poll.unref();
-    },
+    start: loop.start,
     /** A listing changed here: its fan-out is waiting. */
-    wake,
+    wake: loop.wake,
     /** Stops after the batch under way (its events are published); the rest is left for any instance. */
-    async stop() {
-      stopped = true;
-      if (poll) clearInterval(poll);
-      await running;
-    },
+    stop: loop.stop,
   };
 }
