@@ -37,7 +37,7 @@ import { createMetrics } from "./ops/metrics.ts";
 import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
 import { createTelemetry } from "./ops/telemetry.ts";
-import { createErasures } from "./personal-data/erasure.ts";
+import { createErasures, readErasureStatus } from "./personal-data/erasure.ts";
 import {
   createRetention,
   type RetentionOptions,
@@ -326,6 +326,7 @@ export async function startChatServer(
       redisReady,
       closeGatewaySockets: hub.closeGatewaySockets,
       webhookCounts,
+      erasures: readErasureStatus(database.db),
       retention: config.messageRetentionDays
         ? readRetentionStatus(database.db, config.messageRetentionDays)
         : undefined,

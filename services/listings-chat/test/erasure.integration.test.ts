@@ -303,6 +303,11 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
     const reminders = sql`select count(*)::int as n from webhook_deliveries
                           where type = 'notification.unread' and (data->>'user_id')::bigint = ${PERSON}`;
     expect(rowsOf<{ n: number }>(await db.execute(reminders))[0]!.n).toBe(0);
+    // Nothing under way, as the operator sees it.
+    const stats = await fetch(`${b.baseUrl}/internal/chat/ws/stats`, {
+      headers: { "x-internal-token": b.internalToken },
+    });
+    expect(((await stats.json()) as { erasures: unknown }).erasures).toEqual({ pending: 0, oldest_pending_s: 0 });
     // They stay suspended: nothing new of theirs is written.
     const refused = await a.api(PERSON, "POST", `/api/v1/chats/${chat0}/messages`, { content: "zq-e-after" });
     expect(refused.status).toBe(403);
@@ -382,6 +387,9 @@ describe.skipIf(!postgres)("erasure interrupted", () => {
     const atKill = await erasedSoFar();
     expect(atKill).toBeLessThan(CHATS * MESSAGES_PER_CHAT);
     expect(await count(`select count(*) as n from erasures where completed_at is null`)).toBe(1);
+    // The operator sees it under way, from any instance.
+    const stats = await second.internal("GET", "/internal/chat/ws/stats");
+    expect(stats.body.erasures).toMatchObject({ pending: 1, oldest_pending_s: expect.any(Number) });
 
     // The other instance finds it at its next poll and finishes it.
     await until(

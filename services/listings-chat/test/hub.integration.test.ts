@@ -377,11 +377,14 @@ describe.each(databaseTargets())("hub over real sockets on $name", (target) => {
         "slow_consumer_disconnects_total",
         "bus",
         "webhooks",
+        "erasures",
       ].sort(),
     );
     expect(stats.bus).toEqual({ kind: "memory", connected: true });
     // The deployment's webhook queue (CONTRACT §9), read from the database: none here.
     expect(stats.webhooks).toEqual({ pending: 0, dead: 0, oldest_pending_s: 0 });
+    // The deployment's erasures under way (CONTRACT §12): none.
+    expect(stats.erasures).toEqual({ pending: 0, oldest_pending_s: 0 });
     expect(stats.connections_total).toBeGreaterThan(10);
     expect(stats.rate_limited_total).toBeGreaterThanOrEqual(2);
     expect(stats.errors_total).toBeGreaterThanOrEqual(6);

@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import type { Registry } from "prom-client";
 import type { Bus } from "../bus/bus.ts";
 import type { DatabaseHandle } from "../db/client.ts";
+import type { ErasureStatus } from "../personal-data/erasure.ts";
 import type { RetentionStatus } from "../personal-data/retention.ts";
 import type { WebhookCounts } from "../webhooks/outbox.ts";
 import type { Stats } from "./stats.ts";
@@ -23,6 +24,8 @@ export interface OpsDeps {
   webhookCounts: () => Promise<WebhookCounts>;
   /** MESSAGE_RETENTION_DAYS's last run, whichever instance did it (personal-data/retention.ts); unset: no retention. */
   retention?: () => Promise<RetentionStatus | null>;
+  /** The erasures under way in the deployment (personal-data/erasure.ts). */
+  erasures: () => Promise<ErasureStatus | null>;
 }
 
 /** The checks behind `/ready` (probes) and `/internal/chat/ready` (the gateway's readiness). */
@@ -68,6 +71,7 @@ export function createOpsRoutes(deps: OpsDeps) {
       // while the database does not answer (and never did to this instance).
       webhooks: await deps.webhookCounts().catch(() => null),
       // Only with MESSAGE_RETENTION_DAYS: its last run's times and counts (null while the database does not answer).
+      erasures: await deps.erasures(),
       ...(deps.retention ? { retention: await deps.retention() } : {}),
     });
   });

@@ -1,4 +1,5 @@
 import type { Message } from "@listings-chat/shared";
+import { answerWithin } from "@listings-chat/shared/node";
 import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
@@ -63,6 +64,29 @@ async function pendingErasures(db: Database, limit: number): Promise<number[]> {
     ),
   );
   return rows.map((row) => Number(row.user_id));
+}
+
+/** `erasures` of `/internal/chat/ws/stats`: the erasures under way in the deployment. */
+export interface ErasureStatus {
+  pending: number;
+  /** Since when the oldest of them was requested, in seconds; 0 when none is under way (as the webhooks' age). */
+  oldest_pending_s: number;
+}
+
+/** How long stats wait for the count: they must answer while the database does not. */
+const STATUS_WAIT_MS = 1_000;
+
+/** The erasures under way (erasures_pending_idx: the few rows not completed), or null when the database does not answer. */
+export function readErasureStatus(db: Database): () => Promise<ErasureStatus | null> {
+  const read = async (): Promise<ErasureStatus> => {
+    const [row] = rowsOf<ErasureStatus>(
+      await db.execute(sql`
+        select count(*)::int as pending, coalesce(floor(extract(epoch from now() - min(requested_at))), 0)::int as oldest_pending_s
+        from erasures where completed_at is null`),
+    );
+    return row ?? { pending: 0, oldest_pending_s: 0 };
+  };
+  return () => answerWithin(read, STATUS_WAIT_MS);
 }
 
 export interface ErasuresOptions {

@@ -1,3 +1,4 @@
+import { answerWithin } from "@listings-chat/shared/node";
 import { type SQL, sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
@@ -325,28 +326,17 @@ export interface RetentionStatus {
 const STATUS_WAIT_MS = 1_000;
 
 /**
- * The retention's last run, whichever instance did it (one key lookup): null while none was recorded, or when the
- * database does not answer within a second.
+ * The retention's last run, whichever instance did it (one key lookup; its fields null while none was recorded), or
+ * null when the database does not answer within a second.
  */
 export function readRetentionStatus(db: Database, days: number): () => Promise<RetentionStatus | null> {
-  return async () => {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<null>((resolve) => {
-      timer = setTimeout(() => resolve(null), STATUS_WAIT_MS);
-    });
-    const read = db
-      .execute(sql`
+  const read = async (): Promise<RetentionStatus> => {
+    const [row] = rowsOf<Omit<RetentionStatus, "days">>(
+      await db.execute(sql`
         SELECT lc_iso(last_started_at) AS last_started_at, lc_iso(last_finished_at) AS last_finished_at, last_result
-        FROM scheduled_jobs WHERE name = ${RETENTION_JOB}`)
-      .then((result) => {
-        const [row] = rowsOf<Omit<RetentionStatus, "days">>(result);
-        return row ? { days, ...row } : { days, last_started_at: null, last_finished_at: null, last_result: null };
-      })
-      .catch(() => null);
-    try {
-      return await Promise.race([read, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+        FROM scheduled_jobs WHERE name = ${RETENTION_JOB}`),
+    );
+    return row ? { days, ...row } : { days, last_started_at: null, last_finished_at: null, last_result: null };
   };
+  return () => answerWithin(read, STATUS_WAIT_MS);
 }
