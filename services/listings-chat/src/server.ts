@@ -37,7 +37,7 @@ import { createMetrics } from "./ops/metrics.ts";
 import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
 import { createTelemetry } from "./ops/telemetry.ts";
-import { createErasures, readErasureStatus } from "./personal-data/erasure.ts";
+import { createErasures, ERASURE_PUT_MARGIN_S, readErasureStatus } from "./personal-data/erasure.ts";
 import {
   createRetention,
   type RetentionOptions,
@@ -85,6 +85,8 @@ export interface ChatServerOverrides {
   socketLimits?: { inboundQueueFrames?: number; replayPageTimeoutMs?: number; resumeIntervalMs?: number };
   /** How often the photo sweeper looks for due uploads (media/sweeper.ts; 30 s otherwise); links' lifetime. */
   photos?: { sweepIntervalMs?: number; linkTtlS?: number; uploadUrlTtlS?: number; maxWaitingPhotos?: number };
+  /** A shorter margin past an upload URL's lifetime before an erasure removes it (personal-data/erasure.ts). */
+  erasurePutMarginS?: number;
   /** The retention's clock (set forward by tests), schedule, time bound and batches (personal-data/retention.ts). */
   retention?: Pick<RetentionOptions, "now" | "intervalMs" | "pollMs" | "maxRunMs" | "restRatio" | "batches" | "onRun">;
 }
@@ -272,6 +274,9 @@ export async function startChatServer(
     log,
     sweepPhotos: photoSweeper?.sweepNow,
     onSuspended: (userId) => suspensionChanged(userId, null),
+    putWindowS:
+      (overrides.photos?.uploadUrlTtlS ?? defaultMediaOptions.uploadUrlTtlS) +
+      (overrides.erasurePutMarginS ?? ERASURE_PUT_MARGIN_S),
   });
   erasures.start();
   startup.opened(() => erasures.stop());

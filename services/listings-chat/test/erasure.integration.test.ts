@@ -109,7 +109,13 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
           keepDeliveredS: 86_400,
           yieldMaxS: 0,
         },
-        overrides: { sendsPerMinute: 100_000, suspensionsRefreshMs: 60_000, photos: { sweepIntervalMs: 3_600_000 } },
+        overrides: {
+          sendsPerMinute: 100_000,
+          suspensionsRefreshMs: 60_000,
+          // Upload URLs of 2 s (and a second for clocks): the erasure waits that long for an unsent upload's bytes.
+          photos: { sweepIntervalMs: 3_600_000, uploadUrlTtlS: 2 },
+          erasurePutMarginS: 1,
+        },
       });
     a = await start(`erase-a-${randomBytes(2).toString("hex")}`);
     cleanups.unshift(() => a.stop());
@@ -274,7 +280,8 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
     );
     expect(theirs).toHaveLength(2 * 2 * CHATS_EACH_WAY + 1);
     expect(theirs.every((m) => m.deleted && m.content === "" && m.cid === null)).toBe(true);
-    expect(theirs.filter((m) => m.by === "platform")).toHaveLength(theirs.length - 1);
+    // All deleted by the platform, the one they had deleted themselves too (CONTRACT §12).
+    expect(theirs.filter((m) => m.by === "platform")).toHaveLength(theirs.length);
     const drift = rowsOf<{ user_id: number }>(
       await db.execute(sql`
         select p.user_id::int from chat_participants p
@@ -308,7 +315,15 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
       headers: { "x-internal-token": b.internalToken },
     });
     expect(((await stats.json()) as { erasures: unknown }).erasures).toEqual({ pending: 0, oldest_pending_s: 0 });
-    // They stay suspended: nothing new of theirs is written.
+    // They stay suspended, and nothing new of theirs is stored: no send, report, block or upload.
+    for (const [method, path, body] of [
+      ["POST", "/api/v1/reports", { reason: "spam", note: "zq-e-later", message_id: othersMessage }],
+      ["POST", `/api/v1/users/${otherOf(4)}/block`, undefined],
+      ["POST", "/api/v1/uploads", { content_type: "image/jpeg", size: 100 }],
+    ] as const) {
+      const later = await a.api(PERSON, method, path, body);
+      expect([path, later.status, later.body?.error?.code]).toEqual([path, 403, "user_suspended"]);
+    }
     const refused = await a.api(PERSON, "POST", `/api/v1/chats/${chat0}/messages`, { content: "zq-e-after" });
     expect(refused.status).toBe(403);
   });
@@ -324,6 +339,51 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
     expect(rowsOf<{ n: number }>(await db.execute(sql`select count(*)::int as n from chat_events`))[0]!.n).toBe(before);
     expect((await rowsHolding(db, "zq-e-")).filter((row) => !keptAboutThem(row))).toEqual([]);
   });
+
+  it.runIf(twoInstances)(
+    "waits for a send that passed its check before the request, and erases what it stored",
+    async () => {
+      const racer = 8_200_500;
+      const peer = 8_200_501;
+      await ok(a.api(0, "PUT", `/internal/chat/listings/${listingOf(99)}`, listingBody(peer, 99)));
+      const chat = await ok(a.api(0, "POST", "/internal/chat/chats", { listing_id: listingOf(99), buyer_id: racer }));
+      // Test-only: this one message's insert waits 2 s, inside the send's transaction, after the suspension check.
+      await db.execute(
+        sql.raw(`
+      create function test_slow_insert() returns trigger language plpgsql as $$
+      begin if new.content = 'zq-e-race' then perform pg_sleep(2); end if; return new; end $$;
+      create trigger test_slow_insert after insert on messages for each row execute function test_slow_insert();`),
+      );
+      try {
+        const send = a.api(racer, "POST", `/api/v1/chats/${chat.id}/messages`, { content: "zq-e-race" });
+        await until(
+          async () =>
+            rowsOf<{ n: number }>(
+              await db.execute(sql`select count(*)::int as n from pg_stat_activity where query like '%lc_send_messages%'
+                                 and state = 'active' and pid <> pg_backend_pid()`),
+            )[0]!.n > 0,
+          5_000,
+          "the send under way",
+          10,
+        );
+        const answer = await fetch(`${b.baseUrl}/internal/chat/users/${racer}`, {
+          method: "DELETE",
+          headers: { "x-internal-token": b.internalToken },
+        });
+        expect(answer.status).toBe(202);
+        // The send passed its check before the request: it is stored (201), after the request.
+        expect((await send).status).toBe(201);
+        await receiver.waitFor("user.erased", (d) => d.user_id === racer, 30_000);
+      } finally {
+        await db.execute(sql.raw("drop trigger test_slow_insert on messages; drop function test_slow_insert();"));
+      }
+      const raced = rowsOf<{ content: string; deleted_by: string | null }>(
+        await db.execute(sql`select content, deleted_by from messages where sender_id = ${racer}`),
+      );
+      expect(raced).toEqual([{ content: "", deleted_by: "platform" }]);
+      expect(await rowsHolding(db, "zq-e-race")).toEqual([]);
+    },
+  );
 
   it("refuses a bad id with 400 and a missing token with 401", async () => {
     const bad = await fetch(`${a.baseUrl}/internal/chat/users/nobody`, {

@@ -14,15 +14,18 @@
 --             only they heard (user_blocked: whom they blocked), then their stream row;
 --   webhooks  the outbox after `cursor`, 1,000 rows at a time: copies of their messages are replaced by the
 --             message as it is now (erased), reports they made and their blocks' deliveries are removed;
---   uploads   their photos due for the sweeper now; done once none is left (the sweeper removes the objects,
---             then the rows), and a last check that no message of theirs escaped the list of chats (a send that
---             raced the request): then `user.erased`.
+--   uploads   once every transaction that began before the request has ended, a last look for anything of theirs
+--             stored meanwhile (a send, report or block that passed its check before the request committed: then
+--             the erasure starts over); their photos due for the sweeper (one whose presigned PUT is still valid,
+--             `p_put_window_s` after its grant, once it is not); done once none is left (the sweeper removes the
+--             objects, then the rows): then `user.erased`.
 -- Status (one row, or one per participant told): busy (another instance holds it, or it is not under way),
--- worked (a batch done; `message` and the event ids of each message_deleted appended), waiting_uploads (their
--- photos are still in the storage: the caller sweeps and comes back), erased (complete now).
+-- worked (a batch done; `message` and the event ids of each message_deleted appended), waiting (for the
+-- transactions older than the request), waiting_uploads (their photos are still in the storage: the caller sweeps
+-- and comes back), erased (complete now).
 -- Locks, in the order every write keeps (functions/README.md): the erasure's row (no writer takes it), then in the
 -- messages step the chat's row, its participants, its messages, and the streams last (lc_append_events).
-CREATE OR REPLACE FUNCTION lc_erasure_step(p_user_id bigint, p_batch integer)
+CREATE OR REPLACE FUNCTION lc_erasure_step(p_user_id bigint, p_batch integer, p_put_window_s integer)
 RETURNS TABLE (status text, message jsonb, user_id bigint, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -63,24 +66,12 @@ BEGIN
       UPDATE erasures ee SET step = 'streams', cursor = 0 WHERE ee.user_id = p_user_id;
       status := 'worked'; RETURN NEXT; RETURN;
     END IF;
-    PERFORM FROM chats c WHERE c.id = ec.chat_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-      DELETE FROM erasure_chats x WHERE x.user_id = p_user_id AND x.chat_id = ec.chat_id;
-      status := 'worked'; RETURN NEXT; RETURN;
-    END IF;
-    -- Both rows, in user order, as a send takes them: the other's read marker and count cannot move meanwhile.
-    PERFORM FROM chat_participants p WHERE p.chat_id = ec.chat_id ORDER BY p.user_id FOR UPDATE;
-    SELECT p.user_id, p.last_read_message_id, p.unread_count INTO v_other, v_other_read, v_other_unread
-    FROM chat_participants p
-    WHERE p.chat_id = ec.chat_id AND p.user_id <> p_user_id;
-    -- No reminder of unread messages goes to a person being erased.
-    UPDATE chat_participants p SET unread_since = NULL, unread_notified = false
-    WHERE p.chat_id = ec.chat_id AND p.user_id = p_user_id AND (p.unread_since IS NOT NULL OR p.unread_notified);
-    SELECT array_agg(m.id ORDER BY m.id), array_agg(m.id ORDER BY m.id) FILTER (WHERE m.deleted_at IS NULL)
-    INTO v_ids, v_newly
-    FROM (SELECT mm.id, mm.deleted_at FROM messages mm
-          WHERE mm.chat_id = ec.chat_id AND mm.id > ec.after_message_id AND mm.sender_id = p_user_id
-          ORDER BY mm.id LIMIT p_batch FOR UPDATE) m;
+    -- Their next messages here, found before any lock: in a chat of a million messages from the other side the
+    -- scan is long, and sends to the chat must not wait for it.
+    SELECT array_agg(mm.id ORDER BY mm.id) INTO v_ids
+    FROM (SELECT m0.id FROM messages m0
+          WHERE m0.chat_id = ec.chat_id AND m0.id > ec.after_message_id AND m0.sender_id = p_user_id
+          ORDER BY m0.id LIMIT p_batch) mm;
     v_count := coalesce(cardinality(v_ids), 0);
     IF v_count < p_batch THEN
       DELETE FROM erasure_chats x WHERE x.user_id = p_user_id AND x.chat_id = ec.chat_id;
@@ -91,13 +82,24 @@ BEGIN
     IF v_count = 0 THEN
       status := 'worked'; RETURN NEXT; RETURN;
     END IF;
+    PERFORM FROM chats c WHERE c.id = ec.chat_id FOR NO KEY UPDATE;
+    -- Both rows, in user order, as a send takes them: the other's read marker and count cannot move meanwhile.
+    PERFORM FROM chat_participants p WHERE p.chat_id = ec.chat_id ORDER BY p.user_id FOR UPDATE;
+    SELECT p.user_id, p.last_read_message_id, p.unread_count INTO v_other, v_other_read, v_other_unread
+    FROM chat_participants p
+    WHERE p.chat_id = ec.chat_id AND p.user_id <> p_user_id;
+    -- No reminder of unread messages goes to a person being erased.
+    UPDATE chat_participants p SET unread_since = NULL, unread_notified = false
+    WHERE p.chat_id = ec.chat_id AND p.user_id = p_user_id AND (p.unread_since IS NOT NULL OR p.unread_notified);
+    -- Locked, then read as they are now: which are still live (a platform delete may have come meanwhile).
+    SELECT array_agg(m.id ORDER BY m.id) FILTER (WHERE m.deleted_at IS NULL) INTO v_newly
+    FROM (SELECT mm.id, mm.deleted_at FROM messages mm WHERE mm.id = ANY(v_ids) ORDER BY mm.id FOR UPDATE) m;
     v_newly := coalesce(v_newly, '{}');
     -- The trigger of 0029 (lc_release_message_photos) makes the photos of a message deleted here due for the
     -- sweeper; those of messages deleted before were made due then.
     UPDATE messages mm SET content = '', data = NULL, attachments = NULL, client_msg_id = NULL, flags = '{}',
-      deleted_at = coalesce(mm.deleted_at, now()),
-      deleted_by = CASE WHEN mm.deleted_at IS NULL THEN 'platform' ELSE mm.deleted_by END,
-      delete_reason = CASE WHEN mm.deleted_at IS NULL THEN 'erasure' ELSE mm.delete_reason END
+      deleted_at = coalesce(mm.deleted_at, now()), deleted_by = 'platform',
+      delete_reason = coalesce(mm.delete_reason, 'erasure')
     WHERE mm.id = ANY(v_ids);
     IF cardinality(v_newly) = 0 THEN
       status := 'worked'; RETURN NEXT; RETURN;
@@ -125,6 +127,9 @@ BEGIN
   END IF;
 
   IF e.step = 'streams' THEN
+    -- Their stream's end first (the last lock every writer takes, and the only one here): no event is appended to
+    -- it while this batch reads and removes, so the last batch leaves none behind the row it deletes.
+    PERFORM FROM user_streams s WHERE s.user_id = p_user_id FOR UPDATE;
     SELECT array_agg(ue.event_id ORDER BY ue.event_id), max(ue.event_id) INTO v_ids, v_last
     FROM (SELECT u.event_id FROM user_events u WHERE u.user_id = p_user_id AND u.event_id > e.cursor
           ORDER BY u.event_id LIMIT p_batch) ue;
@@ -177,14 +182,32 @@ BEGIN
     status := 'worked'; RETURN NEXT; RETURN;
   END IF;
 
-  -- uploads (and a step left `done` by a completed erasure that was requested again before 'start' was set).
-  -- A message of theirs with a client_msg_id is one the list of chats missed (erasing clears it): list again.
-  IF EXISTS (SELECT FROM messages mm WHERE mm.sender_id = p_user_id AND mm.client_msg_id IS NOT NULL) THEN
+  -- uploads, the last step. A send, report or block that passed its check before the request committed may still
+  -- store after it: the erasure waits until no transaction that began before the request (and 5 s after it, for the
+  -- commit) is running, then looks for anything of theirs stored since the first step, and if it finds any, starts
+  -- again from the first step. After the request nothing new of theirs is accepted (they are suspended, and
+  -- lc_report, lc_block_user and the upload grant refuse a person under erasure), so a second pass is the last.
+  IF now() < e.requested_at + interval '5 seconds' OR EXISTS (
+      SELECT FROM pg_stat_activity a
+      WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+        AND a.xact_start < e.requested_at + interval '5 seconds') THEN
+    status := 'waiting'; RETURN NEXT; RETURN;
+  END IF;
+  IF EXISTS (SELECT FROM messages mm WHERE mm.sender_id = p_user_id
+               AND (mm.deleted_by IS DISTINCT FROM 'platform' OR mm.content <> '' OR mm.client_msg_id IS NOT NULL
+                    OR mm.data IS NOT NULL OR mm.attachments IS NOT NULL))
+     OR EXISTS (SELECT FROM reports r WHERE r.reporter_id = p_user_id)
+     OR EXISTS (SELECT FROM blocks b WHERE b.blocker_id = p_user_id)
+     OR EXISTS (SELECT FROM people pp WHERE pp.user_id = p_user_id) THEN
     UPDATE erasures ee SET step = 'start', cursor = 0 WHERE ee.user_id = p_user_id;
     status := 'worked'; RETURN NEXT; RETURN;
   END IF;
-  -- Due now, unless a sweep holds them (sweep_after moved ahead by its claim: within 10 minutes).
-  UPDATE uploads u SET sweep_after = now()
+  -- Their photos due for the sweeper: now, or, for one whose bytes may still arrive (its presigned PUT is valid
+  -- `p_put_window_s` after the grant), once they no longer can, so that no original lands after its row is gone.
+  -- A sweep's claim (sweep_after moved ahead by 10 minutes at most) is left to it.
+  UPDATE uploads u
+  SET sweep_after = CASE WHEN u.processed_at IS NULL
+                         THEN greatest(now(), u.created_at + make_interval(secs => p_put_window_s)) ELSE now() END
   WHERE u.user_id = p_user_id AND (u.sweep_after IS NULL OR u.sweep_after > now() + interval '10 minutes');
   IF EXISTS (SELECT FROM uploads u WHERE u.user_id = p_user_id) THEN
     status := 'waiting_uploads'; RETURN NEXT; RETURN;

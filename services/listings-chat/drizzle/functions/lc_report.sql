@@ -5,6 +5,7 @@
 --   existing   they reported this target before: that report's id (whatever its reason);
 --   new        (with p_store false) it would be a new report: nothing stored, so that the caller can count
 --              it against the reporter's limit first;
+--   erased     the reporter is being erased, or was (CONTRACT §12): nothing of theirs is stored again (0030);
 --   created    stored, with its id: the report (a message's copy as the API shows it now, kept whatever
 --              happens to the message later) and its `report.created` webhook (0027: while lc_webhooks_on()), `data` as CONTRACT §9.
 CREATE OR REPLACE FUNCTION lc_report(p_reporter bigint, p_reason text, p_note text, p_target_type text, p_target_id bigint,
@@ -16,6 +17,9 @@ DECLARE
   v_copy jsonb;
   v_id bigint;
 BEGIN
+  IF EXISTS (SELECT FROM erasures e WHERE e.user_id = p_reporter) THEN
+    status := 'erased'; RETURN NEXT; RETURN;
+  END IF;
   IF p_target_type = 'message' THEN
     SELECT * INTO m FROM messages mm WHERE mm.id = p_target_id
       AND EXISTS (SELECT FROM chats c WHERE c.id = mm.chat_id AND p_reporter IN (c.buyer_id, c.seller_id));

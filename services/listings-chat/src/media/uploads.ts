@@ -4,7 +4,15 @@ import { ErrorCode } from "@listings-chat/shared";
 import { and, eq, inArray, isNull, sql } from "drizzle-orm";
 import type { Database } from "../db/client.ts";
 import { chats, messages, uploads } from "../db/schema.ts";
-import { ChatError, inPhotoStorage, notFound, PhotoStorageUnavailableError, storing } from "../errors.ts";
+import {
+  ChatError,
+  inPhotoStorage,
+  notFound,
+  PhotoStorageUnavailableError,
+  storing,
+  userSuspendedError,
+} from "../errors.ts";
+import { rowsOf } from "../events/log.ts";
 import { keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
 import { type ImageProcessor, InvalidImage, isPhotoType, type PhotoType, type ProcessedPhoto } from "./images.ts";
 import { ObjectTooLarge, objectKeys, type Storage } from "./storage.ts";
@@ -131,12 +139,20 @@ export function createMediaService({ db, storage, images, limits, options = defa
           height: processed.height,
           storedSize: processed.photo.length,
         })
-        .where(and(eq(uploads.id, row.id), isNull(uploads.messageId), sql`${uploads.createdAt} > ${takeableSince}`))
+        // Nor once it is due (an erasure) or a sweep claimed it: the sweep may have removed its objects already.
+        .where(
+          and(
+            eq(uploads.id, row.id),
+            isNull(uploads.messageId),
+            sql`${uploads.createdAt} > ${takeableSince}`,
+            sql`${uploads.sweepAfter} > now() + interval '1 hour'`,
+          ),
+        )
         .returning(),
     );
     if (!stored) {
       await inPhotoStorage(() => storage.remove([keys.photo, keys.thumb]));
-      throw attachmentInvalid(`${label} expired (uploads are kept 24 hours): upload it again`);
+      throw attachmentInvalid(`${label} expired (uploads are kept 24 hours) or was removed: upload it again`);
     }
     return stored;
   }
@@ -192,15 +208,18 @@ export function createMediaService({ db, storage, images, limits, options = defa
         "upload",
         userId,
         async () => {
-          await storing(() =>
-            db.insert(uploads).values({
-              id,
-              userId,
-              contentType,
-              declaredSize: size,
-              sweepAfter: sql`now() + ${UNSENT_UPLOAD_SWEPT_AFTER}::interval`,
-            }),
+          // Not to a suspended person (one being erased among them): they could not send it, and an erasure must
+          // not meet bytes arriving after it removed their uploads.
+          const granted = rowsOf<{ id: string }>(
+            await storing(() =>
+              db.execute(sql`
+                insert into uploads (id, user_id, content_type, declared_size, sweep_after)
+                select ${id}, ${userId}, ${contentType}, ${size}, now() + ${UNSENT_UPLOAD_SWEPT_AFTER}::interval
+                where not lc_suspended(${userId})
+                returning id`),
+            ),
           );
+          if (granted.length === 0) throw userSuspendedError();
           const put = await inPhotoStorage(() =>
             storage.presignPut(objectKeys(id).original, contentType, size, options.uploadUrlTtlS),
           );
@@ -238,7 +257,7 @@ export function createMediaService({ db, storage, images, limits, options = defa
         if (!row || row.userId !== userId) throw attachmentInvalid(`${label} is not one of your uploads`);
         if (row.messageId !== null) throw attachmentInvalid(`${label} was already sent: upload it again`);
         if (Date.now() - row.createdAt.getTime() > UPLOAD_LIFETIME_MS) {
-          throw attachmentInvalid(`${label} expired (uploads are kept 24 hours): upload it again`);
+          throw attachmentInvalid(`${label} expired (uploads are kept 24 hours) or was removed: upload it again`);
         }
         if (row.rejection !== null) throw attachmentInvalid(`${label}: ${row.rejection}`);
         return { row, label };

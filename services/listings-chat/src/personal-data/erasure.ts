@@ -12,16 +12,23 @@ import { createWakeLoop } from "../wake-loop.ts";
 export const ERASURE_BATCH = 200;
 /** How often an instance looks for erasures no instance is working (one left by an instance that stopped or died). */
 export const ERASURE_POLL_MS = 5_000;
-/** Erasures an instance looks at per poll, oldest first. */
-const ERASURES_PER_POLL = 20;
+/**
+ * Erasures an instance looks at per poll, oldest first: all of them in practice (a marketplace gets a few a day), so
+ * that erasures waiting for their photos or held by another instance never keep a newer one from starting.
+ */
+const ERASURES_PER_POLL = 1_000;
+/** How soon an instance looks again at an erasure that waits: the poll is for erasures other instances left. */
+const WAITING_RETRY_MS = 1_000;
+/** Added to the presigned PUT's lifetime before an unprocessed upload of a person being erased is removed: clocks. */
+export const ERASURE_PUT_MARGIN_S = 60;
 
 interface StepRow extends AppendedRow {
-  status: "busy" | "worked" | "waiting_uploads" | "erased";
+  status: "busy" | "worked" | "waiting" | "waiting_uploads" | "erased";
   message: Message | null;
 }
 
 export type ErasureStep =
-  | { status: "busy" | "waiting_uploads" | "erased" }
+  | { status: "busy" | "waiting" | "waiting_uploads" | "erased" }
   | { status: "worked"; events: AddressedEvent[] };
 
 /**
@@ -35,9 +42,19 @@ export async function requestErasure(db: Database, userId: number): Promise<bool
   return rows[0]?.started === true;
 }
 
-/** One batch of the erasure of `userId` (lc_erasure_step), in a transaction of its own. */
-export async function erasureStep(db: Database, userId: number, batch: number): Promise<ErasureStep> {
-  const rows = rowsOf<StepRow>(await executeWrite(db, sql`select * from lc_erasure_step(${userId}, ${batch})`));
+/**
+ * One batch of the erasure of `userId` (lc_erasure_step), in a transaction of its own. `putWindowS`: how long after
+ * its grant an upload's bytes may still arrive (the presigned PUT's lifetime and a margin for clocks).
+ */
+export async function erasureStep(
+  db: Database,
+  userId: number,
+  batch: number,
+  putWindowS: number,
+): Promise<ErasureStep> {
+  const rows = rowsOf<StepRow>(
+    await executeWrite(db, sql`select * from lc_erasure_step(${userId}, ${batch}, ${putWindowS})`),
+  );
   const status = rows[0]?.status;
   if (!status) throw new Error("lc_erasure_step returned no row");
   if (status !== "worked") return { status };
@@ -97,6 +114,8 @@ export interface ErasuresOptions {
   sweepPhotos?: () => Promise<number>;
   /** After the request is stored: the person's sockets, here and on every instance, are to close (4003). */
   onSuspended: (userId: number) => void;
+  /** How long after its grant an upload's bytes may still arrive: the presigned PUT's lifetime and a margin. */
+  putWindowS: number;
   batch?: number;
   pollMs?: number;
 }
@@ -115,16 +134,27 @@ export function createErasures({
   log,
   sweepPhotos,
   onSuspended,
+  putWindowS,
   batch = ERASURE_BATCH,
   pollMs = ERASURE_POLL_MS,
 }: ErasuresOptions) {
-  /** Erasures whose photos were still in the storage at the last look, and no sweep here could remove them. */
+  /** A look again in a second, for an erasure waiting (for older transactions to end, or for its photos). */
+  let again: NodeJS.Timeout | undefined;
+  const soon = () => {
+    if (again) return;
+    again = setTimeout(() => {
+      again = undefined;
+      loop.wake();
+    }, WAITING_RETRY_MS);
+    again.unref();
+  };
+  /** Erasures waiting for photos this instance cannot remove (no storage): warned of once. */
   const warnedWaiting = new Set<number>();
 
   /** Works one erasure until it is done, another instance holds it, or it waits for its photos. */
   async function work(userId: number, isStopped: () => boolean) {
     while (!isStopped()) {
-      const step = await erasureStep(db, userId, batch);
+      const step = await erasureStep(db, userId, batch, putWindowS);
       if (step.status === "worked") {
         publish(step.events);
         continue;
@@ -134,16 +164,16 @@ export function createErasures({
         log.info({ user: userId }, "person erased");
         return;
       }
+      if (step.status === "waiting" || step.status === "waiting_uploads") soon();
       if (step.status === "waiting_uploads") {
+        // Due ones go now; others are due once their presigned PUT has run out, or held by a sweep elsewhere.
         const removed = sweepPhotos ? await sweepPhotos() : 0;
         if (removed > 0) continue;
-        if (!warnedWaiting.has(userId)) {
+        if (!sweepPhotos && !warnedWaiting.has(userId)) {
           warnedWaiting.add(userId);
           log.warn(
             { user: userId },
-            sweepPhotos
-              ? "an erasure waits for its photos, held by another instance's sweep: it completes once they are removed"
-              : "an erasure waits for its photos to be removed, and this instance has no storage (STORAGE): an instance with one removes them",
+            "an erasure waits for its photos to be removed, and this instance has no storage (STORAGE): an instance with one removes them",
           );
         }
       }
@@ -155,11 +185,14 @@ export function createErasures({
     async drain(isStopped) {
       for (const userId of await pendingErasures(db, ERASURES_PER_POLL)) {
         if (isStopped()) return;
-        await work(userId, isStopped);
+        // One that fails (its batch rolled back) is tried again at the next poll; the others go on now.
+        await work(userId, isStopped).catch((error: unknown) =>
+          log.warn({ err: error, user: userId }, "an erasure batch failed; it is retried within a few seconds"),
+        );
       }
     },
-    // The batch rolled back: it is done again by the next wake or poll, here or elsewhere.
-    onError: (error) => log.warn({ err: error }, "an erasure batch failed; it is retried within a few seconds"),
+    // The list of erasures could not be read: the next wake or poll reads it again.
+    onError: (error) => log.warn({ err: error }, "could not read the erasures under way; retried within a few seconds"),
     pollMs,
   });
 
@@ -175,6 +208,9 @@ export function createErasures({
     start: loop.start,
     wake: loop.wake,
     /** Stops after the batch under way (its events are published); the rest is left for any instance. */
-    stop: loop.stop,
+    async stop() {
+      clearTimeout(again);
+      await loop.stop();
+    },
   };
 }

@@ -17,17 +17,20 @@ export type BlockChange =
   /** Blocked already, or not blocked: nothing stored, nothing to tell. */
   | { status: "unchanged" }
   /** The blocker blocks `MAX_BLOCKS_PER_USER` users already. */
-  | { status: "too_many" };
+  | { status: "too_many" }
+  /** The blocker is being erased, or was (CONTRACT §12): nothing of theirs is stored again. */
+  | { status: "erased" };
 
 interface BlockRow {
-  status: "blocked" | "unblocked" | "unchanged" | "too_many";
+  status: "blocked" | "unblocked" | "unchanged" | "too_many" | "erased";
   event_id: string | number | null;
 }
 
 function blockChange(rows: BlockRow[], blockerId: number, type: "user_blocked" | "user_unblocked", userId: number) {
   const first = rows[0];
   if (!first) throw new Error(`the ${type} function returned no row`);
-  if (first.status === "unchanged" || first.status === "too_many") return { status: first.status } as BlockChange;
+  if (first.status === "unchanged" || first.status === "too_many" || first.status === "erased")
+    return { status: first.status } as BlockChange;
   return {
     status: "changed",
     events: addressedEvents([{ user_id: blockerId, event_id: first.event_id }], { type, user_id: userId }),

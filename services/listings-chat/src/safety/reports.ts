@@ -23,7 +23,9 @@ export type ReportOutcome =
   /** A message or chat the reporter takes no part in, or a user who shares no chat with them. */
   | { status: "not_found" }
   /** Their own message, or themselves. */
-  | { status: "own" };
+  | { status: "own" }
+  /** The reporter is being erased, or was (CONTRACT §12): nothing of theirs is stored again. */
+  | { status: "erased" };
 
 interface ReportRow {
   status: ReportOutcome["status"];

@@ -1,6 +1,6 @@
 import { ErrorCode, type ReportBody } from "@listings-chat/shared";
 import type { Database } from "../db/client.ts";
-import { ChatError, notFound, storing } from "../errors.ts";
+import { ChatError, notFound, storing, userSuspendedError } from "../errors.ts";
 import type { PublishEvent } from "../events/publisher.ts";
 import { createRateLimiter, keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
 import { type BlockChange, blocksOf, blockUser, MAX_BLOCKS_PER_USER, unblockUser } from "./blocks.ts";
@@ -43,6 +43,8 @@ function answered(outcome: ReportOutcome, target: Report["target"]): { id: numbe
       return undefined;
     case "not_found":
       throw notFound(target.type);
+    case "erased":
+      throw userSuspendedError();
     case "own":
       throw new ChatError(
         ErrorCode.validationFailed,
@@ -69,6 +71,7 @@ export function createSafetyService({
         `you block ${MAX_BLOCKS_PER_USER} users already: unblock someone before blocking another`,
       );
     }
+    if (change.status === "erased") throw userSuspendedError();
     if (change.status !== "changed") return false;
     publish(change.events);
     return true;
