@@ -116,6 +116,7 @@ const storageUnavailable = error("the message store is unavailable (`storage_una
 const contentRejected = error("a content rule with the action `reject` matched (`content_rejected`, naming the rule)");
 /** CONTRACT §8: the platform's suspension refuses a user's sends, edits and chat opens (reads go on). */
 const suspended = "the platform suspended you (`user_suspended`; reads go on)";
+const erasing = "the platform is erasing your data, or has (`user_suspended`)";
 const blockedOrSuspended = error(`either of the two users blocks the other (\`blocked\`), or ${suspended}`);
 
 /** Either credential of CONTRACT §2 will do. */
@@ -458,7 +459,10 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
         204: { description: "done (or nothing to do)" },
         400: error("a bad id, or yourself (`validation_failed`)"),
         ...(method === "post"
-          ? { 409: error("you block too many users already: unblock one first (`conflict`)") }
+          ? {
+              403: error(erasing),
+              409: error("you block too many users already: unblock one first (`conflict`)"),
+            }
           : {}),
         ...forwardedErrors,
         503: storageUnavailable,
@@ -495,6 +499,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
       200: ok("you reported this target before: that report", reportCreatedSchema),
       201: ok("the new report", reportCreatedSchema),
       400: error("validation failed, or your own message or yourself (`validation_failed`, `bad_json`)"),
+      403: error(erasing),
       404: error("a message or chat you take no part in, or a user who shares no chat with you"),
       429: {
         description: "too many reports (`rate_limited`)",
@@ -540,6 +545,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): object {
     responses: {
       201: ok("where to send the bytes", uploadTicketSchema),
       400: error("another type, or a size over UPLOAD_MAX_BYTES (`validation_failed`, `bad_json`)"),
+      403: error(suspended),
       429: {
         description: "too many uploads (`rate_limited`)",
         headers: z.object({ "Retry-After": z.number().int().positive().meta({ description: "seconds" }) }),
