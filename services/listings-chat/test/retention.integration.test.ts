@@ -419,6 +419,57 @@ describe.each(databaseTargets())("retention's SQL steps on $name", (database) =>
       [9_002, 1_201],
     ]);
   });
+
+  it("streams: past the first row kept only a margin of 1,000 event ids is read, and a transaction reads about p_rows", {
+    timeout: 120_000,
+  }, async () => {
+    const bound = 100;
+    const LONG = 9_101;
+    const MIXED = 9_102;
+    const FIRST_KEPT = 9_103;
+    // 300,000 events all above the bound (within a million ids of it), and one below it 300,000 event ids past the
+    // first kept: no write can have put it there (300,000 events appended to the stream while it was in flight),
+    // so it is not looked for. Its staying shows that the stream past the margin was not read.
+    await db.execute(sql`
+      insert into user_events (user_id, event_id, chat_event_id)
+      select ${LONG}, i, 1000 + i from generate_series(1, 300000) i`);
+    await db.execute(sql`insert into user_events (user_id, event_id, chat_event_id) values (${LONG}, 300001, 50)`);
+    // Below the bound: event 1 (the prefix), then after event 2 (the first kept) events 901 and 1,000 and 1,002,
+    // the last event id of the margin (2 + 1,000); event 1,003 is past it.
+    await db.execute(sql`
+      insert into user_events (user_id, event_id, chat_event_id)
+      select ${MIXED}, i, case i when 1 then 10 when 901 then 60 when 1000 then 70 when 1002 then 80 when 1003 then 90
+                                else 2000 + i end
+      from generate_series(1, 1100) i`);
+    // Its first row is kept, the next is below the bound.
+    await db.execute(sql`
+      insert into user_events (user_id, event_id, chat_event_id) values (${FIRST_KEPT}, 1, 300), (${FIRST_KEPT}, 2, 40)`);
+    await db.execute(sql`
+      insert into user_streams (user_id, last_event_id) values (${LONG}, 300001), (${MIXED}, 1100), (${FIRST_KEPT}, 2)`);
+    const step = async (after: number, rows: number) =>
+      rowsOf<{ removed: number; last_user: string | number; done: boolean }>(
+        await db.execute(sql`select * from lc_retention_streams_step(${bound}, ${after}, 10, ${rows})`),
+      ).map((r) => ({ ...r, last_user: Number(r.last_user) }))[0]!;
+
+    // 1,000 rows: the first probe and the margin of LONG are enough for one transaction, though nothing went.
+    expect(await step(9_100, 1_000)).toEqual({ removed: 0, last_user: LONG, done: false });
+    // The rest in one: MIXED's prefix row and three in its margin, FIRST_KEPT's second.
+    expect(await step(LONG, 5_000)).toEqual({ removed: 5, last_user: FIRST_KEPT, done: true });
+    const below = rowsOf<{ user_id: string | number; event_id: string | number }>(
+      await db.execute(sql`
+        select user_id, event_id from user_events
+        where user_id between ${LONG} and ${FIRST_KEPT} and chat_event_id < ${bound} order by user_id, event_id`),
+    );
+    expect(below.map((r) => [Number(r.user_id), Number(r.event_id)])).toEqual([
+      [LONG, 300_001],
+      [MIXED, 1_003],
+    ]);
+    expect(
+      await count(db, sql`select count(*) as n from user_events where user_id between ${LONG} and ${FIRST_KEPT}`),
+    ).toBe(300_001 + 1_100 - 4 + 1);
+    // A pass that starts again finds nothing more, with the same reads.
+    expect(await step(9_100, 5_000)).toEqual({ removed: 0, last_user: FIRST_KEPT, done: true });
+  });
 });
 
 const postgres = databaseTargets().find((t) => t.name === "postgres");

@@ -25,7 +25,11 @@ export interface RetentionBatches {
   messages: number;
   /** chat_events rows per transaction (no writer waits for them). */
   events: number;
-  /** Users whose streams one transaction looks at, and about how many of their rows it removes at most. */
+  /**
+   * Users whose streams one transaction looks at, and about how many entries of their key it reads at most (so also
+   * removes): a user with nothing old costs one (their first event), and at most the next 1,000 event ids when that
+   * is within a million ids of the bound (lc_retention_streams_step's margins).
+   */
   streamUsers: number;
   streamRows: number;
   /** Webhook deliveries looked at per transaction (the outbox's copies: a message.created holds the text). */
