@@ -13,6 +13,7 @@ CREATE TABLE "erasures" (
 	"requested_at" timestamp with time zone DEFAULT now() NOT NULL,
 	"step" text DEFAULT 'start' NOT NULL,
 	"cursor" bigint DEFAULT 0 NOT NULL,
+	"listed_at" timestamp with time zone,
 	"completed_at" timestamp with time zone,
 	CONSTRAINT "erasures_step_known" CHECK ("erasures"."step" in ('start', 'messages', 'streams', 'webhooks', 'uploads', 'done'))
 );

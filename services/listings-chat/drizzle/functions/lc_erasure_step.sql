@@ -14,14 +14,15 @@
 --             only they heard (user_blocked: whom they blocked), then their stream row;
 --   webhooks  the outbox after `cursor`, 1,000 rows at a time: copies of their messages are replaced by the
 --             message as it is now (erased), reports they made and their blocks' deliveries are removed;
---   uploads   once every transaction that began before the request has ended, a last look for anything of theirs
+--   uploads   once every statement that began before the first step has ended, a last look for anything of theirs
 --             stored meanwhile (a send, report or block that passed its check before the request committed: then
 --             the erasure starts over); their photos due for the sweeper (one whose presigned PUT is still valid,
 --             `p_put_window_s` after its grant, once it is not); done once none is left (the sweeper removes the
 --             objects, then the rows): then `user.erased`.
 -- Status (one row, or one per participant told): busy (another instance holds it, or it is not under way),
--- worked (a batch done; `message` and the event ids of each message_deleted appended), waiting (for the
--- transactions older than the request), waiting_uploads (their photos are still in the storage: the caller sweeps
+-- worked (a batch done; `message` and the event ids of each message_deleted appended), waiting (for statements
+-- older than the request), restarted (something of theirs was stored after the first step: it runs again),
+-- waiting_uploads (their photos are still in the storage: the caller sweeps
 -- and comes back), erased (complete now).
 -- Locks, in the order every write keeps (functions/README.md): the erasure's row (no writer takes it), then in the
 -- messages step the chat's row, its participants, its messages, and the streams last (lc_append_events).
@@ -56,7 +57,8 @@ BEGIN
     -- Empty since 0027 but for rows a release before wrote during a rollout: few rows, read whole.
     DELETE FROM safety_events s
     WHERE (s.data->'report'->>'reporter_id')::bigint = p_user_id OR (s.data->>'blocker_id')::bigint = p_user_id;
-    UPDATE erasures ee SET step = 'messages', cursor = 0 WHERE ee.user_id = p_user_id;
+    -- The clock now, not now() (this transaction's start): the request is visible to every session from here on.
+    UPDATE erasures ee SET step = 'messages', cursor = 0, listed_at = clock_timestamp() WHERE ee.user_id = p_user_id;
     status := 'worked'; RETURN NEXT; RETURN;
   END IF;
 
@@ -100,7 +102,10 @@ BEGIN
     UPDATE messages mm SET content = '', data = NULL, attachments = NULL, client_msg_id = NULL, flags = '{}',
       deleted_at = coalesce(mm.deleted_at, now()), deleted_by = 'platform',
       delete_reason = coalesce(mm.delete_reason, 'erasure')
-    WHERE mm.id = ANY(v_ids);
+    WHERE mm.id = ANY(v_ids)
+      -- Not again in a second pass (the erasure started over): only what is not erased yet.
+      AND (mm.deleted_at IS NULL OR mm.deleted_by IS DISTINCT FROM 'platform' OR mm.content <> ''
+           OR mm.client_msg_id IS NOT NULL OR mm.data IS NOT NULL OR mm.attachments IS NOT NULL OR mm.flags <> '{}');
     IF cardinality(v_newly) = 0 THEN
       status := 'worked'; RETURN NEXT; RETURN;
     END IF;
@@ -182,25 +187,28 @@ BEGIN
     status := 'worked'; RETURN NEXT; RETURN;
   END IF;
 
-  -- uploads, the last step. A send, report or block that passed its check before the request committed may still
-  -- store after it: the erasure waits until no transaction that began before the request (and 5 s after it, for the
-  -- commit) is running, then looks for anything of theirs stored since the first step, and if it finds any, starts
-  -- again from the first step. After the request nothing new of theirs is accepted (they are suspended, and
-  -- lc_report, lc_block_user and the upload grant refuse a person under erasure), so a second pass is the last.
-  IF now() < e.requested_at + interval '5 seconds' OR EXISTS (
-      SELECT FROM pg_stat_activity a
-      WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
-        AND a.xact_start < e.requested_at + interval '5 seconds') THEN
-    status := 'waiting'; RETURN NEXT; RETURN;
-  END IF;
-  IF EXISTS (SELECT FROM messages mm WHERE mm.sender_id = p_user_id
-               AND (mm.deleted_by IS DISTINCT FROM 'platform' OR mm.content <> '' OR mm.client_msg_id IS NOT NULL
-                    OR mm.data IS NOT NULL OR mm.attachments IS NOT NULL))
-     OR EXISTS (SELECT FROM reports r WHERE r.reporter_id = p_user_id)
-     OR EXISTS (SELECT FROM blocks b WHERE b.blocker_id = p_user_id)
-     OR EXISTS (SELECT FROM people pp WHERE pp.user_id = p_user_id) THEN
-    UPDATE erasures ee SET step = 'start', cursor = 0 WHERE ee.user_id = p_user_id;
-    status := 'worked'; RETURN NEXT; RETURN;
+  -- uploads, the last step. A send, report or block that ran its check before the request was visible may store
+  -- after it: first (once: `cursor` 1 once done) the erasure waits until no statement that began before its first
+  -- step (`listed_at`) is still running (every write is one statement), then looks for anything of theirs stored
+  -- since, and if it finds any, starts over from the first step. After the request nothing new of theirs is
+  -- accepted (they are suspended, and lc_report, lc_block_user and the upload grant refuse them), so a second pass
+  -- is the last, unless the platform lifts the suspension meanwhile.
+  IF e.cursor = 0 THEN
+    IF EXISTS (
+        SELECT FROM pg_stat_activity a
+        WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+          AND a.state = 'active' AND a.query_start < coalesce(e.listed_at, e.requested_at + interval '5 seconds')) THEN
+      status := 'waiting'; RETURN NEXT; RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM messages mm WHERE mm.sender_id = p_user_id
+                 AND (mm.deleted_by IS DISTINCT FROM 'platform' OR mm.content <> '' OR mm.client_msg_id IS NOT NULL
+                      OR mm.data IS NOT NULL OR mm.attachments IS NOT NULL))
+       OR EXISTS (SELECT FROM reports r WHERE r.reporter_id = p_user_id)
+       OR EXISTS (SELECT FROM blocks b WHERE b.blocker_id = p_user_id) THEN
+      UPDATE erasures ee SET step = 'start', cursor = 0 WHERE ee.user_id = p_user_id;
+      status := 'restarted'; RETURN NEXT; RETURN;
+    END IF;
+    UPDATE erasures ee SET cursor = 1 WHERE ee.user_id = p_user_id;
   END IF;
   -- Their photos due for the sweeper: now, or, for one whose bytes may still arrive (its presigned PUT is valid
   -- `p_put_window_s` after the grant), once they no longer can, so that no original lands after its row is gone.
@@ -212,6 +220,9 @@ BEGIN
   IF EXISTS (SELECT FROM uploads u WHERE u.user_id = p_user_id) THEN
     status := 'waiting_uploads'; RETURN NEXT; RETURN;
   END IF;
+  -- Their name and avatar once more, in the transaction that completes: a PUT by the platform during the erasure
+  -- (a sync) is removed here, with no pass again for it. One after `user.erased` is the platform's to answer for.
+  DELETE FROM people pp WHERE pp.user_id = p_user_id;
   UPDATE erasures ee SET step = 'done', cursor = 0, completed_at = now() WHERE ee.user_id = p_user_id;
   DELETE FROM erasure_chats x WHERE x.user_id = p_user_id;
   IF lc_webhooks_on() THEN

@@ -9,7 +9,8 @@ DECLARE
   v_started boolean;
 BEGIN
   INSERT INTO erasures AS e (user_id) VALUES (p_user_id)
-  ON CONFLICT (user_id) DO UPDATE SET step = 'start', cursor = 0, completed_at = NULL, requested_at = now()
+  ON CONFLICT (user_id) DO UPDATE SET step = 'start', cursor = 0, listed_at = NULL, completed_at = NULL,
+    requested_at = now()
   WHERE e.completed_at IS NOT NULL
   RETURNING true INTO v_started;
   INSERT INTO suspensions AS s (user_id, until, reason) VALUES (p_user_id, NULL, 'erased')

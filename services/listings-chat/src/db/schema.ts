@@ -458,6 +458,11 @@ export const erasures = pgTable(
       .notNull()
       .default("start"),
     cursor: bigint("cursor", { mode: "number" }).notNull().default(0),
+    /**
+     * When the first step ran (clock time): after the request was visible to every session, so a write that ran
+     * its suspension check without seeing it began before this. The last step waits for such writes to end.
+     */
+    listedAt: timestamp("listed_at", { withTimezone: true, mode: "date" }),
     completedAt: timestamp("completed_at", { withTimezone: true, mode: "date" }),
   },
   (t) => [

@@ -23,12 +23,12 @@ const WAITING_RETRY_MS = 1_000;
 export const ERASURE_PUT_MARGIN_S = 60;
 
 interface StepRow extends AppendedRow {
-  status: "busy" | "worked" | "waiting" | "waiting_uploads" | "erased";
+  status: "busy" | "worked" | "waiting" | "restarted" | "waiting_uploads" | "erased";
   message: Message | null;
 }
 
 export type ErasureStep =
-  | { status: "busy" | "waiting" | "waiting_uploads" | "erased" }
+  | { status: "busy" | "waiting" | "restarted" | "waiting_uploads" | "erased" }
   | { status: "worked"; events: AddressedEvent[] };
 
 /**
@@ -157,6 +157,10 @@ export function createErasures({
       const step = await erasureStep(db, userId, batch, putWindowS);
       if (step.status === "worked") {
         publish(step.events);
+        continue;
+      }
+      if (step.status === "restarted") {
+        log.info({ user: userId }, "an erasure starts over: something of theirs was stored after it began");
         continue;
       }
       if (step.status === "erased") {
