@@ -69,6 +69,8 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
   /** The other instance (the same one on PGlite, which one process holds). */
   let b: TestChat;
   let db: Database;
+  /** PostgreSQL's, for a session of the test's own; undefined on PGlite. */
+  let databaseUrl: string | undefined;
   let store: TestStorage;
   let receiver: WebhookReceiver;
   const chatIds: number[] = [];
@@ -82,6 +84,7 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
   beforeAll(async () => {
     const created = await database.create();
     cleanups.push(created.drop);
+    databaseUrl = "url" in created.options ? created.options.url : undefined;
     store = await storage.create();
     cleanups.push(store.drop);
     receiver = await startWebhookReceiver();
@@ -354,6 +357,10 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
       begin if new.content = 'zq-e-race' then perform pg_sleep(2); end if; return new; end $$;
       create trigger test_slow_insert after insert on messages for each row execute function test_slow_insert();`),
       );
+      // A session idle in a transaction opened before the request (a psql left open) is not waited for.
+      const idle = new pg.Client({ connectionString: databaseUrl });
+      await idle.connect();
+      await idle.query("begin; select 1");
       try {
         const send = a.api(racer, "POST", `/api/v1/chats/${chat.id}/messages`, { content: "zq-e-race" });
         await until(
@@ -375,6 +382,8 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
         expect((await send).status).toBe(201);
         await receiver.waitFor("user.erased", (d) => d.user_id === racer, 30_000);
       } finally {
+        await idle.query("rollback").catch(() => {});
+        await idle.end();
         await db.execute(sql.raw("drop trigger test_slow_insert on messages; drop function test_slow_insert();"));
       }
       const raced = rowsOf<{ content: string; deleted_by: string | null }>(
