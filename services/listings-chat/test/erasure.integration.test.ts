@@ -19,9 +19,9 @@ import { rowsOf } from "../src/events/log.ts";
 import { spawnChat, until } from "./support/chat-process.ts";
 import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat } from "./support/harness.ts";
-import { jpegWithGps } from "./support/images.ts";
 import { redisNamespace, redisUrl } from "./support/redis.ts";
 import { storageTargets, type TestStorage } from "./support/storages.ts";
+import { uploadPhoto } from "./support/upload-photo.ts";
 import { startWebhookReceiver, type WebhookReceiver } from "./support/webhook-receiver.ts";
 
 const PERSON = 8_200_001;
@@ -138,20 +138,6 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
     return got.body;
   }
 
-  /** A photo uploaded by `userId` (bytes PUT to the storage as a browser would), ready to send. */
-  async function uploadPhoto(userId: number): Promise<string> {
-    const bytes = await jpegWithGps({ width: 64, height: 48 });
-    const grant = await ok(
-      a.api(userId, "POST", "/api/v1/uploads", { content_type: "image/jpeg", size: bytes.length }),
-    );
-    const target = /^https?:/.test(grant.url) ? grant.url : `${a.baseUrl}${grant.url}`;
-    const headers = new Headers(grant.headers);
-    if (!/^https?:/.test(grant.url)) headers.set("x-internal-token", a.internalToken);
-    const put = await fetch(target, { method: "PUT", headers, body: new Uint8Array(bytes) });
-    expect(put.status).toBe(200);
-    return grant.upload_id;
-  }
-
   /** A report about them keeps the message it reported (README): in `reports`, and in its report.created. */
   const keptAboutThem = (row: string) =>
     (row.startsWith("reports: ") || row.startsWith("webhook_deliveries: ")) &&
@@ -188,13 +174,13 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
     await ok(a.api(PERSON, "PATCH", `/api/v1/messages/${a0}`, { content: "zq-e-edited" }));
     await ok(a.api(PERSON, "DELETE", `/api/v1/messages/${b0}`));
     liveBefore.set(chat0, [a0!]);
-    personUploads.push(await uploadPhoto(PERSON));
+    personUploads.push(await uploadPhoto(a, PERSON));
     const photo = await ok(
       a.api(PERSON, "POST", `/api/v1/chats/${chat0}/messages`, { content: "zq-e-caption", attachments: personUploads }),
     );
     liveBefore.get(chat0)!.push(photo.id);
-    personUploads.push(await uploadPhoto(PERSON)); // never sent
-    otherUploads.push(await uploadPhoto(otherOf(0)));
+    personUploads.push(await uploadPhoto(a, PERSON)); // never sent
+    otherUploads.push(await uploadPhoto(a, otherOf(0)));
     await ok(
       a.api(otherOf(0), "POST", `/api/v1/chats/${chat0}/messages`, {
         content: "zq-o-caption",

@@ -15,8 +15,8 @@ import { EXPORT_PAGE_ROWS } from "../src/personal-data/export.ts";
 import { type ChatProcess, metricValue, spawnChat } from "./support/chat-process.ts";
 import { databaseTargets } from "./support/databases.ts";
 import { startTestChat, type TestChat } from "./support/harness.ts";
-import { jpegWithGps } from "./support/images.ts";
 import { storageTargets, type TestStorage } from "./support/storages.ts";
+import { uploadPhoto } from "./support/upload-photo.ts";
 
 const PERSON = 8_600_001;
 /** The seller of the chat where the person buys. */
@@ -84,19 +84,6 @@ describe.each(databaseTargets())("the export of a person's data on $name", (targ
     for (const cleanup of cleanups) await cleanup().catch(() => {});
   });
 
-  /** A photo uploaded by `userId` (its bytes PUT through the development storage's signed path), ready to send. */
-  async function uploadPhoto(userId: number): Promise<string> {
-    const bytes = await jpegWithGps({ width: 64, height: 48 });
-    const grant = await ok(
-      chat.api(userId, "POST", "/api/v1/uploads", { content_type: "image/jpeg", size: bytes.length }),
-    );
-    const headers = new Headers(grant.headers);
-    headers.set("x-internal-token", chat.internalToken);
-    const put = await fetch(`${chat.baseUrl}${grant.url}`, { method: "PUT", headers, body: new Uint8Array(bytes) });
-    expect(put.status).toBe(200);
-    return grant.upload_id;
-  }
-
   it("writes exactly the person's chats, reads, messages, blocks and reports, and nothing of anyone else's", async () => {
     for (const [user, name] of [
       [PERSON, "zq-person"],
@@ -129,8 +116,11 @@ describe.each(databaseTargets())("the export of a person's data on $name", (targ
     await ok(chat.api(PERSON, "DELETE", `/api/v1/messages/${deleted.id}`));
     const removed = await send(PERSON, archived.id, { content: "zq-e removed by the platform" });
     await ok(chat.api(0, "DELETE", `/internal/chat/messages/${removed.id}`, { reason: "zq-reason" }));
-    const photo = await send(PERSON, sold.id, { content: "zq-e caption", attachments: [await uploadPhoto(PERSON)] });
-    await send(BUYER, sold.id, { content: "zq-o from the buyer", attachments: [await uploadPhoto(BUYER)] });
+    const photo = await send(PERSON, sold.id, {
+      content: "zq-e caption",
+      attachments: [await uploadPhoto(chat, PERSON)],
+    });
+    await send(BUYER, sold.id, { content: "zq-o from the buyer", attachments: [await uploadPhoto(chat, BUYER)] });
     await send(ARCHIVED_BUYER, archived.id, { content: "zq-o from the other buyer" });
     // Reads: theirs in one chat (none in the others), and the other side's, which are not theirs.
     await ok(chat.api(PERSON, "POST", `/api/v1/chats/${bought.id}/read`, { message_id: theirs.id }));

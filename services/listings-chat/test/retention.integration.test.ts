@@ -18,8 +18,8 @@ import { type RetentionResult, removeOldDeliveries } from "../src/personal-data/
 import { seedBigAccount } from "./support/big-account.ts";
 import { databaseTargets } from "./support/databases.ts";
 import { connect, startTestChat, type TestChat } from "./support/harness.ts";
-import { jpegWithGps } from "./support/images.ts";
 import { storageTargets, type TestStorage } from "./support/storages.ts";
+import { uploadPhoto } from "./support/upload-photo.ts";
 
 const DAY_MS = 86_400_000;
 const BUYER = 8_600_001;
@@ -94,25 +94,15 @@ describe.each(databaseTargets())("retention on $name", (database) => {
     for (const cleanup of cleanups) await cleanup().catch(() => {});
   });
 
-  /** The development folder's upload URL is a path on the gateway: through the internal hop. */
+  /** A photo message from `userId`: its id and its upload's. */
   async function sendPhoto(userId: number, chatId: number, content: string) {
-    const bytes = await jpegWithGps({ width: 320, height: 240 });
-    const grant = await chat.api(userId, "POST", "/api/v1/uploads", { content_type: "image/jpeg", size: bytes.length });
-    expect(grant.status).toBe(201);
-    const headers = new Headers(grant.body.headers);
-    headers.set("x-internal-token", chat.internalToken);
-    const put = await fetch(`${chat.baseUrl}${grant.body.url}`, {
-      method: "PUT",
-      headers,
-      body: new Uint8Array(bytes),
-    });
-    expect(put.status).toBe(200);
+    const uploadId = await uploadPhoto(chat, userId);
     const sent = await chat.api(userId, "POST", `/api/v1/chats/${chatId}/messages`, {
       content,
-      attachments: [grant.body.upload_id],
+      attachments: [uploadId],
     });
     expect(sent.status).toBe(201);
-    return { id: sent.body.id as number, uploadId: grant.body.upload_id as string };
+    return { id: sent.body.id as number, uploadId };
   }
 
   async function send(userId: number, chatId: number, content: string): Promise<number> {
