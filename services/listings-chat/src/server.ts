@@ -188,6 +188,8 @@ export async function startChatServer(
     ? openStorage(config.storage, config.internalToken)
     : { storage: undefined, developmentFiles: undefined };
   if (storage) startup.opened(() => storage.close());
+  /** How long a presigned upload URL is valid: its grant's, and how long an erasure waits for its bytes. */
+  const uploadUrlTtlS = overrides.photos?.uploadUrlTtlS ?? defaultMediaOptions.uploadUrlTtlS;
   const media = storage
     ? createMediaService({
         db: database.db,
@@ -196,7 +198,7 @@ export async function startChatServer(
         limits,
         options: {
           uploadMaxBytes: config.photos?.uploadMaxBytes ?? defaultMediaOptions.uploadMaxBytes,
-          uploadUrlTtlS: overrides.photos?.uploadUrlTtlS ?? defaultMediaOptions.uploadUrlTtlS,
+          uploadUrlTtlS,
           linkTtlS: overrides.photos?.linkTtlS ?? defaultMediaOptions.linkTtlS,
           maxWaitingPhotos: overrides.photos?.maxWaitingPhotos,
         },
@@ -274,9 +276,7 @@ export async function startChatServer(
     log,
     sweepPhotos: photoSweeper?.sweepNow,
     onSuspended: (userId) => suspensionChanged(userId, null),
-    putWindowS:
-      (overrides.photos?.uploadUrlTtlS ?? defaultMediaOptions.uploadUrlTtlS) +
-      (overrides.erasurePutMarginS ?? ERASURE_PUT_MARGIN_S),
+    putWindowS: uploadUrlTtlS + (overrides.erasurePutMarginS ?? ERASURE_PUT_MARGIN_S),
   });
   erasures.start();
   startup.opened(() => erasures.stop());

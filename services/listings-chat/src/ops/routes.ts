@@ -1,3 +1,4 @@
+import { answerWithin } from "@listings-chat/shared/node";
 import { Hono } from "hono";
 import type { Registry } from "prom-client";
 import type { Bus } from "../bus/bus.ts";
@@ -23,10 +24,13 @@ export interface OpsDeps {
   /** The webhook queue's counts, for the whole deployment (webhooks/counts.ts: cached a few seconds). */
   webhookCounts: () => Promise<WebhookCounts>;
   /** MESSAGE_RETENTION_DAYS's last run, whichever instance did it (personal-data/retention.ts); unset: no retention. */
-  retention?: () => Promise<RetentionStatus | null>;
+  retention?: () => Promise<RetentionStatus>;
   /** The erasures under way in the deployment (personal-data/erasure.ts). */
-  erasures: () => Promise<ErasureStatus | null>;
+  erasures: () => Promise<ErasureStatus>;
 }
+
+/** How long stats wait for a read of the database's own (erasures, retention) before they show null. */
+const STATS_READ_WAIT_MS = 1_000;
 
 /** The checks behind `/ready` (probes) and `/internal/chat/ready` (the gateway's readiness). */
 async function readiness(deps: Pick<OpsDeps, "bus" | "database" | "isShuttingDown" | "redisReady">) {
@@ -71,8 +75,9 @@ export function createOpsRoutes(deps: OpsDeps) {
       // while the database does not answer (and never did to this instance).
       webhooks: await deps.webhookCounts().catch(() => null),
       // Only with MESSAGE_RETENTION_DAYS: its last run's times and counts (null while the database does not answer).
-      erasures: await deps.erasures(),
-      ...(deps.retention ? { retention: await deps.retention() } : {}),
+      // Null while the database does not answer within STATS_READ_WAIT_MS: stats answer during an outage.
+      erasures: await answerWithin(deps.erasures, STATS_READ_WAIT_MS),
+      ...(deps.retention ? { retention: await answerWithin(deps.retention, STATS_READ_WAIT_MS) } : {}),
     });
   });
   // The gateway's readiness question: behind the internal token, so a wrong token is never "ready".

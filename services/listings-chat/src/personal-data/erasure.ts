@@ -1,5 +1,4 @@
 import type { Message } from "@listings-chat/shared";
-import { answerWithin } from "@listings-chat/shared/node";
 import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
@@ -90,12 +89,9 @@ export interface ErasureStatus {
   oldest_pending_s: number;
 }
 
-/** How long stats wait for the count: they must answer while the database does not. */
-const STATUS_WAIT_MS = 1_000;
-
-/** The erasures under way (erasures_pending_idx: the few rows not completed), or null when the database does not answer. */
-export function readErasureStatus(db: Database): () => Promise<ErasureStatus | null> {
-  const read = async (): Promise<ErasureStatus> => {
+/** The erasures under way (erasures_pending_idx: the few rows not completed). */
+export function readErasureStatus(db: Database): () => Promise<ErasureStatus> {
+  return async () => {
     const [row] = rowsOf<ErasureStatus>(
       await db.execute(sql`
         select count(*)::int as pending, coalesce(floor(extract(epoch from now() - min(requested_at))), 0)::int as oldest_pending_s
@@ -103,7 +99,6 @@ export function readErasureStatus(db: Database): () => Promise<ErasureStatus | n
     );
     return row ?? { pending: 0, oldest_pending_s: 0 };
   };
-  return () => answerWithin(read, STATUS_WAIT_MS);
 }
 
 export interface ErasuresOptions {

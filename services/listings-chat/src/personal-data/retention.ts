@@ -1,4 +1,3 @@
-import { answerWithin } from "@listings-chat/shared/node";
 import { type SQL, sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
@@ -326,15 +325,9 @@ export interface RetentionStatus {
   last_result: RetentionResult | null;
 }
 
-/** How long stats wait for the job's row: they must answer while the database does not. */
-const STATUS_WAIT_MS = 1_000;
-
-/**
- * The retention's last run, whichever instance did it (one key lookup; its fields null while none was recorded), or
- * null when the database does not answer within a second.
- */
-export function readRetentionStatus(db: Database, days: number): () => Promise<RetentionStatus | null> {
-  const read = async (): Promise<RetentionStatus> => {
+/** The retention's last run, whichever instance did it (one key lookup; its fields null while none was recorded). */
+export function readRetentionStatus(db: Database, days: number): () => Promise<RetentionStatus> {
+  return async () => {
     const [row] = rowsOf<Omit<RetentionStatus, "days">>(
       await db.execute(sql`
         SELECT lc_iso(last_started_at) AS last_started_at, lc_iso(last_finished_at) AS last_finished_at, last_result
@@ -342,5 +335,4 @@ export function readRetentionStatus(db: Database, days: number): () => Promise<R
     );
     return row ? { days, ...row } : { days, last_started_at: null, last_finished_at: null, last_result: null };
   };
-  return () => answerWithin(read, STATUS_WAIT_MS);
 }
