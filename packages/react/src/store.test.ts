@@ -133,6 +133,24 @@ describe("the chat list", () => {
     expect(list.chats.find((c) => c.id === h.chat.id)?.last_message?.content).toBe("newer than the answer");
   });
 
+  it("reads a list again that failed to load, after a wait, until it loads", async () => {
+    const h = harness();
+    h.server.post(h.chat.id, OTHER, "hello");
+    await live(h);
+    const lists = () => h.server.requestsTo("GET", "/api/v1/chats").length;
+    h.server.failFetches = true;
+    await h.store.loadChats();
+    expect(h.store.getChatList().status).toBe("error");
+    const failed = lists();
+    h.server.failFetches = false;
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(lists()).toBe(failed + 1);
+    expect(h.store.getChatList()).toMatchObject({ status: "ready", error: null });
+    expect(h.store.getChatList().chats.map((c) => c.last_message?.content)).toEqual(["hello"]);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(lists()).toBe(failed + 1);
+  });
+
   it("gives the same snapshot until something it shows changes", async () => {
     const h = harness();
     await live(h);
@@ -174,6 +192,64 @@ describe("a thread", () => {
 
     release();
     expect(h.store.getThread(h.chat.id)).toBeUndefined();
+  });
+
+  it("reads a thread again that failed to load: on a timer while the network is down, at once when live again", async () => {
+    const h = harness({ pageSize: 20 });
+    for (let i = 1; i <= 4; i++) h.server.post(h.chat.id, OTHER, `m${i}`);
+    await live(h);
+    const pages = () => h.server.requestsTo("GET", `/api/v1/chats/${h.chat.id}/messages`).length;
+    // The network goes as the chat is opened: the page load fails, and the socket breaks.
+    h.server.failFetches = true;
+    h.server.upgrades = "refuse";
+    h.store.holdThread(h.chat.id);
+    await settle();
+    h.server.lastSocket.drop();
+    await settle();
+    expect(h.store.getThread(h.chat.id)).toMatchObject({ status: "error", messages: [] });
+    expect(pages()).toBe(1);
+    // Tried again after a growing wait (1 s, then 2 s), not in a tight loop.
+    await vi.advanceTimersByTimeAsync(999);
+    expect(pages()).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(pages()).toBe(2);
+    await vi.advanceTimersByTimeAsync(1_999);
+    expect(pages()).toBe(2);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(pages()).toBe(3);
+    expect(h.store.getThread(h.chat.id)?.status).toBe("error");
+
+    // The network is back: the client goes live and the thread is read at once, whole, not after its next wait.
+    h.server.failFetches = false;
+    h.server.upgrades = "accept";
+    h.client.retryNow();
+    await settle();
+    expect(h.client.mode).toBe("live");
+    expect(pages()).toBe(4);
+    const thread = h.store.getThread(h.chat.id);
+    expect(thread).toMatchObject({ status: "ready", error: null, hasMore: false });
+    expect(thread?.messages.map((m) => m.content)).toEqual(["m1", "m2", "m3", "m4"]);
+    // Nothing left to retry.
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(pages()).toBe(4);
+  });
+
+  it("does not retry a load the server refused for good, nor one of a thread nobody holds any more", async () => {
+    const h = harness();
+    await live(h);
+    const pages = (chatId: number) => h.server.requestsTo("GET", `/api/v1/chats/${chatId}/messages`).length;
+    // Not a participant: 404 is an answer, not a failure that passes.
+    h.store.holdThread(999_999);
+    await settle();
+    expect(h.store.getThread(999_999)?.status).toBe("error");
+    h.server.failFetches = true;
+    const release = h.store.holdThread(h.chat.id);
+    await settle();
+    expect(h.store.getThread(h.chat.id)?.status).toBe("error");
+    release();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(pages(999_999)).toBe(1);
+    expect(pages(h.chat.id)).toBe(1);
   });
 
   it("shows a send at once as pending, then the stored message in its place", async () => {

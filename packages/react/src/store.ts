@@ -79,6 +79,13 @@ type Listener = () => void;
 const EMPTY_LIST: ChatListState = Object.freeze({ chats: [], status: "idle", error: null });
 const NO_TYPING: readonly number[] = Object.freeze([]);
 
+interface FailedLoad {
+  /** How many retries this failure has had (0 for the first wait). */
+  attempt: number;
+  load: () => Promise<void>;
+  timer: ReturnType<typeof setTimeout>;
+}
+
 const asApiError = (error: unknown): ChatApiError =>
   error instanceof ChatApiError
     ? error
@@ -139,6 +146,12 @@ export class ChatStore {
    */
   private readonly heardWhileListLoads = new Map<"main" | "archived", Array<() => void>>();
   private readonly heardWhileThreadLoads = new Map<number, Message[]>();
+  /**
+   * Loads of a list or a thread that failed for a reason that passes (the network, the server, the rate limit),
+   * by load key: read again after a growing wait, or at once when the client is live again, so that a page
+   * opened during an outage does not keep an empty or partial view once the network is back.
+   */
+  private readonly failedLoads = new Map<string, FailedLoad>();
   /** Photo sends uploading or sending, by `client_msg_id`: `discard` aborts them. */
   private readonly photoSends = new Map<string, AbortController>();
   /** The client's event subscriptions while following it; empty when not. */
@@ -194,6 +207,8 @@ export class ChatStore {
         // Presence comes only over a live socket (a snapshot on connect): otherwise it is not known.
         if (to !== "live") this.presence.clear();
         this.setConnection({ mode: to });
+        // The server is reached again: what failed is read now rather than at its next retry.
+        if (to === "live") for (const failed of this.failedLoads.values()) void failed.load();
       }),
       client.on("warning", (warning) => this.setConnection({ warning })),
       client.on("suspended", ({ suspended }) => this.setConnection({ suspended })),
@@ -213,6 +228,8 @@ export class ChatStore {
   /** Stops following the client (the client itself keeps running: stop it yourself). `retain` follows again. */
   dispose(): void {
     for (const off of this.following.splice(0)) off();
+    for (const failed of this.failedLoads.values()) clearTimeout(failed.timer);
+    this.failedLoads.clear();
     for (const timer of this.typingTimers.values()) clearTimeout(timer);
     this.typingTimers.clear();
     this.typingByChat.clear();
@@ -279,6 +296,7 @@ export class ChatStore {
     try {
       const chats = await this.client.listChats({ archived });
       if (!load.isLatest()) return;
+      this.failedLoads.delete(`list:${key}`); // its timer was cleared as this load started
       this.heardWhileListLoads.delete(key);
       this.lists = { ...this.lists, [key]: { chats: chats.slice().sort(byActivity), status: "ready", error: null } };
       for (const chat of chats) this.applyPeerRead(chat.id, chat.peer_last_read_message_id ?? 0, false);
@@ -287,7 +305,9 @@ export class ChatStore {
     } catch (error) {
       if (!load.isLatest()) return;
       this.heardWhileListLoads.delete(key);
-      this.lists = { ...this.lists, [key]: { ...this.lists[key], status: "error", error: asApiError(error) } };
+      const failure = asApiError(error);
+      this.lists = { ...this.lists, [key]: { ...this.lists[key], status: "error", error: failure } };
+      this.retryLater(`list:${key}`, failure, () => this.loadChats(archived));
     }
     this.notify();
   }
@@ -298,9 +318,27 @@ export class ChatStore {
   }
 
   private startLoad(key: string): { isLatest(): boolean } {
+    clearTimeout(this.failedLoads.get(key)?.timer); // this load is the retry: its count of attempts is kept
     const id = ++this.loads;
     this.latestLoad.set(key, id);
     return { isLatest: () => this.latestLoad.get(key) === id };
+  }
+
+  /**
+   * Reads `key` again later when `error` passes with time: after 1 s, 2 s, 4 s … up to 30 s. No jitter: one
+   * read per page at most every second is less than what a polling page asks anyway (every 5 s), and after an
+   * outage the reads go when each client is live again, which the client's own reconnect spreads.
+   */
+  private retryLater(key: string, error: ChatApiError, load: () => Promise<void>): void {
+    if (!error.retryable || this.following.length === 0) return;
+    const attempt = (this.failedLoads.get(key)?.attempt ?? -1) + 1;
+    const waitMs = Math.max(error.retryAfterMs ?? 0, Math.min(30_000, 1_000 * 2 ** attempt));
+    this.failedLoads.set(key, { attempt, load, timer: setTimeout(() => void load(), waitMs) });
+  }
+
+  private forgetFailedLoad(key: string): void {
+    clearTimeout(this.failedLoads.get(key)?.timer);
+    this.failedLoads.delete(key);
   }
 
   /** Opens (or finds) the chat about a listing with its seller; it joins the main list. */
@@ -338,6 +376,7 @@ export class ChatStore {
         return;
       }
       this.threadHolds.delete(chatId);
+      this.forgetFailedLoad(`thread:${chatId}`);
       // Sends in flight keep their thread: their outcome must still reach the page that comes back to it.
       if (this.threads.get(chatId)?.pending.some((p) => p.status === "sending")) return;
       this.threads.delete(chatId);
@@ -365,6 +404,7 @@ export class ChatStore {
       const page = await this.client.api.messages(chatId, { limit: this.pageSize });
       const thread = this.threads.get(chatId);
       if (!thread || !load.isLatest()) return;
+      this.failedLoads.delete(`thread:${chatId}`); // its timer was cleared as this load started
       this.heardWhileThreadLoads.delete(chatId);
       // The page replaces what was shown (after a resync the old copies may be stale); what arrived while it
       // was on its way is newer than it, and is kept.
@@ -375,7 +415,10 @@ export class ChatStore {
       const thread = this.threads.get(chatId);
       if (!load.isLatest()) return;
       this.heardWhileThreadLoads.delete(chatId);
-      if (thread) this.setThread(chatId, { ...thread, status: "error", error: asApiError(error) });
+      if (!thread) return;
+      const failure = asApiError(error);
+      this.setThread(chatId, { ...thread, status: "error", error: failure });
+      if (this.threadHolds.has(chatId)) this.retryLater(`thread:${chatId}`, failure, () => this.loadThread(chatId));
     }
   }
 

@@ -644,13 +644,17 @@ export function ChatView({ chatId }: { chatId: number }) {
         <p
           className="history muted"
           data-testid="history-status"
-          data-state={thread.status === "loading" || thread.hasMore ? "more" : "complete"}
+          data-state={
+            thread.status === "error" ? "error" : thread.status === "loading" || thread.hasMore ? "more" : "complete"
+          }
         >
-          {thread.status === "loading" || thread.loadingOlder
-            ? "loading older messages…"
-            : thread.hasMore
-              ? "scroll up for older messages"
-              : "beginning of the conversation"}
+          {thread.status === "error"
+            ? "could not load the messages: trying again"
+            : thread.status === "loading" || thread.loadingOlder
+              ? "loading older messages…"
+              : thread.hasMore
+                ? "scroll up for older messages"
+                : "beginning of the conversation"}
         </p>
         <MessageList thread={thread} />
       </div>
