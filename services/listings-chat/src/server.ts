@@ -30,14 +30,14 @@ import { createMemoryTypingGate, createRedisTypingGate } from "./limits/typing-g
 import { createFileRoutes } from "./media/file-routes.ts";
 import { createImageProcessor, defaultImageLimits } from "./media/images.ts";
 import { openStorage } from "./media/open-storage.ts";
-import { createPhotoSweeper } from "./media/sweeper.ts";
+import { createPhotoSweeper, PUT_WINDOW_MARGIN_S } from "./media/sweeper.ts";
 import { createMediaService, defaultMediaOptions } from "./media/uploads.ts";
 import { createMessageService } from "./messages/service.ts";
 import { createMetrics } from "./ops/metrics.ts";
 import { createOpsRoutes, createProbeRoutes } from "./ops/routes.ts";
 import { createStats } from "./ops/stats.ts";
 import { createTelemetry } from "./ops/telemetry.ts";
-import { createErasures, ERASURE_PUT_MARGIN_S, readErasureStatus } from "./personal-data/erasure.ts";
+import { createErasures, readErasureStatus } from "./personal-data/erasure.ts";
 import {
   createRetention,
   type RetentionOptions,
@@ -85,8 +85,8 @@ export interface ChatServerOverrides {
   socketLimits?: { inboundQueueFrames?: number; replayPageTimeoutMs?: number; resumeIntervalMs?: number };
   /** How often the photo sweeper looks for due uploads (media/sweeper.ts; 30 s otherwise); links' lifetime. */
   photos?: { sweepIntervalMs?: number; linkTtlS?: number; uploadUrlTtlS?: number; maxWaitingPhotos?: number };
-  /** A shorter margin past an upload URL's lifetime before an erasure removes it (personal-data/erasure.ts). */
-  erasurePutMarginS?: number;
+  /** A shorter margin past an upload URL's lifetime while its bytes may still land (media/sweeper.ts). */
+  putWindowMarginS?: number;
   /** The retention's clock (set forward by tests), schedule, time bound and batches (personal-data/retention.ts). */
   retention?: Pick<RetentionOptions, "now" | "intervalMs" | "pollMs" | "maxRunMs" | "restRatio" | "batches" | "onRun">;
 }
@@ -188,8 +188,9 @@ export async function startChatServer(
     ? openStorage(config.storage, config.internalToken)
     : { storage: undefined, developmentFiles: undefined };
   if (storage) startup.opened(() => storage.close());
-  /** How long a presigned upload URL is valid: its grant's, and how long an erasure waits for its bytes. */
+  /** How long a presigned upload URL is valid; with a margin for clocks, how long its bytes may still land. */
   const uploadUrlTtlS = overrides.photos?.uploadUrlTtlS ?? defaultMediaOptions.uploadUrlTtlS;
+  const putWindowS = uploadUrlTtlS + (overrides.putWindowMarginS ?? PUT_WINDOW_MARGIN_S);
   const media = storage
     ? createMediaService({
         db: database.db,
@@ -205,7 +206,7 @@ export async function startChatServer(
       })
     : undefined;
   const photoSweeper = storage
-    ? createPhotoSweeper({ db: database.db, storage, log, intervalMs: overrides.photos?.sweepIntervalMs })
+    ? createPhotoSweeper({ db: database.db, storage, log, putWindowS, intervalMs: overrides.photos?.sweepIntervalMs })
     : undefined;
   photoSweeper?.start();
   if (photoSweeper) startup.opened(() => photoSweeper.stop());
@@ -276,7 +277,7 @@ export async function startChatServer(
     log,
     sweepPhotos: photoSweeper?.sweepNow,
     onSuspended: (userId) => suspensionChanged(userId, null),
-    putWindowS: uploadUrlTtlS + (overrides.erasurePutMarginS ?? ERASURE_PUT_MARGIN_S),
+    putWindowS,
   });
   erasures.start();
   startup.opened(() => erasures.stop());

@@ -117,7 +117,7 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
           suspensionsRefreshMs: 60_000,
           // Upload URLs of 2 s (and a second for clocks): the erasure waits that long for an unsent upload's bytes.
           photos: { sweepIntervalMs: 3_600_000, uploadUrlTtlS: 2 },
-          erasurePutMarginS: 1,
+          putWindowMarginS: 1,
         },
       });
     a = await start(`erase-a-${randomBytes(2).toString("hex")}`);

@@ -212,11 +212,15 @@ BEGIN
   END IF;
   -- Their photos due for the sweeper: now, or, for one whose bytes may still arrive (its presigned PUT is valid
   -- `p_put_window_s` after the grant), once they no longer can, so that no original lands after its row is gone.
-  -- A sweep's claim (sweep_after moved ahead by 10 minutes at most) is left to it.
+  -- A sweep's claim (sweep_after moved ahead by 10 minutes at most) is left to it, and so is a row swept once and
+  -- due again at the end of its PUT window (media/sweeper.ts: a sent photo's original could be PUT again until
+  -- then); the erasure completes once every row is gone.
   UPDATE uploads u
   SET sweep_after = CASE WHEN u.processed_at IS NULL
                          THEN greatest(now(), u.created_at + make_interval(secs => p_put_window_s)) ELSE now() END
-  WHERE u.user_id = p_user_id AND (u.sweep_after IS NULL OR u.sweep_after > now() + interval '10 minutes');
+  WHERE u.user_id = p_user_id
+    AND (u.sweep_after IS NULL
+         OR u.sweep_after > greatest(now(), u.created_at + make_interval(secs => p_put_window_s)) + interval '10 minutes');
   IF EXISTS (SELECT FROM uploads u WHERE u.user_id = p_user_id) THEN
     status := 'waiting_uploads'; RETURN NEXT; RETURN;
   END IF;

@@ -10,9 +10,17 @@ export interface PhotoSweeperOptions {
   log: Logger;
   /** How often due uploads are looked for (they are due 24 h after an upload, or when their message is deleted). */
   intervalMs?: number;
+  /**
+   * How long after its grant an upload's presigned PUT may still land (its lifetime and `PUT_WINDOW_MARGIN_S`):
+   * the row of an upload swept sooner is kept until then, and its objects are removed again at that time.
+   */
+  putWindowS: number;
   /** Uploads removed per round trip. */
   batchSize?: number;
 }
+
+/** Added to a presigned PUT's lifetime for how long its bytes may still land: the storage's clock and ours differ. */
+export const PUT_WINDOW_MARGIN_S = 60;
 
 /** How long a sweep holds the rows it took: another instance takes them after this if it stopped half-way. */
 const CLAIM = "10 minutes";
@@ -24,9 +32,18 @@ const MAX_ROUNDS = 50;
  * was deleted: CONTRACT §11), then their rows. Each round takes its rows with `SKIP LOCKED` and holds them
  * for a while by moving their `sweep_after`, so that any number of instances sweep without doing one
  * row twice, and a sweep that died half-way is taken up again; objects are removed before the rows, so that
- * no object outlives the row that names it.
+ * no object outlives the row that names it. The original of a photo sent (and removed) within its presigned
+ * PUT's lifetime can be PUT again by whoever holds the URL: such a row is swept twice, now and once the URL
+ * can no longer be used, and only then removed.
  */
-export function createPhotoSweeper({ db, storage, log, intervalMs = 30_000, batchSize = 100 }: PhotoSweeperOptions) {
+export function createPhotoSweeper({
+  db,
+  storage,
+  log,
+  putWindowS,
+  intervalMs = 30_000,
+  batchSize = 100,
+}: PhotoSweeperOptions) {
   let timer: NodeJS.Timeout | undefined;
   let dueAt = Number.POSITIVE_INFINITY;
   let running: Promise<number> | undefined;
@@ -44,10 +61,14 @@ export function createPhotoSweeper({ db, storage, log, intervalMs = 30_000, batc
     await storage.remove(claimed.flatMap(allObjectKeys));
     // `sweep_after` still set: a row attached meanwhile is not removed. None can be: an unsent upload is due
     // 25 h after it was made, an hour after sends stop taking it (24 h), and a deleted message's are never
-    // taken again.
-    await db.execute(
-      sql`DELETE FROM uploads WHERE id = ANY(${sql.param(claimed)}::text[]) AND sweep_after IS NOT NULL`,
-    );
+    // taken again. A row whose PUT may still land is due again when it no longer can (its second sweep).
+    const window = sql`make_interval(secs => ${putWindowS})`;
+    await db.execute(sql`
+      UPDATE uploads SET sweep_after = created_at + ${window}
+      WHERE id = ANY(${sql.param(claimed)}::text[]) AND sweep_after IS NOT NULL AND created_at + ${window} > now()`);
+    await db.execute(sql`
+      DELETE FROM uploads
+      WHERE id = ANY(${sql.param(claimed)}::text[]) AND sweep_after IS NOT NULL AND created_at + ${window} <= now()`);
     return claimed.length;
   }
 

@@ -18,8 +18,6 @@ export const ERASURE_POLL_MS = 5_000;
 const ERASURES_PER_POLL = 1_000;
 /** How soon an instance looks again at an erasure that waits: the poll is for erasures other instances left. */
 const WAITING_RETRY_MS = 1_000;
-/** Added to the presigned PUT's lifetime before an unprocessed upload of a person being erased is removed: clocks. */
-export const ERASURE_PUT_MARGIN_S = 60;
 
 interface StepRow extends AppendedRow {
   status: "busy" | "worked" | "waiting" | "restarted" | "waiting_uploads" | "erased";
