@@ -30,7 +30,8 @@ import { createMemoryTypingGate, createRedisTypingGate } from "./limits/typing-g
 import { createFileRoutes } from "./media/file-routes.ts";
 import { createImageProcessor, defaultImageLimits } from "./media/images.ts";
 import { openStorage } from "./media/open-storage.ts";
-import { createPhotoSweeper, PUT_WINDOW_MARGIN_S } from "./media/sweeper.ts";
+import { PUT_WINDOW_MARGIN_S } from "./media/storage.ts";
+import { createPhotoSweeper } from "./media/sweeper.ts";
 import { createMediaService, defaultMediaOptions } from "./media/uploads.ts";
 import { createMessageService } from "./messages/service.ts";
 import { createMetrics } from "./ops/metrics.ts";
@@ -200,6 +201,7 @@ export async function startChatServer(
         options: {
           uploadMaxBytes: config.photos?.uploadMaxBytes ?? defaultMediaOptions.uploadMaxBytes,
           uploadUrlTtlS,
+          putWindowS,
           linkTtlS: overrides.photos?.linkTtlS ?? defaultMediaOptions.linkTtlS,
           maxWaitingPhotos: overrides.photos?.maxWaitingPhotos,
         },

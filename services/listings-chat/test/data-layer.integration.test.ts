@@ -292,6 +292,7 @@ describe.each(databaseTargets())("data layer on $name", (target) => {
         "messages_sender_client_msg_id_key",
         "reports_reporter_target_key",
         "uploads_message_idx",
+        "uploads_original_recheck_idx",
         "uploads_sweep_idx",
         "uploads_user_idx",
         "user_events_user_event_key",

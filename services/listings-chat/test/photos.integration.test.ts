@@ -484,4 +484,52 @@ describe.each(combinations)("photos: $name", ({ database, storage }) => {
     expect(await chat.server.sweepPhotos()).toBe(0);
     await fetchPhoto(BUYER, keptMessage.attachments[0].url);
   });
+
+  it("an original PUT again while its message lives is removed once the upload URL has run out", async () => {
+    const sent = await upload(SELLER, await jpegWithGps({ width: 330, height: 240 }), "image/jpeg");
+    const message = (await sendPhotos(SELLER, [sent.id])).body;
+    expect(message.kind).toBe("image");
+    expect(await keys()).not.toContain(`uploads/${sent.id}`);
+    const [row] = (
+      (await chat.server.database.db.execute(
+        sql`SELECT extract(epoch FROM original_recheck_at - created_at)::float AS after_s FROM uploads WHERE id = ${sent.id}`,
+      )) as unknown as { rows: { after_s: number }[] }
+    ).rows;
+    // The URL's 900 s and a minute for clocks.
+    expect(row?.after_s).toBe(960);
+
+    // The GPS-tagged original PUT again with the URL the sender still holds: S3 takes it (the development storage
+    // refuses a PUT once the photo exists: there it is written behind the URL's back), and no sweep removes it
+    // until the URL has run out.
+    const original = await jpegWithGps({ width: 330, height: 240 });
+    const again = await storageFetch(sent.grant.url, {
+      method: "PUT",
+      headers: sent.grant.headers,
+      body: new Uint8Array(original),
+    });
+    if (storageConfig.kind === "fs") {
+      expect(again.status).toBe(403);
+      writeFileSync(join(storageConfig.dataDir, "media", "uploads", sent.id), original);
+    } else {
+      expect(again.status).toBe(200);
+    }
+    await chat.server.sweepPhotos();
+    expect(await keys()).toContain(`uploads/${sent.id}`);
+
+    // The clock past the URL's life: the sweep removes the original, and only it; the photo still opens.
+    await chat.server.database.db.execute(
+      sql`UPDATE uploads SET original_recheck_at = now() - interval '1 second' WHERE id = ${sent.id}`,
+    );
+    expect(await chat.server.sweepPhotos()).toBe(0);
+    const left = await keys();
+    expect(left).not.toContain(`uploads/${sent.id}`);
+    expect(left).toEqual(expect.arrayContaining([`photos/${sent.id}`, `thumbs/${sent.id}`]));
+    const after = (
+      (await chat.server.database.db.execute(
+        sql`SELECT original_recheck_at FROM uploads WHERE id = ${sent.id}`,
+      )) as unknown as { rows: { original_recheck_at: unknown }[] }
+    ).rows;
+    expect(after).toEqual([{ original_recheck_at: null }]);
+    await fetchPhoto(BUYER, message.attachments[0].url);
+  });
 });

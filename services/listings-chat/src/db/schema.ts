@@ -431,10 +431,17 @@ export const uploads = pgTable(
     /** The message it belongs to, once sent. */
     messageId: bigint("message_id", { mode: "number" }),
     sweepAfter: timestamp("sweep_after", { withTimezone: true, mode: "date" }),
+    /**
+     * When the original's key is to be removed once more: the end of the presigned PUT's window, set as the
+     * upload is processed (its original removed then). Whoever holds the URL could PUT the bytes again until then.
+     */
+    originalRecheckAt: timestamp("original_recheck_at", { withTimezone: true, mode: "date" }),
   },
   (t) => [
     // The sweeper's queue: rows due, oldest first; attached rows of live messages are not in it.
     index("uploads_sweep_idx").on(t.sweepAfter).where(sql`${t.sweepAfter} is not null`),
+    // The sweeper's second queue: originals to remove once more, from uploads processed in the last minutes.
+    index("uploads_original_recheck_idx").on(t.originalRecheckAt).where(sql`${t.originalRecheckAt} is not null`),
     // A deleted message's photos (the trigger), and a person's uploads (CONTRACT §12).
     index("uploads_message_idx").on(t.messageId).where(sql`${t.messageId} is not null`),
     index("uploads_user_idx").on(t.userId),

@@ -44,3 +44,6 @@ export function objectKeys(uploadId: string) {
 }
 
 export const allObjectKeys = (uploadId: string): string[] => Object.values(objectKeys(uploadId));
+
+/** Added to a presigned PUT's lifetime for how long its bytes may still land: the storage's clock and ours differ. */
+export const PUT_WINDOW_MARGIN_S = 60;

@@ -2,7 +2,7 @@ import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import type { Database } from "../db/client.ts";
 import { rowsOf } from "../events/log.ts";
-import { allObjectKeys, type Storage } from "./storage.ts";
+import { allObjectKeys, objectKeys, type Storage } from "./storage.ts";
 
 export interface PhotoSweeperOptions {
   db: Database;
@@ -19,9 +19,6 @@ export interface PhotoSweeperOptions {
   batchSize?: number;
 }
 
-/** Added to a presigned PUT's lifetime for how long its bytes may still land: the storage's clock and ours differ. */
-export const PUT_WINDOW_MARGIN_S = 60;
-
 /** How long a sweep holds the rows it took: another instance takes them after this if it stopped half-way. */
 const CLAIM = "10 minutes";
 /** Rounds per sweep at most: a backlog is worked off over several sweeps, never in one unbounded loop. */
@@ -33,8 +30,9 @@ const MAX_ROUNDS = 50;
  * for a while by moving their `sweep_after`, so that any number of instances sweep without doing one
  * row twice, and a sweep that died half-way is taken up again; objects are removed before the rows, so that
  * no object outlives the row that names it. The original of a photo sent (and removed) within its presigned
- * PUT's lifetime can be PUT again by whoever holds the URL: such a row is swept twice, now and once the URL
- * can no longer be used, and only then removed.
+ * PUT's lifetime can be PUT again by whoever holds the URL: a due row is then swept twice, now and once the URL
+ * can no longer be used, and only then removed; and the original of a photo still in its message is removed
+ * once more at that time (`original_recheck_at`, set as it was processed).
  */
 export function createPhotoSweeper({
   db,
@@ -72,14 +70,37 @@ export function createPhotoSweeper({
     return claimed.length;
   }
 
-  /** One sweep: rounds until one finds fewer than a batch; the number of uploads removed. */
-  async function sweep(): Promise<number> {
-    let removed = 0;
+  /** Removes the originals due to be removed once more (their URL ran out), taken as `round` takes its rows. */
+  async function recheckRound(): Promise<number> {
+    const claimed = rowsOf<{ id: string }>(
+      await db.execute(sql`
+        UPDATE uploads u SET original_recheck_at = now() + ${CLAIM}::interval
+        WHERE u.id IN (SELECT d.id FROM uploads d WHERE d.original_recheck_at <= now()
+                       ORDER BY d.original_recheck_at LIMIT ${batchSize} FOR UPDATE SKIP LOCKED)
+        RETURNING u.id`),
+    ).map((row) => row.id);
+    if (claimed.length === 0) return 0;
+    await storage.remove(claimed.map((id) => objectKeys(id).original));
+    await db.execute(sql`UPDATE uploads SET original_recheck_at = NULL WHERE id = ANY(${sql.param(claimed)}::text[])`);
+    return claimed.length;
+  }
+
+  /** Rounds of `take` until one finds fewer than a batch, `MAX_ROUNDS` at most; how many it took in all. */
+  async function rounds(take: () => Promise<number>): Promise<number> {
+    let taken = 0;
     for (let i = 0; i < MAX_ROUNDS; i += 1) {
-      const n = await round();
-      removed += n;
+      const n = await take();
+      taken += n;
       if (n < batchSize) break;
     }
+    return taken;
+  }
+
+  /** One sweep: the due uploads (their number is the result), then the originals to remove once more. */
+  async function sweep(): Promise<number> {
+    const removed = await rounds(round);
+    const originals = await rounds(recheckRound);
+    if (originals > 0) log.debug({ originals }, "removed sent photos' originals once more, their upload URLs run out");
     return removed;
   }
 

@@ -15,13 +15,15 @@ import {
 import { rowsOf } from "../events/log.ts";
 import { keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
 import { type ImageProcessor, InvalidImage, isPhotoType, type PhotoType, type ProcessedPhoto } from "./images.ts";
-import { ObjectTooLarge, objectKeys, type Storage } from "./storage.ts";
+import { ObjectTooLarge, objectKeys, PUT_WINDOW_MARGIN_S, type Storage } from "./storage.ts";
 
 export interface MediaOptions {
   /** UPLOAD_MAX_BYTES: the largest upload a person may declare (CONTRACT §11: 10 MiB). */
   uploadMaxBytes: number;
   /** How long a presigned upload URL is valid. */
   uploadUrlTtlS: number;
+  /** How long after its grant an upload's bytes may still land (the URL's lifetime and PUT_WINDOW_MARGIN_S). */
+  putWindowS?: number;
   /** How long a photo's link (the 302's target) is valid. */
   linkTtlS: number;
   /** Photos waiting for their turn on this instance at most; past it, a send gets 503 `instance_busy` (200). */
@@ -88,6 +90,7 @@ export function attachmentOf(row: {
 
 /** Photos: presigned uploads, their check and processing before a send, and the links to them. */
 export function createMediaService({ db, storage, images, limits, options = defaultMediaOptions }: MediaServiceDeps) {
+  const putWindowS = options.putWindowS ?? options.uploadUrlTtlS + PUT_WINDOW_MARGIN_S;
   /** Photos being processed by this instance, by upload: a second send of one joins the first's work. */
   const inFlight = new Map<string, Promise<UploadRow>>();
 
@@ -129,7 +132,9 @@ export function createMediaService({ db, storage, images, limits, options = defa
       Promise.all([storage.write(keys.photo, processed.photo, type), storage.write(keys.thumb, processed.thumb, type)]),
     );
     // Only while a send may still take it: past 24 h the sweeper may have removed the row and its objects
-    // meanwhile, and what was just written must not outlive them.
+    // meanwhile, and what was just written must not outlive them. The original, removed by the send, could be
+    // PUT again until the URL runs out: then the sweeper removes it once more (original_recheck_at).
+    const putWindowEnd = sql`${uploads.createdAt} + make_interval(secs => ${putWindowS})`;
     const [stored] = await storing(() =>
       db
         .update(uploads)
@@ -138,6 +143,7 @@ export function createMediaService({ db, storage, images, limits, options = defa
           width: processed.width,
           height: processed.height,
           storedSize: processed.photo.length,
+          originalRecheckAt: sql`CASE WHEN ${putWindowEnd} > now() THEN ${putWindowEnd} END`,
         })
         // Nor once it is due (an erasure) or a sweep claimed it: the sweep may have removed its objects already.
         .where(
