@@ -116,11 +116,28 @@ export function createPhotoSweeper({
     timer.unref();
   };
 
+  /** Sweeps that failed in a row: the first is a warning, the others only debug lines, until one succeeds. */
+  let failedInARow = 0;
+
   /** Sweeps now (or joins the sweep running); the next one follows `intervalMs` after. */
   function sweepNow(): Promise<number> {
     running ??= sweep()
+      .then((removed) => {
+        if (failedInARow > 0) log.info({ failed_sweeps: failedInARow }, "photo sweeps succeed again");
+        failedInARow = 0;
+        return removed;
+      })
       .catch((error: unknown) => {
-        log.warn({ err: error }, "could not remove due photos from the storage: the next sweep tries again");
+        failedInARow += 1;
+        // A storage that is down fails every sweep (one a second after each delete): one warning says so.
+        if (failedInARow === 1) {
+          log.warn(
+            { err: error },
+            "could not remove due photos from the storage: sweeps go on, and a line says when they succeed again",
+          );
+        } else {
+          log.debug({ err: error, failed_sweeps: failedInARow }, "a photo sweep failed again");
+        }
         throw error;
       })
       .finally(() => {
