@@ -8,6 +8,8 @@
  * the queries (counted in this process).
  */
 import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { get as httpGet, type IncomingMessage } from "node:http";
 import { sql } from "drizzle-orm";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -459,6 +461,85 @@ describe.runIf(postgres)("a big account's export on PostgreSQL, in bounded memor
     expect(newMessages).toEqual(["zq-s last"]);
     expect(bytes).toBeGreaterThan(130e6);
     expect(peak - before).toBeLessThan(RSS_GROWTH_BOUND);
+  }, 60_000);
+
+  it("a receiver that goes away mid-export leaves no socket, descriptor or running query behind in the chat process", async () => {
+    /** The process's sockets: the inodes of its descriptors that are sockets. */
+    const socketsOf = () =>
+      readdirSync(`/proc/${chat.pid}/fd`).flatMap((fd) => {
+        try {
+          const inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${chat.pid}/fd/${fd}`))?.[1];
+          return inode ? [inode] : [];
+        } catch {
+          return []; // closed while listed
+        }
+      });
+    /** The inode of the process's end of the TCP connection from the test's `clientPort` (IPv4 or IPv6 table). */
+    const serverEndOf = (clientPort: number) => {
+      for (const table of ["tcp", "tcp6"]) {
+        for (const row of readFileSync(`/proc/${chat.pid}/net/${table}`, "utf8").split("\n").slice(1)) {
+          const cols = row.trim().split(/\s+/);
+          const [local, remote, inode] = [cols[1], cols[2], cols[9]];
+          if (!local || !remote || !inode) continue;
+          if (
+            Number.parseInt(local.split(":")[1]!, 16) === chat.port &&
+            Number.parseInt(remote.split(":")[1]!, 16) === clientPort
+          ) {
+            return inode;
+          }
+        }
+      }
+      throw new Error(`no connection from port ${clientPort} to the process`);
+    };
+    /** The statements running in its database, ours aside. */
+    const running = async () =>
+      Number(
+        (
+          await queryRows<{ n: string }>(
+            url,
+            "select count(*) as n from pg_stat_activity where datname = current_database() and state = 'active' and pid <> pg_backend_pid()",
+          )
+        )[0]?.n,
+      );
+    const before = chat.fds();
+    for (let round = 0; round < 3; round += 1) {
+      // A connection of its own (`agent: false`, no keep-alive pool), followed by the inode of its end in the process.
+      const req = httpGet(`${chat.baseUrl}/internal/chat/users/${BIG_SELLER}/export`, {
+        headers: { authorization: `Bearer ${token}` },
+        agent: false,
+      });
+      const res = await new Promise<IncomingMessage>((resolve, reject) =>
+        req.on("response", resolve).on("error", reject),
+      );
+      expect(res.statusCode).toBe(200);
+      const serverEnd = serverEndOf(res.socket.localPort!);
+      let read = 0;
+      for await (const chunk of res as AsyncIterable<Buffer>) {
+        read += chunk.length;
+        if (read >= 1e6) break; // leaving the loop destroys the response: the receiver goes away mid-export
+      }
+      expect(read).toBeGreaterThanOrEqual(1e6);
+      expect(socketsOf()).toContain(serverEnd);
+      req.destroy();
+      // The process closes its end, its page query ends, and it holds no more descriptors than before.
+      await vi.waitFor(
+        async () => {
+          expect(socketsOf()).not.toContain(serverEnd);
+          expect(chat.fds()).toBeLessThanOrEqual(before);
+          expect(await running()).toBe(0);
+        },
+        { timeout: 5_000, interval: 50 },
+      );
+    }
+    console.info(`aborted exports: ${before} fds before; ${chat.fds()} fds, ${socketsOf().length} sockets after 3`);
+    // And the process still exports (a buyer of the big seller: their one chat, whatever they wrote in it).
+    const after = await exportOf(chat.baseUrl, BIG_SELLER + 1, token);
+    expect(after.status).toBe(200);
+    const lines = (await after.text())
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => JSON.parse(line));
+    expect(lines.filter((line) => line.type === "chat")).toHaveLength(1);
   }, 60_000);
 
   it("a receiver that pauses stops the queries (nothing read ahead but what the sockets buffer), and one that goes away ends them", async () => {
