@@ -329,6 +329,31 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
     expect((await rowsHolding(db, "zq-e-")).filter((row) => !keptAboutThem(row))).toEqual([]);
   });
 
+  it("once the platform lifts the suspension the erasure made, the account may report and block again", async () => {
+    // Still refused while the `erased` suspension stands (after the erasure completed)...
+    const report = { reason: "spam", note: "back again", user_id: otherOf(1) };
+    expect((await a.api(PERSON, "POST", "/api/v1/reports", report)).status).toBe(403);
+    // ...and no longer once it is lifted: the account comes back empty, as any other.
+    expect((await a.api(0, "DELETE", `/internal/chat/users/${PERSON}/suspend`)).status).toBe(204);
+    expect((await a.api(PERSON, "POST", "/api/v1/reports", report)).status).toBe(201);
+    expect((await a.api(PERSON, "POST", `/api/v1/users/${otherOf(4)}/block`)).status).toBe(204);
+    expect((await a.api(PERSON, "DELETE", `/api/v1/users/${otherOf(4)}/block`)).status).toBe(204);
+    // A new erasure request refuses them again at once.
+    const again = await fetch(`${b.baseUrl}/internal/chat/users/${PERSON}`, {
+      method: "DELETE",
+      headers: { "x-internal-token": b.internalToken },
+    });
+    expect(again.status).toBe(202);
+    const refused = await a.api(PERSON, "POST", `/api/v1/users/${otherOf(4)}/block`);
+    expect([refused.status, refused.body?.error?.code]).toEqual([403, "user_suspended"]);
+    await receiver.until(() => receiver.ofType("user.erased").length === 3, 30_000, "a third user.erased");
+    expect(
+      rowsOf<{ n: number }>(
+        await db.execute(sql`select count(*)::int as n from reports where reporter_id = ${PERSON}`),
+      )[0]!.n,
+    ).toBe(0);
+  });
+
   it.runIf(twoInstances)(
     "waits for a send that passed its check before the request, and erases what it stored",
     async () => {

@@ -77,6 +77,7 @@ const addedSinceExtraction = new Set<string>([
   "lc_release_message_photos()",
   // A person's data (0030): erasure.
   "lc_request_erasure(bigint)",
+  "lc_erased(bigint)",
   "lc_erasure_step(bigint,integer,integer)",
   // A person's data (0030): MESSAGE_RETENTION_DAYS.
   "lc_retention_step(timestamp with time zone,bigint,integer)",

@@ -1,13 +1,13 @@
--- migrate: after lc_webhooks_on, lc_append_user_event, lc_pair_key
+-- migrate: after lc_erased, lc_webhooks_on, lc_append_user_event, lc_pair_key
 -- `p_blocker` blocks `p_blocked`. Status: blocked (new: the block, its webhook (0027: while lc_webhooks_on()), and `user_blocked` in the
 -- blocker's stream, whose event_id is returned), unchanged (blocked already), too_many (the blocker blocks
--- `p_max` users already), erased (the blocker is being erased, or was: CONTRACT §12, 0030). Under the pair's lock taken exclusive (lc_pair_key), so two calls for one pair,
+-- `p_max` users already), erased (the blocker is being erased, or was and is still suspended for it: lc_erased, CONTRACT §12). Under the pair's lock taken exclusive (lc_pair_key), so two calls for one pair,
 -- in either direction, run one after the other.
 CREATE OR REPLACE FUNCTION lc_block_user(p_blocker bigint, p_blocked bigint, p_max integer)
 RETURNS TABLE (status text, event_id bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
-  IF EXISTS (SELECT FROM erasures e WHERE e.user_id = p_blocker) THEN
+  IF lc_erased(p_blocker) THEN
     status := 'erased'; RETURN NEXT; RETURN;
   END IF;
   PERFORM pg_advisory_xact_lock(1010, lc_pair_key(p_blocker, p_blocked));

@@ -1,11 +1,11 @@
--- migrate: after lc_webhooks_on, lc_message_json
+-- migrate: after lc_erased, lc_webhooks_on, lc_message_json
 -- A report by `p_reporter` of a message, a chat or a user (`p_target_type`, `p_target_id`). Status:
 --   not_found  a message or chat the reporter takes no part in, or a user who shares no chat with them;
 --   own        their own message, or themselves;
 --   existing   they reported this target before: that report's id (whatever its reason);
 --   new        (with p_store false) it would be a new report: nothing stored, so that the caller can count
 --              it against the reporter's limit first;
---   erased     the reporter is being erased, or was (CONTRACT §12): nothing of theirs is stored again (0030);
+--   erased     the reporter is being erased, or was and is still suspended for it (lc_erased, CONTRACT §12);
 --   created    stored, with its id: the report (a message's copy as the API shows it now, kept whatever
 --              happens to the message later) and its `report.created` webhook (0027: while lc_webhooks_on()), `data` as CONTRACT §9.
 CREATE OR REPLACE FUNCTION lc_report(p_reporter bigint, p_reason text, p_note text, p_target_type text, p_target_id bigint,
@@ -17,7 +17,7 @@ DECLARE
   v_copy jsonb;
   v_id bigint;
 BEGIN
-  IF EXISTS (SELECT FROM erasures e WHERE e.user_id = p_reporter) THEN
+  IF lc_erased(p_reporter) THEN
     status := 'erased'; RETURN NEXT; RETURN;
   END IF;
   IF p_target_type = 'message' THEN
