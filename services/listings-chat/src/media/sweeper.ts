@@ -47,14 +47,24 @@ export function createPhotoSweeper({
   let running: Promise<number> | undefined;
   let stopped = false;
 
-  async function round(): Promise<number> {
-    const claimed = rowsOf<{ id: string }>(
+  /**
+   * Takes up to a batch of the uploads whose `due` time (sweep_after or original_recheck_at) has come, and holds
+   * them by moving it `CLAIM` ahead: another instance skips them (SKIP LOCKED), or takes them up after that.
+   */
+  async function claim(due: "sweep_after" | "original_recheck_at"): Promise<string[]> {
+    const column = sql.identifier(due);
+    return rowsOf<{ id: string }>(
       await db.execute(sql`
-        UPDATE uploads u SET sweep_after = now() + ${CLAIM}::interval
-        WHERE u.id IN (SELECT d.id FROM uploads d WHERE d.sweep_after <= now()
-                       ORDER BY d.sweep_after LIMIT ${batchSize} FOR UPDATE SKIP LOCKED)
+        UPDATE uploads u SET ${column} = now() + ${CLAIM}::interval
+        WHERE u.id IN (SELECT d.id FROM uploads d WHERE d.${column} <= now()
+                       ORDER BY d.${column} LIMIT ${batchSize} FOR UPDATE SKIP LOCKED)
         RETURNING u.id`),
     ).map((row) => row.id);
+  }
+
+  /** Removes the objects of due uploads, then their rows (or keeps a row for its second sweep). */
+  async function round(): Promise<number> {
+    const claimed = await claim("sweep_after");
     if (claimed.length === 0) return 0;
     await storage.remove(claimed.flatMap(allObjectKeys));
     // `sweep_after` still set: a row attached meanwhile is not removed. None can be: an unsent upload is due
@@ -70,15 +80,9 @@ export function createPhotoSweeper({
     return claimed.length;
   }
 
-  /** Removes the originals due to be removed once more (their URL ran out), taken as `round` takes its rows. */
+  /** Removes the originals due to be removed once more (their upload URL ran out). */
   async function recheckRound(): Promise<number> {
-    const claimed = rowsOf<{ id: string }>(
-      await db.execute(sql`
-        UPDATE uploads u SET original_recheck_at = now() + ${CLAIM}::interval
-        WHERE u.id IN (SELECT d.id FROM uploads d WHERE d.original_recheck_at <= now()
-                       ORDER BY d.original_recheck_at LIMIT ${batchSize} FOR UPDATE SKIP LOCKED)
-        RETURNING u.id`),
-    ).map((row) => row.id);
+    const claimed = await claim("original_recheck_at");
     if (claimed.length === 0) return 0;
     await storage.remove(claimed.map((id) => objectKeys(id).original));
     await db.execute(sql`UPDATE uploads SET original_recheck_at = NULL WHERE id = ANY(${sql.param(claimed)}::text[])`);
