@@ -1,4 +1,4 @@
-import { ChatClient } from "@listings-chat/client";
+import { ChatApiError, ChatClient } from "@listings-chat/client";
 import { connectionTo, FakeChatServer, fakePhoto } from "@listings-chat/client/testing";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ChatStore } from "./store.ts";
@@ -250,6 +250,35 @@ describe("a thread", () => {
     await vi.advanceTimersByTimeAsync(60_000);
     expect(pages(999_999)).toBe(1);
     expect(pages(h.chat.id)).toBe(1);
+  });
+
+  it("stops retrying once a retry gets an answer, and never retries a fault of the page itself", async () => {
+    const h = harness();
+    await live(h);
+    const messages = vi.spyOn(h.client.api, "messages");
+    // A network failure, then at its retry an answer that will not change (404): no more retries, not even when
+    // the client is live again.
+    messages.mockRejectedValueOnce(new ChatApiError(0, "network_error", "Failed to fetch"));
+    messages.mockRejectedValueOnce(new ChatApiError(404, "not_found", "chat not found"));
+    h.store.holdThread(h.chat.id);
+    await settle();
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(messages).toHaveBeenCalledTimes(2);
+    expect(h.store.getThread(h.chat.id)?.error?.code).toBe("not_found");
+    h.server.lastSocket.drop();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(h.client.mode).toBe("live");
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(messages).toHaveBeenCalledTimes(2);
+
+    // Not a ChatApiError (a bug in the page or a parse error): shown, not retried.
+    const other = h.server.addChat(ME, THIRD, 3);
+    messages.mockRejectedValueOnce(new SyntaxError("Unexpected token < in JSON"));
+    h.store.holdThread(other.id);
+    await settle();
+    expect(h.store.getThread(other.id)?.error?.code).toBe("client_error");
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(messages).toHaveBeenCalledTimes(3);
   });
 
   it("shows a send at once as pending, then the stored message in its place", async () => {

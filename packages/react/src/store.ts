@@ -80,8 +80,8 @@ const EMPTY_LIST: ChatListState = Object.freeze({ chats: [], status: "idle", err
 const NO_TYPING: readonly number[] = Object.freeze([]);
 
 interface FailedLoad {
-  /** How many retries this failure has had (0 for the first wait). */
-  attempt: number;
+  /** The wait before the retry now scheduled (or the last one run). */
+  waitMs: number;
   load: () => Promise<void>;
   timer: ReturnType<typeof setTimeout>;
 }
@@ -318,7 +318,7 @@ export class ChatStore {
   }
 
   private startLoad(key: string): { isLatest(): boolean } {
-    clearTimeout(this.failedLoads.get(key)?.timer); // this load is the retry: its count of attempts is kept
+    clearTimeout(this.failedLoads.get(key)?.timer); // this load is the retry: its last wait is kept
     const id = ++this.loads;
     this.latestLoad.set(key, id);
     return { isLatest: () => this.latestLoad.get(key) === id };
@@ -330,10 +330,14 @@ export class ChatStore {
    * outage the reads go when each client is live again, which the client's own reconnect spreads.
    */
   private retryLater(key: string, error: ChatApiError, load: () => Promise<void>): void {
-    if (!error.retryable || this.following.length === 0) return;
-    const attempt = (this.failedLoads.get(key)?.attempt ?? -1) + 1;
-    const waitMs = Math.max(error.retryAfterMs ?? 0, Math.min(30_000, 1_000 * 2 ** attempt));
-    this.failedLoads.set(key, { attempt, load, timer: setTimeout(() => void load(), waitMs) });
+    // An answer (404, 403) or a fault of the page (not the network): a retry would get the same.
+    if (!error.retryable || error.code === "client_error" || !this.following.length) {
+      this.forgetFailedLoad(key);
+      return;
+    }
+    // Twice the last wait (the first 1 s), at most 30 s; longer when the server asks (Retry-After).
+    const waitMs = Math.max(error.retryAfterMs ?? 0, Math.min(30_000, (this.failedLoads.get(key)?.waitMs ?? 500) * 2));
+    this.failedLoads.set(key, { waitMs, load, timer: setTimeout(() => void load(), waitMs) });
   }
 
   private forgetFailedLoad(key: string): void {

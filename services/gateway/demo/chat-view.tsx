@@ -649,7 +649,7 @@ export function ChatView({ chatId }: { chatId: number }) {
           }
         >
           {thread.status === "error"
-            ? "could not load the messages: trying again"
+            ? `could not load the messages${thread.error?.retryable ? ": trying again" : ""}`
             : thread.status === "loading" || thread.loadingOlder
               ? "loading older messages…"
               : thread.hasMore

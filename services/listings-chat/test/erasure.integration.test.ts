@@ -333,6 +333,11 @@ describe.each(combinations)("erasure: $name", ({ database, storage }) => {
     // Still refused while the `erased` suspension stands (after the erasure completed)...
     const report = { reason: "spam", note: "back again", user_id: otherOf(1) };
     expect((await a.api(PERSON, "POST", "/api/v1/reports", report)).status).toBe(403);
+    // ...and while the platform suspends them again for a reason of its own...
+    expect((await a.api(0, "POST", `/internal/chat/users/${PERSON}/suspend`, { reason: "fraud review" })).status).toBe(
+      204,
+    );
+    expect((await a.api(PERSON, "POST", "/api/v1/reports", report)).status).toBe(403);
     // ...and no longer once it is lifted: the account comes back empty, as any other.
     expect((await a.api(0, "DELETE", `/internal/chat/users/${PERSON}/suspend`)).status).toBe(204);
     expect((await a.api(PERSON, "POST", "/api/v1/reports", report)).status).toBe(201);

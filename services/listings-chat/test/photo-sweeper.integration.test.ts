@@ -73,7 +73,7 @@ describe.each(databaseTargets())("photo sweeper with its storage down: $name", (
       FROM generate_series(1, 3) AS i`);
     const { storage, removed, state } = switchableStorage();
     const { log, lines } = memoryLog();
-    const sweeper = createPhotoSweeper({ db, storage, log, putWindowS: 960, intervalMs: 3_600_000 });
+    const sweeper = createPhotoSweeper({ db, storage, log, putWindowS: 1_200, intervalMs: 3_600_000 });
 
     for (let i = 0; i < 5; i += 1) {
       // Each failed sweep leaves its rows claimed (10 minutes); made due again, as they would be by then.

@@ -1,7 +1,7 @@
 -- migrate: after lc_erased, lc_webhooks_on, lc_append_user_event, lc_pair_key
 -- `p_blocker` blocks `p_blocked`. Status: blocked (new: the block, its webhook (0027: while lc_webhooks_on()), and `user_blocked` in the
 -- blocker's stream, whose event_id is returned), unchanged (blocked already), too_many (the blocker blocks
--- `p_max` users already), erased (the blocker is being erased, or was and is still suspended for it: lc_erased, CONTRACT §12). Under the pair's lock taken exclusive (lc_pair_key), so two calls for one pair,
+-- `p_max` users already), erased (the blocker is being erased, or was and is still suspended: lc_erased, CONTRACT §12). Under the pair's lock taken exclusive (lc_pair_key), so two calls for one pair,
 -- in either direction, run one after the other.
 CREATE OR REPLACE FUNCTION lc_block_user(p_blocker bigint, p_blocked bigint, p_max integer)
 RETURNS TABLE (status text, event_id bigint) LANGUAGE plpgsql AS $$

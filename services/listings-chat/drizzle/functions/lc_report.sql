@@ -5,7 +5,7 @@
 --   existing   they reported this target before: that report's id (whatever its reason);
 --   new        (with p_store false) it would be a new report: nothing stored, so that the caller can count
 --              it against the reporter's limit first;
---   erased     the reporter is being erased, or was and is still suspended for it (lc_erased, CONTRACT §12);
+--   erased     the reporter is being erased, or was and is still suspended (lc_erased, CONTRACT §12);
 --   created    stored, with its id: the report (a message's copy as the API shows it now, kept whatever
 --              happens to the message later) and its `report.created` webhook (0027: while lc_webhooks_on()), `data` as CONTRACT §9.
 CREATE OR REPLACE FUNCTION lc_report(p_reporter bigint, p_reason text, p_note text, p_target_type text, p_target_id bigint,

@@ -131,6 +131,9 @@ BEGIN
         SELECT FROM uploads u
         WHERE u.id = ANY(v_upload_ids) AND u.user_id = x.sender_id AND u.message_id IS NULL
           AND u.processed_at IS NOT NULL AND u.created_at > now() - interval '24 hours'
+          -- Not one made due (an erasure) or claimed by a sweep, whose objects may be gone already: an unsent
+          -- upload is due 25 h after its grant, more than an hour ahead while a send may take it.
+          AND u.sweep_after > now() + interval '1 hour'
         FOR UPDATE) AS claimable;
       IF v_claimable <> cardinality(v_upload_ids) THEN
         SELECT * INTO m FROM messages mm WHERE mm.sender_id = x.sender_id AND mm.client_msg_id = x.client_msg_id;

@@ -45,5 +45,10 @@ export function objectKeys(uploadId: string) {
 
 export const allObjectKeys = (uploadId: string): string[] => Object.values(objectKeys(uploadId));
 
-/** Added to a presigned PUT's lifetime for how long its bytes may still land: the storage's clock and ours differ. */
-export const PUT_WINDOW_MARGIN_S = 60;
+/**
+ * Added to a presigned PUT's lifetime for how long its bytes may still land: S3 checks the expiry as a request
+ * starts, so a PUT begun just before it may still be sending (10 MiB at 300 kbit/s takes about 4.5 minutes), and
+ * the storage's clock and ours differ. A slower PUT still lands later: the bucket's `uploads/` lifecycle rule is
+ * the net for it (infra/README.md).
+ */
+export const PUT_WINDOW_MARGIN_S = 300;

@@ -51,42 +51,49 @@ export function createPhotoSweeper({
    * Takes up to a batch of the uploads whose `due` time (sweep_after or original_recheck_at) has come, and holds
    * them by moving it `CLAIM` ahead: another instance skips them (SKIP LOCKED), or takes them up after that.
    */
-  async function claim(due: "sweep_after" | "original_recheck_at"): Promise<string[]> {
+  async function claim(due: "sweep_after" | "original_recheck_at"): Promise<{ id: string; putWindowOver: boolean }[]> {
     const column = sql.identifier(due);
-    return rowsOf<{ id: string }>(
+    // Whether a PUT could still land, decided as the rows are taken: before their objects are removed.
+    return rowsOf<{ id: string; put_window_over: boolean }>(
       await db.execute(sql`
         UPDATE uploads u SET ${column} = now() + ${CLAIM}::interval
         WHERE u.id IN (SELECT d.id FROM uploads d WHERE d.${column} <= now()
                        ORDER BY d.${column} LIMIT ${batchSize} FOR UPDATE SKIP LOCKED)
-        RETURNING u.id`),
-    ).map((row) => row.id);
+        RETURNING u.id, u.created_at + make_interval(secs => ${putWindowS}) <= now() AS put_window_over`),
+    ).map((row) => ({ id: row.id, putWindowOver: row.put_window_over }));
   }
 
   /** Removes the objects of due uploads, then their rows (or keeps a row for its second sweep). */
   async function round(): Promise<number> {
     const claimed = await claim("sweep_after");
     if (claimed.length === 0) return 0;
-    await storage.remove(claimed.flatMap(allObjectKeys));
+    await storage.remove(claimed.flatMap((row) => allObjectKeys(row.id)));
     // `sweep_after` still set: a row attached meanwhile is not removed. None can be: an unsent upload is due
-    // 25 h after it was made, an hour after sends stop taking it (24 h), and a deleted message's are never
-    // taken again. A row whose PUT may still land is due again when it no longer can (its second sweep).
-    const window = sql`make_interval(secs => ${putWindowS})`;
-    await db.execute(sql`
-      UPDATE uploads SET sweep_after = created_at + ${window}
-      WHERE id = ANY(${sql.param(claimed)}::text[]) AND sweep_after IS NOT NULL AND created_at + ${window} > now()`);
-    await db.execute(sql`
-      DELETE FROM uploads
-      WHERE id = ANY(${sql.param(claimed)}::text[]) AND sweep_after IS NOT NULL AND created_at + ${window} <= now()`);
+    // 25 h after it was made, an hour after sends stop taking it (24 h, and sends refuse a due or claimed one),
+    // and a deleted message's are never taken again. A row whose PUT could still land when it was taken is
+    // due again once it no longer can (its second sweep).
+    const final = claimed.filter((row) => row.putWindowOver).map((row) => row.id);
+    const again = claimed.filter((row) => !row.putWindowOver).map((row) => row.id);
+    if (again.length > 0) {
+      await db.execute(sql`
+        UPDATE uploads SET sweep_after = greatest(now(), created_at + make_interval(secs => ${putWindowS}))
+        WHERE id = ANY(${sql.param(again)}::text[]) AND sweep_after IS NOT NULL`);
+    }
+    if (final.length > 0) {
+      await db.execute(
+        sql`DELETE FROM uploads WHERE id = ANY(${sql.param(final)}::text[]) AND sweep_after IS NOT NULL`,
+      );
+    }
     return claimed.length;
   }
 
   /** Removes the originals due to be removed once more (their upload URL ran out). */
   async function recheckRound(): Promise<number> {
-    const claimed = await claim("original_recheck_at");
-    if (claimed.length === 0) return 0;
-    await storage.remove(claimed.map((id) => objectKeys(id).original));
-    await db.execute(sql`UPDATE uploads SET original_recheck_at = NULL WHERE id = ANY(${sql.param(claimed)}::text[])`);
-    return claimed.length;
+    const ids = (await claim("original_recheck_at")).map((row) => row.id);
+    if (ids.length === 0) return 0;
+    await storage.remove(ids.map((id) => objectKeys(id).original));
+    await db.execute(sql`UPDATE uploads SET original_recheck_at = NULL WHERE id = ANY(${sql.param(ids)}::text[])`);
+    return ids.length;
   }
 
   /** Rounds of `take` until one finds fewer than a batch, `MAX_ROUNDS` at most; how many it took in all. */

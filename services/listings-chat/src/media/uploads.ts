@@ -262,7 +262,9 @@ export function createMediaService({ db, storage, images, limits, options = defa
         // Another person's upload is answered as one that does not exist: ids are not confirmed to outsiders.
         if (!row || row.userId !== userId) throw attachmentInvalid(`${label} is not one of your uploads`);
         if (row.messageId !== null) throw attachmentInvalid(`${label} was already sent: upload it again`);
-        if (Date.now() - row.createdAt.getTime() > UPLOAD_LIFETIME_MS) {
+        // Past 24 h, or made due (an erasure) or claimed by a sweep meanwhile: its objects may be gone already.
+        const swept = row.sweepAfter === null || row.sweepAfter.getTime() <= Date.now() + 3_600_000;
+        if (Date.now() - row.createdAt.getTime() > UPLOAD_LIFETIME_MS || swept) {
           throw attachmentInvalid(`${label} expired (uploads are kept 24 hours) or was removed: upload it again`);
         }
         if (row.rejection !== null) throw attachmentInvalid(`${label}: ${row.rejection}`);

@@ -164,7 +164,8 @@ export function createErasures({
       if (step.status === "waiting" || step.status === "waiting_uploads") soon();
       if (step.status === "waiting_uploads") {
         // Due ones go now; others are due once their presigned PUT has run out, or held by a sweep elsewhere.
-        const removed = sweepPhotos ? await sweepPhotos() : 0;
+        // A storage that is down fails each sweep: the sweeper says so once, and this erasure looks again in a second.
+        const removed = sweepPhotos ? await sweepPhotos().catch(() => 0) : 0;
         if (removed > 0) continue;
         if (!sweepPhotos && !warnedWaiting.has(userId)) {
           warnedWaiting.add(userId);
