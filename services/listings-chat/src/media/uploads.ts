@@ -15,7 +15,7 @@ import {
 import { rowsOf } from "../events/log.ts";
 import { keptIfStored, type RateLimiter } from "../limits/rate-limiter.ts";
 import { type ImageProcessor, InvalidImage, isPhotoType, type PhotoType, type ProcessedPhoto } from "./images.ts";
-import { ObjectTooLarge, objectKeys, PUT_WINDOW_MARGIN_S, type Storage } from "./storage.ts";
+import { ObjectTooLarge, objectKeys, type Storage } from "./storage.ts";
 
 export interface MediaOptions {
   /** UPLOAD_MAX_BYTES: the largest upload a person may declare (CONTRACT §11: 10 MiB). */
@@ -23,7 +23,7 @@ export interface MediaOptions {
   /** How long a presigned upload URL is valid. */
   uploadUrlTtlS: number;
   /** How long after its grant an upload's bytes may still land (the URL's lifetime and PUT_WINDOW_MARGIN_S). */
-  putWindowS?: number;
+  putWindowS: number;
   /** How long a photo's link (the 302's target) is valid. */
   linkTtlS: number;
   /** Photos waiting for their turn on this instance at most; past it, a send gets 503 `instance_busy` (200). */
@@ -33,7 +33,8 @@ export interface MediaOptions {
 /** About a minute of work at a few hundred milliseconds per photo: a client that waits longer has given up. */
 const MAX_WAITING_PHOTOS = 200;
 
-export const defaultMediaOptions: MediaOptions = {
+/** The defaults of the settings a deployment may change (the put window follows from the URL's lifetime). */
+export const defaultMediaOptions: Pick<MediaOptions, "uploadMaxBytes" | "uploadUrlTtlS" | "linkTtlS"> = {
   uploadMaxBytes: 10 * 1024 * 1024,
   uploadUrlTtlS: 900,
   linkTtlS: 300,
@@ -54,7 +55,7 @@ export interface MediaServiceDeps {
   storage: Storage;
   images: ImageProcessor;
   limits: RateLimiter;
-  options?: MediaOptions;
+  options: MediaOptions;
 }
 
 export interface UploadGrant {
@@ -89,8 +90,8 @@ export function attachmentOf(row: {
 }
 
 /** Photos: presigned uploads, their check and processing before a send, and the links to them. */
-export function createMediaService({ db, storage, images, limits, options = defaultMediaOptions }: MediaServiceDeps) {
-  const putWindowS = options.putWindowS ?? options.uploadUrlTtlS + PUT_WINDOW_MARGIN_S;
+export function createMediaService({ db, storage, images, limits, options }: MediaServiceDeps) {
+  const { putWindowS } = options;
   /** Photos being processed by this instance, by upload: a second send of one joins the first's work. */
   const inFlight = new Map<string, Promise<UploadRow>>();
 
