@@ -2,14 +2,13 @@
 // order in anyone's stream, partitions are added ahead of the ids in use, and a write whose events outran them
 // adds them itself and is stored.
 import { sql } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createChatService } from "../src/chats/service.ts";
-import { type DatabaseHandle, openDatabase } from "../src/db/client.ts";
 import { ensureEventPartitions } from "../src/db/event-partitions.ts";
 import { readStreamPage } from "../src/events/log.ts";
 import { createRateLimiter } from "../src/limits/rate-limiter.ts";
 import { createMessageService } from "../src/messages/service.ts";
-import { databaseTargets } from "./support/databases.ts";
+import { databaseTargets, suiteDatabase } from "./support/databases.ts";
 
 interface Partition {
   table: string;
@@ -19,24 +18,12 @@ interface Partition {
 }
 
 describe.each(databaseTargets())("partitioned event tables on $name", (target) => {
-  let handle: DatabaseHandle;
-  let drop: () => Promise<void>;
+  const database = suiteDatabase(target);
   let nextId = 9_100_000;
   const newId = () => ++nextId;
 
-  beforeAll(async () => {
-    const created = await target.create();
-    drop = created.drop;
-    handle = await openDatabase(created.options);
-  });
-
-  afterAll(async () => {
-    await handle?.close();
-    await drop?.();
-  });
-
   async function rows<T>(query: ReturnType<typeof sql>): Promise<T[]> {
-    return ((await handle.db.execute(query)) as unknown as { rows: T[] }).rows;
+    return ((await database().db.execute(query)) as unknown as { rows: T[] }).rows;
   }
 
   async function partitions(): Promise<Partition[]> {
@@ -60,8 +47,8 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
   }
 
   const services = () => ({
-    chats: createChatService({ db: handle.db, publish: () => {} }),
-    messages: createMessageService({ db: handle.db, publish: () => {}, limits: createRateLimiter() }),
+    chats: createChatService({ db: database().db, publish: () => {} }),
+    messages: createMessageService({ db: database().db, publish: () => {}, limits: createRateLimiter() }),
   });
 
   it("start as the old tables below a bound and one partition of 100 million ids ahead, on both tables alike", async () => {
@@ -77,7 +64,7 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
     );
     expect(setting).toEqual({ width: 100_000_000, high: 300_000_000 });
     // Nothing to add while two widths of ids are left.
-    expect(await ensureEventPartitions(handle.db)).toBe(0);
+    expect(await ensureEventPartitions(database().db)).toBe(0);
   });
 
   it("put events across a bound in both partitions, and each stream reads on without a gap", async () => {
@@ -87,7 +74,7 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
     const { chat } = await chats.open(buyer, newId(), seller);
     await messages.send(buyer, chat.id, "below the bound", null);
     // The next events take the last ids of the first partition, then the first of the next.
-    await handle.db.execute(sql`select setval('chat_events_id_seq', 200000000 - 3)`);
+    await database().db.execute(sql`select setval('chat_events_id_seq', 200000000 - 3)`);
     const sent: number[] = [];
     for (let i = 0; i < 6; i++) {
       const sender = i % 2 === 0 ? seller : buyer;
@@ -102,7 +89,7 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
     expect(await countIn("user_events_200000000")).toBe(2 * (await countIn("chat_events_200000000")));
 
     for (const user of [buyer, seller]) {
-      const page = await readStreamPage(handle.db, user, 0, { maxEvents: 100 });
+      const page = await readStreamPage(database().db, user, 0, { maxEvents: 100 });
       const ids = page.events.map((e) => e.event_id);
       expect(ids).toEqual(ids.map((_, i) => i + 1));
       const types = page.events.map((e) => e.type);
@@ -110,7 +97,7 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
       expect(types.filter((t) => t === "new_message")).toHaveLength(7);
       expect(types.slice(-2)).toEqual(["message_edited", "message_deleted"]);
       // Read from the middle, as a reconnecting client does: the same events after its cursor.
-      const rest = await readStreamPage(handle.db, user, 3, { maxEvents: 100 });
+      const rest = await readStreamPage(database().db, user, 3, { maxEvents: 100 });
       expect(rest.events.map((e) => e.event_id)).toEqual(ids.slice(3));
     }
   });
@@ -121,12 +108,12 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
     const seller = newId();
     const { chat } = await chats.open(buyer, newId(), seller);
     // Small partitions from here on, and ids at the end of the last one: nothing is there for the next event.
-    await handle.db.execute(sql`update event_partitioning set width = 100`);
-    await handle.db.execute(sql`select setval('chat_events_id_seq', 300000000 - 1)`);
+    await database().db.execute(sql`update event_partitioning set width = 100`);
+    await database().db.execute(sql`select setval('chat_events_id_seq', 300000000 - 1)`);
 
     const { message } = await messages.send(buyer, chat.id, "past every partition", null);
 
-    const page = await readStreamPage(handle.db, seller, 1, { maxEvents: 10 });
+    const page = await readStreamPage(database().db, seller, 1, { maxEvents: 10 });
     expect(page.events.map((e) => [e.type, e.type === "new_message" ? e.message.id : null])).toEqual([
       ["new_message", message.id],
     ]);
@@ -141,6 +128,6 @@ describe.each(databaseTargets())("partitioned event tables on $name", (target) =
       "user_events_300000200",
     ]);
     expect(await countIn("chat_events_300000000")).toBe(1);
-    expect(await ensureEventPartitions(handle.db)).toBe(0);
+    expect(await ensureEventPartitions(database().db)).toBe(0);
   });
 });

@@ -18,7 +18,7 @@ import { createRateLimiter } from "../src/limits/rate-limiter.ts";
 import { createGroupCommit } from "../src/messages/group-commit.ts";
 import { type SendRequest, storeMessages } from "../src/messages/repository.ts";
 import { createMessageService } from "../src/messages/service.ts";
-import { type DatabaseTarget, databaseTargets } from "./support/databases.ts";
+import { type DatabaseTarget, databaseTargets, suiteDatabase } from "./support/databases.ts";
 
 const postgres = databaseTargets().find((t) => t.name === "postgres");
 
@@ -323,21 +323,10 @@ describe.runIf(postgres)("retries on PostgreSQL: a batch that times out", () => 
 });
 
 describe.each(databaseTargets())("the tail check on $name", (target) => {
-  let handle: DatabaseHandle;
-  let drop: () => Promise<void> = async () => {};
-
-  beforeAll(async () => {
-    const created = await target.create();
-    drop = created.drop;
-    handle = await openDatabase(created.options);
-  });
-
-  afterAll(async () => {
-    await handle?.close();
-    await drop();
-  });
+  const database = suiteDatabase(target);
 
   it("reads the stream ends of 70,000 users in one query (past the 65,535 parameters of a list)", async () => {
+    const handle = database();
     const buyer = newUser();
     const seller = newUser();
     const { chats, messages } = services(handle);

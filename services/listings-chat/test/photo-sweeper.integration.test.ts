@@ -7,12 +7,11 @@
 import { Writable } from "node:stream";
 import { sql } from "drizzle-orm";
 import pino from "pino";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type DatabaseHandle, openDatabase } from "../src/db/client.ts";
+import { describe, expect, it } from "vitest";
 import { rowsOf } from "../src/events/log.ts";
 import type { Storage } from "../src/media/storage.ts";
 import { createPhotoSweeper } from "../src/media/sweeper.ts";
-import { databaseTargets } from "./support/databases.ts";
+import { databaseTargets, suiteDatabase } from "./support/databases.ts";
 
 /** A storage whose removals fail while `down`, and that records the keys it removed otherwise. */
 function switchableStorage() {
@@ -51,22 +50,10 @@ function memoryLog() {
 }
 
 describe.each(databaseTargets())("photo sweeper with its storage down: $name", (target) => {
-  let handle: DatabaseHandle;
-  let drop: () => Promise<void>;
-
-  beforeAll(async () => {
-    const created = await target.create();
-    drop = created.drop;
-    handle = await openDatabase(created.options);
-  });
-
-  afterAll(async () => {
-    await handle?.close();
-    await drop?.();
-  });
+  const database = suiteDatabase(target);
 
   it("warns once for a run of failed sweeps, says when they succeed again, and then removes what was due", async () => {
-    const { db } = handle;
+    const { db } = database();
     await db.execute(sql`
       INSERT INTO uploads (id, user_id, content_type, declared_size, created_at, sweep_after)
       SELECT 'sweep-' || i, 7, 'image/jpeg', 100, now() - interval '2 days', now() - interval '1 second'

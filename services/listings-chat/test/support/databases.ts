@@ -3,7 +3,8 @@ import { PGlite } from "@electric-sql/pglite";
 import { drizzle as drizzleNodePg } from "drizzle-orm/node-postgres";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import pg from "pg";
-import type { Database, DatabaseOptions } from "../../src/db/client.ts";
+import { afterAll, beforeAll } from "vitest";
+import { type Database, type DatabaseHandle, type DatabaseOptions, openDatabase } from "../../src/db/client.ts";
 import { pgliteMigrationConnection, pgMigrationConnection, runMigrations } from "../../src/db/migrator.ts";
 import * as schema from "../../src/db/schema.ts";
 
@@ -58,6 +59,28 @@ export function databaseTargets(): DatabaseTarget[] {
   if (!url && process.env.CI)
     throw new Error("CI must set DATABASE_URL: the PostgreSQL run is what proves compatibility");
   return url ? [pglite, postgres(url)] : [pglite];
+}
+
+/**
+ * A database of `target` for the suite being declared, migrated and opened before its tests, closed and dropped
+ * after them: the handle, read through the returned function once `beforeAll` has run.
+ */
+export function suiteDatabase(target: DatabaseTarget): () => DatabaseHandle {
+  let handle: DatabaseHandle | undefined;
+  let drop: (() => Promise<void>) | undefined;
+  beforeAll(async () => {
+    const created = await target.create();
+    drop = created.drop;
+    handle = await openDatabase(created.options);
+  });
+  afterAll(async () => {
+    await handle?.close();
+    await drop?.();
+  });
+  return () => {
+    if (!handle) throw new Error("the suite's database opens in beforeAll: read it inside a test");
+    return handle;
+  };
 }
 
 /** An empty database of a target, with nothing applied yet, and how to run a migrations folder on it. */
